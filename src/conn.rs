@@ -1,0 +1,351 @@
+//! One client connection: its socket, what phase it is in, the few bytes of
+//! input it could not use yet, and its queue of output with partial-write
+//! tracking and the output limits (Redis `networking.c`'s reply list, in Rust).
+//!
+//! A connection knows nothing about rooms or users. Frames arrive on its queue
+//! as shared bytes (`Rc<[u8]>`: a broadcast is framed once and queued on every
+//! recipient without copying) or as owned bytes (replies to this connection
+//! alone, coalesced so a burst of small replies is one buffer).
+//!
+//! Memory: an idle connection holds no buffer. Reads go through the loop's
+//! shared scratch buffer; only an incomplete request or frame is copied into
+//! `pending_input`, and both it and the output queue are freed, not kept, when
+//! they empty after a burst.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::net::Shutdown;
+use std::rc::Rc;
+
+use mio::net::TcpStream;
+
+use crate::config::{KEEP_BUFFER_BYTES, MAX_IOVECS, OUTPUT_HARD_LIMIT};
+use crate::ws::codec::Assembler;
+
+/// Bytes queued for a socket.
+pub enum Chunk {
+    /// One encoding of a broadcast frame, shared by every recipient.
+    Shared(Rc<[u8]>),
+    /// Bytes for this connection only (HTTP responses, acks, errors).
+    Owned(Vec<u8>),
+    /// Constant frames (the server's ping).
+    Static(&'static [u8]),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Shared(b) => b,
+            Chunk::Owned(b) => b,
+            Chunk::Static(b) => b,
+        }
+    }
+}
+
+/// Owned replies are appended to the last owned chunk while it is smaller
+/// than this, so many small replies go out as one buffer.
+const COALESCE_BYTES: usize = 16 * 1024;
+
+/// What the connection is speaking.
+pub enum Phase {
+    /// HTTP/1.1 requests. `waiting` is true while a request is being answered
+    /// asynchronously (hashing, storage); later pipelined requests wait in
+    /// `pending_input` so responses go out in order.
+    Http { waiting: bool },
+    /// WebSocket after a successful upgrade. `echo` is the `/ws/echo` endpoint.
+    Ws { assembler: Assembler, echo: bool },
+}
+
+/// Why and how a connection is going away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Flush what is queued, then close (after an HTTP `Connection: close`
+    /// response, or after the server's close frame). Since when, in loop seconds.
+    AfterFlush(u32),
+    /// Flushed and FIN sent; reading (and discarding) until the peer closes
+    /// too, so our last bytes are not lost to a reset. Since when.
+    Draining(u32),
+    /// Drop now: the peer is gone, broke the protocol beyond reply, or is too slow.
+    Now,
+}
+
+/// Result of a read attempt.
+pub enum ReadOutcome {
+    /// `n` bytes are in the scratch buffer.
+    Data(usize),
+    /// Nothing more for now.
+    WouldBlock,
+    /// The peer closed its side.
+    Eof,
+}
+
+/// Result of a flush attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// The queue is empty.
+    All,
+    /// The write budget ran out with bytes still queued: write again next turn.
+    Budget,
+    /// The socket is full: wait for a writable event.
+    Blocked,
+}
+
+pub struct Conn {
+    pub socket: TcpStream,
+    /// Unique for the life of the process: tokens (slab keys) are reused, so
+    /// asynchronous answers carry the serial to find the same connection.
+    pub serial: u64,
+    pub phase: Phase,
+    /// Input that did not yet form a whole request or frame.
+    pub pending_input: Vec<u8>,
+    out: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    out_offset: usize,
+    /// Unsent bytes in `out` (the number the output limits look at).
+    out_bytes: usize,
+    pub closing: Option<Closing>,
+    /// Coarse clock (seconds since the server started) of the last byte read.
+    pub last_input: u32,
+    /// When the current deadline started: the HTTP head timeout, or for a
+    /// WebSocket the last ping sent.
+    pub timer_start: u32,
+    /// Since when unsent output has been above the soft limit.
+    pub over_soft_since: Option<u32>,
+    /// Already in the loop's list of connections to flush this turn.
+    pub in_flush_list: bool,
+    /// Already in the loop's list of connections to read again next turn.
+    pub in_read_list: bool,
+}
+
+impl Conn {
+    pub fn new(socket: TcpStream, serial: u64, now: u32) -> Conn {
+        Conn {
+            socket,
+            serial,
+            phase: Phase::Http { waiting: false },
+            pending_input: Vec::new(),
+            out: VecDeque::new(),
+            out_offset: 0,
+            out_bytes: 0,
+            closing: None,
+            last_input: now,
+            timer_start: now,
+            over_soft_since: None,
+            in_flush_list: false,
+            in_read_list: false,
+        }
+    }
+
+    pub fn is_ws(&self) -> bool {
+        matches!(self.phase, Phase::Ws { .. })
+    }
+
+    /// Unsent output bytes.
+    pub fn queued(&self) -> usize {
+        self.out_bytes
+    }
+
+    /// Queues a shared frame. Returns false (and queues nothing) when the
+    /// connection is past the hard output limit: the caller cuts it.
+    pub fn queue_shared(&mut self, frame: &Rc<[u8]>) -> bool {
+        self.push(Chunk::Shared(frame.clone()), frame.len())
+    }
+
+    pub fn queue_static(&mut self, bytes: &'static [u8]) -> bool {
+        self.push(Chunk::Static(bytes), bytes.len())
+    }
+
+    /// Queues bytes for this connection only, coalescing small replies.
+    pub fn queue_owned(&mut self, bytes: &[u8]) -> bool {
+        if self.out_bytes + bytes.len() > OUTPUT_HARD_LIMIT {
+            return false;
+        }
+        if let Some(Chunk::Owned(last)) = self.out.back_mut() {
+            if last.len() + bytes.len() <= COALESCE_BYTES {
+                last.extend_from_slice(bytes);
+                self.out_bytes += bytes.len();
+                return true;
+            }
+        }
+        self.out.push_back(Chunk::Owned(bytes.to_vec()));
+        self.out_bytes += bytes.len();
+        true
+    }
+
+    fn push(&mut self, chunk: Chunk, len: usize) -> bool {
+        if self.out_bytes + len > OUTPUT_HARD_LIMIT {
+            return false;
+        }
+        self.out.push_back(chunk);
+        self.out_bytes += len;
+        true
+    }
+
+    /// Drops queued output that has not started to go out, keeping a frame
+    /// that is half written so the stream stays well-formed. Used before the
+    /// close frame of a slow consumer.
+    pub fn discard_unsent(&mut self) {
+        let keep = usize::from(self.out_offset > 0);
+        while self.out.len() > keep {
+            if let Some(c) = self.out.pop_back() {
+                self.out_bytes -= c.bytes().len();
+            }
+        }
+    }
+
+    /// Reads once into `scratch`. `Interrupted` is retried here.
+    pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadOutcome> {
+        loop {
+            return match self.socket.read(scratch) {
+                Ok(0) => Ok(ReadOutcome::Eof),
+                Ok(n) => Ok(ReadOutcome::Data(n)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Writes queued output with vectored writes until the queue is empty,
+    /// the socket would block, or `budget` bytes went out.
+    pub fn flush(&mut self, budget: usize) -> io::Result<Flushed> {
+        let mut written = 0;
+        while !self.out.is_empty() {
+            if written >= budget {
+                return Ok(Flushed::Budget);
+            }
+            let mut slices = [IoSlice::new(&[]); MAX_IOVECS];
+            let mut n = 0;
+            for (i, chunk) in self.out.iter().take(MAX_IOVECS).enumerate() {
+                let bytes = chunk.bytes();
+                slices[i] = IoSlice::new(if i == 0 { &bytes[self.out_offset..] } else { bytes });
+                n += 1;
+            }
+            match self.socket.write_vectored(&slices[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(w) => {
+                    written += w;
+                    self.advance(w);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Flushed::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // A burst may have grown the queue's ring; an idle connection keeps none.
+        if self.out.capacity() > 16 {
+            self.out = VecDeque::new();
+        }
+        Ok(Flushed::All)
+    }
+
+    /// Marks `n` bytes as written, popping chunks that are done.
+    fn advance(&mut self, mut n: usize) {
+        self.out_bytes -= n;
+        while n > 0 {
+            let front = self.out.front().expect("wrote more than was queued").bytes().len();
+            let left = front - self.out_offset;
+            if n >= left {
+                n -= left;
+                self.out_offset = 0;
+                self.out.pop_front();
+            } else {
+                self.out_offset += n;
+                n = 0;
+            }
+        }
+    }
+
+    /// Keeps the unconsumed tail of `input` for the next read.
+    pub fn keep_input(&mut self, rest: &[u8]) {
+        self.pending_input.clear();
+        if rest.is_empty() {
+            if self.pending_input.capacity() > KEEP_BUFFER_BYTES {
+                self.pending_input = Vec::new();
+            }
+        } else {
+            self.pending_input.extend_from_slice(rest);
+        }
+    }
+
+    /// Sends FIN after the last queued byte; used when closing politely.
+    pub fn shutdown_write(&self) {
+        // The peer may already be gone; nothing to do about it here.
+        let _ = self.socket.shutdown(Shutdown::Write);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::time::Duration;
+
+    fn pair() -> (Conn, std::net::TcpStream) {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (server, _) = l.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        (Conn::new(TcpStream::from_std(server), 1, 0), client)
+    }
+
+    /// Shared, static and coalesced owned chunks leave in queue order, whole.
+    #[test]
+    fn flushes_in_order() {
+        let (mut c, mut peer) = pair();
+        let shared: Rc<[u8]> = Rc::from(&b"shared|"[..]);
+        assert!(c.queue_owned(b"a|"));
+        assert!(c.queue_owned(b"b|"));
+        assert!(c.queue_shared(&shared));
+        assert!(c.queue_static(b"static"));
+        assert_eq!(c.out.len(), 3, "the two owned replies share one buffer");
+        assert_eq!(c.flush(usize::MAX).unwrap(), Flushed::All);
+        assert_eq!(c.queued(), 0);
+        let mut got = [0u8; 17];
+        peer.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"a|b|shared|static");
+    }
+
+    /// Partial writes resume mid-chunk; the budget stops a turn early.
+    #[test]
+    fn tracks_partial_writes() {
+        let (mut c, _peer) = pair();
+        let big: Rc<[u8]> = Rc::from(vec![7u8; 8 * 1024].as_slice());
+        for _ in 0..100 {
+            assert!(c.queue_shared(&big));
+        }
+        assert_eq!(c.flush(10_000).unwrap(), Flushed::Budget);
+        assert!(c.queued() < 800 * 1024);
+        // The peer never reads, so the kernel's buffers fill and a write blocks.
+        let mut state = Flushed::Budget;
+        for _ in 0..1000 {
+            while c.queue_shared(&big) {}
+            state = c.flush(usize::MAX).unwrap();
+            if state == Flushed::Blocked {
+                break;
+            }
+        }
+        assert_eq!(state, Flushed::Blocked);
+        assert!(c.queued() > 0);
+        assert_eq!(c.queued(), c.out.iter().map(|x| x.bytes().len()).sum::<usize>() - c.out_offset);
+    }
+
+    /// Past the hard limit nothing more is queued, and discarding keeps only
+    /// a frame that has started to go out.
+    #[test]
+    fn enforces_hard_limit() {
+        let (mut c, _peer) = pair();
+        let frame: Rc<[u8]> = Rc::from(vec![1u8; 64 * 1024].as_slice());
+        let mut n = 0;
+        while c.queue_shared(&frame) {
+            n += 1;
+        }
+        assert_eq!(n, OUTPUT_HARD_LIMIT / frame.len());
+        c.advance(10);
+        c.discard_unsent();
+        assert_eq!(c.out.len(), 1);
+        assert_eq!(c.queued(), frame.len() - 10);
+    }
+}

@@ -1,0 +1,10 @@
+//! HTTP/1.1: request heads (`request`), responses (`response`), the REST API
+//! and the WebSocket upgrade routes (`routes`), and the embedded web client
+//! (`static_files`). Nothing here blocks: a route that needs hashing or
+//! storage submits the work and answers later through the loop.
+
+pub mod mime;
+pub mod request;
+pub mod response;
+pub mod routes;
+pub mod static_files;

@@ -1,0 +1,130 @@
+//! The hub: rooms, sessions, presence, message ids, idempotent retries and
+//! pending acks — the Go chat tutorials' "Hub goroutine", minus the goroutine.
+//! It is plain data owned by the loop thread; every client frame is handled to
+//! completion in one call, so there is nothing to lock and no ordering to
+//! reason about beyond "in the order the loop read them".
+//!
+//! - `rooms`: who is in which room (pure bookkeeping);
+//! - `rate`: the per-connection token bucket;
+//! - `frames`: the handling of each client frame of the contract;
+//! - `presence`: connection open/close, join/leave, `user_status`.
+
+pub mod frames;
+pub mod presence;
+pub mod rate;
+pub mod rooms;
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+use mio::Token;
+
+use crate::config::CLIENT_ID_WINDOW;
+use crate::outbox::ConnRef;
+use crate::store::{MsgId, UserId};
+use rate::TokenBucket;
+use rooms::{RoomId, Rooms};
+
+/// A WebSocket connection's chat state.
+pub struct Session {
+    pub conn: ConnRef,
+    pub user: UserId,
+    /// The room named in `/ws/room/{name}`: plain-text frames go there.
+    pub url_room: Option<Box<str>>,
+    /// Rooms this connection is joined to (live or still replaying).
+    pub rooms: Vec<RoomId>,
+    pub bucket: TokenBucket,
+    /// Live frames held while a `since` replay is read from storage.
+    pub held: Vec<(RoomId, Rc<[u8]>)>,
+    /// More frames arrived during a replay than could be held.
+    pub held_overflow: bool,
+}
+
+/// A message waiting for its commit before its `ack` goes out.
+pub struct PendingAck {
+    /// The sender, then any connection that resent the same `client_id`
+    /// before the commit.
+    pub waiters: Vec<(ConnRef, Option<Box<str>>)>,
+    pub timestamp_ms: i64,
+    /// A private message reached a recipient's connection: `delivered` follows the ack.
+    pub delivered: bool,
+}
+
+/// The newest client ids per user, oldest evicted first, for idempotent
+/// retries (`CLIENT_ID_WINDOW` across the server).
+#[derive(Default)]
+pub struct ClientIds {
+    by_user: HashMap<UserId, HashMap<Box<str>, (MsgId, i64)>>,
+    order: VecDeque<(UserId, Box<str>)>,
+}
+
+impl ClientIds {
+    pub fn get(&self, user: UserId, client_id: &str) -> Option<(MsgId, i64)> {
+        self.by_user.get(&user)?.get(client_id).copied()
+    }
+
+    pub fn insert(&mut self, user: UserId, client_id: &str, id: MsgId, ts: i64) {
+        self.by_user.entry(user).or_default().insert(client_id.into(), (id, ts));
+        self.order.push_back((user, client_id.into()));
+        if self.order.len() > CLIENT_ID_WINDOW {
+            if let Some((u, k)) = self.order.pop_front() {
+                if let Some(m) = self.by_user.get_mut(&u) {
+                    m.remove(&k);
+                    if m.is_empty() {
+                        self.by_user.remove(&u);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    pub rooms: Rooms,
+    /// Indexed by token: slab keys are dense, so a Vec beats hashing.
+    pub sessions: Vec<Option<Session>>,
+    /// Each online user's WebSocket connections.
+    pub online: HashMap<UserId, Vec<Token>>,
+    /// The last message id handed out.
+    pub last_msg_id: MsgId,
+    pub client_ids: ClientIds,
+    pub acks: HashMap<MsgId, PendingAck>,
+}
+
+impl Hub {
+    pub fn session(&self, token: Token) -> Option<&Session> {
+        self.sessions.get(token.0)?.as_ref()
+    }
+
+    pub fn session_mut(&mut self, token: Token) -> Option<&mut Session> {
+        self.sessions.get_mut(token.0)?.as_mut()
+    }
+
+    /// The next message id: increasing, never reused, assigned without storage.
+    pub fn next_msg_id(&mut self) -> MsgId {
+        self.last_msg_id += 1;
+        self.last_msg_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Client ids are found per user, and the oldest are evicted past the window.
+    #[test]
+    fn client_id_window_evicts_oldest() {
+        let mut ids = ClientIds::default();
+        ids.insert(1, "a", 10, 0);
+        assert_eq!(ids.get(1, "a"), Some((10, 0)));
+        assert_eq!(ids.get(2, "a"), None);
+        for i in 0..CLIENT_ID_WINDOW as u64 {
+            ids.insert(2, &i.to_string(), i, 0);
+        }
+        assert_eq!(ids.get(1, "a"), None, "evicted");
+        assert_eq!(ids.get(2, "0"), Some((0, 0)));
+        assert_eq!(ids.order.len(), CLIENT_ID_WINDOW);
+        assert!(!ids.by_user.contains_key(&1));
+    }
+}

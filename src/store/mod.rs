@@ -1,0 +1,341 @@
+//! Storage behind a narrow interface: the loop never calls a database.
+//!
+//! The loop sends [`Request`]s to one storage thread and gets [`Reply`]s back
+//! over a channel, with the loop's `Waker` rung after every batch. The thread
+//! is generic over a [`Backend`]; SQLite ([`sqlite::Sqlite`]) is the one that
+//! ships, and a PostgreSQL backend is one more `impl Backend` — the reactor,
+//! the hub and the HTTP routes only ever see `StoreHandle`.
+//!
+//! Why one thread for reads *and* writes: requests are applied in the order
+//! the loop sent them, so a history read queued after a message insert always
+//! sees that message (read-your-writes without a commit watermark). The cost,
+//! admitted: a read waits behind the batch in front of it. A pool of readers
+//! would need the loop to track which ids are committed before it may ask them.
+//!
+//! Why the loop assigns ids: message ids come from the loop's counter (continued
+//! from the database's maximum at start), so fan-out never waits for SQLite;
+//! only the sender's `ack` waits for the commit that carries the message.
+
+pub mod sqlite;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::{STORE_BATCH, STORE_QUEUE};
+
+/// Users are numbered from 1 by the loop.
+pub type UserId = u32;
+/// Message ids: unique and increasing across the server.
+pub type MsgId = u64;
+
+/// A user as stored, password hash included (the loop keeps it to verify logins).
+#[derive(Debug, Clone)]
+pub struct UserRow {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub password: PasswordHash,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+}
+
+/// PBKDF2-HMAC-SHA256 output with the parameters that produced it, so the
+/// iteration count can be raised later without invalidating old hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    pub iterations: u32,
+    pub salt: [u8; 16],
+    pub hash: [u8; 32],
+}
+
+/// A private room: only members may join it or read its history.
+#[derive(Debug, Clone)]
+pub struct PrivateRoomRow {
+    pub name: String,
+    pub owner: UserId,
+    pub members: Vec<UserId>,
+}
+
+/// Where a message lives: a room, or the conversation of two users.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Target {
+    Room(String),
+    /// A private conversation; the pair is unordered (`Direct(a, b) == Direct(b, a)` in storage).
+    Direct(UserId, UserId),
+}
+
+/// One chat message as stored and as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    pub id: MsgId,
+    /// `Some` for a room message.
+    pub room: Option<String>,
+    pub from: UserId,
+    /// `Some` for a private message.
+    pub to: Option<UserId>,
+    pub content: String,
+    pub timestamp_ms: i64,
+}
+
+/// A window of history: the newest `limit` messages of `target` with
+/// `after < id < before`, skipping the newest `offset`; returned oldest first.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub target: Target,
+    pub before: Option<MsgId>,
+    pub after: Option<MsgId>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// Unread count of one room or one conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnreadCount {
+    Room(String, u64),
+    /// Messages from this user to the caller not yet read.
+    Direct(UserId, u64),
+}
+
+/// Everything the loop keeps in memory, read once before the loop starts.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub users: Vec<UserRow>,
+    pub private_rooms: Vec<PrivateRoomRow>,
+    /// Public rooms that have at least one message.
+    pub public_rooms: Vec<String>,
+    pub max_message_id: MsgId,
+    /// The newest `(user, client_id, message id, timestamp)` for idempotent retries.
+    pub recent_client_ids: Vec<(UserId, String, MsgId, i64)>,
+}
+
+/// A ticket pairs an asynchronous reply with whoever is waiting for it.
+pub type Ticket = u64;
+
+/// What the loop asks of storage.
+#[derive(Debug)]
+pub enum Request {
+    /// Reply: `UserStored` / `UserFailed`.
+    PutUser(UserRow),
+    /// Reply: `MessageStored` / `MessageFailed`.
+    PutMessage { msg: StoredMessage, client_id: Option<String> },
+    /// A public room got its first message. No reply.
+    PutPublicRoom { name: String },
+    /// No reply.
+    SetLastSeen { user: UserId, at_ms: i64 },
+    /// No reply.
+    PutPrivateRoom(PrivateRoomRow),
+    /// No reply.
+    AddMember { room: String, user: UserId },
+    /// No reply.
+    RemoveMember { room: String, user: UserId },
+    /// Moves `user`'s read marker forward (never back). No reply.
+    MarkRead { user: UserId, target: Target, id: MsgId },
+    /// Reply: `History`.
+    History { ticket: Ticket, query: HistoryQuery },
+    /// Reply: `Unread`.
+    Unread { ticket: Ticket, user: UserId },
+    /// Reply: `Drained`, after everything sent before it is committed.
+    Drain,
+}
+
+/// What storage answers, always after the batch holding the request committed.
+#[derive(Debug)]
+pub enum Reply {
+    UserStored(UserId),
+    UserFailed(UserId),
+    MessageStored(MsgId),
+    MessageFailed(MsgId),
+    History { ticket: Ticket, messages: Vec<StoredMessage> },
+    /// `None` when the read failed (the waiter answers with an error).
+    HistoryFailed { ticket: Ticket },
+    Unread { ticket: Ticket, counts: Vec<UnreadCount> },
+    Drained,
+}
+
+/// Why a storage call failed; the backend's own error, as text.
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+/// A storage engine. Startup calls (`load`, settings) run before the loop
+/// exists; the rest run on the storage thread, one transaction per batch.
+pub trait Backend: Send + 'static {
+    /// Reads the state the loop keeps in memory.
+    fn load(&mut self) -> Result<Snapshot, StoreError>;
+    /// Reads a setting (e.g. the generated JWT secret).
+    fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Writes a setting, durably, before returning.
+    fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Applies one request inside the open transaction; returns its reply, if
+    /// it has one. A failed request must leave the transaction usable.
+    fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError>;
+    fn commit(&mut self) -> Result<(), StoreError>;
+    fn rollback(&mut self);
+}
+
+/// The queue was full: answer the client `busy` instead of blocking the loop.
+#[derive(Debug)]
+pub struct Busy;
+
+/// The loop's end of the storage thread.
+pub struct StoreHandle {
+    tx: Option<SyncSender<Request>>,
+    rx: Receiver<Reply>,
+    /// Requests sent and not yet taken by the thread (for `/metrics`).
+    depth: Arc<AtomicUsize>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StoreHandle {
+    /// Starts the storage thread. `wake` is called after each batch's replies
+    /// are sent (the loop passes its `mio::Waker`).
+    pub fn spawn<B: Backend>(backend: B, wake: impl Fn() + Send + 'static) -> StoreHandle {
+        let (tx, req_rx) = mpsc::sync_channel(STORE_QUEUE);
+        let (reply_tx, rx) = mpsc::channel();
+        let depth = Arc::new(AtomicUsize::new(0));
+        let thread_depth = depth.clone();
+        let thread = std::thread::Builder::new()
+            .name("hubbub-store".into())
+            .spawn(move || run_store(backend, req_rx, reply_tx, thread_depth, wake))
+            .expect("spawn storage thread");
+        StoreHandle { tx: Some(tx), rx, depth, thread: Some(thread) }
+    }
+
+    /// Queues a request without blocking.
+    pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
+        let tx = self.tx.as_ref().ok_or(Busy)?;
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        match tx.try_send(req) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                Err(Busy)
+            }
+        }
+    }
+
+    /// The next reply, if one is ready.
+    pub fn try_reply(&self) -> Option<Reply> {
+        self.rx.try_recv().ok()
+    }
+
+    /// Requests waiting for the storage thread.
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Closes the queue and waits for the thread to commit what it holds.
+    /// Only called at shutdown, after `Drain` was answered, so the wait is short.
+    pub fn join(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                log::error!("storage thread panicked");
+            }
+        }
+    }
+}
+
+/// The storage thread: block for one request, take whatever else is queued (up
+/// to a batch), apply it all in one transaction, then send every reply.
+fn run_store<B: Backend>(
+    mut backend: B,
+    rx: Receiver<Request>,
+    replies: mpsc::Sender<Reply>,
+    depth: Arc<AtomicUsize>,
+    wake: impl Fn(),
+) {
+    let mut batch = Vec::with_capacity(STORE_BATCH);
+    let mut out = Vec::with_capacity(STORE_BATCH);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < STORE_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        depth.fetch_sub(batch.len(), Ordering::Relaxed);
+        apply_batch(&mut backend, &batch, &mut out);
+        batch.clear();
+        let mut loop_gone = false;
+        for reply in out.drain(..) {
+            loop_gone |= replies.send(reply).is_err();
+        }
+        if loop_gone {
+            // The loop is gone (shutdown): keep committing what is queued.
+            continue;
+        }
+        wake();
+    }
+}
+
+/// One transaction for the whole batch. A request that fails alone gets its
+/// failure reply; a failed commit turns every write's success into a failure,
+/// because nothing of the batch is durable.
+fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
+    if let Err(e) = backend.begin() {
+        log::error!("storage: begin failed: {e}");
+        out.extend(batch.iter().filter_map(failure_reply));
+        return;
+    }
+    for req in batch {
+        match backend.execute(req) {
+            Ok(Some(reply)) => out.push(reply),
+            Ok(None) => {}
+            Err(e) => {
+                log::error!("storage: {} failed: {e}", request_name(req));
+                out.extend(failure_reply(req));
+            }
+        }
+    }
+    if let Err(e) = backend.commit() {
+        log::error!("storage: commit of {} requests failed: {e}", batch.len());
+        backend.rollback();
+        for reply in out.iter_mut() {
+            match *reply {
+                Reply::MessageStored(id) => *reply = Reply::MessageFailed(id),
+                Reply::UserStored(id) => *reply = Reply::UserFailed(id),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The reply a request gets when it could not be applied.
+fn failure_reply(req: &Request) -> Option<Reply> {
+    match req {
+        Request::PutUser(u) => Some(Reply::UserFailed(u.id)),
+        Request::PutMessage { msg, .. } => Some(Reply::MessageFailed(msg.id)),
+        Request::History { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
+        Request::Unread { ticket, .. } => Some(Reply::Unread { ticket: *ticket, counts: Vec::new() }),
+        Request::Drain => Some(Reply::Drained),
+        _ => None,
+    }
+}
+
+fn request_name(req: &Request) -> &'static str {
+    match req {
+        Request::PutUser(_) => "put_user",
+        Request::PutMessage { .. } => "put_message",
+        Request::PutPublicRoom { .. } => "put_public_room",
+        Request::SetLastSeen { .. } => "set_last_seen",
+        Request::PutPrivateRoom(_) => "put_private_room",
+        Request::AddMember { .. } => "add_member",
+        Request::RemoveMember { .. } => "remove_member",
+        Request::MarkRead { .. } => "mark_read",
+        Request::History { .. } => "history",
+        Request::Unread { .. } => "unread",
+        Request::Drain => "drain",
+    }
+}

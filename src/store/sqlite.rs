@@ -1,0 +1,527 @@
+//! The SQLite backend: schema, migrations, and the statements behind each
+//! [`Request`]. Runs on the storage thread only (after `load` at startup).
+//!
+//! Durability: WAL with `synchronous = NORMAL`. A committed transaction is in
+//! the WAL file before `COMMIT` returns, so it survives `kill -9` of the server
+//! (the contract's promise for acked messages); surviving power loss as well
+//! would need `synchronous = FULL`, one fsync per batch.
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{
+    Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, Snapshot,
+    StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow,
+};
+use crate::config::CLIENT_ID_WINDOW;
+
+/// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
+CREATE TABLE users (
+    id          INTEGER PRIMARY KEY,
+    username    TEXT NOT NULL,
+    email       TEXT NOT NULL,
+    pw_iter     INTEGER NOT NULL,
+    pw_salt     BLOB NOT NULL,
+    pw_hash     BLOB NOT NULL,
+    created_ms  INTEGER NOT NULL,
+    last_seen_ms INTEGER
+);
+CREATE UNIQUE INDEX users_username ON users(username COLLATE NOCASE);
+CREATE UNIQUE INDEX users_email ON users(email COLLATE NOCASE);
+-- Every room that ever had a message or was created; owner_id only for private rooms.
+CREATE TABLE rooms (
+    name       TEXT PRIMARY KEY,
+    private    INTEGER NOT NULL,
+    owner_id   INTEGER
+) WITHOUT ROWID;
+CREATE TABLE room_members (
+    room    TEXT NOT NULL,
+    user_id INTEGER NOT NULL,
+    PRIMARY KEY (room, user_id)
+) WITHOUT ROWID;
+-- A room message has `room`; a private one has `to_id` and `dm`, the unordered
+-- pair packed as (low << 32 | high) so one index serves a conversation.
+CREATE TABLE messages (
+    id        INTEGER PRIMARY KEY,
+    room      TEXT,
+    from_id   INTEGER NOT NULL,
+    to_id     INTEGER,
+    dm        INTEGER,
+    content   TEXT NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    client_id TEXT
+);
+CREATE INDEX messages_room ON messages(room, id) WHERE room IS NOT NULL;
+CREATE INDEX messages_dm ON messages(dm, id) WHERE dm IS NOT NULL;
+CREATE INDEX messages_to ON messages(to_id, id) WHERE to_id IS NOT NULL;
+CREATE UNIQUE INDEX messages_client_id ON messages(from_id, client_id) WHERE client_id IS NOT NULL;
+CREATE TABLE room_reads (
+    user_id INTEGER NOT NULL,
+    room    TEXT NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, room)
+) WITHOUT ROWID;
+CREATE TABLE dm_reads (
+    user_id INTEGER NOT NULL,
+    peer_id INTEGER NOT NULL,
+    last_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+) WITHOUT ROWID;
+"#];
+
+/// The conversation key of two users, whatever their order.
+fn dm_key(a: UserId, b: UserId) -> i64 {
+    let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+    ((lo as i64) << 32) | hi as i64
+}
+
+fn err(e: rusqlite::Error) -> StoreError {
+    StoreError(e.to_string())
+}
+
+/// One SQLite write connection (the storage thread's).
+pub struct Sqlite {
+    conn: Connection,
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) and migrates the database file.
+    pub fn open(path: &std::path::Path) -> Result<Sqlite, StoreError> {
+        let conn = Connection::open(path).map_err(err)?;
+        Self::init(conn)
+    }
+
+    /// An in-memory database, for tests and benchmarks.
+    pub fn open_in_memory() -> Result<Sqlite, StoreError> {
+        Self::init(Connection::open_in_memory().map_err(err)?)
+    }
+
+    fn init(mut conn: Connection) -> Result<Sqlite, StoreError> {
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+             PRAGMA synchronous = NORMAL;
+             PRAGMA busy_timeout = 5000;
+             PRAGMA temp_store = MEMORY;",
+        )
+        .map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        let version: usize = conn
+            .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
+            .map_err(err)? as usize;
+        if version > MIGRATIONS.len() {
+            return Err(StoreError(format!(
+                "database schema version {version} is newer than this binary ({})",
+                MIGRATIONS.len()
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+            let tx = conn.transaction().map_err(err)?;
+            tx.execute_batch(sql).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.commit().map_err(err)?;
+            log::info!("database migrated to schema version {}", i + 1);
+        }
+        Ok(Sqlite { conn })
+    }
+
+    fn history(&self, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMessage>> {
+        let before = q.before.map_or(i64::MAX, |b| b as i64);
+        let after = q.after.map_or(0, |a| a as i64);
+        let (limit, offset) = (q.limit as i64, q.offset as i64);
+        let mut rows = match &q.target {
+            Target::Room(room) => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
+                     WHERE room = ?1 AND id < ?2 AND id > ?3
+                     ORDER BY id DESC LIMIT ?4 OFFSET ?5",
+                )?;
+                st.query_map(params![room, before, after, limit, offset], row_to_message)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }
+            Target::Direct(a, b) => {
+                let mut st = self.conn.prepare_cached(
+                    "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
+                     WHERE dm = ?1 AND id < ?2 AND id > ?3
+                     ORDER BY id DESC LIMIT ?4 OFFSET ?5",
+                )?;
+                st.query_map(params![dm_key(*a, *b), before, after, limit, offset], row_to_message)?
+                    .collect::<rusqlite::Result<Vec<_>>>()?
+            }
+        };
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// Rooms the user has read in or belongs to, and people who wrote to the
+    /// user, with how many messages from others are newer than the read marker.
+    fn unread(&self, user: UserId) -> rusqlite::Result<Vec<UnreadCount>> {
+        let mut counts = Vec::new();
+        let mut st = self.conn.prepare_cached(
+            "SELECT r.room, (SELECT COUNT(*) FROM messages m
+                             WHERE m.room = r.room AND m.id > r.last_id AND m.from_id != ?1)
+             FROM (SELECT room, last_id FROM room_reads WHERE user_id = ?1
+                   UNION ALL
+                   SELECT room, 0 FROM room_members WHERE user_id = ?1
+                     AND room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
+             ORDER BY r.room",
+        )?;
+        for row in st.query_map([user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (room, n) = row?;
+            if n > 0 {
+                counts.push(UnreadCount::Room(room, n as u64));
+            }
+        }
+        let mut st = self.conn.prepare_cached(
+            "SELECT m.from_id, COUNT(*) FROM messages m
+             LEFT JOIN dm_reads r ON r.user_id = ?1 AND r.peer_id = m.from_id
+             WHERE m.to_id = ?1 AND m.from_id != ?1 AND m.id > COALESCE(r.last_id, 0)
+             GROUP BY m.from_id ORDER BY m.from_id",
+        )?;
+        for row in st.query_map([user], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))? {
+            let (from, n) = row?;
+            counts.push(UnreadCount::Direct(from, n as u64));
+        }
+        Ok(counts)
+    }
+
+    fn apply(&self, req: &Request) -> rusqlite::Result<Option<Reply>> {
+        let c = &self.conn;
+        Ok(match req {
+            Request::PutUser(u) => {
+                c.prepare_cached(
+                    "INSERT INTO users (id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    u.id,
+                    u.username,
+                    u.email,
+                    u.password.iterations,
+                    &u.password.salt[..],
+                    &u.password.hash[..],
+                    u.created_ms,
+                    u.last_seen_ms
+                ])?;
+                Some(Reply::UserStored(u.id))
+            }
+            Request::PutMessage { msg, client_id } => {
+                let dm = msg.to.map(|to| dm_key(msg.from, to));
+                c.prepare_cached(
+                    "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    msg.id as i64,
+                    msg.room,
+                    msg.from,
+                    msg.to,
+                    dm,
+                    msg.content,
+                    msg.timestamp_ms,
+                    client_id
+                ])?;
+                Some(Reply::MessageStored(msg.id))
+            }
+            Request::PutPublicRoom { name } => {
+                c.prepare_cached("INSERT OR IGNORE INTO rooms (name, private) VALUES (?1, 0)")?
+                    .execute([name])?;
+                None
+            }
+            Request::SetLastSeen { user, at_ms } => {
+                c.prepare_cached("UPDATE users SET last_seen_ms = ?2 WHERE id = ?1")?
+                    .execute(params![user, at_ms])?;
+                None
+            }
+            Request::PutPrivateRoom(room) => {
+                c.prepare_cached("INSERT INTO rooms (name, private, owner_id) VALUES (?1, 1, ?2)")?
+                    .execute(params![room.name, room.owner])?;
+                let mut st = c.prepare_cached(
+                    "INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?1, ?2)",
+                )?;
+                for m in &room.members {
+                    st.execute(params![room.name, m])?;
+                }
+                None
+            }
+            Request::AddMember { room, user } => {
+                c.prepare_cached("INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?1, ?2)")?
+                    .execute(params![room, user])?;
+                None
+            }
+            Request::RemoveMember { room, user } => {
+                c.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2")?
+                    .execute(params![room, user])?;
+                None
+            }
+            Request::MarkRead { user, target, id } => {
+                match target {
+                    Target::Room(room) => c
+                        .prepare_cached(
+                            "INSERT INTO room_reads (user_id, room, last_id) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (user_id, room) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                        )?
+                        .execute(params![user, room, *id as i64])?,
+                    Target::Direct(_, peer) => c
+                        .prepare_cached(
+                            "INSERT INTO dm_reads (user_id, peer_id, last_id) VALUES (?1, ?2, ?3)
+                             ON CONFLICT (user_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                        )?
+                        .execute(params![user, peer, *id as i64])?,
+                };
+                None
+            }
+            Request::History { ticket, query } => {
+                Some(Reply::History { ticket: *ticket, messages: self.history(query)? })
+            }
+            Request::Unread { ticket, user } => {
+                Some(Reply::Unread { ticket: *ticket, counts: self.unread(*user)? })
+            }
+            Request::Drain => Some(Reply::Drained),
+        })
+    }
+}
+
+fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.get::<_, i64>(0)? as MsgId,
+        room: r.get(1)?,
+        from: r.get(2)?,
+        to: r.get(3)?,
+        content: r.get(4)?,
+        timestamp_ms: r.get(5)?,
+    })
+}
+
+fn blob<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
+    v.try_into().map_err(|v: Vec<u8>| {
+        rusqlite::Error::FromSqlConversionFailure(
+            v.len(),
+            rusqlite::types::Type::Blob,
+            format!("expected {N} bytes").into(),
+        )
+    })
+}
+
+impl Backend for Sqlite {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let c = &self.conn;
+        let mut snap = Snapshot::default();
+        let mut st = c
+            .prepare(
+                "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
+                 FROM users ORDER BY id",
+            )
+            .map_err(err)?;
+        snap.users = st
+            .query_map([], |r| {
+                Ok(UserRow {
+                    id: r.get(0)?,
+                    username: r.get(1)?,
+                    email: r.get(2)?,
+                    password: PasswordHash {
+                        iterations: r.get(3)?,
+                        salt: blob(r.get(4)?)?,
+                        hash: blob(r.get(5)?)?,
+                    },
+                    created_ms: r.get(6)?,
+                    last_seen_ms: r.get(7)?,
+                })
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
+        let mut st = c
+            .prepare("SELECT name, private, owner_id FROM rooms ORDER BY name")
+            .map_err(err)?;
+        let rooms: Vec<(String, bool, Option<UserId>)> = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
+        let mut members = c
+            .prepare("SELECT user_id FROM room_members WHERE room = ?1 ORDER BY user_id")
+            .map_err(err)?;
+        for (name, private, owner) in rooms {
+            if private {
+                let ids = members
+                    .query_map([&name], |r| r.get(0))
+                    .and_then(|rows| rows.collect())
+                    .map_err(err)?;
+                snap.private_rooms.push(PrivateRoomRow { name, owner: owner.unwrap_or(0), members: ids });
+            } else {
+                snap.public_rooms.push(name);
+            }
+        }
+        snap.max_message_id = c
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get::<_, i64>(0))
+            .map_err(err)? as MsgId;
+        let mut st = c
+            .prepare(
+                "SELECT from_id, client_id, id, ts_ms FROM messages WHERE client_id IS NOT NULL
+                 ORDER BY id DESC LIMIT ?1",
+            )
+            .map_err(err)?;
+        snap.recent_client_ids = st
+            .query_map([CLIENT_ID_WINDOW as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as MsgId, r.get(3)?))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
+        snap.recent_client_ids.reverse();
+        Ok(snap)
+    }
+
+    fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()
+            .map_err(err)
+    }
+
+    fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![key, value],
+            )
+            .map(|_| ())
+            .map_err(err)
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("BEGIN").map_err(err)
+    }
+
+    fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+        self.apply(req).map_err(err)
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        self.conn.execute_batch("COMMIT").map_err(err)
+    }
+
+    fn rollback(&mut self) {
+        if let Err(e) = self.conn.execute_batch("ROLLBACK") {
+            log::error!("storage: rollback failed: {e}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: UserId, name: &str) -> UserRow {
+        UserRow {
+            id,
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password: PasswordHash { iterations: 1000, salt: [id as u8; 16], hash: [7; 32] },
+            created_ms: 1,
+            last_seen_ms: None,
+        }
+    }
+
+    fn msg(id: MsgId, room: Option<&str>, from: UserId, to: Option<UserId>) -> StoredMessage {
+        StoredMessage {
+            id,
+            room: room.map(String::from),
+            from,
+            to,
+            content: format!("m{id}"),
+            timestamp_ms: id as i64,
+        }
+    }
+
+    fn run(db: &mut Sqlite, reqs: Vec<Request>) -> Vec<Reply> {
+        db.begin().unwrap();
+        let out = reqs.iter().filter_map(|r| db.execute(r).unwrap()).collect();
+        db.commit().unwrap();
+        out
+    }
+
+    /// Users, rooms, memberships, the max id and client ids come back in the snapshot.
+    #[test]
+    fn snapshot_round_trips() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        run(
+            &mut db,
+            vec![
+                Request::PutUser(user(1, "alice")),
+                Request::PutUser(user(2, "bob")),
+                Request::PutPrivateRoom(PrivateRoomRow { name: "ops".into(), owner: 1, members: vec![1, 2] }),
+                Request::PutPublicRoom { name: "general".into() },
+                Request::PutMessage { msg: msg(5, Some("general"), 1, None), client_id: Some("k1".into()) },
+                Request::SetLastSeen { user: 2, at_ms: 99 },
+            ],
+        );
+        let snap = db.load().unwrap();
+        assert_eq!(snap.users.len(), 2);
+        assert_eq!(snap.users[0].password, user(1, "alice").password);
+        assert_eq!(snap.users[1].last_seen_ms, Some(99));
+        assert_eq!(snap.private_rooms[0].members, vec![1, 2]);
+        assert_eq!(snap.public_rooms, vec!["general".to_string()]);
+        assert_eq!(snap.max_message_id, 5);
+        assert_eq!(snap.recent_client_ids, vec![(1, "k1".to_string(), 5, 5)]);
+    }
+
+    /// History windows are the newest N below `before`, returned oldest first,
+    /// and a conversation is found from either side.
+    #[test]
+    fn history_windows() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        let mut reqs = Vec::new();
+        for id in 1..=10 {
+            reqs.push(Request::PutMessage { msg: msg(id, Some("r"), 1, None), client_id: None });
+        }
+        reqs.push(Request::PutMessage { msg: msg(11, None, 1, Some(2)), client_id: None });
+        reqs.push(Request::PutMessage { msg: msg(12, None, 2, Some(1)), client_id: None });
+        run(&mut db, reqs);
+        let q = |target, before, after, limit, offset| HistoryQuery { target, before, after, limit, offset };
+        let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
+        let room = || Target::Room("r".into());
+        assert_eq!(ids(db.history(&q(room(), None, None, 3, 0)).unwrap()), vec![8, 9, 10]);
+        assert_eq!(ids(db.history(&q(room(), Some(8), None, 3, 0)).unwrap()), vec![5, 6, 7]);
+        assert_eq!(ids(db.history(&q(room(), None, None, 3, 3)).unwrap()), vec![5, 6, 7]);
+        assert_eq!(ids(db.history(&q(room(), Some(8), Some(5), 10, 0)).unwrap()), vec![6, 7]);
+        assert_eq!(ids(db.history(&q(Target::Direct(2, 1), None, None, 10, 0)).unwrap()), vec![11, 12]);
+    }
+
+    /// Unread counts follow read markers, which only move forward, and skip
+    /// the caller's own messages.
+    #[test]
+    fn unread_follows_markers() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        run(
+            &mut db,
+            vec![
+                Request::PutMessage { msg: msg(1, Some("r"), 2, None), client_id: None },
+                Request::MarkRead { user: 1, target: Target::Room("r".into()), id: 1 },
+                Request::PutMessage { msg: msg(2, Some("r"), 2, None), client_id: None },
+                Request::PutMessage { msg: msg(3, Some("r"), 1, None), client_id: None },
+                Request::PutMessage { msg: msg(4, None, 2, Some(1)), client_id: None },
+                Request::PutMessage { msg: msg(5, None, 2, Some(1)), client_id: None },
+                Request::MarkRead { user: 1, target: Target::Direct(1, 2), id: 4 },
+                Request::MarkRead { user: 1, target: Target::Direct(1, 2), id: 1 },
+            ],
+        );
+        assert_eq!(
+            db.unread(1).unwrap(),
+            vec![UnreadCount::Room("r".into(), 1), UnreadCount::Direct(2, 1)]
+        );
+    }
+
+    /// A second message with the same (user, client_id) is refused by the
+    /// database too, so a retry can never be stored twice.
+    #[test]
+    fn client_id_is_unique_per_user() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        run(&mut db, vec![Request::PutMessage { msg: msg(1, Some("r"), 1, None), client_id: Some("k".into()) }]);
+        db.begin().unwrap();
+        let dup = Request::PutMessage { msg: msg(2, Some("r"), 1, None), client_id: Some("k".into()) };
+        assert!(db.execute(&dup).is_err());
+        let other_user = Request::PutMessage { msg: msg(3, Some("r"), 2, None), client_id: Some("k".into()) };
+        assert!(db.execute(&other_user).is_ok());
+        db.commit().unwrap();
+    }
+}

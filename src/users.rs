@@ -1,0 +1,165 @@
+//! The user directory: every account, in loop-owned memory.
+//!
+//! The loop answers "who is this token?", "does bob exist?" and login checks
+//! without asking storage, so these lookups never wait. The cost, admitted:
+//! memory grows with accounts (about 150 bytes each), which is fine for the
+//! self-hosted sizes hubbub is for. Signups reserve their name and email
+//! while the password is hashed and the row is written, so two concurrent
+//! signups cannot both win.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::store::{PasswordHash, UserId, UserRow};
+
+pub struct User {
+    pub id: UserId,
+    pub name: Box<str>,
+    pub email: Box<str>,
+    pub password: PasswordHash,
+    pub last_seen_ms: Option<i64>,
+}
+
+#[derive(Default)]
+pub struct Directory {
+    /// Indexed by `id - 1`: ids are dense, assigned here.
+    users: Vec<User>,
+    /// Lowercased name → id: names are unique without regard to case.
+    by_name: HashMap<Box<str>, UserId>,
+    emails: HashSet<Box<str>>,
+    /// Lowercased names and emails of signups still being hashed or stored.
+    reserved: HashSet<Box<str>>,
+    /// Ids handed out to signups not yet stored (in order; a failed signup
+    /// leaves a gap, which is harmless).
+    next_id: UserId,
+}
+
+/// A name or email is already used (or being signed up).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Taken {
+    Username,
+    Email,
+}
+
+fn key(s: &str) -> Box<str> {
+    s.to_lowercase().into_boxed_str()
+}
+
+fn email_key(s: &str) -> Box<str> {
+    format!("@{}", s.to_lowercase()).into_boxed_str()
+}
+
+impl Directory {
+    pub fn from_rows(rows: Vec<UserRow>) -> Directory {
+        let mut d = Directory::default();
+        for row in rows {
+            d.next_id = d.next_id.max(row.id);
+            d.insert(row);
+        }
+        d
+    }
+
+    pub fn get(&self, id: UserId) -> Option<&User> {
+        let u = self.users.get((id as usize).checked_sub(1)?)?;
+        (u.id == id).then_some(u)
+    }
+
+    pub fn get_mut(&mut self, id: UserId) -> Option<&mut User> {
+        let u = self.users.get_mut((id as usize).checked_sub(1)?)?;
+        (u.id == id).then_some(u)
+    }
+
+    /// The user with this name, in any case.
+    pub fn find(&self, name: &str) -> Option<&User> {
+        self.by_name.get(&*key(name)).and_then(|id| self.get(*id))
+    }
+
+    /// Every user, by id.
+    pub fn all(&self) -> impl Iterator<Item = &User> {
+        self.users.iter().filter(|u| u.id != 0)
+    }
+
+    /// The name of `id`, or "" for an id that was never stored (cannot happen
+    /// for ids read from storage, which only holds stored users).
+    pub fn name(&self, id: UserId) -> &str {
+        self.get(id).map_or("", |u| &u.name)
+    }
+
+    /// Claims a name and email for a signup in progress, and its future id.
+    pub fn reserve(&mut self, name: &str, email: &str) -> Result<UserId, Taken> {
+        let (n, e) = (key(name), email_key(email));
+        if self.by_name.contains_key(&n) || self.reserved.contains(&n) {
+            return Err(Taken::Username);
+        }
+        if self.emails.contains(&e) || self.reserved.contains(&e) {
+            return Err(Taken::Email);
+        }
+        self.reserved.insert(n);
+        self.reserved.insert(e);
+        self.next_id += 1;
+        Ok(self.next_id)
+    }
+
+    /// Gives a reservation back (the signup failed).
+    pub fn release(&mut self, name: &str, email: &str) {
+        self.reserved.remove(&key(name));
+        self.reserved.remove(&email_key(email));
+    }
+
+    /// Adds a stored user, ending its reservation.
+    pub fn insert(&mut self, row: UserRow) {
+        self.release(&row.username, &row.email);
+        let idx = row.id as usize - 1;
+        if self.users.len() <= idx {
+            self.users.resize_with(idx + 1, || User {
+                id: 0,
+                name: "".into(),
+                email: "".into(),
+                password: PasswordHash { iterations: 0, salt: [0; 16], hash: [0; 32] },
+                last_seen_ms: None,
+            });
+        }
+        self.by_name.insert(key(&row.username), row.id);
+        self.emails.insert(email_key(&row.email));
+        self.users[idx] = User {
+            id: row.id,
+            name: row.username.into_boxed_str(),
+            email: row.email.into_boxed_str(),
+            password: row.password,
+            last_seen_ms: row.last_seen_ms,
+        };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: UserId, name: &str) -> UserRow {
+        UserRow {
+            id,
+            username: name.into(),
+            email: format!("{name}@x.org"),
+            password: PasswordHash { iterations: 1, salt: [0; 16], hash: [0; 32] },
+            created_ms: 0,
+            last_seen_ms: None,
+        }
+    }
+
+    /// Names are unique without regard to case, reservations block a second
+    /// signup, and released reservations free the name again.
+    #[test]
+    fn reserves_names_and_emails() {
+        let mut d = Directory::from_rows(vec![row(1, "Alice")]);
+        assert_eq!(d.find("alice").unwrap().id, 1);
+        assert_eq!(d.reserve("ALICE", "new@x.org"), Err(Taken::Username));
+        assert_eq!(d.reserve("bob", "alice@X.org"), Err(Taken::Email));
+        assert_eq!(d.reserve("bob", "bob@x.org"), Ok(2));
+        assert_eq!(d.reserve("Bob", "other@x.org"), Err(Taken::Username));
+        d.release("bob", "bob@x.org");
+        assert_eq!(d.reserve("bob", "bob@x.org"), Ok(3));
+        d.insert(row(3, "bob"));
+        assert_eq!(d.get(3).unwrap().name.as_ref(), "bob");
+        assert!(d.get(2).is_none(), "the failed signup's id stays a gap");
+        assert_eq!(d.all().count(), 2);
+    }
+}

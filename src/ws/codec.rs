@@ -1,0 +1,346 @@
+//! RFC 6455 framing: decode masked client frames in place, reassemble
+//! fragmented messages, encode unmasked server frames.
+//!
+//! Decoding never allocates for an unfragmented message: the payload is
+//! unmasked where it lies (usually the loop's shared read buffer) and handed
+//! out as a range. Only a fragmented message is copied, into the connection's
+//! [`Assembler`].
+
+use std::io::Cursor;
+use std::ops::Range;
+
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+/// Why a connection must be closed, with the close code the RFC assigns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Violation {
+    /// 1002: malformed or illegal framing.
+    Protocol(&'static str),
+    /// 1007: a text message that is not UTF-8.
+    BadUtf8,
+    /// 1009: a message over the size limit.
+    TooBig,
+}
+
+impl Violation {
+    pub fn close_code(self) -> u16 {
+        match self {
+            Violation::Protocol(_) => 1002,
+            Violation::BadUtf8 => 1007,
+            Violation::TooBig => 1009,
+        }
+    }
+
+    pub fn reason(self) -> &'static str {
+        match self {
+            Violation::Protocol(why) => why,
+            Violation::BadUtf8 => "text frame is not valid UTF-8",
+            Violation::TooBig => "message too big",
+        }
+    }
+}
+
+/// One decoded frame, its payload unmasked in the input buffer.
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub opcode: OpCode,
+    pub fin: bool,
+    /// Where the payload lies in the buffer given to [`decode_frame`].
+    pub payload: Range<usize>,
+    /// Bytes the whole frame took (header + payload).
+    pub len: usize,
+}
+
+/// Decodes the frame at the start of `buf`, unmasking its payload in place.
+/// `Ok(None)` means the frame is not complete yet (read more), like httparse's
+/// `Partial`. `max` bounds a single frame's payload.
+pub fn decode_frame(buf: &mut [u8], max: usize) -> Result<Option<RawFrame>, Violation> {
+    let mut cur = Cursor::new(&buf[..]);
+    let (header, len) = match FrameHeader::parse(&mut cur) {
+        Ok(Some(h)) => h,
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(Violation::Protocol("reserved opcode")),
+    };
+    if header.rsv1 || header.rsv2 || header.rsv3 {
+        return Err(Violation::Protocol("reserved bits set without an extension"));
+    }
+    let Some(mask) = header.mask else {
+        return Err(Violation::Protocol("client frames must be masked"));
+    };
+    if let OpCode::Control(_) = header.opcode {
+        if len > 125 || !header.is_final {
+            return Err(Violation::Protocol("control frames must be final and at most 125 bytes"));
+        }
+    }
+    if len > max as u64 {
+        return Err(Violation::TooBig);
+    }
+    let start = cur.position() as usize;
+    let end = start + len as usize;
+    if buf.len() < end {
+        return Ok(None);
+    }
+    unmask(&mut buf[start..end], mask);
+    Ok(Some(RawFrame { opcode: header.opcode, fin: header.is_final, payload: start..end, len: end }))
+}
+
+/// XORs the payload with the 4-byte mask, eight bytes at a time.
+pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let mut chunks = payload.chunks_exact_mut(8);
+    for c in &mut chunks {
+        let v = u64::from_ne_bytes(c.try_into().expect("chunk of 8")) ^ wide;
+        c.copy_from_slice(&v.to_ne_bytes());
+    }
+    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
+        *b ^= mask[i & 3];
+    }
+}
+
+/// A whole message, ready for the application.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
+    Ping(&'a [u8]),
+    Pong,
+    /// The peer's close code (if it sent one) and reason.
+    Close(Option<u16>, &'a str),
+}
+
+/// The per-connection reassembly state: empty (no allocation) unless a
+/// fragmented message is in progress.
+#[derive(Debug, Default)]
+pub struct Assembler {
+    /// The data opcode of the message being reassembled, if any.
+    kind: Option<Data>,
+    buf: Vec<u8>,
+}
+
+/// What feeding one frame produced.
+pub enum Fed<'a> {
+    /// A message complete in this one frame; borrows the input buffer.
+    Whole(Message<'a>),
+    /// The last fragment arrived: the message is in the returned buffer.
+    Assembled(Data, Vec<u8>),
+    /// A fragment was stored; nothing to deliver yet.
+    Pending,
+}
+
+impl Assembler {
+    /// Feeds one decoded frame. `max` bounds the whole reassembled message.
+    pub fn feed<'a>(&mut self, frame: &RawFrame, buf: &'a [u8], max: usize) -> Result<Fed<'a>, Violation> {
+        let payload = &buf[frame.payload.clone()];
+        match frame.opcode {
+            OpCode::Control(c) => Ok(Fed::Whole(control(c, payload)?)),
+            OpCode::Data(Data::Continue) => {
+                let Some(kind) = self.kind else {
+                    return Err(Violation::Protocol("continuation without a message to continue"));
+                };
+                if self.buf.len() + payload.len() > max {
+                    return Err(Violation::TooBig);
+                }
+                self.buf.extend_from_slice(payload);
+                if !frame.fin {
+                    return Ok(Fed::Pending);
+                }
+                self.kind = None;
+                let whole = std::mem::take(&mut self.buf);
+                if kind == Data::Text && std::str::from_utf8(&whole).is_err() {
+                    return Err(Violation::BadUtf8);
+                }
+                Ok(Fed::Assembled(kind, whole))
+            }
+            OpCode::Data(kind) => {
+                if self.kind.is_some() {
+                    return Err(Violation::Protocol("new message before the last one finished"));
+                }
+                if !frame.fin {
+                    self.kind = Some(kind);
+                    self.buf.extend_from_slice(payload);
+                    return Ok(Fed::Pending);
+                }
+                match kind {
+                    Data::Text => std::str::from_utf8(payload)
+                        .map(|s| Fed::Whole(Message::Text(s)))
+                        .map_err(|_| Violation::BadUtf8),
+                    _ => Ok(Fed::Whole(Message::Binary(payload))),
+                }
+            }
+        }
+    }
+
+    /// Bytes held for an unfinished message (counted against memory limits).
+    pub fn held(&self) -> usize {
+        self.buf.capacity()
+    }
+}
+
+fn control(c: Control, payload: &[u8]) -> Result<Message<'_>, Violation> {
+    match c {
+        Control::Ping => Ok(Message::Ping(payload)),
+        Control::Pong => Ok(Message::Pong),
+        Control::Close => match payload.len() {
+            0 => Ok(Message::Close(None, "")),
+            1 => Err(Violation::Protocol("close payload of one byte")),
+            _ => {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                if !CloseCode::from(code).is_allowed() {
+                    return Err(Violation::Protocol("invalid close code"));
+                }
+                let reason = std::str::from_utf8(&payload[2..]).map_err(|_| Violation::BadUtf8)?;
+                Ok(Message::Close(Some(code), reason))
+            }
+        },
+        Control::Reserved(_) => Err(Violation::Protocol("reserved opcode")),
+    }
+}
+
+/// Longest header of an unmasked server frame.
+pub const MAX_HEADER: usize = 10;
+
+/// Writes the header of an unmasked final frame for `len` payload bytes into
+/// the END of `out[..MAX_HEADER]`, returning where it starts. Lets a caller
+/// serialize the payload first (after a `MAX_HEADER` gap) and frame it after,
+/// without moving the payload.
+pub fn header_before(out: &mut [u8; MAX_HEADER], opcode: OpCode, len: usize) -> usize {
+    let header = FrameHeader { opcode, ..FrameHeader::default() };
+    let size = header.len(len as u64);
+    let start = MAX_HEADER - size;
+    header
+        .format(len as u64, &mut &mut out[start..])
+        .expect("a header fits its computed size");
+    start
+}
+
+/// Appends one unmasked final frame to `out`.
+pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
+    let mut head = [0u8; MAX_HEADER];
+    let start = header_before(&mut head, opcode, payload.len());
+    out.reserve(MAX_HEADER - start + payload.len());
+    out.extend_from_slice(&head[start..]);
+    out.extend_from_slice(payload);
+}
+
+pub const TEXT: OpCode = OpCode::Data(Data::Text);
+pub const BINARY: OpCode = OpCode::Data(Data::Binary);
+pub const PING: OpCode = OpCode::Control(Control::Ping);
+pub const PONG: OpCode = OpCode::Control(Control::Pong);
+
+/// A close frame with a code and a reason (cut to fit the 125-byte limit).
+pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
+    let mut reason = &reason[..reason.len().min(123)];
+    while !reason.is_empty() && std::str::from_utf8(reason.as_bytes()).is_err() {
+        reason = &reason[..reason.len() - 1];
+    }
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    encode(out, OpCode::Control(Control::Close), &payload);
+}
+
+/// A server ping with an empty payload: the same two bytes for every connection.
+pub static PING_FRAME: [u8; 2] = [0x89, 0x00];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client frame as a browser would send it.
+    fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x37, 0xfa, 0x21, 0x3d];
+        let mut out = vec![first];
+        match payload.len() {
+            n if n < 126 => out.push(0x80 | n as u8),
+            n if n < 65536 => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&mask);
+        let mut p = payload.to_vec();
+        unmask(&mut p, mask);
+        out.extend_from_slice(&p);
+        out
+    }
+
+    fn feed_all(asm: &mut Assembler, buf: &mut [u8]) -> Result<Vec<String>, Violation> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while let Some(f) = decode_frame(&mut buf[at..], 1 << 16)? {
+            let f = RawFrame { payload: f.payload.start + at..f.payload.end + at, ..f };
+            at += f.len;
+            match asm.feed(&f, buf, 1 << 16)? {
+                Fed::Whole(m) => out.push(format!("{m:?}")),
+                Fed::Assembled(k, v) => out.push(format!("{k:?}:{}", String::from_utf8_lossy(&v))),
+                Fed::Pending => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// "Hello" from RFC 6455 section 5.7 decodes in place; a cut frame is
+    /// incomplete, not an error.
+    #[test]
+    fn decodes_rfc_example() {
+        let mut frame = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        assert_eq!(decode_frame(&mut frame[..7], 100), Ok(None));
+        let f = decode_frame(&mut frame, 100).unwrap().unwrap();
+        assert_eq!((&frame[f.payload.clone()], f.len, f.fin), (&b"Hello"[..], 11, true));
+    }
+
+    /// Fragments are reassembled, with a ping allowed between them.
+    #[test]
+    fn reassembles_fragments() {
+        let mut buf = masked(0x01, b"Hel");
+        buf.extend(masked(0x89, b"p"));
+        buf.extend(masked(0x80, b"lo"));
+        let mut asm = Assembler::default();
+        let got = feed_all(&mut asm, &mut buf).unwrap();
+        assert_eq!(got, vec!["Ping([112])".to_string(), "Text:Hello".to_string()]);
+        assert_eq!(asm.kind, None);
+    }
+
+    /// Each framing rule breaks with the close code the RFC gives it.
+    #[test]
+    fn rejects_violations() {
+        let cases: Vec<(Vec<u8>, u16)> = vec![
+            (vec![0x81, 0x01, b'a'], 1002),                  // unmasked
+            (masked(0xC1, b"a"), 1002),                      // RSV1 without extension
+            (masked(0x83, b"a"), 1002),                      // reserved opcode
+            (masked(0x09, b"a"), 1002),                      // fragmented ping
+            (masked(0x89, &[0u8; 126]), 1002),               // long ping
+            (masked(0x80, b"a"), 1002),                      // continuation first
+            (masked(0x81, &[0xff, 0xfe]), 1007),             // bad UTF-8
+            (masked(0x88, &[0x03]), 1002),                   // one-byte close
+            (masked(0x88, &[0x03, 0xed]), 1002),             // close code 1005
+            (masked(0x82, &vec![0u8; (1 << 16) + 1]), 1009), // too big
+        ];
+        for (mut buf, code) in cases {
+            let got = feed_all(&mut Assembler::default(), &mut buf).unwrap_err();
+            assert_eq!(got.close_code(), code, "{buf:?}");
+        }
+        let mut two_starts = masked(0x01, b"a");
+        two_starts.extend(masked(0x01, b"b"));
+        assert!(feed_all(&mut Assembler::default(), &mut two_starts).is_err());
+    }
+
+    /// Server frames use the shortest length form and no mask.
+    #[test]
+    fn encodes_lengths() {
+        for (len, head) in [(5usize, vec![0x81, 5]), (200, vec![0x81, 126, 0, 200]), (70_000, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70])] {
+            let mut out = Vec::new();
+            encode(&mut out, TEXT, &vec![b'x'; len]);
+            assert_eq!(&out[..head.len()], &head[..]);
+            assert_eq!(out.len(), head.len() + len);
+        }
+        let mut close = Vec::new();
+        encode_close(&mut close, 1008, "slow");
+        assert_eq!(close, vec![0x88, 6, 0x03, 0xf0, b's', b'l', b'o', b'w']);
+    }
+}

@@ -1,0 +1,266 @@
+//! The JSON frames of the contract, both directions, and encoding a server
+//! frame once into shareable bytes.
+//!
+//! Client frames deserialize into [`ClientFrame`], borrowing from the input
+//! where the JSON has no escapes. Server frames are typed ([`Out`]) and
+//! serialize straight into a WebSocket text frame.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::rc::Rc;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+use super::codec::{header_before, MAX_HEADER, TEXT};
+
+/// Every field any client frame may carry; which ones matter depends on `type`.
+#[derive(Debug, Default, Deserialize)]
+pub struct ClientFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    pub kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    pub room: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub content: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub client_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub to: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub with: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub since: Option<u64>,
+    #[serde(default)]
+    pub before: Option<u64>,
+    #[serde(default)]
+    pub limit: Option<u64>,
+    #[serde(default)]
+    pub id: Option<u64>,
+    #[serde(default)]
+    pub private: Option<bool>,
+    #[serde(borrow, default)]
+    pub members: Option<Vec<Cow<'a, str>>>,
+}
+
+/// How a text frame that did not parse as a [`ClientFrame`] is treated.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unparsed {
+    /// Not a JSON object at all: plain chat text (for `/ws/room/{name}`).
+    NotAnObject,
+    /// An object whose `type` is missing or not a string.
+    NoType,
+    /// An object with a `type` but a field of the wrong shape.
+    BadField(String),
+}
+
+/// Parses a client text frame. The fast path is one typed parse; only a
+/// frame that fails it is parsed again as a generic value to tell the
+/// client precisely what was wrong.
+pub fn parse_client(text: &str) -> Result<ClientFrame<'_>, Unparsed> {
+    match serde_json::from_str::<ClientFrame<'_>>(text) {
+        Ok(f) => Ok(f),
+        Err(e) => match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Object(map)) => match map.get("type") {
+                Some(serde_json::Value::String(_)) => Err(Unparsed::BadField(field_error(&e))),
+                _ => Err(Unparsed::NoType),
+            },
+            _ => Err(Unparsed::NotAnObject),
+        },
+    }
+}
+
+/// serde's message without its " at line 1 column 17" suffix.
+fn field_error(e: &serde_json::Error) -> String {
+    let s = e.to_string();
+    match s.find(" at line ") {
+        Some(i) => s[..i].to_string(),
+        None => s,
+    }
+}
+
+/// Unix milliseconds that serialize as RFC 3339 without an intermediate String.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ts(pub i64);
+
+impl fmt::Display for Ts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::clock::rfc3339(self.0))
+    }
+}
+
+impl Serialize for Ts {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// A message object, as in history pages and `GET /api/messages`.
+#[derive(Debug, Serialize)]
+pub struct MessageObj<'a> {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
+    pub user: &'a str,
+    pub content: &'a str,
+    pub timestamp: Ts,
+}
+
+/// One entry of an `unread` frame.
+#[derive(Debug, Serialize)]
+pub struct UnreadEntry<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub with: Option<&'a str>,
+    pub count: u64,
+}
+
+/// Every frame the server sends.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Out<'a> {
+    Message { id: u64, room: &'a str, user: &'a str, content: &'a str, timestamp: Ts },
+    PrivateMessage { id: u64, from: &'a str, to: &'a str, content: &'a str, timestamp: Ts },
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+        id: u64,
+        timestamp: Ts,
+    },
+    Delivered { id: u64 },
+    OnlineUsers {
+        room: &'a str,
+        users: Vec<&'a str>,
+        count: usize,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    Join { room: &'a str, user: &'a str },
+    Leave { room: &'a str, user: &'a str },
+    UserStatus { user: &'a str, status: &'static str, last_seen: Ts },
+    Typing { room: &'a str, user: &'a str },
+    StopTyping { room: &'a str, user: &'a str },
+    Unread { counts: Vec<UnreadEntry<'a>> },
+    Read {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<&'a str>,
+        user: &'a str,
+        id: u64,
+    },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        with: Option<&'a str>,
+        messages: Vec<MessageObj<'a>>,
+    },
+    RoomMembers { room: &'a str, owner: &'a str, members: Vec<&'a str> },
+    Error {
+        code: &'static str,
+        message: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<&'a str>,
+    },
+}
+
+/// Serializes server frames. Owns one scratch buffer that is reused, so
+/// encoding allocates only the result.
+#[derive(Default)]
+pub struct Encoder {
+    scratch: Vec<u8>,
+}
+
+impl Encoder {
+    /// The frame as one shared allocation: header and JSON, ready to be queued
+    /// on any number of connections without copying.
+    pub fn shared(&mut self, frame: &Out<'_>) -> Rc<[u8]> {
+        let start = self.encode(frame);
+        Rc::from(&self.scratch[start..])
+    }
+
+    /// Appends the frame to an owned buffer (replies to one connection).
+    pub fn append(&mut self, frame: &Out<'_>, out: &mut Vec<u8>) {
+        let start = self.encode(frame);
+        out.extend_from_slice(&self.scratch[start..]);
+    }
+
+    /// Serializes after a gap of `MAX_HEADER` bytes, then writes the header
+    /// into the end of the gap: the payload never moves.
+    fn encode(&mut self, frame: &Out<'_>) -> usize {
+        self.scratch.clear();
+        self.scratch.resize(MAX_HEADER, 0);
+        serde_json::to_writer(&mut self.scratch, frame).expect("serializing to a Vec cannot fail");
+        let len = self.scratch.len() - MAX_HEADER;
+        let head: &mut [u8; MAX_HEADER] = (&mut self.scratch[..MAX_HEADER]).try_into().expect("gap");
+        header_before(head, TEXT, len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &[u8]) -> &str {
+        let skip = match frame[1] {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        std::str::from_utf8(&frame[skip..]).unwrap()
+    }
+
+    /// A chat message encodes to the exact bytes of the contract, framed.
+    #[test]
+    fn encodes_message_frame() {
+        let mut enc = Encoder::default();
+        let f = enc.shared(&Out::Message {
+            id: 42,
+            room: "general",
+            user: "alice",
+            content: "hi \"there\"",
+            timestamp: Ts(1_768_473_000_123),
+        });
+        assert_eq!(f[0], 0x81);
+        assert_eq!(
+            payload(&f),
+            r#"{"type":"message","id":42,"room":"general","user":"alice","content":"hi \"there\"","timestamp":"2026-01-15T10:30:00.123Z"}"#
+        );
+        assert_eq!(f[1] as usize, payload(&f).len());
+    }
+
+    /// Optional fields are left out, not sent as null.
+    #[test]
+    fn omits_absent_fields() {
+        let mut enc = Encoder::default();
+        let mut out = Vec::new();
+        enc.append(&Out::Ack { client_id: None, id: 1, timestamp: Ts(0) }, &mut out);
+        assert_eq!(payload(&out), r#"{"type":"ack","id":1,"timestamp":"1970-01-01T00:00:00.000Z"}"#);
+        let mut out = Vec::new();
+        enc.append(&Out::Error { code: "bad_json", message: "x", client_id: None }, &mut out);
+        assert_eq!(payload(&out), r#"{"type":"error","code":"bad_json","message":"x"}"#);
+    }
+
+    /// Client frames: typed fields parse; text that is no object is plain
+    /// chat; a missing type and a mistyped field are told apart.
+    #[test]
+    fn classifies_client_frames() {
+        let f = parse_client(r#"{"type":"join","room":"general","since":7}"#).unwrap();
+        assert_eq!((&*f.kind, f.room.as_deref(), f.since), ("join", Some("general"), Some(7)));
+        assert_eq!(parse_client("hello there").unwrap_err(), Unparsed::NotAnObject);
+        assert_eq!(parse_client("[1,2]").unwrap_err(), Unparsed::NotAnObject);
+        assert_eq!(parse_client(r#"{"room":"x"}"#).unwrap_err(), Unparsed::NoType);
+        assert_eq!(parse_client(r#"{"type":5}"#).unwrap_err(), Unparsed::NoType);
+        assert!(matches!(
+            parse_client(r#"{"type":"join","since":"x"}"#).unwrap_err(),
+            Unparsed::BadField(_)
+        ));
+    }
+}
