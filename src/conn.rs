@@ -65,7 +65,10 @@ pub enum Closing {
     /// Flushed and FIN sent; reading (and discarding) until the peer closes
     /// too, so our last bytes are not lost to a reset. Since when.
     Draining(u32),
-    /// Drop now: the peer is gone, broke the protocol beyond reply, or is too slow.
+    /// A slow consumer: one write attempt for what is queued (its close
+    /// frame), then drop, however much is left.
+    Cut,
+    /// Drop now: the peer is gone or broke the protocol beyond reply.
     Now,
 }
 
@@ -232,11 +235,20 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        // A burst may have grown the queue's ring; an idle connection keeps none.
-        if self.out.capacity() > 16 {
+        Ok(Flushed::All)
+    }
+
+    /// Frees the output ring and input buffer of a connection with nothing
+    /// queued. Called by the once-a-second sweep, not after every flush: a
+    /// busy connection keeps its ring between passes instead of allocating
+    /// it again for every burst, and an idle one holds nothing.
+    pub fn shrink_if_idle(&mut self) {
+        if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }
-        Ok(Flushed::All)
+        if self.pending_input.is_empty() && self.pending_input.capacity() > 0 {
+            self.pending_input = Vec::new();
+        }
     }
 
     /// Marks `n` bytes as written, popping chunks that are done.

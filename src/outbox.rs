@@ -114,6 +114,7 @@ impl Outbox<'_> {
         if let Phase::Http { waiting } = &mut conn.phase {
             *waiting = false;
         }
+        conn.timer_start = self.now;
         if !conn.in_read_list {
             conn.in_read_list = true;
             self.read_list.push(token);
@@ -145,7 +146,12 @@ impl Outbox<'_> {
         log::info!("closing slow consumer {:?} with {} bytes unsent", token, conn.queued());
         self.metrics.slow_consumer_cuts += 1;
         conn.discard_unsent();
-        self.close_ws(token, 1008, "slow consumer: output buffer full");
+        let mut frame = Vec::with_capacity(48);
+        codec::encode_close(&mut frame, 1008, "slow consumer: output buffer full");
+        conn.queue_owned(&frame);
+        conn.closing = Some(Closing::Cut);
+        self.close_list.push(token);
+        self.mark_flush(token);
     }
 
     pub fn close_after_flush(&mut self, token: Token) {

@@ -173,10 +173,14 @@ impl Server {
                 }
             }
             for token in again {
-                if let Some(c) = self.conns.get_mut(token.0) {
-                    c.in_read_list = false;
-                    self.on_readable(token);
+                let Some(c) = self.conns.get_mut(token.0) else { continue };
+                c.in_read_list = false;
+                // A resumed HTTP connection may hold pipelined requests
+                // already read: answer those before reading more.
+                if !c.is_ws() {
+                    self.process_http(token);
                 }
+                self.on_readable(token);
             }
             if woken {
                 self.on_wake();
@@ -348,11 +352,9 @@ impl Server {
                                 app.open_session(ConnRef { token, serial }, user, up.room, &mut out);
                             }
                             // Bytes after the head are already WebSocket frames.
-                            let rest = input[pos..].to_vec();
-                            self.conns[token.0].keep_input(&[]);
-                            if !rest.is_empty() {
-                                self.scratch[..rest.len()].copy_from_slice(&rest);
-                                self.process_ws(token, rest.len());
+                            self.conns[token.0].keep_input(&input[pos..]);
+                            if pos < input.len() {
+                                self.process_ws(token, 0);
                             }
                             return;
                         }
@@ -436,7 +438,14 @@ impl Server {
             if conn.closing == Some(Closing::Now) {
                 continue;
             }
-            match conn.flush(WRITE_BUDGET) {
+            let result = conn.flush(WRITE_BUDGET);
+            if conn.closing == Some(Closing::Cut) {
+                // A slow consumer gets one try at its close frame, no more.
+                conn.closing = Some(Closing::Now);
+                self.close_list.push(token);
+                continue;
+            }
+            match result {
                 Ok(Flushed::All) => {
                     if matches!(conn.closing, Some(Closing::AfterFlush(_))) {
                         conn.shutdown_write();
@@ -486,6 +495,7 @@ impl Server {
     fn sweep(&mut self, now: u32) {
         let mut due = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
+            conn.shrink_if_idle();
             let queued = conn.queued();
             if queued > OUTPUT_SOFT_LIMIT {
                 conn.over_soft_since.get_or_insert(now);
