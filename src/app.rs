@@ -59,6 +59,10 @@ pub struct App {
     pub waiters: HashMap<Ticket, Waiter>,
     /// Signups whose user row is being stored, by user id.
     pub signups: HashMap<UserId, (ConnRef, bool, UserRow)>,
+    /// Set at shutdown: sessions end without presence broadcasts, which would
+    /// otherwise cost every remaining connection a frame per departing user
+    /// (quadratic in the number of users, for frames nobody will read).
+    pub quiet: bool,
     next_ticket: Ticket,
 }
 
@@ -90,6 +94,7 @@ impl App {
             clock: Clock { start: Instant::now() },
             waiters: HashMap::new(),
             signups: HashMap::new(),
+            quiet: false,
             next_ticket: 0,
         }
     }

@@ -555,6 +555,7 @@ impl Server {
     fn close_everything(&mut self) {
         let tokens: Vec<(Token, bool)> = self.conns.iter().map(|(k, c)| (Token(k), c.is_ws())).collect();
         let (app, mut out) = self.parts();
+        app.quiet = true;
         for (token, ws) in tokens {
             app.close_session(token, &mut out);
             if ws {

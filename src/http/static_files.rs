@@ -35,10 +35,16 @@ pub fn clean_path(raw: &str) -> Option<String> {
     if decoded.contains('\\') || decoded.contains('\0') || !decoded.starts_with('/') {
         return None;
     }
-    if decoded.split('/').any(|seg| seg == ".." || seg == "." || seg.starts_with('.')) {
+    if decoded == "/" {
+        return Some("/index.html".to_string());
+    }
+    // Every segment must be a plain name: no `..`, no dot-files, and no empty
+    // segment — `//etc/passwd` would otherwise join onto `--static-dir` as an
+    // absolute path.
+    if decoded[1..].split('/').any(|seg| seg.is_empty() || seg.starts_with('.')) {
         return None;
     }
-    Some(if decoded == "/" { "/index.html".to_string() } else { decoded.into_owned() })
+    Some(decoded.into_owned())
 }
 
 /// Answers `GET /<file>`.
@@ -84,7 +90,7 @@ mod tests {
     /// Traversal in every spelling is refused; plain paths pass.
     #[test]
     fn refuses_traversal() {
-        for bad in ["/../Cargo.toml", "/%2e%2e/Cargo.toml", "/..%2fCargo.toml", "/js/..\\..\\x", "/%5c..", "/.git/config", "/a/./b"] {
+        for bad in ["//etc/passwd", "/js//x.js", "/js/", "/../Cargo.toml", "/%2e%2e/Cargo.toml", "/..%2fCargo.toml", "/js/..\\..\\x", "/%5c..", "/.git/config", "/a/./b"] {
             assert_eq!(clean_path(bad), None, "{bad}");
         }
         assert_eq!(clean_path("/").as_deref(), Some("/index.html"));

@@ -40,6 +40,14 @@ pub fn check_client_id(id: Option<&str>) -> Result<Option<&str>, FrameError> {
     }
 }
 
+/// A new chat message that passed the checks.
+struct Admitted<'c> {
+    content: &'c str,
+    client_id: Option<&'c str>,
+    id: MsgId,
+    ts: i64,
+}
+
 impl App {
     /// One text frame from a chat connection.
     pub fn on_ws_text(&mut self, token: Token, text: &str, out: &mut Outbox) {
@@ -106,6 +114,25 @@ impl App {
             .ok_or_else(|| FrameError::new("not_member", format!("join {name} first")))
     }
 
+    /// What every chat message goes through first: content and `client_id`
+    /// checked, then either a retry answered from the window (`None`), or a
+    /// fresh id and timestamp.
+    fn admit<'c>(
+        &mut self,
+        conn: ConnRef,
+        user: UserId,
+        content: Option<&'c str>,
+        client_id: Option<&'c str>,
+        out: &mut Outbox,
+    ) -> Result<Option<Admitted<'c>>, FrameError> {
+        let content = check_content(content)?;
+        let client_id = check_client_id(client_id)?;
+        if self.ack_retry(conn, user, client_id, out) {
+            return Ok(None);
+        }
+        Ok(Some(Admitted { content, client_id, id: self.hub.next_msg_id(), ts: clock::now_ms() }))
+    }
+
     /// A retry of a `client_id` this user already sent: ack it again (now, or
     /// when the first copy commits). Returns whether it was a retry.
     fn ack_retry(&mut self, conn: ConnRef, user: UserId, client_id: Option<&str>, out: &mut Outbox) -> bool {
@@ -139,13 +166,9 @@ impl App {
     fn on_message(&mut self, token: Token, room: Option<&str>, content: Option<&str>, client_id: Option<&str>, out: &mut Outbox) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let room_id = self.joined_room(token, room)?;
-        let content = check_content(content)?;
-        let client_id = check_client_id(client_id)?;
-        if self.ack_retry(conn, user, client_id, out) {
+        let Some(Admitted { content, client_id, id, ts }) = self.admit(conn, user, content, client_id, out)? else {
             return Ok(());
-        }
-        let id = self.hub.next_msg_id();
-        let ts = clock::now_ms();
+        };
         let room = self.hub.rooms.get(room_id);
         let name = room.name.to_string();
         let msg = StoredMessage { id, room: Some(name.clone()), from: user, to: None, content: content.to_string(), timestamp_ms: ts };
@@ -166,13 +189,9 @@ impl App {
         let (user, conn) = self.user_of(token)?;
         let to = to.ok_or_else(|| FrameError::new("invalid_input", "to is required"))?;
         let peer = self.users.find(to).map(|u| u.id).ok_or_else(|| FrameError::new("no_such_user", format!("no user called {to}")))?;
-        let content = check_content(content)?;
-        let client_id = check_client_id(client_id)?;
-        if self.ack_retry(conn, user, client_id, out) {
+        let Some(Admitted { content, client_id, id, ts }) = self.admit(conn, user, content, client_id, out)? else {
             return Ok(());
-        }
-        let id = self.hub.next_msg_id();
-        let ts = clock::now_ms();
+        };
         let peer_conns: Vec<Token> = self.hub.online.get(&peer).cloned().unwrap_or_default();
         let delivered = peer_conns.iter().any(|t| *t != token);
         let msg = StoredMessage { id, room: None, from: user, to: Some(peer), content: content.to_string(), timestamp_ms: ts };

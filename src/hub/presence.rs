@@ -65,6 +65,19 @@ impl App {
     /// A WebSocket connection is closing: leave its rooms, maybe go offline.
     pub fn close_session(&mut self, token: Token, out: &mut Outbox) {
         let Some(session) = self.hub.sessions.get_mut(token.0).and_then(Option::take) else { return };
+        if self.quiet {
+            for room in session.rooms {
+                self.hub.rooms.get_mut(room).unsubscribe(token, session.user);
+            }
+            if let Some(conns) = self.hub.online.get_mut(&session.user) {
+                conns.retain(|t| *t != token);
+                if conns.is_empty() {
+                    self.hub.online.remove(&session.user);
+                    let _ = self.store.submit(Request::SetLastSeen { user: session.user, at_ms: clock::now_ms() });
+                }
+            }
+            return;
+        }
         for room in session.rooms {
             self.unsubscribe(token, session.user, room, out);
         }
