@@ -387,20 +387,19 @@ impl App {
         }
         private.members.remove(&user);
         self.store.submit(Request::RemoveMember { room: name.to_string(), user }).map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-        // The removed member's connections leave, and are told so themselves.
+        // Every connection of the removed member is told (joined to the room
+        // or not, so each client can drop it), and the joined ones leave it.
         let conns: Vec<Token> = self.hub.online.get(&user).cloned().unwrap_or_default();
-        let mut left = Vec::new();
+        let frame = self.encoder.shared(&Out::Leave { room: name, user: self.users.name(user) });
         for t in conns {
-            if let Some(s) = self.hub.session_mut(t) {
-                if let Some(i) = s.rooms.iter().position(|r| *r == id) {
-                    s.rooms.swap_remove(i);
-                    left.push(t);
-                }
+            let joined = self.hub.session_mut(t).and_then(|s| {
+                let i = s.rooms.iter().position(|r| *r == id)?;
+                s.rooms.swap_remove(i);
+                Some(())
+            });
+            if joined.is_some() {
+                self.unsubscribe(t, user, id, out);
             }
-        }
-        let frame = self.encoder.shared(&Out::Leave { room: name, user: who });
-        for &t in &left {
-            self.unsubscribe(t, user, id, out);
             out.frame(t, &frame);
         }
         self.send_room_members(id, out);
