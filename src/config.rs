@@ -134,7 +134,7 @@ pub struct Config {
     /// Serve the web client from this directory instead of the embedded copy
     /// (development only: it reads files on the loop thread).
     pub static_dir: Option<PathBuf>,
-    /// Threads in the password-hashing pool.
+    /// Threads in the password-hashing pool (they run at a lower priority).
     pub hash_threads: usize,
 }
 
@@ -148,7 +148,8 @@ impl Default for Config {
             pbkdf2_iterations: PBKDF2_DEFAULT,
             jwt_secret: None,
             static_dir: None,
-            hash_threads: std::thread::available_parallelism().map_or(2, |n| n.get().min(4)),
+            // One core stays free for the loop; hashing is background work.
+            hash_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() - 1).clamp(1, 4)),
         }
     }
 }

@@ -38,6 +38,25 @@ pub struct HashPool {
     in_flight: usize,
 }
 
+/// Nice value of the hashing threads: PBKDF2 is background work, and the
+/// loop thread must win the CPU when both want it (a login may take longer
+/// under load; a `/healthz` or a chat frame should not).
+const HASH_NICE: libc::c_int = 10;
+
+/// Lowers the calling thread's priority. On Linux `setpriority` with a thread
+/// id applies to that thread alone. Failure is harmless (logged once per thread).
+fn lower_priority() {
+    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if DONE.with(|d| d.replace(true)) {
+        return;
+    }
+    // SAFETY: gettid and setpriority take and return plain integers.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASH_NICE) };
+    if rc != 0 {
+        log::debug!("could not lower the hashing thread's priority: {}", std::io::Error::last_os_error());
+    }
+}
+
 impl HashPool {
     pub fn spawn(threads: usize, iterations: u32, wake: impl Fn() + Send + Sync + 'static) -> HashPool {
         let (tx, jobs) = mpsc::sync_channel::<(Ticket, Job)>(HASH_QUEUE);
@@ -52,6 +71,7 @@ impl HashPool {
                 std::thread::Builder::new()
                     .name(format!("hubbub-hash-{i}"))
                     .spawn(move || loop {
+                        lower_priority();
                         let next = jobs.lock().map(|rx| rx.recv());
                         let Ok(Ok((ticket, job))) = next else { return };
                         let outcome = match job {
