@@ -1,0 +1,412 @@
+// The chat controller: the state behind the UI (people, rooms, conversations,
+// connection status), the user's actions and the frames they send. What the
+// server sends is applied by frames.js. It never touches the DOM: views listen
+// for 'change', read the state, and call the action methods.
+
+import { api } from './api.js';
+import { Connection } from './socket.js';
+import { Conversation, PAGE_SIZE, roomKey, dmKey } from './conversation.js';
+import { newClientId } from './ids.js';
+import { frameHandlers } from './frames.js';
+import { userPref, setUserPref } from './session.js';
+
+export const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
+const MAX_CONTENT = 4000;
+// Catch-up after a reconnect for private chats, which have no `since` replay.
+const DM_CATCHUP = 200;
+const TYPING_RESEND_MS = 2000; // a typing frame at most this often while keys keep coming
+const TYPING_IDLE_MS = 2500; // then stop_typing when the keys stop
+const DEFAULT_ROOMS = ['general'];
+// Read markers are batched: in a busy room, one per message per viewer would eat
+// the rate limit and fan a receipt out to everyone for every line.
+const READ_DEBOUNCE_MS = 400;
+
+export class Chat extends EventTarget {
+  /** @param {{token: string, user: {username: string}}} session @param {() => void} onRejected */
+  constructor(session, onRejected) {
+    super();
+    this.token = session.token;
+    this.me = session.user.username;
+    this.onRejected = onRejected;
+    /** lower-case username -> {username, online, lastSeen: Date|null} */
+    this.users = new Map();
+    /** key -> Conversation */
+    this.convs = new Map();
+    /** Public rooms this user keeps in the sidebar, in the order joined. */
+    this.roomNames = userPref(this.me, 'rooms', DEFAULT_ROOMS).filter((r) => ROOM_NAME.test(r));
+    /** Public rooms from GET /api/rooms, for the join dialog. */
+    this.directory = [];
+    this.activeKey = userPref(this.me, 'active', roomKey(this.roomNames[0] || 'general'));
+    this.status = 'connecting';
+    this.retryInMs = 0;
+    this.atBottom = true;
+    this.dialogOp = null; // {kind, room}: routes the next matching `error` frame to the open dialog
+    this.typingState = { key: null, lastSent: 0, idleTimer: null };
+    this.conn = new Connection({
+      url: () => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(this.token)}`,
+      onFrame: (f) => this.onFrame(f),
+      onStatus: (s, retry) => this.onStatus(s, retry),
+      onOpen: () => this.onOpen(),
+      isRejected: () => this.tokenRejected(),
+      onRejected: () => this.onRejected(),
+    });
+    for (const name of this.roomNames) this.room(name);
+    document.addEventListener('visibilitychange', () => this.markRead(this.active));
+  }
+
+  // ---- lifecycle -------------------------------------------------------
+
+  async start() {
+    await this.refreshLists();
+    // Reopen where the user left off, if that conversation still exists.
+    const last = this.activeKey || '';
+    if (last.startsWith('@') && this.user(last.slice(1))) this.dm(last.slice(1));
+    const first = this.sidebarRooms().flat()[0];
+    this.open(this.convs.has(last) ? last : first ? first.key : null);
+    this.conn.connect();
+  }
+
+  stop() {
+    this.conn.stop();
+    clearTimeout(this.typingState.idleTimer);
+    for (const c of this.convs.values()) {
+      clearTimeout(c.readTimer);
+      for (const t of c.typing.values()) clearTimeout(t);
+    }
+  }
+
+  /** People and rooms from the REST API; refreshed after every reconnect, since presence changed meanwhile. */
+  async refreshLists() {
+    try {
+      const [{ users }, { rooms }] = await Promise.all([api.users(), api.rooms()]);
+      for (const u of users) this.setUser(u.username, u.online, u.last_seen);
+      this.directory = rooms.filter((r) => !r.private);
+      // Private rooms this user was removed from while offline disappear.
+      const mine = new Set(rooms.filter((r) => r.private).map((r) => r.name));
+      for (const c of [...this.convs.values()]) if (c.kind === 'room' && c.private && !mine.has(c.name)) this.forget(c);
+      for (const r of rooms) {
+        if (r.private) {
+          const c = this.room(r.name);
+          c.private = true;
+          c.owner = r.owner ?? c.owner;
+          c.members = r.members ?? c.members;
+          this.joinIfOpen(c);
+        }
+        const c = this.convs.get(roomKey(r.name));
+        if (c) c.onlineCount = r.online;
+      }
+      this.changed();
+    } catch (err) {
+      // 401 is handled by the API layer (back to login); offline is shown by the socket status.
+      if (err.status !== 401 && err.status !== 0) this.toast(err.message);
+    }
+  }
+
+  async tokenRejected() {
+    try {
+      await api.me();
+      return false;
+    } catch (err) {
+      return err.status === 401;
+    }
+  }
+
+  // ---- derived state for the views ---------------------------------------
+
+  get active() {
+    return this.convs.get(this.activeKey) || null;
+  }
+
+  room(name) {
+    const key = roomKey(name);
+    let c = this.convs.get(key);
+    if (!c) this.convs.set(key, (c = new Conversation('room', name)));
+    return c;
+  }
+
+  dm(username) {
+    const key = dmKey(username);
+    let c = this.convs.get(key);
+    if (!c) this.convs.set(key, (c = new Conversation('dm', this.user(username)?.username || username)));
+    return c;
+  }
+
+  user(name) {
+    return this.users.get(String(name).toLowerCase()) || null;
+  }
+
+  /** Rooms in the sidebar: [public, private]. */
+  sidebarRooms() {
+    const pub = this.roomNames.map((n) => this.room(n));
+    const priv = [...this.convs.values()].filter((c) => c.kind === 'room' && c.private).sort((a, b) => a.name.localeCompare(b.name));
+    return [pub.filter((c) => !c.private), priv];
+  }
+
+  /** Everyone but the user: online first, then by name. */
+  people() {
+    return [...this.users.values()]
+      .filter((u) => u.username.toLowerCase() !== this.me.toLowerCase())
+      .sort((a, b) => Number(b.online) - Number(a.online) || a.username.localeCompare(b.username));
+  }
+
+  /** Live presence once this tab has joined; until then (or while offline) the last known count. */
+  onlineIn(conv) {
+    return conv.joined || conv.online.size ? conv.online.size : conv.onlineCount;
+  }
+
+  totalUnread() {
+    let n = 0;
+    for (const c of this.convs.values()) n += c.unread;
+    return n;
+  }
+
+  // ---- actions -------------------------------------------------------------
+
+  open(key) {
+    if (!this.convs.has(key)) {
+      this.activeKey = null;
+      return this.changed();
+    }
+    this.stopTyping();
+    this.activeKey = key;
+    setUserPref(this.me, 'active', key);
+    const c = this.active;
+    this.atBottom = true;
+    if (!c.loaded) this.requestHistory(c, 'initial');
+    this.markRead(c);
+    this.changed();
+  }
+
+  openDm(username) {
+    this.open(this.dm(username).key);
+  }
+
+  /** Join (or create, for a new name) a public room and open it. */
+  joinRoom(name) {
+    const c = this.room(name);
+    if (!c.private && !this.roomNames.includes(name)) {
+      this.roomNames.push(name);
+      setUserPref(this.me, 'rooms', this.roomNames);
+    }
+    this.joinIfOpen(c);
+    this.open(c.key);
+  }
+
+  leaveRoom(conv) {
+    if (conv.joined) this.conn.send({ type: 'leave', room: conv.name });
+    this.roomNames = this.roomNames.filter((n) => n !== conv.name);
+    setUserPref(this.me, 'rooms', this.roomNames);
+    this.forget(conv);
+  }
+
+  createPrivateRoom(name, members) {
+    // The room appears when the server confirms it with `room_members`.
+    this.dialogOp = { kind: 'create', room: name };
+    this.conn.send({ type: 'create_room', room: name, private: true, members });
+  }
+
+  addMember(conv, username) {
+    this.dialogOp = { kind: 'members', room: conv.name };
+    this.conn.send({ type: 'add_member', room: conv.name, user: username });
+  }
+
+  removeMember(conv, username) {
+    this.dialogOp = { kind: 'members', room: conv.name };
+    this.conn.send({ type: 'remove_member', room: conv.name, user: username });
+  }
+
+  /** Queue a message: shown at once as pending, sent now if possible, else on reconnect. */
+  send(text) {
+    const c = this.active;
+    const content = text.trim();
+    if (!c || !content || content.length > MAX_CONTENT) return false;
+    const p = { clientId: newClientId(), content, time: new Date(), state: 'pending' };
+    c.pending.push(p);
+    this.stopTyping();
+    this.atBottom = true;
+    this.transmit(c, p);
+    this.changed();
+    return true;
+  }
+
+  /** Drop a message the server refused. */
+  discard(conv, clientId) {
+    conv.pending = conv.pending.filter((p) => p.clientId !== clientId);
+    this.changed();
+  }
+
+  loadOlder() {
+    const c = this.active;
+    if (c && c.loaded && c.hasMore && !c.historyRequest) this.requestHistory(c, 'older');
+  }
+
+  /** Called on every keystroke in the composer: typing now, stop_typing once the keys stop. */
+  typing(hasText) {
+    const c = this.active;
+    if (!c || c.kind !== 'room' || !c.joined) return;
+    const t = this.typingState;
+    if (!hasText) return this.stopTyping();
+    const now = Date.now();
+    if (t.key !== c.key || now - t.lastSent > TYPING_RESEND_MS) {
+      if (t.key && t.key !== c.key) this.stopTyping();
+      this.conn.send({ type: 'typing', room: c.name });
+      t.key = c.key;
+      t.lastSent = now;
+    }
+    clearTimeout(t.idleTimer);
+    t.idleTimer = setTimeout(() => this.stopTyping(), TYPING_IDLE_MS);
+  }
+
+  stopTyping() {
+    const t = this.typingState;
+    clearTimeout(t.idleTimer);
+    if (!t.key) return;
+    const c = this.convs.get(t.key);
+    if (c?.joined) this.conn.send({ type: 'stop_typing', room: c.name });
+    t.key = null;
+    t.lastSent = 0;
+  }
+
+  /** The view reports whether the newest message is on screen. */
+  setAtBottom(atBottom) {
+    if (this.atBottom === atBottom) return;
+    this.atBottom = atBottom;
+    if (atBottom) this.markRead(this.active);
+  }
+
+  // ---- protocol ------------------------------------------------------------
+
+  onStatus(status, retryInMs) {
+    this.status = status;
+    this.retryInMs = retryInMs || 0;
+    if (status !== 'online') {
+      for (const c of this.convs.values()) {
+        c.joined = false;
+        c.joining = false;
+        c.replaying = false;
+        c.historyRequest = null;
+        for (const t of c.typing.values()) clearTimeout(t);
+        c.typing.clear();
+      }
+      this.typingState.key = null;
+    }
+    this.changed();
+  }
+
+  onOpen() {
+    for (const c of this.convs.values()) {
+      if (c.kind === 'room') this.joinIfOpen(c);
+      else {
+        if (c.loaded) this.requestHistory(c, 'catchup');
+        this.flushPending(c);
+      }
+    }
+    const a = this.active;
+    if (a && a.kind === 'dm' && !a.loaded) this.requestHistory(a, 'initial');
+    this.refreshLists();
+  }
+
+  /** Rejoin with `since` = the newest id seen so the server replays exactly what was missed. */
+  joinIfOpen(c) {
+    if (c.joined || c.joining || !this.conn.isOpen) return;
+    c.joining = true;
+    const frame = { type: 'join', room: c.name };
+    if (c.lastId) {
+      frame.since = c.lastId;
+      c.replaying = true;
+    }
+    this.conn.send(frame);
+  }
+
+  requestHistory(c, kind) {
+    if (c.kind === 'room' && !c.joined) return; // asked again once online_users confirms the join
+    const frame = { type: 'history', limit: kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE };
+    frame[c.kind === 'room' ? 'room' : 'with'] = c.name;
+    if (kind === 'older') frame.before = c.firstId;
+    if (this.conn.send(frame)) c.historyRequest = kind;
+  }
+
+  transmit(c, p) {
+    if (c.kind === 'room' && !c.joined) return; // flushed when the join completes
+    const frame =
+      c.kind === 'room'
+        ? { type: 'message', room: c.name, content: p.content, client_id: p.clientId }
+        : { type: 'private_message', to: c.name, content: p.content, client_id: p.clientId };
+    this.conn.send(frame);
+  }
+
+  flushPending(c) {
+    for (const p of c.pending) if (p.state === 'pending') this.transmit(c, p);
+  }
+
+  onFrame(f) {
+    const handler = frameHandlers[f.type];
+    if (handler) {
+      handler(this, f);
+      this.changed();
+    }
+  }
+
+  /** Whether the user is looking at the newest messages of `c` right now. */
+  canSee(c) {
+    return c && c.key === this.activeKey && this.atBottom && document.visibilityState === 'visible';
+  }
+
+  /** The open conversation is on screen: clear its badge and (soon) move the server's read marker. */
+  markRead(c) {
+    if (!this.canSee(c)) return;
+    c.unread = 0;
+    // Remember what was seen now: messages arriving before the flush may not be.
+    c.readSeen = Math.max(c.readSeen, c.lastId);
+    if (c.readTimer || c.readSeen <= c.readSent) return;
+    c.readTimer = setTimeout(() => {
+      c.readTimer = null;
+      this.flushRead(c);
+    }, READ_DEBOUNCE_MS);
+  }
+
+  flushRead(c) {
+    const id = c.readSeen;
+    if (id <= c.readSent || (c.kind === 'room' && !c.joined)) return;
+    const frame = { type: 'read', id };
+    frame[c.kind === 'room' ? 'room' : 'with'] = c.name;
+    if (this.conn.send(frame)) c.readSent = id;
+  }
+
+  clearTyping(c, user) {
+    clearTimeout(c.typing.get(user));
+    c.typing.delete(user);
+  }
+
+  setUser(username, online, lastSeen) {
+    const key = username.toLowerCase();
+    const u = this.users.get(key) || { username, online: false, lastSeen: null };
+    u.online = online;
+    if (lastSeen) u.lastSeen = new Date(lastSeen);
+    this.users.set(key, u);
+  }
+
+  forget(c) {
+    this.convs.delete(c.key);
+    if (this.activeKey === c.key) {
+      const next = this.sidebarRooms().flat()[0];
+      this.activeKey = next ? next.key : null;
+      if (next) this.open(next.key);
+    }
+    this.changed();
+  }
+
+  toast(text) {
+    this.dispatchEvent(new CustomEvent('toast', { detail: text }));
+  }
+
+  /** Coalesce the many changes of one burst of frames into one render. */
+  changed() {
+    if (this.changeQueued) return;
+    this.changeQueued = true;
+    queueMicrotask(() => {
+      this.changeQueued = false;
+      this.dispatchEvent(new Event('change'));
+    });
+  }
+}

@@ -1,0 +1,163 @@
+// How each frame from the server changes the chat state: one handler per
+// server-to-client frame of PROTOCOL.md, given the controller (chat.js).
+// Frame types not listed here are ignored, as DECISIONS.md asks.
+
+import { PAGE_SIZE, roomKey } from './conversation.js';
+
+const TYPING_SHOWN_MS = 3000;
+const RATE_LIMIT_RETRY_MS = 1000;
+
+const toMessage = (m) => ({ id: m.id, user: m.user ?? m.from, content: m.content, time: new Date(m.timestamp) });
+
+export const frameHandlers = {
+  message(chat, f) {
+    const c = chat.room(f.room);
+    receive(chat, c, toMessage(f));
+  },
+  private_message(chat, f) {
+    const peer = f.from.toLowerCase() === chat.me.toLowerCase() ? f.to : f.from;
+    receive(chat, chat.dm(peer), toMessage(f));
+  },
+  ack(chat, f) {
+    for (const c of chat.convs.values()) {
+      const i = c.pending.findIndex((p) => p.clientId === f.client_id);
+      if (i < 0) continue;
+      const [p] = c.pending.splice(i, 1);
+      // A replay after a reconnect may already have brought the stored copy.
+      c.add({ id: f.id, user: chat.me, content: p.content, time: new Date(f.timestamp), clientId: p.clientId });
+      return;
+    }
+  },
+  delivered(chat, f) {
+    for (const c of chat.convs.values()) if (c.kind === 'dm' && c.byId.has(f.id)) c.delivered.add(f.id);
+  },
+  online_users(chat, f) {
+    const c = chat.room(f.room);
+    c.joined = true;
+    c.joining = false;
+    c.replaying = false;
+    c.online = new Set(f.users);
+    if (f.recovered === false) {
+      // More was missed than the server replays: start again from the newest page.
+      c.reset();
+    }
+    if (!c.loaded && c.key === chat.activeKey) chat.requestHistory(c, 'initial');
+    chat.flushPending(c);
+    chat.markRead(c);
+  },
+  join(chat, f) {
+    const c = chat.convs.get(roomKey(f.room));
+    if (!c || f.user === chat.me) return;
+    c.online.add(f.user);
+    c.addNotice(`${f.user} joined #${f.room}`);
+  },
+  leave(chat, f) {
+    const c = chat.convs.get(roomKey(f.room));
+    if (!c) return;
+    if (f.user.toLowerCase() === chat.me.toLowerCase()) {
+      // Only sent to the user when an owner removed them from a private room.
+      chat.toast(`You were removed from #${f.room}.`);
+      chat.forget(c);
+      return;
+    }
+    c.online.delete(f.user);
+    chat.clearTyping(c, f.user);
+    c.addNotice(`${f.user} left #${f.room}`);
+  },
+  user_status(chat, f) {
+    chat.setUser(f.user, f.status === 'online', f.last_seen);
+  },
+  typing(chat, f) {
+    const c = chat.convs.get(roomKey(f.room));
+    if (!c || f.user === chat.me) return;
+    clearTimeout(c.typing.get(f.user));
+    c.typing.set(
+      f.user,
+      setTimeout(() => {
+        c.typing.delete(f.user);
+        chat.changed();
+      }, TYPING_SHOWN_MS),
+    );
+  },
+  stop_typing(chat, f) {
+    const c = chat.convs.get(roomKey(f.room));
+    if (c) chat.clearTyping(c, f.user);
+  },
+  unread(chat, f) {
+    // The server's count is authoritative after each connect; live counting continues from it.
+    for (const c of chat.convs.values()) c.unread = 0;
+    for (const u of f.counts || []) {
+      const c = u.room ? chat.convs.get(roomKey(u.room)) : chat.dm(u.with);
+      if (c) c.unread = u.count;
+    }
+    chat.markRead(chat.active);
+  },
+  read(chat, f) {
+    const c = f.room ? chat.convs.get(roomKey(f.room)) : chat.dm(f.with);
+    if (!c) return;
+    if (f.user.toLowerCase() === chat.me.toLowerCase()) {
+      // Another tab of this user read it.
+      c.readSent = Math.max(c.readSent, f.id);
+      if (c.readSent >= c.lastId) c.unread = 0;
+    } else if (c.kind === 'dm') {
+      c.peerRead = Math.max(c.peerRead, f.id);
+    }
+  },
+  history(chat, f) {
+    const c = f.room ? chat.room(f.room) : chat.dm(f.with);
+    const kind = c.historyRequest;
+    c.historyRequest = null;
+    for (const m of f.messages) c.add(toMessage(m));
+    if (kind === 'initial' || kind === 'older') {
+      c.hasMore = f.messages.length >= PAGE_SIZE;
+      c.loaded = true;
+    }
+    chat.markRead(c);
+  },
+  room_members(chat, f) {
+    const c = chat.room(f.room);
+    c.private = true;
+    c.owner = f.owner;
+    c.members = f.members;
+    chat.joinIfOpen(c);
+    if (chat.dialogOp?.room === f.room) {
+      const op = chat.dialogOp;
+      chat.dialogOp = null;
+      chat.dispatchEvent(new CustomEvent('dialog-done', { detail: op }));
+      if (op.kind === 'create') chat.open(c.key);
+    }
+  },
+  error(chat, f) {
+    if (f.client_id) return failPending(chat, f);
+    if (chat.dialogOp) {
+      const op = chat.dialogOp;
+      chat.dialogOp = null;
+      chat.dispatchEvent(new CustomEvent('dialog-error', { detail: { ...op, code: f.code, message: f.message } }));
+      return;
+    }
+    chat.toast(f.message || `Error: ${f.code}`);
+  },
+};
+
+function receive(chat, c, msg) {
+  const isNew = c.add(msg);
+  chat.clearTyping(c, msg.user);
+  if (!isNew || msg.user.toLowerCase() === chat.me.toLowerCase()) return;
+  // Replayed messages are already in the `unread` count sent on connect.
+  if (chat.canSee(c)) chat.markRead(c);
+  else if (!c.replaying) c.unread += 1;
+}
+
+function failPending(chat, f) {
+  for (const c of chat.convs.values()) {
+    const p = c.pending.find((x) => x.clientId === f.client_id);
+    if (!p) continue;
+    if (f.code === 'rate_limited') {
+      setTimeout(() => chat.transmit(c, p), RATE_LIMIT_RETRY_MS);
+    } else {
+      p.state = 'failed';
+      p.error = f.message || f.code;
+    }
+    return;
+  }
+}

@@ -1,0 +1,125 @@
+// The chat screen (mounted once per page load): wires the controller to the
+// views, and renders the conversation header, the connection banner, toasts,
+// the page title and the phone-width menu.
+
+import { $, h } from './dom.js';
+import { renderSidebar } from './sidebar.js';
+import { TimelineView } from './timeline.js';
+import { setupComposer, renderComposer } from './composer.js';
+import { setupDialogs } from './dialogs.js';
+import { formatLastSeen } from '../format.js';
+
+const TOAST_MS = 5000;
+// Re-render now and then so "last seen 5 min ago" stays true without any event.
+const CLOCK_TICK_MS = 30_000;
+
+export function mountApp(chat, onLogout) {
+  $('app').hidden = false;
+  const timeline = new TimelineView(chat);
+  setupComposer(chat);
+  setupDialogs(chat);
+  const menu = setupMenu();
+
+  const pick = (key, username) => {
+    if (username) chat.openDm(username);
+    else chat.open(key);
+    menu.close();
+    $('composer-input').focus();
+  };
+
+  let shownKey = chat.activeKey;
+  const render = () => {
+    // Whatever opened another conversation (a dialog, a removal), the phone menu makes way for it.
+    if (chat.activeKey !== shownKey) {
+      shownKey = chat.activeKey;
+      menu.close();
+    }
+    renderSidebar(chat, pick);
+    renderHeader(chat);
+    renderBanner(chat);
+    timeline.render();
+    renderComposer(chat);
+    const unread = chat.totalUnread();
+    document.title = `${unread ? `(${unread}) ` : ''}${chat.active ? title(chat.active) : 'hubbub'} · hubbub`;
+    const menuBadge = $('menu-badge');
+    menuBadge.hidden = !unread;
+    menuBadge.textContent = unread > 99 ? '99+' : String(unread);
+    $('menu-btn').setAttribute('aria-label', `Show rooms and people${unread ? `, ${unread} unread` : ''}`);
+  };
+
+  chat.addEventListener('change', render);
+  chat.addEventListener('toast', (ev) => toast(ev.detail));
+  setInterval(render, CLOCK_TICK_MS);
+
+  $('leave-btn').onclick = () => chat.active && chat.leaveRoom(chat.active);
+  $('logout-btn').onclick = () => onLogout();
+
+  render();
+}
+
+function title(c) {
+  return c.kind === 'room' ? `#${c.name}` : c.name;
+}
+
+function renderHeader(chat) {
+  const c = chat.active;
+  $('conv-name').textContent = c ? (c.private ? c.name : title(c)) : 'hubbub';
+  $('conv-name').classList.toggle('is-private', !!c?.private);
+  let sub = '';
+  if (c?.kind === 'room') {
+    const n = chat.onlineIn(c);
+    sub = `${n} online`;
+    if (c.private) sub += ` · private · ${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+  } else if (c) {
+    const u = chat.user(c.name);
+    sub = u?.online ? 'Online' : formatLastSeen(u?.lastSeen || null);
+  }
+  $('conv-sub').textContent = sub;
+  $('conv-sub').dataset.online = String(c?.kind === 'dm' && !!chat.user(c.name)?.online);
+  $('members-btn').hidden = !c?.private;
+  $('leave-btn').hidden = !(c?.kind === 'room' && !c.private);
+}
+
+function renderBanner(chat) {
+  const banner = $('offline-banner');
+  banner.hidden = chat.status === 'online';
+  if (chat.status === 'offline') {
+    const secs = Math.ceil(chat.retryInMs / 1000);
+    banner.replaceChildren(
+      `You are offline. Messages you send will go out when the connection is back${secs ? ` (retrying in ${secs} s)` : ''}. `,
+      h('button', { type: 'button', className: 'link-btn', onclick: () => chat.conn.reconnectNow() }, 'Retry now'),
+    );
+  } else {
+    banner.textContent = 'Connecting…';
+  }
+}
+
+/** Below the phone breakpoint the sidebar slides over the conversation. */
+function setupMenu() {
+  const sidebar = $('sidebar');
+  const button = $('menu-btn');
+  const backdrop = $('backdrop');
+  const isOpen = () => sidebar.classList.contains('open');
+  const set = (open) => {
+    sidebar.classList.toggle('open', open);
+    backdrop.hidden = !open;
+    button.setAttribute('aria-expanded', String(open));
+    // Move focus into the panel once it is visible, so Tab continues there.
+    if (open) requestAnimationFrame(() => (sidebar.querySelector('.side-item.active') || sidebar.querySelector('button'))?.focus());
+  };
+  button.addEventListener('click', () => set(!isOpen()));
+  backdrop.addEventListener('click', () => set(false));
+  document.addEventListener('keydown', (ev) => {
+    if (ev.key === 'Escape' && isOpen() && !document.querySelector('dialog[open]')) {
+      set(false);
+      button.focus();
+    }
+  });
+  return { close: () => set(false) };
+}
+
+function toast(text) {
+  const el = h('div', { className: 'toast' }, text);
+  $('toasts').append(el);
+  setTimeout(() => el.remove(), TOAST_MS);
+}

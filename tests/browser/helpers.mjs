@@ -1,0 +1,187 @@
+// Shared plumbing for the browser tests: a real hubbub server per test on a
+// free loopback port, Debian's Chromium through playwright-core, and UI steps
+// (sign up, send) written the way a person would do them.
+
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+export const ARTIFACTS = path.join(HERE, 'artifacts');
+mkdirSync(ARTIFACTS, { recursive: true });
+
+const CHROMIUM = '/usr/bin/chromium';
+const STARTUP_TIMEOUT_MS = 20_000;
+
+function serverBinary() {
+  const candidates = [process.env.HUBBUB_BIN, path.join(REPO, 'target/release/hubbub'), path.join(REPO, 'target/debug/hubbub')];
+  const bin = candidates.find((p) => p && existsSync(p));
+  if (!bin) throw new Error('No hubbub binary: set HUBBUB_BIN or run `cargo build --release` first.');
+  return bin;
+}
+
+// Servers still running when the process exits (a crashed test) are killed too.
+const running = new Set();
+process.on('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+/** A fresh database path in its own temp directory, removed when the process exits. */
+export function freshDb() {
+  const dir = mkdtempSync(path.join(tmpdir(), 'hubbub-browser-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  return path.join(dir, 'hubbub.db');
+}
+
+/**
+ * Start the server and wait for its `listening on 127.0.0.1:PORT` line.
+ * @param {{db?: string, port?: number, extraArgs?: string[], env?: object}} [opts]
+ */
+export async function startServer({ db = freshDb(), port = 0, extraArgs = [], env = {} } = {}) {
+  const args = ['--addr', `127.0.0.1:${port}`, '--db', db, '--pbkdf2-iterations', '1000', ...extraArgs];
+  // The binary embeds static/ at build time; while editing the client, HUBBUB_STATIC_DIR=static
+  // (relative to the repository) tests the files on disk without a rebuild.
+  if (process.env.HUBBUB_STATIC_DIR) args.push('--static-dir', path.resolve(REPO, process.env.HUBBUB_STATIC_DIR));
+  const child = spawn(serverBinary(), args, { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, ...env } });
+  running.add(child);
+  let log = '';
+  const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  exited.then(() => running.delete(child));
+
+  const actualPort = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`server did not report listening within ${STARTUP_TIMEOUT_MS} ms:\n${log}`)), STARTUP_TIMEOUT_MS);
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (chunk) => {
+      log += chunk;
+      const m = log.match(/listening on 127\.0\.0\.1:(\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(Number(m[1]));
+      }
+    });
+    exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited (code ${code}, signal ${signal}) before listening:\n${log}`));
+    });
+  });
+
+  return {
+    port: actualPort,
+    db,
+    url: `http://127.0.0.1:${actualPort}`,
+    log: () => log,
+    /** SIGTERM (graceful: close frames, flush writes), SIGKILL if it hangs. */
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return exited;
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+}
+
+export function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: apt-get install -y chromium`);
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update', '--no-first-run', '--disable-sync', '--disable-quic'],
+  });
+}
+
+/**
+ * A test's world: one server, one browser, and cleanup that always runs.
+ * Call from inside `test(...)` with its context `t`.
+ */
+export async function setup(t, serverOpts) {
+  const server = await startServer(serverOpts);
+  let browser;
+  const pages = [];
+  t.after(async () => {
+    await browser?.close().catch(() => {});
+    await server.stop();
+  });
+  browser = await launchBrowser();
+
+  /** A new person in their own browser context (own localStorage), with every page error recorded. */
+  async function person(options = {}) {
+    const context = await browser.newContext({ viewport: { width: 1200, height: 760 }, ...options });
+    const page = await context.newPage();
+    page.errors = [];
+    page.on('pageerror', (err) => page.errors.push(`pageerror: ${err.message}`));
+    // CSP violations ("Refused to ...") and script failures are console errors. Network
+    // failures (a 401 answer, a refused WebSocket while the server is down) are expected.
+    page.on('console', (msg) => {
+      if (msg.type() === 'error' && !/Failed to load resource|WebSocket connection to/.test(msg.text())) page.errors.push(`console: ${msg.text()}`);
+    });
+    pages.push(page);
+    return page;
+  }
+
+  return { server, browser, person, pages };
+}
+
+/** Sign up through the form; resolves once the chat is connected. */
+export async function signUp(page, baseUrl, username, password = 'correct horse') {
+  await page.goto(baseUrl);
+  await page.getByRole('tab', { name: 'Sign up' }).click();
+  await page.fill('#signup-username', username);
+  await page.fill('#signup-email', `${username}@example.com`);
+  await page.fill('#signup-password', password);
+  await page.click('#signup-form button[type=submit]');
+  await waitOnline(page);
+}
+
+export async function waitOnline(page) {
+  await page.waitForSelector('#app:not([hidden])');
+  // Attached, not visible: at phone width the status sits in the hidden sidebar.
+  await page.waitForSelector('#conn-status[data-status=online]', { state: 'attached' });
+}
+
+/** Type into the composer like a person and press Enter. */
+export async function sendMessage(page, text) {
+  await page.click('#composer-input');
+  await page.keyboard.type(text);
+  await page.keyboard.press('Enter');
+}
+
+/** The stored (acknowledged) message rows of the open conversation, as {id, author, text}. */
+export function messages(page) {
+  return page.$$eval('#message-list li.msg', (rows) =>
+    rows.map((li) => ({
+      id: li.dataset.id ? Number(li.dataset.id) : null,
+      author: li.querySelector('.msg-author').textContent,
+      text: li.querySelector('.msg-text').textContent,
+      status: li.querySelector('.msg-foot').dataset.status || '',
+      grouped: li.classList.contains('grouped'),
+    })),
+  );
+}
+
+/** The message row whose text is exactly `text`. */
+export function messageRow(page, text) {
+  return page.locator('#message-list li.msg', { has: page.locator('.msg-text', { hasText: new RegExp(`^${escapeRegExp(text)}$`) }) });
+}
+
+function escapeRegExp(s) {
+  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
+/** The sidebar button for a person or a room. */
+export function personButton(page, username) {
+  return page.locator('#people-list .side-item', { has: page.locator('.side-name', { hasText: new RegExp(`^${escapeRegExp(username)}$`) }) });
+}
+
+export async function screenshot(page, name) {
+  await page.screenshot({ path: path.join(ARTIFACTS, `${name}.png`) });
+}
+
+/** Fails the test with every page error seen (CSP violations included). */
+export function assertNoPageErrors(assert, ...pages) {
+  for (const page of pages) assert.deepEqual(page.errors, [], 'the page logged errors');
+}
