@@ -19,7 +19,7 @@
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -189,7 +189,11 @@ pub struct Busy;
 
 /// The loop's end of the storage thread.
 pub struct StoreHandle {
-    tx: Option<SyncSender<Request>>,
+    /// Unbounded in type, bounded by `depth`: std's `sync_channel` would
+    /// allocate and touch all `STORE_QUEUE` slots up front (megabytes of RSS
+    /// for a queue that is almost always nearly empty); this one allocates
+    /// small blocks as it fills, and `submit` enforces the same bound.
+    tx: Option<Sender<Request>>,
     rx: Receiver<Reply>,
     /// Requests sent and not yet taken by the thread (for `/metrics`).
     depth: Arc<AtomicUsize>,
@@ -200,7 +204,7 @@ impl StoreHandle {
     /// Starts the storage thread. `wake` is called after each batch's replies
     /// are sent (the loop passes its `mio::Waker`).
     pub fn spawn<B: Backend>(backend: B, wake: impl Fn() + Send + 'static) -> StoreHandle {
-        let (tx, req_rx) = mpsc::sync_channel(STORE_QUEUE);
+        let (tx, req_rx) = mpsc::channel();
         let (reply_tx, rx) = mpsc::channel();
         let depth = Arc::new(AtomicUsize::new(0));
         let thread_depth = depth.clone();
@@ -214,14 +218,14 @@ impl StoreHandle {
     /// Queues a request without blocking.
     pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
         let tx = self.tx.as_ref().ok_or(Busy)?;
-        self.depth.fetch_add(1, Ordering::Relaxed);
-        match tx.try_send(req) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.depth.fetch_sub(1, Ordering::Relaxed);
-                Err(Busy)
-            }
+        if self.depth.load(Ordering::Relaxed) >= STORE_QUEUE {
+            return Err(Busy);
         }
+        self.depth.fetch_add(1, Ordering::Relaxed);
+        tx.send(req).map_err(|_| {
+            self.depth.fetch_sub(1, Ordering::Relaxed);
+            Busy
+        })
     }
 
     /// The next reply, if one is ready.
@@ -337,5 +341,69 @@ fn request_name(req: &Request) -> &'static str {
         Request::History { .. } => "history",
         Request::Unread { .. } => "unread",
         Request::Drain => "drain",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc::Receiver as StdReceiver;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// A backend that holds its first transaction until the test lets it go.
+    struct Gate(Mutex<StdReceiver<()>>);
+
+    impl Backend for Gate {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn setting(&mut self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn put_setting(&mut self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn begin(&mut self) -> Result<(), StoreError> {
+            let _ = self.0.lock().unwrap().recv_timeout(Duration::from_secs(10));
+            Ok(())
+        }
+        fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+            Ok(matches!(req, Request::Drain).then_some(Reply::Drained))
+        }
+        fn commit(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn rollback(&mut self) {}
+    }
+
+    /// A stalled storage thread makes `submit` answer `Busy` once the queue
+    /// holds `STORE_QUEUE` requests (plus at most the batch it took), instead
+    /// of blocking the loop; everything accepted is still answered later.
+    #[test]
+    fn full_queue_is_busy_not_blocking() {
+        let (release, gate) = mpsc::channel();
+        let mut store = StoreHandle::spawn(Gate(Mutex::new(gate)), || {});
+        let mut accepted = 0;
+        while store.submit(Request::Drain).is_ok() {
+            accepted += 1;
+            assert!(accepted <= STORE_QUEUE + STORE_BATCH, "the bound did not hold");
+        }
+        assert!(accepted >= STORE_QUEUE, "refused early at {accepted}");
+        for _ in 0..accepted {
+            let _ = release.send(());
+        }
+        let mut answered = 0;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while answered < accepted && std::time::Instant::now() < deadline {
+            match store.try_reply() {
+                Some(Reply::Drained) => answered += 1,
+                Some(other) => panic!("unexpected {other:?}"),
+                None => std::thread::sleep(Duration::from_millis(1)),
+            }
+        }
+        assert_eq!(answered, accepted);
+        assert_eq!(store.depth(), 0);
+        store.join();
     }
 }
