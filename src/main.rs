@@ -19,7 +19,7 @@ OPTIONS:
     --echo                   also serve GET /ws/echo (WebSocket echo, for Autobahn and benchmarks)
     --rate-limit N           chat frames per second per connection, burst 2N; 0 = off [env HUBBUB_RATE_LIMIT] (default 20)
     --pbkdf2-iterations N    PBKDF2 iterations for new passwords, at least 1000 [env HUBBUB_PBKDF2_ITERATIONS] (default 600000)
-    --hash-threads N         password hashing threads (default: cores, at most 4)
+    --hash-threads N         password hashing threads, at low priority (default: cores - 1, 1 to 4)
     --static-dir DIR         serve the web client from DIR instead of the embedded copy (development)
     -h, --help               print this help
 

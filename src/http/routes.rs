@@ -7,7 +7,7 @@
 
 use std::borrow::Cow;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::request::Request;
@@ -110,8 +110,46 @@ fn busy() -> Response {
     Response::error(503, "busy", "the server is busy; try again shortly")
 }
 
-fn user_json(id: UserId, name: &str, email: &str) -> serde_json::Value {
-    json!({"id": id, "username": name, "email": email})
+/// A user as the API shows it to that user (typed, so fields keep the
+/// contract's order on the wire).
+#[derive(Serialize)]
+struct UserOut<'a> {
+    id: UserId,
+    username: &'a str,
+    email: &'a str,
+}
+
+#[derive(Serialize)]
+struct UserEnvelope<'a> {
+    user: UserOut<'a>,
+}
+
+#[derive(Serialize)]
+struct LoginOut<'a> {
+    token: &'a str,
+    expires_at: Ts,
+    user: UserOut<'a>,
+}
+
+/// A row of `GET /api/users`.
+#[derive(Serialize)]
+struct Listed<'a> {
+    id: UserId,
+    username: &'a str,
+    online: bool,
+    last_seen: Option<Ts>,
+}
+
+/// A row of `GET /api/rooms`; private rooms add their owner and members.
+#[derive(Serialize)]
+struct RoomOut<'a> {
+    name: &'a str,
+    private: bool,
+    online: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    owner: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members: Option<Vec<&'a str>>,
 }
 
 impl App {
@@ -231,9 +269,10 @@ impl App {
     pub fn on_user_stored(&mut self, id: UserId, ok: bool, out: &mut Outbox) {
         let Some((conn, keep_alive, row)) = self.signups.remove(&id) else { return };
         let resp = if ok {
-            let body = json!({"user": user_json(row.id, &row.username, &row.email)});
+            let user = UserOut { id: row.id, username: &row.username, email: &row.email };
+            let resp = Response::json(201, &UserEnvelope { user });
             self.users.insert(row);
-            Response::json(201, &body)
+            resp
         } else {
             self.users.release(&row.username, &row.email);
             Response::error(500, "internal", "could not store the account")
@@ -268,14 +307,8 @@ impl App {
         let resp = match user.and_then(|id| self.users.get(id)) {
             Some(u) => {
                 let (token, exp) = self.tokens.issue(u.id, &u.name, clock::now_ms() as u64 / 1000);
-                Response::json(
-                    200,
-                    &json!({
-                        "token": token,
-                        "expires_at": clock::rfc3339(exp as i64 * 1000),
-                        "user": user_json(u.id, &u.name, &u.email),
-                    }),
-                )
+                let user = UserOut { id: u.id, username: &u.name, email: &u.email };
+                Response::json(200, &LoginOut { token: &token, expires_at: Ts(exp as i64 * 1000), user })
             }
             None => Response::error(401, "invalid_credentials", "unknown username or wrong password"),
         };
@@ -292,50 +325,42 @@ impl App {
 
     fn me(&self, me: UserId) -> Response {
         let u = self.users.get(me).expect("authenticated users exist");
-        Response::json(200, &json!({"user": user_json(u.id, &u.name, &u.email)}))
+        Response::json(200, &UserEnvelope { user: UserOut { id: u.id, username: &u.name, email: &u.email } })
     }
 
     fn list_users(&self) -> Response {
         let users: Vec<_> = self
             .users
             .all()
-            .map(|u| {
-                json!({
-                    "id": u.id,
-                    "username": u.name,
-                    "online": self.hub.online.contains_key(&u.id),
-                    "last_seen": u.last_seen_ms.map(clock::rfc3339),
-                })
+            .map(|u| Listed {
+                id: u.id,
+                username: &u.name,
+                online: self.hub.online.contains_key(&u.id),
+                last_seen: u.last_seen_ms.map(Ts),
             })
             .collect();
         Response::json(200, &json!({ "users": users }))
     }
 
     fn list_rooms(&self, me: UserId) -> Response {
-        let mut rooms: Vec<(&str, serde_json::Value)> = self
+        let mut rooms: Vec<RoomOut<'_>> = self
             .hub
             .rooms
             .iter()
-            .filter_map(|(_, r)| match &r.private {
-                None if r.has_messages || r.online() > 0 => {
-                    Some((&*r.name, json!({"name": r.name, "private": false, "online": r.online()})))
-                }
-                Some(p) if p.members.contains(&me) => {
-                    let mut members: Vec<&str> = p.members.iter().map(|m| self.users.name(*m)).collect();
-                    members.sort_unstable();
-                    Some((
-                        &*r.name,
-                        json!({
-                            "name": r.name, "private": true, "online": r.online(),
-                            "owner": self.users.name(p.owner), "members": members,
-                        }),
-                    ))
-                }
-                _ => None,
+            .filter_map(|(_, r)| {
+                let (owner, members) = match &r.private {
+                    None if r.has_messages || r.online() > 0 => (None, None),
+                    Some(p) if p.members.contains(&me) => {
+                        let mut members: Vec<&str> = p.members.iter().map(|m| self.users.name(*m)).collect();
+                        members.sort_unstable();
+                        (Some(self.users.name(p.owner)), Some(members))
+                    }
+                    _ => return None,
+                };
+                Some(RoomOut { name: &r.name, private: r.private.is_some(), online: r.online(), owner, members })
             })
             .collect();
-        rooms.sort_by(|a, b| a.0.cmp(b.0));
-        let rooms: Vec<_> = rooms.into_iter().map(|(_, v)| v).collect();
+        rooms.sort_by(|a, b| a.name.cmp(b.name));
         Response::json(200, &json!({ "rooms": rooms }))
     }
 

@@ -30,7 +30,8 @@ pub struct Session {
     pub conn: ConnRef,
     pub user: UserId,
     /// The room named in `/ws/room/{name}`: plain-text frames go there.
-    pub url_room: Option<Box<str>>,
+    /// Shared so handling a frame can hold it without copying the name.
+    pub url_room: Option<std::rc::Rc<str>>,
     /// Rooms this connection is joined to (live or still replaying).
     pub rooms: Vec<RoomId>,
     pub bucket: TokenBucket,
