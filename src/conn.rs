@@ -163,13 +163,12 @@ impl Conn {
         if self.out_bytes + bytes.len() > OUTPUT_HARD_LIMIT {
             return false;
         }
-        if let Some(Chunk::Owned(last)) = self.out.back_mut() {
-            if last.len() + bytes.len() <= COALESCE_BYTES {
+        if let Some(Chunk::Owned(last)) = self.out.back_mut()
+            && last.len() + bytes.len() <= COALESCE_BYTES {
                 last.extend_from_slice(bytes);
                 self.out_bytes += bytes.len();
                 return true;
             }
-        }
         self.out.push_back(Chunk::Owned(bytes.to_vec()));
         self.out_bytes += bytes.len();
         true

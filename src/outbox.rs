@@ -43,12 +43,11 @@ impl Outbox<'_> {
     }
 
     fn mark_flush(&mut self, token: Token) {
-        if let Some(conn) = self.conns.get_mut(token.0) {
-            if !conn.in_flush_list {
+        if let Some(conn) = self.conns.get_mut(token.0)
+            && !conn.in_flush_list {
                 conn.in_flush_list = true;
                 self.flush_list.push(token);
             }
-        }
     }
 
     /// Queues a shared WebSocket frame. A connection past its output limit is

@@ -192,11 +192,10 @@ impl Server {
                 self.last_sweep = now;
                 self.sweep(now);
             }
-            if let Phase2::Closing { deadline } = self.state {
-                if self.conns.is_empty() || now >= deadline {
+            if let Phase2::Closing { deadline } = self.state
+                && (self.conns.is_empty() || now >= deadline) {
                     break;
                 }
-            }
         }
         self.app.store.join();
         self.app.hasher.join();
@@ -221,12 +220,11 @@ impl Server {
     }
 
     fn mark_flush(&mut self, token: Token) {
-        if let Some(c) = self.conns.get_mut(token.0) {
-            if !c.in_flush_list {
+        if let Some(c) = self.conns.get_mut(token.0)
+            && !c.in_flush_list {
                 c.in_flush_list = true;
                 self.flush_list.push(token);
             }
-        }
     }
 
     fn accept(&mut self) {

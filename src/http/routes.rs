@@ -495,12 +495,11 @@ impl App {
                 }
             }
         };
-        if let (Some(room), Some(me)) = (room, user) {
-            if let Err((status, code, msg)) = self.room_target(me, room) {
+        if let (Some(room), Some(me)) = (room, user)
+            && let Err((status, code, msg)) = self.room_target(me, room) {
                 out.http(conn.token, Response::error(status, code, msg), keep_alive, false);
                 return Handled::Done;
             }
-        }
         match upgrade::client_key(req) {
             Err(why) => {
                 out.http(conn.token, bad_input(why), keep_alive, false);

@@ -67,16 +67,14 @@ impl ClientIds {
     pub fn insert(&mut self, user: UserId, client_id: &str, id: MsgId, ts: i64) {
         self.by_user.entry(user).or_default().insert(client_id.into(), (id, ts));
         self.order.push_back((user, client_id.into()));
-        if self.order.len() > CLIENT_ID_WINDOW {
-            if let Some((u, k)) = self.order.pop_front() {
-                if let Some(m) = self.by_user.get_mut(&u) {
+        if self.order.len() > CLIENT_ID_WINDOW
+            && let Some((u, k)) = self.order.pop_front()
+                && let Some(m) = self.by_user.get_mut(&u) {
                     m.remove(&k);
                     if m.is_empty() {
                         self.by_user.remove(&u);
                     }
                 }
-            }
-        }
     }
 }
 

@@ -55,11 +55,10 @@ impl App {
             self.waiters.remove(&ticket);
             self.send_unread(conn, &[], out);
         }
-        if let Some(room) = url_room {
-            if let Err(e) = self.join_room(conn.token, &room, None, out) {
+        if let Some(room) = url_room
+            && let Err(e) = self.join_room(conn.token, &room, None, out) {
                 self.send_error(conn.token, &e, None, out);
             }
-        }
     }
 
     /// A WebSocket connection is closing: leave its rooms, maybe go offline.

@@ -242,11 +242,10 @@ impl StoreHandle {
     /// Only called at shutdown, after `Drain` was answered, so the wait is short.
     pub fn join(&mut self) {
         self.tx = None;
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
+        if let Some(t) = self.thread.take()
+            && t.join().is_err() {
                 log::error!("storage thread panicked");
             }
-        }
     }
 }
 

@@ -68,11 +68,10 @@ pub fn decode_frame(buf: &mut [u8], max: usize) -> Result<Option<RawFrame>, Viol
     let Some(mask) = header.mask else {
         return Err(Violation::Protocol("client frames must be masked"));
     };
-    if let OpCode::Control(_) = header.opcode {
-        if len > 125 || !header.is_final {
+    if let OpCode::Control(_) = header.opcode
+        && (len > 125 || !header.is_final) {
             return Err(Violation::Protocol("control frames must be final and at most 125 bytes"));
         }
-    }
     if len > max as u64 {
         return Err(Violation::TooBig);
     }
