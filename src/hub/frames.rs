@@ -140,11 +140,7 @@ impl App {
         let Some((id, ts)) = self.hub.client_ids.get(user, cid) else { return false };
         match self.hub.acks.get_mut(&id) {
             Some(pending) => pending.waiters.push((conn, Some(cid.into()))),
-            None => {
-                let mut bytes = Vec::new();
-                self.encoder.append(&Out::Ack { client_id: Some(cid), id, timestamp: Ts(ts) }, &mut bytes);
-                out.reply(conn.token, &bytes);
-            }
+            None => out.reply(conn.token, self.encoder.bytes(&Out::Ack { client_id: Some(cid), id, timestamp: Ts(ts) })),
         }
         true
     }
@@ -222,18 +218,16 @@ impl App {
             if !out.is_live(*conn) {
                 continue;
             }
-            let mut bytes = Vec::new();
             let cid = client_id.as_deref();
             if ok {
-                self.encoder.append(&Out::Ack { client_id: cid, id, timestamp: Ts(pending.timestamp_ms) }, &mut bytes);
+                out.reply(conn.token, self.encoder.bytes(&Out::Ack { client_id: cid, id, timestamp: Ts(pending.timestamp_ms) }));
                 if pending.delivered {
-                    self.encoder.append(&Out::Delivered { id }, &mut bytes);
+                    out.reply(conn.token, self.encoder.bytes(&Out::Delivered { id }));
                 }
             } else {
                 let message = "the message could not be stored; retry with the same client_id";
-                self.encoder.append(&Out::Error { code: "internal", message, client_id: cid }, &mut bytes);
+                out.reply(conn.token, self.encoder.bytes(&Out::Error { code: "internal", message, client_id: cid }));
             }
-            out.reply(conn.token, &bytes);
         }
     }
 
@@ -290,9 +284,7 @@ impl App {
             Target::Direct(_, peer) => (None, Some(self.users.name(*peer))),
         };
         let frame = Out::History { room, with, messages: App::message_objects(&self.users, &messages) };
-        let mut bytes = Vec::new();
-        self.encoder.append(&frame, &mut bytes);
-        out.reply(conn.token, &bytes);
+        out.reply(conn.token, self.encoder.bytes(&frame));
     }
 
     fn on_read(&mut self, token: Token, f: &ClientFrame<'_>, out: &mut Outbox) -> Result<(), FrameError> {

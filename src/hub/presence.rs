@@ -169,7 +169,6 @@ impl App {
         if missed_more {
             messages.drain(..messages.len() - MAX_REPLAY);
         }
-        let mut bytes = Vec::new();
         for m in &messages {
             let frame = Out::Message {
                 id: m.id,
@@ -178,9 +177,8 @@ impl App {
                 content: &m.content,
                 timestamp: Ts(m.timestamp_ms),
             };
-            self.encoder.append(&frame, &mut bytes);
+            out.reply(token, self.encoder.bytes(&frame));
         }
-        out.reply(token, &bytes);
         let session = self.hub.session_mut(token).expect("checked above");
         let mut held = Vec::new();
         session.held.retain(|(r, f)| if *r == id { held.push(f.clone()); false } else { true });
@@ -226,9 +224,7 @@ impl App {
         let mut users: Vec<&str> = room.presence.keys().map(|u| self.users.name(*u)).collect();
         users.sort_unstable();
         let frame = Out::OnlineUsers { room: &room.name, count: users.len(), users, recovered };
-        let mut bytes = Vec::new();
-        self.encoder.append(&frame, &mut bytes);
-        out.reply(token, &bytes);
+        out.reply(token, self.encoder.bytes(&frame));
     }
 
     /// Queues `frame` to every connection in the room but `except`; frames for
@@ -270,15 +266,11 @@ impl App {
                 UnreadCount::Direct(from, n) => UnreadEntry { room: None, with: Some(self.users.name(*from)), count: *n },
             })
             .collect();
-        let mut bytes = Vec::new();
-        self.encoder.append(&Out::Unread { counts }, &mut bytes);
-        out.reply(conn.token, &bytes);
+        out.reply(conn.token, self.encoder.bytes(&Out::Unread { counts }));
     }
 
     /// An `error` frame.
     pub fn send_error(&mut self, token: Token, e: &FrameError, client_id: Option<&str>, out: &mut Outbox) {
-        let mut bytes = Vec::new();
-        self.encoder.append(&Out::Error { code: e.code, message: &e.message, client_id }, &mut bytes);
-        out.reply(token, &bytes);
+        out.reply(token, self.encoder.bytes(&Out::Error { code: e.code, message: &e.message, client_id }));
     }
 }

@@ -86,7 +86,7 @@ pub struct Ts(pub i64);
 
 impl fmt::Display for Ts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&crate::clock::rfc3339(self.0))
+        f.write_str(crate::clock::rfc3339_into(self.0, &mut [0; crate::clock::RFC3339_LEN]))
     }
 }
 
@@ -186,10 +186,11 @@ impl Encoder {
         Rc::from(&self.scratch[start..])
     }
 
-    /// Appends the frame to an owned buffer (replies to one connection).
-    pub fn append(&mut self, frame: &Out<'_>, out: &mut Vec<u8>) {
+    /// The frame's bytes, borrowed from the scratch buffer until the next
+    /// call: for replies to one connection, copied once into its queue.
+    pub fn bytes(&mut self, frame: &Out<'_>) -> &[u8] {
         let start = self.encode(frame);
-        out.extend_from_slice(&self.scratch[start..]);
+        &self.scratch[start..]
     }
 
     /// Serializes after a gap of `MAX_HEADER` bytes, then writes the header
@@ -240,11 +241,9 @@ mod tests {
     #[test]
     fn omits_absent_fields() {
         let mut enc = Encoder::default();
-        let mut out = Vec::new();
-        enc.append(&Out::Ack { client_id: None, id: 1, timestamp: Ts(0) }, &mut out);
+        let out = enc.bytes(&Out::Ack { client_id: None, id: 1, timestamp: Ts(0) }).to_vec();
         assert_eq!(payload(&out), r#"{"type":"ack","id":1,"timestamp":"1970-01-01T00:00:00.000Z"}"#);
-        let mut out = Vec::new();
-        enc.append(&Out::Error { code: "bad_json", message: "x", client_id: None }, &mut out);
+        let out = enc.bytes(&Out::Error { code: "bad_json", message: "x", client_id: None }).to_vec();
         assert_eq!(payload(&out), r#"{"type":"error","code":"bad_json","message":"x"}"#);
     }
 
