@@ -38,13 +38,28 @@ pub const CLOSE_LINGER: Duration = Duration::from_secs(2);
 
 // ---- Output and input budgets (Redis `networking.c` style) -------------------
 
-/// Hard output limit: a connection whose unsent output passes this is a slow
-/// consumer and is cut at once. Contract: 1 MiB.
+/// Hard output limit: a connection whose unsent *live* output (frames other
+/// clients caused: room messages, presence) passes this is a slow consumer
+/// and is cut at once. Contract: 1 MiB.
+///
+/// Replies to the client's own requests (a history page of 200 messages of
+/// 4000 characters is 1.6 MB) do not count: a client that reads promptly must
+/// get them whole. They are bounded differently: a connection with more than
+/// [`READ_PAUSE_BYTES`] unsent is not read from until it drains, so it cannot
+/// ask for more, and [`OUTPUT_CEILING`] caps everything.
 pub const OUTPUT_HARD_LIMIT: usize = 1024 * 1024;
-/// Soft output limit: unsent output above this for [`OUTPUT_SOFT_SECONDS`] in a
-/// row also cuts the connection, so a consumer that is merely slow cannot keep
-/// most of a megabyte pinned forever.
+/// Soft output limit: unsent live output above this for
+/// [`OUTPUT_SOFT_SECONDS`] in a row also cuts the connection, so a consumer
+/// that is merely slow cannot keep most of a megabyte pinned forever.
 pub const OUTPUT_SOFT_LIMIT: usize = 256 * 1024;
+/// A connection with this much unsent output (of any kind) is not read from
+/// until it drains below it: backpressure on requests instead of buffering
+/// their answers without end. TCP flow control then pushes back on the client.
+pub const READ_PAUSE_BYTES: usize = 1024 * 1024;
+/// No connection ever holds more unsent output than this; past it, it is cut.
+/// Replies already requested when reading paused (up to a burst of history
+/// pages) fit under it.
+pub const OUTPUT_CEILING: usize = 16 * 1024 * 1024;
 /// How long a connection may stay above [`OUTPUT_SOFT_LIMIT`].
 pub const OUTPUT_SOFT_SECONDS: Duration = Duration::from_secs(10);
 /// Bytes written to one socket per loop turn at most. A connection with more

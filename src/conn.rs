@@ -19,7 +19,7 @@ use std::rc::Rc;
 
 use mio::net::TcpStream;
 
-use crate::config::{KEEP_BUFFER_BYTES, MAX_IOVECS, OUTPUT_HARD_LIMIT};
+use crate::config::{KEEP_BUFFER_BYTES, MAX_IOVECS, OUTPUT_CEILING, OUTPUT_HARD_LIMIT};
 use crate::ws::codec::Assembler;
 
 /// Bytes queued for a socket.
@@ -104,8 +104,11 @@ pub struct Conn {
     out: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     out_offset: usize,
-    /// Unsent bytes in `out` (the number the output limits look at).
+    /// Unsent bytes in `out`.
     out_bytes: usize,
+    /// Unsent bytes of shared (broadcast) chunks: what the slow-consumer
+    /// limits look at.
+    live_bytes: usize,
     pub closing: Option<Closing>,
     /// Coarse clock (seconds since the server started) of the last byte read.
     pub last_input: u32,
@@ -118,6 +121,8 @@ pub struct Conn {
     pub in_flush_list: bool,
     /// Already in the loop's list of connections to read again next turn.
     pub in_read_list: bool,
+    /// Not read from until its output drains (see `READ_PAUSE_BYTES`).
+    pub read_paused: bool,
 }
 
 impl Conn {
@@ -130,12 +135,14 @@ impl Conn {
             out: VecDeque::new(),
             out_offset: 0,
             out_bytes: 0,
+            live_bytes: 0,
             closing: None,
             last_input: now,
             timer_start: now,
             over_soft_since: None,
             in_flush_list: false,
             in_read_list: false,
+            read_paused: false,
         }
     }
 
@@ -148,9 +155,19 @@ impl Conn {
         self.out_bytes
     }
 
-    /// Queues a shared frame. Returns false (and queues nothing) when the
-    /// connection is past the hard output limit: the caller cuts it.
+    /// Unsent bytes of broadcast frames.
+    pub fn live_queued(&self) -> usize {
+        self.live_bytes
+    }
+
+    /// Queues a shared (broadcast) frame. Returns false (and queues nothing)
+    /// when the connection is past the hard limit for live output: the
+    /// caller cuts it as a slow consumer.
     pub fn queue_shared(&mut self, frame: &Rc<[u8]>) -> bool {
+        if self.live_bytes + frame.len() > OUTPUT_HARD_LIMIT {
+            return false;
+        }
+        self.live_bytes += frame.len();
         self.push(Chunk::Shared(frame.clone()), frame.len())
     }
 
@@ -159,8 +176,9 @@ impl Conn {
     }
 
     /// Queues bytes for this connection only, coalescing small replies.
+    /// False past the absolute ceiling.
     pub fn queue_owned(&mut self, bytes: &[u8]) -> bool {
-        if self.out_bytes + bytes.len() > OUTPUT_HARD_LIMIT {
+        if self.out_bytes + bytes.len() > OUTPUT_CEILING {
             return false;
         }
         if let Some(Chunk::Owned(last)) = self.out.back_mut()
@@ -175,7 +193,10 @@ impl Conn {
     }
 
     fn push(&mut self, chunk: Chunk, len: usize) -> bool {
-        if self.out_bytes + len > OUTPUT_HARD_LIMIT {
+        if self.out_bytes + len > OUTPUT_CEILING {
+            if matches!(chunk, Chunk::Shared(_)) {
+                self.live_bytes -= len;
+            }
             return false;
         }
         self.out.push_back(chunk);
@@ -191,6 +212,9 @@ impl Conn {
         while self.out.len() > keep {
             if let Some(c) = self.out.pop_back() {
                 self.out_bytes -= c.bytes().len();
+                if matches!(c, Chunk::Shared(_)) {
+                    self.live_bytes -= c.bytes().len();
+                }
             }
         }
     }
@@ -254,15 +278,19 @@ impl Conn {
     fn advance(&mut self, mut n: usize) {
         self.out_bytes -= n;
         while n > 0 {
-            let front = self.out.front().expect("wrote more than was queued").bytes().len();
-            let left = front - self.out_offset;
-            if n >= left {
-                n -= left;
+            let front = self.out.front().expect("wrote more than was queued");
+            let shared = matches!(front, Chunk::Shared(_));
+            let left = front.bytes().len() - self.out_offset;
+            let done = n.min(left);
+            if shared {
+                self.live_bytes -= done;
+            }
+            n -= done;
+            if done == left {
                 self.out_offset = 0;
                 self.out.pop_front();
             } else {
-                self.out_offset += n;
-                n = 0;
+                self.out_offset += done;
             }
         }
     }
@@ -343,6 +371,21 @@ mod tests {
         assert_eq!(c.queued(), c.out.iter().map(|x| x.bytes().len()).sum::<usize>() - c.out_offset);
     }
 
+    /// Replies the client asked for do not count against the live limit:
+    /// a 1.6 MB history page queues whole, and broadcasts still fit after it.
+    #[test]
+    fn replies_do_not_count_as_live_output() {
+        let (mut c, _peer) = pair();
+        let page = vec![b'h'; 1_600_000];
+        assert!(c.queue_owned(&page));
+        let frame: Rc<[u8]> = Rc::from(vec![1u8; 1000].as_slice());
+        assert!(c.queue_shared(&frame));
+        assert_eq!((c.queued(), c.live_queued()), (1_601_000, 1000));
+        c.advance(1_600_500);
+        assert_eq!((c.queued(), c.live_queued()), (500, 500));
+        assert!(!c.queue_owned(&vec![0u8; OUTPUT_CEILING]), "the ceiling still holds");
+    }
+
     /// Past the hard limit nothing more is queued, and discarding keeps only
     /// a frame that has started to go out.
     #[test]
@@ -358,5 +401,6 @@ mod tests {
         c.discard_unsent();
         assert_eq!(c.out.len(), 1);
         assert_eq!(c.queued(), frame.len() - 10);
+        assert_eq!(c.live_queued(), frame.len() - 10);
     }
 }

@@ -30,7 +30,7 @@ use crate::auth::jwt::Tokens;
 use crate::auth::pool::HashPool;
 use crate::config::{
     Config, CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_HEADERS, MAX_WS_MESSAGE, OUTPUT_SOFT_LIMIT,
-    OUTPUT_SOFT_SECONDS, PING_INTERVAL, READ_BUDGET, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
+    OUTPUT_SOFT_SECONDS, PING_INTERVAL, READ_BUDGET, READ_PAUSE_BYTES, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Closing, Conn, Flushed, Phase, ReadOutcome};
 use crate::http::request::{self, HeadError};
@@ -268,6 +268,11 @@ impl Server {
                 (Phase::Http { waiting: true }, _) => return,
                 _ => {}
             }
+            if conn.queued() >= READ_PAUSE_BYTES && conn.closing.is_none() {
+                // Backpressure: answers wait to be read before more questions are.
+                conn.read_paused = true;
+                return;
+            }
             if read >= READ_BUDGET {
                 if !conn.in_read_list {
                     conn.in_read_list = true;
@@ -437,6 +442,13 @@ impl Server {
                 continue;
             }
             let result = conn.flush(WRITE_BUDGET);
+            if conn.read_paused && conn.queued() < READ_PAUSE_BYTES {
+                conn.read_paused = false;
+                if !conn.in_read_list {
+                    conn.in_read_list = true;
+                    self.read_list.push(token);
+                }
+            }
             if conn.closing == Some(Closing::Cut) {
                 // A slow consumer gets one try at its close frame, no more.
                 conn.closing = Some(Closing::Now);
@@ -494,8 +506,7 @@ impl Server {
         let mut due = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
             conn.shrink_if_idle();
-            let queued = conn.queued();
-            if queued > OUTPUT_SOFT_LIMIT {
+            if conn.live_queued() > OUTPUT_SOFT_LIMIT {
                 conn.over_soft_since.get_or_insert(now);
             } else {
                 conn.over_soft_since = None;
