@@ -138,7 +138,7 @@ impl App {
     fn ack_retry(&mut self, conn: ConnRef, user: UserId, client_id: Option<&str>, out: &mut Outbox) -> bool {
         let Some(cid) = client_id else { return false };
         let Some((id, ts)) = self.hub.client_ids.get(user, cid) else { return false };
-        match self.hub.acks.get_mut(&id) {
+        match self.hub.acks.get_mut(id) {
             Some(pending) => pending.waiters.push((conn, Some(cid.into()))),
             None => out.reply(conn.token, self.encoder.bytes(&Out::Ack { client_id: Some(cid), id, timestamp: Ts(ts) })),
         }
@@ -155,7 +155,7 @@ impl App {
             self.hub.client_ids.insert(from, cid, id, ts);
         }
         let waiters = vec![(conn, client_id.map(Into::into))];
-        self.hub.acks.insert(id, PendingAck { waiters, timestamp_ms: ts, delivered });
+        self.hub.acks.push(id, PendingAck { waiters, timestamp_ms: ts, delivered });
         Ok(())
     }
 
@@ -213,7 +213,7 @@ impl App {
 
     /// A message is durable (or failed): its ack (or an error) goes out.
     pub fn on_message_stored(&mut self, id: MsgId, ok: bool, out: &mut Outbox) {
-        let Some(pending) = self.hub.acks.remove(&id) else { return };
+        let Some(pending) = self.hub.acks.remove(id) else { return };
         for (conn, client_id) in &pending.waiters {
             if !out.is_live(*conn) {
                 continue;

@@ -88,7 +88,35 @@ pub struct Hub {
     /// The last message id handed out.
     pub last_msg_id: MsgId,
     pub client_ids: ClientIds,
-    pub acks: HashMap<MsgId, PendingAck>,
+    pub acks: PendingAcks,
+}
+
+/// Messages waiting for their commit, in id order. Storage commits in the
+/// order the loop submitted, which is id order, so the answer for the oldest
+/// is almost always at the front: a deque beats a hash map here (no hashing,
+/// no tombstones), and the rare lookup by id is a binary search.
+#[derive(Default)]
+pub struct PendingAcks(VecDeque<(MsgId, PendingAck)>);
+
+impl PendingAcks {
+    /// Adds the newest message (ids only grow).
+    pub fn push(&mut self, id: MsgId, ack: PendingAck) {
+        debug_assert!(self.0.back().is_none_or(|(last, _)| *last < id));
+        self.0.push_back((id, ack));
+    }
+
+    pub fn get_mut(&mut self, id: MsgId) -> Option<&mut PendingAck> {
+        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    pub fn remove(&mut self, id: MsgId) -> Option<PendingAck> {
+        if self.0.front().is_some_and(|(k, _)| *k == id) {
+            return self.0.pop_front().map(|(_, a)| a);
+        }
+        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
+        self.0.remove(i).map(|(_, a)| a)
+    }
 }
 
 impl Hub {
@@ -110,6 +138,21 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pending acks are found by id whether answered in order or not.
+    #[test]
+    fn pending_acks_by_id() {
+        let ack = || PendingAck { waiters: Vec::new(), timestamp_ms: 0, delivered: false };
+        let mut acks = PendingAcks::default();
+        for id in [3, 5, 9] {
+            acks.push(id, ack());
+        }
+        assert!(acks.get_mut(5).is_some() && acks.get_mut(4).is_none());
+        assert!(acks.remove(5).is_some(), "out of order");
+        assert!(acks.remove(3).is_some(), "front");
+        assert!(acks.remove(3).is_none());
+        assert_eq!(acks.0.len(), 1);
+    }
 
     /// Client ids are found per user, and the oldest are evicted past the window.
     #[test]
