@@ -1,0 +1,621 @@
+//! End-to-end benchmarks against the real `hubbub` binary.
+//!
+//! Run: `cargo bench --bench e2e` (all), or name scenarios:
+//! `cargo bench --bench e2e -- fanout_1x1000 persist`. Scenarios:
+//! `fanout_1x1000`, `fanout_100x10`, `idle_rss` (also upgrades/s), `persist`.
+//!
+//! Every scenario starts its own server (`--rate-limit 0 --pbkdf2-iterations
+//! 1000 --echo`, fresh temp database, 127.0.0.1:0) pinned to CPU 0, and drives
+//! it from one mio thread pinned to the last CPU. Results: a table on stdout,
+//! `bench-results/e2e.json`, and the latency CDF `bench-results/e2e-latency.svg`.
+//!
+//! Knobs (environment): `HUBBUB_BENCH_WINDOW` (messages in flight per room in
+//! the 1-room flood, default 256), `HUBBUB_BENCH_SECS` (measured seconds per
+//! throughput run, default 4), `HUBBUB_BENCH_CONNS` (largest idle-RSS size,
+//! default 50000), `HUBBUB_BENCH_HANDSHAKES` (upgrades in flight, default 64),
+//! `HUBBUB_BENCH_FRACTION` (offered load of the latency runs as a fraction of
+//! the measured peak, default 0.5), `HUBBUB_BENCH_NICE` (nice value for the
+//! load generator and the server, e.g. -10 on a shared machine),
+//! `HUBBUB_BENCH_PERF` (record the server with `perf record -g` during the
+//! phases whose label contains it, e.g. `1x1000 flood`).
+
+mod e2e {
+    pub mod hist;
+    pub mod load;
+    pub mod server;
+    pub mod svg;
+    pub mod sys;
+}
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use e2e::hist::Hist;
+use e2e::load::{self, Load, Mode, Outcome, Plan, Target};
+use e2e::server::{self, Server};
+use e2e::svg::{self, label};
+use e2e::sys;
+
+/// One line of the results table.
+struct Row {
+    scenario: &'static str,
+    metric: String,
+    value: f64,
+    unit: &'static str,
+    shown: String,
+    target: String,
+    met: Option<bool>,
+    client_cpu: Option<f64>,
+    server_cpu: Option<f64>,
+    other_cpu: Option<f64>,
+    irq_cpu: Option<f64>,
+    note: String,
+}
+
+impl Row {
+    fn new(scenario: &'static str, metric: impl Into<String>, value: f64, unit: &'static str, shown: String) -> Row {
+        Row { scenario, metric: metric.into(), value, unit, shown, target: String::new(), met: None, client_cpu: None, server_cpu: None, other_cpu: None, irq_cpu: None, note: String::new() }
+    }
+    fn target(mut self, t: &str, met: bool) -> Row {
+        self.target = t.to_string();
+        self.met = Some(met);
+        self
+    }
+    fn cpu(mut self, (client, server, other, irq): (f64, f64, f64, f64)) -> Row {
+        self.client_cpu = Some(client);
+        self.server_cpu = Some(server);
+        self.other_cpu = Some(other);
+        self.irq_cpu = Some(irq);
+        self
+    }
+    fn out(self, o: &Outcome) -> Row {
+        self.cpu((o.client_cpu, o.server_cpu, o.other_cpu, o.irq_cpu))
+    }
+    fn note(mut self, n: impl Into<String>) -> Row {
+        self.note = n.into();
+        self
+    }
+}
+
+struct Ctx {
+    rows: Vec<Row>,
+    series: Vec<(String, Hist)>,
+    server_cpu: Option<usize>,
+    nofile: u64,
+    secs: u64,
+    window: u64,
+    max_conns: usize,
+    upgrade_window: usize,
+}
+
+fn env_num(k: &str, default: u64) -> u64 {
+    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn main() {
+    server::install_panic_hook();
+    // `cargo bench` passes `--bench`; other dashed flags are ignored too.
+    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let want = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    let nofile = sys::raise_nofile();
+    let cpus = sys::cpus();
+    let (server_cpu, client_cpu) = if cpus >= 2 { (Some(0), Some(cpus - 1)) } else { (None, None) };
+    let client_pinned = client_cpu.is_some_and(sys::pin_current_thread);
+    let nice = std::env::var("HUBBUB_BENCH_NICE").ok().and_then(|v| v.parse::<i32>().ok());
+    if let Some(n) = nice {
+        eprintln!("hubbub e2e: nice {n} for the load generator and the server: {}", if sys::renice(0, n) { "ok" } else { "refused" });
+    }
+    let load_start = sys::loadavg();
+    eprintln!(
+        "hubbub e2e: {cpus} CPUs; server on CPU {}, load generator on CPU {} ({}); RLIMIT_NOFILE {nofile}",
+        server_cpu.map_or("any".into(), |c| c.to_string()),
+        client_cpu.map_or("any".into(), |c| c.to_string()),
+        if client_pinned { "pinned" } else { "not pinned" }
+    );
+    let mut ctx = Ctx {
+        rows: Vec::new(),
+        series: Vec::new(),
+        server_cpu,
+        nofile,
+        secs: env_num("HUBBUB_BENCH_SECS", 4).clamp(1, 60),
+        window: env_num("HUBBUB_BENCH_WINDOW", 256).clamp(1, 5000),
+        max_conns: env_num("HUBBUB_BENCH_CONNS", 50_000) as usize,
+        upgrade_window: env_num("HUBBUB_BENCH_HANDSHAKES", 64).clamp(1, 4096) as usize,
+    };
+    let t0 = Instant::now();
+    if want("fanout_1x1000") {
+        let window = ctx.window;
+        fanout(&mut ctx, "fanout_1x1000", 1, 1000, 10, window, true);
+    }
+    if want("fanout_100x10") {
+        fanout(&mut ctx, "fanout_100x10", 100, 10, 1, 32, false);
+    }
+    if want("idle_rss") || want("upgrades") {
+        idle_rss(&mut ctx);
+    }
+    if want("persist") {
+        persist(&mut ctx);
+    }
+    eprintln!("e2e done in {:.0} s", t0.elapsed().as_secs_f64());
+    report(&ctx, load_start, nice);
+}
+
+fn start(ctx: &Ctx) -> Server {
+    let s = Server::start(ctx.server_cpu);
+    eprintln!("  server pid {} on {} ({})", s.pid, s.addr, if s.pinned { "pinned" } else { "not pinned" });
+    s
+}
+
+// ---- Fan-out: throughput, syscalls, latency at half the peak ---------------
+
+/// `rooms` rooms of `per_room` connections (100 users, many connections each);
+/// `senders` connections per room send.
+fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, senders: usize, window: u64, syscalls: bool) {
+    eprintln!("[{name}] {rooms} room(s) x {per_room} connections, {senders} sender(s) per room, window {window}");
+    let srv = start(ctx);
+    let tokens = server::users(srv.addr, 100);
+    let total = rooms * per_room;
+    let targets: Vec<Target> = (0..total)
+        .map(|c| Target { path: format!("/ws/room/r{}?token={}", c / per_room, tokens[c % tokens.len()]), room: (c / per_room) as u32 })
+        .collect();
+    let mut load = Load::new(srv.addr, rooms);
+    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(up as usize, total, "every connection upgraded");
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= total as u64);
+    load.settle(Duration::from_millis(300), |_| false);
+    let plan = |mode: Mode, warmup: f64, measure: f64, label: &str| Plan {
+        senders: (0..rooms).map(|r| ((0..senders).map(|k| r * per_room + k).collect(), format!("r{r}"))).collect(),
+        fan: vec![per_room as u64 - 1; rooms],
+        mode,
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(measure),
+        probe: None,
+        drain: Duration::from_secs(5),
+        label: format!("[{name} {label}]"),
+        server_pid: srv.pid,
+    };
+    let frame_len = 2 + r#"{"type":"message","id":1000000,"room":"r0","user":"bench10","content":"T0000000000000000","timestamp":"2026-01-15T10:30:00.123Z"}"#.len();
+    let o = run(&mut load, &plan(Mode::Flood { window, by_acks: false }, 1.0, ctx.secs as f64, "flood"));
+    check_outcome(name, &o, &srv);
+    let peak = o.deliveries_per_s;
+    let target_peak = if rooms == 1 { Some(1_500_000.0) } else { None };
+    let mut row = Row::new(name, "fan-out throughput", peak, "deliveries/s", format!("{:.0} deliveries/s", peak))
+        .out(&o)
+        .note(format!(
+            "{:.0} msgs/s in, ~{frame_len} B frames, window {window}/room, {:.1} s; {:.0} per server CPU-second",
+            o.messages_per_s,
+            o.secs,
+            peak / (o.server_cpu / 100.0).max(0.01)
+        ));
+    if let Some(t) = target_peak {
+        row = row.target("≥ 1,500,000/s", peak >= t);
+    }
+    ctx.rows.push(row);
+
+    if syscalls {
+        syscall_burst(ctx, name, &srv, &mut load, &plan(Mode::Flood { window, by_acks: false }, 0.2, 2.0, "burst"));
+    }
+
+    // Latency at a fixed offered load of half the measured peak.
+    let fan = (per_room - 1) as f64;
+    let fraction = std::env::var("HUBBUB_BENCH_FRACTION").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.5).clamp(0.01, 1.0);
+    let per_sec = (peak * fraction / fan).max(10.0);
+    eprintln!("  [{name}] latency at {:.0} msgs/s ({:.0} deliveries/s offered)", per_sec, per_sec * fan);
+    run(&mut load, &plan(Mode::Paced { per_sec }, 0.0, 1.0, "paced warm-up"));
+    load.lat = Hist::default();
+    load.record_latency = true;
+    let o = run(&mut load, &plan(Mode::Paced { per_sec }, 0.5, 5.0, "paced"));
+    load.record_latency = false;
+    check_outcome(name, &o, &srv);
+    let h = std::mem::take(&mut load.lat);
+    let (p50, p99, p999) = (h.quantile(0.5), h.quantile(0.99), h.quantile(0.999));
+    let met = p99 < 5_000_000 && p999 < 20_000_000;
+    ctx.rows.push(
+        Row::new(name, "latency p50/p99/p999 at ½ peak", p99 as f64 / 1e6, "ms (p99)", format!("{} / {} / {}", label(p50 as f64), label(p99 as f64), label(p999 as f64)))
+            .target("p99 < 5 ms, p999 < 20 ms", met)
+            .out(&o)
+            .note(format!("{:.0} deliveries/s offered, {} samples, max {}", per_sec * fan, h.n, label(h.max as f64))),
+    );
+    ctx.series.push((format!("{name} at {:.0}k deliveries/s", per_sec * fan / 1e3), h));
+    drop(srv);
+}
+
+/// `perf record -g` of the server while it lives, into
+/// `bench-results/perf-<label>.data`, when `HUBBUB_BENCH_PERF` is a substring
+/// of `label` (e.g. `HUBBUB_BENCH_PERF="1x1000 flood"`).
+struct Profile(Option<std::process::Child>, PathBuf);
+
+impl Profile {
+    fn start(label: &str, pid: u32) -> Profile {
+        let want = std::env::var("HUBBUB_BENCH_PERF").ok().filter(|w| !w.is_empty() && label.contains(w.as_str()));
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+        let file: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let path = dir.join(format!("perf-{}.data", file.trim_matches('-')));
+        if want.is_none() {
+            return Profile(None, path);
+        }
+        let _ = std::fs::create_dir_all(&dir);
+        let child = Command::new("perf")
+            .args(["record", "-g", "-F", "999", "-o"])
+            .arg(&path)
+            .args(["-p", &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok();
+        std::thread::sleep(Duration::from_millis(300));
+        Profile(child, path)
+    }
+}
+
+impl Drop for Profile {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            // SAFETY: signalling our own child so it writes its file.
+            unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+            let _ = c.wait();
+            eprintln!("  profile: perf report -i {}", self.1.display());
+        }
+    }
+}
+
+/// `load.run(plan)`, profiled when asked (see [`Profile`]).
+fn run(load: &mut Load, plan: &Plan) -> Outcome {
+    let _p = Profile::start(&plan.label, plan.server_pid);
+    load.run(plan)
+}
+
+fn check_outcome(name: &str, o: &Outcome, srv: &Server) {
+    let cuts = srv.slow_cuts.load(std::sync::atomic::Ordering::Relaxed);
+    if o.delivered < o.expected || cuts > 0 {
+        eprintln!("  [{name}] WARNING: {} of {} deliveries arrived; {cuts} slow-consumer cuts", o.delivered, o.expected);
+    }
+}
+
+/// Counts the server's syscalls over a 2-second flood: `perf stat` with the
+/// syscall tracepoints, else `strace -c -f`, else "n/a".
+fn syscall_burst(ctx: &mut Ctx, name: &'static str, srv: &Server, load: &mut Load, plan: &Plan) {
+    let out = std::env::temp_dir().join(format!("hubbub-syscalls-{}.txt", std::process::id()));
+    let _ = std::fs::remove_file(&out);
+    let events = "syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,\
+syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,raw_syscalls:sys_enter";
+    let pid = srv.pid.to_string();
+    let perf = Command::new("perf")
+        .args(["stat", "-x", ",", "-o"])
+        .arg(&out)
+        .args(["-e", events, "-p", &pid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let (mut child, tool) = match perf {
+        Ok(c) => (Some(c), "perf"),
+        Err(_) => match Command::new("strace").args(["-c", "-f", "-q", "-o"]).arg(&out).args(["-p", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+            Ok(c) => (Some(c), "strace"),
+            Err(_) => (None, "none"),
+        },
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let d0 = srv.metric("hubbub_deliveries_total");
+    let o = run(load, plan);
+    let d1 = srv.metric("hubbub_deliveries_total");
+    let mut counts: Vec<(String, u64)> = Vec::new();
+    if let Some(c) = child.as_mut() {
+        // SAFETY: signalling our own child so it prints its summary.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = c.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        let text = std::fs::read_to_string(&out).unwrap_or_default();
+        counts = if tool == "perf" { parse_perf(&text) } else { parse_strace(&text) };
+    }
+    let _ = std::fs::remove_file(&out);
+    let deliveries = d1.saturating_sub(d0).max(1);
+    let get = |k: &str| counts.iter().filter(|(n, _)| n == k).map(|(_, v)| *v).sum::<u64>();
+    let writes = get("writev") + get("write") + get("sendmsg") + get("sendto");
+    if counts.is_empty() || writes == 0 {
+        eprintln!("  [{name}] syscall counting unavailable ({tool})");
+        ctx.rows.push(Row::new(name, "write syscalls per delivery (burst)", f64::NAN, "", "n/a".into()).target("< 0.2", false).note(format!("no perf/strace ({tool})")));
+        return;
+    }
+    let per = writes as f64 / deliveries as f64;
+    let all = get("all");
+    ctx.rows.push(
+        Row::new(name, "write syscalls per delivery (burst)", per, "writes/delivery", format!("{per:.3}"))
+            .target("< 0.2", per < 0.2)
+            .out(&o)
+            .note(format!(
+                "{tool}: {writes} writes, {} reads, {} epoll_wait{} for {deliveries} deliveries",
+                get("read") + get("recvfrom"),
+                get("epoll_wait"),
+                if all > 0 { format!(", {:.3} syscalls/delivery in all", all as f64 / deliveries as f64) } else { String::new() }
+            )),
+    );
+}
+
+fn parse_perf(text: &str) -> Vec<(String, u64)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let v = f.first()?.trim().parse::<u64>().ok()?;
+            let ev = f.get(2)?.trim();
+            let name = if ev == "raw_syscalls:sys_enter" { "all" } else { ev.strip_prefix("syscalls:sys_enter_")? };
+            Some((name.to_string(), v))
+        })
+        .collect()
+}
+
+fn parse_strace(text: &str) -> Vec<(String, u64)> {
+    let mut all = 0;
+    let mut out: Vec<(String, u64)> = text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 5 || f[0].parse::<f64>().is_err() {
+                return None;
+            }
+            let calls = f[3].parse::<u64>().ok()?;
+            let name = f.last()?.to_string();
+            if name == "total" {
+                all = calls;
+                return None;
+            }
+            Some((name, calls))
+        })
+        .collect();
+    out.push(("all".into(), all));
+    out
+}
+
+// ---- Idle connections: upgrades/s and RSS per connection -------------------
+
+fn idle_rss(ctx: &mut Ctx) {
+    let name = "idle_rss";
+    // Both processes need one descriptor per connection; keep a margin.
+    let cap = (ctx.nofile as usize).saturating_sub(200);
+    let big = ctx.max_conns.min(cap);
+    let small = 10_000.min(big);
+    eprintln!("[{name}] upgrades/s, then RSS per idle connection at {small} and {big} (asked {}; RLIMIT_NOFILE {})", ctx.max_conns, ctx.nofile);
+    let srv = start(ctx);
+    let tokens = server::users(srv.addr, 100);
+    let mut load = Load::new(srv.addr, 0);
+    // Every user's first connection broadcasts user_status to everyone: open
+    // those first, so the measured connections are the quiet kind.
+    let warm: Vec<Target> = tokens.iter().map(|t| Target { path: format!("/ws?token={t}"), room: u32::MAX }).collect();
+    load.open(&warm, 100, Duration::from_secs(30));
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= 100);
+    load.settle(Duration::from_millis(500), |_| false);
+    let rss0 = srv.rss();
+    let mut have = 0usize;
+    for (step, n) in [small, big].into_iter().enumerate() {
+        if n <= have {
+            continue;
+        }
+        let add = n - have;
+        let targets: Vec<Target> = (0..add).map(|i| Target { path: format!("/ws?token={}", tokens[i % tokens.len()]), room: u32::MAX }).collect();
+        let prof = Profile::start(&format!("[idle_rss open {n}]"), srv.pid);
+        let cpu = sys::CpuMark::now(srv.pid);
+        let (up, secs) = load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
+        drop(prof);
+        let cpu_use = cpu.since3();
+        have += up as usize;
+        if step == 0 {
+            let rate = up as f64 / secs;
+            ctx.rows.push(
+                Row::new("upgrades", "WebSocket upgrades/s (JWT verified)", rate, "upgrades/s", format!("{rate:.0}/s"))
+                    .target("≥ 30,000/s", rate >= 30_000.0)
+                    .cpu(cpu_use)
+                    .note(format!(
+                        "{up} connections over {:.2} s, {} handshakes in flight, {} failed; {:.0} per server CPU-second",
+                        secs,
+                        ctx.upgrade_window,
+                        load.c.failed,
+                        rate / (cpu_use.1 / 100.0).max(0.01)
+                    )),
+            );
+        }
+        let expect = 100 + have as u64;
+        load.settle(Duration::from_secs(30), |l| l.c.unread >= expect);
+        load.settle(Duration::from_millis(1000), |_| false);
+        let rss = srv.rss();
+        let per = (rss.saturating_sub(rss0)) as f64 / have as f64;
+        let limited = n < ctx.max_conns && step == 1;
+        let mut row = Row::new(name, format!("server RSS per idle connection at {have}"), per, "bytes/conn", format!("{per:.0} B"))
+            .note(format!(
+                "VmRSS {:.1} → {:.1} MiB, {} open, {} source addresses{}",
+                rss0 as f64 / 1048576.0,
+                rss as f64 / 1048576.0,
+                load.open_conns(),
+                load::sources_used(),
+                if limited { format!("; 50,000 asked, RLIMIT_NOFILE hard limit {} allows {n}", ctx.nofile) } else { String::new() }
+            ));
+        if step == 1 {
+            row = row.target("≤ 1 KiB at 50,000", per <= 1024.0);
+        }
+        ctx.rows.push(row);
+    }
+    drop(srv);
+}
+
+// ---- Persistence: acked messages/s and the loop's latency ------------------
+
+fn persist(ctx: &mut Ctx) {
+    let name = "persist";
+    let senders = 100usize;
+    eprintln!("[{name}] {senders} connections, each alone in its room, flooding acked messages; /ws/echo probe every 1 ms");
+    let srv = start(ctx);
+    let tokens = server::users(srv.addr, senders);
+    let mut targets: Vec<Target> = (0..senders).map(|i| Target { path: format!("/ws/room/p{i}?token={}", tokens[i]), room: i as u32 }).collect();
+    targets.push(Target { path: "/ws/echo".into(), room: u32::MAX });
+    let mut load = Load::new(srv.addr, senders);
+    load.open(&targets, 128, Duration::from_secs(30));
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= senders as u64);
+    let probe = Some((senders, Duration::from_millis(1)));
+    let plan = |mode: Mode, with_senders: bool, label: &str| Plan {
+        senders: (0..senders).map(|i| (if with_senders { vec![i] } else { vec![] }, format!("p{i}"))).collect(),
+        fan: vec![0; senders],
+        mode,
+        warmup: Duration::from_millis(500),
+        measure: Duration::from_secs(ctx.secs),
+        probe,
+        drain: Duration::from_secs(10),
+        label: format!("[{name} {label}]"),
+        server_pid: srv.pid,
+    };
+    let idle = run(&mut load, &plan(Mode::Flood { window: 1, by_acks: true }, false, "idle probe"));
+    let echo_idle = std::mem::take(&mut load.echo);
+    let flood = run(&mut load, &plan(Mode::Flood { window: 64, by_acks: true }, true, "ack flood"));
+    let echo_flood = std::mem::take(&mut load.echo);
+    let paced_rate = 100_000f64.min(flood.acks_per_s * 0.8).max(1000.0);
+    let paced = run(&mut load, &plan(Mode::Paced { per_sec: paced_rate }, true, "paced acks"));
+    let echo_paced = std::mem::take(&mut load.echo);
+    if flood.acked < flood.sent {
+        eprintln!("  [{name}] WARNING: {} of {} messages acked", flood.acked, flood.sent);
+    }
+    let stored = srv.metric("hubbub_messages_stored_total");
+    let rate = flood.acks_per_s;
+    ctx.rows.push(
+        Row::new(name, "messages persisted/s (acks)", rate, "acks/s", format!("{rate:.0}/s"))
+            .target("≥ 100,000/s", rate >= 100_000.0)
+            .out(&flood)
+            .note(format!(
+                "{senders} senders, 64 unacked each; {} acked of {} sent; server counter {stored}; {:.0} per server CPU-second",
+                flood.acked,
+                flood.sent,
+                rate / (flood.server_cpu / 100.0).max(0.01)
+            )),
+    );
+    let (i99, f99) = (echo_idle.quantile(0.99), echo_flood.quantile(0.99));
+    ctx.rows.push(
+        Row::new(name, "loop latency (echo RTT p50/p99): idle", i99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_idle.quantile(0.5) as f64), label(i99 as f64)))
+            .out(&idle)
+            .note(format!("{} probes", echo_idle.n)),
+    );
+    ctx.rows.push(
+        Row::new(name, "loop latency (echo RTT p50/p99): ack flood", f99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_flood.quantile(0.5) as f64), label(f99 as f64)))
+            .target("p99 unchanged (≤ 2× idle or < 1 ms)", f99 <= (2 * i99).max(1_000_000))
+            .out(&flood)
+            .note(format!("{} probes, max {}", echo_flood.n, label(echo_flood.max as f64))),
+    );
+    let p99 = echo_paced.quantile(0.99);
+    ctx.rows.push(
+        Row::new(name, format!("loop latency (echo RTT p50/p99): {:.0}k persisted msgs/s paced", paced_rate / 1e3), p99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_paced.quantile(0.5) as f64), label(p99 as f64)))
+            .target("p99 unchanged (≤ 2× idle or < 1 ms)", p99 <= (2 * i99).max(1_000_000))
+            .out(&paced)
+            .note(format!("{:.0} acks/s, {} probes, max {}", paced.acks_per_s, echo_paced.n, label(echo_paced.max as f64))),
+    );
+    ctx.series.push(("/ws/echo RTT, idle server".into(), echo_idle));
+    ctx.series.push((format!("/ws/echo RTT, flood of {:.0}k acked msgs/s", rate / 1e3), echo_flood));
+    ctx.series.push((format!("/ws/echo RTT, {:.0}k persisted msgs/s paced", paced_rate / 1e3), echo_paced));
+    drop(srv);
+}
+
+// ---- Output -----------------------------------------------------------------
+
+fn machine() -> (String, String) {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    (cpu, kernel)
+}
+
+/// The commit measured (`abc1234` or `abc1234+dirty`), when git is there.
+fn commit() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stderr(Stdio::null())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        Some(h) => {
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", "src"]).is_some_and(|s| !s.is_empty());
+            if dirty { format!("{h}+dirty") } else { h }
+        }
+        None => "unknown".into(),
+    }
+}
+
+fn report(ctx: &Ctx, load_start: f64, nice: Option<i32>) {
+    let (cpu, kernel) = machine();
+    let commit = commit();
+    let load_end = sys::loadavg();
+    let mut t = String::new();
+    let _ = writeln!(t, "\nhubbub end-to-end results — commit {commit}; {} CPUs ({cpu}), Linux {kernel}, server pinned to 1 core", sys::cpus());
+    let _ = writeln!(
+        t,
+        "load average {load_start:.2} at start, {load_end:.2} at end{}; CPU columns in % of one core: softirq = irq + softirq time (charged to no process; on loopback mostly TCP receive work run by the sender's writes), other procs = every other process meanwhile\n",
+        nice.map_or(String::new(), |n| format!("; nice {n}"))
+    );
+    let _ = writeln!(t, "| scenario | metric | result | target | met | client CPU | server CPU | softirq | other procs | notes |");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
+    for r in &ctx.rows {
+        let pct = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{v:.0} %"));
+        let met = match r.met {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "",
+        };
+        let _ = writeln!(
+            t,
+            "| {} | {} | {} | {} | {met} | {} | {} | {} | {} | {} |",
+            r.scenario,
+            r.metric,
+            r.shown,
+            r.target,
+            pct(r.client_cpu),
+            pct(r.server_cpu),
+            pct(r.irq_cpu),
+            pct(r.other_cpu),
+            r.note
+        );
+    }
+    println!("{t}");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    let rows: Vec<serde_json::Value> = ctx
+        .rows
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "scenario": r.scenario, "metric": r.metric,
+                "value": if r.value.is_finite() { serde_json::json!(r.value) } else { serde_json::Value::Null },
+                "unit": r.unit, "shown": r.shown, "target": r.target, "met": r.met,
+                "client_cpu_percent": r.client_cpu, "server_cpu_percent": r.server_cpu, "other_cpu_percent": r.other_cpu, "softirq_cpu_percent": r.irq_cpu, "notes": r.note,
+            })
+        })
+        .collect();
+    let latency: Vec<serde_json::Value> = ctx
+        .series
+        .iter()
+        .map(|(n, h)| serde_json::json!({"series": n, "count": h.n, "p50_ns": h.quantile(0.5), "p90_ns": h.quantile(0.9), "p99_ns": h.quantile(0.99), "p999_ns": h.quantile(0.999), "max_ns": h.max}))
+        .collect();
+    let json = serde_json::json!({
+        "commit": commit,
+        "machine": {"cpus": sys::cpus(), "cpu_model": cpu, "kernel": kernel, "rlimit_nofile": ctx.nofile, "loadavg_start": load_start, "loadavg_end": load_end, "nice": nice},
+        "results": rows,
+        "latency": latency,
+    });
+    let _ = std::fs::write(dir.join("e2e.json"), serde_json::to_string_pretty(&json).unwrap_or_default());
+    if !ctx.series.is_empty() {
+        let series: Vec<(String, &Hist)> = ctx.series.iter().map(|(n, h)| (n.clone(), h)).collect();
+        let _ = std::fs::write(dir.join("e2e-latency.svg"), svg::cdf_plot("hubbub end-to-end latency (CDF)", &series));
+    }
+    let _ = std::fs::write(dir.join("e2e.md"), &t);
+    eprintln!("wrote {}/e2e.json, e2e.md and e2e-latency.svg", dir.display());
+}
