@@ -83,9 +83,13 @@ impl App {
                 members: row.members.into_iter().collect(),
             });
         }
+        let mut users = Directory::from_rows(snapshot.users);
+        for id in snapshot.unread_sources {
+            users.mark_unread_source(id);
+        }
         App {
             config,
-            users: Directory::from_rows(snapshot.users),
+            users,
             hub,
             store,
             hasher,

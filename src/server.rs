@@ -110,6 +110,7 @@ impl Server {
             let _ = waker.wake();
         });
         let mut listener = TcpListener::bind(config.addr)?;
+        set_backlog(&listener);
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let signals = Signals::install(poll.registry(), SIGNALS)?;
         let addr = listener.local_addr()?;
@@ -576,6 +577,21 @@ impl Server {
         }
         let deadline = self.app.clock.now_s() + SHUTDOWN_GRACE.as_secs() as u32;
         self.state = Phase2::Closing { deadline };
+    }
+}
+
+/// Connections the kernel queues for `accept` before it drops SYNs. mio binds
+/// with a backlog of 128; a reconnect storm (every client of a restarted
+/// server at once) overflows that and each dropped SYN costs its client a
+/// 1 s retransmit. Linux caps the value at `net.core.somaxconn`.
+const LISTEN_BACKLOG: libc::c_int = 4096;
+
+/// Calling listen(2) again on a listening socket only changes its backlog.
+fn set_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid listening socket and an integer.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        log::warn!("could not raise the listen backlog: {}", io::Error::last_os_error());
     }
 }
 

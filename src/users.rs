@@ -17,6 +17,10 @@ pub struct User {
     pub email: Box<str>,
     pub password: PasswordHash,
     pub last_seen_ms: Option<i64>,
+    /// The user may have something unread (see `Snapshot::unread_sources`);
+    /// only then does connecting cost a storage query. Never reset: `true`
+    /// only means "ask".
+    pub unread_sources: bool,
 }
 
 #[derive(Default)]
@@ -78,6 +82,13 @@ impl Directory {
         self.users.iter().filter(|u| u.id != 0)
     }
 
+    /// Marks that `id` may have unread messages from now on.
+    pub fn mark_unread_source(&mut self, id: UserId) {
+        if let Some(u) = self.get_mut(id) {
+            u.unread_sources = true;
+        }
+    }
+
     /// The name of `id`, or "" for an id that was never stored (cannot happen
     /// for ids read from storage, which only holds stored users).
     pub fn name(&self, id: UserId) -> &str {
@@ -116,6 +127,7 @@ impl Directory {
                 email: "".into(),
                 password: PasswordHash { iterations: 0, salt: [0; 16], hash: [0; 32] },
                 last_seen_ms: None,
+                unread_sources: false,
             });
         }
         self.by_name.insert(key(&row.username), row.id);
@@ -126,6 +138,7 @@ impl Directory {
             email: row.email.into_boxed_str(),
             password: row.password,
             last_seen_ms: row.last_seen_ms,
+            unread_sources: false,
         };
     }
 }

@@ -192,6 +192,7 @@ impl App {
         let delivered = peer_conns.iter().any(|t| *t != token);
         let msg = StoredMessage { id, room: None, from: user, to: Some(peer), content: content.to_string(), timestamp_ms: ts };
         self.persist(conn, msg, client_id, delivered)?;
+        self.users.mark_unread_source(peer);
         let frame = self.encoder.shared(&Out::PrivateMessage {
             id,
             from: self.users.name(user),
@@ -291,6 +292,10 @@ impl App {
         let (user, _) = self.user_of(token)?;
         let id = f.id.filter(|id| (1..=self.hub.last_msg_id).contains(id))
             .ok_or_else(|| FrameError::new("invalid_input", "id must be the id of a message"))?;
+        if f.room.is_some() {
+            // A room read marker makes this user's unread counts worth asking for.
+            self.users.mark_unread_source(user);
+        }
         let me = self.users.name(user);
         match (f.room.as_deref(), f.with.as_deref()) {
             (Some(room), None) => {
@@ -349,6 +354,9 @@ impl App {
         }
         let row = PrivateRoomRow { name: name.to_string(), owner: user, members: members.clone() };
         self.store.submit(Request::PutPrivateRoom(row)).map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
+        for m in &members {
+            self.users.mark_unread_source(*m);
+        }
         let id = self.hub.rooms.open(name);
         self.hub.rooms.get_mut(id).private = Some(Private { owner: user, members: members.into_iter().collect() });
         self.join_room(token, name, None, out)?;
@@ -371,6 +379,7 @@ impl App {
         if add {
             private.members.insert(user);
             self.store.submit(Request::AddMember { room: name.to_string(), user }).map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
+            self.users.mark_unread_source(user);
             self.send_room_members(id, out);
             return Ok(());
         }

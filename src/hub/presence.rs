@@ -51,7 +51,8 @@ impl App {
             self.set_status(user, "online", out);
         }
         let ticket = self.park(Waiter::Unread { conn });
-        if self.store.submit(Request::Unread { ticket, user }).is_err() {
+        let ask = self.users.get(user).is_some_and(|u| u.unread_sources);
+        if !ask || self.store.submit(Request::Unread { ticket, user }).is_err() {
             self.waiters.remove(&ticket);
             self.send_unread(conn, &[], out);
         }

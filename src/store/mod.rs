@@ -108,6 +108,10 @@ pub struct Snapshot {
     pub max_message_id: MsgId,
     /// The newest `(user, client_id, message id, timestamp)` for idempotent retries.
     pub recent_client_ids: Vec<(UserId, String, MsgId, i64)>,
+    /// Users who could have something unread: they have a room read marker,
+    /// belong to a private room, or were sent a private message. For everyone
+    /// else the `unread` frame is empty without asking storage.
+    pub unread_sources: Vec<UserId>,
 }
 
 /// A ticket pairs an asynchronous reply with whoever is waiting for it.

@@ -367,6 +367,13 @@ impl Backend for Sqlite {
             .and_then(|rows| rows.collect())
             .map_err(err)?;
         snap.recent_client_ids.reverse();
+        let mut st = c
+            .prepare(
+                "SELECT user_id FROM room_reads UNION SELECT user_id FROM room_members
+                 UNION SELECT DISTINCT to_id FROM messages WHERE to_id IS NOT NULL",
+            )
+            .map_err(err)?;
+        snap.unread_sources = st.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(err)?;
         Ok(snap)
     }
 
@@ -389,7 +396,8 @@ impl Backend for Sqlite {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("BEGIN").map_err(err)
+        // Cached like every other statement: `execute_batch` would parse it per batch.
+        self.conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map(|_| ()).map_err(err)
     }
 
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
@@ -397,7 +405,7 @@ impl Backend for Sqlite {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.execute_batch("COMMIT").map_err(err)
+        self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(err)
     }
 
     fn rollback(&mut self) {
@@ -463,6 +471,9 @@ mod tests {
         assert_eq!(snap.public_rooms, vec!["general".to_string()]);
         assert_eq!(snap.max_message_id, 5);
         assert_eq!(snap.recent_client_ids, vec![(1, "k1".to_string(), 5, 5)]);
+        let mut sources = snap.unread_sources.clone();
+        sources.sort_unstable();
+        assert_eq!(sources, vec![1, 2], "both belong to a private room");
     }
 
     /// History windows are the newest N below `before`, returned oldest first,
