@@ -55,8 +55,27 @@ struct Row {
 }
 
 impl Row {
-    fn new(scenario: &'static str, metric: impl Into<String>, value: f64, unit: &'static str, shown: String) -> Row {
-        Row { scenario, metric: metric.into(), value, unit, shown, target: String::new(), met: None, client_cpu: None, server_cpu: None, other_cpu: None, irq_cpu: None, note: String::new() }
+    fn new(
+        scenario: &'static str,
+        metric: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+        shown: String,
+    ) -> Row {
+        Row {
+            scenario,
+            metric: metric.into(),
+            value,
+            unit,
+            shown,
+            target: String::new(),
+            met: None,
+            client_cpu: None,
+            server_cpu: None,
+            other_cpu: None,
+            irq_cpu: None,
+            note: String::new(),
+        }
     }
     fn target(mut self, t: &str, met: bool) -> Row {
         self.target = t.to_string();
@@ -91,28 +110,47 @@ struct Ctx {
 }
 
 fn env_num(k: &str, default: u64) -> u64 {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn main() {
     server::install_panic_hook();
     // `cargo bench` passes `--bench`; other dashed flags are ignored too.
-    let filters: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let want = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let nofile = sys::raise_nofile();
     let cpus = sys::cpus();
-    let (server_cpu, client_cpu) = if cpus >= 2 { (Some(0), Some(cpus - 1)) } else { (None, None) };
+    let (server_cpu, client_cpu) = if cpus >= 2 {
+        (Some(0), Some(cpus - 1))
+    } else {
+        (None, None)
+    };
     let client_pinned = client_cpu.is_some_and(sys::pin_current_thread);
-    let nice = std::env::var("HUBBUB_BENCH_NICE").ok().and_then(|v| v.parse::<i32>().ok());
+    let nice = std::env::var("HUBBUB_BENCH_NICE")
+        .ok()
+        .and_then(|v| v.parse::<i32>().ok());
     if let Some(n) = nice {
-        eprintln!("hubbub e2e: nice {n} for the load generator and the server: {}", if sys::renice(0, n) { "ok" } else { "refused" });
+        eprintln!(
+            "hubbub e2e: nice {n} for the load generator and the server: {}",
+            if sys::renice(0, n) { "ok" } else { "refused" }
+        );
     }
     let load_start = sys::loadavg();
     eprintln!(
         "hubbub e2e: {cpus} CPUs; server on CPU {}, load generator on CPU {} ({}); RLIMIT_NOFILE {nofile}",
         server_cpu.map_or("any".into(), |c| c.to_string()),
         client_cpu.map_or("any".into(), |c| c.to_string()),
-        if client_pinned { "pinned" } else { "not pinned" }
+        if client_pinned {
+            "pinned"
+        } else {
+            "not pinned"
+        }
     );
     let mut ctx = Ctx {
         rows: Vec::new(),
@@ -144,7 +182,12 @@ fn main() {
 
 fn start(ctx: &Ctx) -> Server {
     let s = Server::start(ctx.server_cpu);
-    eprintln!("  server pid {} on {} ({})", s.pid, s.addr, if s.pinned { "pinned" } else { "not pinned" });
+    eprintln!(
+        "  server pid {} on {} ({})",
+        s.pid,
+        s.addr,
+        if s.pinned { "pinned" } else { "not pinned" }
+    );
     s
 }
 
@@ -152,13 +195,30 @@ fn start(ctx: &Ctx) -> Server {
 
 /// `rooms` rooms of `per_room` connections (100 users, many connections each);
 /// `senders` connections per room send.
-fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, senders: usize, window: u64, syscalls: bool) {
-    eprintln!("[{name}] {rooms} room(s) x {per_room} connections, {senders} sender(s) per room, window {window}");
+fn fanout(
+    ctx: &mut Ctx,
+    name: &'static str,
+    rooms: usize,
+    per_room: usize,
+    senders: usize,
+    window: u64,
+    syscalls: bool,
+) {
+    eprintln!(
+        "[{name}] {rooms} room(s) x {per_room} connections, {senders} sender(s) per room, window {window}"
+    );
     let srv = start(ctx);
     let tokens = server::users(srv.addr, 100);
     let total = rooms * per_room;
     let targets: Vec<Target> = (0..total)
-        .map(|c| Target { path: format!("/ws/room/r{}?token={}", c / per_room, tokens[c % tokens.len()]), room: (c / per_room) as u32 })
+        .map(|c| Target {
+            path: format!(
+                "/ws/room/r{}?token={}",
+                c / per_room,
+                tokens[c % tokens.len()]
+            ),
+            room: (c / per_room) as u32,
+        })
         .collect();
     let mut load = Load::new(srv.addr, rooms);
     let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
@@ -166,7 +226,14 @@ fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, send
     load.settle(Duration::from_secs(10), |l| l.c.unread >= total as u64);
     load.settle(Duration::from_millis(300), |_| false);
     let plan = |mode: Mode, warmup: f64, measure: f64, label: &str| Plan {
-        senders: (0..rooms).map(|r| ((0..senders).map(|k| r * per_room + k).collect(), format!("r{r}"))).collect(),
+        senders: (0..rooms)
+            .map(|r| {
+                (
+                    (0..senders).map(|k| r * per_room + k).collect(),
+                    format!("r{r}"),
+                )
+            })
+            .collect(),
         fan: vec![per_room as u64 - 1; rooms],
         mode,
         warmup: Duration::from_secs_f64(warmup),
@@ -177,7 +244,18 @@ fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, send
         server_pid: srv.pid,
     };
     let frame_len = 2 + r#"{"type":"message","id":1000000,"room":"r0","user":"bench10","content":"T0000000000000000","timestamp":"2026-01-15T10:30:00.123Z"}"#.len();
-    let o = run(&mut load, &plan(Mode::Flood { window, by_acks: false }, 1.0, ctx.secs as f64, "flood"));
+    let o = run(
+        &mut load,
+        &plan(
+            Mode::Flood {
+                window,
+                by_acks: false,
+            },
+            1.0,
+            ctx.secs as f64,
+            "flood",
+        ),
+    );
     check_outcome(name, &o, &srv);
     let peak = o.deliveries_per_s;
     let target_peak = if rooms == 1 { Some(1_500_000.0) } else { None };
@@ -195,15 +273,40 @@ fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, send
     ctx.rows.push(row);
 
     if syscalls {
-        syscall_burst(ctx, name, &srv, &mut load, &plan(Mode::Flood { window, by_acks: false }, 0.2, 2.0, "burst"));
+        syscall_burst(
+            ctx,
+            name,
+            &srv,
+            &mut load,
+            &plan(
+                Mode::Flood {
+                    window,
+                    by_acks: false,
+                },
+                0.2,
+                2.0,
+                "burst",
+            ),
+        );
     }
 
     // Latency at a fixed offered load of half the measured peak.
     let fan = (per_room - 1) as f64;
-    let fraction = std::env::var("HUBBUB_BENCH_FRACTION").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.5).clamp(0.01, 1.0);
+    let fraction = std::env::var("HUBBUB_BENCH_FRACTION")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.5)
+        .clamp(0.01, 1.0);
     let per_sec = (peak * fraction / fan).max(10.0);
-    eprintln!("  [{name}] latency at {:.0} msgs/s ({:.0} deliveries/s offered)", per_sec, per_sec * fan);
-    run(&mut load, &plan(Mode::Paced { per_sec }, 0.0, 1.0, "paced warm-up"));
+    eprintln!(
+        "  [{name}] latency at {:.0} msgs/s ({:.0} deliveries/s offered)",
+        per_sec,
+        per_sec * fan
+    );
+    run(
+        &mut load,
+        &plan(Mode::Paced { per_sec }, 0.0, 1.0, "paced warm-up"),
+    );
     load.lat = Hist::default();
     load.record_latency = true;
     let o = run(&mut load, &plan(Mode::Paced { per_sec }, 0.5, 5.0, "paced"));
@@ -213,12 +316,31 @@ fn fanout(ctx: &mut Ctx, name: &'static str, rooms: usize, per_room: usize, send
     let (p50, p99, p999) = (h.quantile(0.5), h.quantile(0.99), h.quantile(0.999));
     let met = p99 < 5_000_000 && p999 < 20_000_000;
     ctx.rows.push(
-        Row::new(name, "latency p50/p99/p999 at ½ peak", p99 as f64 / 1e6, "ms (p99)", format!("{} / {} / {}", label(p50 as f64), label(p99 as f64), label(p999 as f64)))
-            .target("p99 < 5 ms, p999 < 20 ms", met)
-            .out(&o)
-            .note(format!("{:.0} deliveries/s offered, {} samples, max {}", per_sec * fan, h.n, label(h.max as f64))),
+        Row::new(
+            name,
+            "latency p50/p99/p999 at ½ peak",
+            p99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {} / {}",
+                label(p50 as f64),
+                label(p99 as f64),
+                label(p999 as f64)
+            ),
+        )
+        .target("p99 < 5 ms, p999 < 20 ms", met)
+        .out(&o)
+        .note(format!(
+            "{:.0} deliveries/s offered, {} samples, max {}",
+            per_sec * fan,
+            h.n,
+            label(h.max as f64)
+        )),
     );
-    ctx.series.push((format!("{name} at {:.0}k deliveries/s", per_sec * fan / 1e3), h));
+    ctx.series.push((
+        format!("{name} at {:.0}k deliveries/s", per_sec * fan / 1e3),
+        h,
+    ));
     drop(srv);
 }
 
@@ -229,9 +351,14 @@ struct Profile(Option<std::process::Child>, PathBuf);
 
 impl Profile {
     fn start(label: &str, pid: u32) -> Profile {
-        let want = std::env::var("HUBBUB_BENCH_PERF").ok().filter(|w| !w.is_empty() && label.contains(w.as_str()));
+        let want = std::env::var("HUBBUB_BENCH_PERF")
+            .ok()
+            .filter(|w| !w.is_empty() && label.contains(w.as_str()));
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("bench-results");
-        let file: String = label.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
+        let file: String = label
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
         let path = dir.join(format!("perf-{}.data", file.trim_matches('-')));
         if want.is_none() {
             return Profile(None, path);
@@ -270,7 +397,10 @@ fn run(load: &mut Load, plan: &Plan) -> Outcome {
 fn check_outcome(name: &str, o: &Outcome, srv: &Server) {
     let cuts = srv.slow_cuts.load(std::sync::atomic::Ordering::Relaxed);
     if o.delivered < o.expected || cuts > 0 {
-        eprintln!("  [{name}] WARNING: {} of {} deliveries arrived; {cuts} slow-consumer cuts", o.delivered, o.expected);
+        eprintln!(
+            "  [{name}] WARNING: {} of {} deliveries arrived; {cuts} slow-consumer cuts",
+            o.delivered, o.expected
+        );
     }
 }
 
@@ -291,7 +421,14 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
         .spawn();
     let (mut child, tool) = match perf {
         Ok(c) => (Some(c), "perf"),
-        Err(_) => match Command::new("strace").args(["-c", "-f", "-q", "-o"]).arg(&out).args(["-p", &pid]).stdout(Stdio::null()).stderr(Stdio::null()).spawn() {
+        Err(_) => match Command::new("strace")
+            .args(["-c", "-f", "-q", "-o"])
+            .arg(&out)
+            .args(["-p", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+        {
             Ok(c) => (Some(c), "strace"),
             Err(_) => (None, "none"),
         },
@@ -314,29 +451,62 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
         let _ = c.kill();
         let _ = c.wait();
         let text = std::fs::read_to_string(&out).unwrap_or_default();
-        counts = if tool == "perf" { parse_perf(&text) } else { parse_strace(&text) };
+        counts = if tool == "perf" {
+            parse_perf(&text)
+        } else {
+            parse_strace(&text)
+        };
     }
     let _ = std::fs::remove_file(&out);
     let deliveries = d1.saturating_sub(d0).max(1);
-    let get = |k: &str| counts.iter().filter(|(n, _)| n == k).map(|(_, v)| *v).sum::<u64>();
+    let get = |k: &str| {
+        counts
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .sum::<u64>()
+    };
     let writes = get("writev") + get("write") + get("sendmsg") + get("sendto");
     if counts.is_empty() || writes == 0 {
         eprintln!("  [{name}] syscall counting unavailable ({tool})");
-        ctx.rows.push(Row::new(name, "write syscalls per delivery (burst)", f64::NAN, "", "n/a".into()).target("< 0.2", false).note(format!("no perf/strace ({tool})")));
+        ctx.rows.push(
+            Row::new(
+                name,
+                "write syscalls per delivery (burst)",
+                f64::NAN,
+                "",
+                "n/a".into(),
+            )
+            .target("< 0.2", false)
+            .note(format!("no perf/strace ({tool})")),
+        );
         return;
     }
     let per = writes as f64 / deliveries as f64;
     let all = get("all");
     ctx.rows.push(
-        Row::new(name, "write syscalls per delivery (burst)", per, "writes/delivery", format!("{per:.3}"))
-            .target("< 0.2", per < 0.2)
-            .out(&o)
-            .note(format!(
-                "{tool}: {writes} writes, {} reads, {} epoll_wait{} for {deliveries} deliveries",
-                get("read") + get("recvfrom"),
-                get("epoll_wait"),
-                if all > 0 { format!(", {:.3} syscalls/delivery in all", all as f64 / deliveries as f64) } else { String::new() }
-            )),
+        Row::new(
+            name,
+            "write syscalls per delivery (burst)",
+            per,
+            "writes/delivery",
+            format!("{per:.3}"),
+        )
+        .target("< 0.2", per < 0.2)
+        .out(&o)
+        .note(format!(
+            "{tool}: {writes} writes, {} reads, {} epoll_wait{} for {deliveries} deliveries",
+            get("read") + get("recvfrom"),
+            get("epoll_wait"),
+            if all > 0 {
+                format!(
+                    ", {:.3} syscalls/delivery in all",
+                    all as f64 / deliveries as f64
+                )
+            } else {
+                String::new()
+            }
+        )),
     );
 }
 
@@ -346,7 +516,11 @@ fn parse_perf(text: &str) -> Vec<(String, u64)> {
             let f: Vec<&str> = l.split(',').collect();
             let v = f.first()?.trim().parse::<u64>().ok()?;
             let ev = f.get(2)?.trim();
-            let name = if ev == "raw_syscalls:sys_enter" { "all" } else { ev.strip_prefix("syscalls:sys_enter_")? };
+            let name = if ev == "raw_syscalls:sys_enter" {
+                "all"
+            } else {
+                ev.strip_prefix("syscalls:sys_enter_")?
+            };
             Some((name.to_string(), v))
         })
         .collect()
@@ -382,13 +556,22 @@ fn idle_rss(ctx: &mut Ctx) {
     let cap = (ctx.nofile as usize).saturating_sub(200);
     let big = ctx.max_conns.min(cap);
     let small = 10_000.min(big);
-    eprintln!("[{name}] upgrades/s, then RSS per idle connection at {small} and {big} (asked {}; RLIMIT_NOFILE {})", ctx.max_conns, ctx.nofile);
+    eprintln!(
+        "[{name}] upgrades/s, then RSS per idle connection at {small} and {big} (asked {}; RLIMIT_NOFILE {})",
+        ctx.max_conns, ctx.nofile
+    );
     let srv = start(ctx);
     let tokens = server::users(srv.addr, 100);
     let mut load = Load::new(srv.addr, 0);
     // Every user's first connection broadcasts user_status to everyone: open
     // those first, so the measured connections are the quiet kind.
-    let warm: Vec<Target> = tokens.iter().map(|t| Target { path: format!("/ws?token={t}"), room: u32::MAX }).collect();
+    let warm: Vec<Target> = tokens
+        .iter()
+        .map(|t| Target {
+            path: format!("/ws?token={t}"),
+            room: u32::MAX,
+        })
+        .collect();
     load.open(&warm, 100, Duration::from_secs(30));
     load.settle(Duration::from_secs(10), |l| l.c.unread >= 100);
     load.settle(Duration::from_millis(500), |_| false);
@@ -399,7 +582,12 @@ fn idle_rss(ctx: &mut Ctx) {
             continue;
         }
         let add = n - have;
-        let targets: Vec<Target> = (0..add).map(|i| Target { path: format!("/ws?token={}", tokens[i % tokens.len()]), room: u32::MAX }).collect();
+        let targets: Vec<Target> = (0..add)
+            .map(|i| Target {
+                path: format!("/ws?token={}", tokens[i % tokens.len()]),
+                room: u32::MAX,
+            })
+            .collect();
         let prof = Profile::start(&format!("[idle_rss open {n}]"), srv.pid);
         let cpu = sys::CpuMark::now(srv.pid);
         let (up, secs) = load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
@@ -427,15 +615,28 @@ fn idle_rss(ctx: &mut Ctx) {
         let rss = srv.rss();
         let per = (rss.saturating_sub(rss0)) as f64 / have as f64;
         let limited = n < ctx.max_conns && step == 1;
-        let mut row = Row::new(name, format!("server RSS per idle connection at {have}"), per, "bytes/conn", format!("{per:.0} B"))
-            .note(format!(
-                "VmRSS {:.1} → {:.1} MiB, {} open, {} source addresses{}",
-                rss0 as f64 / 1048576.0,
-                rss as f64 / 1048576.0,
-                load.open_conns(),
-                load::sources_used(),
-                if limited { format!("; 50,000 asked, RLIMIT_NOFILE hard limit {} allows {n}", ctx.nofile) } else { String::new() }
-            ));
+        let mut row = Row::new(
+            name,
+            format!("server RSS per idle connection at {have}"),
+            per,
+            "bytes/conn",
+            format!("{per:.0} B"),
+        )
+        .note(format!(
+            "VmRSS {:.1} → {:.1} MiB, {} open, {} source addresses{}",
+            rss0 as f64 / 1048576.0,
+            rss as f64 / 1048576.0,
+            load.open_conns(),
+            load::sources_used(),
+            if limited {
+                format!(
+                    "; 50,000 asked, RLIMIT_NOFILE hard limit {} allows {n}",
+                    ctx.nofile
+                )
+            } else {
+                String::new()
+            }
+        ));
         if step == 1 {
             row = row.target("≤ 1 KiB at 50,000", per <= 1024.0);
         }
@@ -449,17 +650,29 @@ fn idle_rss(ctx: &mut Ctx) {
 fn persist(ctx: &mut Ctx) {
     let name = "persist";
     let senders = 100usize;
-    eprintln!("[{name}] {senders} connections, each alone in its room, flooding acked messages; /ws/echo probe every 1 ms");
+    eprintln!(
+        "[{name}] {senders} connections, each alone in its room, flooding acked messages; /ws/echo probe every 1 ms"
+    );
     let srv = start(ctx);
     let tokens = server::users(srv.addr, senders);
-    let mut targets: Vec<Target> = (0..senders).map(|i| Target { path: format!("/ws/room/p{i}?token={}", tokens[i]), room: i as u32 }).collect();
-    targets.push(Target { path: "/ws/echo".into(), room: u32::MAX });
+    let mut targets: Vec<Target> = (0..senders)
+        .map(|i| Target {
+            path: format!("/ws/room/p{i}?token={}", tokens[i]),
+            room: i as u32,
+        })
+        .collect();
+    targets.push(Target {
+        path: "/ws/echo".into(),
+        room: u32::MAX,
+    });
     let mut load = Load::new(srv.addr, senders);
     load.open(&targets, 128, Duration::from_secs(30));
     load.settle(Duration::from_secs(10), |l| l.c.unread >= senders as u64);
     let probe = Some((senders, Duration::from_millis(1)));
     let plan = |mode: Mode, with_senders: bool, label: &str| Plan {
-        senders: (0..senders).map(|i| (if with_senders { vec![i] } else { vec![] }, format!("p{i}"))).collect(),
+        senders: (0..senders)
+            .map(|i| (if with_senders { vec![i] } else { vec![] }, format!("p{i}")))
+            .collect(),
         fan: vec![0; senders],
         mode,
         warmup: Duration::from_millis(500),
@@ -469,15 +682,47 @@ fn persist(ctx: &mut Ctx) {
         label: format!("[{name} {label}]"),
         server_pid: srv.pid,
     };
-    let idle = run(&mut load, &plan(Mode::Flood { window: 1, by_acks: true }, false, "idle probe"));
+    let idle = run(
+        &mut load,
+        &plan(
+            Mode::Flood {
+                window: 1,
+                by_acks: true,
+            },
+            false,
+            "idle probe",
+        ),
+    );
     let echo_idle = std::mem::take(&mut load.echo);
-    let flood = run(&mut load, &plan(Mode::Flood { window: 64, by_acks: true }, true, "ack flood"));
+    let flood = run(
+        &mut load,
+        &plan(
+            Mode::Flood {
+                window: 64,
+                by_acks: true,
+            },
+            true,
+            "ack flood",
+        ),
+    );
     let echo_flood = std::mem::take(&mut load.echo);
     let paced_rate = 100_000f64.min(flood.acks_per_s * 0.8).max(1000.0);
-    let paced = run(&mut load, &plan(Mode::Paced { per_sec: paced_rate }, true, "paced acks"));
+    let paced = run(
+        &mut load,
+        &plan(
+            Mode::Paced {
+                per_sec: paced_rate,
+            },
+            true,
+            "paced acks",
+        ),
+    );
     let echo_paced = std::mem::take(&mut load.echo);
     if flood.acked < flood.sent {
-        eprintln!("  [{name}] WARNING: {} of {} messages acked", flood.acked, flood.sent);
+        eprintln!(
+            "  [{name}] WARNING: {} of {} messages acked",
+            flood.acked, flood.sent
+        );
     }
     let stored = srv.metric("hubbub_messages_stored_total");
     let rate = flood.acks_per_s;
@@ -494,26 +739,84 @@ fn persist(ctx: &mut Ctx) {
     );
     let (i99, f99) = (echo_idle.quantile(0.99), echo_flood.quantile(0.99));
     ctx.rows.push(
-        Row::new(name, "loop latency (echo RTT p50/p99): idle", i99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_idle.quantile(0.5) as f64), label(i99 as f64)))
-            .out(&idle)
-            .note(format!("{} probes", echo_idle.n)),
+        Row::new(
+            name,
+            "loop latency (echo RTT p50/p99): idle",
+            i99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {}",
+                label(echo_idle.quantile(0.5) as f64),
+                label(i99 as f64)
+            ),
+        )
+        .out(&idle)
+        .note(format!("{} probes", echo_idle.n)),
     );
     ctx.rows.push(
-        Row::new(name, "loop latency (echo RTT p50/p99): ack flood", f99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_flood.quantile(0.5) as f64), label(f99 as f64)))
-            .target("p99 unchanged (≤ 2× idle or < 1 ms)", f99 <= (2 * i99).max(1_000_000))
-            .out(&flood)
-            .note(format!("{} probes, max {}", echo_flood.n, label(echo_flood.max as f64))),
+        Row::new(
+            name,
+            "loop latency (echo RTT p50/p99): ack flood",
+            f99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {}",
+                label(echo_flood.quantile(0.5) as f64),
+                label(f99 as f64)
+            ),
+        )
+        .target(
+            "p99 unchanged (≤ 2× idle or < 1 ms)",
+            f99 <= (2 * i99).max(1_000_000),
+        )
+        .out(&flood)
+        .note(format!(
+            "{} probes, max {}",
+            echo_flood.n,
+            label(echo_flood.max as f64)
+        )),
     );
     let p99 = echo_paced.quantile(0.99);
     ctx.rows.push(
-        Row::new(name, format!("loop latency (echo RTT p50/p99): {:.0}k persisted msgs/s paced", paced_rate / 1e3), p99 as f64 / 1e6, "ms (p99)", format!("{} / {}", label(echo_paced.quantile(0.5) as f64), label(p99 as f64)))
-            .target("p99 unchanged (≤ 2× idle or < 1 ms)", p99 <= (2 * i99).max(1_000_000))
-            .out(&paced)
-            .note(format!("{:.0} acks/s, {} probes, max {}", paced.acks_per_s, echo_paced.n, label(echo_paced.max as f64))),
+        Row::new(
+            name,
+            format!(
+                "loop latency (echo RTT p50/p99): {:.0}k persisted msgs/s paced",
+                paced_rate / 1e3
+            ),
+            p99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {}",
+                label(echo_paced.quantile(0.5) as f64),
+                label(p99 as f64)
+            ),
+        )
+        .target(
+            "p99 unchanged (≤ 2× idle or < 1 ms)",
+            p99 <= (2 * i99).max(1_000_000),
+        )
+        .out(&paced)
+        .note(format!(
+            "{:.0} acks/s, {} probes, max {}",
+            paced.acks_per_s,
+            echo_paced.n,
+            label(echo_paced.max as f64)
+        )),
     );
-    ctx.series.push(("/ws/echo RTT, idle server".into(), echo_idle));
-    ctx.series.push((format!("/ws/echo RTT, flood of {:.0}k acked msgs/s", rate / 1e3), echo_flood));
-    ctx.series.push((format!("/ws/echo RTT, {:.0}k persisted msgs/s paced", paced_rate / 1e3), echo_paced));
+    ctx.series
+        .push(("/ws/echo RTT, idle server".into(), echo_idle));
+    ctx.series.push((
+        format!("/ws/echo RTT, flood of {:.0}k acked msgs/s", rate / 1e3),
+        echo_flood,
+    ));
+    ctx.series.push((
+        format!(
+            "/ws/echo RTT, {:.0}k persisted msgs/s paced",
+            paced_rate / 1e3
+        ),
+        echo_paced,
+    ));
     drop(srv);
 }
 
@@ -522,9 +825,16 @@ fn persist(ctx: &mut Ctx) {
 fn machine() -> (String, String) {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("model name").map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
         .unwrap_or_else(|| "unknown".into());
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
     (cpu, kernel)
 }
 
@@ -542,7 +852,8 @@ fn commit() -> String {
     };
     match git(&["rev-parse", "--short", "HEAD"]) {
         Some(h) => {
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", "src"]).is_some_and(|s| !s.is_empty());
+            let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", "src"])
+                .is_some_and(|s| !s.is_empty());
             if dirty { format!("{h}+dirty") } else { h }
         }
         None => "unknown".into(),
@@ -554,13 +865,20 @@ fn report(ctx: &Ctx, load_start: f64, nice: Option<i32>) {
     let commit = commit();
     let load_end = sys::loadavg();
     let mut t = String::new();
-    let _ = writeln!(t, "\nhubbub end-to-end results — commit {commit}; {} CPUs ({cpu}), Linux {kernel}, server pinned to 1 core", sys::cpus());
+    let _ = writeln!(
+        t,
+        "\nhubbub end-to-end results — commit {commit}; {} CPUs ({cpu}), Linux {kernel}, server pinned to 1 core",
+        sys::cpus()
+    );
     let _ = writeln!(
         t,
         "load average {load_start:.2} at start, {load_end:.2} at end{}; CPU columns in % of one core: softirq = irq + softirq time (charged to no process; on loopback mostly TCP receive work run by the sender's writes), other procs = every other process meanwhile\n",
         nice.map_or(String::new(), |n| format!("; nice {n}"))
     );
-    let _ = writeln!(t, "| scenario | metric | result | target | met | client CPU | server CPU | softirq | other procs | notes |");
+    let _ = writeln!(
+        t,
+        "| scenario | metric | result | target | met | client CPU | server CPU | softirq | other procs | notes |"
+    );
     let _ = writeln!(t, "|---|---|---|---|---|---|---|---|---|---|");
     for r in &ctx.rows {
         let pct = |v: Option<f64>| v.map_or("".to_string(), |v| format!("{v:.0} %"));
@@ -611,11 +929,20 @@ fn report(ctx: &Ctx, load_start: f64, nice: Option<i32>) {
         "results": rows,
         "latency": latency,
     });
-    let _ = std::fs::write(dir.join("e2e.json"), serde_json::to_string_pretty(&json).unwrap_or_default());
+    let _ = std::fs::write(
+        dir.join("e2e.json"),
+        serde_json::to_string_pretty(&json).unwrap_or_default(),
+    );
     if !ctx.series.is_empty() {
         let series: Vec<(String, &Hist)> = ctx.series.iter().map(|(n, h)| (n.clone(), h)).collect();
-        let _ = std::fs::write(dir.join("e2e-latency.svg"), svg::cdf_plot("hubbub end-to-end latency (CDF)", &series));
+        let _ = std::fs::write(
+            dir.join("e2e-latency.svg"),
+            svg::cdf_plot("hubbub end-to-end latency (CDF)", &series),
+        );
     }
     let _ = std::fs::write(dir.join("e2e.md"), &t);
-    eprintln!("wrote {}/e2e.json, e2e.md and e2e-latency.svg", dir.display());
+    eprintln!(
+        "wrote {}/e2e.json, e2e.md and e2e-latency.svg",
+        dir.display()
+    );
 }

@@ -10,12 +10,12 @@ use std::net::{TcpListener, TcpStream};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use hubbub::config::MAX_HEADERS;
 use hubbub::conn::Conn;
 use hubbub::store::{Backend, Request, StoredMessage};
-use hubbub::ws::codec::{decode_frame, Assembler, Fed};
+use hubbub::ws::codec::{Assembler, Fed, decode_frame};
 use hubbub::ws::proto::{Encoder, Out, Ts};
 
 fn config() -> Criterion {
@@ -48,12 +48,16 @@ Content-Length: 44\r\n\r\n\
 
 fn http_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("http_parse");
-    for (name, req) in [("ws_upgrade_head", UPGRADE_HEAD), ("login_post", LOGIN_REQUEST)] {
+    for (name, req) in [
+        ("ws_upgrade_head", UPGRADE_HEAD),
+        ("login_post", LOGIN_REQUEST),
+    ] {
         g.throughput(Throughput::Bytes(req.len() as u64));
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                let parsed = hubbub::http::request::parse(black_box(req), &mut headers).expect("valid");
+                let parsed =
+                    hubbub::http::request::parse(black_box(req), &mut headers).expect("valid");
                 black_box(parsed.map(|(r, used)| (r.path.len(), r.headers.len(), used)))
             })
         });
@@ -78,7 +82,8 @@ fn masked_frame(payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     out
 }
 
-const CHAT_FRAME: &[u8] = br#"{"type":"message","room":"general","content":"hello everyone, how is it going today?"}"#;
+const CHAT_FRAME: &[u8] =
+    br#"{"type":"message","room":"general","content":"hello everyone, how is it going today?"}"#;
 
 fn ws_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("ws_decode");
@@ -91,7 +96,9 @@ fn ws_decode(c: &mut Criterion) {
         b.iter_batched_ref(
             || one.clone(),
             |buf| {
-                let f = decode_frame(buf, 1 << 16).expect("valid").expect("complete");
+                let f = decode_frame(buf, 1 << 16)
+                    .expect("valid")
+                    .expect("complete");
                 match asm.feed(&f, buf, 1 << 16).expect("valid") {
                     Fed::Whole(m) => black_box(matches!(m, hubbub::ws::codec::Message::Text(_))),
                     _ => unreachable!(),
@@ -116,9 +123,14 @@ fn ws_decode(c: &mut Criterion) {
                 let mut pos = 0;
                 let mut texts = 0u32;
                 while let Some(f) = decode_frame(&mut buf[pos..], 1 << 16).expect("valid") {
-                    let f = hubbub::ws::codec::RawFrame { payload: f.payload.start + pos..f.payload.end + pos, ..f };
+                    let f = hubbub::ws::codec::RawFrame {
+                        payload: f.payload.start + pos..f.payload.end + pos,
+                        ..f
+                    };
                     pos = f.payload.end;
-                    if let Fed::Whole(hubbub::ws::codec::Message::Text(t)) = asm.feed(&f, buf, 1 << 16).expect("valid") {
+                    if let Fed::Whole(hubbub::ws::codec::Message::Text(t)) =
+                        asm.feed(&f, buf, 1 << 16).expect("valid")
+                    {
                         texts += t.len() as u32 & 1;
                     }
                 }
@@ -150,7 +162,14 @@ fn encode(c: &mut Criterion) {
         })
     });
     g.bench_function("client_frame_parse", |b| {
-        b.iter(|| black_box(hubbub::ws::proto::parse_client(black_box(std::str::from_utf8(CHAT_FRAME).unwrap())).is_ok()))
+        b.iter(|| {
+            black_box(
+                hubbub::ws::proto::parse_client(black_box(
+                    std::str::from_utf8(CHAT_FRAME).unwrap(),
+                ))
+                .is_ok(),
+            )
+        })
     });
     g.finish();
 }
@@ -174,7 +193,11 @@ fn pairs(n: usize) -> Pairs {
         server.set_nonblocking(true).unwrap();
         server.set_nodelay(true).unwrap();
         client.set_nonblocking(true).unwrap();
-        conns.push(Conn::new(mio::net::TcpStream::from_std(server), i as u64, 0));
+        conns.push(Conn::new(
+            mio::net::TcpStream::from_std(server),
+            i as u64,
+            0,
+        ));
         peers.push(client);
     }
     Pairs { conns, peers }
@@ -183,7 +206,10 @@ fn pairs(n: usize) -> Pairs {
 fn raise_nofile() {
     // SAFETY: plain libc calls on a local struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -306,7 +332,10 @@ fn sqlite_insert(c: &mut Criterion) {
         b.iter(|| {
             user = user % 100 + 1;
             db.begin().expect("begin");
-            black_box(db.execute(&Request::Unread { ticket: 1, user }).expect("unread"));
+            black_box(
+                db.execute(&Request::Unread { ticket: 1, user })
+                    .expect("unread"),
+            );
             db.commit().expect("commit");
         })
     });

@@ -21,11 +21,26 @@ use crate::ws::proto::Encoder;
 /// Who waits for an asynchronous answer, and what to do with it.
 pub enum Waiter {
     /// Signup: the password is being hashed.
-    SignupHash { conn: ConnRef, keep_alive: bool, id: UserId, username: String, email: String },
+    SignupHash {
+        conn: ConnRef,
+        keep_alive: bool,
+        id: UserId,
+        username: String,
+        email: String,
+    },
     /// Login: the password is being verified (against a decoy for unknown users).
-    Login { conn: ConnRef, keep_alive: bool, user: Option<UserId> },
+    Login {
+        conn: ConnRef,
+        keep_alive: bool,
+        user: Option<UserId>,
+    },
     /// `GET /api/messages`.
-    HttpHistory { conn: ConnRef, keep_alive: bool, head_only: bool, target: Target },
+    HttpHistory {
+        conn: ConnRef,
+        keep_alive: bool,
+        head_only: bool,
+        target: Target,
+    },
     /// A `history` frame.
     WsHistory { conn: ConnRef, target: Target },
     /// `join` with `since`.
@@ -67,8 +82,17 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(config: Config, snapshot: Snapshot, store: StoreHandle, hasher: HashPool, tokens: Tokens) -> App {
-        let mut hub = Hub { last_msg_id: snapshot.max_message_id, ..Hub::default() };
+    pub fn new(
+        config: Config,
+        snapshot: Snapshot,
+        store: StoreHandle,
+        hasher: HashPool,
+        tokens: Tokens,
+    ) -> App {
+        let mut hub = Hub {
+            last_msg_id: snapshot.max_message_id,
+            ..Hub::default()
+        };
         for (user, client_id, id, ts) in &snapshot.recent_client_ids {
             hub.client_ids.insert(*user, client_id, *id, *ts);
         }
@@ -95,7 +119,9 @@ impl App {
             hasher,
             tokens,
             encoder: Encoder::default(),
-            clock: Clock { start: Instant::now() },
+            clock: Clock {
+                start: Instant::now(),
+            },
             waiters: HashMap::new(),
             signups: HashMap::new(),
             quiet: false,
@@ -146,12 +172,30 @@ impl App {
     /// Drains every finished password job.
     pub fn on_hash_outcomes(&mut self, out: &mut Outbox) {
         while let Some((ticket, outcome)) = self.hasher.try_outcome() {
-            let Some(waiter) = self.waiters.remove(&ticket) else { continue };
+            let Some(waiter) = self.waiters.remove(&ticket) else {
+                continue;
+            };
             match (waiter, outcome) {
-                (Waiter::SignupHash { conn, keep_alive, id, username, email }, Outcome::Hashed(password)) => {
+                (
+                    Waiter::SignupHash {
+                        conn,
+                        keep_alive,
+                        id,
+                        username,
+                        email,
+                    },
+                    Outcome::Hashed(password),
+                ) => {
                     self.finish_signup_hash(conn, keep_alive, id, username, email, password, out);
                 }
-                (Waiter::Login { conn, keep_alive, user }, Outcome::Verified(ok)) => {
+                (
+                    Waiter::Login {
+                        conn,
+                        keep_alive,
+                        user,
+                    },
+                    Outcome::Verified(ok),
+                ) => {
                     self.finish_login(conn, keep_alive, user.filter(|_| ok), out);
                 }
                 _ => log::error!("hashing outcome of the wrong kind for ticket {ticket}"),

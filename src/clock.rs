@@ -43,7 +43,15 @@ pub fn rfc3339_into(ms: i64, buf: &mut [u8; RFC3339_LEN]) -> &str {
     put(14, (sod / 60) % 60, 2);
     put(17, sod % 60, 2);
     put(20, millis, 3);
-    for (at, c) in [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':'), (19, b'.'), (23, b'Z')] {
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
         buf[at] = c;
     }
     std::str::from_utf8(buf).expect("ASCII digits and separators")

@@ -164,7 +164,8 @@ impl Default for Config {
             jwt_secret: None,
             static_dir: None,
             // One core stays free for the loop; hashing is background work.
-            hash_threads: std::thread::available_parallelism().map_or(1, |n| (n.get() - 1).clamp(1, 4)),
+            hash_threads: std::thread::available_parallelism()
+                .map_or(1, |n| (n.get() - 1).clamp(1, 4)),
         }
     }
 }

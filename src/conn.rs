@@ -182,11 +182,12 @@ impl Conn {
             return false;
         }
         if let Some(Chunk::Owned(last)) = self.out.back_mut()
-            && last.len() + bytes.len() <= COALESCE_BYTES {
-                last.extend_from_slice(bytes);
-                self.out_bytes += bytes.len();
-                return true;
-            }
+            && last.len() + bytes.len() <= COALESCE_BYTES
+        {
+            last.extend_from_slice(bytes);
+            self.out_bytes += bytes.len();
+            return true;
+        }
         self.out.push_back(Chunk::Owned(bytes.to_vec()));
         self.out_bytes += bytes.len();
         true
@@ -244,7 +245,11 @@ impl Conn {
             let mut n = 0;
             for (i, chunk) in self.out.iter().take(MAX_IOVECS).enumerate() {
                 let bytes = chunk.bytes();
-                slices[i] = IoSlice::new(if i == 0 { &bytes[self.out_offset..] } else { bytes });
+                slices[i] = IoSlice::new(if i == 0 {
+                    &bytes[self.out_offset..]
+                } else {
+                    bytes
+                });
                 n += 1;
             }
             match self.socket.write_vectored(&slices[..n]) {
@@ -368,7 +373,10 @@ mod tests {
         }
         assert_eq!(state, Flushed::Blocked);
         assert!(c.queued() > 0);
-        assert_eq!(c.queued(), c.out.iter().map(|x| x.bytes().len()).sum::<usize>() - c.out_offset);
+        assert_eq!(
+            c.queued(),
+            c.out.iter().map(|x| x.bytes().len()).sum::<usize>() - c.out_offset
+        );
     }
 
     /// Replies the client asked for do not count against the live limit:
@@ -383,7 +391,10 @@ mod tests {
         assert_eq!((c.queued(), c.live_queued()), (1_601_000, 1000));
         c.advance(1_600_500);
         assert_eq!((c.queued(), c.live_queued()), (500, 500));
-        assert!(!c.queue_owned(&vec![0u8; OUTPUT_CEILING]), "the ceiling still holds");
+        assert!(
+            !c.queue_owned(&vec![0u8; OUTPUT_CEILING]),
+            "the ceiling still holds"
+        );
     }
 
     /// Past the hard limit nothing more is queued, and discarding keeps only

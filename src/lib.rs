@@ -23,7 +23,7 @@
 //! | [`auth`] | JWT issue/verify; PBKDF2 and its worker pool | hash on the loop |
 //! | [`store`] | the narrow storage interface and its thread; the SQLite backend | be called synchronously by the loop |
 //! | [`metrics`] | counters and their Prometheus text | allocate per event |
-//! | [`signal`], [`clock`] | SIGINT/SIGTERM as a pollable pipe; RFC 3339 time | |
+//! | [`signal`], [`clock`], [`priority`] | SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
 //! # The path of a chat message
 //!
@@ -46,6 +46,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod priority;
 pub mod server;
 pub mod signal;
 pub mod store;

@@ -32,16 +32,22 @@ fn parse_args() -> Result<Config, String> {
     let mut c = Config::default();
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let Some(v) = env("HUBBUB_ADDR") {
-        c.addr = v.parse().map_err(|_| format!("HUBBUB_ADDR: not an address: {v}"))?;
+        c.addr = v
+            .parse()
+            .map_err(|_| format!("HUBBUB_ADDR: not an address: {v}"))?;
     }
     if let Some(v) = env("HUBBUB_DB") {
         c.db = PathBuf::from(v);
     }
     if let Some(v) = env("HUBBUB_RATE_LIMIT") {
-        c.rate_limit = v.parse().map_err(|_| format!("HUBBUB_RATE_LIMIT: not a number: {v}"))?;
+        c.rate_limit = v
+            .parse()
+            .map_err(|_| format!("HUBBUB_RATE_LIMIT: not a number: {v}"))?;
     }
     if let Some(v) = env("HUBBUB_PBKDF2_ITERATIONS") {
-        c.pbkdf2_iterations = v.parse().map_err(|_| format!("HUBBUB_PBKDF2_ITERATIONS: not a number: {v}"))?;
+        c.pbkdf2_iterations = v
+            .parse()
+            .map_err(|_| format!("HUBBUB_PBKDF2_ITERATIONS: not a number: {v}"))?;
     }
     c.jwt_secret = env("HUBBUB_JWT_SECRET").map(String::into_bytes);
     let mut args = std::env::args().skip(1);
@@ -50,7 +56,12 @@ fn parse_args() -> Result<Config, String> {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
             _ => (arg.clone(), None),
         };
-        let mut value = |name: &str| inline.clone().or_else(|| args.next()).ok_or(format!("{name} needs a value"));
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next())
+                .ok_or(format!("{name} needs a value"))
+        };
         match flag.as_str() {
             "-h" | "--help" => {
                 print!("{USAGE}");
@@ -58,35 +69,49 @@ fn parse_args() -> Result<Config, String> {
             }
             "--addr" => {
                 let v = value("--addr")?;
-                c.addr = v.parse().map_err(|_| format!("--addr: not an address: {v}"))?;
+                c.addr = v
+                    .parse()
+                    .map_err(|_| format!("--addr: not an address: {v}"))?;
             }
             "--db" => c.db = PathBuf::from(value("--db")?),
             "--echo" => c.echo = true,
             "--rate-limit" => {
                 let v = value("--rate-limit")?;
-                c.rate_limit = v.parse().map_err(|_| format!("--rate-limit: not a number: {v}"))?;
+                c.rate_limit = v
+                    .parse()
+                    .map_err(|_| format!("--rate-limit: not a number: {v}"))?;
             }
             "--pbkdf2-iterations" => {
                 let v = value("--pbkdf2-iterations")?;
-                c.pbkdf2_iterations = v.parse().map_err(|_| format!("--pbkdf2-iterations: not a number: {v}"))?;
+                c.pbkdf2_iterations = v
+                    .parse()
+                    .map_err(|_| format!("--pbkdf2-iterations: not a number: {v}"))?;
             }
             "--hash-threads" => {
                 let v = value("--hash-threads")?;
-                c.hash_threads = v.parse().map_err(|_| format!("--hash-threads: not a number: {v}"))?;
+                c.hash_threads = v
+                    .parse()
+                    .map_err(|_| format!("--hash-threads: not a number: {v}"))?;
             }
             "--static-dir" => c.static_dir = Some(PathBuf::from(value("--static-dir")?)),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
     if c.pbkdf2_iterations < PBKDF2_FLOOR {
-        log::warn!("--pbkdf2-iterations {} is below the floor; using {PBKDF2_FLOOR}", c.pbkdf2_iterations);
+        log::warn!(
+            "--pbkdf2-iterations {} is below the floor; using {PBKDF2_FLOOR}",
+            c.pbkdf2_iterations
+        );
         c.pbkdf2_iterations = PBKDF2_FLOOR;
     }
     Ok(c)
 }
 
 fn main() -> ExitCode {
-    let logger = simple_logger::SimpleLogger::new().with_level(log::LevelFilter::Info).env().with_utc_timestamps();
+    let logger = simple_logger::SimpleLogger::new()
+        .with_level(log::LevelFilter::Info)
+        .env()
+        .with_utc_timestamps();
     if let Err(e) = logger.init() {
         eprintln!("hubbub: cannot start logging: {e}");
     }
@@ -100,7 +125,11 @@ fn main() -> ExitCode {
     let server = match Server::bind(config.clone()) {
         Ok(s) => s,
         Err(e) => {
-            log::error!("cannot start on {} with {}: {e}", config.addr, config.db.display());
+            log::error!(
+                "cannot start on {} with {}: {e}",
+                config.addr,
+                config.db.display()
+            );
             return ExitCode::FAILURE;
         }
     };

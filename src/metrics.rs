@@ -32,25 +32,84 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
         let counters: [(&str, &str, u64); 9] = [
-            ("hubbub_connections_accepted_total", "TCP connections accepted.", self.connections_accepted),
-            ("hubbub_http_requests_total", "HTTP requests parsed.", self.http_requests),
-            ("hubbub_ws_upgrades_total", "WebSocket upgrades completed.", self.ws_upgrades),
-            ("hubbub_ws_frames_in_total", "WebSocket data frames received.", self.ws_frames_in),
-            ("hubbub_ws_frames_out_total", "WebSocket frames queued for sending.", self.ws_frames_out),
-            ("hubbub_deliveries_total", "Chat messages queued to a recipient.", self.deliveries),
-            ("hubbub_messages_stored_total", "Messages durably committed.", self.messages_stored),
-            ("hubbub_slow_consumer_cuts_total", "Connections cut for unsent output.", self.slow_consumer_cuts),
-            ("hubbub_rate_limited_total", "Frames dropped by the rate limit.", self.rate_limited),
+            (
+                "hubbub_connections_accepted_total",
+                "TCP connections accepted.",
+                self.connections_accepted,
+            ),
+            (
+                "hubbub_http_requests_total",
+                "HTTP requests parsed.",
+                self.http_requests,
+            ),
+            (
+                "hubbub_ws_upgrades_total",
+                "WebSocket upgrades completed.",
+                self.ws_upgrades,
+            ),
+            (
+                "hubbub_ws_frames_in_total",
+                "WebSocket data frames received.",
+                self.ws_frames_in,
+            ),
+            (
+                "hubbub_ws_frames_out_total",
+                "WebSocket frames queued for sending.",
+                self.ws_frames_out,
+            ),
+            (
+                "hubbub_deliveries_total",
+                "Chat messages queued to a recipient.",
+                self.deliveries,
+            ),
+            (
+                "hubbub_messages_stored_total",
+                "Messages durably committed.",
+                self.messages_stored,
+            ),
+            (
+                "hubbub_slow_consumer_cuts_total",
+                "Connections cut for unsent output.",
+                self.slow_consumer_cuts,
+            ),
+            (
+                "hubbub_rate_limited_total",
+                "Frames dropped by the rate limit.",
+                self.rate_limited,
+            ),
         ];
         for (name, help, v) in counters {
-            let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n");
+            let _ = write!(
+                s,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+            );
         }
         let gauges: [(&str, &str, usize); 6] = [
-            ("hubbub_connections_open", "Open TCP connections.", g.connections_open),
-            ("hubbub_ws_connections", "Open WebSocket connections.", g.ws_connections),
-            ("hubbub_store_queue_depth", "Requests waiting for the storage thread.", g.store_queue_depth),
-            ("hubbub_hash_jobs_in_flight", "Password jobs queued or running.", g.hash_in_flight),
-            ("hubbub_users_online", "Users with at least one WebSocket.", g.users_online),
+            (
+                "hubbub_connections_open",
+                "Open TCP connections.",
+                g.connections_open,
+            ),
+            (
+                "hubbub_ws_connections",
+                "Open WebSocket connections.",
+                g.ws_connections,
+            ),
+            (
+                "hubbub_store_queue_depth",
+                "Requests waiting for the storage thread.",
+                g.store_queue_depth,
+            ),
+            (
+                "hubbub_hash_jobs_in_flight",
+                "Password jobs queued or running.",
+                g.hash_in_flight,
+            ),
+            (
+                "hubbub_users_online",
+                "Users with at least one WebSocket.",
+                g.users_online,
+            ),
             ("hubbub_rooms", "Rooms known to the hub.", g.rooms),
         ];
         for (name, help, v) in gauges {
@@ -67,10 +126,22 @@ mod tests {
     /// Every series has HELP and TYPE lines and its value.
     #[test]
     fn renders_prometheus_text() {
-        let m = Metrics { deliveries: 42, ..Metrics::default() };
-        let g = Gauges { connections_open: 3, ws_connections: 2, store_queue_depth: 0, hash_in_flight: 0, users_online: 1, rooms: 1 };
+        let m = Metrics {
+            deliveries: 42,
+            ..Metrics::default()
+        };
+        let g = Gauges {
+            connections_open: 3,
+            ws_connections: 2,
+            store_queue_depth: 0,
+            hash_in_flight: 0,
+            users_online: 1,
+            rooms: 1,
+        };
         let text = m.render(&g);
-        assert!(text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n"));
+        assert!(
+            text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
+        );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 15);
     }

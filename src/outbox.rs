@@ -39,21 +39,26 @@ pub struct Outbox<'a> {
 impl Outbox<'_> {
     /// Whether `c` is still the same open connection (not closing).
     pub fn is_live(&self, c: ConnRef) -> bool {
-        self.conns.get(c.token.0).is_some_and(|conn| conn.serial == c.serial && conn.closing.is_none())
+        self.conns
+            .get(c.token.0)
+            .is_some_and(|conn| conn.serial == c.serial && conn.closing.is_none())
     }
 
     fn mark_flush(&mut self, token: Token) {
         if let Some(conn) = self.conns.get_mut(token.0)
-            && !conn.in_flush_list {
-                conn.in_flush_list = true;
-                self.flush_list.push(token);
-            }
+            && !conn.in_flush_list
+        {
+            conn.in_flush_list = true;
+            self.flush_list.push(token);
+        }
     }
 
     /// Queues a shared WebSocket frame. A connection past its output limit is
     /// cut as a slow consumer; nobody else waits for it.
     pub fn frame(&mut self, token: Token, frame: &Rc<[u8]>) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing.is_some() {
             return;
         }
@@ -67,7 +72,9 @@ impl Outbox<'_> {
 
     /// Queues bytes for one connection (an encoded reply frame).
     pub fn reply(&mut self, token: Token, bytes: &[u8]) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing.is_some() {
             return;
         }
@@ -81,7 +88,9 @@ impl Outbox<'_> {
 
     /// The server's ping (two constant bytes).
     pub fn ping(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing.is_none() && conn.queue_static(&codec::PING_FRAME) {
             self.mark_flush(token);
         }
@@ -90,7 +99,9 @@ impl Outbox<'_> {
     /// Sends an HTTP response; a `close` response (or a request without
     /// keep-alive) closes the connection once it is written.
     pub fn http(&mut self, token: Token, resp: Response, keep_alive: bool, head_only: bool) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         let mut head = Vec::with_capacity(256);
         resp.write_head(&mut head, keep_alive);
         let mut ok = conn.queue_owned(&head);
@@ -109,7 +120,9 @@ impl Outbox<'_> {
     /// An asynchronous HTTP answer went out: let the connection parse any
     /// pipelined requests it holds and read again.
     pub fn resume_http(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if let Phase::Http { waiting } = &mut conn.phase {
             *waiting = false;
         }
@@ -123,7 +136,9 @@ impl Outbox<'_> {
     /// Starts a WebSocket close: queue the close frame, stop taking frames,
     /// drop the socket once it is written (or after a linger).
     pub fn close_ws(&mut self, token: Token, code: u16, reason: &str) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing.is_some() {
             return;
         }
@@ -141,8 +156,14 @@ impl Outbox<'_> {
     /// Slow consumer: forget what it has not started to receive, tell it why
     /// (1008) if the frame still fits, and close.
     fn cut_slow(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
-        log::info!("closing slow consumer {:?} with {} bytes unsent", token, conn.queued());
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        log::info!(
+            "closing slow consumer {:?} with {} bytes unsent",
+            token,
+            conn.queued()
+        );
         self.metrics.slow_consumer_cuts += 1;
         conn.discard_unsent();
         let mut frame = Vec::with_capacity(48);
@@ -154,7 +175,9 @@ impl Outbox<'_> {
     }
 
     pub fn close_after_flush(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing.is_none() {
             conn.closing = Some(Closing::AfterFlush(self.now));
             self.close_list.push(token);
@@ -163,7 +186,9 @@ impl Outbox<'_> {
 
     /// Drops the connection at the end of this pass, without another byte.
     pub fn close_now(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         if conn.closing != Some(Closing::Now) {
             conn.closing = Some(Closing::Now);
             self.close_list.push(token);

@@ -29,8 +29,9 @@ use crate::app::App;
 use crate::auth::jwt::Tokens;
 use crate::auth::pool::HashPool;
 use crate::config::{
-    Config, CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_HEADERS, MAX_WS_MESSAGE, OUTPUT_SOFT_LIMIT,
-    OUTPUT_SOFT_SECONDS, PING_INTERVAL, READ_BUDGET, READ_PAUSE_BYTES, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
+    CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, Config, HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_HEADERS,
+    MAX_WS_MESSAGE, OUTPUT_SOFT_LIMIT, OUTPUT_SOFT_SECONDS, PING_INTERVAL, READ_BUDGET,
+    READ_PAUSE_BYTES, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Closing, Conn, Flushed, Phase, ReadOutcome};
 use crate::http::request::{self, HeadError};
@@ -56,7 +57,9 @@ enum Phase2 {
     /// Not accepting, not reading; waiting for storage to commit what it holds.
     Draining,
     /// Close frames are queued; waiting (at most until `deadline`) for them to flush.
-    Closing { deadline: u32 },
+    Closing {
+        deadline: u32,
+    },
 }
 
 pub struct Server {
@@ -90,7 +93,9 @@ fn jwt_secret(config: &Config, backend: &mut impl Backend) -> io::Result<Vec<u8>
     let mut secret = vec![0u8; 32];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
         .map_err(|_| io::Error::other("no system random source"))?;
-    backend.put_setting("jwt_secret", &secret).map_err(io::Error::other)?;
+    backend
+        .put_setting("jwt_secret", &secret)
+        .map_err(io::Error::other)?;
     Ok(secret)
 }
 
@@ -111,7 +116,8 @@ impl Server {
         });
         let mut listener = TcpListener::bind(config.addr)?;
         set_backlog(&listener);
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
         let signals = Signals::install(poll.registry(), SIGNALS)?;
         let addr = listener.local_addr()?;
         let app = App::new(config, snapshot, store, hasher, Tokens::new(&secret));
@@ -145,7 +151,11 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         loop {
             let busy = !self.read_list.is_empty() || !self.flush_list.is_empty();
-            let timeout = if busy { Some(std::time::Duration::ZERO) } else { Some(TICK) };
+            let timeout = if busy {
+                Some(std::time::Duration::ZERO)
+            } else {
+                Some(TICK)
+            };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -174,7 +184,9 @@ impl Server {
                 }
             }
             for token in again {
-                let Some(c) = self.conns.get_mut(token.0) else { continue };
+                let Some(c) = self.conns.get_mut(token.0) else {
+                    continue;
+                };
                 c.in_read_list = false;
                 // A resumed HTTP connection may hold pipelined requests
                 // already read: answer those before reading more.
@@ -194,9 +206,10 @@ impl Server {
                 self.sweep(now);
             }
             if let Phase2::Closing { deadline } = self.state
-                && (self.conns.is_empty() || now >= deadline) {
-                    break;
-                }
+                && (self.conns.is_empty() || now >= deadline)
+            {
+                break;
+            }
         }
         self.app.store.join();
         self.app.hasher.join();
@@ -222,20 +235,27 @@ impl Server {
 
     fn mark_flush(&mut self, token: Token) {
         if let Some(c) = self.conns.get_mut(token.0)
-            && !c.in_flush_list {
-                c.in_flush_list = true;
-                self.flush_list.push(token);
-            }
+            && !c.in_flush_list
+        {
+            c.in_flush_list = true;
+            self.flush_list.push(token);
+        }
     }
 
     fn accept(&mut self) {
-        let Some(listener) = &self.listener else { return };
+        let Some(listener) = &self.listener else {
+            return;
+        };
         loop {
             match listener.accept() {
                 Ok((mut socket, peer)) => {
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
-                    if let Err(e) = self.poll.registry().register(&mut socket, token, Interest::READABLE | Interest::WRITABLE) {
+                    if let Err(e) = self.poll.registry().register(
+                        &mut socket,
+                        token,
+                        Interest::READABLE | Interest::WRITABLE,
+                    ) {
                         log::warn!("cannot register connection from {peer}: {e}");
                         continue;
                     }
@@ -263,7 +283,9 @@ impl Server {
         let now = self.app.clock.now_s();
         let mut read = 0;
         loop {
-            let Some(conn) = self.conns.get_mut(token.0) else { return };
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                return;
+            };
             match (&conn.phase, conn.closing) {
                 (_, Some(Closing::Now)) => return,
                 (Phase::Http { waiting: true }, _) => return,
@@ -317,13 +339,18 @@ impl Server {
     /// Parses and answers the complete requests in the connection's input,
     /// in order, stopping at one that waits for an asynchronous answer.
     fn process_http(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         let input = std::mem::take(&mut conn.pending_input);
         let serial = conn.serial;
         let mut pos = 0;
         loop {
             let conn = &mut self.conns[token.0];
-            if conn.closing.is_some() || matches!(conn.phase, Phase::Http { waiting: true }) || pos == input.len() {
+            if conn.closing.is_some()
+                || matches!(conn.phase, Phase::Http { waiting: true })
+                || pos == input.len()
+            {
                 break;
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -350,10 +377,18 @@ impl Server {
                         Handled::Upgrade(up) => {
                             let now = app.clock.now_s();
                             let conn = &mut out.conns[token.0];
-                            conn.phase = Phase::Ws { assembler: codec::Assembler::default(), echo: up.user.is_none() };
+                            conn.phase = Phase::Ws {
+                                assembler: codec::Assembler::default(),
+                                echo: up.user.is_none(),
+                            };
                             conn.timer_start = now;
                             if let Some(user) = up.user {
-                                app.open_session(ConnRef { token, serial }, user, up.room, &mut out);
+                                app.open_session(
+                                    ConnRef { token, serial },
+                                    user,
+                                    up.room,
+                                    &mut out,
+                                );
                             }
                             // Bytes after the head are already WebSocket frames.
                             self.conns[token.0].keep_input(&input[pos..]);
@@ -374,7 +409,9 @@ impl Server {
     /// Decodes the frames in the connection's leftover input plus the `n`
     /// new bytes at the start of the scratch buffer.
     fn process_ws(&mut self, token: Token, n: usize) {
-        let Some(conn) = self.conns.get_mut(token.0) else { return };
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
         let echo = matches!(conn.phase, Phase::Ws { echo: true, .. });
         // Usually nothing is left over and frames are decoded in the scratch
         // buffer itself; otherwise the new bytes join the leftover.
@@ -383,10 +420,30 @@ impl Server {
         if use_owned {
             owned.extend_from_slice(&self.scratch[..n]);
         }
-        let Server { app, conns, flush_list, read_list, close_list, metrics, scratch, .. } = self;
+        let Server {
+            app,
+            conns,
+            flush_list,
+            read_list,
+            close_list,
+            metrics,
+            scratch,
+            ..
+        } = self;
         let now = app.clock.now_s();
-        let mut out = Outbox { conns, flush_list, read_list, close_list, metrics, now };
-        let data: &mut [u8] = if use_owned { &mut owned } else { &mut scratch[..n] };
+        let mut out = Outbox {
+            conns,
+            flush_list,
+            read_list,
+            close_list,
+            metrics,
+            now,
+        };
+        let data: &mut [u8] = if use_owned {
+            &mut owned
+        } else {
+            &mut scratch[..n]
+        };
         let mut pos = 0;
         while pos < data.len() {
             if out.conns.get(token.0).is_none_or(|c| c.closing.is_some()) {
@@ -394,11 +451,16 @@ impl Server {
             }
             let frame = match codec::decode_frame(&mut data[pos..], MAX_WS_MESSAGE) {
                 Ok(None) => break,
-                Ok(Some(f)) => RawFrame { payload: f.payload.start + pos..f.payload.end + pos, ..f },
+                Ok(Some(f)) => RawFrame {
+                    payload: f.payload.start + pos..f.payload.end + pos,
+                    ..f
+                },
                 Err(v) => return fail_ws(app, &mut out, token, v),
             };
             pos = frame.payload.end;
-            let Phase::Ws { assembler, .. } = &mut out.conns[token.0].phase else { return };
+            let Phase::Ws { assembler, .. } = &mut out.conns[token.0].phase else {
+                return;
+            };
             let fed = match assembler.feed(&frame, data, MAX_WS_MESSAGE) {
                 Ok(f) => f,
                 Err(v) => return fail_ws(app, &mut out, token, v),
@@ -408,9 +470,9 @@ impl Server {
                 Fed::Whole(msg) => on_message(app, &mut out, token, echo, msg),
                 Fed::Assembled(kind, bytes) => {
                     let msg = match kind {
-                        tungstenite::protocol::frame::coding::Data::Text => {
-                            Message::Text(std::str::from_utf8(&bytes).expect("checked by the assembler"))
-                        }
+                        tungstenite::protocol::frame::coding::Data::Text => Message::Text(
+                            std::str::from_utf8(&bytes).expect("checked by the assembler"),
+                        ),
                         _ => Message::Binary(&bytes),
                     };
                     on_message(app, &mut out, token, echo, msg);
@@ -437,7 +499,9 @@ impl Server {
         let list = std::mem::take(&mut self.flush_list);
         let now = self.app.clock.now_s();
         for token in list {
-            let Some(conn) = self.conns.get_mut(token.0) else { continue };
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
             conn.in_flush_list = false;
             if conn.closing == Some(Closing::Now) {
                 continue;
@@ -483,7 +547,9 @@ impl Server {
         while !self.close_list.is_empty() {
             let list = std::mem::take(&mut self.close_list);
             for token in list {
-                let Some(conn) = self.conns.get(token.0) else { continue };
+                let Some(conn) = self.conns.get(token.0) else {
+                    continue;
+                };
                 let closing = conn.closing;
                 let (app, mut out) = self.parts();
                 app.close_session(token, &mut out);
@@ -512,12 +578,18 @@ impl Server {
             } else {
                 conn.over_soft_since = None;
             }
-            let soft = conn.over_soft_since.is_some_and(|t| now - t >= OUTPUT_SOFT_SECONDS.as_secs() as u32);
+            let soft = conn
+                .over_soft_since
+                .is_some_and(|t| now - t >= OUTPUT_SOFT_SECONDS.as_secs() as u32);
             let kind = match conn.phase {
                 Phase::Http { waiting } => Kind::Http { waiting },
                 Phase::Ws { .. } => Kind::Ws,
             };
-            let timer = if soft { Timer::SlowConsumer } else { timer_due(kind, conn.closing, conn.last_input, conn.timer_start, now) };
+            let timer = if soft {
+                Timer::SlowConsumer
+            } else {
+                timer_due(kind, conn.closing, conn.last_input, conn.timer_start, now)
+            };
             if timer != Timer::None {
                 if timer == Timer::Ping {
                     conn.timer_start = now;
@@ -563,7 +635,11 @@ impl Server {
     /// Storage is flushed: close frames (1001) to every WebSocket, close
     /// every HTTP connection, and give them `SHUTDOWN_GRACE` to go out.
     fn close_everything(&mut self) {
-        let tokens: Vec<(Token, bool)> = self.conns.iter().map(|(k, c)| (Token(k), c.is_ws())).collect();
+        let tokens: Vec<(Token, bool)> = self
+            .conns
+            .iter()
+            .map(|(k, c)| (Token(k), c.is_ws()))
+            .collect();
         let (app, mut out) = self.parts();
         app.quiet = true;
         for (token, ws) in tokens {
@@ -591,7 +667,10 @@ fn set_backlog(listener: &TcpListener) {
     use std::os::fd::AsRawFd;
     // SAFETY: a valid listening socket and an integer.
     if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
-        log::warn!("could not raise the listen backlog: {}", io::Error::last_os_error());
+        log::warn!(
+            "could not raise the listen backlog: {}",
+            io::Error::last_os_error()
+        );
     }
 }
 
@@ -599,9 +678,17 @@ fn set_backlog(listener: &TcpListener) {
 fn head_error(e: HeadError) -> Response {
     match e {
         HeadError::Malformed(why) => Response::error(400, "bad_request", why),
-        HeadError::TooLarge => Response::error(431, "headers_too_large", "request head over 8 KiB or 64 headers"),
-        HeadError::LengthRequired => Response::error(411, "length_required", "a body needs Content-Length"),
-        HeadError::BodyTooLarge => Response::error(413, "body_too_large", "request body over 64 KiB"),
+        HeadError::TooLarge => Response::error(
+            431,
+            "headers_too_large",
+            "request head over 8 KiB or 64 headers",
+        ),
+        HeadError::LengthRequired => {
+            Response::error(411, "length_required", "a body needs Content-Length")
+        }
+        HeadError::BodyTooLarge => {
+            Response::error(413, "body_too_large", "request body over 64 KiB")
+        }
     }
 }
 
@@ -620,7 +707,10 @@ fn on_message(app: &mut App, out: &mut Outbox, token: Token, echo: bool, msg: Me
         Message::Text(text) => app.on_ws_text(token, text, out),
         Message::Binary(_) => {
             out.metrics.ws_frames_in += 1;
-            let e = crate::hub::presence::FrameError::new("bad_json", "binary frames are not supported; send JSON text");
+            let e = crate::hub::presence::FrameError::new(
+                "bad_json",
+                "binary frames are not supported; send JSON text",
+            );
             app.send_error(token, &e, None, out);
         }
         Message::Ping(payload) => reply_frame(out, token, codec::PONG, payload),
@@ -632,7 +722,12 @@ fn on_message(app: &mut App, out: &mut Outbox, token: Token, echo: bool, msg: Me
     }
 }
 
-fn reply_frame(out: &mut Outbox, token: Token, opcode: tungstenite::protocol::frame::coding::OpCode, payload: &[u8]) {
+fn reply_frame(
+    out: &mut Outbox,
+    token: Token,
+    opcode: tungstenite::protocol::frame::coding::OpCode,
+    payload: &[u8],
+) {
     let mut bytes = Vec::with_capacity(payload.len() + codec::MAX_HEADER);
     codec::encode(&mut bytes, opcode, payload);
     out.reply(token, &bytes);
@@ -660,15 +755,29 @@ pub enum Timer {
 }
 
 /// The timer rules, as a pure function of a connection's clocks (seconds).
-pub fn timer_due(kind: Kind, closing: Option<Closing>, last_input: u32, timer_start: u32, now: u32) -> Timer {
+pub fn timer_due(
+    kind: Kind,
+    closing: Option<Closing>,
+    last_input: u32,
+    timer_start: u32,
+    now: u32,
+) -> Timer {
     let since = |t: u32| now.saturating_sub(t);
     match (closing, kind) {
-        (Some(Closing::Draining(at)), _) if since(at) >= CLOSE_LINGER.as_secs() as u32 => Timer::Drop,
-        (Some(Closing::AfterFlush(at)), _) if since(at) >= CLOSE_FLUSH_TIMEOUT.as_secs() as u32 => Timer::Drop,
+        (Some(Closing::Draining(at)), _) if since(at) >= CLOSE_LINGER.as_secs() as u32 => {
+            Timer::Drop
+        }
+        (Some(Closing::AfterFlush(at)), _) if since(at) >= CLOSE_FLUSH_TIMEOUT.as_secs() as u32 => {
+            Timer::Drop
+        }
         (Some(_), _) => Timer::None,
         (None, Kind::Http { waiting: true }) => Timer::None,
         (None, Kind::Http { waiting: false }) => {
-            if since(timer_start) >= HEAD_TIMEOUT.as_secs() as u32 { Timer::Drop } else { Timer::None }
+            if since(timer_start) >= HEAD_TIMEOUT.as_secs() as u32 {
+                Timer::Drop
+            } else {
+                Timer::None
+            }
         }
         (None, Kind::Ws) if since(last_input) >= IDLE_TIMEOUT.as_secs() as u32 => Timer::Idle,
         (None, Kind::Ws) if since(timer_start) >= PING_INTERVAL.as_secs() as u32 => Timer::Ping,
@@ -683,12 +792,17 @@ mod tests {
     /// WebSockets are pinged every 30 s and closed after 60 s of silence.
     #[test]
     fn ws_ping_and_idle() {
-        let t = |last_input, timer_start, now| timer_due(Kind::Ws, None, last_input, timer_start, now);
+        let t =
+            |last_input, timer_start, now| timer_due(Kind::Ws, None, last_input, timer_start, now);
         assert_eq!(t(0, 0, 29), Timer::None);
         assert_eq!(t(0, 0, 30), Timer::Ping);
         assert_eq!(t(25, 30, 59), Timer::None, "pinged at 30, input at 25");
         assert_eq!(t(25, 30, 60), Timer::Ping);
-        assert_eq!(t(0, 30, 60), Timer::Idle, "silence for 60 s wins over the ping");
+        assert_eq!(
+            t(0, 30, 60),
+            Timer::Idle,
+            "silence for 60 s wins over the ping"
+        );
     }
 
     /// An HTTP connection has 10 s for a head, unless it is waiting on us.
@@ -706,7 +820,13 @@ mod tests {
         let t = |now| timer_due(Kind::Ws, Some(Closing::Draining(5)), 0, 0, now);
         assert_eq!(t(6), Timer::None);
         assert_eq!(t(7), Timer::Drop);
-        assert_eq!(timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 14), Timer::None);
-        assert_eq!(timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 15), Timer::Drop);
+        assert_eq!(
+            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 14),
+            Timer::None
+        );
+        assert_eq!(
+            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 15),
+            Timer::Drop
+        );
     }
 }

@@ -125,7 +125,11 @@ impl Directory {
                 id: 0,
                 name: "".into(),
                 email: "".into(),
-                password: PasswordHash { iterations: 0, salt: [0; 16], hash: [0; 32] },
+                password: PasswordHash {
+                    iterations: 0,
+                    salt: [0; 16],
+                    hash: [0; 32],
+                },
                 last_seen_ms: None,
                 unread_sources: false,
             });
@@ -152,7 +156,11 @@ mod tests {
             id,
             username: name.into(),
             email: format!("{name}@x.org"),
-            password: PasswordHash { iterations: 1, salt: [0; 16], hash: [0; 32] },
+            password: PasswordHash {
+                iterations: 1,
+                salt: [0; 16],
+                hash: [0; 32],
+            },
             created_ms: 0,
             last_seen_ms: None,
         }

@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use ring::hmac::{HMAC_SHA256, HMAC_SHA512};
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn claims(sub: &str, name: &str, iat: i64, exp: i64) -> Value {
     json!({"sub": sub, "name": name, "iat": iat, "exp": exp})
@@ -40,7 +40,12 @@ fn crafted_hs256_token_is_accepted() {
     let s = Server::start();
     let id = user_id(&s, "alice");
     let now = unix_now();
-    let t = craft_jwt(&hs256(), &claims(&id, "alice", now, now + 3600), HMAC_SHA256, JWT_SECRET.as_bytes());
+    let t = craft_jwt(
+        &hs256(),
+        &claims(&id, "alice", now, now + 3600),
+        HMAC_SHA256,
+        JWT_SECRET.as_bytes(),
+    );
     let r = s.get("/api/me", Some(&t));
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["user"]["username"], "alice");
@@ -53,7 +58,11 @@ fn bad_signature_is_401() {
     let id = user_id(&s, "alice");
     let now = unix_now();
     let c = claims(&id, "alice", now, now + 3600);
-    assert_rejected(&s, &craft_jwt(&hs256(), &c, HMAC_SHA256, b"some-other-secret"), "wrong secret");
+    assert_rejected(
+        &s,
+        &craft_jwt(&hs256(), &c, HMAC_SHA256, b"some-other-secret"),
+        "wrong secret",
+    );
     let good = craft_jwt(&hs256(), &c, HMAC_SHA256, JWT_SECRET.as_bytes());
     let sig = good.rsplit('.').next().unwrap();
     let bob = user_id(&s, "bob");
@@ -66,7 +75,11 @@ fn bad_signature_is_401() {
     let mut flipped = good.clone().into_bytes();
     let last = flipped.len() - 2;
     flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
-    assert_rejected(&s, &String::from_utf8(flipped).unwrap(), "one signature character changed");
+    assert_rejected(
+        &s,
+        &String::from_utf8(flipped).unwrap(),
+        "one signature character changed",
+    );
 }
 
 /// `alg: none` (unsigned) and any other algorithm (HS512 with the right secret) are 401.
@@ -84,10 +97,20 @@ fn other_algorithms_are_401() {
         );
         assert_rejected(&s, &unsigned, &format!("alg {alg}"));
     }
-    let hs512 = craft_jwt(&json!({"alg": "HS512", "typ": "JWT"}), &c, HMAC_SHA512, JWT_SECRET.as_bytes());
+    let hs512 = craft_jwt(
+        &json!({"alg": "HS512", "typ": "JWT"}),
+        &c,
+        HMAC_SHA512,
+        JWT_SECRET.as_bytes(),
+    );
     assert_rejected(&s, &hs512, "alg HS512");
     // HS256 signature but the header claims HS512.
-    let mislabelled = craft_jwt(&json!({"alg": "HS512", "typ": "JWT"}), &c, HMAC_SHA256, JWT_SECRET.as_bytes());
+    let mislabelled = craft_jwt(
+        &json!({"alg": "HS512", "typ": "JWT"}),
+        &c,
+        HMAC_SHA256,
+        JWT_SECRET.as_bytes(),
+    );
     assert_rejected(&s, &mislabelled, "HS256 signature labelled HS512");
 }
 
@@ -97,9 +120,19 @@ fn expired_token_is_401() {
     let s = Server::start();
     let id = user_id(&s, "alice");
     let now = unix_now();
-    let t = craft_jwt(&hs256(), &claims(&id, "alice", now - 90_000, now - 3600), HMAC_SHA256, JWT_SECRET.as_bytes());
+    let t = craft_jwt(
+        &hs256(),
+        &claims(&id, "alice", now - 90_000, now - 3600),
+        HMAC_SHA256,
+        JWT_SECRET.as_bytes(),
+    );
     assert_rejected(&s, &t, "expired an hour ago");
-    let t = craft_jwt(&hs256(), &json!({"sub": id, "name": "alice", "iat": now}), HMAC_SHA256, JWT_SECRET.as_bytes());
+    let t = craft_jwt(
+        &hs256(),
+        &json!({"sub": id, "name": "alice", "iat": now}),
+        HMAC_SHA256,
+        JWT_SECRET.as_bytes(),
+    );
     assert_rejected(&s, &t, "no exp claim");
 }
 
@@ -111,7 +144,12 @@ fn token_for_unknown_user_is_401() {
     let now = unix_now();
     for sub in ["999999", "0", "-1", "alice", ""] {
         assert_ne!(sub, id);
-        let t = craft_jwt(&hs256(), &claims(sub, "ghost", now, now + 3600), HMAC_SHA256, JWT_SECRET.as_bytes());
+        let t = craft_jwt(
+            &hs256(),
+            &claims(sub, "ghost", now, now + 3600),
+            HMAC_SHA256,
+            JWT_SECRET.as_bytes(),
+        );
         assert_rejected(&s, &t, &format!("sub {sub:?}"));
     }
 }
@@ -128,7 +166,9 @@ fn generated_secret_survives_restart() {
     assert_eq!(r.status, 200, "token after restart: {}", r.text());
     let other = Server::builder().no_jwt_secret().start();
     other.signup("alice");
-    other.get("/api/me", Some(&tok)).assert_error(401, "unauthorized");
+    other
+        .get("/api/me", Some(&tok))
+        .assert_error(401, "unauthorized");
 }
 
 /// Password hashes carry their own iteration count: a user created at 1000 iterations still
@@ -142,8 +182,12 @@ fn stored_iteration_count_is_used_after_restart() {
     drop(s);
     let s = Server::builder().iterations(1500).start_in(dir);
     assert_eq!(s.login("alice", PASSWORD)["user"]["username"], "alice");
-    s.post_json("/api/login", &json!({"username": "alice", "password": "wrong-password"}), None)
-        .assert_error(401, "invalid_credentials");
+    s.post_json(
+        "/api/login",
+        &json!({"username": "alice", "password": "wrong-password"}),
+        None,
+    )
+    .assert_error(401, "invalid_credentials");
 }
 
 /// The login token works for WebSocket upgrades as `?token=` and as an `Authorization: Bearer` header.

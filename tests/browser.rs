@@ -45,5 +45,8 @@ fn browser_suite() {
         .stdin(Stdio::null())
         .status()
         .expect("failed to run node");
-    assert!(status.success(), "the browser tests failed (node exited with {status}); screenshots are in tests/browser/artifacts/");
+    assert!(
+        status.success(),
+        "the browser tests failed (node exited with {status}); screenshots are in tests/browser/artifacts/"
+    );
 }

@@ -12,17 +12,28 @@ use std::time::{Duration, Instant};
 /// at 1000 iterations (a login is fast) and does not rate-limit.
 #[test]
 fn environment_variables_configure_the_server() {
-    let s = Server::builder().config_via_env().env("HUBBUB_RATE_LIMIT", "0").start();
+    let s = Server::builder()
+        .config_via_env()
+        .env("HUBBUB_RATE_LIMIT", "0")
+        .start();
     assert_ne!(s.addr.port(), 0, "the logged address carries the real port");
     assert!(s.db_path().exists(), "database not created at HUBBUB_DB");
     s.signup("alice");
     let t = Instant::now();
     s.login("alice", PASSWORD);
-    assert!(t.elapsed() < Duration::from_millis(100), "login took {:?}: iterations not from env", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "login took {:?}: iterations not from env",
+        t.elapsed()
+    );
     let (mut a, _) = s.user("bob");
     a.join("general");
     let contents: Vec<String> = (0..100).map(|i| format!("m{i}")).collect();
-    assert_eq!(a.say_many("general", &contents, "e").len(), 100, "rate limit 0 from env");
+    assert_eq!(
+        a.say_many("general", &contents, "e").len(),
+        100,
+        "rate limit 0 from env"
+    );
 }
 
 /// `HUBBUB_RATE_LIMIT=1` gives a burst of 2.

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn signup_body(u: &str, e: &str, p: &str) -> Value {
     json!({"username": u, "email": e, "password": p})
@@ -14,9 +14,17 @@ fn signup_body(u: &str, e: &str, p: &str) -> Value {
 #[test]
 fn signup_returns_201_and_the_user() {
     let s = Server::start();
-    let r = s.post_json("/api/signup", &signup_body("Alice", "alice@example.com", "password123"), None);
+    let r = s.post_json(
+        "/api/signup",
+        &signup_body("Alice", "alice@example.com", "password123"),
+        None,
+    );
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(r.header("content-type").unwrap_or("").starts_with("application/json"));
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .starts_with("application/json")
+    );
     let v = r.json();
     assert_keys(&v, &["user"]);
     assert_keys(&v["user"], &["email", "id", "username"]);
@@ -54,7 +62,13 @@ fn signup_rejects_each_invalid_field_with_400() {
         assert_eq!(r.status, 400, "signup {b} -> {} {}", r.status, r.text());
         r.assert_error(400, "invalid_input");
     }
-    let r = http(s.addr, "POST", "/api/signup", &[("Content-Type", "application/json")], Some(b"{not json"));
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/signup",
+        &[("Content-Type", "application/json")],
+        Some(b"{not json"),
+    );
     r.assert_error(400, "invalid_input");
     // Nothing of the above was created.
     let tok = s.token("checker");
@@ -67,9 +81,15 @@ fn signup_rejects_each_invalid_field_with_400() {
 #[test]
 fn signup_and_login_reject_array_bodies() {
     let s = Server::start();
-    s.post_json("/api/signup", &json!(["carol", "carol@x.io", "password123"]), None).assert_error(400, "invalid_input");
+    s.post_json(
+        "/api/signup",
+        &json!(["carol", "carol@x.io", "password123"]),
+        None,
+    )
+    .assert_error(400, "invalid_input");
     s.signup("alice");
-    s.post_json("/api/login", &json!(["alice", PASSWORD]), None).assert_error(400, "invalid_input");
+    s.post_json("/api/login", &json!(["alice", PASSWORD]), None)
+        .assert_error(400, "invalid_input");
 }
 
 /// Signup boundaries are inclusive: 3 and 32 character usernames with `_ . -`, 8 and 128
@@ -87,7 +107,10 @@ fn signup_accepts_boundary_values() {
         let r = s.post_json("/api/signup", b, None);
         assert_eq!(r.status, 201, "signup {b} -> {}", r.text());
     }
-    assert_eq!(s.login("wide", &"é".repeat(128))["user"]["username"], "wide");
+    assert_eq!(
+        s.login("wide", &"é".repeat(128))["user"]["username"],
+        "wide"
+    );
 }
 
 /// Usernames are unique case-insensitively and emails are unique: 409 `taken`.
@@ -100,7 +123,8 @@ fn signup_conflicts_are_409_taken() {
         signup_body("ALICE", "other2@example.com", "password123"),
         signup_body("alice2", "alice@example.com", "password123"),
     ] {
-        s.post_json("/api/signup", &b, None).assert_error(409, "taken");
+        s.post_json("/api/signup", &b, None)
+            .assert_error(409, "taken");
     }
 }
 
@@ -112,13 +136,28 @@ fn concurrent_signups_of_one_name() {
     let handles: Vec<_> = (0..8)
         .map(|i| {
             std::thread::spawn(move || {
-                let body = signup_body(if i % 2 == 0 { "racer" } else { "RACER" }, &format!("r{i}@x.io"), "password123");
-                http(addr, "POST", "/api/signup", &[], Some(body.to_string().as_bytes()))
+                let body = signup_body(
+                    if i % 2 == 0 { "racer" } else { "RACER" },
+                    &format!("r{i}@x.io"),
+                    "password123",
+                );
+                http(
+                    addr,
+                    "POST",
+                    "/api/signup",
+                    &[],
+                    Some(body.to_string().as_bytes()),
+                )
             })
         })
         .collect();
     let rs: Vec<Resp> = handles.into_iter().map(|h| h.join().unwrap()).collect();
-    assert_eq!(rs.iter().filter(|r| r.status == 201).count(), 1, "{:?}", rs.iter().map(|r| r.status).collect::<Vec<_>>());
+    assert_eq!(
+        rs.iter().filter(|r| r.status == 201).count(),
+        1,
+        "{:?}",
+        rs.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
     for r in rs.iter().filter(|r| r.status != 201) {
         r.assert_error(409, "taken");
     }
@@ -150,7 +189,12 @@ fn login_returns_token_and_user() {
         Value::String(s) => rfc3339_to_unix(s),
         _ => None,
     };
-    assert_eq!(expires, Some(exp), "expires_at names the token's exp: {}", v["expires_at"]);
+    assert_eq!(
+        expires,
+        Some(exp),
+        "expires_at names the token's exp: {}",
+        v["expires_at"]
+    );
 }
 
 /// Login with a missing or malformed field is 400 `invalid_input`.
@@ -158,8 +202,14 @@ fn login_returns_token_and_user() {
 fn login_malformed_is_400() {
     let s = Server::start();
     s.signup("alice");
-    for b in [json!({"username": "alice"}), json!({"password": PASSWORD}), json!({"username": 1, "password": PASSWORD}), json!("x")] {
-        s.post_json("/api/login", &b, None).assert_error(400, "invalid_input");
+    for b in [
+        json!({"username": "alice"}),
+        json!({"password": PASSWORD}),
+        json!({"username": 1, "password": PASSWORD}),
+        json!("x"),
+    ] {
+        s.post_json("/api/login", &b, None)
+            .assert_error(400, "invalid_input");
     }
     let r = http(s.addr, "POST", "/api/login", &[], Some(b"username=alice"));
     r.assert_error(400, "invalid_input");
@@ -170,11 +220,22 @@ fn login_malformed_is_400() {
 fn login_failures_are_indistinguishable() {
     let s = Server::start();
     s.signup("alice");
-    let wrong = s.post_json("/api/login", &json!({"username": "alice", "password": "wrong-password"}), None);
-    let unknown = s.post_json("/api/login", &json!({"username": "nobody", "password": "wrong-password"}), None);
+    let wrong = s.post_json(
+        "/api/login",
+        &json!({"username": "alice", "password": "wrong-password"}),
+        None,
+    );
+    let unknown = s.post_json(
+        "/api/login",
+        &json!({"username": "nobody", "password": "wrong-password"}),
+        None,
+    );
     wrong.assert_error(401, "invalid_credentials");
     unknown.assert_error(401, "invalid_credentials");
-    assert_eq!(wrong.body, unknown.body, "same answer for unknown user and wrong password");
+    assert_eq!(
+        wrong.body, unknown.body,
+        "same answer for unknown user and wrong password"
+    );
     assert_eq!(wrong.header("content-type"), unknown.header("content-type"));
 }
 
@@ -188,12 +249,20 @@ fn me_requires_a_valid_bearer_token() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json(), json!({"user": user}));
     s.get("/api/me", None).assert_error(401, "unauthorized");
-    s.get("/api/me", Some("not.a.token")).assert_error(401, "unauthorized");
+    s.get("/api/me", Some("not.a.token"))
+        .assert_error(401, "unauthorized");
     s.get("/api/me", Some("")).assert_error(401, "unauthorized");
-    let basic = http(s.addr, "GET", "/api/me", &[("Authorization", &format!("Basic {tok}"))], None);
+    let basic = http(
+        s.addr,
+        "GET",
+        "/api/me",
+        &[("Authorization", &format!("Basic {tok}"))],
+        None,
+    );
     basic.assert_error(401, "unauthorized");
     // `?token=` is for WebSocket upgrades, not for REST.
-    s.get(&format!("/api/me?token={tok}"), None).assert_error(401, "unauthorized");
+    s.get(&format!("/api/me?token={tok}"), None)
+        .assert_error(401, "unauthorized");
 }
 
 /// `GET /api/users` lists every user with `online` and `last_seen` (null before the first
@@ -205,7 +274,13 @@ fn users_lists_presence_and_last_seen() {
     let tok = s.token("alice");
     s.signup("bob");
     let find = |v: &Value, name: &str| -> Value {
-        v["users"].as_array().unwrap().iter().find(|u| u["username"] == name).cloned().unwrap_or_else(|| panic!("{name} missing in {v}"))
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["username"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing in {v}"))
     };
     let v = s.get("/api/users", Some(&tok)).json();
     assert_eq!(v["users"].as_array().unwrap().len(), 2, "{v}");
@@ -220,7 +295,10 @@ fn users_lists_presence_and_last_seen() {
     assert!(a["last_seen"].as_str().is_some_and(is_rfc3339), "{a}");
     let seen_at_open = a["last_seen"].as_str().unwrap().to_string();
     std::thread::sleep(std::time::Duration::from_millis(20));
-    assert_eq!(find(&s.get("/api/users", Some(&tok)).json(), "bob")["online"], false);
+    assert_eq!(
+        find(&s.get("/api/users", Some(&tok)).json(), "bob")["online"],
+        false
+    );
 
     ws.close();
     let deadline = std::time::Instant::now() + WAIT;
@@ -229,10 +307,16 @@ fn users_lists_presence_and_last_seen() {
         if a["online"] == false {
             let seen = a["last_seen"].as_str().expect("last_seen");
             assert!(is_rfc3339(seen), "{a}");
-            assert!(seen > seen_at_open.as_str(), "last_seen moves when the last connection closes: {seen} after {seen_at_open}");
+            assert!(
+                seen > seen_at_open.as_str(),
+                "last_seen moves when the last connection closes: {seen} after {seen_at_open}"
+            );
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "alice still online after close: {a}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alice still online after close: {a}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
@@ -252,7 +336,11 @@ fn rooms_lists_active_public_and_own_private_rooms() {
     let (mut a2, _) = s.ws_ready("alice", &ta, false);
     a2.join("general");
     let rooms = s.get("/api/rooms", Some(&tb)).json();
-    assert_eq!(rooms, json!({"rooms": [{"name": "general", "private": false, "online": 1}]}), "distinct users");
+    assert_eq!(
+        rooms,
+        json!({"rooms": [{"name": "general", "private": false, "online": 1}]}),
+        "distinct users"
+    );
 
     a.say("general", "hello", "m1");
     assert_eq!(a2.expect("message")["content"], "hello");
@@ -267,16 +355,29 @@ fn rooms_lists_active_public_and_own_private_rooms() {
     a.expect("history");
 
     let rooms = s.get("/api/rooms", Some(&tc)).json();
-    assert_eq!(rooms, json!({"rooms": [{"name": "general", "private": false, "online": 0}]}), "carol sees no private room; `quiet` had no messages");
+    assert_eq!(
+        rooms,
+        json!({"rooms": [{"name": "general", "private": false, "online": 0}]}),
+        "carol sees no private room; `quiet` had no messages"
+    );
     for tok in [&ta, &tb] {
         let rooms = s.get("/api/rooms", Some(tok)).json();
         let list = rooms["rooms"].as_array().unwrap();
         assert_eq!(list.len(), 2, "{rooms}");
-        let secret = list.iter().find(|r| r["name"] == "secret").unwrap_or_else(|| panic!("{rooms}"));
+        let secret = list
+            .iter()
+            .find(|r| r["name"] == "secret")
+            .unwrap_or_else(|| panic!("{rooms}"));
         assert_eq!(secret["private"], true);
         assert_eq!(secret["owner"], "alice");
-        assert_eq!(secret["online"], 1, "the creator's connection is joined: {secret}");
-        assert!(str_set(&secret["members"]).contains(&"bob".to_string()), "{secret}");
+        assert_eq!(
+            secret["online"], 1,
+            "the creator's connection is joined: {secret}"
+        );
+        assert!(
+            str_set(&secret["members"]).contains(&"bob".to_string()),
+            "{secret}"
+        );
     }
 }
 
@@ -285,7 +386,9 @@ fn fill_room(s: &Server, ws: &mut Ws, room: &str, n: usize) -> Vec<i64> {
     let contents: Vec<String> = (0..n).map(|i| format!("msg {i}")).collect();
     let acks = ws.say_many(room, &contents, room);
     let _ = s;
-    acks.iter().map(|a| a["id"].as_i64().expect("integer id")).collect()
+    acks.iter()
+        .map(|a| a["id"].as_i64().expect("integer id"))
+        .collect()
 }
 
 /// `GET /api/messages?room=R`: message objects `{"id","room","user","content","timestamp"}`
@@ -306,18 +409,35 @@ fn messages_room_paging_with_before_and_limit() {
     assert_eq!(last["room"], "general");
     assert_eq!(last["user"], "alice");
     assert_eq!(last["content"], "msg 229");
-    assert!(is_rfc3339_millis(last["timestamp"].as_str().unwrap()), "{last}");
+    assert!(
+        is_rfc3339_millis(last["timestamp"].as_str().unwrap()),
+        "{last}"
+    );
 
     let m = s.messages(&ta, "room=general&limit=3");
-    assert_eq!(m.iter().map(|x| x["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids[227..]);
+    assert_eq!(
+        m.iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids[227..]
+    );
     let m = s.messages(&ta, &format!("room=general&before={}&limit=3", ids[10]));
-    assert_eq!(m.iter().map(|x| x["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids[7..10]);
+    assert_eq!(
+        m.iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids[7..10]
+    );
     let m = s.messages(&ta, &format!("room=general&before={}", ids[0]));
     assert!(m.is_empty());
     let m = s.messages(&ta, "room=general&limit=1000");
     assert_eq!(m.len(), 200, "limit clamped to 200");
     assert_eq!(m[0]["id"].as_i64().unwrap(), ids[30]);
-    assert_eq!(s.messages(&ta, "room=nowhere"), Vec::<Value>::new(), "an unused public room is empty");
+    assert_eq!(
+        s.messages(&ta, "room=nowhere"),
+        Vec::<Value>::new(),
+        "an unused public room is empty"
+    );
 }
 
 /// A full page of long messages (200 x 4000 two-byte characters, about 1.6 MB) is served whole.
@@ -330,7 +450,10 @@ fn messages_large_page_is_served() {
     a.say_many("wide", &wide, "w");
     let m = s.messages(&ta, "room=wide&limit=200");
     assert_eq!(m.len(), 200);
-    assert!(m.iter().all(|x| x["content"].as_str().map(|c| c.chars().count()) == Some(4000)));
+    assert!(
+        m.iter()
+            .all(|x| x["content"].as_str().map(|c| c.chars().count()) == Some(4000))
+    );
 }
 
 /// `?room=R&page=P`: `page=1` is the newest 50 (oldest first), `page=2` the 50 before.
@@ -339,7 +462,11 @@ fn messages_room_pages() {
     let s = Server::builder().rate_limit(0).start();
     let (mut a, ta) = s.user("alice");
     let ids = fill_room(&s, &mut a, "general", 120);
-    let ids_of = |m: Vec<Value>| m.iter().map(|x| x["id"].as_i64().unwrap()).collect::<Vec<_>>();
+    let ids_of = |m: Vec<Value>| {
+        m.iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(ids_of(s.messages(&ta, "room=general&page=1")), ids[70..]);
     assert_eq!(ids_of(s.messages(&ta, "room=general&page=2")), ids[20..70]);
     assert_eq!(ids_of(s.messages(&ta, "room=general&page=3")), ids[..20]);
@@ -354,7 +481,8 @@ fn messages_failure_codes() {
     let s = Server::start();
     let (mut a, ta) = s.user("alice");
     let tb = s.token("bob");
-    s.get("/api/messages?room=general", None).assert_error(401, "unauthorized");
+    s.get("/api/messages?room=general", None)
+        .assert_error(401, "unauthorized");
     for q in [
         "",
         "?",
@@ -370,14 +498,22 @@ fn messages_failure_codes() {
         "?room=general&page=x",
     ] {
         let r = s.get(&format!("/api/messages{q}"), Some(&ta));
-        assert_eq!(r.status, 400, "GET /api/messages{q}: {} {}", r.status, r.text());
+        assert_eq!(
+            r.status,
+            400,
+            "GET /api/messages{q}: {} {}",
+            r.status,
+            r.text()
+        );
         r.assert_error(400, "invalid_input");
     }
     a.create_room("secret", &[]);
     a.say("secret", "hush", "c1");
     assert_eq!(s.messages(&ta, "room=secret").len(), 1);
-    s.get("/api/messages?room=secret", Some(&tb)).assert_error(403, "forbidden");
-    s.get("/api/messages?with=ghost", Some(&ta)).assert_error(404, "no_such_user");
+    s.get("/api/messages?room=secret", Some(&tb))
+        .assert_error(403, "forbidden");
+    s.get("/api/messages?with=ghost", Some(&ta))
+        .assert_error(404, "no_such_user");
 }
 
 /// `GET /api/messages?with=U`: the caller's conversation with U, both directions, oldest first,
@@ -390,29 +526,57 @@ fn messages_with_user_is_the_private_conversation() {
     let tc = s.token("carol");
     a.expect_after("user_status", &[]);
     let mut ids = vec![];
-    for (from, to, text) in [("a", "bob", "hi bob"), ("b", "alice", "hi alice"), ("a", "bob", "how are you")] {
+    for (from, to, text) in [
+        ("a", "bob", "hi bob"),
+        ("b", "alice", "hi alice"),
+        ("a", "bob", "how are you"),
+    ] {
         let c = if from == "a" { &mut a } else { &mut b };
-        c.send_json(&json!({"type": "private_message", "to": to, "content": text, "client_id": text}));
+        c.send_json(
+            &json!({"type": "private_message", "to": to, "content": text, "client_id": text}),
+        );
         let ack = c.expect_after("ack", &["private_message", "delivered"]);
         ids.push(ack["id"].as_i64().unwrap());
     }
     let m = s.messages(&ta, "with=bob");
     assert_eq!(m.len(), 3, "{m:?}");
-    assert_eq!(m.iter().map(|x| x["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        m.iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids
+    );
     assert_eq!(m[0]["from"], "alice");
     assert_eq!(m[0]["to"], "bob");
     assert_eq!(m[1]["from"], "bob");
     assert_eq!(m[1]["to"], "alice");
     assert_eq!(m[1]["content"], "hi alice");
-    assert!(m[0].get("room").is_none(), "private messages have no room: {}", m[0]);
+    assert!(
+        m[0].get("room").is_none(),
+        "private messages have no room: {}",
+        m[0]
+    );
     assert!(is_rfc3339_millis(m[2]["timestamp"].as_str().unwrap()));
-    assert_eq!(s.messages(&tb, "with=alice"), m, "the same conversation from bob's side");
-    assert!(s.messages(&tc, "with=alice").is_empty(), "carol sees nothing of it");
+    assert_eq!(
+        s.messages(&tb, "with=alice"),
+        m,
+        "the same conversation from bob's side"
+    );
+    assert!(
+        s.messages(&tc, "with=alice").is_empty(),
+        "carol sees nothing of it"
+    );
     let m = s.messages(&ta, "with=bob&limit=1");
     assert_eq!(m[0]["id"].as_i64().unwrap(), ids[2]);
     let m = s.messages(&ta, &format!("with=bob&before={}", ids[2]));
-    assert_eq!(m.iter().map(|x| x["id"].as_i64().unwrap()).collect::<Vec<_>>(), ids[..2]);
-    s.get("/api/messages?with=bob", None).assert_error(401, "unauthorized");
+    assert_eq!(
+        m.iter()
+            .map(|x| x["id"].as_i64().unwrap())
+            .collect::<Vec<_>>(),
+        ids[..2]
+    );
+    s.get("/api/messages?with=bob", None)
+        .assert_error(401, "unauthorized");
 }
 
 /// `GET /healthz` is 200 `ok` without a token.
@@ -433,7 +597,10 @@ fn metrics_is_prometheus_text() {
     let r = s.get("/metrics", None);
     assert_eq!(r.status, 200);
     let ct = r.header("content-type").unwrap_or("");
-    assert!(ct.starts_with("text/plain; version=0.0.4"), "content-type {ct:?}");
+    assert!(
+        ct.starts_with("text/plain; version=0.0.4"),
+        "content-type {ct:?}"
+    );
     let body = r.text();
     let mut samples = 0;
     let mut types = 0;
@@ -443,24 +610,35 @@ fn metrics_is_prometheus_text() {
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let t = rest.split_whitespace().nth(1).unwrap_or("");
-            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&t), "bad TYPE line {line:?}");
+            assert!(
+                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&t),
+                "bad TYPE line {line:?}"
+            );
             types += 1;
             continue;
         }
         if line.starts_with('#') {
             continue;
         }
-        let (name_part, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let (name_part, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
         let name_part = name_part.trim();
         let name = name_part.split('{').next().unwrap();
         assert!(
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "bad metric name in {line:?}"
         );
         if name_part.contains('{') {
             assert!(name_part.ends_with('}'), "bad labels in {line:?}");
         }
-        assert!(value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value), "bad value in {line:?}");
+        assert!(
+            value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+            "bad value in {line:?}"
+        );
         samples += 1;
     }
     assert!(samples > 0 && types > 0, "no metrics: {body}");

@@ -31,8 +31,15 @@ fn healthz_stays_fast_while_8_logins_hash() {
             thread::spawn(move || {
                 let body = json!({"username": "alice", "password": PASSWORD}).to_string();
                 let mut c = HttpConn::connect(addr);
-                c.stream().set_read_timeout(Some(Duration::from_secs(120))).unwrap();
-                let r = c.request("POST", "/api/login", &[("Content-Type", "application/json")], Some(body.as_bytes()));
+                c.stream()
+                    .set_read_timeout(Some(Duration::from_secs(120)))
+                    .unwrap();
+                let r = c.request(
+                    "POST",
+                    "/api/login",
+                    &[("Content-Type", "application/json")],
+                    Some(body.as_bytes()),
+                );
                 done.fetch_add(1, Ordering::SeqCst);
                 r.status
             })
@@ -59,8 +66,14 @@ fn healthz_stays_fast_while_8_logins_hash() {
     eprintln!("{probes} probes, slowest {worst:?}");
     let statuses: Vec<u16> = logins.into_iter().map(|h| h.join().unwrap()).collect();
     assert_eq!(statuses, vec![200; 8], "all 8 logins succeed");
-    assert!(probes >= 5, "logins finished too fast to measure anything ({probes} probes)");
-    assert!(worst < Duration::from_millis(50), "slowest /healthz round trip {worst:?} over {probes} probes");
+    assert!(
+        probes >= 5,
+        "logins finished too fast to measure anything ({probes} probes)"
+    );
+    assert!(
+        worst < Duration::from_millis(50),
+        "slowest /healthz round trip {worst:?} over {probes} probes"
+    );
 }
 
 /// Login for an unknown user takes a similar time to a wrong password (a dummy hash is
@@ -72,7 +85,11 @@ fn unknown_user_login_takes_similar_time() {
     s.signup("alice");
     let time = |user: &str| {
         let t = Instant::now();
-        let r = s.post_json("/api/login", &json!({"username": user, "password": "wrong-password"}), None);
+        let r = s.post_json(
+            "/api/login",
+            &json!({"username": user, "password": "wrong-password"}),
+            None,
+        );
         r.assert_error(401, "invalid_credentials");
         t.elapsed()
     };

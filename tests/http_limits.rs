@@ -22,9 +22,14 @@ fn malformed_request_is_400_then_close() {
     ] {
         let mut c = HttpConn::connect(s.addr);
         c.send_raw(raw).unwrap();
-        let r = c.read_response().unwrap_or_else(|e| panic!("no 400 for {raw:?}: {e}"));
+        let r = c
+            .read_response()
+            .unwrap_or_else(|e| panic!("no 400 for {raw:?}: {e}"));
         assert_eq!(r.status, 400, "{raw:?} -> {}", r.status);
-        assert!(c.closed_within(Duration::from_secs(2)), "connection left open after 400 for {raw:?}");
+        assert!(
+            c.closed_within(Duration::from_secs(2)),
+            "connection left open after 400 for {raw:?}"
+        );
     }
     let r = s.get("/healthz", None);
     assert_eq!(r.status, 200, "server still serves");
@@ -34,7 +39,13 @@ fn malformed_request_is_400_then_close() {
 #[test]
 fn oversized_head_is_431() {
     let s = Server::start();
-    let ok = http(s.addr, "GET", "/healthz", &[("X-Pad", &"a".repeat(7000))], None);
+    let ok = http(
+        s.addr,
+        "GET",
+        "/healthz",
+        &[("X-Pad", &"a".repeat(7000))],
+        None,
+    );
     assert_eq!(ok.status, 200, "a 7 KB head is fine");
     let mut c = HttpConn::connect(s.addr);
     let raw = build_request("GET", "/healthz", &[("X-Pad", &"a".repeat(9000))], None);
@@ -42,7 +53,8 @@ fn oversized_head_is_431() {
     assert_eq!(c.read_response().expect("a response").status, 431);
     // A head that never ends but keeps growing past 8 KiB is also 431 (not a wait for more).
     let mut c = HttpConn::connect(s.addr);
-    c.send_raw(format!("GET /healthz HTTP/1.1\r\nX-Pad: {}", "b".repeat(9000)).as_bytes()).unwrap();
+    c.send_raw(format!("GET /healthz HTTP/1.1\r\nX-Pad: {}", "b".repeat(9000)).as_bytes())
+        .unwrap();
     assert_eq!(c.read_response().expect("a response").status, 431);
 }
 
@@ -52,9 +64,17 @@ fn too_many_headers_is_431() {
     let s = Server::start();
     let names: Vec<String> = (0..64).map(|i| format!("X-H{i}")).collect();
     let mut hs: Vec<(&str, &str)> = names.iter().take(63).map(|n| (n.as_str(), "v")).collect();
-    assert_eq!(http(s.addr, "GET", "/healthz", &hs, None).status, 200, "Host + 63 = 64 headers");
+    assert_eq!(
+        http(s.addr, "GET", "/healthz", &hs, None).status,
+        200,
+        "Host + 63 = 64 headers"
+    );
     hs.push((names[63].as_str(), "v"));
-    assert_eq!(http(s.addr, "GET", "/healthz", &hs, None).status, 431, "Host + 64 = 65 headers");
+    assert_eq!(
+        http(s.addr, "GET", "/healthz", &hs, None).status,
+        431,
+        "Host + 64 = 65 headers"
+    );
 }
 
 /// A body over 64 KiB is 413 (decided from Content-Length, before the body arrives);
@@ -70,7 +90,13 @@ fn oversized_body_is_413() {
     let mut body = vec![b' '; 65536];
     body[0] = b'{';
     body[65535] = b'}';
-    let r = http(s.addr, "POST", "/api/signup", &[("Content-Type", "application/json")], Some(&body));
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/signup",
+        &[("Content-Type", "application/json")],
+        Some(&body),
+    );
     r.assert_error(400, "invalid_input");
 }
 
@@ -92,7 +118,11 @@ fn body_after_413_is_not_parsed_as_a_request() {
     assert_eq!(c.read_response().expect("413").status, 413);
     match c.read_response() {
         Err(_) => {}
-        Ok(r) => assert_eq!(r.status, 200, "the body was parsed as requests: got {} after the 413", r.status),
+        Ok(r) => assert_eq!(
+            r.status, 200,
+            "the body was parsed as requests: got {} after the 413",
+            r.status
+        ),
     }
 }
 
@@ -102,27 +132,50 @@ fn header_names_are_case_insensitive() {
     let s = Server::start();
     let tok = s.token("alice");
     let body = br#"{"username":"alice","password":"correct horse battery"}"#;
-    let raw = format!("POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n", body.len());
+    let raw = format!(
+        "POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
     let mut c = HttpConn::connect(s.addr);
     c.send_raw(&[raw.as_bytes(), body].concat()).unwrap();
     assert_eq!(c.read_response().unwrap().status, 200);
-    let r = c.request("GET", "/api/me", &[("AUTHORIZATION", &format!("Bearer {tok}")), ("connection", "CLOSE")], None);
+    let r = c.request(
+        "GET",
+        "/api/me",
+        &[
+            ("AUTHORIZATION", &format!("Bearer {tok}")),
+            ("connection", "CLOSE"),
+        ],
+        None,
+    );
     assert_eq!(r.status, 200);
-    assert!(c.closed_within(Duration::from_secs(2)), "`connection: CLOSE` not honoured");
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "`connection: CLOSE` not honoured"
+    );
 }
 
 /// A POST without `Content-Length` (no body, or a chunked one) is 411.
 #[test]
 fn post_without_content_length_is_411() {
     let s = Server::start();
-    let r = http_raw(s.addr, b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n").unwrap();
+    let r = http_raw(
+        s.addr,
+        b"POST /api/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n",
+    )
+    .unwrap();
     assert_eq!(r.status, 411, "{}", r.text());
     let r = http_raw(
         s.addr,
         b"POST /api/login HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
     )
     .unwrap();
-    assert_eq!(r.status, 411, "a chunked body has no Content-Length: {}", r.text());
+    assert_eq!(
+        r.status,
+        411,
+        "a chunked body has no Content-Length: {}",
+        r.text()
+    );
 }
 
 /// An unknown method on a known path is 405; an unknown path stays 404.
@@ -145,10 +198,18 @@ fn wrong_method_on_known_path_is_405() {
         let r = http(s.addr, m, p, &[("Authorization", &auth)], body);
         assert_eq!(r.status, 405, "{m} {p} -> {} {}", r.status, r.text());
         // RFC 9110 15.5.6: a 405 MUST carry `Allow`, listing the path's methods.
-        let allow = r.header("allow").unwrap_or_else(|| panic!("{m} {p}: 405 without Allow"));
-        assert!(!allow.contains(m), "{m} {p}: Allow {allow:?} lists the refused method");
+        let allow = r
+            .header("allow")
+            .unwrap_or_else(|| panic!("{m} {p}: 405 without Allow"));
+        assert!(
+            !allow.contains(m),
+            "{m} {p}: Allow {allow:?} lists the refused method"
+        );
     }
-    assert_eq!(http(s.addr, "DELETE", "/api/nope", &[], Some(b"")).status, 404);
+    assert_eq!(
+        http(s.addr, "DELETE", "/api/nope", &[], Some(b"")).status,
+        404
+    );
 }
 
 /// Keep-alive: several requests on one connection; pipelined requests sent in one write
@@ -159,17 +220,38 @@ fn keep_alive_and_pipelining_answer_in_order() {
     let tok = s.token("alice");
     let mut c = HttpConn::connect(s.addr);
     assert_eq!(c.request("GET", "/healthz", &[], None).status, 200);
-    assert_eq!(c.request("GET", "/api/me", &[("Authorization", &format!("Bearer {tok}"))], None).status, 200);
+    assert_eq!(
+        c.request(
+            "GET",
+            "/api/me",
+            &[("Authorization", &format!("Bearer {tok}"))],
+            None
+        )
+        .status,
+        200
+    );
 
     let mut raw = Vec::new();
     raw.extend(build_request("GET", "/healthz", &[], None));
     raw.extend(build_request("GET", "/api/nope", &[], None));
     raw.extend(build_request("GET", "/api/me", &[], None));
-    raw.extend(build_request("POST", "/api/login", &[], Some(br#"{"username":"alice","password":"wrong-password"}"#)));
-    raw.extend(build_request("GET", "/api/me", &[("Authorization", &format!("Bearer {tok}"))], None));
+    raw.extend(build_request(
+        "POST",
+        "/api/login",
+        &[],
+        Some(br#"{"username":"alice","password":"wrong-password"}"#),
+    ));
+    raw.extend(build_request(
+        "GET",
+        "/api/me",
+        &[("Authorization", &format!("Bearer {tok}"))],
+        None,
+    ));
     raw.extend(build_request("GET", "/healthz", &[], None));
     c.send_raw(&raw).unwrap();
-    let statuses: Vec<u16> = (0..6).map(|_| c.read_response().expect("pipelined response").status).collect();
+    let statuses: Vec<u16> = (0..6)
+        .map(|_| c.read_response().expect("pipelined response").status)
+        .collect();
     assert_eq!(statuses, [200, 404, 401, 401, 200, 200]);
 }
 
@@ -182,7 +264,11 @@ fn body_on_get_is_consumed() {
     raw.extend(build_request("GET", "/healthz", &[], None));
     c.send_raw(&raw).unwrap();
     assert_eq!(c.read_response().unwrap().status, 200);
-    assert_eq!(c.read_response().unwrap().status, 200, "the GET's body was parsed as a request");
+    assert_eq!(
+        c.read_response().unwrap().status,
+        200,
+        "the GET's body was parsed as a request"
+    );
 }
 
 /// `Connection: close` is honoured: one response, then the server closes.
@@ -192,7 +278,10 @@ fn connection_close_is_honoured() {
     let mut c = HttpConn::connect(s.addr);
     let r = c.request("GET", "/healthz", &[("Connection", "close")], None);
     assert_eq!(r.status, 200);
-    assert!(c.closed_within(Duration::from_secs(2)), "still open after Connection: close");
+    assert!(
+        c.closed_within(Duration::from_secs(2)),
+        "still open after Connection: close"
+    );
 }
 
 /// A body may arrive in pieces after the head.
@@ -201,7 +290,10 @@ fn body_in_several_writes_is_assembled() {
     let s = Server::start();
     let body = br#"{"username":"alice","email":"alice@example.com","password":"password123"}"#;
     let mut c = HttpConn::connect(s.addr);
-    let head = format!("POST /api/signup HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.len());
+    let head = format!(
+        "POST /api/signup HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
     c.send_raw(head.as_bytes()).unwrap();
     thread::sleep(Duration::from_millis(50));
     c.stream().write_all(&body[..20]).unwrap();
@@ -228,16 +320,27 @@ fn incomplete_head_is_closed_after_10s() {
 
     thread::sleep(Duration::from_millis(8500));
     partial.send_raw(b"st: x\r\n").unwrap(); // progress does not extend the deadline
-    for (name, c) in [("silent", &mut silent), ("partial", &mut partial), ("idle", &mut idle)] {
+    for (name, c) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("idle", &mut idle),
+    ] {
         assert!(
             !c.closed_within(Duration::from_millis(1)),
             "{name} connection closed before 8.5 s ({:?})",
             start.elapsed()
         );
     }
-    for (name, c) in [("silent", &mut silent), ("partial", &mut partial), ("idle", &mut idle)] {
+    for (name, c) in [
+        ("silent", &mut silent),
+        ("partial", &mut partial),
+        ("idle", &mut idle),
+    ] {
         let left = Duration::from_millis(13_000).saturating_sub(start.elapsed());
-        assert!(c.closed_within(left), "{name} connection still open after 13 s");
+        assert!(
+            c.closed_within(left),
+            "{name} connection still open after 13 s"
+        );
     }
     assert_eq!(s.get("/healthz", None).status, 200);
 }

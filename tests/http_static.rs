@@ -10,8 +10,16 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-
 const SECRET: &str = "TOP-SECRET-MARKER-7f3a";
 
 fn assert_security_headers(r: &Resp, what: &str) {
-    assert_eq!(r.header("content-security-policy"), Some(CSP), "CSP on {what}");
-    assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "nosniff on {what}");
+    assert_eq!(
+        r.header("content-security-policy"),
+        Some(CSP),
+        "CSP on {what}"
+    );
+    assert_eq!(
+        r.header("x-content-type-options"),
+        Some("nosniff"),
+        "nosniff on {what}"
+    );
 }
 
 /// `GET /` serves the embedded web client: 200 text/html with ETag, CSP and nosniff.
@@ -22,7 +30,10 @@ fn index_is_html_with_security_headers() {
     assert_eq!(r.status, 200);
     let ct = r.header("content-type").unwrap_or("");
     assert!(ct.starts_with("text/html"), "content-type {ct:?}");
-    assert!(r.text().to_ascii_lowercase().contains("<html"), "not an HTML page");
+    assert!(
+        r.text().to_ascii_lowercase().contains("<html"),
+        "not an HTML page"
+    );
     assert!(r.header("etag").is_some_and(|e| !e.is_empty()), "no ETag");
     assert_security_headers(&r, "/");
 }
@@ -57,7 +68,11 @@ fn referenced_scripts_are_served() {
         .collect();
     assert!(!srcs.is_empty(), "index references no script");
     for src in srcs {
-        let path = if src.starts_with('/') { src.to_string() } else { format!("/{src}") };
+        let path = if src.starts_with('/') {
+            src.to_string()
+        } else {
+            format!("/{src}")
+        };
         let r = s.get(&path, None);
         assert_eq!(r.status, 200, "{path}");
         let ct = r.header("content-type").unwrap_or("");
@@ -70,7 +85,8 @@ fn referenced_scripts_are_served() {
 #[test]
 fn missing_file_is_404_not_found() {
     let s = Server::start();
-    s.get("/no-such-file.html", None).assert_error(404, "not_found");
+    s.get("/no-such-file.html", None)
+        .assert_error(404, "not_found");
     s.get("/js/no-such.js", None).assert_error(404, "not_found");
 }
 
@@ -78,7 +94,11 @@ fn site() -> Arc<TempDir> {
     let d = TempDir::new("site");
     let st = d.path().join("static");
     std::fs::create_dir_all(st.join("js")).unwrap();
-    std::fs::write(st.join("index.html"), "<!doctype html><html><body>site</body></html>").unwrap();
+    std::fs::write(
+        st.join("index.html"),
+        "<!doctype html><html><body>site</body></html>",
+    )
+    .unwrap();
     std::fs::write(st.join("app.css"), "body{}").unwrap();
     std::fs::write(st.join("js").join("app.js"), "console.log(1)").unwrap();
     std::fs::write(d.path().join("secret.txt"), SECRET).unwrap();
@@ -90,16 +110,31 @@ fn site() -> Arc<TempDir> {
 #[test]
 fn static_dir_serves_files_by_extension() {
     let d = site();
-    let s = Server::builder().arg("--static-dir").arg(d.path().join("static").to_str().unwrap()).start_in(d.clone());
+    let s = Server::builder()
+        .arg("--static-dir")
+        .arg(d.path().join("static").to_str().unwrap())
+        .start_in(d.clone());
     for (p, ty, body) in [
-        ("/", "text/html", "<!doctype html><html><body>site</body></html>"),
-        ("/index.html", "text/html", "<!doctype html><html><body>site</body></html>"),
+        (
+            "/",
+            "text/html",
+            "<!doctype html><html><body>site</body></html>",
+        ),
+        (
+            "/index.html",
+            "text/html",
+            "<!doctype html><html><body>site</body></html>",
+        ),
         ("/app.css", "text/css", "body{}"),
         ("/js/app.js", "javascript", "console.log(1)"),
     ] {
         let r = s.get(p, None);
         assert_eq!(r.status, 200, "{p}");
-        assert!(r.header("content-type").unwrap_or("").contains(ty), "{p}: {:?}", r.header("content-type"));
+        assert!(
+            r.header("content-type").unwrap_or("").contains(ty),
+            "{p}: {:?}",
+            r.header("content-type")
+        );
         assert_eq!(r.text(), body, "{p}");
         assert_security_headers(&r, p);
     }
@@ -110,7 +145,10 @@ fn static_dir_serves_files_by_extension() {
 #[test]
 fn path_traversal_never_leaks() {
     let d = site();
-    let s = Server::builder().arg("--static-dir").arg(d.path().join("static").to_str().unwrap()).start_in(d.clone());
+    let s = Server::builder()
+        .arg("--static-dir")
+        .arg(d.path().join("static").to_str().unwrap())
+        .start_in(d.clone());
     let attempts = [
         "/../secret.txt",
         "/%2e%2e/secret.txt",
@@ -136,14 +174,28 @@ fn path_traversal_never_leaks() {
         "/secret.txt%00.html",
     ];
     for p in attempts {
-        let r = http_raw(s.addr, format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .unwrap_or_else(|e| panic!("{p}: no response ({e})"));
+        let r = http_raw(
+            s.addr,
+            format!("GET {p} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{p}: no response ({e})"));
         let body = r.text();
-        assert!(!body.contains(SECRET) && !body.contains("root:x:0"), "{p} leaked a file: {} {body}", r.status);
+        assert!(
+            !body.contains(SECRET) && !body.contains("root:x:0"),
+            "{p} leaked a file: {} {body}",
+            r.status
+        );
         assert!(!body.contains("SQLite format"), "{p} leaked the database");
-        assert!(r.status == 400 || r.status == 404, "{p}: status {} (expected 400 or 404)", r.status);
+        assert!(
+            r.status == 400 || r.status == 404,
+            "{p}: status {} (expected 400 or 404)",
+            r.status
+        );
     }
-    for raw in ["GET ../secret.txt HTTP/1.1\r\nHost: x\r\n\r\n", "GET secret.txt HTTP/1.1\r\nHost: x\r\n\r\n"] {
+    for raw in [
+        "GET ../secret.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+        "GET secret.txt HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
         if let Ok(r) = http_raw(s.addr, raw.as_bytes()) {
             assert!(!r.text().contains(SECRET), "{raw:?} leaked");
             assert!(r.status == 400 || r.status == 404, "{raw:?}: {}", r.status);

@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::time::Duration;
 
 const NOISE: &[&str] = &["user_status"];
@@ -40,7 +40,10 @@ fn connect_sends_unread_once_and_own_status() {
     assert_eq!(frames.len(), 2, "{frames:?}");
     let unread = frames.iter().find(|f| frame_type(f) == "unread").unwrap();
     assert_eq!(unread, &json!({"type": "unread", "counts": []}));
-    let st = frames.iter().find(|f| frame_type(f) == "user_status").unwrap();
+    let st = frames
+        .iter()
+        .find(|f| frame_type(f) == "user_status")
+        .unwrap();
     assert_keys(st, &["last_seen", "status", "type", "user"]);
     assert!(st["last_seen"].as_str().is_some_and(is_rfc3339), "{st}");
     a.expect_silence(300);
@@ -58,14 +61,20 @@ fn join_replies_online_users_and_announces() {
     let s = Server::start();
     let (mut a, _) = s.user("alice");
     let ou = a.join("general");
-    assert_eq!(ou, json!({"type": "online_users", "room": "general", "users": ["alice"], "count": 1}));
+    assert_eq!(
+        ou,
+        json!({"type": "online_users", "room": "general", "users": ["alice"], "count": 1})
+    );
     let (mut b, _) = s.user("bob");
     a.expect("user_status");
     let ou = b.join("general");
     assert_keys(&ou, &["count", "room", "type", "users"]);
     assert_eq!(str_set(&ou["users"]), strs(&["alice", "bob"]));
     assert_eq!(ou["count"], 2);
-    assert_eq!(a.expect("join"), json!({"type": "join", "room": "general", "user": "bob"}));
+    assert_eq!(
+        a.expect("join"),
+        json!({"type": "join", "room": "general", "user": "bob"})
+    );
     b.expect_silence(200);
     // Joining another room does not announce in general.
     b.join("support");
@@ -93,11 +102,17 @@ fn presence_only_on_first_and_last_connection() {
     b2.send_json(&json!({"type": "leave", "room": "general"}));
     a.expect_silence(250);
     b1.send_json(&json!({"type": "leave", "room": "general"}));
-    assert_eq!(a.expect("leave"), json!({"type": "leave", "room": "general", "user": "bob"}));
+    assert_eq!(
+        a.expect("leave"),
+        json!({"type": "leave", "room": "general", "user": "bob"})
+    );
     b1.join("general");
     assert_eq!(a.expect("join")["user"], "bob");
     b1.drop_tcp();
-    assert_eq!(a.expect("leave"), json!({"type": "leave", "room": "general", "user": "bob"}));
+    assert_eq!(
+        a.expect("leave"),
+        json!({"type": "leave", "room": "general", "user": "bob"})
+    );
     a.expect_silence(250); // b2 still open: bob is not offline
     b2.close();
     let st = a.expect("user_status");
@@ -125,12 +140,17 @@ fn message_fans_out_and_is_acked() {
     for ws in [&mut a, &mut b, &mut c] {
         ws.expect("user_status");
     }
-    a.send_json(&json!({"type": "message", "room": "general", "content": "hello", "client_id": "c-1"}));
+    a.send_json(
+        &json!({"type": "message", "room": "general", "content": "hello", "client_id": "c-1"}),
+    );
     let ack = a.expect("ack");
     assert_keys(&ack, &["client_id", "id", "timestamp", "type"]);
     assert_eq!(ack["client_id"], "c-1");
     assert!(ack["id"].is_i64(), "integer id: {ack}");
-    assert!(is_rfc3339_millis(ack["timestamp"].as_str().unwrap()), "{ack}");
+    assert!(
+        is_rfc3339_millis(ack["timestamp"].as_str().unwrap()),
+        "{ack}"
+    );
     for ws in [&mut b, &mut c] {
         let m = ws.expect("message");
         assert_eq!(
@@ -163,7 +183,10 @@ fn content_round_trips_exactly() {
     let h = s.messages(&tok, "room=general");
     assert_eq!(h[0]["content"], text);
     assert_eq!(h[0]["id"], ack["id"]);
-    assert_eq!(h[0]["timestamp"], ack["timestamp"], "stored timestamp is the acked one");
+    assert_eq!(
+        h[0]["timestamp"], ack["timestamp"],
+        "stored timestamp is the acked one"
+    );
 }
 
 /// Message ids are unique and increasing across rooms.
@@ -196,8 +219,12 @@ fn duplicate_client_id_is_idempotent() {
     b.expect_silence(300);
 
     // Two copies in one write, before the first is stored.
-    a.write_json(&json!({"type": "message", "room": "general", "content": "twin", "client_id": "dup-2"}));
-    a.write_json(&json!({"type": "message", "room": "general", "content": "twin", "client_id": "dup-2"}));
+    a.write_json(
+        &json!({"type": "message", "room": "general", "content": "twin", "client_id": "dup-2"}),
+    );
+    a.write_json(
+        &json!({"type": "message", "room": "general", "content": "twin", "client_id": "dup-2"}),
+    );
     a.flush();
     let x = a.expect("ack");
     let y = a.expect("ack");
@@ -211,7 +238,9 @@ fn duplicate_client_id_is_idempotent() {
     let ta = s.login_token("alice");
     let (mut a2, _) = s.ws_ready("alice", &ta, true);
     a2.join("general");
-    a2.send_json(&json!({"type": "message", "room": "general", "content": "once", "client_id": "dup-1"}));
+    a2.send_json(
+        &json!({"type": "message", "room": "general", "content": "once", "client_id": "dup-1"}),
+    );
     assert_eq!(a2.expect("ack"), first);
     b.expect_after("join", NOISE);
     b.expect_silence(300);
@@ -247,7 +276,13 @@ fn content_length_is_validated() {
     let s = Server::start();
     let (mut a, _) = s.user("alice");
     a.join("general");
-    for c in [json!(""), json!("   \n\t "), json!(42), json!(null), json!(["x"])] {
+    for c in [
+        json!(""),
+        json!("   \n\t "),
+        json!(42),
+        json!(null),
+        json!(["x"]),
+    ] {
         a.send_json(&json!({"type": "message", "room": "general", "content": c}));
         a.expect_error("invalid_input");
     }
@@ -265,7 +300,15 @@ fn content_length_is_validated() {
 fn room_names_are_validated() {
     let s = Server::start();
     let (mut a, _) = s.user("alice");
-    for r in [json!(""), json!("General"), json!("a b"), json!("a.b"), json!("ü"), json!("a".repeat(65)), json!(7)] {
+    for r in [
+        json!(""),
+        json!("General"),
+        json!("a b"),
+        json!("a.b"),
+        json!("ü"),
+        json!("a".repeat(65)),
+        json!(7),
+    ] {
         a.send_json(&json!({"type": "join", "room": r}));
         a.expect_error("invalid_input");
     }
@@ -287,7 +330,12 @@ fn errors_keep_the_connection_open() {
     a.expect_error("bad_json");
     a.send_binary(br#"{"type":"join","room":"general"}"#);
     a.expect_error("bad_json");
-    for f in [json!({"type": "dance"}), json!({}), json!({"type": 5}), json!({"room": "general"})] {
+    for f in [
+        json!({"type": "dance"}),
+        json!({}),
+        json!({"type": 5}),
+        json!({"room": "general"}),
+    ] {
         a.send_json(&f);
         a.expect_error("unknown_type");
     }
@@ -350,7 +398,10 @@ fn plain_text_on_room_url_becomes_a_message() {
     // The room-URL connection is joined: it receives the room's messages.
     let ack = b.say("general", "to the websocat user", "b1");
     let m = a.expect("message");
-    assert_eq!((m["id"].clone(), m["user"].as_str()), (ack["id"].clone(), Some("bob")));
+    assert_eq!(
+        (m["id"].clone(), m["user"].as_str()),
+        (ack["id"].clone(), Some("bob"))
+    );
     // Not a JSON object, so also a message (not a `bad_json` error) on a room URL.
     a.send_text("{broken");
     a.expect("ack");
@@ -362,15 +413,27 @@ fn plain_text_on_room_url_becomes_a_message() {
 fn upgrade_needs_a_valid_token() {
     let s = Server::start();
     s.token("alice");
-    for path in ["/ws", "/ws?token=", "/ws?token=garbage", "/ws/room/general", "/ws/room/general?token=x.y.z"] {
+    for path in [
+        "/ws",
+        "/ws?token=",
+        "/ws?token=garbage",
+        "/ws/room/general",
+        "/ws/room/general?token=x.y.z",
+    ] {
         match ws_connect(s.addr, path, None) {
             Err(ConnectError::Http(401, _)) => {}
-            other => panic!("{path}: expected HTTP 401, got {:?}", other.map(|_| "101 upgrade")),
+            other => panic!(
+                "{path}: expected HTTP 401, got {:?}",
+                other.map(|_| "101 upgrade")
+            ),
         }
     }
     match ws_connect(s.addr, "/ws", Some("garbage")) {
         Err(ConnectError::Http(401, _)) => {}
-        other => panic!("bad bearer: expected HTTP 401, got {:?}", other.map(|_| "101 upgrade")),
+        other => panic!(
+            "bad bearer: expected HTTP 401, got {:?}",
+            other.map(|_| "101 upgrade")
+        ),
     }
 }
 
@@ -387,7 +450,10 @@ fn typing_indicators_are_relayed_not_stored() {
     for ty in ["typing", "stop_typing"] {
         a.send_json(&json!({"type": ty, "room": "general"}));
         for ws in [&mut b, &mut c] {
-            assert_eq!(ws.expect(ty), json!({"type": ty, "room": "general", "user": "alice"}));
+            assert_eq!(
+                ws.expect(ty),
+                json!({"type": ty, "room": "general", "user": "alice"})
+            );
         }
     }
     a.expect_silence(200);
@@ -402,19 +468,32 @@ fn history_of_a_room() {
     let s = Server::start();
     let (mut a, _) = s.user("alice");
     a.join("general");
-    let ids: Vec<Value> = (0..5).map(|i| a.say("general", &format!("m{i}"), &format!("k{i}"))["id"].clone()).collect();
+    let ids: Vec<Value> = (0..5)
+        .map(|i| a.say("general", &format!("m{i}"), &format!("k{i}"))["id"].clone())
+        .collect();
     let (mut b, _) = s.user("bob");
     b.send_json(&json!({"type": "history", "room": "general"}));
     let h = b.expect("history");
     assert_keys(&h, &["messages", "room", "type"]);
     assert_eq!(h["room"], "general");
     let msgs = h["messages"].as_array().unwrap();
-    assert_eq!(msgs.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(), ids);
+    assert_eq!(
+        msgs.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
+        ids
+    );
     assert_keys(&msgs[0], &["content", "id", "room", "timestamp", "user"]);
     assert_eq!(msgs[4]["content"], "m4");
     b.send_json(&json!({"type": "history", "room": "general", "before": ids[3], "limit": 2}));
     let h = b.expect("history");
-    assert_eq!(h["messages"].as_array().unwrap().iter().map(|m| m["id"].clone()).collect::<Vec<_>>(), ids[1..3]);
+    assert_eq!(
+        h["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].clone())
+            .collect::<Vec<_>>(),
+        ids[1..3]
+    );
     b.send_json(&json!({"type": "history", "room": "Bad Room"}));
     b.expect_error("invalid_input");
 }
@@ -447,7 +526,13 @@ fn join_since_replays_missed_messages() {
     let s = Server::start();
     let (mut a, _) = s.user("alice");
     a.join("general");
-    let ids: Vec<i64> = (0..5).map(|i| a.say("general", &format!("m{i}"), &format!("k{i}"))["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = (0..5)
+        .map(|i| {
+            a.say("general", &format!("m{i}"), &format!("k{i}"))["id"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
     let (mut b, _) = s.user("bob");
     a.expect("user_status");
     b.send_json(&json!({"type": "join", "room": "general", "since": ids[1]}));
@@ -474,7 +559,11 @@ fn join_since_caps_replay_at_1000() {
     let (mut a, _) = s.user("alice");
     a.join("general");
     let contents: Vec<String> = (0..1005).map(|i| format!("m{i}")).collect();
-    let ids: Vec<i64> = a.say_many("general", &contents, "k").iter().map(|x| x["id"].as_i64().unwrap()).collect();
+    let ids: Vec<i64> = a
+        .say_many("general", &contents, "k")
+        .iter()
+        .map(|x| x["id"].as_i64().unwrap())
+        .collect();
     let (mut b, _) = s.user("bob");
     for (since, expect_from, recovered) in [(0, 5, false), (ids[4], 5, true)] {
         b.send_json(&json!({"type": "join", "room": "general", "since": since}));
@@ -507,14 +596,20 @@ fn rate_limit_default_burst_40() {
             "ack" => acks += 1,
             "error" => {
                 assert_eq!(f["code"], "rate_limited", "{f}");
-                assert!(f["client_id"].is_string(), "rate_limited error echoes client_id: {f}");
+                assert!(
+                    f["client_id"].is_string(),
+                    "rate_limited error echoes client_id: {f}"
+                );
                 limited += 1;
             }
             _ => panic!("unexpected {f}"),
         }
     }
     // The join used one token of the burst of 40.
-    assert!((39..=43).contains(&acks), "acks {acks}, rate_limited {limited}");
+    assert!(
+        (39..=43).contains(&acks),
+        "acks {acks}, rate_limited {limited}"
+    );
     assert_eq!(acks + limited, 60);
     assert_eq!(s.messages(&ta, "room=general&limit=200").len(), acks);
     std::thread::sleep(Duration::from_millis(1100));
@@ -537,7 +632,10 @@ fn rate_limit_flag_sets_rate_and_burst() {
         limited += 1;
     }
     // Burst 10, one token used by the join: 9 pass (10 with a refill), the rest are limited.
-    assert!((10..=11).contains(&limited), "20 typing frames at burst 10: {limited} rate_limited errors");
+    assert!(
+        (10..=11).contains(&limited),
+        "20 typing frames at burst 10: {limited} rate_limited errors"
+    );
 }
 
 /// The rate limit is per connection: a second connection of the same user has its own budget.

@@ -5,11 +5,16 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 
 fn unread_set(v: &Value) -> Vec<String> {
     assert_eq!(frame_type(v), "unread", "{v}");
-    let mut c: Vec<String> = v["counts"].as_array().unwrap().iter().map(|x| x.to_string()).collect();
+    let mut c: Vec<String> = v["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
     c.sort();
     c
 }
@@ -28,11 +33,16 @@ fn private_message_reaches_every_connection() {
     for ws in [&mut a1, &mut a2, &mut b1, &mut b2, &mut c] {
         ws.sync();
     }
-    a1.send_json(&json!({"type": "private_message", "to": "bob", "content": "psst", "client_id": "p-1"}));
+    a1.send_json(
+        &json!({"type": "private_message", "to": "bob", "content": "psst", "client_id": "p-1"}),
+    );
     let ack = a1.expect("ack");
     assert_keys(&ack, &["client_id", "id", "timestamp", "type"]);
     assert_eq!(ack["client_id"], "p-1");
-    assert_eq!(a1.expect("delivered"), json!({"type": "delivered", "id": ack["id"]}));
+    assert_eq!(
+        a1.expect("delivered"),
+        json!({"type": "delivered", "id": ack["id"]})
+    );
     let pm = json!({"type": "private_message", "id": ack["id"], "from": "alice", "to": "bob",
                     "content": "psst", "timestamp": ack["timestamp"]});
     for ws in [&mut b1, &mut b2, &mut a2] {
@@ -55,7 +65,10 @@ fn private_message_to_offline_user() {
     let tb = s.login_token("bob");
     let (_b, frames) = s.ws_ready("bob", &tb, true);
     let unread = frames.iter().find(|f| frame_type(f) == "unread").unwrap();
-    assert_eq!(unread, &json!({"type": "unread", "counts": [{"with": "alice", "count": 1}]}));
+    assert_eq!(
+        unread,
+        &json!({"type": "unread", "counts": [{"with": "alice", "count": 1}]})
+    );
     let m = s.messages(&tb, "with=alice");
     assert_eq!(m.len(), 1);
     assert_eq!(m[0]["id"], ack["id"]);
@@ -68,7 +81,9 @@ fn private_message_errors() {
     let s = Server::start();
     let (mut a, ta) = s.user("alice");
     s.signup("bob");
-    a.send_json(&json!({"type": "private_message", "to": "ghost", "content": "hi", "client_id": "g"}));
+    a.send_json(
+        &json!({"type": "private_message", "to": "ghost", "content": "hi", "client_id": "g"}),
+    );
     assert_eq!(a.expect_error("no_such_user")["client_id"], "g");
     a.send_json(&json!({"type": "private_message", "to": "bob", "content": "  "}));
     a.expect_error("invalid_input");
@@ -107,7 +122,11 @@ fn history_of_a_conversation() {
     a.sync();
     let mut ids = vec![];
     for (i, from_alice) in [true, false, true].into_iter().enumerate() {
-        let (ws, to) = if from_alice { (&mut a, "bob") } else { (&mut b, "alice") };
+        let (ws, to) = if from_alice {
+            (&mut a, "bob")
+        } else {
+            (&mut b, "alice")
+        };
         ws.send_json(&json!({"type": "private_message", "to": to, "content": format!("p{i}"), "client_id": format!("c{i}")}));
         let ack = ws.expect_after("ack", &["private_message", "delivered"]);
         ids.push(ack["id"].clone());
@@ -117,8 +136,14 @@ fn history_of_a_conversation() {
     assert_keys(&h, &["messages", "type", "with"]);
     assert_eq!(h["with"], "bob");
     let msgs = h["messages"].as_array().unwrap();
-    assert_eq!(msgs.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(), ids);
-    assert_eq!((msgs[1]["from"].as_str(), msgs[1]["to"].as_str()), (Some("bob"), Some("alice")));
+    assert_eq!(
+        msgs.iter().map(|m| m["id"].clone()).collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(
+        (msgs[1]["from"].as_str(), msgs[1]["to"].as_str()),
+        (Some("bob"), Some("alice"))
+    );
     assert_eq!(msgs[2]["content"], "p2");
     a.send_json(&json!({"type": "history", "with": "bob", "limit": 1}));
     assert_eq!(a.expect("history")["messages"].as_array().unwrap().len(), 1);
@@ -139,7 +164,9 @@ fn read_receipts_in_a_conversation() {
     for ws in [&mut a1, &mut a2, &mut b1, &mut b2] {
         ws.sync();
     }
-    a1.send_json(&json!({"type": "private_message", "to": "bob", "content": "hi", "client_id": "x"}));
+    a1.send_json(
+        &json!({"type": "private_message", "to": "bob", "content": "hi", "client_id": "x"}),
+    );
     let id = a1.expect("ack")["id"].clone();
     a1.expect("delivered");
     a2.expect("private_message");
@@ -147,9 +174,15 @@ fn read_receipts_in_a_conversation() {
     b2.expect("private_message");
     b1.send_json(&json!({"type": "read", "with": "alice", "id": id}));
     for ws in [&mut a1, &mut a2] {
-        assert_eq!(ws.expect("read"), json!({"type": "read", "with": "bob", "user": "bob", "id": id}));
+        assert_eq!(
+            ws.expect("read"),
+            json!({"type": "read", "with": "bob", "user": "bob", "id": id})
+        );
     }
-    assert_eq!(b2.expect("read"), json!({"type": "read", "with": "alice", "user": "bob", "id": id}));
+    assert_eq!(
+        b2.expect("read"),
+        json!({"type": "read", "with": "alice", "user": "bob", "id": id})
+    );
     b1.expect_silence(200);
     b1.send_json(&json!({"type": "read", "with": "ghost", "id": id}));
     b1.expect_error("no_such_user");
@@ -181,7 +214,10 @@ fn unread_counts_after_reconnect() {
     }
     let (mut b, frames) = s.ws_ready("bob", &tb, true);
     let unread = frames.iter().find(|f| frame_type(f) == "unread").unwrap();
-    let mut expected = vec![json!({"room": "general", "count": 2}).to_string(), json!({"with": "alice", "count": 3}).to_string()];
+    let mut expected = vec![
+        json!({"room": "general", "count": 2}).to_string(),
+        json!({"with": "alice", "count": 3}).to_string(),
+    ];
     expected.sort();
     assert_eq!(unread_set(unread), expected, "{unread}");
 
@@ -210,7 +246,9 @@ fn own_messages_are_not_unread() {
     a.send_json(&json!({"type": "read", "room": "general", "id": m["id"]}));
     a.say("general", "mine 1", "a1");
     a.say("general", "mine 2", "a2");
-    a.send_json(&json!({"type": "private_message", "to": "bob", "content": "mine 3", "client_id": "a3"}));
+    a.send_json(
+        &json!({"type": "private_message", "to": "bob", "content": "mine 3", "client_id": "a3"}),
+    );
     a.expect("ack");
     a.expect("delivered");
     a.close();

@@ -6,13 +6,17 @@ mod common;
 use common::*;
 use serde_json::json;
 use std::io::Write;
-use tungstenite::protocol::frame::coding::{Data, OpCode};
-use tungstenite::protocol::frame::Frame;
-use tungstenite::protocol::CloseFrame;
 use tungstenite::Message;
+use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::frame::Frame;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
 
 fn fragment(data: &str, first: bool, last: bool) -> Message {
-    let op = if first { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+    let op = if first {
+        OpCode::Data(Data::Text)
+    } else {
+        OpCode::Data(Data::Continue)
+    };
     Message::Frame(Frame::message(data.as_bytes().to_vec(), op, last))
 }
 
@@ -35,13 +39,20 @@ fn client_close_is_answered() {
     let (mut a, _) = s.user("alice");
     let (mut b, _) = s.user("bob");
     a.expect("user_status");
-    b.ws.close(Some(CloseFrame { code: 1000.into(), reason: "bye".into() })).unwrap();
+    b.ws.close(Some(CloseFrame {
+        code: 1000.into(),
+        reason: "bye".into(),
+    }))
+    .unwrap();
     match b.next_event(WAIT) {
         Event::Close(code) => assert_eq!(code, Some(1000)),
         e => panic!("expected the close reply, got {e:?}"),
     }
     let st = a.expect("user_status");
-    assert_eq!((st["user"].as_str(), st["status"].as_str()), (Some("bob"), Some("offline")));
+    assert_eq!(
+        (st["user"].as_str(), st["status"].as_str()),
+        (Some("bob"), Some("offline"))
+    );
 }
 
 /// A JSON frame split over several fragments (continuation frames) is reassembled and handled.
@@ -84,16 +95,31 @@ fn browser_style_upgrade_heads_are_accepted() {
     let s = Server::start();
     let tok = s.token("alice");
     for (path, conn, up) in [
-        (format!("/ws?token={tok}"), "keep-alive, Upgrade", "websocket"),
+        (
+            format!("/ws?token={tok}"),
+            "keep-alive, Upgrade",
+            "websocket",
+        ),
         (format!("/ws?token={tok}"), "upgrade", "WebSocket"),
         (format!("/ws?v=2&token={tok}&x=y"), "Upgrade", "websocket"),
-        (format!("/ws/room/general?token={tok}"), "keep-alive, Upgrade", "websocket"),
+        (
+            format!("/ws/room/general?token={tok}"),
+            "keep-alive, Upgrade",
+            "websocket",
+        ),
     ] {
         let mut c = HttpConn::connect(s.addr);
-        c.send_raw(upgrade_head(&path, conn, up).as_bytes()).unwrap();
+        c.send_raw(upgrade_head(&path, conn, up).as_bytes())
+            .unwrap();
         let head = c.read_response_to_head().expect("a response");
-        assert_eq!(head.status, 101, "{path} with Connection: {conn}, Upgrade: {up}");
-        assert_eq!(head.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert_eq!(
+            head.status, 101,
+            "{path} with Connection: {conn}, Upgrade: {up}"
+        );
+        assert_eq!(
+            head.header("sec-websocket-accept"),
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        );
     }
 }
 
@@ -115,10 +141,18 @@ fn frames_right_behind_the_upgrade_are_kept() {
     c.send_raw(&raw).unwrap();
     let head = c.read_response_to_head().expect("101");
     assert_eq!(head.status, 101);
-    assert_eq!(head.header("sec-websocket-accept"), Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    assert_eq!(
+        head.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
     let already_read = c.reader.buffer().to_vec();
     let stream = c.reader.into_inner();
-    let ws = tungstenite::WebSocket::from_partially_read(stream, already_read, tungstenite::protocol::Role::Client, None);
+    let ws = tungstenite::WebSocket::from_partially_read(
+        stream,
+        already_read,
+        tungstenite::protocol::Role::Client,
+        None,
+    );
     let mut ws = Ws { ws };
     let online = ws.expect_after("online_users", &["unread", "user_status"]);
     assert_eq!(online["room"], "general");
@@ -165,7 +199,10 @@ fn unmasked_client_frame_is_a_protocol_error() {
     raw.extend_from_slice(payload);
     a.ws.get_mut().write_all(&raw).unwrap();
     let (code, frames) = a.expect_close(WAIT);
-    assert!(frames.is_empty(), "an unmasked frame was handled: {frames:?}");
+    assert!(
+        frames.is_empty(),
+        "an unmasked frame was handled: {frames:?}"
+    );
     assert!(code.is_none() || code == Some(1002), "close code {code:?}");
 }
 
@@ -187,15 +224,23 @@ fn protocol_violations_close_the_connection() {
     let s = Server::start();
     let tok = s.token("alice");
     let cases: Vec<(&str, Vec<u8>, u16)> = vec![
-        ("invalid UTF-8 text", masked(0x81, &[b'"', 0xff, 0xfe, b'"']), 1007),
+        (
+            "invalid UTF-8 text",
+            masked(0x81, &[b'"', 0xff, 0xfe, b'"']),
+            1007,
+        ),
         ("RSV1 set", masked(0xC1, br#"{"type":"x"}"#), 1002),
         ("unknown opcode 0x3", masked(0x83, b"hi"), 1002),
         ("fragmented ping", masked(0x09, b"hi"), 1002),
-        ("ping over 125 bytes", {
-            let mut f = vec![0x89, 0x80 | 126, 0, 126, 1, 2, 3, 4];
-            f.extend(std::iter::repeat_n(0u8, 126));
-            f
-        }, 1002),
+        (
+            "ping over 125 bytes",
+            {
+                let mut f = vec![0x89, 0x80 | 126, 0, 126, 1, 2, 3, 4];
+                f.extend(std::iter::repeat_n(0u8, 126));
+                f
+            },
+            1002,
+        ),
         ("continuation without a start", masked(0x80, b"hi"), 1002),
     ];
     for (what, raw, want) in cases {
@@ -204,7 +249,10 @@ fn protocol_violations_close_the_connection() {
         a.ws.get_mut().write_all(&raw).unwrap();
         let (code, frames) = a.expect_close(WAIT);
         assert!(frames.is_empty(), "{what}: answered with {frames:?}");
-        assert!(code.is_none() || code == Some(want), "{what}: close code {code:?}, expected {want}");
+        assert!(
+            code.is_none() || code == Some(want),
+            "{what}: close code {code:?}, expected {want}"
+        );
     }
 }
 
@@ -216,7 +264,10 @@ fn echo_is_off_by_default() {
     for path in ["/ws/echo".to_string(), format!("/ws/echo?token={tok}")] {
         match ws_connect(s.addr, &path, None) {
             Err(ConnectError::Http(404, _)) => {}
-            other => panic!("{path}: expected 404, got {:?}", other.map(|_| "101 upgrade")),
+            other => panic!(
+                "{path}: expected 404, got {:?}",
+                other.map(|_| "101 upgrade")
+            ),
         }
     }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +16,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 fn id(v: &Value) -> i64 {
-    v["id"].as_i64().unwrap_or_else(|| panic!("no integer id in {v}"))
+    v["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no integer id in {v}"))
 }
 
 /// A connection dropped mid-stream that rejoins with `since` = the last id it saw misses
@@ -75,7 +77,9 @@ fn large_replay_reaches_a_prompt_reader() {
     let s = Server::builder().rate_limit(0).start();
     let (mut a, _) = s.user("alice");
     a.join("general");
-    let big: Vec<String> = (0..1000).map(|i| format!("{i:04}{}", "x".repeat(3996))).collect();
+    let big: Vec<String> = (0..1000)
+        .map(|i| format!("{i:04}{}", "x".repeat(3996)))
+        .collect();
     let ids: Vec<i64> = a.say_many("general", &big, "big").iter().map(id).collect();
     let (mut b, _) = s.user("bob");
     b.send_json(&json!({"type": "join", "room": "general", "since": 0}));
@@ -103,7 +107,12 @@ fn large_history_reaches_a_prompt_reader() {
     let (mut b, _) = s.user("bob");
     b.send_json(&json!({"type": "history", "room": "wide", "limit": 200}));
     match b.next_event(WAIT) {
-        Event::Frame(f) => assert_eq!(f["messages"].as_array().map(Vec::len), Some(200), "{}", frame_type(&f)),
+        Event::Frame(f) => assert_eq!(
+            f["messages"].as_array().map(Vec::len),
+            Some(200),
+            "{}",
+            frame_type(&f)
+        ),
         e => panic!("history of 200 long messages not delivered: {e:?}"),
     }
 }
@@ -186,7 +195,10 @@ fn slow_consumer_is_cut_off() {
         "carol lagged {:?} behind the sender",
         carol_done.saturating_duration_since(last_ack)
     );
-    assert!(worst_gap < Duration::from_secs(2), "carol stalled for {worst_gap:?}");
+    assert!(
+        worst_gap < Duration::from_secs(2),
+        "carol stalled for {worst_gap:?}"
+    );
 
     // The stalled client: whatever it reads now ends in 1008 or a reset, well before N messages.
     let mut received = 0;
@@ -200,10 +212,19 @@ fn slow_consumer_is_cut_off() {
         }
     };
     let growth = peak.load(Ordering::SeqCst).saturating_sub(baseline);
-    eprintln!("slow consumer: {received} of {N} messages, close {code:?}; RSS +{growth} KiB; carol worst gap {worst_gap:?}");
+    eprintln!(
+        "slow consumer: {received} of {N} messages, close {code:?}; RSS +{growth} KiB; carol worst gap {worst_gap:?}"
+    );
     assert!(code.is_none() || code == Some(1008), "close code {code:?}");
-    assert!(received < N, "the slow consumer got everything: it was never cut off");
-    assert!(growth < 16 * 1024, "server RSS grew by {growth} KiB during a {} MB flood", N * 4 / 1000);
+    assert!(
+        received < N,
+        "the slow consumer got everything: it was never cut off"
+    );
+    assert!(
+        growth < 16 * 1024,
+        "server RSS grew by {growth} KiB during a {} MB flood",
+        N * 4 / 1000
+    );
 }
 
 /// 500 connections (50 users x 10) in 5 rooms, 50 senders with `--rate-limit 0`: every
@@ -273,10 +294,16 @@ fn five_hundred_connections_lose_nothing() {
                 .unwrap()
         })
         .collect();
-    let results: Vec<_> = handles.into_iter().map(|h| h.join().expect("connection thread")).collect();
+    let results: Vec<_> = handles
+        .into_iter()
+        .map(|h| h.join().expect("connection thread"))
+        .collect();
     let mut acked: HashMap<String, BTreeSet<i64>> = HashMap::new();
     for (room, _, _, acks) in &results {
-        acked.entry(room.clone()).or_default().extend(acks.iter().copied());
+        acked
+            .entry(room.clone())
+            .or_default()
+            .extend(acks.iter().copied());
     }
     for (n, (room, sender, got, acks)) in results.iter().enumerate() {
         let got_set: BTreeSet<i64> = got.iter().copied().collect();
@@ -290,7 +317,11 @@ fn five_hundred_connections_lose_nothing() {
         assert_eq!(got_set, expected, "conn {n} in {room}");
     }
     for (room, ids) in &acked {
-        assert_eq!(ids.len(), senders_per_room * M, "distinct acked ids in {room}");
+        assert_eq!(
+            ids.len(),
+            senders_per_room * M,
+            "distinct acked ids in {room}"
+        );
     }
 }
 
@@ -303,8 +334,12 @@ fn history_survives_restart() {
     let tc = s.token("carol");
     a.sync();
     a.join("general");
-    let ids: Vec<i64> = (0..3).map(|i| id(&a.say("general", &format!("m{i}"), &format!("k{i}")))).collect();
-    a.send_json(&json!({"type": "private_message", "to": "bob", "content": "pm", "client_id": "p"}));
+    let ids: Vec<i64> = (0..3)
+        .map(|i| id(&a.say("general", &format!("m{i}"), &format!("k{i}"))))
+        .collect();
+    a.send_json(
+        &json!({"type": "private_message", "to": "bob", "content": "pm", "client_id": "p"}),
+    );
     let pm = id(&a.expect("ack"));
     a.expect("delivered");
     a.create_room("secret", &["bob"]);
@@ -318,12 +353,16 @@ fn history_survives_restart() {
     assert_eq!(before_room.iter().map(id).collect::<Vec<_>>(), ids);
     assert_eq!(s.messages(&tb, "with=alice"), before_pm);
     assert_eq!(id(&before_pm[0]), pm);
-    s.get("/api/messages?room=secret", Some(&tc)).assert_error(403, "forbidden");
+    s.get("/api/messages?room=secret", Some(&tc))
+        .assert_error(403, "forbidden");
     let (mut b, _) = s.ws_ready("bob", &tb, true);
     b.join("secret");
     let (mut c, _) = s.ws_ready("carol", &tc, true);
     c.send_json(&json!({"type": "join", "room": "secret"}));
-    assert_eq!(c.expect_after("error", &["user_status"])["code"], "forbidden");
+    assert_eq!(
+        c.expect_after("error", &["user_status"])["code"],
+        "forbidden"
+    );
     // New ids keep increasing after the restart.
     b.join("general");
     let next = id(&b.say("general", "after restart", "r"));
@@ -390,7 +429,10 @@ fn acked_messages_survive_kill_9() {
         acked.extend(a);
     }
     eprintln!("kill -9 after {} acks of {sent} sent", acked.len());
-    assert!(sent > acked.len() as u64, "nothing was in flight at the kill");
+    assert!(
+        sent > acked.len() as u64,
+        "nothing was in flight at the kill"
+    );
     s.restart();
     let stored: HashMap<i64, String> = s
         .all_messages(&ta, "general")
@@ -398,7 +440,11 @@ fn acked_messages_survive_kill_9() {
         .map(|m| (id(m), m["content"].as_str().unwrap().to_string()))
         .collect();
     for (i, content) in &acked {
-        assert_eq!(stored.get(i), Some(content), "acked message {i} lost after kill -9");
+        assert_eq!(
+            stored.get(i),
+            Some(content),
+            "acked message {i} lost after kill -9"
+        );
     }
 }
 
@@ -473,7 +519,12 @@ fn sigterm_exits_promptly_despite_stalled_clients_and_hashing() {
         .map(|_| {
             std::thread::spawn(move || {
                 let body = json!({"username": "alice", "password": PASSWORD}).to_string();
-                let _ = HttpConn::connect(addr).send_raw(&build_request("POST", "/api/login", &[], Some(body.as_bytes())));
+                let _ = HttpConn::connect(addr).send_raw(&build_request(
+                    "POST",
+                    "/api/login",
+                    &[],
+                    Some(body.as_bytes()),
+                ));
             })
         })
         .collect();

@@ -12,7 +12,10 @@ use serde_json::json;
 #[test]
 fn rooms_are_isolated() {
     let s = Server::start();
-    let mut c: Vec<Ws> = ["alice", "bob", "carol", "dave"].iter().map(|n| s.user(n).0).collect();
+    let mut c: Vec<Ws> = ["alice", "bob", "carol", "dave"]
+        .iter()
+        .map(|n| s.user(n).0)
+        .collect();
     for (i, ws) in c.iter_mut().enumerate() {
         ws.join(if i < 2 { "general" } else { "support" });
     }
@@ -64,7 +67,10 @@ fn user_status_on_first_and_last_connection() {
     let (b1, _) = s.ws_ready("bob", &tb, true);
     let st = a.expect("user_status");
     assert_keys(&st, &["last_seen", "status", "type", "user"]);
-    assert_eq!((st["user"].as_str(), st["status"].as_str()), (Some("bob"), Some("online")));
+    assert_eq!(
+        (st["user"].as_str(), st["status"].as_str()),
+        (Some("bob"), Some("online"))
+    );
     assert!(st["last_seen"].as_str().is_some_and(is_rfc3339));
     let (b2, _) = s.ws_ready("bob", &tb, false);
     a.expect_silence(250);
@@ -72,7 +78,10 @@ fn user_status_on_first_and_last_connection() {
     a.expect_silence(250);
     b2.drop_tcp();
     let st = a.expect("user_status");
-    assert_eq!((st["user"].as_str(), st["status"].as_str()), (Some("bob"), Some("offline")));
+    assert_eq!(
+        (st["user"].as_str(), st["status"].as_str()),
+        (Some("bob"), Some("offline"))
+    );
     assert!(st["last_seen"].as_str().is_some_and(is_rfc3339), "{st}");
 }
 
@@ -97,7 +106,10 @@ fn create_private_room() {
     assert_eq!(rm["room"], "secret");
     assert_eq!(rm["owner"], "alice");
     let members = str_set(&rm["members"]);
-    assert!(members.contains(&"bob".to_string()) && !members.contains(&"carol".to_string()), "{rm}");
+    assert!(
+        members.contains(&"bob".to_string()) && !members.contains(&"carol".to_string()),
+        "{rm}"
+    );
     assert_eq!(b.expect("room_members"), rm);
     assert_eq!(b2.expect("room_members"), rm);
     c.expect_silence(200);
@@ -114,11 +126,14 @@ fn create_private_room() {
     c.expect_error("forbidden");
     c.send_json(&json!({"type": "message", "room": "secret", "content": "let me in"}));
     c.expect_error("not_member");
-    s.get("/api/messages?room=secret", Some(&tc)).assert_error(403, "forbidden");
+    s.get("/api/messages?room=secret", Some(&tc))
+        .assert_error(403, "forbidden");
     assert_eq!(s.messages(&ta, "room=secret").len(), 1);
 
     for ws in [&mut a, &mut c] {
-        ws.send_json(&json!({"type": "create_room", "room": "secret", "private": true, "members": []}));
+        ws.send_json(
+            &json!({"type": "create_room", "room": "secret", "private": true, "members": []}),
+        );
         ws.expect_error("taken");
     }
 }
@@ -144,7 +159,9 @@ fn create_room_validation() {
     a.send_json(&json!({"type": "create_room", "room": "club", "private": true, "members": ["bob", "ghost"]}));
     a.expect_error("no_such_user");
     a.expect_silence(200);
-    a.send_json(&json!({"type": "create_room", "room": "Bad Name", "private": true, "members": []}));
+    a.send_json(
+        &json!({"type": "create_room", "room": "Bad Name", "private": true, "members": []}),
+    );
     a.expect_error("invalid_input");
     let (_, rm) = a.create_room("club", &["bob"]);
     assert_eq!(rm["owner"], "alice");
@@ -179,7 +196,10 @@ fn add_member_by_owner_only() {
     a.send_json(&json!({"type": "add_member", "room": "secret", "user": "carol"}));
     let rm = a.expect("room_members");
     assert_eq!(rm["owner"], "alice");
-    assert!(str_set(&rm["members"]).contains(&"carol".to_string()), "{rm}");
+    assert!(
+        str_set(&rm["members"]).contains(&"carol".to_string()),
+        "{rm}"
+    );
     assert_eq!(b.expect("room_members"), rm);
     assert_eq!(c.expect("room_members"), rm);
     c.join("secret");
@@ -215,7 +235,10 @@ fn remove_member_unsubscribes_them() {
     let own_leave = json!({"type": "leave", "room": "secret", "user": "bob"});
     assert_eq!(b.expect("leave"), own_leave);
     let rm = a.expect_after("room_members", &["leave"]);
-    assert!(!str_set(&rm["members"]).contains(&"bob".to_string()), "{rm}");
+    assert!(
+        !str_set(&rm["members"]).contains(&"bob".to_string()),
+        "{rm}"
+    );
     assert_eq!(c.expect_after("room_members", &["leave"]), rm);
 
     a.say("secret", "bob is gone", "g");

@@ -27,7 +27,11 @@ fn lower(i: usize) -> u64 {
 
 impl Default for Hist {
     fn default() -> Self {
-        Hist { counts: vec![0; BUCKETS], n: 0, max: 0 }
+        Hist {
+            counts: vec![0; BUCKETS],
+            n: 0,
+            max: 0,
+        }
     }
 }
 

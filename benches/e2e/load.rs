@@ -39,19 +39,27 @@ fn sockaddr(ip: Ipv4Addr, port: u16) -> libc::sockaddr_in {
     let mut sa: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     sa.sin_family = libc::AF_INET as libc::sa_family_t;
     sa.sin_port = port.to_be();
-    sa.sin_addr = libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) };
+    sa.sin_addr = libc::in_addr {
+        s_addr: u32::from_ne_bytes(ip.octets()),
+    };
     sa
 }
 
 /// A non-blocking connect from `src` (bound before connecting, so the
 /// ephemeral ports of each 127.0.0.x source are separate), TCP_NODELAY on.
 fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
-    let SocketAddr::V4(dst) = dst else { return Err(io::Error::other("IPv4 only")) };
+    let SocketAddr::V4(dst) = dst else {
+        return Err(io::Error::other("IPv4 only"));
+    };
     let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
     // SAFETY: plain socket calls on a descriptor we own; it is closed on
     // every error path or handed to TcpStream, which closes it on drop.
     unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -62,13 +70,23 @@ fn connect_from(src: Ipv4Addr, dst: SocketAddr) -> io::Result<TcpStream> {
         // The port is chosen at connect time, per destination.
         libc::setsockopt(fd, libc::IPPROTO_IP, libc::IP_BIND_ADDRESS_NO_PORT, p, sz);
         let src = sockaddr(src, 0);
-        if libc::bind(fd, &src as *const libc::sockaddr_in as *const libc::sockaddr, len) != 0 {
+        if libc::bind(
+            fd,
+            &src as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        ) != 0
+        {
             let e = io::Error::last_os_error();
             libc::close(fd);
             return Err(e);
         }
         let dst = sockaddr(*dst.ip(), dst.port());
-        if libc::connect(fd, &dst as *const libc::sockaddr_in as *const libc::sockaddr, len) != 0 {
+        if libc::connect(
+            fd,
+            &dst as *const libc::sockaddr_in as *const libc::sockaddr,
+            len,
+        ) != 0
+        {
             let e = io::Error::last_os_error();
             if e.raw_os_error() != Some(libc::EINPROGRESS) {
                 libc::close(fd);
@@ -247,13 +265,24 @@ impl Load {
     fn connect(&mut self, t: &Target) -> io::Result<()> {
         let mut stream = connect_from(next_source(), self.addr)?;
         let token = Token(self.conns.len());
-        self.poll.registry().register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
+        self.poll.registry().register(
+            &mut stream,
+            token,
+            Interest::READABLE | Interest::WRITABLE,
+        )?;
         let echo = t.path.starts_with("/ws/echo");
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             t.path, self.addr
         );
-        self.conns.push(C { sock: stream, st: St::Connecting, carry: Vec::new(), out: req.into_bytes(), room: t.room, echo });
+        self.conns.push(C {
+            sock: stream,
+            st: St::Connecting,
+            carry: Vec::new(),
+            out: req.into_bytes(),
+            room: t.room,
+            echo,
+        });
         self.in_flight += 1;
         Ok(())
     }
@@ -266,8 +295,17 @@ impl Load {
             }
             return;
         }
-        let tokens: Vec<(usize, bool, bool)> =
-            self.events.iter().map(|e| (e.token().0, e.is_readable() || e.is_read_closed() || e.is_error(), e.is_writable())).collect();
+        let tokens: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
         for (i, readable, writable) in tokens {
             if writable {
                 self.on_writable(i);
@@ -393,8 +431,13 @@ impl Load {
         while end - pos >= 2 {
             let b0 = buf[pos];
             let (len, head) = match buf[pos + 1] & 0x7f {
-                126 if end - pos >= 4 => (u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize, 4),
-                127 if end - pos >= 10 => (u64::from_be_bytes(buf[pos + 2..pos + 10].try_into().unwrap()) as usize, 10),
+                126 if end - pos >= 4 => {
+                    (u16::from_be_bytes([buf[pos + 2], buf[pos + 3]]) as usize, 4)
+                }
+                127 if end - pos >= 10 => (
+                    u64::from_be_bytes(buf[pos + 2..pos + 10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 126 | 127 => break,
                 n => (n as usize, 2),
             };
@@ -418,7 +461,8 @@ impl Load {
                             *r += 1;
                         }
                         if self.record_latency
-                            && let Some(t) = find(p, b"\"content\":\"T").and_then(|at| digits16(&p[at + 12..]))
+                            && let Some(t) =
+                                find(p, b"\"content\":\"T").and_then(|at| digits16(&p[at + 12..]))
                         {
                             self.lat.record(now.saturating_sub(t));
                         }
@@ -450,10 +494,14 @@ impl Load {
     fn queue_chat(&mut self, i: usize, room: &str, now: u64) {
         let mut p = [0u8; 96];
         let mut w = &mut p[..];
-        let _ = write!(w, r#"{{"type":"message","room":"{room}","content":"T{now:016}"}}"#);
+        let _ = write!(
+            w,
+            r#"{{"type":"message","room":"{room}","content":"T{now:016}"}}"#
+        );
         let len = 96 - w.len();
         let c = &mut self.conns[i];
-        c.out.extend_from_slice(&[0x81, 0x80 | len as u8, 0, 0, 0, 0]);
+        c.out
+            .extend_from_slice(&[0x81, 0x80 | len as u8, 0, 0, 0, 0]);
         c.out.extend_from_slice(&p[..len]);
     }
 
@@ -497,7 +545,13 @@ impl Load {
             let el = start.elapsed();
             let sending = el < stop_at;
             if mark.is_none() && el >= plan.warmup {
-                mark = Some((Instant::now(), CpuMark::now(plan.server_pid), self.c.messages, self.c.acks, sent.iter().sum()));
+                mark = Some((
+                    Instant::now(),
+                    CpuMark::now(plan.server_pid),
+                    self.c.messages,
+                    self.c.acks,
+                    sent.iter().sum(),
+                ));
             }
             if !sending && result.is_none() {
                 let (t, cpu, m0, a0, s0) = mark.expect("warm-up is shorter than the run");
@@ -521,7 +575,11 @@ impl Load {
                                 continue;
                             }
                             loop {
-                                let done = if by_acks { self.acks_room[r] - base_acks[r] } else { delivered_in(self, r) / plan.fan[r].max(1) };
+                                let done = if by_acks {
+                                    self.acks_room[r] - base_acks[r]
+                                } else {
+                                    delivered_in(self, r) / plan.fan[r].max(1)
+                                };
                                 if sent[r] >= done + window {
                                     break;
                                 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use super::sys;
@@ -52,9 +52,18 @@ impl Server {
         std::fs::create_dir_all(&dir).expect("create temp dir");
         // The child inherits RLIMIT_NOFILE: raised by the caller before this.
         // HUBBUB_BENCH_BIN runs another build (an A/B comparison of a patch).
-        let bin = std::env::var("HUBBUB_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_hubbub").to_string());
+        let bin = std::env::var("HUBBUB_BENCH_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hubbub").to_string());
         let mut child = Command::new(bin)
-            .args(["--addr", "127.0.0.1:0", "--rate-limit", "0", "--pbkdf2-iterations", "1000", "--echo"])
+            .args([
+                "--addr",
+                "127.0.0.1:0",
+                "--rate-limit",
+                "0",
+                "--pbkdf2-iterations",
+                "1000",
+                "--echo",
+            ])
             .arg("--db")
             .arg(dir.join("bench.db"))
             .env("RUST_LOG", "info")
@@ -92,14 +101,28 @@ impl Server {
             }
         };
         let pinned = cpu.is_some_and(|c| sys::pin_process(pid, c));
-        if let Some(n) = std::env::var("HUBBUB_BENCH_NICE").ok().and_then(|v| v.parse::<i32>().ok()) {
-            for tid in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+        if let Some(n) = std::env::var("HUBBUB_BENCH_NICE")
+            .ok()
+            .and_then(|v| v.parse::<i32>().ok())
+        {
+            for tid in std::fs::read_dir(format!("/proc/{pid}/task"))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if let Some(t) = tid.file_name().to_str().and_then(|t| t.parse::<u32>().ok()) {
                     sys::renice(t, n);
                 }
             }
         }
-        Server { child, pid, addr, dir, slow_cuts, pinned }
+        Server {
+            child,
+            pid,
+            addr,
+            dir,
+            slow_cuts,
+            pinned,
+        }
     }
 
     pub fn rss(&self) -> u64 {
@@ -108,7 +131,9 @@ impl Server {
 
     /// A counter from `/metrics` (0 if missing).
     pub fn metric(&self, name: &str) -> u64 {
-        let Ok((status, body)) = http(self.addr, "GET", "/metrics", None, None) else { return 0 };
+        let Ok((status, body)) = http(self.addr, "GET", "/metrics", None, None) else {
+            return 0;
+        };
         if status != 200 {
             return 0;
         }
@@ -129,7 +154,13 @@ impl Drop for Server {
 }
 
 /// One HTTP/1.1 request on a fresh connection; returns (status, body).
-pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, bearer: Option<&str>) -> std::io::Result<(u16, String)> {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
@@ -137,7 +168,10 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, bear
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
     if let Some(b) = body {
-        req.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}", b.len()));
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        ));
     } else {
         req.push_str("\r\n");
     }
@@ -146,7 +180,9 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>, bear
     s.read_to_end(&mut resp)?;
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map_or(String::new(), |(_, b)| b.to_string());
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, b)| b.to_string());
     Ok((status, body))
 }
 
@@ -155,7 +191,9 @@ pub fn users(addr: SocketAddr, n: usize) -> Vec<String> {
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("bench{i}");
-        let body = format!(r#"{{"username":"{name}","email":"{name}@bench.test","password":"benchpass1"}}"#);
+        let body = format!(
+            r#"{{"username":"{name}","email":"{name}@bench.test","password":"benchpass1"}}"#
+        );
         let (st, b) = http(addr, "POST", "/api/signup", Some(&body), None).expect("signup request");
         assert!(st == 201 || st == 409, "signup {name}: {st} {b}");
         let body = format!(r#"{{"username":"{name}","password":"benchpass1"}}"#);

@@ -11,7 +11,9 @@ const L: f64 = 70.0; // left margin
 const R: f64 = 20.0;
 const T: f64 = 40.0;
 const B: f64 = 60.0;
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 
 pub fn cdf_plot(title: &str, series: &[(String, &Hist)]) -> String {
     let (mut lo, mut hi) = (f64::MAX, 0f64);
@@ -44,32 +46,82 @@ pub fn cdf_plot(title: &str, series: &[(String, &Hist)]) -> String {
     let mut d = d0;
     while d <= d1 + 1e-9 {
         let x = px(10f64.powf(d));
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#ddd"/>"##, H - B);
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#, H - B + 18.0, label(10f64.powf(d)));
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{T}" x2="{x:.1}" y2="{}" stroke="#ddd"/>"##,
+            H - B
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            H - B + 18.0,
+            label(10f64.powf(d))
+        );
         d += 1.0;
     }
     for i in 0..=10 {
         let f = i as f64 / 10.0;
         let y = py(f);
-        let _ = writeln!(s, r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/>"##, W - R);
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#, L - 6.0, y + 4.0, f);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#eee"/>"##,
+            W - R
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{}" y="{:.1}" text-anchor="end">{:.1}</text>"#,
+            L - 6.0,
+            y + 4.0,
+            f
+        );
     }
     for (q, name) in [(0.99, "p99"), (0.999, "p999")] {
         let y = py(q);
-        let _ = writeln!(s, r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{}" y="{:.1}" fill="#666">{name}</text>"##, W - R, W - R - 30.0, y - 3.0);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{L}" y1="{y:.1}" x2="{}" y2="{y:.1}" stroke="#999" stroke-dasharray="4 3"/><text x="{}" y="{:.1}" fill="#666">{name}</text>"##,
+            W - R,
+            W - R - 30.0,
+            y - 3.0
+        );
     }
-    let _ = writeln!(s, r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##, W - L - R, H - T - B);
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">latency (log scale)</text>"#, (L + W - R) / 2.0, H - 18.0);
-    let _ = writeln!(s, r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">fraction ≤ latency</text>"#, (T + H - B) / 2.0, (T + H - B) / 2.0);
+    let _ = writeln!(
+        s,
+        r##"<rect x="{L}" y="{T}" width="{}" height="{}" fill="none" stroke="#333"/>"##,
+        W - L - R,
+        H - T - B
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">latency (log scale)</text>"#,
+        (L + W - R) / 2.0,
+        H - 18.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text x="16" y="{}" transform="rotate(-90 16 {})" text-anchor="middle">fraction ≤ latency</text>"#,
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0
+    );
     for (i, (name, h)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let mut pts = String::new();
         let mut prev = 0.0;
         for (x, f) in h.cdf() {
-            let _ = write!(pts, "{:.1},{:.1} {:.1},{:.1} ", px(x), py(prev), px(x), py(f));
+            let _ = write!(
+                pts,
+                "{:.1},{:.1} {:.1},{:.1} ",
+                px(x),
+                py(prev),
+                px(x),
+                py(f)
+            );
             prev = f;
         }
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{pts}"/>"#);
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{color}" stroke-width="1.8" points="{pts}"/>"#
+        );
         let ly = T + 16.0 + i as f64 * 16.0;
         let _ = writeln!(
             s,
@@ -100,9 +152,15 @@ pub fn label(ns: f64) -> String {
     } else {
         (ns, "ns")
     };
-    if v >= 100.0 || v == v.round() { format!("{v:.0} {unit}") } else { format!("{v:.1} {unit}") }
+    if v >= 100.0 || v == v.round() {
+        format!("{v:.0} {unit}")
+    } else {
+        format!("{v:.1} {unit}")
+    }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

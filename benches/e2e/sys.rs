@@ -31,12 +31,16 @@ pub fn pin_process(pid: u32, cpu: usize) -> bool {
     let mut ok = true;
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"));
     let tids: Vec<i32> = match tasks {
-        Ok(rd) => rd.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect(),
         Err(_) => vec![pid as i32],
     };
     for tid in tids {
         // SAFETY: as above; tid is a thread of our own child.
-        ok &= unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 };
+        ok &= unsafe {
+            libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0
+        };
     }
     ok
 }
@@ -45,12 +49,18 @@ pub fn pin_process(pid: u32, cpu: usize) -> bool {
 pub fn raise_nofile() -> u64 {
     // SAFETY: plain libc calls on a local struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) != 0 {
             return 1024;
         }
         if r.rlim_cur < r.rlim_max {
-            let want = libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max };
+            let want = libc::rlimit {
+                rlim_cur: r.rlim_max,
+                rlim_max: r.rlim_max,
+            };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
                 return r.rlim_max;
             }
@@ -72,12 +82,20 @@ pub fn self_cpu() -> f64 {
 
 /// CPU seconds (user + system) used by process `pid`, from /proc/PID/stat.
 pub fn proc_cpu(pid: u32) -> f64 {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
     // Fields after the command name (which may hold spaces) start after ')'.
-    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else { return 0.0 };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return 0.0;
+    };
     let f: Vec<&str> = rest.split_whitespace().collect();
     // rest[0] is field 3 (state); utime is field 14, stime 15.
-    let ticks = |i: usize| f.get(i - 3).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // SAFETY: sysconf has no preconditions.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
     (ticks(14) + ticks(15)) / hz
@@ -98,8 +116,14 @@ pub fn vm_rss(pid: u32) -> u64 {
 /// receive half of TCP that the sender's writes run.
 pub fn machine_busy() -> (f64, f64) {
     let s = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else { return (0.0, 0.0) };
-    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    let Some(line) = s.lines().find(|l| l.starts_with("cpu ")) else {
+        return (0.0, 0.0);
+    };
+    let v: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
     let at = |i: usize| v.get(i).copied().unwrap_or(0.0);
     // user nice system idle iowait irq softirq steal …
     // SAFETY: sysconf has no preconditions.
@@ -119,7 +143,13 @@ pub struct CpuMark {
 
 impl CpuMark {
     pub fn now(server_pid: u32) -> CpuMark {
-        CpuMark { at: Instant::now(), me: self_cpu(), server: proc_cpu(server_pid), all: machine_busy(), pid: server_pid }
+        CpuMark {
+            at: Instant::now(),
+            me: self_cpu(),
+            server: proc_cpu(server_pid),
+            all: machine_busy(),
+            pid: server_pid,
+        }
     }
 
     /// (client, server, other processes, irq + softirq) in % of one core since `self`.
@@ -129,7 +159,12 @@ impl CpuMark {
         let server = proc_cpu(self.pid) - self.server;
         let (tasks, irq) = machine_busy();
         let other = (tasks - self.all.0 - me - server).max(0.0);
-        (me / dt * 100.0, server / dt * 100.0, other / dt * 100.0, (irq - self.all.1) / dt * 100.0)
+        (
+            me / dt * 100.0,
+            server / dt * 100.0,
+            other / dt * 100.0,
+            (irq - self.all.1) / dt * 100.0,
+        )
     }
 }
 
@@ -141,5 +176,8 @@ pub fn renice(pid: u32, nice: i32) -> bool {
 
 /// The 1-minute load average.
 pub fn loadavg() -> f64 {
-    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
 }

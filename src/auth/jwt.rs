@@ -56,7 +56,12 @@ impl Tokens {
     /// A token for `user`, and its expiry in Unix seconds.
     pub fn issue(&self, user: UserId, name: &str, now_secs: u64) -> (String, u64) {
         let exp = now_secs + TOKEN_TTL.as_secs();
-        let claims = Claims { sub: user.to_string(), name: name.to_string(), iat: now_secs, exp };
+        let claims = Claims {
+            sub: user.to_string(),
+            name: name.to_string(),
+            iat: now_secs,
+            exp,
+        };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail");
         (token, exp)
@@ -67,7 +72,10 @@ impl Tokens {
     pub fn verify(&self, token: &str) -> Option<Verified> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
         let user = data.claims.sub.parse().ok()?;
-        Some(Verified { user, name: data.claims.name })
+        Some(Verified {
+            user,
+            name: data.claims.name,
+        })
     }
 }
 
@@ -98,11 +106,17 @@ impl JwtVerifier for RingHs256 {
     }
 }
 
-fn new_signer(alg: &Algorithm, key: &EncodingKey) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
+fn new_signer(
+    alg: &Algorithm,
+    key: &EncodingKey,
+) -> jsonwebtoken::errors::Result<Box<dyn JwtSigner>> {
     if *alg != Algorithm::HS256 {
         return Err(ErrorKind::InvalidAlgorithm.into());
     }
-    Ok(Box::new(RingHs256(hmac::Key::new(hmac::HMAC_SHA256, key.as_bytes()))))
+    Ok(Box::new(RingHs256(hmac::Key::new(
+        hmac::HMAC_SHA256,
+        key.as_bytes(),
+    ))))
 }
 
 fn new_verifier(
@@ -112,7 +126,10 @@ fn new_verifier(
     if *alg != Algorithm::HS256 {
         return Err(ErrorKind::InvalidAlgorithm.into());
     }
-    Ok(Box::new(RingHs256(hmac::Key::new(hmac::HMAC_SHA256, key.try_get_as_bytes()?))))
+    Ok(Box::new(RingHs256(hmac::Key::new(
+        hmac::HMAC_SHA256,
+        key.try_get_as_bytes()?,
+    ))))
 }
 
 static RING_PROVIDER: CryptoProvider = CryptoProvider {
@@ -135,7 +152,10 @@ mod tests {
         const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let mut out = String::new();
         for chunk in bytes.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |n, (i, b)| n | (*b as u32) << (16 - 8 * i));
             for i in 0..=chunk.len() {
                 out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
             }
@@ -153,7 +173,13 @@ mod tests {
         let t = Tokens::new(b"secret");
         let (token, exp) = t.issue(7, "alice", now());
         assert_eq!(exp, now() + 86_400);
-        assert_eq!(t.verify(&token), Some(Verified { user: 7, name: "alice".into() }));
+        assert_eq!(
+            t.verify(&token),
+            Some(Verified {
+                user: 7,
+                name: "alice".into()
+            })
+        );
     }
 
     /// Another secret's signature, an expired token and `alg: none` are refused.
@@ -164,10 +190,22 @@ mod tests {
         assert_eq!(t.verify(&other), None);
         let (old, _) = t.issue(7, "alice", now() - 86_401);
         assert_eq!(t.verify(&old), None);
-        let claims = format!(r#"{{"sub":"7","name":"alice","iat":{},"exp":{}}}"#, now(), now() + 60);
-        let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(claims.as_bytes()));
+        let claims = format!(
+            r#"{{"sub":"7","name":"alice","iat":{},"exp":{}}}"#,
+            now(),
+            now() + 60
+        );
+        let none = format!(
+            "{}.{}.",
+            b64(br#"{"alg":"none","typ":"JWT"}"#),
+            b64(claims.as_bytes())
+        );
         assert_eq!(t.verify(&none), None);
-        let hs512 = format!("{}.{}.AAAA", b64(br#"{"alg":"HS512","typ":"JWT"}"#), b64(claims.as_bytes()));
+        let hs512 = format!(
+            "{}.{}.AAAA",
+            b64(br#"{"alg":"HS512","typ":"JWT"}"#),
+            b64(claims.as_bytes())
+        );
         assert_eq!(t.verify(&hs512), None);
         assert_eq!(t.verify("not a token"), None);
     }

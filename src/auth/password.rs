@@ -4,8 +4,8 @@
 
 use std::num::NonZeroU32;
 
-use ring::rand::{SecureRandom, SystemRandom};
 use ring::pbkdf2;
+use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::store::PasswordHash;
 
@@ -14,10 +14,22 @@ const ALGORITHM: pbkdf2::Algorithm = pbkdf2::PBKDF2_HMAC_SHA256;
 /// Hashes a new password with a fresh salt.
 pub fn hash(password: &str, iterations: u32) -> PasswordHash {
     let mut salt = [0u8; 16];
-    SystemRandom::new().fill(&mut salt).expect("system random source");
+    SystemRandom::new()
+        .fill(&mut salt)
+        .expect("system random source");
     let mut hash = [0u8; 32];
-    pbkdf2::derive(ALGORITHM, iterations_nz(iterations), &salt, password.as_bytes(), &mut hash);
-    PasswordHash { iterations, salt, hash }
+    pbkdf2::derive(
+        ALGORITHM,
+        iterations_nz(iterations),
+        &salt,
+        password.as_bytes(),
+        &mut hash,
+    );
+    PasswordHash {
+        iterations,
+        salt,
+        hash,
+    }
 }
 
 /// Checks a password in constant time (ring compares the derived bytes).
@@ -40,7 +52,11 @@ pub fn decoy(iterations: u32) -> PasswordHash {
     let rng = SystemRandom::new();
     rng.fill(&mut salt).expect("system random source");
     rng.fill(&mut hash).expect("system random source");
-    PasswordHash { iterations, salt, hash }
+    PasswordHash {
+        iterations,
+        salt,
+        hash,
+    }
 }
 
 fn iterations_nz(n: u32) -> NonZeroU32 {

@@ -20,7 +20,10 @@ pub enum Job {
     /// Hash a new password at the configured iteration count.
     Hash { password: String },
     /// Check a password against a stored (or decoy) hash.
-    Verify { password: String, stored: PasswordHash },
+    Verify {
+        password: String,
+        stored: PasswordHash,
+    },
 }
 
 /// What a job produced.
@@ -38,27 +41,12 @@ pub struct HashPool {
     in_flight: usize,
 }
 
-/// Nice value of the hashing threads: PBKDF2 is background work, and the
-/// loop thread must win the CPU when both want it (a login may take longer
-/// under load; a `/healthz` or a chat frame should not).
-const HASH_NICE: libc::c_int = 10;
-
-/// Lowers the calling thread's priority. On Linux `setpriority` with a thread
-/// id applies to that thread alone. Failure is harmless (logged once per thread).
-fn lower_priority() {
-    thread_local!(static DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
-    if DONE.with(|d| d.replace(true)) {
-        return;
-    }
-    // SAFETY: gettid and setpriority take and return plain integers.
-    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, HASH_NICE) };
-    if rc != 0 {
-        log::debug!("could not lower the hashing thread's priority: {}", std::io::Error::last_os_error());
-    }
-}
-
 impl HashPool {
-    pub fn spawn(threads: usize, iterations: u32, wake: impl Fn() + Send + Sync + 'static) -> HashPool {
+    pub fn spawn(
+        threads: usize,
+        iterations: u32,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> HashPool {
         let (tx, jobs) = mpsc::sync_channel::<(Ticket, Job)>(HASH_QUEUE);
         let (done_tx, rx) = mpsc::channel();
         let jobs = Arc::new(Mutex::new(jobs));
@@ -70,25 +58,34 @@ impl HashPool {
                 let wake = wake.clone();
                 std::thread::Builder::new()
                     .name(format!("hubbub-hash-{i}"))
-                    .spawn(move || loop {
-                        lower_priority();
-                        let next = jobs.lock().map(|rx| rx.recv());
-                        let Ok(Ok((ticket, job))) = next else { return };
-                        let outcome = match job {
-                            Job::Hash { password } => Outcome::Hashed(password::hash(&password, iterations)),
-                            Job::Verify { password, stored } => {
-                                Outcome::Verified(password::verify(&password, &stored))
+                    .spawn(move || {
+                        crate::priority::lower_current_thread(crate::priority::HASH_NICE);
+                        loop {
+                            let next = jobs.lock().map(|rx| rx.recv());
+                            let Ok(Ok((ticket, job))) = next else { return };
+                            let outcome = match job {
+                                Job::Hash { password } => {
+                                    Outcome::Hashed(password::hash(&password, iterations))
+                                }
+                                Job::Verify { password, stored } => {
+                                    Outcome::Verified(password::verify(&password, &stored))
+                                }
+                            };
+                            if done.send((ticket, outcome)).is_err() {
+                                return;
                             }
-                        };
-                        if done.send((ticket, outcome)).is_err() {
-                            return;
+                            wake();
                         }
-                        wake();
                     })
                     .expect("spawn hashing thread")
             })
             .collect();
-        HashPool { tx: Some(tx), rx, workers, in_flight: 0 }
+        HashPool {
+            tx: Some(tx),
+            rx,
+            workers,
+            in_flight: 0,
+        }
     }
 
     /// Queues a job without blocking.
@@ -134,10 +131,30 @@ mod tests {
         let mut pool = HashPool::spawn(2, 1000, move || {
             r.fetch_add(1, Ordering::SeqCst);
         });
-        pool.submit(1, Job::Hash { password: "password1".into() }).unwrap();
+        pool.submit(
+            1,
+            Job::Hash {
+                password: "password1".into(),
+            },
+        )
+        .unwrap();
         let stored = password::hash("password2", 1000);
-        pool.submit(2, Job::Verify { password: "password2".into(), stored: stored.clone() }).unwrap();
-        pool.submit(3, Job::Verify { password: "nope".into(), stored }).unwrap();
+        pool.submit(
+            2,
+            Job::Verify {
+                password: "password2".into(),
+                stored: stored.clone(),
+            },
+        )
+        .unwrap();
+        pool.submit(
+            3,
+            Job::Verify {
+                password: "nope".into(),
+                stored,
+            },
+        )
+        .unwrap();
         let mut got = Vec::new();
         while got.len() < 3 {
             match pool.try_outcome() {

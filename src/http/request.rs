@@ -55,7 +55,11 @@ pub fn parse<'a>(
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() > MAX_HEAD_BYTES { Err(HeadError::TooLarge) } else { Ok(None) };
+            return if buf.len() > MAX_HEAD_BYTES {
+                Err(HeadError::TooLarge)
+            } else {
+                Ok(None)
+            };
         }
         Err(httparse::Error::TooManyHeaders) => return Err(HeadError::TooLarge),
         Err(_) => return Err(HeadError::Malformed("malformed request")),
@@ -99,7 +103,14 @@ pub fn parse<'a>(
     }
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     Ok(Some((
-        Request { method, path, query, minor_version, headers, body: &buf[head_len..total] },
+        Request {
+            method,
+            path,
+            query,
+            minor_version,
+            headers,
+            body: &buf[head_len..total],
+        },
         total,
     )))
 }
@@ -107,7 +118,10 @@ pub fn parse<'a>(
 impl<'a> Request<'a> {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
     }
 
     /// Whether a comma-separated header (e.g. `Connection`) lists `token`.
@@ -183,7 +197,14 @@ mod tests {
     fn parse_str(s: &[u8]) -> Result<Option<(String, String, usize, bool)>, HeadError> {
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         parse(s, &mut headers).map(|o| {
-            o.map(|(r, n)| (r.path.to_string(), String::from_utf8_lossy(r.body).into_owned(), n, r.keep_alive()))
+            o.map(|(r, n)| {
+                (
+                    r.path.to_string(),
+                    String::from_utf8_lossy(r.body).into_owned(),
+                    n,
+                    r.keep_alive(),
+                )
+            })
         })
     }
 
@@ -191,9 +212,21 @@ mod tests {
     #[test]
     fn parses_complete_and_partial() {
         let req = b"POST /api/login?x=1 HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}GET";
-        assert_eq!(parse_str(req), Ok(Some(("/api/login".into(), "{}".into(), req.len() - 3, true))));
+        assert_eq!(
+            parse_str(req),
+            Ok(Some((
+                "/api/login".into(),
+                "{}".into(),
+                req.len() - 3,
+                true
+            )))
+        );
         assert_eq!(parse_str(&req[..20]), Ok(None));
-        assert_eq!(parse_str(&req[..req.len() - 4]), Ok(None), "body not all here yet");
+        assert_eq!(
+            parse_str(&req[..req.len() - 4]),
+            Ok(None),
+            "body not all here yet"
+        );
     }
 
     /// Each limit maps to its status code.
@@ -201,8 +234,14 @@ mod tests {
     fn enforces_limits() {
         let status = |r: &[u8]| parse_str(r).unwrap_err().status();
         assert_eq!(status(b"POST / HTTP/1.1\r\n\r\n"), 411);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 411);
-        assert_eq!(status(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"), 413);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            411
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
+            413
+        );
         assert_eq!(status(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
         assert_eq!(status(b"\x16\x03\x01 nonsense\r\n\r\n"), 400);
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();

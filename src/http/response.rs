@@ -20,8 +20,18 @@ pub struct Response {
 const JSON: &str = "application/json";
 
 impl Response {
-    pub fn new(status: u16, content_type: &'static str, body: impl Into<Cow<'static, [u8]>>) -> Response {
-        Response { status, content_type, headers: Vec::new(), body: body.into(), close: false }
+    pub fn new(
+        status: u16,
+        content_type: &'static str,
+        body: impl Into<Cow<'static, [u8]>>,
+    ) -> Response {
+        Response {
+            status,
+            content_type,
+            headers: Vec::new(),
+            body: body.into(),
+            close: false,
+        }
     }
 
     pub fn json(status: u16, value: &impl Serialize) -> Response {
@@ -36,10 +46,20 @@ impl Response {
             error: String,
             code: &'static str,
         }
-        Response::json(status, &Body { error: message.into(), code })
+        Response::json(
+            status,
+            &Body {
+                error: message.into(),
+                code,
+            },
+        )
     }
 
-    pub fn with_header(mut self, name: &'static str, value: impl Into<Cow<'static, str>>) -> Response {
+    pub fn with_header(
+        mut self,
+        name: &'static str,
+        value: impl Into<Cow<'static, str>>,
+    ) -> Response {
         self.headers.push((name, value.into()));
         self
     }

@@ -18,12 +18,15 @@ use crate::auth::password;
 use crate::auth::pool::Job;
 use crate::clock;
 use crate::config::{
-    DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX, USERNAME_MIN,
+    DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
+    USERNAME_MIN,
 };
 use crate::hub::rooms::valid_room_name;
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{HistoryQuery, PasswordHash, Request as StoreRequest, StoredMessage, Target, UserId, UserRow};
+use crate::store::{
+    HistoryQuery, PasswordHash, Request as StoreRequest, StoredMessage, Target, UserId, UserRow,
+};
 use crate::users::{Directory, Taken};
 use crate::ws::proto::{MessageObj, Ts};
 use crate::ws::upgrade;
@@ -49,7 +52,9 @@ pub struct Upgrade {
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/api/signup" | "/api/login" => "POST",
-        "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/healthz" | "/metrics" => "GET, HEAD",
+        "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/healthz" | "/metrics" => {
+            "GET, HEAD"
+        }
         "/ws" | "/ws/echo" => "GET",
         p if p.starts_with("/ws/room/") => "GET",
         p if p.starts_with("/api/") => return None,
@@ -82,7 +87,8 @@ fn json_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ()> {
 /// Usernames: 3-32 of `[A-Za-z0-9_.-]`.
 pub fn valid_username(s: &str) -> bool {
     (USERNAME_MIN..=USERNAME_MAX).contains(&s.len())
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Emails: one `@` with something on both sides, no spaces.
@@ -166,12 +172,21 @@ impl App {
         let head_only = req.method == "HEAD";
         let method = if head_only { "GET" } else { req.method };
         let Some(allow) = allowed(req.path) else {
-            out.http(conn.token, Response::error(404, "not_found", "no such endpoint"), keep_alive, head_only);
+            out.http(
+                conn.token,
+                Response::error(404, "not_found", "no such endpoint"),
+                keep_alive,
+                head_only,
+            );
             return Handled::Done;
         };
         if !allow.split(", ").any(|m| m == method) || (head_only && !allow.contains("HEAD")) {
-            let resp = Response::error(405, "method_not_allowed", format!("{} is not allowed here", req.method))
-                .with_header("Allow", allow);
+            let resp = Response::error(
+                405,
+                "method_not_allowed",
+                format!("{} is not allowed here", req.method),
+            )
+            .with_header("Allow", allow);
             out.http(conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
@@ -194,7 +209,11 @@ impl App {
                     users_online: self.hub.online.len(),
                     rooms: self.hub.rooms.iter().count(),
                 };
-                Response::new(200, "text/plain; version=0.0.4; charset=utf-8", out.metrics.render(&gauges).into_bytes())
+                Response::new(
+                    200,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    out.metrics.render(&gauges).into_bytes(),
+                )
             }
             "/api/me" | "/api/users" | "/api/rooms" => match self.authenticate(req.bearer()) {
                 None => unauthorized(),
@@ -204,7 +223,11 @@ impl App {
                     _ => self.list_rooms(me),
                 },
             },
-            path => static_files::serve(path, req.header("if-none-match"), self.config.static_dir.as_deref()),
+            path => static_files::serve(
+                path,
+                req.header("if-none-match"),
+                self.config.static_dir.as_deref(),
+            ),
         };
         out.http(conn.token, resp, keep_alive, head_only);
         Handled::Done
@@ -213,7 +236,9 @@ impl App {
     fn signup(&mut self, conn: ConnRef, req: &Request<'_>, out: &mut Outbox) -> Handled {
         let keep_alive = req.keep_alive();
         let resp = match json_object::<SignupBody>(req.body) {
-            Err(_) => bad_input("expected a JSON object with string fields username, email and password"),
+            Err(_) => {
+                bad_input("expected a JSON object with string fields username, email and password")
+            }
             Ok(b) if !valid_username(&b.username) => {
                 bad_input("username must be 3-32 characters of letters, digits, '_', '.' or '-'")
             }
@@ -221,7 +246,9 @@ impl App {
             Ok(b) if !valid_password(&b.password) => bad_input("password must be 8-128 characters"),
             Ok(b) => match self.users.reserve(&b.username, &b.email) {
                 Err(Taken::Username) => Response::error(409, "taken", "that username is taken"),
-                Err(Taken::Email) => Response::error(409, "taken", "that email is already registered"),
+                Err(Taken::Email) => {
+                    Response::error(409, "taken", "that email is already registered")
+                }
                 Ok(id) => {
                     let (username, email) = (b.username, b.email);
                     let ticket = self.park(Waiter::SignupHash {
@@ -231,7 +258,16 @@ impl App {
                         username: username.clone(),
                         email: email.clone(),
                     });
-                    if self.hasher.submit(ticket, Job::Hash { password: b.password }).is_ok() {
+                    if self
+                        .hasher
+                        .submit(
+                            ticket,
+                            Job::Hash {
+                                password: b.password,
+                            },
+                        )
+                        .is_ok()
+                    {
                         return Handled::Waiting;
                     }
                     self.waiters.remove(&ticket);
@@ -256,8 +292,19 @@ impl App {
         password: PasswordHash,
         out: &mut Outbox,
     ) {
-        let row = UserRow { id, username, email, password, created_ms: clock::now_ms(), last_seen_ms: None };
-        if self.store.submit(StoreRequest::PutUser(row.clone())).is_err() {
+        let row = UserRow {
+            id,
+            username,
+            email,
+            password,
+            created_ms: clock::now_ms(),
+            last_seen_ms: None,
+        };
+        if self
+            .store
+            .submit(StoreRequest::PutUser(row.clone()))
+            .is_err()
+        {
             self.users.release(&row.username, &row.email);
             self.answer(conn, busy(), keep_alive, out);
             return;
@@ -267,9 +314,15 @@ impl App {
 
     /// The user row is stored (or not): the signup is answered.
     pub fn on_user_stored(&mut self, id: UserId, ok: bool, out: &mut Outbox) {
-        let Some((conn, keep_alive, row)) = self.signups.remove(&id) else { return };
+        let Some((conn, keep_alive, row)) = self.signups.remove(&id) else {
+            return;
+        };
         let resp = if ok {
-            let user = UserOut { id: row.id, username: &row.username, email: &row.email };
+            let user = UserOut {
+                id: row.id,
+                username: &row.username,
+                email: &row.email,
+            };
             let resp = Response::json(201, &UserEnvelope { user });
             self.users.insert(row);
             resp
@@ -285,16 +338,37 @@ impl App {
         let body = match json_object::<LoginBody>(req.body) {
             Ok(b) if !b.username.is_empty() && !b.password.is_empty() => b,
             _ => {
-                let resp = bad_input("expected a JSON object with string fields username and password");
+                let resp =
+                    bad_input("expected a JSON object with string fields username and password");
                 out.http(conn.token, resp, keep_alive, false);
                 return Handled::Done;
             }
         };
         // An unknown user costs the same PBKDF2 work as a wrong password.
-        let user = self.users.find(&body.username).map(|u| (u.id, u.password.clone()));
-        let stored = user.as_ref().map_or_else(|| password::decoy(self.config.pbkdf2_iterations), |u| u.1.clone());
-        let ticket = self.park(Waiter::Login { conn, keep_alive, user: user.map(|u| u.0) });
-        if self.hasher.submit(ticket, Job::Verify { password: body.password, stored }).is_err() {
+        let user = self
+            .users
+            .find(&body.username)
+            .map(|u| (u.id, u.password.clone()));
+        let stored = user.as_ref().map_or_else(
+            || password::decoy(self.config.pbkdf2_iterations),
+            |u| u.1.clone(),
+        );
+        let ticket = self.park(Waiter::Login {
+            conn,
+            keep_alive,
+            user: user.map(|u| u.0),
+        });
+        if self
+            .hasher
+            .submit(
+                ticket,
+                Job::Verify {
+                    password: body.password,
+                    stored,
+                },
+            )
+            .is_err()
+        {
             self.waiters.remove(&ticket);
             out.http(conn.token, busy(), keep_alive, false);
             return Handled::Done;
@@ -303,14 +377,37 @@ impl App {
     }
 
     /// The password check is done: a token, or the one answer for every failure.
-    pub fn finish_login(&mut self, conn: ConnRef, keep_alive: bool, user: Option<UserId>, out: &mut Outbox) {
+    pub fn finish_login(
+        &mut self,
+        conn: ConnRef,
+        keep_alive: bool,
+        user: Option<UserId>,
+        out: &mut Outbox,
+    ) {
         let resp = match user.and_then(|id| self.users.get(id)) {
             Some(u) => {
-                let (token, exp) = self.tokens.issue(u.id, &u.name, clock::now_ms() as u64 / 1000);
-                let user = UserOut { id: u.id, username: &u.name, email: &u.email };
-                Response::json(200, &LoginOut { token: &token, expires_at: Ts(exp as i64 * 1000), user })
+                let (token, exp) = self
+                    .tokens
+                    .issue(u.id, &u.name, clock::now_ms() as u64 / 1000);
+                let user = UserOut {
+                    id: u.id,
+                    username: &u.name,
+                    email: &u.email,
+                };
+                Response::json(
+                    200,
+                    &LoginOut {
+                        token: &token,
+                        expires_at: Ts(exp as i64 * 1000),
+                        user,
+                    },
+                )
             }
-            None => Response::error(401, "invalid_credentials", "unknown username or wrong password"),
+            None => Response::error(
+                401,
+                "invalid_credentials",
+                "unknown username or wrong password",
+            ),
         };
         self.answer(conn, resp, keep_alive, out);
     }
@@ -325,7 +422,16 @@ impl App {
 
     fn me(&self, me: UserId) -> Response {
         let u = self.users.get(me).expect("authenticated users exist");
-        Response::json(200, &UserEnvelope { user: UserOut { id: u.id, username: &u.name, email: &u.email } })
+        Response::json(
+            200,
+            &UserEnvelope {
+                user: UserOut {
+                    id: u.id,
+                    username: &u.name,
+                    email: &u.email,
+                },
+            },
+        )
     }
 
     fn list_users(&self) -> Response {
@@ -351,13 +457,20 @@ impl App {
                 let (owner, members) = match &r.private {
                     None if r.has_messages || r.online() > 0 => (None, None),
                     Some(p) if p.members.contains(&me) => {
-                        let mut members: Vec<&str> = p.members.iter().map(|m| self.users.name(*m)).collect();
+                        let mut members: Vec<&str> =
+                            p.members.iter().map(|m| self.users.name(*m)).collect();
                         members.sort_unstable();
                         (Some(self.users.name(p.owner)), Some(members))
                     }
                     _ => return None,
                 };
-                Some(RoomOut { name: &r.name, private: r.private.is_some(), online: r.online(), owner, members })
+                Some(RoomOut {
+                    name: &r.name,
+                    private: r.private.is_some(),
+                    online: r.online(),
+                    owner,
+                    members,
+                })
             })
             .collect();
         rooms.sort_by(|a, b| a.name.cmp(b.name));
@@ -374,8 +487,17 @@ impl App {
                 Ok(None) => Response::json(200, &json!({"messages": []})),
                 Ok(Some(query)) => {
                     let target = query.target.clone();
-                    let ticket = self.park(Waiter::HttpHistory { conn, keep_alive, head_only, target });
-                    if self.store.submit(StoreRequest::History { ticket, query }).is_ok() {
+                    let ticket = self.park(Waiter::HttpHistory {
+                        conn,
+                        keep_alive,
+                        head_only,
+                        target,
+                    });
+                    if self
+                        .store
+                        .submit(StoreRequest::History { ticket, query })
+                        .is_ok()
+                    {
                         return Handled::Waiting;
                     }
                     self.waiters.remove(&ticket);
@@ -389,7 +511,11 @@ impl App {
 
     /// Reads `room`/`with`, `before`, `limit` and `page`. `Ok(None)`: a room
     /// nobody ever wrote in, answered without asking storage.
-    fn history_query(&self, me: UserId, req: &Request<'_>) -> Result<Option<HistoryQuery>, Response> {
+    fn history_query(
+        &self,
+        me: UserId,
+        req: &Request<'_>,
+    ) -> Result<Option<HistoryQuery>, Response> {
         let num = |key: &str| -> Result<Option<u64>, Response> {
             match req.query_param(key) {
                 None => Ok(None),
@@ -403,7 +529,9 @@ impl App {
         if before.is_some() && page.is_some() {
             return Err(bad_input("use either before or page, not both"));
         }
-        let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| (l as usize).min(MAX_HISTORY_LIMIT));
+        let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
+            (l as usize).min(MAX_HISTORY_LIMIT)
+        });
         let offset = page.map_or(0, |p| (p as usize - 1).saturating_mul(limit));
         let target = match (req.query_param("room"), req.query_param("with")) {
             (Some(room), None) => match self.room_target(me, &room) {
@@ -413,18 +541,38 @@ impl App {
             },
             (None, Some(with)) => match self.users.find(&with) {
                 Some(u) => Target::Direct(me, u.id),
-                None => return Err(Response::error(404, "no_such_user", format!("no user called {with}"))),
+                None => {
+                    return Err(Response::error(
+                        404,
+                        "no_such_user",
+                        format!("no user called {with}"),
+                    ));
+                }
             },
             _ => return Err(bad_input("give exactly one of room or with")),
         };
-        Ok(Some(HistoryQuery { target, before, after: None, limit, offset }))
+        Ok(Some(HistoryQuery {
+            target,
+            before,
+            after: None,
+            limit,
+            offset,
+        }))
     }
 
     /// The storage target of a room `me` may read; `Ok(None)` when the room
     /// has no history at all.
-    pub fn room_target(&self, me: UserId, room: &str) -> Result<Option<Target>, (u16, &'static str, String)> {
+    pub fn room_target(
+        &self,
+        me: UserId,
+        room: &str,
+    ) -> Result<Option<Target>, (u16, &'static str, String)> {
         if !valid_room_name(room) {
-            return Err((400, "invalid_input", "room names are 1-64 characters of a-z, 0-9, '_' and '-'".into()));
+            return Err((
+                400,
+                "invalid_input",
+                "room names are 1-64 characters of a-z, 0-9, '_' and '-'".into(),
+            ));
         }
         match self.hub.rooms.id(room).map(|id| self.hub.rooms.get(id)) {
             None => Ok(None),
@@ -434,7 +582,10 @@ impl App {
     }
 
     /// Encodes stored messages as the contract's message objects.
-    pub fn message_objects<'a>(users: &'a Directory, messages: &'a [StoredMessage]) -> Vec<MessageObj<'a>> {
+    pub fn message_objects<'a>(
+        users: &'a Directory,
+        messages: &'a [StoredMessage],
+    ) -> Vec<MessageObj<'a>> {
         messages
             .iter()
             .map(|m| {
@@ -457,14 +608,27 @@ impl App {
     }
 
     /// A history page came back from storage.
-    pub fn on_history(&mut self, waiter: Waiter, messages: Option<Vec<StoredMessage>>, out: &mut Outbox) {
+    pub fn on_history(
+        &mut self,
+        waiter: Waiter,
+        messages: Option<Vec<StoredMessage>>,
+        out: &mut Outbox,
+    ) {
         match waiter {
-            Waiter::HttpHistory { conn, keep_alive, head_only, .. } => {
+            Waiter::HttpHistory {
+                conn,
+                keep_alive,
+                head_only,
+                ..
+            } => {
                 if !out.is_live(conn) {
                     return;
                 }
                 let resp = match &messages {
-                    Some(m) => Response::json(200, &json!({"messages": App::message_objects(&self.users, m)})),
+                    Some(m) => Response::json(
+                        200,
+                        &json!({"messages": App::message_objects(&self.users, m)}),
+                    ),
                     None => Response::error(500, "internal", "could not read history"),
                 };
                 out.http(conn.token, resp, keep_alive, head_only);
@@ -476,17 +640,29 @@ impl App {
         }
     }
 
-    fn upgrade(&mut self, conn: ConnRef, req: &Request<'_>, room: Option<&str>, out: &mut Outbox) -> Handled {
+    fn upgrade(
+        &mut self,
+        conn: ConnRef,
+        req: &Request<'_>,
+        room: Option<&str>,
+        out: &mut Outbox,
+    ) -> Handled {
         let keep_alive = req.keep_alive();
         let echo = req.path == "/ws/echo";
         if echo && !self.config.echo {
-            out.http(conn.token, Response::error(404, "not_found", "start the server with --echo"), keep_alive, false);
+            out.http(
+                conn.token,
+                Response::error(404, "not_found", "start the server with --echo"),
+                keep_alive,
+                false,
+            );
             return Handled::Done;
         }
         let user = if echo {
             None
         } else {
-            let token: Option<Cow<'_, str>> = req.query_param("token").or(req.bearer().map(Cow::Borrowed));
+            let token: Option<Cow<'_, str>> =
+                req.query_param("token").or(req.bearer().map(Cow::Borrowed));
             match self.authenticate(token.as_deref()) {
                 Some(u) => Some(u),
                 None => {
@@ -496,10 +672,16 @@ impl App {
             }
         };
         if let (Some(room), Some(me)) = (room, user)
-            && let Err((status, code, msg)) = self.room_target(me, room) {
-                out.http(conn.token, Response::error(status, code, msg), keep_alive, false);
-                return Handled::Done;
-            }
+            && let Err((status, code, msg)) = self.room_target(me, room)
+        {
+            out.http(
+                conn.token,
+                Response::error(status, code, msg),
+                keep_alive,
+                false,
+            );
+            return Handled::Done;
+        }
         match upgrade::client_key(req) {
             Err(why) => {
                 out.http(conn.token, bad_input(why), keep_alive, false);
@@ -508,7 +690,10 @@ impl App {
             Ok(key) => {
                 out.reply(conn.token, &upgrade::accept_response(key));
                 out.metrics.ws_upgrades += 1;
-                Handled::Upgrade(Upgrade { user, room: room.map(String::from) })
+                Handled::Upgrade(Upgrade {
+                    user,
+                    room: room.map(String::from),
+                })
             }
         }
     }
@@ -521,11 +706,17 @@ mod tests {
     /// Signup fields follow the contract's rules exactly at their edges.
     #[test]
     fn validates_signup_fields() {
-        assert!(valid_username("abc") && valid_username("A.b_c-9") && valid_username(&"x".repeat(32)));
-        assert!(!valid_username("ab") && !valid_username(&"x".repeat(33)) && !valid_username("a b c"));
+        assert!(
+            valid_username("abc") && valid_username("A.b_c-9") && valid_username(&"x".repeat(32))
+        );
+        assert!(
+            !valid_username("ab") && !valid_username(&"x".repeat(33)) && !valid_username("a b c")
+        );
         assert!(!valid_username("ünï"));
         assert!(valid_email("a@b") && valid_email("first.last@example.com"));
-        assert!(!valid_email("ab") && !valid_email("a@b@c") && !valid_email("@b") && !valid_email("a@"));
+        assert!(
+            !valid_email("ab") && !valid_email("a@b@c") && !valid_email("@b") && !valid_email("a@")
+        );
         assert!(!valid_email("a b@c"));
         assert!(valid_password("12345678") && valid_password(&"é".repeat(128)));
         assert!(!valid_password("1234567") && !valid_password(&"x".repeat(129)));

@@ -41,7 +41,10 @@ pub fn clean_path(raw: &str) -> Option<String> {
     // Every segment must be a plain name: no `..`, no dot-files, and no empty
     // segment — `//etc/passwd` would otherwise join onto `--static-dir` as an
     // absolute path.
-    if decoded[1..].split('/').any(|seg| seg.is_empty() || seg.starts_with('.')) {
+    if decoded[1..]
+        .split('/')
+        .any(|seg| seg.is_empty() || seg.starts_with('.'))
+    {
         return None;
     }
     Some(decoded.into_owned())
@@ -49,10 +52,16 @@ pub fn clean_path(raw: &str) -> Option<String> {
 
 /// Answers `GET /<file>`.
 pub fn serve(raw_path: &str, if_none_match: Option<&[u8]>, dir: Option<&Path>) -> Response {
-    let Some(path) = clean_path(raw_path) else { return not_found() };
+    let Some(path) = clean_path(raw_path) else {
+        return not_found();
+    };
     let (body, ctype, etag): (Cow<'static, [u8]>, &'static str, Cow<'static, str>) = match dir {
         None => match FILES.binary_search_by(|f| f.path.cmp(path.as_str())) {
-            Ok(i) => (Cow::Borrowed(FILES[i].body), FILES[i].content_type, Cow::Borrowed(FILES[i].etag)),
+            Ok(i) => (
+                Cow::Borrowed(FILES[i].body),
+                FILES[i].content_type,
+                Cow::Borrowed(FILES[i].etag),
+            ),
             Err(_) => return not_found(),
         },
         // Development only: a blocking read on the loop thread, which a
@@ -66,10 +75,18 @@ pub fn serve(raw_path: &str, if_none_match: Option<&[u8]>, dir: Option<&Path>) -
         },
     };
     let matches = if_none_match.is_some_and(|v| {
-        v.split(|&b| b == b',').any(|t| t.trim_ascii() == etag.as_bytes() || t.trim_ascii() == b"*")
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii() == etag.as_bytes() || t.trim_ascii() == b"*")
     });
-    let resp = if matches { Response::new(304, ctype, Vec::new()) } else { Response::new(200, ctype, body) };
-    with_security_headers(resp.with_header("ETag", etag).with_header("Cache-Control", "no-cache"))
+    let resp = if matches {
+        Response::new(304, ctype, Vec::new())
+    } else {
+        Response::new(200, ctype, body)
+    };
+    with_security_headers(
+        resp.with_header("ETag", etag)
+            .with_header("Cache-Control", "no-cache"),
+    )
 }
 
 /// Headers every response of the web client carries.
@@ -90,7 +107,18 @@ mod tests {
     /// Traversal in every spelling is refused; plain paths pass.
     #[test]
     fn refuses_traversal() {
-        for bad in ["//etc/passwd", "/js//x.js", "/js/", "/../Cargo.toml", "/%2e%2e/Cargo.toml", "/..%2fCargo.toml", "/js/..\\..\\x", "/%5c..", "/.git/config", "/a/./b"] {
+        for bad in [
+            "//etc/passwd",
+            "/js//x.js",
+            "/js/",
+            "/../Cargo.toml",
+            "/%2e%2e/Cargo.toml",
+            "/..%2fCargo.toml",
+            "/js/..\\..\\x",
+            "/%5c..",
+            "/.git/config",
+            "/a/./b",
+        ] {
             assert_eq!(clean_path(bad), None, "{bad}");
         }
         assert_eq!(clean_path("/").as_deref(), Some("/index.html"));
@@ -109,10 +137,21 @@ mod tests {
     fn revalidates_with_etag() {
         let first = serve("/", None, None);
         assert_eq!(first.status, 200);
-        let etag = first.headers.iter().find(|(n, _)| *n == "ETag").unwrap().1.to_string();
+        let etag = first
+            .headers
+            .iter()
+            .find(|(n, _)| *n == "ETag")
+            .unwrap()
+            .1
+            .to_string();
         let again = serve("/", Some(etag.as_bytes()), None);
         assert_eq!((again.status, again.body.len()), (304, 0));
-        assert!(again.headers.iter().any(|(n, v)| *n == "Content-Security-Policy" && v == CSP));
+        assert!(
+            again
+                .headers
+                .iter()
+                .any(|(n, v)| *n == "Content-Security-Policy" && v == CSP)
+        );
         assert_eq!(serve("/nope.js", None, None).status, 404);
     }
 }

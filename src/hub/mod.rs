@@ -65,16 +65,20 @@ impl ClientIds {
     }
 
     pub fn insert(&mut self, user: UserId, client_id: &str, id: MsgId, ts: i64) {
-        self.by_user.entry(user).or_default().insert(client_id.into(), (id, ts));
+        self.by_user
+            .entry(user)
+            .or_default()
+            .insert(client_id.into(), (id, ts));
         self.order.push_back((user, client_id.into()));
         if self.order.len() > CLIENT_ID_WINDOW
             && let Some((u, k)) = self.order.pop_front()
-                && let Some(m) = self.by_user.get_mut(&u) {
-                    m.remove(&k);
-                    if m.is_empty() {
-                        self.by_user.remove(&u);
-                    }
-                }
+            && let Some(m) = self.by_user.get_mut(&u)
+        {
+            m.remove(&k);
+            if m.is_empty() {
+                self.by_user.remove(&u);
+            }
+        }
     }
 }
 
@@ -142,7 +146,11 @@ mod tests {
     /// Pending acks are found by id whether answered in order or not.
     #[test]
     fn pending_acks_by_id() {
-        let ack = || PendingAck { waiters: Vec::new(), timestamp_ms: 0, delivered: false };
+        let ack = || PendingAck {
+            waiters: Vec::new(),
+            timestamp_ms: 0,
+            delivered: false,
+        };
         let mut acks = PendingAcks::default();
         for id in [3, 5, 9] {
             acks.push(id, ack());

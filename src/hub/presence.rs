@@ -6,9 +6,9 @@ use std::rc::Rc;
 
 use mio::Token;
 
-use super::rate::TokenBucket;
-use super::rooms::{valid_room_name, RoomId};
 use super::Session;
+use super::rate::TokenBucket;
+use super::rooms::{RoomId, valid_room_name};
 use crate::app::{App, Waiter};
 use crate::clock;
 use crate::config::{MAX_HELD_FRAMES, MAX_REPLAY, MAX_ROOMS_PER_CONN};
@@ -25,13 +25,22 @@ pub struct FrameError {
 
 impl FrameError {
     pub fn new(code: &'static str, message: impl Into<String>) -> FrameError {
-        FrameError { code, message: message.into() }
+        FrameError {
+            code,
+            message: message.into(),
+        }
     }
 }
 
 impl App {
     /// A WebSocket connection opened for `user`.
-    pub fn open_session(&mut self, conn: ConnRef, user: UserId, url_room: Option<String>, out: &mut Outbox) {
+    pub fn open_session(
+        &mut self,
+        conn: ConnRef,
+        user: UserId,
+        url_room: Option<String>,
+        out: &mut Outbox,
+    ) {
         let idx = conn.token.0;
         if self.hub.sessions.len() <= idx {
             self.hub.sessions.resize_with(idx + 1, || None);
@@ -57,23 +66,32 @@ impl App {
             self.send_unread(conn, &[], out);
         }
         if let Some(room) = url_room
-            && let Err(e) = self.join_room(conn.token, &room, None, out) {
-                self.send_error(conn.token, &e, None, out);
-            }
+            && let Err(e) = self.join_room(conn.token, &room, None, out)
+        {
+            self.send_error(conn.token, &e, None, out);
+        }
     }
 
     /// A WebSocket connection is closing: leave its rooms, maybe go offline.
     pub fn close_session(&mut self, token: Token, out: &mut Outbox) {
-        let Some(session) = self.hub.sessions.get_mut(token.0).and_then(Option::take) else { return };
+        let Some(session) = self.hub.sessions.get_mut(token.0).and_then(Option::take) else {
+            return;
+        };
         if self.quiet {
             for room in session.rooms {
-                self.hub.rooms.get_mut(room).unsubscribe(token, session.user);
+                self.hub
+                    .rooms
+                    .get_mut(room)
+                    .unsubscribe(token, session.user);
             }
             if let Some(conns) = self.hub.online.get_mut(&session.user) {
                 conns.retain(|t| *t != token);
                 if conns.is_empty() {
                     self.hub.online.remove(&session.user);
-                    let _ = self.store.submit(Request::SetLastSeen { user: session.user, at_ms: clock::now_ms() });
+                    let _ = self.store.submit(Request::SetLastSeen {
+                        user: session.user,
+                        at_ms: clock::now_ms(),
+                    });
                 }
             }
             return;
@@ -93,11 +111,17 @@ impl App {
     /// Records `last_seen` and tells every connection.
     fn set_status(&mut self, user: UserId, status: &'static str, out: &mut Outbox) {
         let now = clock::now_ms();
-        let Some(u) = self.users.get_mut(user) else { return };
+        let Some(u) = self.users.get_mut(user) else {
+            return;
+        };
         u.last_seen_ms = Some(now);
         // Best effort: a full queue only loses a last-seen time.
         let _ = self.store.submit(Request::SetLastSeen { user, at_ms: now });
-        let frame = self.encoder.shared(&Out::UserStatus { user: &u.name, status, last_seen: Ts(now) });
+        let frame = self.encoder.shared(&Out::UserStatus {
+            user: &u.name,
+            status,
+            last_seen: Ts(now),
+        });
         for conns in self.hub.online.values() {
             for t in conns {
                 out.frame(*t, &frame);
@@ -108,11 +132,23 @@ impl App {
     /// `join`: subscribe, tell others if this is the user's first connection
     /// in the room, and answer `online_users` — after the replay when `since`
     /// is given.
-    pub fn join_room(&mut self, token: Token, name: &str, since: Option<u64>, out: &mut Outbox) -> Result<(), FrameError> {
-        let session = self.hub.session(token).ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
+    pub fn join_room(
+        &mut self,
+        token: Token,
+        name: &str,
+        since: Option<u64>,
+        out: &mut Outbox,
+    ) -> Result<(), FrameError> {
+        let session = self
+            .hub
+            .session(token)
+            .ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
         let (user, conn) = (session.user, session.conn);
         if !valid_room_name(name) {
-            return Err(FrameError::new("invalid_input", "room names are 1-64 characters of a-z, 0-9, '_' and '-'"));
+            return Err(FrameError::new(
+                "invalid_input",
+                "room names are 1-64 characters of a-z, 0-9, '_' and '-'",
+            ));
         }
         if let Some(id) = self.hub.rooms.id(name) {
             if !self.hub.rooms.get(id).admits(user) {
@@ -124,7 +160,10 @@ impl App {
             }
         }
         if session.rooms.len() >= MAX_ROOMS_PER_CONN {
-            return Err(FrameError::new("invalid_input", format!("at most {MAX_ROOMS_PER_CONN} rooms per connection")));
+            return Err(FrameError::new(
+                "invalid_input",
+                format!("at most {MAX_ROOMS_PER_CONN} rooms per connection"),
+            ));
         }
         let id = self.hub.rooms.open(name);
         let replay = since.map(|after| HistoryQuery {
@@ -135,17 +174,38 @@ impl App {
             offset: 0,
         });
         if let Some(query) = replay {
-            let ticket = self.park(Waiter::Replay { conn, room: name.into() });
-            if self.store.submit(Request::History { ticket, query }).is_err() {
+            let ticket = self.park(Waiter::Replay {
+                conn,
+                room: name.into(),
+            });
+            if self
+                .store
+                .submit(Request::History { ticket, query })
+                .is_err()
+            {
                 self.waiters.remove(&ticket);
                 self.hub.rooms.collect(id);
-                return Err(FrameError::new("busy", "the server is busy; join again shortly"));
+                return Err(FrameError::new(
+                    "busy",
+                    "the server is busy; join again shortly",
+                ));
             }
         }
-        let first = self.hub.rooms.get_mut(id).subscribe(token, user, since.is_some());
-        self.hub.session_mut(token).expect("checked above").rooms.push(id);
+        let first = self
+            .hub
+            .rooms
+            .get_mut(id)
+            .subscribe(token, user, since.is_some());
+        self.hub
+            .session_mut(token)
+            .expect("checked above")
+            .rooms
+            .push(id);
         if first {
-            let frame = self.encoder.shared(&Out::Join { room: name, user: self.users.name(user) });
+            let frame = self.encoder.shared(&Out::Join {
+                room: name,
+                user: self.users.name(user),
+            });
             self.fan_out(id, &frame, Some(token), out);
         }
         if since.is_none() {
@@ -156,10 +216,21 @@ impl App {
 
     /// The replay for `join … since` came back: send it, then `online_users`,
     /// then what arrived live meanwhile.
-    pub fn finish_replay(&mut self, conn: ConnRef, room: &str, messages: Option<Vec<StoredMessage>>, out: &mut Outbox) {
+    pub fn finish_replay(
+        &mut self,
+        conn: ConnRef,
+        room: &str,
+        messages: Option<Vec<StoredMessage>>,
+        out: &mut Outbox,
+    ) {
         let token = conn.token;
-        let Some(id) = self.hub.rooms.id(room) else { return };
-        let ok = self.hub.session(token).is_some_and(|s| s.conn == conn && s.rooms.contains(&id))
+        let Some(id) = self.hub.rooms.id(room) else {
+            return;
+        };
+        let ok = self
+            .hub
+            .session(token)
+            .is_some_and(|s| s.conn == conn && s.rooms.contains(&id))
             && self.hub.rooms.get(id).replaying.contains(&token);
         if !ok || !out.is_live(conn) {
             return;
@@ -182,7 +253,14 @@ impl App {
         }
         let session = self.hub.session_mut(token).expect("checked above");
         let mut held = Vec::new();
-        session.held.retain(|(r, f)| if *r == id { held.push(f.clone()); false } else { true });
+        session.held.retain(|(r, f)| {
+            if *r == id {
+                held.push(f.clone());
+                false
+            } else {
+                true
+            }
+        });
         let overflow = std::mem::take(&mut session.held_overflow);
         self.send_online_users(token, id, Some(!(failed || missed_more || overflow)), out);
         for frame in &held {
@@ -192,8 +270,16 @@ impl App {
     }
 
     /// `leave`.
-    pub fn leave_room(&mut self, token: Token, name: &str, out: &mut Outbox) -> Result<(), FrameError> {
-        let session = self.hub.session(token).ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
+    pub fn leave_room(
+        &mut self,
+        token: Token,
+        name: &str,
+        out: &mut Outbox,
+    ) -> Result<(), FrameError> {
+        let session = self
+            .hub
+            .session(token)
+            .ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
         let user = session.user;
         let id = self
             .hub
@@ -201,7 +287,11 @@ impl App {
             .id(name)
             .filter(|id| session.rooms.contains(id))
             .ok_or_else(|| FrameError::new("not_member", format!("not in {name}")))?;
-        self.hub.session_mut(token).expect("checked above").rooms.retain(|r| *r != id);
+        self.hub
+            .session_mut(token)
+            .expect("checked above")
+            .rooms
+            .retain(|r| *r != id);
         self.unsubscribe(token, user, id, out);
         Ok(())
     }
@@ -213,24 +303,44 @@ impl App {
         }
         if self.hub.rooms.get_mut(id).unsubscribe(token, user) == Some(true) {
             let room = self.hub.rooms.get(id);
-            let frame = self.encoder.shared(&Out::Leave { room: &room.name, user: self.users.name(user) });
+            let frame = self.encoder.shared(&Out::Leave {
+                room: &room.name,
+                user: self.users.name(user),
+            });
             self.fan_out(id, &frame, None, out);
         }
         self.hub.rooms.collect(id);
     }
 
     /// `online_users` for one connection.
-    pub fn send_online_users(&mut self, token: Token, id: RoomId, recovered: Option<bool>, out: &mut Outbox) {
+    pub fn send_online_users(
+        &mut self,
+        token: Token,
+        id: RoomId,
+        recovered: Option<bool>,
+        out: &mut Outbox,
+    ) {
         let room = self.hub.rooms.get(id);
         let mut users: Vec<&str> = room.presence.keys().map(|u| self.users.name(*u)).collect();
         users.sort_unstable();
-        let frame = Out::OnlineUsers { room: &room.name, count: users.len(), users, recovered };
+        let frame = Out::OnlineUsers {
+            room: &room.name,
+            count: users.len(),
+            users,
+            recovered,
+        };
         out.reply(token, self.encoder.bytes(&frame));
     }
 
     /// Queues `frame` to every connection in the room but `except`; frames for
     /// connections still replaying are held for them. Returns the copies queued.
-    pub fn fan_out(&mut self, id: RoomId, frame: &Rc<[u8]>, except: Option<Token>, out: &mut Outbox) -> u64 {
+    pub fn fan_out(
+        &mut self,
+        id: RoomId,
+        frame: &Rc<[u8]>,
+        except: Option<Token>,
+        out: &mut Outbox,
+    ) -> u64 {
         let room = self.hub.rooms.get(id);
         let mut n = 0;
         for &t in &room.subscribers {
@@ -263,15 +373,36 @@ impl App {
         let counts = counts
             .iter()
             .map(|c| match c {
-                UnreadCount::Room(room, n) => UnreadEntry { room: Some(room), with: None, count: *n },
-                UnreadCount::Direct(from, n) => UnreadEntry { room: None, with: Some(self.users.name(*from)), count: *n },
+                UnreadCount::Room(room, n) => UnreadEntry {
+                    room: Some(room),
+                    with: None,
+                    count: *n,
+                },
+                UnreadCount::Direct(from, n) => UnreadEntry {
+                    room: None,
+                    with: Some(self.users.name(*from)),
+                    count: *n,
+                },
             })
             .collect();
         out.reply(conn.token, self.encoder.bytes(&Out::Unread { counts }));
     }
 
     /// An `error` frame.
-    pub fn send_error(&mut self, token: Token, e: &FrameError, client_id: Option<&str>, out: &mut Outbox) {
-        out.reply(token, self.encoder.bytes(&Out::Error { code: e.code, message: &e.message, client_id }));
+    pub fn send_error(
+        &mut self,
+        token: Token,
+        e: &FrameError,
+        client_id: Option<&str>,
+        out: &mut Outbox,
+    ) {
+        out.reply(
+            token,
+            self.encoder.bytes(&Out::Error {
+                code: e.code,
+                message: &e.message,
+                client_id,
+            }),
+        );
     }
 }

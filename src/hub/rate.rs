@@ -11,7 +11,10 @@ pub struct TokenBucket {
 impl TokenBucket {
     /// A full bucket.
     pub fn new(rate: u32, now_ms: i64) -> TokenBucket {
-        TokenBucket { milli_tokens: rate.saturating_mul(2).saturating_mul(1000), last_ms: now_ms }
+        TokenBucket {
+            milli_tokens: rate.saturating_mul(2).saturating_mul(1000),
+            last_ms: now_ms,
+        }
     }
 
     /// Takes one token if there is one. `rate == 0` means unlimited.

@@ -54,7 +54,9 @@ impl Room {
 
     /// Whether `user` may join or read the room.
     pub fn admits(&self, user: UserId) -> bool {
-        self.private.as_ref().is_none_or(|p| p.members.contains(&user))
+        self.private
+            .as_ref()
+            .is_none_or(|p| p.members.contains(&user))
     }
 
     /// Adds a connection. Returns true when it is the user's first in the room.
@@ -80,7 +82,11 @@ impl Room {
     /// Removes a connection. Returns `Some(true)` when it was the user's last
     /// in the room, `None` when it was not subscribed.
     pub fn unsubscribe(&mut self, token: Token, user: UserId) -> Option<bool> {
-        let list = if self.subscribers.contains(&token) { &mut self.subscribers } else { &mut self.replaying };
+        let list = if self.subscribers.contains(&token) {
+            &mut self.subscribers
+        } else {
+            &mut self.replaying
+        };
         let i = list.iter().position(|t| *t == token)?;
         list.swap_remove(i);
         let n = self.presence.get_mut(&user)?;
@@ -94,7 +100,10 @@ impl Room {
 
     /// A public room with no messages and nobody in it is forgotten.
     fn is_disposable(&self) -> bool {
-        self.private.is_none() && !self.has_messages && self.subscribers.is_empty() && self.replaying.is_empty()
+        self.private.is_none()
+            && !self.has_messages
+            && self.subscribers.is_empty()
+            && self.replaying.is_empty()
     }
 }
 
@@ -145,7 +154,9 @@ impl Rooms {
 /// Room names: 1-64 of `[a-z0-9_-]`.
 pub fn valid_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME).contains(&name.len())
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
 #[cfg(test)]
@@ -186,7 +197,10 @@ mod tests {
     fn private_rooms_admit_members() {
         let mut r = Room::new("ops");
         assert!(r.admits(1));
-        r.private = Some(Private { owner: 1, members: [1, 2].into() });
+        r.private = Some(Private {
+            owner: 1,
+            members: [1, 2].into(),
+        });
         assert!(r.admits(2) && !r.admits(3));
     }
 

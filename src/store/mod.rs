@@ -18,9 +18,9 @@
 
 pub mod sqlite;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::config::{STORE_BATCH, STORE_QUEUE};
@@ -123,7 +123,10 @@ pub enum Request {
     /// Reply: `UserStored` / `UserFailed`.
     PutUser(UserRow),
     /// Reply: `MessageStored` / `MessageFailed`.
-    PutMessage { msg: StoredMessage, client_id: Option<String> },
+    PutMessage {
+        msg: StoredMessage,
+        client_id: Option<String>,
+    },
     /// A public room got its first message. No reply.
     PutPublicRoom { name: String },
     /// No reply.
@@ -135,7 +138,11 @@ pub enum Request {
     /// No reply.
     RemoveMember { room: String, user: UserId },
     /// Moves `user`'s read marker forward (never back). No reply.
-    MarkRead { user: UserId, target: Target, id: MsgId },
+    MarkRead {
+        user: UserId,
+        target: Target,
+        id: MsgId,
+    },
     /// Reply: `History`.
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread`.
@@ -151,10 +158,18 @@ pub enum Reply {
     UserFailed(UserId),
     MessageStored(MsgId),
     MessageFailed(MsgId),
-    History { ticket: Ticket, messages: Vec<StoredMessage> },
+    History {
+        ticket: Ticket,
+        messages: Vec<StoredMessage>,
+    },
     /// `None` when the read failed (the waiter answers with an error).
-    HistoryFailed { ticket: Ticket },
-    Unread { ticket: Ticket, counts: Vec<UnreadCount> },
+    HistoryFailed {
+        ticket: Ticket,
+    },
+    Unread {
+        ticket: Ticket,
+        counts: Vec<UnreadCount>,
+    },
     Drained,
 }
 
@@ -216,7 +231,12 @@ impl StoreHandle {
             .name("hubbub-store".into())
             .spawn(move || run_store(backend, req_rx, reply_tx, thread_depth, wake))
             .expect("spawn storage thread");
-        StoreHandle { tx: Some(tx), rx, depth, thread: Some(thread) }
+        StoreHandle {
+            tx: Some(tx),
+            rx,
+            depth,
+            thread: Some(thread),
+        }
     }
 
     /// Queues a request without blocking.
@@ -247,9 +267,10 @@ impl StoreHandle {
     pub fn join(&mut self) {
         self.tx = None;
         if let Some(t) = self.thread.take()
-            && t.join().is_err() {
-                log::error!("storage thread panicked");
-            }
+            && t.join().is_err()
+        {
+            log::error!("storage thread panicked");
+        }
     }
 }
 
@@ -262,6 +283,7 @@ fn run_store<B: Backend>(
     depth: Arc<AtomicUsize>,
     wake: impl Fn(),
 ) {
+    crate::priority::lower_current_thread(crate::priority::STORE_NICE);
     let mut batch = Vec::with_capacity(STORE_BATCH);
     let mut out = Vec::with_capacity(STORE_BATCH);
     while let Ok(first) = rx.recv() {
@@ -325,7 +347,10 @@ fn failure_reply(req: &Request) -> Option<Reply> {
         Request::PutUser(u) => Some(Reply::UserFailed(u.id)),
         Request::PutMessage { msg, .. } => Some(Reply::MessageFailed(msg.id)),
         Request::History { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
-        Request::Unread { ticket, .. } => Some(Reply::Unread { ticket: *ticket, counts: Vec::new() }),
+        Request::Unread { ticket, .. } => Some(Reply::Unread {
+            ticket: *ticket,
+            counts: Vec::new(),
+        }),
         Request::Drain => Some(Reply::Drained),
         _ => None,
     }
@@ -350,8 +375,8 @@ fn request_name(req: &Request) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::mpsc::Receiver as StdReceiver;
     use std::sync::Mutex;
+    use std::sync::mpsc::Receiver as StdReceiver;
     use std::time::Duration;
 
     /// A backend that holds its first transaction until the test lets it go.
@@ -390,7 +415,10 @@ mod tests {
         let mut accepted = 0;
         while store.submit(Request::Drain).is_ok() {
             accepted += 1;
-            assert!(accepted <= STORE_QUEUE + STORE_BATCH, "the bound did not hold");
+            assert!(
+                accepted <= STORE_QUEUE + STORE_BATCH,
+                "the bound did not hold"
+            );
         }
         assert!(accepted >= STORE_QUEUE, "refused early at {accepted}");
         for _ in 0..accepted {

@@ -6,7 +6,7 @@
 //! (the contract's promise for acked messages); surviving power loss as well
 //! would need `synchronous = FULL`, one fsync per batch.
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{
     Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, Snapshot,
@@ -118,7 +118,8 @@ impl Sqlite {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
             let tx = conn.transaction().map_err(err)?;
             tx.execute_batch(sql).map_err(err)?;
-            tx.pragma_update(None, "user_version", (i + 1) as i64).map_err(err)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)
+                .map_err(err)?;
             tx.commit().map_err(err)?;
             log::info!("database migrated to schema version {}", i + 1);
         }
@@ -145,8 +146,11 @@ impl Sqlite {
                      WHERE dm = ?1 AND id < ?2 AND id > ?3
                      ORDER BY id DESC LIMIT ?4 OFFSET ?5",
                 )?;
-                st.query_map(params![dm_key(*a, *b), before, after, limit, offset], row_to_message)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
+                st.query_map(
+                    params![dm_key(*a, *b), before, after, limit, offset],
+                    row_to_message,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?
             }
         };
         rows.reverse();
@@ -166,7 +170,9 @@ impl Sqlite {
                      AND room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
              ORDER BY r.room",
         )?;
-        for row in st.query_map([user], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in st.query_map([user], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })? {
             let (room, n) = row?;
             if n > 0 {
                 counts.push(UnreadCount::Room(room, n as u64));
@@ -245,8 +251,10 @@ impl Sqlite {
                 None
             }
             Request::AddMember { room, user } => {
-                c.prepare_cached("INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?1, ?2)")?
-                    .execute(params![room, user])?;
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?1, ?2)",
+                )?
+                .execute(params![room, user])?;
                 None
             }
             Request::RemoveMember { room, user } => {
@@ -271,12 +279,14 @@ impl Sqlite {
                 };
                 None
             }
-            Request::History { ticket, query } => {
-                Some(Reply::History { ticket: *ticket, messages: self.history(query)? })
-            }
-            Request::Unread { ticket, user } => {
-                Some(Reply::Unread { ticket: *ticket, counts: self.unread(*user)? })
-            }
+            Request::History { ticket, query } => Some(Reply::History {
+                ticket: *ticket,
+                messages: self.history(query)?,
+            }),
+            Request::Unread { ticket, user } => Some(Reply::Unread {
+                ticket: *ticket,
+                counts: self.unread(*user)?,
+            }),
             Request::Drain => Some(Reply::Drained),
         })
     }
@@ -346,13 +356,19 @@ impl Backend for Sqlite {
                     .query_map([&name], |r| r.get(0))
                     .and_then(|rows| rows.collect())
                     .map_err(err)?;
-                snap.private_rooms.push(PrivateRoomRow { name, owner: owner.unwrap_or(0), members: ids });
+                snap.private_rooms.push(PrivateRoomRow {
+                    name,
+                    owner: owner.unwrap_or(0),
+                    members: ids,
+                });
             } else {
                 snap.public_rooms.push(name);
             }
         }
         snap.max_message_id = c
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map_err(err)? as MsgId;
         let mut st = c
             .prepare(
@@ -362,7 +378,12 @@ impl Backend for Sqlite {
             .map_err(err)?;
         snap.recent_client_ids = st
             .query_map([CLIENT_ID_WINDOW as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as MsgId, r.get(3)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as MsgId,
+                    r.get(3)?,
+                ))
             })
             .and_then(|rows| rows.collect())
             .map_err(err)?;
@@ -373,13 +394,18 @@ impl Backend for Sqlite {
                  UNION SELECT DISTINCT to_id FROM messages WHERE to_id IS NOT NULL",
             )
             .map_err(err)?;
-        snap.unread_sources = st.query_map([], |r| r.get(0)).and_then(|rows| rows.collect()).map_err(err)?;
+        snap.unread_sources = st
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
         Ok(snap)
     }
 
     fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(err)
     }
@@ -397,7 +423,11 @@ impl Backend for Sqlite {
 
     fn begin(&mut self) -> Result<(), StoreError> {
         // Cached like every other statement: `execute_batch` would parse it per batch.
-        self.conn.prepare_cached("BEGIN").and_then(|mut s| s.execute([])).map(|_| ()).map_err(err)
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(err)
     }
 
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
@@ -405,7 +435,11 @@ impl Backend for Sqlite {
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn.prepare_cached("COMMIT").and_then(|mut s| s.execute([])).map(|_| ()).map_err(err)
+        self.conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut s| s.execute([]))
+            .map(|_| ())
+            .map_err(err)
     }
 
     fn rollback(&mut self) {
@@ -424,7 +458,11 @@ mod tests {
             id,
             username: name.into(),
             email: format!("{name}@example.com"),
-            password: PasswordHash { iterations: 1000, salt: [id as u8; 16], hash: [7; 32] },
+            password: PasswordHash {
+                iterations: 1000,
+                salt: [id as u8; 16],
+                hash: [7; 32],
+            },
             created_ms: 1,
             last_seen_ms: None,
         }
@@ -457,9 +495,18 @@ mod tests {
             vec![
                 Request::PutUser(user(1, "alice")),
                 Request::PutUser(user(2, "bob")),
-                Request::PutPrivateRoom(PrivateRoomRow { name: "ops".into(), owner: 1, members: vec![1, 2] }),
-                Request::PutPublicRoom { name: "general".into() },
-                Request::PutMessage { msg: msg(5, Some("general"), 1, None), client_id: Some("k1".into()) },
+                Request::PutPrivateRoom(PrivateRoomRow {
+                    name: "ops".into(),
+                    owner: 1,
+                    members: vec![1, 2],
+                }),
+                Request::PutPublicRoom {
+                    name: "general".into(),
+                },
+                Request::PutMessage {
+                    msg: msg(5, Some("general"), 1, None),
+                    client_id: Some("k1".into()),
+                },
                 Request::SetLastSeen { user: 2, at_ms: 99 },
             ],
         );
@@ -483,19 +530,51 @@ mod tests {
         let mut db = Sqlite::open_in_memory().unwrap();
         let mut reqs = Vec::new();
         for id in 1..=10 {
-            reqs.push(Request::PutMessage { msg: msg(id, Some("r"), 1, None), client_id: None });
+            reqs.push(Request::PutMessage {
+                msg: msg(id, Some("r"), 1, None),
+                client_id: None,
+            });
         }
-        reqs.push(Request::PutMessage { msg: msg(11, None, 1, Some(2)), client_id: None });
-        reqs.push(Request::PutMessage { msg: msg(12, None, 2, Some(1)), client_id: None });
+        reqs.push(Request::PutMessage {
+            msg: msg(11, None, 1, Some(2)),
+            client_id: None,
+        });
+        reqs.push(Request::PutMessage {
+            msg: msg(12, None, 2, Some(1)),
+            client_id: None,
+        });
         run(&mut db, reqs);
-        let q = |target, before, after, limit, offset| HistoryQuery { target, before, after, limit, offset };
+        let q = |target, before, after, limit, offset| HistoryQuery {
+            target,
+            before,
+            after,
+            limit,
+            offset,
+        };
         let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
         let room = || Target::Room("r".into());
-        assert_eq!(ids(db.history(&q(room(), None, None, 3, 0)).unwrap()), vec![8, 9, 10]);
-        assert_eq!(ids(db.history(&q(room(), Some(8), None, 3, 0)).unwrap()), vec![5, 6, 7]);
-        assert_eq!(ids(db.history(&q(room(), None, None, 3, 3)).unwrap()), vec![5, 6, 7]);
-        assert_eq!(ids(db.history(&q(room(), Some(8), Some(5), 10, 0)).unwrap()), vec![6, 7]);
-        assert_eq!(ids(db.history(&q(Target::Direct(2, 1), None, None, 10, 0)).unwrap()), vec![11, 12]);
+        assert_eq!(
+            ids(db.history(&q(room(), None, None, 3, 0)).unwrap()),
+            vec![8, 9, 10]
+        );
+        assert_eq!(
+            ids(db.history(&q(room(), Some(8), None, 3, 0)).unwrap()),
+            vec![5, 6, 7]
+        );
+        assert_eq!(
+            ids(db.history(&q(room(), None, None, 3, 3)).unwrap()),
+            vec![5, 6, 7]
+        );
+        assert_eq!(
+            ids(db.history(&q(room(), Some(8), Some(5), 10, 0)).unwrap()),
+            vec![6, 7]
+        );
+        assert_eq!(
+            ids(db
+                .history(&q(Target::Direct(2, 1), None, None, 10, 0))
+                .unwrap()),
+            vec![11, 12]
+        );
     }
 
     /// Unread counts follow read markers, which only move forward, and skip
@@ -506,14 +585,41 @@ mod tests {
         run(
             &mut db,
             vec![
-                Request::PutMessage { msg: msg(1, Some("r"), 2, None), client_id: None },
-                Request::MarkRead { user: 1, target: Target::Room("r".into()), id: 1 },
-                Request::PutMessage { msg: msg(2, Some("r"), 2, None), client_id: None },
-                Request::PutMessage { msg: msg(3, Some("r"), 1, None), client_id: None },
-                Request::PutMessage { msg: msg(4, None, 2, Some(1)), client_id: None },
-                Request::PutMessage { msg: msg(5, None, 2, Some(1)), client_id: None },
-                Request::MarkRead { user: 1, target: Target::Direct(1, 2), id: 4 },
-                Request::MarkRead { user: 1, target: Target::Direct(1, 2), id: 1 },
+                Request::PutMessage {
+                    msg: msg(1, Some("r"), 2, None),
+                    client_id: None,
+                },
+                Request::MarkRead {
+                    user: 1,
+                    target: Target::Room("r".into()),
+                    id: 1,
+                },
+                Request::PutMessage {
+                    msg: msg(2, Some("r"), 2, None),
+                    client_id: None,
+                },
+                Request::PutMessage {
+                    msg: msg(3, Some("r"), 1, None),
+                    client_id: None,
+                },
+                Request::PutMessage {
+                    msg: msg(4, None, 2, Some(1)),
+                    client_id: None,
+                },
+                Request::PutMessage {
+                    msg: msg(5, None, 2, Some(1)),
+                    client_id: None,
+                },
+                Request::MarkRead {
+                    user: 1,
+                    target: Target::Direct(1, 2),
+                    id: 4,
+                },
+                Request::MarkRead {
+                    user: 1,
+                    target: Target::Direct(1, 2),
+                    id: 1,
+                },
             ],
         );
         assert_eq!(
@@ -527,11 +633,23 @@ mod tests {
     #[test]
     fn client_id_is_unique_per_user() {
         let mut db = Sqlite::open_in_memory().unwrap();
-        run(&mut db, vec![Request::PutMessage { msg: msg(1, Some("r"), 1, None), client_id: Some("k".into()) }]);
+        run(
+            &mut db,
+            vec![Request::PutMessage {
+                msg: msg(1, Some("r"), 1, None),
+                client_id: Some("k".into()),
+            }],
+        );
         db.begin().unwrap();
-        let dup = Request::PutMessage { msg: msg(2, Some("r"), 1, None), client_id: Some("k".into()) };
+        let dup = Request::PutMessage {
+            msg: msg(2, Some("r"), 1, None),
+            client_id: Some("k".into()),
+        };
         assert!(db.execute(&dup).is_err());
-        let other_user = Request::PutMessage { msg: msg(3, Some("r"), 2, None), client_id: Some("k".into()) };
+        let other_user = Request::PutMessage {
+            msg: msg(3, Some("r"), 2, None),
+            client_id: Some("k".into()),
+        };
         assert!(db.execute(&other_user).is_ok());
         db.commit().unwrap();
     }

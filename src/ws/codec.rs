@@ -9,8 +9,8 @@
 use std::io::Cursor;
 use std::ops::Range;
 
-use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 /// Why a connection must be closed, with the close code the RFC assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,15 +63,20 @@ pub fn decode_frame(buf: &mut [u8], max: usize) -> Result<Option<RawFrame>, Viol
         Err(_) => return Err(Violation::Protocol("reserved opcode")),
     };
     if header.rsv1 || header.rsv2 || header.rsv3 {
-        return Err(Violation::Protocol("reserved bits set without an extension"));
+        return Err(Violation::Protocol(
+            "reserved bits set without an extension",
+        ));
     }
     let Some(mask) = header.mask else {
         return Err(Violation::Protocol("client frames must be masked"));
     };
     if let OpCode::Control(_) = header.opcode
-        && (len > 125 || !header.is_final) {
-            return Err(Violation::Protocol("control frames must be final and at most 125 bytes"));
-        }
+        && (len > 125 || !header.is_final)
+    {
+        return Err(Violation::Protocol(
+            "control frames must be final and at most 125 bytes",
+        ));
+    }
     if len > max as u64 {
         return Err(Violation::TooBig);
     }
@@ -81,12 +86,19 @@ pub fn decode_frame(buf: &mut [u8], max: usize) -> Result<Option<RawFrame>, Viol
         return Ok(None);
     }
     unmask(&mut buf[start..end], mask);
-    Ok(Some(RawFrame { opcode: header.opcode, fin: header.is_final, payload: start..end, len: end }))
+    Ok(Some(RawFrame {
+        opcode: header.opcode,
+        fin: header.is_final,
+        payload: start..end,
+        len: end,
+    }))
 }
 
 /// XORs the payload with the 4-byte mask, eight bytes at a time.
 pub fn unmask(payload: &mut [u8], mask: [u8; 4]) {
-    let wide = u64::from_ne_bytes([mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3]]);
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
     let mut chunks = payload.chunks_exact_mut(8);
     for c in &mut chunks {
         let v = u64::from_ne_bytes(c.try_into().expect("chunk of 8")) ^ wide;
@@ -129,13 +141,20 @@ pub enum Fed<'a> {
 
 impl Assembler {
     /// Feeds one decoded frame. `max` bounds the whole reassembled message.
-    pub fn feed<'a>(&mut self, frame: &RawFrame, buf: &'a [u8], max: usize) -> Result<Fed<'a>, Violation> {
+    pub fn feed<'a>(
+        &mut self,
+        frame: &RawFrame,
+        buf: &'a [u8],
+        max: usize,
+    ) -> Result<Fed<'a>, Violation> {
         let payload = &buf[frame.payload.clone()];
         match frame.opcode {
             OpCode::Control(c) => Ok(Fed::Whole(control(c, payload)?)),
             OpCode::Data(Data::Continue) => {
                 let Some(kind) = self.kind else {
-                    return Err(Violation::Protocol("continuation without a message to continue"));
+                    return Err(Violation::Protocol(
+                        "continuation without a message to continue",
+                    ));
                 };
                 if self.buf.len() + payload.len() > max {
                     return Err(Violation::TooBig);
@@ -153,7 +172,9 @@ impl Assembler {
             }
             OpCode::Data(kind) => {
                 if self.kind.is_some() {
-                    return Err(Violation::Protocol("new message before the last one finished"));
+                    return Err(Violation::Protocol(
+                        "new message before the last one finished",
+                    ));
                 }
                 if !frame.fin {
                     self.kind = Some(kind);
@@ -204,7 +225,10 @@ pub const MAX_HEADER: usize = 10;
 /// serialize the payload first (after a `MAX_HEADER` gap) and frame it after,
 /// without moving the payload.
 pub fn header_before(out: &mut [u8; MAX_HEADER], opcode: OpCode, len: usize) -> usize {
-    let header = FrameHeader { opcode, ..FrameHeader::default() };
+    let header = FrameHeader {
+        opcode,
+        ..FrameHeader::default()
+    };
     let size = header.len(len as u64);
     let start = MAX_HEADER - size;
     header
@@ -272,7 +296,10 @@ mod tests {
         let mut out = Vec::new();
         let mut at = 0;
         while let Some(f) = decode_frame(&mut buf[at..], 1 << 16)? {
-            let f = RawFrame { payload: f.payload.start + at..f.payload.end + at, ..f };
+            let f = RawFrame {
+                payload: f.payload.start + at..f.payload.end + at,
+                ..f
+            };
             at += f.len;
             match asm.feed(&f, buf, 1 << 16)? {
                 Fed::Whole(m) => out.push(format!("{m:?}")),
@@ -287,10 +314,15 @@ mod tests {
     /// incomplete, not an error.
     #[test]
     fn decodes_rfc_example() {
-        let mut frame = vec![0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+        let mut frame = vec![
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ];
         assert_eq!(decode_frame(&mut frame[..7], 100), Ok(None));
         let f = decode_frame(&mut frame, 100).unwrap().unwrap();
-        assert_eq!((&frame[f.payload.clone()], f.len, f.fin), (&b"Hello"[..], 11, true));
+        assert_eq!(
+            (&frame[f.payload.clone()], f.len, f.fin),
+            (&b"Hello"[..], 11, true)
+        );
     }
 
     /// Fragments are reassembled, with a ping allowed between them.
@@ -301,7 +333,10 @@ mod tests {
         buf.extend(masked(0x80, b"lo"));
         let mut asm = Assembler::default();
         let got = feed_all(&mut asm, &mut buf).unwrap();
-        assert_eq!(got, vec!["Ping([112])".to_string(), "Text:Hello".to_string()]);
+        assert_eq!(
+            got,
+            vec!["Ping([112])".to_string(), "Text:Hello".to_string()]
+        );
         assert_eq!(asm.kind, None);
     }
 
@@ -332,7 +367,11 @@ mod tests {
     /// Server frames use the shortest length form and no mask.
     #[test]
     fn encodes_lengths() {
-        for (len, head) in [(5usize, vec![0x81, 5]), (200, vec![0x81, 126, 0, 200]), (70_000, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70])] {
+        for (len, head) in [
+            (5usize, vec![0x81, 5]),
+            (200, vec![0x81, 126, 0, 200]),
+            (70_000, vec![0x81, 127, 0, 0, 0, 0, 0, 1, 0x11, 0x70]),
+        ] {
             let mut out = Vec::new();
             encode(&mut out, TEXT, &vec![b'x'; len]);
             assert_eq!(&out[..head.len()], &head[..]);

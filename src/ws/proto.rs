@@ -11,7 +11,7 @@ use std::rc::Rc;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::codec::{header_before, MAX_HEADER, TEXT};
+use super::codec::{MAX_HEADER, TEXT, header_before};
 
 /// Every field any client frame may carry; which ones matter depends on `type`.
 #[derive(Debug, Default, Deserialize)]
@@ -86,7 +86,10 @@ pub struct Ts(pub i64);
 
 impl fmt::Display for Ts {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(crate::clock::rfc3339_into(self.0, &mut [0; crate::clock::RFC3339_LEN]))
+        f.write_str(crate::clock::rfc3339_into(
+            self.0,
+            &mut [0; crate::clock::RFC3339_LEN],
+        ))
     }
 }
 
@@ -125,15 +128,29 @@ pub struct UnreadEntry<'a> {
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Out<'a> {
-    Message { id: u64, room: &'a str, user: &'a str, content: &'a str, timestamp: Ts },
-    PrivateMessage { id: u64, from: &'a str, to: &'a str, content: &'a str, timestamp: Ts },
+    Message {
+        id: u64,
+        room: &'a str,
+        user: &'a str,
+        content: &'a str,
+        timestamp: Ts,
+    },
+    PrivateMessage {
+        id: u64,
+        from: &'a str,
+        to: &'a str,
+        content: &'a str,
+        timestamp: Ts,
+    },
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
         client_id: Option<&'a str>,
         id: u64,
         timestamp: Ts,
     },
-    Delivered { id: u64 },
+    Delivered {
+        id: u64,
+    },
     OnlineUsers {
         room: &'a str,
         users: Vec<&'a str>,
@@ -141,12 +158,30 @@ pub enum Out<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
     },
-    Join { room: &'a str, user: &'a str },
-    Leave { room: &'a str, user: &'a str },
-    UserStatus { user: &'a str, status: &'static str, last_seen: Ts },
-    Typing { room: &'a str, user: &'a str },
-    StopTyping { room: &'a str, user: &'a str },
-    Unread { counts: Vec<UnreadEntry<'a>> },
+    Join {
+        room: &'a str,
+        user: &'a str,
+    },
+    Leave {
+        room: &'a str,
+        user: &'a str,
+    },
+    UserStatus {
+        user: &'a str,
+        status: &'static str,
+        last_seen: Ts,
+    },
+    Typing {
+        room: &'a str,
+        user: &'a str,
+    },
+    StopTyping {
+        room: &'a str,
+        user: &'a str,
+    },
+    Unread {
+        counts: Vec<UnreadEntry<'a>>,
+    },
     Read {
         #[serde(skip_serializing_if = "Option::is_none")]
         room: Option<&'a str>,
@@ -162,7 +197,11 @@ pub enum Out<'a> {
         with: Option<&'a str>,
         messages: Vec<MessageObj<'a>>,
     },
-    RoomMembers { room: &'a str, owner: &'a str, members: Vec<&'a str> },
+    RoomMembers {
+        room: &'a str,
+        owner: &'a str,
+        members: Vec<&'a str>,
+    },
     Error {
         code: &'static str,
         message: &'a str,
@@ -200,7 +239,8 @@ impl Encoder {
         self.scratch.resize(MAX_HEADER, 0);
         serde_json::to_writer(&mut self.scratch, frame).expect("serializing to a Vec cannot fail");
         let len = self.scratch.len() - MAX_HEADER;
-        let head: &mut [u8; MAX_HEADER] = (&mut self.scratch[..MAX_HEADER]).try_into().expect("gap");
+        let head: &mut [u8; MAX_HEADER] =
+            (&mut self.scratch[..MAX_HEADER]).try_into().expect("gap");
         header_before(head, TEXT, len)
     }
 }
@@ -241,10 +281,28 @@ mod tests {
     #[test]
     fn omits_absent_fields() {
         let mut enc = Encoder::default();
-        let out = enc.bytes(&Out::Ack { client_id: None, id: 1, timestamp: Ts(0) }).to_vec();
-        assert_eq!(payload(&out), r#"{"type":"ack","id":1,"timestamp":"1970-01-01T00:00:00.000Z"}"#);
-        let out = enc.bytes(&Out::Error { code: "bad_json", message: "x", client_id: None }).to_vec();
-        assert_eq!(payload(&out), r#"{"type":"error","code":"bad_json","message":"x"}"#);
+        let out = enc
+            .bytes(&Out::Ack {
+                client_id: None,
+                id: 1,
+                timestamp: Ts(0),
+            })
+            .to_vec();
+        assert_eq!(
+            payload(&out),
+            r#"{"type":"ack","id":1,"timestamp":"1970-01-01T00:00:00.000Z"}"#
+        );
+        let out = enc
+            .bytes(&Out::Error {
+                code: "bad_json",
+                message: "x",
+                client_id: None,
+            })
+            .to_vec();
+        assert_eq!(
+            payload(&out),
+            r#"{"type":"error","code":"bad_json","message":"x"}"#
+        );
     }
 
     /// Client frames: typed fields parse; text that is no object is plain
@@ -252,10 +310,19 @@ mod tests {
     #[test]
     fn classifies_client_frames() {
         let f = parse_client(r#"{"type":"join","room":"general","since":7}"#).unwrap();
-        assert_eq!((&*f.kind, f.room.as_deref(), f.since), ("join", Some("general"), Some(7)));
-        assert_eq!(parse_client("hello there").unwrap_err(), Unparsed::NotAnObject);
+        assert_eq!(
+            (&*f.kind, f.room.as_deref(), f.since),
+            ("join", Some("general"), Some(7))
+        );
+        assert_eq!(
+            parse_client("hello there").unwrap_err(),
+            Unparsed::NotAnObject
+        );
         assert_eq!(parse_client("[1,2]").unwrap_err(), Unparsed::NotAnObject);
-        assert_eq!(parse_client(r#"{"room":"x"}"#).unwrap_err(), Unparsed::NoType);
+        assert_eq!(
+            parse_client(r#"{"room":"x"}"#).unwrap_err(),
+            Unparsed::NoType
+        );
         assert_eq!(parse_client(r#"{"type":5}"#).unwrap_err(), Unparsed::NoType);
         assert!(matches!(
             parse_client(r#"{"type":"join","since":"x"}"#).unwrap_err(),

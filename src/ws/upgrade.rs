@@ -51,7 +51,9 @@ mod tests {
         let (req, _) = crate::http::request::parse(raw, &mut h).unwrap().unwrap();
         assert_eq!(client_key(&req), Ok(&b"abc"[..]));
         let mut h = [httparse::EMPTY_HEADER; 8];
-        let (req, _) = crate::http::request::parse(b"GET /ws HTTP/1.1\r\n\r\n", &mut h).unwrap().unwrap();
+        let (req, _) = crate::http::request::parse(b"GET /ws HTTP/1.1\r\n\r\n", &mut h)
+            .unwrap()
+            .unwrap();
         assert!(client_key(&req).is_err());
     }
 }

@@ -9,11 +9,11 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
@@ -34,7 +34,10 @@ pub struct TempDir(PathBuf);
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let path = std::env::temp_dir().join(format!(
             "hubbub-test-{tag}-{}-{n}-{nanos}",
@@ -163,10 +166,18 @@ impl Server {
         }
         let mut config = vec![("--addr", "HUBBUB_ADDR", "127.0.0.1:0".to_string())];
         if !builder.omit_db {
-            config.push(("--db", "HUBBUB_DB", db.to_str().expect("utf-8 temp path").to_string()));
+            config.push((
+                "--db",
+                "HUBBUB_DB",
+                db.to_str().expect("utf-8 temp path").to_string(),
+            ));
         }
         if let Some(n) = builder.iterations {
-            config.push(("--pbkdf2-iterations", "HUBBUB_PBKDF2_ITERATIONS", n.to_string()));
+            config.push((
+                "--pbkdf2-iterations",
+                "HUBBUB_PBKDF2_ITERATIONS",
+                n.to_string(),
+            ));
         }
         for (flag, var, value) in config {
             if builder.via_env {
@@ -220,14 +231,24 @@ impl Server {
                         thread::sleep(Duration::from_millis(100));
                         panic!(
                             "hubbub exited ({st}) before `listening on`:\n{}",
-                            logs.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+                            logs.lock()
+                                .unwrap()
+                                .iter()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("\n")
                         );
                     }
                     if Instant::now() > deadline {
                         let _ = child.kill();
                         panic!(
                             "hubbub printed no `listening on ADDR` within 30 s:\n{}",
-                            logs.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+                            logs.lock()
+                                .unwrap()
+                                .iter()
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("\n")
                         );
                     }
                 }
@@ -236,12 +257,23 @@ impl Server {
                     thread::sleep(Duration::from_millis(100));
                     panic!(
                         "hubbub closed stderr before `listening on`:\n{}",
-                        logs.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+                        logs.lock()
+                            .unwrap()
+                            .iter()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join("\n")
                     );
                 }
             }
         };
-        Server { child: Some(child), addr, dir, logs, builder }
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            logs,
+            builder,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -256,7 +288,13 @@ impl Server {
     }
 
     pub fn logs(&self) -> String {
-        self.logs.lock().unwrap().iter().cloned().collect::<Vec<_>>().join("\n")
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// `kill -9`.
@@ -340,7 +378,13 @@ impl Server {
             auth = format!("Bearer {t}");
             h.push(("Authorization", auth.as_str()));
         }
-        http(self.addr, "POST", path, &h, Some(body.to_string().as_bytes()))
+        http(
+            self.addr,
+            "POST",
+            path,
+            &h,
+            Some(body.to_string().as_bytes()),
+        )
     }
 
     /// Sign a user up (`name@example.com`, `PASSWORD`); returns the `user` object.
@@ -356,14 +400,21 @@ impl Server {
 
     /// Log in; returns the full 200 body.
     pub fn login(&self, name: &str, password: &str) -> Value {
-        let r = self.post_json("/api/login", &json!({"username": name, "password": password}), None);
+        let r = self.post_json(
+            "/api/login",
+            &json!({"username": name, "password": password}),
+            None,
+        );
         assert_eq!(r.status, 200, "login {name}: {}", r.text());
         r.json()
     }
 
     /// Log in an existing user (`PASSWORD`); returns the token.
     pub fn login_token(&self, name: &str) -> String {
-        self.login(name, PASSWORD)["token"].as_str().expect("token").to_string()
+        self.login(name, PASSWORD)["token"]
+            .as_str()
+            .expect("token")
+            .to_string()
     }
 
     /// Sign up and log in; returns the token.
@@ -376,7 +427,10 @@ impl Server {
     pub fn messages(&self, token: &str, query: &str) -> Vec<Value> {
         let r = self.get(&format!("/api/messages?{query}"), Some(token));
         assert_eq!(r.status, 200, "GET /api/messages?{query}: {}", r.text());
-        r.json()["messages"].as_array().expect("messages array").clone()
+        r.json()["messages"]
+            .as_array()
+            .expect("messages array")
+            .clone()
     }
 
     /// Every stored message of a room, paging backwards with `before` (limit 200).
@@ -433,7 +487,11 @@ impl Drop for Server {
             let _ = c.wait();
         }
         if thread::panicking() {
-            eprintln!("---- last hubbub stderr lines ({}) ----\n{}\n----", self.addr, self.logs());
+            eprintln!(
+                "---- last hubbub stderr lines ({}) ----\n{}\n----",
+                self.addr,
+                self.logs()
+            );
         }
     }
 }
@@ -451,7 +509,9 @@ fn parse_listening(line: &str) -> Option<SocketAddr> {
     let i = line.find("listening on ")?;
     let rest = &line[i + "listening on ".len()..];
     let tok = rest.split_whitespace().next()?;
-    let tok = tok.trim_start_matches("http://").trim_start_matches("ws://");
+    let tok = tok
+        .trim_start_matches("http://")
+        .trim_start_matches("ws://");
     let tok = tok.trim_end_matches(|c: char| !c.is_ascii_digit());
     tok.parse().ok()
 }
@@ -483,9 +543,18 @@ impl Resp {
     }
     /// Assert an error response: status, JSON `{"error": <non-empty string>, "code": code}`.
     pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(self.status, status, "expected {status} {code}, got: {} {}", self.status, self.text());
+        assert_eq!(
+            self.status,
+            status,
+            "expected {status} {code}, got: {} {}",
+            self.status,
+            self.text()
+        );
         let ct = self.header("content-type").unwrap_or("");
-        assert!(ct.starts_with("application/json"), "error content-type: {ct:?}");
+        assert!(
+            ct.starts_with("application/json"),
+            "error content-type: {ct:?}"
+        );
         let v = self.json();
         assert_eq!(v["code"], code, "error body: {v}");
         assert!(
@@ -505,7 +574,9 @@ impl HttpConn {
         let s = TcpStream::connect(addr).expect("connect");
         s.set_read_timeout(Some(WAIT)).unwrap();
         s.set_nodelay(true).unwrap();
-        HttpConn { reader: BufReader::new(s) }
+        HttpConn {
+            reader: BufReader::new(s),
+        }
     }
     pub fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
@@ -546,11 +617,17 @@ pub fn wait_closed(s: &mut TcpStream, within: Duration) -> bool {
         if left.is_zero() {
             return false;
         }
-        s.set_read_timeout(Some(left.max(Duration::from_millis(1)))).unwrap();
+        s.set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
         match s.read(&mut buf) {
             Ok(0) => return true,
             Ok(_) => continue,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 return false;
             }
             Err(_) => return true,
@@ -558,7 +635,12 @@ pub fn wait_closed(s: &mut TcpStream, within: Duration) -> bool {
     }
 }
 
-pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Vec<u8> {
+pub fn build_request(
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
     let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n");
     for (k, v) in headers {
         raw.push_str(&format!("{k}: {v}\r\n"));
@@ -577,22 +659,33 @@ pub fn build_request(method: &str, path: &str, headers: &[(&str, &str)], body: O
 fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Result<Resp> {
     let mut status_line = String::new();
     if r.read_line(&mut status_line)? == 0 {
-        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before a response"));
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed before a response",
+        ));
     }
     let mut parts = status_line.trim_end().splitn(3, ' ');
     let version = parts.next().unwrap_or("");
     if !version.starts_with("HTTP/1.") {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad status line {status_line:?}"),
+        ));
     }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad status line {status_line:?}")))?;
+    let status: u16 = parts.next().and_then(|s| s.parse().ok()).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("bad status line {status_line:?}"),
+        )
+    })?;
     let mut headers = Vec::new();
     loop {
         let mut line = String::new();
         if r.read_line(&mut line)? == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "EOF in response head"));
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "EOF in response head",
+            ));
         }
         let line = line.trim_end_matches(['\r', '\n']);
         if line.is_empty() {
@@ -601,16 +694,26 @@ fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Result<Re
         let (k, v) = line.split_once(':').unwrap_or((line, ""));
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let mut resp = Resp { status, headers, body: Vec::new() };
-    if head_only || status == 304 || status == 204 || status == 101 || (100..200).contains(&status) {
+    let mut resp = Resp {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if head_only || status == 304 || status == 204 || status == 101 || (100..200).contains(&status)
+    {
         return Ok(resp);
     }
     if let Some(cl) = resp.header("content-length") {
-        let n: usize = cl.parse().map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
+        let n: usize = cl
+            .parse()
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad content-length"))?;
         let mut body = vec![0; n];
         r.read_exact(&mut body)?;
         resp.body = body;
-    } else if resp.header("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
+    } else if resp
+        .header("transfer-encoding")
+        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
+    {
         loop {
             let mut line = String::new();
             r.read_line(&mut line)?;
@@ -630,7 +733,13 @@ fn read_response(r: &mut BufReader<TcpStream>, head_only: bool) -> io::Result<Re
 }
 
 /// One request on a fresh connection.
-pub fn http(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: Option<&[u8]>) -> Resp {
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Resp {
     HttpConn::connect(addr).request(method, path, headers, body)
 }
 
@@ -648,7 +757,11 @@ pub fn b64url(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         let chars = chunk.len() + 1;
         for i in 0..chars {
@@ -693,7 +806,12 @@ pub fn jwt_parts(token: &str) -> (Value, Value) {
 }
 
 /// An HS256 (or other HMAC) JWT signed with `secret`.
-pub fn craft_jwt(header: &Value, claims: &Value, alg: ring::hmac::Algorithm, secret: &[u8]) -> String {
+pub fn craft_jwt(
+    header: &Value,
+    claims: &Value,
+    alg: ring::hmac::Algorithm,
+    secret: &[u8],
+) -> String {
     let signing_input = format!(
         "{}.{}",
         b64url(header.to_string().as_bytes()),
@@ -705,7 +823,10 @@ pub fn craft_jwt(header: &Value, claims: &Value, alg: ring::hmac::Algorithm, sec
 }
 
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 // ---------------------------------------------------------------------------
@@ -760,7 +881,12 @@ pub fn rfc3339_to_unix(s: &str) -> Option<i64> {
 
 /// Sorted list of the keys of a JSON object.
 pub fn keys(v: &Value) -> Vec<String> {
-    let mut k: Vec<String> = v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect();
+    let mut k: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("not an object: {v}"))
+        .keys()
+        .cloned()
+        .collect();
     k.sort();
     k
 }
@@ -778,7 +904,11 @@ pub fn str_set(v: &Value) -> Vec<String> {
         .as_array()
         .unwrap_or_else(|| panic!("not an array: {v}"))
         .iter()
-        .map(|x| x.as_str().unwrap_or_else(|| panic!("not a string: {x}")).to_string())
+        .map(|x| {
+            x.as_str()
+                .unwrap_or_else(|| panic!("not a string: {x}"))
+                .to_string()
+        })
         .collect();
     s.sort();
     s
@@ -820,10 +950,17 @@ pub struct Ws {
 }
 
 /// Connect to `ws://addr{path_and_query}`, optionally with an `Authorization: Bearer` header.
-pub fn ws_connect(addr: SocketAddr, path_and_query: &str, bearer: Option<&str>) -> Result<Ws, ConnectError> {
-    let mut req = format!("ws://{addr}{path_and_query}").into_client_request().expect("ws request");
+pub fn ws_connect(
+    addr: SocketAddr,
+    path_and_query: &str,
+    bearer: Option<&str>,
+) -> Result<Ws, ConnectError> {
+    let mut req = format!("ws://{addr}{path_and_query}")
+        .into_client_request()
+        .expect("ws request");
     if let Some(t) = bearer {
-        req.headers_mut().insert("Authorization", format!("Bearer {t}").parse().unwrap());
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {t}").parse().unwrap());
     }
     let stream = TcpStream::connect(addr).map_err(|e| ConnectError::Other(e.to_string()))?;
     stream.set_read_timeout(Some(WAIT)).unwrap();
@@ -831,7 +968,11 @@ pub fn ws_connect(addr: SocketAddr, path_and_query: &str, bearer: Option<&str>) 
     match tungstenite::client::client(req, stream) {
         Ok((ws, _resp)) => Ok(Ws { ws }),
         Err(HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
-            let body = resp.body().as_ref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let body = resp
+                .body()
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default();
             Err(ConnectError::Http(resp.status().as_u16(), body))
         }
         Err(e) => Err(ConnectError::Other(format!("{e:?}"))),
@@ -858,7 +999,9 @@ impl Ws {
     }
     /// Queue without flushing (many frames per write).
     pub fn write_json(&mut self, v: &Value) {
-        self.ws.write(Message::text(v.to_string())).expect("ws write");
+        self.ws
+            .write(Message::text(v.to_string()))
+            .expect("ws write");
     }
     pub fn flush(&mut self) {
         self.ws.flush().expect("ws flush");
@@ -871,11 +1014,19 @@ impl Ws {
         match self.ws.read() {
             Ok(Message::Text(t)) => match serde_json::from_str::<Value>(t.as_str()) {
                 Ok(v) if v.is_object() => Event::Frame(v),
-                _ => panic!("server sent a text frame that is not a JSON object: {:?}", t.as_str()),
+                _ => panic!(
+                    "server sent a text frame that is not a JSON object: {:?}",
+                    t.as_str()
+                ),
             },
             Ok(Message::Close(c)) => Event::Close(c.map(|c| u16::from(c.code))),
             Ok(m) => Event::Other(m),
-            Err(tungstenite::Error::Io(e)) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 Event::Timeout
             }
             Err(e) => Event::Gone(e.to_string()),
@@ -923,7 +1074,10 @@ impl Ws {
     pub fn expect_after(&mut self, ty: &str, allowed: &[&str]) -> Value {
         let (v, skipped) = self.recv_until(ty);
         for s in &skipped {
-            assert!(allowed.contains(&frame_type(s)), "unexpected frame {s} while waiting for `{ty}`");
+            assert!(
+                allowed.contains(&frame_type(s)),
+                "unexpected frame {s} while waiting for `{ty}`"
+            );
         }
         v
     }
@@ -932,7 +1086,10 @@ impl Ws {
     pub fn expect_error(&mut self, code: &str) -> Value {
         let v = self.expect("error");
         assert_eq!(v["code"], code, "error frame: {v}");
-        assert!(v["message"].is_string(), "error frame without a message: {v}");
+        assert!(
+            v["message"].is_string(),
+            "error frame without a message: {v}"
+        );
         v
     }
 
@@ -1005,7 +1162,9 @@ impl Ws {
     /// `create_room` (private) and read the creator's `online_users` and `room_members`
     /// (either order; `user_status` frames may interleave). Returns (online_users, room_members).
     pub fn create_room(&mut self, room: &str, members: &[&str]) -> (Value, Value) {
-        self.send_json(&json!({"type": "create_room", "room": room, "private": true, "members": members}));
+        self.send_json(
+            &json!({"type": "create_room", "room": room, "private": true, "members": members}),
+        );
         let (mut online, mut rm) = (None, None);
         while online.is_none() || rm.is_none() {
             let v = self.recv();
@@ -1021,7 +1180,9 @@ impl Ws {
 
     /// Send a room message with a client_id and wait for its ack (skipping presence frames).
     pub fn say(&mut self, room: &str, content: &str, client_id: &str) -> Value {
-        self.send_json(&json!({"type": "message", "room": room, "content": content, "client_id": client_id}));
+        self.send_json(
+            &json!({"type": "message", "room": room, "content": content, "client_id": client_id}),
+        );
         let ack = self.expect_after("ack", &["user_status", "join", "leave"]);
         assert_eq!(ack["client_id"], client_id, "ack: {ack}");
         ack
@@ -1034,12 +1195,18 @@ impl Ws {
         for (b, batch) in contents.chunks(100).enumerate() {
             for (i, c) in batch.iter().enumerate() {
                 let cid = format!("{prefix}-{}", b * 100 + i);
-                self.write_json(&json!({"type": "message", "room": room, "content": c, "client_id": cid}));
+                self.write_json(
+                    &json!({"type": "message", "room": room, "content": c, "client_id": cid}),
+                );
             }
             self.flush();
             for i in 0..batch.len() {
                 let ack = self.expect_after("ack", &["user_status", "join", "leave"]);
-                assert_eq!(ack["client_id"], format!("{prefix}-{}", b * 100 + i), "acks in order: {ack}");
+                assert_eq!(
+                    ack["client_id"],
+                    format!("{prefix}-{}", b * 100 + i),
+                    "acks in order: {ack}"
+                );
                 acks.push(ack);
             }
         }
@@ -1069,7 +1236,10 @@ impl Ws {
 pub fn raise_nofile(n: u64) {
     // SAFETY: getrlimit/setrlimit on our own process with a valid struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < n as libc::rlim_t {
             r.rlim_cur = (n as libc::rlim_t).min(r.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
