@@ -123,6 +123,9 @@ pub struct Conn {
     pub in_read_list: bool,
     /// Not read from until its output drains (see `READ_PAUSE_BYTES`).
     pub read_paused: bool,
+    /// Not read from until the storage queue drains (see `Config::store_queue`);
+    /// the connection is in the loop's list of such connections.
+    pub waiting_for_store: bool,
 }
 
 impl Conn {
@@ -143,6 +146,7 @@ impl Conn {
             in_flush_list: false,
             in_read_list: false,
             read_paused: false,
+            waiting_for_store: false,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use hubbub::config::{Config, PBKDF2_FLOOR};
+use hubbub::config::{Config, PBKDF2_FLOOR, STORE_QUEUE_MIN};
 use hubbub::server::Server;
 
 const USAGE: &str = "\
@@ -19,6 +19,7 @@ OPTIONS:
     --echo                   also serve GET /ws/echo (WebSocket echo, for Autobahn and benchmarks)
     --rate-limit N           chat frames per second per connection, burst 2N; 0 = off [env HUBBUB_RATE_LIMIT] (default 20)
     --pbkdf2-iterations N    PBKDF2 iterations for new passwords, at least 1000 [env HUBBUB_PBKDF2_ITERATIONS] (default 600000)
+    --store-queue N          storage requests in flight at most; chat reading pauses above half [env HUBBUB_STORE_QUEUE] (default 65536)
     --hash-threads N         password hashing threads, at low priority (default: cores - 1, 1 to 4)
     --static-dir DIR         serve the web client from DIR instead of the embedded copy (development)
     -h, --help               print this help
@@ -48,6 +49,11 @@ fn parse_args() -> Result<Config, String> {
         c.pbkdf2_iterations = v
             .parse()
             .map_err(|_| format!("HUBBUB_PBKDF2_ITERATIONS: not a number: {v}"))?;
+    }
+    if let Some(v) = env("HUBBUB_STORE_QUEUE") {
+        c.store_queue = v
+            .parse()
+            .map_err(|_| format!("HUBBUB_STORE_QUEUE: not a number: {v}"))?;
     }
     c.jwt_secret = env("HUBBUB_JWT_SECRET").map(String::into_bytes);
     let mut args = std::env::args().skip(1);
@@ -93,10 +99,17 @@ fn parse_args() -> Result<Config, String> {
                     .parse()
                     .map_err(|_| format!("--hash-threads: not a number: {v}"))?;
             }
+            "--store-queue" => {
+                let v = value("--store-queue")?;
+                c.store_queue = v
+                    .parse()
+                    .map_err(|_| format!("--store-queue: not a number: {v}"))?;
+            }
             "--static-dir" => c.static_dir = Some(PathBuf::from(value("--static-dir")?)),
             other => return Err(format!("unknown argument {other:?} (see --help)")),
         }
     }
+    c.store_queue = c.store_queue.max(STORE_QUEUE_MIN);
     if c.pbkdf2_iterations < PBKDF2_FLOOR {
         log::warn!(
             "--pbkdf2-iterations {} is below the floor; using {PBKDF2_FLOOR}",

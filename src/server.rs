@@ -73,6 +73,8 @@ pub struct Server {
     flush_list: Vec<Token>,
     read_list: Vec<Token>,
     close_list: Vec<Token>,
+    /// Connections not read from while storage catches up.
+    store_paused: Vec<Token>,
     metrics: Metrics,
     next_serial: u64,
     state: Phase2,
@@ -108,7 +110,7 @@ impl Server {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let store_waker = waker.clone();
-        let store = StoreHandle::spawn(backend, move || {
+        let store = StoreHandle::spawn(backend, config.store_queue, move || {
             let _ = store_waker.wake();
         });
         let hasher = HashPool::spawn(config.hash_threads, config.pbkdf2_iterations, move || {
@@ -131,6 +133,7 @@ impl Server {
             flush_list: Vec::new(),
             read_list: Vec::new(),
             close_list: Vec::new(),
+            store_paused: Vec::new(),
             metrics: Metrics::default(),
             next_serial: 0,
             state: Phase2::Running,
@@ -188,15 +191,21 @@ impl Server {
                     continue;
                 };
                 c.in_read_list = false;
-                // A resumed HTTP connection may hold pipelined requests
-                // already read: answer those before reading more.
+                // A resumed connection may hold requests or frames already
+                // read: handle those before reading more.
                 if !c.is_ws() {
                     self.process_http(token);
+                } else if !c.pending_input.is_empty() {
+                    // Frames held back while storage caught up.
+                    self.process_ws(token, 0);
                 }
                 self.on_readable(token);
             }
             if woken {
                 self.on_wake();
+            }
+            if !self.store_paused.is_empty() && self.app.store.has_caught_up() {
+                self.resume_store_paused();
             }
             self.flush_pass();
             self.close_pass();
@@ -294,6 +303,17 @@ impl Server {
             if conn.queued() >= READ_PAUSE_BYTES && conn.closing.is_none() {
                 // Backpressure: answers wait to be read before more questions are.
                 conn.read_paused = true;
+                return;
+            }
+            if matches!(conn.phase, Phase::Ws { echo: false, .. })
+                && conn.closing.is_none()
+                && self.app.store.is_backlogged()
+            {
+                // Backpressure: storage is behind; its queue is not a buffer to fill.
+                if !conn.waiting_for_store {
+                    conn.waiting_for_store = true;
+                    self.store_paused.push(token);
+                }
                 return;
             }
             if read >= READ_BUDGET {
@@ -428,6 +448,7 @@ impl Server {
             close_list,
             metrics,
             scratch,
+            store_paused,
             ..
         } = self;
         let now = app.clock.now_s();
@@ -448,6 +469,16 @@ impl Server {
         while pos < data.len() {
             if out.conns.get(token.0).is_none_or(|c| c.closing.is_some()) {
                 return;
+            }
+            if !echo && app.store.is_backlogged() {
+                // Storage is behind: leave the rest of the input where it is
+                // (it is kept below) until storage catches up.
+                let conn = &mut out.conns[token.0];
+                if !conn.waiting_for_store {
+                    conn.waiting_for_store = true;
+                    store_paused.push(token);
+                }
+                break;
             }
             let frame = match codec::decode_frame(&mut data[pos..], MAX_WS_MESSAGE) {
                 Ok(None) => break,
@@ -491,6 +522,20 @@ impl Server {
         app.on_hash_outcomes(&mut out);
         if drained && self.state == Phase2::Draining {
             self.close_everything();
+        }
+    }
+
+    /// Storage caught up: read again from the connections paused for it.
+    fn resume_store_paused(&mut self) {
+        for token in std::mem::take(&mut self.store_paused) {
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                continue;
+            };
+            conn.waiting_for_store = false;
+            if !conn.in_read_list {
+                conn.in_read_list = true;
+                self.read_list.push(token);
+            }
         }
     }
 

@@ -536,3 +536,52 @@ fn sigterm_exits_promptly_despite_stalled_clients_and_hashing() {
     let st = s.wait_exit(Duration::from_secs(10));
     assert_eq!(st.code(), Some(0), "exit status {st}");
 }
+
+/// A flood faster than storage is slowed down, never refused: with a 16-request
+/// storage queue (`--store-queue 16`), 8 connections that each write 400
+/// messages at once all get 400 acks and no `busy` error, because the loop
+/// stops reading chat input while storage is behind and resumes where it left
+/// off. (Regression: the storage queue used to fill and answer `busy` to a flood.)
+#[test]
+fn storage_backlog_slows_senders_instead_of_refusing() {
+    let s = Server::builder()
+        .rate_limit(0)
+        .arg("--store-queue")
+        .arg("16")
+        .start();
+    const CONNS: usize = 8;
+    const M: usize = 400;
+    let handles: Vec<_> = (0..CONNS)
+        .map(|n| {
+            let name = format!("flood{n}");
+            let tok = s.token(&name);
+            let (mut ws, _) = s.ws_ready(&name, &tok, true);
+            let room = format!("flood{n}");
+            ws.join(&room);
+            thread::spawn(move || {
+                for i in 0..M {
+                    ws.write_json(&json!({"type": "message", "room": room, "content": format!("m{i}"), "client_id": format!("k{i}")}));
+                }
+                ws.flush();
+                let mut acks = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(60);
+                while acks.len() < M {
+                    match ws.next_event(deadline.saturating_duration_since(Instant::now())) {
+                        Event::Frame(f) if frame_type(&f) == "ack" => acks.push(f["client_id"].as_str().unwrap().to_string()),
+                        Event::Frame(f) if frame_type(&f) == "error" => panic!("conn {n}: {f}"),
+                        Event::Frame(_) | Event::Other(_) => {}
+                        e => panic!("conn {n}: {e:?} after {} acks", acks.len()),
+                    }
+                }
+                acks
+            })
+        })
+        .collect();
+    for h in handles {
+        let acks = h.join().unwrap();
+        let want: Vec<String> = (0..M).map(|i| format!("k{i}")).collect();
+        assert_eq!(acks, want, "every message acked once, in order");
+    }
+    let tok = s.token("reader");
+    assert_eq!(s.all_messages(&tok, "flood3").len(), M, "all stored");
+}

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread::JoinHandle;
 
-use crate::config::{STORE_BATCH, STORE_QUEUE};
+use crate::config::STORE_BATCH;
 
 /// Users are numbered from 1 by the loop.
 pub type UserId = u32;
@@ -209,20 +209,26 @@ pub struct Busy;
 /// The loop's end of the storage thread.
 pub struct StoreHandle {
     /// Unbounded in type, bounded by `depth`: std's `sync_channel` would
-    /// allocate and touch all `STORE_QUEUE` slots up front (megabytes of RSS
+    /// allocate and touch all `capacity` slots up front (megabytes of RSS
     /// for a queue that is almost always nearly empty); this one allocates
     /// small blocks as it fills, and `submit` enforces the same bound.
     tx: Option<Sender<Request>>,
     rx: Receiver<Reply>,
     /// Requests sent and not yet taken by the thread (for `/metrics`).
     depth: Arc<AtomicUsize>,
+    /// Requests in flight at most; `submit` answers `Busy` past it.
+    capacity: usize,
     thread: Option<JoinHandle<()>>,
 }
 
 impl StoreHandle {
     /// Starts the storage thread. `wake` is called after each batch's replies
     /// are sent (the loop passes its `mio::Waker`).
-    pub fn spawn<B: Backend>(backend: B, wake: impl Fn() + Send + 'static) -> StoreHandle {
+    pub fn spawn<B: Backend>(
+        backend: B,
+        capacity: usize,
+        wake: impl Fn() + Send + 'static,
+    ) -> StoreHandle {
         let (tx, req_rx) = mpsc::channel();
         let (reply_tx, rx) = mpsc::channel();
         let depth = Arc::new(AtomicUsize::new(0));
@@ -235,6 +241,7 @@ impl StoreHandle {
             tx: Some(tx),
             rx,
             depth,
+            capacity,
             thread: Some(thread),
         }
     }
@@ -242,7 +249,7 @@ impl StoreHandle {
     /// Queues a request without blocking.
     pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
         let tx = self.tx.as_ref().ok_or(Busy)?;
-        if self.depth.load(Ordering::Relaxed) >= STORE_QUEUE {
+        if self.depth.load(Ordering::Relaxed) >= self.capacity {
             return Err(Busy);
         }
         self.depth.fetch_add(1, Ordering::Relaxed);
@@ -255,6 +262,17 @@ impl StoreHandle {
     /// The next reply, if one is ready.
     pub fn try_reply(&self) -> Option<Reply> {
         self.rx.try_recv().ok()
+    }
+
+    /// Storage is behind (half its queue in use): the loop should stop
+    /// taking new work from clients until it `has_caught_up`.
+    pub fn is_backlogged(&self) -> bool {
+        self.depth() >= self.capacity / 2
+    }
+
+    /// Storage is back under a quarter of its queue.
+    pub fn has_caught_up(&self) -> bool {
+        self.depth() <= self.capacity / 4
     }
 
     /// Requests waiting for the storage thread.
@@ -406,21 +424,20 @@ mod tests {
     }
 
     /// A stalled storage thread makes `submit` answer `Busy` once the queue
-    /// holds `STORE_QUEUE` requests (plus at most the batch it took), instead
+    /// holds `capacity` requests (plus at most the batch it took), instead
     /// of blocking the loop; everything accepted is still answered later.
     #[test]
     fn full_queue_is_busy_not_blocking() {
         let (release, gate) = mpsc::channel();
-        let mut store = StoreHandle::spawn(Gate(Mutex::new(gate)), || {});
+        const CAP: usize = 1000;
+        let mut store = StoreHandle::spawn(Gate(Mutex::new(gate)), CAP, || {});
         let mut accepted = 0;
         while store.submit(Request::Drain).is_ok() {
             accepted += 1;
-            assert!(
-                accepted <= STORE_QUEUE + STORE_BATCH,
-                "the bound did not hold"
-            );
+            assert!(accepted <= CAP + STORE_BATCH, "the bound did not hold");
         }
-        assert!(accepted >= STORE_QUEUE, "refused early at {accepted}");
+        assert!(accepted >= CAP, "refused early at {accepted}");
+        assert!(store.is_backlogged() && !store.has_caught_up());
         for _ in 0..accepted {
             let _ = release.send(());
         }
@@ -435,6 +452,7 @@ mod tests {
         }
         assert_eq!(answered, accepted);
         assert_eq!(store.depth(), 0);
+        assert!(store.has_caught_up() && !store.is_backlogged());
         store.join();
     }
 }
