@@ -21,7 +21,7 @@ use crate::config::{
     DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
     USERNAME_MIN,
 };
-use crate::hub::rooms::valid_room_name;
+use crate::hub::rooms::{ROOM_NAME_RULE, valid_room_name};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
@@ -568,11 +568,7 @@ impl App {
         room: &str,
     ) -> Result<Option<Target>, (u16, &'static str, String)> {
         if !valid_room_name(room) {
-            return Err((
-                400,
-                "invalid_input",
-                "room names are 1-64 characters of a-z, 0-9, '_' and '-'".into(),
-            ));
+            return Err((400, "invalid_input", ROOM_NAME_RULE.into()));
         }
         match self.hub.rooms.id(room).map(|id| self.hub.rooms.get(id)) {
             None => Ok(None),

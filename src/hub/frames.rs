@@ -9,7 +9,7 @@ use mio::Token;
 
 use super::PendingAck;
 use super::presence::FrameError;
-use super::rooms::{Private, RoomId, valid_room_name};
+use super::rooms::{Private, ROOM_NAME_RULE, RoomId, valid_room_name};
 use crate::app::{App, Waiter};
 use crate::clock;
 use crate::config::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
@@ -134,20 +134,14 @@ impl App {
     }
 
     fn user_of(&self, token: Token) -> Result<(UserId, ConnRef), FrameError> {
-        self.hub
-            .session(token)
-            .map(|s| (s.user, s.conn))
-            .ok_or_else(|| FrameError::new("invalid_input", "no session"))
+        self.session_of(token).map(|s| (s.user, s.conn))
     }
 
     /// The room `name` if this connection has joined it.
     fn joined_room(&self, token: Token, name: Option<&str>) -> Result<RoomId, FrameError> {
         let name = name.ok_or_else(|| FrameError::new("invalid_input", "room is required"))?;
         if !valid_room_name(name) {
-            return Err(FrameError::new(
-                "invalid_input",
-                "room names are 1-64 characters of a-z, 0-9, '_' and '-'",
-            ));
+            return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
         }
         self.hub
             .rooms
@@ -593,10 +587,7 @@ impl App {
             .as_deref()
             .ok_or_else(|| FrameError::new("invalid_input", "room is required"))?;
         if !valid_room_name(name) {
-            return Err(FrameError::new(
-                "invalid_input",
-                "room names are 1-64 characters of a-z, 0-9, '_' and '-'",
-            ));
+            return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
         }
         if f.private != Some(true) {
             return Err(FrameError::new(

@@ -8,7 +8,7 @@ use mio::Token;
 
 use super::Session;
 use super::rate::TokenBucket;
-use super::rooms::{RoomId, valid_room_name};
+use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
 use crate::app::{App, Waiter};
 use crate::clock;
 use crate::config::{MAX_HELD_FRAMES, MAX_REPLAY, MAX_ROOMS_PER_CONN};
@@ -33,6 +33,13 @@ impl FrameError {
 }
 
 impl App {
+    /// This connection's chat session (every chat frame comes from one).
+    pub fn session_of(&self, token: Token) -> Result<&super::Session, FrameError> {
+        self.hub
+            .session(token)
+            .ok_or_else(|| FrameError::new("invalid_input", "no session"))
+    }
+
     /// A WebSocket connection opened for `user`.
     pub fn open_session(
         &mut self,
@@ -139,16 +146,10 @@ impl App {
         since: Option<u64>,
         out: &mut Outbox,
     ) -> Result<(), FrameError> {
-        let session = self
-            .hub
-            .session(token)
-            .ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
+        let session = self.session_of(token)?;
         let (user, conn) = (session.user, session.conn);
         if !valid_room_name(name) {
-            return Err(FrameError::new(
-                "invalid_input",
-                "room names are 1-64 characters of a-z, 0-9, '_' and '-'",
-            ));
+            return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
         }
         if let Some(id) = self.hub.rooms.id(name) {
             if !self.hub.rooms.get(id).admits(user) {
@@ -276,10 +277,7 @@ impl App {
         name: &str,
         out: &mut Outbox,
     ) -> Result<(), FrameError> {
-        let session = self
-            .hub
-            .session(token)
-            .ok_or_else(|| FrameError::new("invalid_input", "no session"))?;
+        let session = self.session_of(token)?;
         let user = session.user;
         let id = self
             .hub

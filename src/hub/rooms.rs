@@ -151,6 +151,9 @@ impl Rooms {
     }
 }
 
+/// What a client is told when a room name breaks the rule below.
+pub const ROOM_NAME_RULE: &str = "room names are 1-64 characters of a-z, 0-9, '_' and '-'";
+
 /// Room names: 1-64 of `[a-z0-9_-]`.
 pub fn valid_room_name(name: &str) -> bool {
     (1..=MAX_ROOM_NAME).contains(&name.len())
