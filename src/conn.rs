@@ -270,6 +270,17 @@ impl Conn {
         Ok(Flushed::All)
     }
 
+    /// Puts the connection on a to-do list once: true when it was not on the
+    /// list yet (the caller pushes its token), false when it already is.
+    pub fn enlist_flush(&mut self) -> bool {
+        !std::mem::replace(&mut self.in_flush_list, true)
+    }
+
+    /// The same for the list of connections to read again next pass.
+    pub fn enlist_read(&mut self) -> bool {
+        !std::mem::replace(&mut self.in_read_list, true)
+    }
+
     /// Frees the output ring and input buffer of a connection with nothing
     /// queued. Called by the once-a-second sweep, not after every flush: a
     /// busy connection keeps its ring between passes instead of allocating

@@ -46,9 +46,8 @@ impl Outbox<'_> {
 
     fn mark_flush(&mut self, token: Token) {
         if let Some(conn) = self.conns.get_mut(token.0)
-            && !conn.in_flush_list
+            && conn.enlist_flush()
         {
-            conn.in_flush_list = true;
             self.flush_list.push(token);
         }
     }
@@ -127,8 +126,7 @@ impl Outbox<'_> {
             *waiting = false;
         }
         conn.timer_start = self.now;
-        if !conn.in_read_list {
-            conn.in_read_list = true;
+        if conn.enlist_read() {
             self.read_list.push(token);
         }
     }

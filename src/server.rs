@@ -244,9 +244,8 @@ impl Server {
 
     fn mark_flush(&mut self, token: Token) {
         if let Some(c) = self.conns.get_mut(token.0)
-            && !c.in_flush_list
+            && c.enlist_flush()
         {
-            c.in_flush_list = true;
             self.flush_list.push(token);
         }
     }
@@ -317,8 +316,7 @@ impl Server {
                 return;
             }
             if read >= READ_BUDGET {
-                if !conn.in_read_list {
-                    conn.in_read_list = true;
+                if conn.enlist_read() {
                     self.read_list.push(token);
                 }
                 return;
@@ -532,8 +530,7 @@ impl Server {
                 continue;
             };
             conn.waiting_for_store = false;
-            if !conn.in_read_list {
-                conn.in_read_list = true;
+            if conn.enlist_read() {
                 self.read_list.push(token);
             }
         }
@@ -554,8 +551,7 @@ impl Server {
             let result = conn.flush(WRITE_BUDGET);
             if conn.read_paused && conn.queued() < READ_PAUSE_BYTES {
                 conn.read_paused = false;
-                if !conn.in_read_list {
-                    conn.in_read_list = true;
+                if conn.enlist_read() {
                     self.read_list.push(token);
                 }
             }
@@ -573,8 +569,9 @@ impl Server {
                     }
                 }
                 Ok(Flushed::Budget) => {
-                    conn.in_flush_list = true;
-                    self.flush_list.push(token);
+                    if conn.enlist_flush() {
+                        self.flush_list.push(token);
+                    }
                 }
                 Ok(Flushed::Blocked) => {}
                 Err(e) => {

@@ -190,11 +190,6 @@ impl Assembler {
             }
         }
     }
-
-    /// Bytes held for an unfinished message (counted against memory limits).
-    pub fn held(&self) -> usize {
-        self.buf.capacity()
-    }
 }
 
 fn control(c: Control, payload: &[u8]) -> Result<Message<'_>, Violation> {

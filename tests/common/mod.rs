@@ -231,24 +231,14 @@ impl Server {
                         thread::sleep(Duration::from_millis(100));
                         panic!(
                             "hubbub exited ({st}) before `listening on`:\n{}",
-                            logs.lock()
-                                .unwrap()
-                                .iter()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join("\n")
+                            joined(&logs)
                         );
                     }
                     if Instant::now() > deadline {
                         let _ = child.kill();
                         panic!(
                             "hubbub printed no `listening on ADDR` within 30 s:\n{}",
-                            logs.lock()
-                                .unwrap()
-                                .iter()
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join("\n")
+                            joined(&logs)
                         );
                     }
                 }
@@ -288,13 +278,7 @@ impl Server {
     }
 
     pub fn logs(&self) -> String {
-        self.logs
-            .lock()
-            .unwrap()
-            .iter()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
+        joined(&self.logs)
     }
 
     /// `kill -9`.
@@ -1245,4 +1229,14 @@ pub fn raise_nofile(n: u64) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
     }
+}
+
+/// The server's last stderr lines, one string (printed when a test fails).
+fn joined(logs: &Mutex<VecDeque<String>>) -> String {
+    logs.lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
