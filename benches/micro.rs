@@ -13,10 +13,16 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
 use hubbub::config::MAX_HEADERS;
-use hubbub::conn::Conn;
-use hubbub::store::{Backend, Request, StoredMessage};
-use hubbub::ws::codec::{Assembler, Fed, decode_frame};
-use hubbub::ws::proto::{Encoder, Out, Ts};
+use hubbub::bench::Conn;
+use hubbub::store::{Backend, Desk, Request, StoredMessage, Ticket};
+
+/// Any ticket: the benchmarks read replies only to drop them.
+const TICKET: Ticket = Ticket {
+    desk: Desk::Hub,
+    seq: 1,
+};
+use hubbub::bench::{Assembler, Fed, decode_frame};
+use hubbub::bench::{Encoder, Out, Ts};
 
 fn config() -> Criterion {
     Criterion::default()
@@ -57,7 +63,7 @@ fn http_parse(c: &mut Criterion) {
             b.iter(|| {
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 let parsed =
-                    hubbub::http::request::parse(black_box(req), &mut headers).expect("valid");
+                    hubbub::bench::parse_request(black_box(req), &mut headers).expect("valid");
                 black_box(parsed.map(|(r, used)| (r.path.len(), r.headers.len(), used)))
             })
         });
@@ -100,7 +106,7 @@ fn ws_decode(c: &mut Criterion) {
                     .expect("valid")
                     .expect("complete");
                 match asm.feed(&f, buf, 1 << 16).expect("valid") {
-                    Fed::Whole(m) => black_box(matches!(m, hubbub::ws::codec::Message::Text(_))),
+                    Fed::Whole(m) => black_box(matches!(m, hubbub::bench::Message::Text(_))),
                     _ => unreachable!(),
                 }
             },
@@ -123,12 +129,12 @@ fn ws_decode(c: &mut Criterion) {
                 let mut pos = 0;
                 let mut texts = 0u32;
                 while let Some(f) = decode_frame(&mut buf[pos..], 1 << 16).expect("valid") {
-                    let f = hubbub::ws::codec::RawFrame {
+                    let f = hubbub::bench::RawFrame {
                         payload: f.payload.start + pos..f.payload.end + pos,
                         ..f
                     };
                     pos = f.payload.end;
-                    if let Fed::Whole(hubbub::ws::codec::Message::Text(t)) =
+                    if let Fed::Whole(hubbub::bench::Message::Text(t)) =
                         asm.feed(&f, buf, 1 << 16).expect("valid")
                     {
                         texts += t.len() as u32 & 1;
@@ -164,7 +170,7 @@ fn encode(c: &mut Criterion) {
     g.bench_function("client_frame_parse", |b| {
         b.iter(|| {
             black_box(
-                hubbub::ws::proto::parse_client(black_box(
+                hubbub::bench::parse_client(black_box(
                     std::str::from_utf8(CHAT_FRAME).unwrap(),
                 ))
                 .is_ok(),
@@ -268,7 +274,7 @@ fn fanout(c: &mut Criterion) {
                             c.queue_shared(&frame);
                         }
                         let r = c.flush(usize::MAX).expect("flush");
-                        debug_assert_eq!(r, hubbub::conn::Flushed::All);
+                        debug_assert_eq!(r, hubbub::bench::Flushed::All);
                     }
                     total += t.elapsed();
                     drain(&mut p.peers, &mut buf);
@@ -333,7 +339,7 @@ fn sqlite_insert(c: &mut Criterion) {
             user = user % 100 + 1;
             db.begin().expect("begin");
             black_box(
-                db.execute(&Request::Unread { ticket: 1, user })
+                db.execute(&Request::Unread { ticket: TICKET, user })
                     .expect("unread"),
             );
             db.commit().expect("commit");

@@ -1,205 +1,207 @@
-//! Everything the loop owns except the sockets: the user directory, the hub,
-//! the handles to the storage thread and the hashing pool, the token keys,
-//! and the requests waiting for an asynchronous answer.
+//! The application the reactor serves: the hub, the HTTP desk, the user
+//! directory and the handle to the storage thread — everything the loop owns
+//! except the sockets.
 //!
-//! HTTP routes (`http::routes`) and client frames (`hub::frames`) are methods
-//! on [`App`]; they reach connections only through an [`Outbox`]. This file
-//! routes the asynchronous answers back: storage replies and hashing outcomes.
+//! The reactor calls the handful of methods below and nothing else; this file
+//! only routes each event to the part that owns it (a request to the HTTP desk,
+//! a chat frame to the hub, a storage reply to whoever parked its ticket) and
+//! builds the narrow context each part works through.
 
-use std::collections::HashMap;
-use std::time::Instant;
+use std::io;
+use std::sync::Arc;
+
+use mio::{Token, Waker};
 
 use crate::auth::jwt::Tokens;
-use crate::auth::pool::{HashPool, Outcome};
+use crate::auth::pool::HashPool;
+use crate::auth::secret;
 use crate::config::Config;
-use crate::hub::Hub;
+use crate::http::request::{HeadError, Request};
+use crate::http::routes::{self, Handled, Http, Upgrade};
+use crate::hub::{self, Bus, Hub};
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{Reply, Snapshot, StoreHandle, Target, Ticket, UserId, UserRow};
+use crate::store::{
+    Backend, Desk, Reply, Request as StoreRequest, StoreHandle, StoredMessage, Ticket,
+};
 use crate::users::Directory;
-use crate::ws::proto::Encoder;
-
-/// Who waits for an asynchronous answer, and what to do with it.
-pub enum Waiter {
-    /// Signup: the password is being hashed.
-    SignupHash {
-        conn: ConnRef,
-        keep_alive: bool,
-        id: UserId,
-        username: String,
-        email: String,
-    },
-    /// Login: the password is being verified (against a decoy for unknown users).
-    Login {
-        conn: ConnRef,
-        keep_alive: bool,
-        user: Option<UserId>,
-    },
-    /// `GET /api/messages`.
-    HttpHistory {
-        conn: ConnRef,
-        keep_alive: bool,
-        head_only: bool,
-        target: Target,
-    },
-    /// A `history` frame.
-    WsHistory { conn: ConnRef, target: Target },
-    /// `join` with `since`.
-    Replay { conn: ConnRef, room: Box<str> },
-    /// The `unread` frame after connect.
-    Unread { conn: ConnRef },
-}
-
-/// The loop's notion of time: wall-clock milliseconds for timestamps, and
-/// coarse seconds since start for timers (small enough to store per connection).
-pub struct Clock {
-    start: Instant,
-}
-
-impl Clock {
-    pub fn now_s(&self) -> u32 {
-        self.start.elapsed().as_secs() as u32
-    }
-}
+use crate::ws::codec::Message;
+use crate::ws::control::{self, Data};
 
 pub struct App {
-    pub config: Config,
-    pub users: Directory,
-    pub hub: Hub,
-    pub store: StoreHandle,
-    pub hasher: HashPool,
-    pub tokens: Tokens,
-    /// Serializes server frames; its scratch buffer is reused.
-    pub encoder: Encoder,
-    pub clock: Clock,
-    pub waiters: HashMap<Ticket, Waiter>,
-    /// Signups whose user row is being stored, by user id.
-    pub signups: HashMap<UserId, (ConnRef, bool, UserRow)>,
-    /// Set at shutdown: sessions end without presence broadcasts, which would
-    /// otherwise cost every remaining connection a frame per departing user
-    /// (quadratic in the number of users, for frames nobody will read).
-    pub quiet: bool,
-    next_ticket: Ticket,
+    users: Directory,
+    hub: Hub,
+    http: Http,
+    store: StoreHandle,
 }
 
 impl App {
-    pub fn new(
-        config: Config,
-        snapshot: Snapshot,
-        store: StoreHandle,
-        hasher: HashPool,
-        tokens: Tokens,
-    ) -> App {
-        let mut hub = Hub {
-            last_msg_id: snapshot.max_message_id,
-            ..Hub::default()
-        };
-        for (user, client_id, id, ts) in &snapshot.recent_client_ids {
-            hub.client_ids.insert(*user, client_id, *id, *ts);
-        }
-        for name in &snapshot.public_rooms {
-            let id = hub.rooms.open(name);
-            hub.rooms.get_mut(id).has_messages = true;
-        }
-        for row in snapshot.private_rooms {
-            let id = hub.rooms.open(&row.name);
-            hub.rooms.get_mut(id).private = Some(crate::hub::rooms::Private {
-                owner: row.owner,
-                members: row.members.into_iter().collect(),
-            });
-        }
+    /// Reads what storage holds, settles the token secret, and starts the
+    /// storage thread and the hashing pool; both ring `waker` when they have
+    /// answers.
+    pub fn start(
+        config: &Config,
+        mut backend: impl Backend,
+        bus: Box<dyn Bus>,
+        waker: Arc<Waker>,
+    ) -> io::Result<App> {
+        let snapshot = backend.load().map_err(io::Error::other)?;
+        let secret = secret::load_or_create(config.jwt_secret.as_deref(), &mut backend)
+            .map_err(io::Error::other)?;
+        let hub = Hub::new(&snapshot, config.rate_limit, bus);
         let mut users = Directory::from_rows(snapshot.users);
         for id in snapshot.unread_sources {
             users.mark_unread_source(id);
         }
-        App {
-            config,
+        let store_waker = waker.clone();
+        let store = StoreHandle::spawn(backend, config.store_queue, move || {
+            let _ = store_waker.wake();
+        });
+        let hasher = HashPool::spawn(config.hash_threads, config.pbkdf2_iterations, move || {
+            let _ = waker.wake();
+        });
+        Ok(App {
             users,
             hub,
+            http: Http::new(config, Tokens::new(&secret), hasher),
             store,
-            hasher,
-            tokens,
-            encoder: Encoder::default(),
-            clock: Clock {
-                start: Instant::now(),
-            },
-            waiters: HashMap::new(),
-            signups: HashMap::new(),
-            quiet: false,
-            next_ticket: 0,
+        })
+    }
+
+    /// Runs `f` on the hub with its context.
+    fn with_hub<O: Outbox, R>(
+        &mut self,
+        out: &mut O,
+        f: impl FnOnce(&mut Hub, &mut hub::Ctx<'_, O>) -> R,
+    ) -> R {
+        let mut cx = hub::Ctx {
+            users: &mut self.users,
+            store: &mut self.store,
+            out,
+        };
+        f(&mut self.hub, &mut cx)
+    }
+
+    /// Runs `f` on the HTTP desk with its context.
+    fn with_http<O: Outbox, R>(
+        &mut self,
+        out: &mut O,
+        f: impl FnOnce(&mut Http, &mut routes::Ctx<'_, O>) -> R,
+    ) -> R {
+        let mut cx = routes::Ctx {
+            hub: &self.hub,
+            users: &mut self.users,
+            store: &mut self.store,
+            out,
+        };
+        f(&mut self.http, &mut cx)
+    }
+
+    /// One parsed HTTP request.
+    pub fn on_request(
+        &mut self,
+        out: &mut impl Outbox,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
+        self.with_http(out, |http, cx| http.on_request(cx, conn, req))
+    }
+
+    /// A request head the parser refused.
+    pub fn on_bad_request(&mut self, out: &mut impl Outbox, token: Token, e: HeadError) {
+        self.http.refuse(out, token, e);
+    }
+
+    /// The 101 went out: a chat connection gets its session.
+    pub fn on_upgraded(&mut self, out: &mut impl Outbox, conn: ConnRef, up: Upgrade) {
+        if let Some(user) = up.user {
+            self.with_hub(out, |hub, cx| hub.open_session(cx, conn, user, up.room));
         }
     }
 
-    /// Parks `waiter` and returns the ticket its answer will carry.
-    pub fn park(&mut self, waiter: Waiter) -> Ticket {
-        self.next_ticket += 1;
-        self.waiters.insert(self.next_ticket, waiter);
-        self.next_ticket
+    /// One whole WebSocket message.
+    pub fn on_ws_message(
+        &mut self,
+        out: &mut impl Outbox,
+        token: Token,
+        echo: bool,
+        msg: Message<'_>,
+    ) {
+        match control::answer(out, token, echo, msg) {
+            Some(Data::Text(text)) => self.with_hub(out, |hub, cx| hub.on_text(cx, token, text)),
+            Some(Data::Binary) => self.hub.on_binary(out, token),
+            None => {}
+        }
     }
 
-    /// Drains every storage reply that is ready.
-    pub fn on_store_replies(&mut self, out: &mut Outbox) -> bool {
+    /// A connection is going away (the reactor's close pass, once each).
+    pub fn on_closed(&mut self, out: &mut impl Outbox, token: Token) {
+        self.with_hub(out, |hub, cx| hub.close_session(cx, token));
+    }
+
+    /// The loop was woken: storage replies, password outcomes, bus frames.
+    /// Returns true when storage answered `Drain` (shutdown may go on).
+    pub fn on_wake(&mut self, out: &mut impl Outbox) -> bool {
         let mut drained = false;
         while let Some(reply) = self.store.try_reply() {
             match reply {
-                Reply::MessageStored(id) => {
-                    out.metrics.messages_stored += 1;
-                    self.on_message_stored(id, true, out);
+                Reply::MessageStored(id) => self.hub.on_message_stored(out, id, true),
+                Reply::MessageFailed(id) => self.hub.on_message_stored(out, id, false),
+                Reply::UserStored(id) => {
+                    self.with_http(out, |http, cx| http.on_user_stored(cx, id, true))
                 }
-                Reply::MessageFailed(id) => self.on_message_stored(id, false, out),
-                Reply::UserStored(id) => self.on_user_stored(id, true, out),
-                Reply::UserFailed(id) => self.on_user_stored(id, false, out),
-                Reply::History { ticket, messages } => {
-                    if let Some(w) = self.waiters.remove(&ticket) {
-                        self.on_history(w, Some(messages), out);
-                    }
+                Reply::UserFailed(id) => {
+                    self.with_http(out, |http, cx| http.on_user_stored(cx, id, false))
                 }
-                Reply::HistoryFailed { ticket } => {
-                    if let Some(w) = self.waiters.remove(&ticket) {
-                        self.on_history(w, None, out);
-                    }
-                }
+                Reply::History { ticket, messages } => self.on_history(out, ticket, Some(messages)),
+                Reply::HistoryFailed { ticket } => self.on_history(out, ticket, None),
                 Reply::Unread { ticket, counts } => {
-                    if let Some(Waiter::Unread { conn }) = self.waiters.remove(&ticket) {
-                        self.send_unread(conn, &counts, out);
-                    }
+                    self.with_hub(out, |hub, cx| hub.on_unread(cx, ticket, &counts))
                 }
                 Reply::Drained => drained = true,
             }
         }
+        self.with_http(out, |http, cx| http.on_hashed(cx));
+        self.hub.receive_from_bus(out);
         drained
     }
 
-    /// Drains every finished password job.
-    pub fn on_hash_outcomes(&mut self, out: &mut Outbox) {
-        while let Some((ticket, outcome)) = self.hasher.try_outcome() {
-            let Some(waiter) = self.waiters.remove(&ticket) else {
-                continue;
-            };
-            match (waiter, outcome) {
-                (
-                    Waiter::SignupHash {
-                        conn,
-                        keep_alive,
-                        id,
-                        username,
-                        email,
-                    },
-                    Outcome::Hashed(password),
-                ) => {
-                    self.finish_signup_hash(conn, keep_alive, id, username, email, password, out);
-                }
-                (
-                    Waiter::Login {
-                        conn,
-                        keep_alive,
-                        user,
-                    },
-                    Outcome::Verified(ok),
-                ) => {
-                    self.finish_login(conn, keep_alive, user.filter(|_| ok), out);
-                }
-                _ => log::error!("hashing outcome of the wrong kind for ticket {ticket}"),
-            }
+    /// A history page goes to the desk that asked for it.
+    fn on_history(
+        &mut self,
+        out: &mut impl Outbox,
+        ticket: Ticket,
+        messages: Option<Vec<StoredMessage>>,
+    ) {
+        match ticket.desk {
+            Desk::Hub => self.with_hub(out, |hub, cx| hub.on_history(cx, ticket, messages)),
+            Desk::Http => self.with_http(out, |http, cx| http.on_history(cx, ticket, messages)),
         }
+    }
+
+    /// Storage is behind: the reactor stops reading chat input.
+    pub fn store_backlogged(&self) -> bool {
+        self.store.is_backlogged()
+    }
+
+    /// Storage is back under its low-water mark.
+    pub fn store_caught_up(&self) -> bool {
+        self.store.has_caught_up()
+    }
+
+    /// Shutdown, phase 1: ask storage to commit everything it holds. False
+    /// when it cannot be asked (it is gone): nothing is left to wait for.
+    pub fn begin_drain(&mut self) -> bool {
+        self.store.submit(StoreRequest::Drain).is_ok()
+    }
+
+    /// Shutdown, phase 2: sessions end without presence broadcasts.
+    pub fn go_quiet(&mut self) {
+        self.hub.go_quiet();
+    }
+
+    /// Shutdown, last phase: waits for the storage thread and the hashing pool.
+    pub fn join(&mut self) {
+        self.store.join();
+        self.http.join();
     }
 }

@@ -7,6 +7,11 @@
 //! recipient without copying) or as owned bytes (replies to this connection
 //! alone, coalesced so a burst of small replies is one buffer).
 //!
+//! A connection also owns its lifecycle: the close state machine
+//! ([`Closing`]) is changed only by its own methods, and its timers (head
+//! timeout, ping, idle, soft output limit, close linger) are pure rules over
+//! its clocks ([`timer_due`]); the reactor only asks and obeys.
+//!
 //! Memory: an idle connection holds no buffer. Reads go through the loop's
 //! shared scratch buffer; only an incomplete request or frame is copied into
 //! `pending_input`, and both it and the output queue are freed, not kept, when
@@ -19,7 +24,11 @@ use std::rc::Rc;
 
 use mio::net::TcpStream;
 
-use crate::config::{KEEP_BUFFER_BYTES, MAX_IOVECS, OUTPUT_CEILING, OUTPUT_HARD_LIMIT};
+use crate::config::{
+    CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, HEAD_TIMEOUT, IDLE_TIMEOUT, KEEP_BUFFER_BYTES, MAX_IOVECS,
+    OUTPUT_CEILING, OUTPUT_HARD_LIMIT, OUTPUT_SOFT_LIMIT, OUTPUT_SOFT_SECONDS, PING_INTERVAL,
+    READ_PAUSE_BYTES,
+};
 use crate::ws::codec::Assembler;
 
 /// Bytes queued for a socket.
@@ -47,7 +56,7 @@ impl Chunk {
 const COALESCE_BYTES: usize = 16 * 1024;
 
 /// What the connection is speaking.
-pub enum Phase {
+enum Phase {
     /// HTTP/1.1 requests. `waiting` is true while a request is being answered
     /// asynchronously (hashing, storage); later pipelined requests wait in
     /// `pending_input` so responses go out in order.
@@ -93,14 +102,77 @@ pub enum Flushed {
     Blocked,
 }
 
+/// What a connection is, for its timers.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Http { waiting: bool },
+    Ws,
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timer {
+    None,
+    /// WebSocket: time to ping.
+    Ping,
+    /// WebSocket: nothing received for `IDLE_TIMEOUT`.
+    Idle,
+    /// Unsent output above the soft limit for too long.
+    SlowConsumer,
+    /// HTTP head timeout, or a closing connection's linger ran out.
+    Drop,
+}
+
+/// The timer rules, as a pure function of a connection's clocks (seconds).
+pub fn timer_due(
+    kind: Kind,
+    closing: Option<Closing>,
+    last_input: u32,
+    timer_start: u32,
+    now: u32,
+) -> Timer {
+    let since = |t: u32| now.saturating_sub(t);
+    match (closing, kind) {
+        (Some(Closing::Draining(at)), _) if since(at) >= CLOSE_LINGER.as_secs() as u32 => {
+            Timer::Drop
+        }
+        (Some(Closing::AfterFlush(at)), _) if since(at) >= CLOSE_FLUSH_TIMEOUT.as_secs() as u32 => {
+            Timer::Drop
+        }
+        (Some(_), _) => Timer::None,
+        (None, Kind::Http { waiting: true }) => Timer::None,
+        (None, Kind::Http { waiting: false }) => {
+            if since(timer_start) >= HEAD_TIMEOUT.as_secs() as u32 {
+                Timer::Drop
+            } else {
+                Timer::None
+            }
+        }
+        (None, Kind::Ws) if since(last_input) >= IDLE_TIMEOUT.as_secs() as u32 => Timer::Idle,
+        (None, Kind::Ws) if since(timer_start) >= PING_INTERVAL.as_secs() as u32 => Timer::Ping,
+        (None, Kind::Ws) => Timer::None,
+    }
+}
+
+/// What a write turn left behind, for the reactor's lists.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Written {
+    /// The budget ran out with bytes still queued: flush again next pass.
+    pub again: bool,
+    /// Output drained below [`READ_PAUSE_BYTES`]: read from it again.
+    pub resume_reading: bool,
+    /// Drop the connection at the end of this pass.
+    pub drop: bool,
+}
+
 pub struct Conn {
-    pub socket: TcpStream,
+    socket: TcpStream,
     /// Unique for the life of the process: tokens (slab keys) are reused, so
     /// asynchronous answers carry the serial to find the same connection.
-    pub serial: u64,
-    pub phase: Phase,
+    serial: u64,
+    phase: Phase,
     /// Input that did not yet form a whole request or frame.
-    pub pending_input: Vec<u8>,
+    pending_input: Vec<u8>,
     out: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     out_offset: usize,
@@ -109,23 +181,25 @@ pub struct Conn {
     /// Unsent bytes of shared (broadcast) chunks: what the slow-consumer
     /// limits look at.
     live_bytes: usize,
-    pub closing: Option<Closing>,
+    /// Changed only by this file's methods: the close state machine is
+    /// `None → AfterFlush → Draining`, or `→ Cut → Now`, or `→ Now`.
+    closing: Option<Closing>,
     /// Coarse clock (seconds since the server started) of the last byte read.
-    pub last_input: u32,
+    last_input: u32,
     /// When the current deadline started: the HTTP head timeout, or for a
     /// WebSocket the last ping sent.
-    pub timer_start: u32,
+    timer_start: u32,
     /// Since when unsent output has been above the soft limit.
-    pub over_soft_since: Option<u32>,
+    over_soft_since: Option<u32>,
     /// Already in the loop's list of connections to flush this turn.
-    pub in_flush_list: bool,
+    in_flush_list: bool,
     /// Already in the loop's list of connections to read again next turn.
-    pub in_read_list: bool,
+    in_read_list: bool,
     /// Not read from until its output drains (see `READ_PAUSE_BYTES`).
-    pub read_paused: bool,
+    read_paused: bool,
     /// Not read from until the storage queue drains (see `Config::store_queue`);
     /// the connection is in the loop's list of such connections.
-    pub waiting_for_store: bool,
+    waiting_for_store: bool,
 }
 
 impl Conn {
@@ -150,8 +224,58 @@ impl Conn {
         }
     }
 
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// The socket, to register and deregister with the `Poll`.
+    pub fn socket_mut(&mut self) -> &mut TcpStream {
+        &mut self.socket
+    }
+
     pub fn is_ws(&self) -> bool {
         matches!(self.phase, Phase::Ws { .. })
+    }
+
+    /// A chat WebSocket (not `/ws/echo`): its frames go to the hub.
+    pub fn is_chat(&self) -> bool {
+        matches!(self.phase, Phase::Ws { echo: false, .. })
+    }
+
+    pub fn is_echo(&self) -> bool {
+        matches!(self.phase, Phase::Ws { echo: true, .. })
+    }
+
+    /// An HTTP connection whose request is being answered asynchronously.
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.phase, Phase::Http { waiting: true })
+    }
+
+    /// An HTTP request went asynchronous (`true`), or its answer went out.
+    pub fn set_waiting(&mut self, waiting: bool, now: u32) {
+        if let Phase::Http { waiting: w } = &mut self.phase {
+            *w = waiting;
+        }
+        if !waiting {
+            self.timer_start = now;
+        }
+    }
+
+    /// The 101 is queued: from the next byte this is a WebSocket.
+    pub fn upgrade(&mut self, echo: bool, now: u32) {
+        self.phase = Phase::Ws {
+            assembler: Assembler::default(),
+            echo,
+        };
+        self.timer_start = now;
+    }
+
+    /// The WebSocket reassembly state (`None` for HTTP).
+    pub fn assembler_mut(&mut self) -> Option<&mut Assembler> {
+        match &mut self.phase {
+            Phase::Ws { assembler, .. } => Some(assembler),
+            Phase::Http { .. } => None,
+        }
     }
 
     /// Unsent output bytes.
@@ -163,6 +287,178 @@ impl Conn {
     pub fn live_queued(&self) -> usize {
         self.live_bytes
     }
+
+    // ---- the close state machine -------------------------------------------
+
+    /// Not taking input or output any more (closing in any way).
+    pub fn is_closing(&self) -> bool {
+        self.closing.is_some()
+    }
+
+    /// To be dropped at the end of this pass, without another byte.
+    pub fn is_dropping(&self) -> bool {
+        self.closing == Some(Closing::Now)
+    }
+
+    /// Flush what is queued, then close. True when this started the close
+    /// (the caller lists the connection for the close pass).
+    pub fn close_after_flush(&mut self, now: u32) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        self.closing = Some(Closing::AfterFlush(now));
+        true
+    }
+
+    /// Drop at the end of the pass. True when the state changed.
+    pub fn close_now(&mut self) -> bool {
+        if self.closing == Some(Closing::Now) {
+            return false;
+        }
+        self.closing = Some(Closing::Now);
+        true
+    }
+
+    /// Queues a close frame and closes after it. A close frame is tiny: it
+    /// may go past the hard limit by its size, dropping unsent output to fit
+    /// the ceiling. True when this started the close.
+    pub fn close_with_frame(&mut self, frame: &[u8], now: u32) -> bool {
+        if self.closing.is_some() {
+            return false;
+        }
+        if !self.queue_owned(frame) {
+            self.discard_unsent();
+            self.queue_owned(frame);
+        }
+        self.close_after_flush(now)
+    }
+
+    /// Slow consumer: forget what it has not started to receive, queue the
+    /// close frame, and give it one write attempt.
+    pub fn cut(&mut self, frame: &[u8]) {
+        self.discard_unsent();
+        self.queue_owned(frame);
+        self.closing = Some(Closing::Cut);
+    }
+
+    /// One write turn: flush within `budget`, then move the close state
+    /// machine along (a cut gets one try; a flushed close sends FIN and
+    /// lingers for the peer's close).
+    pub fn write_turn(&mut self, budget: usize, now: u32) -> io::Result<Written> {
+        let result = self.flush(budget);
+        let resume_reading = self.read_paused && self.queued() < READ_PAUSE_BYTES;
+        if resume_reading {
+            self.read_paused = false;
+        }
+        let mut done = Written {
+            again: false,
+            resume_reading,
+            drop: false,
+        };
+        if self.closing == Some(Closing::Cut) {
+            self.closing = Some(Closing::Now);
+            done.drop = true;
+            return Ok(done);
+        }
+        match result? {
+            Flushed::All => {
+                if let Some(Closing::AfterFlush(_)) = self.closing {
+                    // The peer may already be gone; nothing to do about it here.
+                    let _ = self.socket.shutdown(Shutdown::Write);
+                    self.closing = Some(Closing::Draining(now));
+                }
+            }
+            Flushed::Budget => done.again = true,
+            Flushed::Blocked => {}
+        }
+        Ok(done)
+    }
+
+    /// The once-a-second check: frees idle buffers, tracks the soft output
+    /// limit, and says which timer (if any) fired. A ping restarts the clock.
+    pub fn tick(&mut self, now: u32) -> Timer {
+        self.shrink_if_idle();
+        if self.live_bytes > OUTPUT_SOFT_LIMIT {
+            self.over_soft_since.get_or_insert(now);
+        } else {
+            self.over_soft_since = None;
+        }
+        if self
+            .over_soft_since
+            .is_some_and(|t| now - t >= OUTPUT_SOFT_SECONDS.as_secs() as u32)
+        {
+            return Timer::SlowConsumer;
+        }
+        let kind = match self.phase {
+            Phase::Http { waiting } => Kind::Http { waiting },
+            Phase::Ws { .. } => Kind::Ws,
+        };
+        let timer = timer_due(kind, self.closing, self.last_input, self.timer_start, now);
+        if timer == Timer::Ping {
+            self.timer_start = now;
+        }
+        timer
+    }
+
+    // ---- reading --------------------------------------------------------------
+
+    /// Why the loop should not read from this connection now, if it should not.
+    /// Output above [`READ_PAUSE_BYTES`] pauses it until the flush pass
+    /// drains it (answers wait to be read before more questions are).
+    pub fn read_blocked(&mut self) -> bool {
+        if self.is_dropping() || self.is_waiting() {
+            return true;
+        }
+        if self.closing.is_none() && self.out_bytes >= READ_PAUSE_BYTES {
+            self.read_paused = true;
+            return true;
+        }
+        false
+    }
+
+    /// Storage is behind: this chat connection waits for it. True when it
+    /// was not waiting yet (the caller lists it).
+    pub fn wait_for_store(&mut self) -> bool {
+        !std::mem::replace(&mut self.waiting_for_store, true)
+    }
+
+    /// Storage caught up.
+    pub fn stop_waiting_for_store(&mut self) {
+        self.waiting_for_store = false;
+    }
+
+    /// Reads once into `scratch`. `Interrupted` is retried here.
+    pub fn read_into(&mut self, scratch: &mut [u8], now: u32) -> io::Result<ReadOutcome> {
+        loop {
+            return match self.socket.read(scratch) {
+                Ok(0) => Ok(ReadOutcome::Eof),
+                Ok(n) => {
+                    self.last_input = now;
+                    Ok(ReadOutcome::Data(n))
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// Takes the leftover input (the caller hands back what it did not use
+    /// with [`Conn::keep_input`]).
+    pub fn take_input(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.pending_input)
+    }
+
+    pub fn has_pending_input(&self) -> bool {
+        !self.pending_input.is_empty()
+    }
+
+    /// Appends newly read bytes to the leftover input.
+    pub fn append_input(&mut self, bytes: &[u8]) {
+        self.pending_input.extend_from_slice(bytes);
+    }
+
+    // ---- the output queue -----------------------------------------------------
 
     /// Queues a shared (broadcast) frame. Returns false (and queues nothing)
     /// when the connection is past the hard limit for live output: the
@@ -224,19 +520,6 @@ impl Conn {
         }
     }
 
-    /// Reads once into `scratch`. `Interrupted` is retried here.
-    pub fn read_into(&mut self, scratch: &mut [u8]) -> io::Result<ReadOutcome> {
-        loop {
-            return match self.socket.read(scratch) {
-                Ok(0) => Ok(ReadOutcome::Eof),
-                Ok(n) => Ok(ReadOutcome::Data(n)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(ReadOutcome::WouldBlock),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
-    }
-
     /// Writes queued output with vectored writes until the queue is empty,
     /// the socket would block, or `budget` bytes went out.
     pub fn flush(&mut self, budget: usize) -> io::Result<Flushed> {
@@ -270,10 +553,15 @@ impl Conn {
         Ok(Flushed::All)
     }
 
-    /// Puts the connection on a to-do list once: true when it was not on the
-    /// list yet (the caller pushes its token), false when it already is.
+    /// Puts the connection on the flush list once: true when it was not on
+    /// the list yet (the caller pushes its token), false when it already is.
     pub fn enlist_flush(&mut self) -> bool {
         !std::mem::replace(&mut self.in_flush_list, true)
+    }
+
+    /// Taken off the flush list (the flush pass is visiting it).
+    pub fn delist_flush(&mut self) {
+        self.in_flush_list = false;
     }
 
     /// The same for the list of connections to read again next pass.
@@ -281,11 +569,15 @@ impl Conn {
         !std::mem::replace(&mut self.in_read_list, true)
     }
 
+    pub fn delist_read(&mut self) {
+        self.in_read_list = false;
+    }
+
     /// Frees the output ring and input buffer of a connection with nothing
     /// queued. Called by the once-a-second sweep, not after every flush: a
     /// busy connection keeps its ring between passes instead of allocating
     /// it again for every burst, and an idle one holds nothing.
-    pub fn shrink_if_idle(&mut self) {
+    fn shrink_if_idle(&mut self) {
         if self.out.is_empty() && self.out.capacity() > 0 {
             self.out = VecDeque::new();
         }
@@ -325,12 +617,6 @@ impl Conn {
         } else {
             self.pending_input.extend_from_slice(rest);
         }
-    }
-
-    /// Sends FIN after the last queued byte; used when closing politely.
-    pub fn shutdown_write(&self) {
-        // The peer may already be gone; nothing to do about it here.
-        let _ = self.socket.shutdown(Shutdown::Write);
     }
 }
 
@@ -428,5 +714,71 @@ mod tests {
         assert_eq!(c.out.len(), 1);
         assert_eq!(c.queued(), frame.len() - 10);
         assert_eq!(c.live_queued(), frame.len() - 10);
+    }
+
+    /// WebSockets are pinged every 30 s and closed after 60 s of silence.
+    #[test]
+    fn ws_ping_and_idle() {
+        let t =
+            |last_input, timer_start, now| timer_due(Kind::Ws, None, last_input, timer_start, now);
+        assert_eq!(t(0, 0, 29), Timer::None);
+        assert_eq!(t(0, 0, 30), Timer::Ping);
+        assert_eq!(t(25, 30, 59), Timer::None, "pinged at 30, input at 25");
+        assert_eq!(t(25, 30, 60), Timer::Ping);
+        assert_eq!(
+            t(0, 30, 60),
+            Timer::Idle,
+            "silence for 60 s wins over the ping"
+        );
+    }
+
+    /// An HTTP connection has 10 s for a head, unless it is waiting on us.
+    #[test]
+    fn http_head_timeout() {
+        let t = |waiting, now| timer_due(Kind::Http { waiting }, None, 0, 0, now);
+        assert_eq!(t(false, 9), Timer::None);
+        assert_eq!(t(false, 10), Timer::Drop);
+        assert_eq!(t(true, 100), Timer::None);
+    }
+
+    /// A closing connection lingers at most `CLOSE_LINGER`.
+    #[test]
+    fn closing_linger() {
+        let t = |now| timer_due(Kind::Ws, Some(Closing::Draining(5)), 0, 0, now);
+        assert_eq!(t(6), Timer::None);
+        assert_eq!(t(7), Timer::Drop);
+        assert_eq!(
+            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 14),
+            Timer::None
+        );
+        assert_eq!(
+            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 15),
+            Timer::Drop
+        );
+    }
+
+    /// The close state machine: a close after flush sends FIN once the queue
+    /// is written and then lingers; a cut gets one write and is dropped; a
+    /// second close request changes nothing.
+    #[test]
+    fn close_state_machine() {
+        let (mut c, _peer) = pair();
+        assert!(c.close_with_frame(b"bye", 3));
+        assert!(!c.close_after_flush(4), "already closing");
+        assert!(!c.close_with_frame(b"again", 4));
+        let w = c.write_turn(usize::MAX, 5).unwrap();
+        assert!(!w.drop && !w.again);
+        assert_eq!(c.closing, Some(Closing::Draining(5)));
+        assert!(c.close_now());
+        assert!(!c.close_now(), "dropping once");
+        assert!(c.is_dropping());
+
+        let (mut c, _peer) = pair();
+        let big: Rc<[u8]> = Rc::from(vec![1u8; 4096].as_slice());
+        assert!(c.queue_shared(&big));
+        c.cut(b"close-frame");
+        assert_eq!(c.queued(), b"close-frame".len(), "unsent output dropped");
+        assert!(c.write_turn(usize::MAX, 0).unwrap().drop);
+        assert!(c.is_dropping());
     }
 }

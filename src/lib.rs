@@ -37,18 +37,31 @@
 //! The storage thread commits the batch and rings the `Waker` →
 //! `App::on_store_replies` → `on_message_stored` sends the sender's `ack`.
 
-pub mod app;
-pub mod auth;
-pub mod clock;
+mod app;
+mod auth;
+mod clock;
 pub mod config;
-pub mod conn;
-pub mod http;
-pub mod hub;
-pub mod metrics;
-pub mod outbox;
-pub mod priority;
+mod conn;
+mod http;
+mod hub;
+mod metrics;
+mod outbox;
+mod priority;
 pub mod server;
-pub mod signal;
+mod signal;
 pub mod store;
-pub mod users;
-pub mod ws;
+mod users;
+mod ws;
+
+pub use hub::{Bus, Channel, Inbound, LocalOnly};
+pub use server::{Server, Shutdown};
+
+/// The internals `cargo bench` measures one by one (`benches/micro.rs`).
+/// Not an API: nothing here is promised to stay.
+#[doc(hidden)]
+pub mod bench {
+    pub use crate::conn::{Conn, Flushed};
+    pub use crate::http::request::parse as parse_request;
+    pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
+    pub use crate::ws::proto::{Encoder, Out, Ts, parse_client};
+}

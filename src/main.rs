@@ -135,7 +135,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let server = match Server::bind(config.clone()) {
+    let backend = match hubbub::store::sqlite::Sqlite::open(&config.db) {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("cannot open database {}: {e}", config.db.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut server = match Server::bind(config.clone(), backend) {
         Ok(s) => s,
         Err(e) => {
             log::error!(
@@ -146,6 +153,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Err(e) = server.handle_signals() {
+        log::error!("cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::FAILURE;
+    }
     match server.run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

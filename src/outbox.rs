@@ -1,18 +1,20 @@
-//! The one door from the application (hub, HTTP routes) to the connections:
-//! queue bytes for a token, answer an HTTP request, ask for a close. The
-//! application never touches a socket, and a close it asks for happens after
-//! the current pass (Redis' rule: never free a client in the middle of a
-//! fan-out loop that may still be iterating it).
+//! The one door from the application (the hub, the HTTP routes) to the
+//! connections: queue bytes for a token, answer an HTTP request, ask for a
+//! close. It is a trait so that the application never sees a socket: the
+//! reactor implements it over its slab of connections (`server::Wires`), and
+//! the hub's unit tests implement it with a recorder.
+//!
+//! Everything here is a request, carried out later: queued bytes go out in the
+//! flush pass, and a close happens after the current pass (Redis' rule: never
+//! free a client in the middle of a fan-out loop that may still be iterating
+//! it).
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use mio::Token;
-use slab::Slab;
 
-use crate::conn::{Closing, Conn, Phase};
-use crate::http::response::Response;
 use crate::metrics::Metrics;
-use crate::ws::codec;
 
 /// A connection as asynchronous work remembers it: slab keys are reused, the
 /// serial is not, so a late answer never reaches a stranger.
@@ -22,174 +24,159 @@ pub struct ConnRef {
     pub serial: u64,
 }
 
-pub struct Outbox<'a> {
-    pub conns: &'a mut Slab<Conn>,
-    /// Connections with new output this turn (flushed at the end of the pass).
-    pub flush_list: &'a mut Vec<Token>,
-    /// Connections to read again next turn (an HTTP connection that can go
-    /// on with pipelined input once its pending answer went out).
-    pub read_list: &'a mut Vec<Token>,
-    /// Connections to close or reap at the end of the pass.
-    pub close_list: &'a mut Vec<Token>,
-    pub metrics: &'a mut Metrics,
-    /// The loop's coarse clock, for closing deadlines.
-    pub now: u32,
+/// What the application may ask of the connections.
+pub trait Outbox {
+    /// Whether `c` is still the same open connection (not closing).
+    fn is_live(&self, c: ConnRef) -> bool;
+    /// Queues one encoding of a broadcast frame. It counts as *live* output:
+    /// a connection past the slow-consumer limit is cut instead.
+    fn frame(&mut self, token: Token, frame: &Rc<[u8]>);
+    /// Queues bytes for this connection alone (a reply it asked for).
+    fn reply(&mut self, token: Token, bytes: &[u8]);
+    /// Queues an HTTP response (its head, then its body without a copy when
+    /// the body is static), closing the connection after it when `close`.
+    fn respond(&mut self, token: Token, head: &[u8], body: Cow<'static, [u8]>, close: bool);
+    /// An asynchronous HTTP answer went out: the connection may go on with
+    /// pipelined requests and read again.
+    fn resume_http(&mut self, token: Token);
+    /// Starts a WebSocket close: the close frame goes out, nothing after it.
+    fn close_ws(&mut self, token: Token, code: u16, reason: &str);
+    /// The loop's counters.
+    fn metrics(&mut self) -> &mut Metrics;
+    /// Connections open now (a `/metrics` gauge).
+    fn open_connections(&self) -> usize;
 }
 
-impl Outbox<'_> {
-    /// Whether `c` is still the same open connection (not closing).
-    pub fn is_live(&self, c: ConnRef) -> bool {
-        self.conns
-            .get(c.token.0)
-            .is_some_and(|conn| conn.serial == c.serial && conn.closing.is_none())
+#[cfg(test)]
+pub mod recorder {
+    //! An [`Outbox`] that records what the application asked for, so the hub
+    //! can be tested as pure logic: no sockets, no threads.
+
+    use std::collections::HashSet;
+
+    use super::*;
+
+    /// One thing queued for a connection.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum Sent {
+        /// A broadcast (shared) frame, decoded to its JSON.
+        Frame(serde_json::Value),
+        /// A reply frame, decoded to its JSON.
+        Reply(serde_json::Value),
+        /// A close frame with its code.
+        Close(u16),
+        /// Raw bytes that were not a text frame (an HTTP response).
+        Bytes(Vec<u8>),
     }
 
-    fn mark_flush(&mut self, token: Token) {
-        if let Some(conn) = self.conns.get_mut(token.0)
-            && conn.enlist_flush()
-        {
-            self.flush_list.push(token);
+    #[derive(Default)]
+    pub struct Recorder {
+        pub sent: Vec<(Token, Sent)>,
+        /// Connections that closed (or were never opened): `is_live` is false.
+        pub dead: HashSet<Token>,
+        pub metrics: Metrics,
+        pub serials: std::collections::HashMap<Token, u64>,
+    }
+
+    /// The JSON payload of one unmasked server text frame.
+    fn text_frame(bytes: &[u8]) -> Option<serde_json::Value> {
+        if bytes.first() != Some(&0x81) {
+            return None;
         }
-    }
-
-    /// Queues a shared WebSocket frame. A connection past its output limit is
-    /// cut as a slow consumer; nobody else waits for it.
-    pub fn frame(&mut self, token: Token, frame: &Rc<[u8]>) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
+        let (len, start) = match bytes[1] {
+            126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+            127 => (
+                u64::from_be_bytes(bytes[2..10].try_into().ok()?) as usize,
+                10,
+            ),
+            n => (n as usize, 2),
         };
-        if conn.closing.is_some() {
-            return;
-        }
-        if conn.queue_shared(frame) {
-            self.metrics.ws_frames_out += 1;
-            self.mark_flush(token);
-        } else {
-            self.cut_slow(token);
-        }
+        serde_json::from_slice(&bytes[start..start + len]).ok()
     }
 
-    /// Queues bytes for one connection (an encoded reply frame).
-    pub fn reply(&mut self, token: Token, bytes: &[u8]) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if conn.closing.is_some() {
-            return;
-        }
-        if conn.queue_owned(bytes) {
-            self.metrics.ws_frames_out += u64::from(conn.is_ws());
-            self.mark_flush(token);
-        } else {
-            self.cut_slow(token);
-        }
-    }
-
-    /// The server's ping (two constant bytes).
-    pub fn ping(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if conn.closing.is_none() && conn.queue_static(&codec::PING_FRAME) {
-            self.mark_flush(token);
-        }
-    }
-
-    /// Sends an HTTP response; a `close` response (or a request without
-    /// keep-alive) closes the connection once it is written.
-    pub fn http(&mut self, token: Token, resp: Response, keep_alive: bool, head_only: bool) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        let mut head = Vec::with_capacity(256);
-        resp.write_head(&mut head, keep_alive);
-        let mut ok = conn.queue_owned(&head);
-        if !head_only && !resp.body.is_empty() {
-            ok &= match resp.body {
-                std::borrow::Cow::Borrowed(b) => conn.queue_static(b),
-                std::borrow::Cow::Owned(ref b) => conn.queue_owned(b),
+    /// Splits coalesced reply bytes back into frames.
+    fn text_frames(mut bytes: &[u8]) -> Vec<serde_json::Value> {
+        let mut out = Vec::new();
+        while bytes.len() >= 2 {
+            let (len, start) = match bytes[1] {
+                126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
+                127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+                n => (n as usize, 2),
             };
+            if let Some(v) = text_frame(&bytes[..start + len]) {
+                out.push(v);
+            }
+            bytes = &bytes[start + len..];
         }
-        if !ok || !keep_alive || resp.close {
-            self.close_after_flush(token);
-        }
-        self.mark_flush(token);
+        out
     }
 
-    /// An asynchronous HTTP answer went out: let the connection parse any
-    /// pipelined requests it holds and read again.
-    pub fn resume_http(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if let Phase::Http { waiting } = &mut conn.phase {
-            *waiting = false;
+    impl Recorder {
+        /// Everything `token` was sent, as JSON frames, in order.
+        pub fn frames_to(&self, token: Token) -> Vec<serde_json::Value> {
+            self.sent
+                .iter()
+                .filter(|(t, _)| *t == token)
+                .filter_map(|(_, s)| match s {
+                    Sent::Frame(v) | Sent::Reply(v) => Some(v.clone()),
+                    _ => None,
+                })
+                .collect()
         }
-        conn.timer_start = self.now;
-        if conn.enlist_read() {
-            self.read_list.push(token);
-        }
-    }
 
-    /// Starts a WebSocket close: queue the close frame, stop taking frames,
-    /// drop the socket once it is written (or after a linger).
-    pub fn close_ws(&mut self, token: Token, code: u16, reason: &str) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if conn.closing.is_some() {
-            return;
+        /// The `type`s of what `token` was sent, in order.
+        pub fn types_to(&self, token: Token) -> Vec<String> {
+            self.frames_to(token)
+                .iter()
+                .map(|v| v["type"].as_str().unwrap_or("?").to_string())
+                .collect()
         }
-        let mut frame = Vec::with_capacity(8 + reason.len());
-        codec::encode_close(&mut frame, code, reason);
-        // A close frame is tiny: it may go past the hard limit by its size.
-        if !conn.queue_owned(&frame) {
-            conn.discard_unsent();
-            conn.queue_owned(&frame);
-        }
-        self.close_after_flush(token);
-        self.mark_flush(token);
-    }
 
-    /// Slow consumer: forget what it has not started to receive, tell it why
-    /// (1008) if the frame still fits, and close.
-    fn cut_slow(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        log::info!(
-            "closing slow consumer {:?} with {} bytes unsent",
-            token,
-            conn.queued()
-        );
-        self.metrics.slow_consumer_cuts += 1;
-        conn.discard_unsent();
-        let mut frame = Vec::with_capacity(48);
-        codec::encode_close(&mut frame, 1008, "slow consumer: output buffer full");
-        conn.queue_owned(&frame);
-        conn.closing = Some(Closing::Cut);
-        self.close_list.push(token);
-        self.mark_flush(token);
-    }
-
-    pub fn close_after_flush(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if conn.closing.is_none() {
-            conn.closing = Some(Closing::AfterFlush(self.now));
-            self.close_list.push(token);
+        /// Forgets what was recorded so far.
+        pub fn clear(&mut self) {
+            self.sent.clear();
         }
     }
 
-    /// Drops the connection at the end of this pass, without another byte.
-    pub fn close_now(&mut self, token: Token) {
-        let Some(conn) = self.conns.get_mut(token.0) else {
-            return;
-        };
-        if conn.closing != Some(Closing::Now) {
-            conn.closing = Some(Closing::Now);
-            self.close_list.push(token);
+    impl Outbox for Recorder {
+        fn is_live(&self, c: ConnRef) -> bool {
+            !self.dead.contains(&c.token)
+                && self.serials.get(&c.token).is_none_or(|s| *s == c.serial)
+        }
+        fn frame(&mut self, token: Token, frame: &Rc<[u8]>) {
+            if self.dead.contains(&token) {
+                return;
+            }
+            let v = text_frame(frame).expect("broadcasts are JSON text frames");
+            self.sent.push((token, Sent::Frame(v)));
+        }
+        fn reply(&mut self, token: Token, bytes: &[u8]) {
+            if self.dead.contains(&token) {
+                return;
+            }
+            let frames = text_frames(bytes);
+            if frames.is_empty() {
+                self.sent.push((token, Sent::Bytes(bytes.to_vec())));
+            }
+            for v in frames {
+                self.sent.push((token, Sent::Reply(v)));
+            }
+        }
+        fn respond(&mut self, token: Token, head: &[u8], body: Cow<'static, [u8]>, _: bool) {
+            let mut b = head.to_vec();
+            b.extend_from_slice(&body);
+            self.sent.push((token, Sent::Bytes(b)));
+        }
+        fn resume_http(&mut self, _: Token) {}
+        fn close_ws(&mut self, token: Token, code: u16, _: &str) {
+            self.sent.push((token, Sent::Close(code)));
+            self.dead.insert(token);
+        }
+        fn metrics(&mut self) -> &mut Metrics {
+            &mut self.metrics
+        }
+        fn open_connections(&self) -> usize {
+            0
         }
     }
 }

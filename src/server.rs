@@ -4,62 +4,111 @@
 //! 1. `poll` for readiness (edge-triggered; timeout 0 when work is left over
 //!    from the last pass, else the timer tick);
 //! 2. accept until `WouldBlock`; read each readable connection until
-//!    `WouldBlock` or its read budget, parsing requests and frames as they
-//!    complete and handing them to the application (`App`);
-//! 3. drain the answers the storage thread and the hashing pool sent (they
-//!    rang the `Waker`);
-//! 4. flush every connection that has new output: one vectored write per
-//!    connection per pass, up to its write budget;
+//!    `WouldBlock` or its read budget, cutting the bytes into requests and
+//!    frames and handing each whole one to the application ([`App`]);
+//! 3. on the `Waker`, let the application take the answers the storage
+//!    thread, the hashing pool (and a bus) sent;
+//! 4. flush every connection that has new output: vectored writes up to its
+//!    write budget;
 //! 5. close what asked to be closed — after the fan-out and flush, never in
-//!    the middle of one;
-//! 6. once a second, run timers (head timeout, pings, idle, soft output limit).
+//!    the middle of one. This is the one teardown path: the application hears
+//!    of each closing connection once, then the socket is dropped;
+//! 6. once a second, run timers (the rules are the connection's own).
 //!
-//! Errors on a connection close that connection and are logged; only a
-//! failing `poll` ends the loop.
+//! The application reaches connections only through [`Outbox`], implemented
+//! here by [`Wires`]. Errors on a connection close that connection and are
+//! logged; only a failing `poll` ends the loop.
+//!
+//! Shutdown has three phases: *draining* (no accepting, no reading; storage
+//! commits what it holds, so acks go out), *closing* (close frames 1001 to
+//! every WebSocket, presence broadcasts off; at most `SHUTDOWN_GRACE`), and
+//! *stopped* (threads joined).
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
 
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
 use crate::app::App;
-use crate::auth::jwt::Tokens;
-use crate::auth::pool::HashPool;
 use crate::config::{
-    CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, Config, HEAD_TIMEOUT, IDLE_TIMEOUT, MAX_HEADERS,
-    MAX_WS_MESSAGE, OUTPUT_SOFT_LIMIT, OUTPUT_SOFT_SECONDS, PING_INTERVAL, READ_BUDGET,
-    READ_PAUSE_BYTES, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
+    Config, MAX_HEADERS, MAX_WS_MESSAGE, READ_BUDGET, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK,
+    WRITE_BUDGET,
 };
-use crate::conn::{Closing, Conn, Flushed, Phase, ReadOutcome};
-use crate::http::request::{self, HeadError};
-use crate::http::response::Response;
+use crate::conn::{Conn, ReadOutcome, Timer};
+use crate::http::request;
 use crate::http::routes::Handled;
+use crate::hub::{Bus, LocalOnly};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnRef, Outbox};
 use crate::signal::Signals;
-use crate::store::{self, Backend, Request as StoreRequest, StoreHandle};
-use crate::ws::codec::{self, Fed, Message, RawFrame, Violation};
+use crate::store::Backend;
+use crate::ws::codec::{self, Fed, Message, RawFrame};
 
 /// The listening socket.
 const LISTENER: Token = Token(usize::MAX - 1);
-/// Rung by the storage thread and the hashing pool when answers are ready.
+/// Rung by the storage thread, the hashing pool and [`Shutdown`].
 const WAKER: Token = Token(usize::MAX - 2);
-/// The self-pipe of SIGINT/SIGTERM.
+/// The self-pipe of SIGINT/SIGTERM (only when [`Server::handle_signals`]).
 const SIGNALS: Token = Token(usize::MAX - 3);
 
 /// Where shutdown is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase2 {
+enum State {
     Running,
     /// Not accepting, not reading; waiting for storage to commit what it holds.
     Draining,
     /// Close frames are queued; waiting (at most until `deadline`) for them to flush.
-    Closing {
-        deadline: u32,
-    },
+    Closing { deadline: u32 },
+}
+
+/// The loop's notion of time: coarse seconds since start, small enough to
+/// store per connection (timestamps on messages use the wall clock).
+struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    fn now_s(&self) -> u32 {
+        self.start.elapsed().as_secs() as u32
+    }
+}
+
+/// Stops a running server from another thread (tests, embedding): the same
+/// shutdown as SIGTERM.
+#[derive(Clone)]
+pub struct Shutdown {
+    requested: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Shutdown {
+    pub fn trigger(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        let _ = self.waker.wake();
+    }
+}
+
+/// The connections and the reactor's to-do lists: what [`Outbox`] is
+/// implemented on, borrowed from the [`Server`] for one step of a pass.
+pub struct Wires<'a> {
+    conns: &'a mut Slab<Conn>,
+    /// Connections with new output this pass (flushed at the end of it).
+    flush_list: &'a mut Vec<Token>,
+    /// Connections to read again next pass (an HTTP connection that can go
+    /// on with pipelined input once its pending answer went out).
+    read_list: &'a mut Vec<Token>,
+    /// Connections to close or reap at the end of the pass.
+    close_list: &'a mut Vec<Token>,
+    metrics: &'a mut Metrics,
+    /// The loop's coarse clock, for closing deadlines.
+    now: u32,
 }
 
 pub struct Server {
@@ -67,79 +116,86 @@ pub struct Server {
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     app: App,
-    signals: Signals,
+    signals: Option<Signals>,
+    waker: Arc<Waker>,
+    shutdown: Arc<AtomicBool>,
     /// Every socket reads into this one buffer (see `conn.rs` on memory).
     scratch: Box<[u8]>,
     flush_list: Vec<Token>,
     read_list: Vec<Token>,
     close_list: Vec<Token>,
-    /// Connections not read from while storage catches up.
+    /// Chat connections not read from while storage catches up.
     store_paused: Vec<Token>,
     metrics: Metrics,
+    clock: Clock,
     next_serial: u64,
-    state: Phase2,
+    state: State,
     last_sweep: u32,
     addr: SocketAddr,
 }
 
-/// The JWT secret from the environment, or the one generated once and kept
-/// in the database so tokens survive a restart.
-fn jwt_secret(config: &Config, backend: &mut impl Backend) -> io::Result<Vec<u8>> {
-    if let Some(s) = &config.jwt_secret {
-        return Ok(s.clone());
-    }
-    let stored = backend.setting("jwt_secret").map_err(io::Error::other)?;
-    if let Some(s) = stored {
-        return Ok(s);
-    }
-    let mut secret = vec![0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
-        .map_err(|_| io::Error::other("no system random source"))?;
-    backend
-        .put_setting("jwt_secret", &secret)
-        .map_err(io::Error::other)?;
-    Ok(secret)
-}
-
 impl Server {
-    /// Opens storage, starts the helper threads and binds the listener.
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let mut backend = store::sqlite::Sqlite::open(&config.db).map_err(io::Error::other)?;
-        let snapshot = backend.load().map_err(io::Error::other)?;
-        let secret = jwt_secret(&config, &mut backend)?;
+    /// Binds `config.addr` and starts a single node on `backend`.
+    pub fn bind(config: Config, backend: impl Backend) -> io::Result<Server> {
+        let listener = std::net::TcpListener::bind(config.addr)?;
+        Server::start(listener, config, backend, Box::new(LocalOnly))
+    }
+
+    /// Starts the helper threads and takes over `listener` (tests run servers
+    /// in-process this way, on `127.0.0.1:0`). `bus` carries frames to other
+    /// nodes ([`LocalOnly`] for one).
+    pub fn start(
+        listener: std::net::TcpListener,
+        config: Config,
+        backend: impl Backend,
+        bus: Box<dyn Bus>,
+    ) -> io::Result<Server> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let store_waker = waker.clone();
-        let store = StoreHandle::spawn(backend, config.store_queue, move || {
-            let _ = store_waker.wake();
-        });
-        let hasher = HashPool::spawn(config.hash_threads, config.pbkdf2_iterations, move || {
-            let _ = waker.wake();
-        });
-        let mut listener = TcpListener::bind(config.addr)?;
+        let app = App::start(&config, backend, bus, waker.clone())?;
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
         set_backlog(&listener);
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
-        let signals = Signals::install(poll.registry(), SIGNALS)?;
         let addr = listener.local_addr()?;
-        let app = App::new(config, snapshot, store, hasher, Tokens::new(&secret));
         Ok(Server {
             poll,
             listener: Some(listener),
             conns: Slab::new(),
             app,
-            signals,
+            signals: None,
+            waker,
+            shutdown: Arc::new(AtomicBool::new(false)),
             scratch: vec![0u8; SCRATCH_BYTES].into_boxed_slice(),
             flush_list: Vec::new(),
             read_list: Vec::new(),
             close_list: Vec::new(),
             store_paused: Vec::new(),
             metrics: Metrics::default(),
+            clock: Clock {
+                start: Instant::now(),
+            },
             next_serial: 0,
-            state: Phase2::Running,
+            state: State::Running,
             last_sweep: 0,
             addr,
         })
+    }
+
+    /// SIGINT and SIGTERM start shutdown (the binary wants this; a server
+    /// embedded in a test does not: handlers are process-wide).
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        self.signals = Some(Signals::install(self.poll.registry(), SIGNALS)?);
+        Ok(())
+    }
+
+    /// A handle that shuts the server down from any thread.
+    pub fn shutdown_handle(&self) -> Shutdown {
+        Shutdown {
+            requested: self.shutdown.clone(),
+            waker: self.waker.clone(),
+        }
     }
 
     /// The address actually bound (the real port for `:0`).
@@ -147,19 +203,15 @@ impl Server {
         self.addr
     }
 
-    /// Runs until SIGINT/SIGTERM has been handled; returns after storage
-    /// committed everything it was given.
+    /// Runs until shutdown has been asked for and carried out; returns after
+    /// storage committed everything it was given.
     pub fn run(mut self) -> io::Result<()> {
         log::info!("listening on {}", self.addr);
         let mut events = Events::with_capacity(1024);
         loop {
             let busy = !self.read_list.is_empty() || !self.flush_list.is_empty();
-            let timeout = if busy {
-                Some(std::time::Duration::ZERO)
-            } else {
-                Some(TICK)
-            };
-            if let Err(e) = self.poll.poll(&mut events, timeout) {
+            let timeout = if busy { std::time::Duration::ZERO } else { TICK };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -172,7 +224,7 @@ impl Server {
                     LISTENER => self.accept(),
                     WAKER => woken = true,
                     SIGNALS => {
-                        if self.signals.drain() {
+                        if self.signals.as_mut().is_some_and(Signals::drain) {
                             self.begin_shutdown();
                         }
                     }
@@ -187,51 +239,38 @@ impl Server {
                 }
             }
             for token in again {
-                let Some(c) = self.conns.get_mut(token.0) else {
-                    continue;
-                };
-                c.in_read_list = false;
-                // A resumed connection may hold requests or frames already
-                // read: handle those before reading more.
-                if !c.is_ws() {
-                    self.process_http(token);
-                } else if !c.pending_input.is_empty() {
-                    // Frames held back while storage caught up.
-                    self.process_ws(token, 0);
-                }
-                self.on_readable(token);
+                self.read_again(token);
             }
             if woken {
                 self.on_wake();
             }
-            if !self.store_paused.is_empty() && self.app.store.has_caught_up() {
+            if !self.store_paused.is_empty() && self.app.store_caught_up() {
                 self.resume_store_paused();
             }
             self.flush_pass();
             self.close_pass();
-            let now = self.app.clock.now_s();
+            let now = self.clock.now_s();
             if now != self.last_sweep {
                 self.last_sweep = now;
                 self.sweep(now);
             }
-            if let Phase2::Closing { deadline } = self.state
+            if let State::Closing { deadline } = self.state
                 && (self.conns.is_empty() || now >= deadline)
             {
                 break;
             }
         }
-        self.app.store.join();
-        self.app.hasher.join();
+        self.app.join();
         log::info!("stopped");
         Ok(())
     }
 
     /// Splits `self` into the application and the door to the connections.
-    fn parts(&mut self) -> (&mut App, Outbox<'_>) {
-        let now = self.app.clock.now_s();
+    fn parts(&mut self) -> (&mut App, Wires<'_>) {
+        let now = self.clock.now_s();
         (
             &mut self.app,
-            Outbox {
+            Wires {
                 conns: &mut self.conns,
                 flush_list: &mut self.flush_list,
                 read_list: &mut self.read_list,
@@ -269,7 +308,7 @@ impl Server {
                     }
                     let _ = socket.set_nodelay(true);
                     self.next_serial += 1;
-                    entry.insert(Conn::new(socket, self.next_serial, self.app.clock.now_s()));
+                    entry.insert(Conn::new(socket, self.next_serial, self.clock.now_s()));
                     self.metrics.connections_accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -283,34 +322,38 @@ impl Server {
         }
     }
 
+    /// A connection listed to read again: it may hold requests or frames
+    /// already read (held back while it waited), which go first.
+    fn read_again(&mut self, token: Token) {
+        let Some(c) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        c.delist_read();
+        if !c.is_ws() {
+            self.process_http(token);
+        } else if c.has_pending_input() {
+            self.process_ws(token, 0);
+        }
+        self.on_readable(token);
+    }
+
     /// Reads until `WouldBlock` or the read budget, processing as it goes.
     fn on_readable(&mut self, token: Token) {
-        if self.state != Phase2::Running {
+        if self.state != State::Running {
             return;
         }
-        let now = self.app.clock.now_s();
+        let now = self.clock.now_s();
         let mut read = 0;
         loop {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 return;
             };
-            match (&conn.phase, conn.closing) {
-                (_, Some(Closing::Now)) => return,
-                (Phase::Http { waiting: true }, _) => return,
-                _ => {}
-            }
-            if conn.queued() >= READ_PAUSE_BYTES && conn.closing.is_none() {
-                // Backpressure: answers wait to be read before more questions are.
-                conn.read_paused = true;
+            if conn.read_blocked() {
                 return;
             }
-            if matches!(conn.phase, Phase::Ws { echo: false, .. })
-                && conn.closing.is_none()
-                && self.app.store.is_backlogged()
-            {
+            if conn.is_chat() && !conn.is_closing() && self.app.store_backlogged() {
                 // Backpressure: storage is behind; its queue is not a buffer to fill.
-                if !conn.waiting_for_store {
-                    conn.waiting_for_store = true;
+                if conn.wait_for_store() {
                     self.store_paused.push(token);
                 }
                 return;
@@ -321,34 +364,25 @@ impl Server {
                 }
                 return;
             }
-            let draining = conn.closing.is_some();
-            match conn.read_into(&mut self.scratch) {
+            let draining = conn.is_closing();
+            match conn.read_into(&mut self.scratch, now) {
                 Ok(ReadOutcome::Data(n)) => {
                     read += n;
-                    conn.last_input = now;
                     if draining {
                         continue;
                     }
                     if conn.is_ws() {
                         self.process_ws(token, n);
                     } else {
-                        conn.pending_input.extend_from_slice(&self.scratch[..n]);
+                        conn.append_input(&self.scratch[..n]);
                         self.process_http(token);
                     }
                 }
                 Ok(ReadOutcome::WouldBlock) => return,
-                Ok(ReadOutcome::Eof) => {
-                    let (app, mut out) = self.parts();
-                    app.close_session(token, &mut out);
-                    out.close_now(token);
-                    return;
-                }
+                Ok(ReadOutcome::Eof) => return self.parts().1.drop_now(token),
                 Err(e) => {
                     log::debug!("read error on {token:?}: {e}");
-                    let (app, mut out) = self.parts();
-                    app.close_session(token, &mut out);
-                    out.close_now(token);
-                    return;
+                    return self.parts().1.drop_now(token);
                 }
             }
         }
@@ -360,54 +394,34 @@ impl Server {
         let Some(conn) = self.conns.get_mut(token.0) else {
             return;
         };
-        let input = std::mem::take(&mut conn.pending_input);
-        let serial = conn.serial;
+        let input = conn.take_input();
+        let serial = conn.serial();
         let mut pos = 0;
         loop {
             let conn = &mut self.conns[token.0];
-            if conn.closing.is_some()
-                || matches!(conn.phase, Phase::Http { waiting: true })
-                || pos == input.len()
-            {
+            if conn.is_closing() || conn.is_waiting() || pos == input.len() {
                 break;
             }
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let parsed = request::parse(&input[pos..], &mut headers);
             let (app, mut out) = self.parts();
+            let now = out.now;
             match parsed {
                 Ok(None) => break,
                 Err(e) => {
-                    let resp = head_error(e).closing();
-                    out.http(token, resp, false, false);
+                    app.on_bad_request(&mut out, token, e);
                     break;
                 }
                 Ok(Some((req, used))) => {
                     pos += used;
                     log::debug!("{} {}", req.method, req.path);
-                    match app.handle_http(ConnRef { token, serial }, &req, &mut out) {
-                        Handled::Done => {
-                            let now = app.clock.now_s();
-                            out.conns[token.0].timer_start = now;
-                        }
-                        Handled::Waiting => {
-                            out.conns[token.0].phase = Phase::Http { waiting: true };
-                        }
+                    let conn_ref = ConnRef { token, serial };
+                    match app.on_request(&mut out, conn_ref, &req) {
+                        Handled::Done => out.conns[token.0].set_waiting(false, now),
+                        Handled::Waiting => out.conns[token.0].set_waiting(true, now),
                         Handled::Upgrade(up) => {
-                            let now = app.clock.now_s();
-                            let conn = &mut out.conns[token.0];
-                            conn.phase = Phase::Ws {
-                                assembler: codec::Assembler::default(),
-                                echo: up.user.is_none(),
-                            };
-                            conn.timer_start = now;
-                            if let Some(user) = up.user {
-                                app.open_session(
-                                    ConnRef { token, serial },
-                                    user,
-                                    up.room,
-                                    &mut out,
-                                );
-                            }
+                            out.conns[token.0].upgrade(up.user.is_none(), now);
+                            app.on_upgraded(&mut out, conn_ref, up);
                             // Bytes after the head are already WebSocket frames.
                             self.conns[token.0].keep_input(&input[pos..]);
                             if pos < input.len() {
@@ -425,19 +439,21 @@ impl Server {
     }
 
     /// Decodes the frames in the connection's leftover input plus the `n`
-    /// new bytes at the start of the scratch buffer.
+    /// new bytes at the start of the scratch buffer, and hands each whole
+    /// message to the application.
     fn process_ws(&mut self, token: Token, n: usize) {
         let Some(conn) = self.conns.get_mut(token.0) else {
             return;
         };
-        let echo = matches!(conn.phase, Phase::Ws { echo: true, .. });
+        let echo = conn.is_echo();
         // Usually nothing is left over and frames are decoded in the scratch
         // buffer itself; otherwise the new bytes join the leftover.
-        let mut owned = std::mem::take(&mut conn.pending_input);
+        let mut owned = conn.take_input();
         let use_owned = !owned.is_empty();
         if use_owned {
             owned.extend_from_slice(&self.scratch[..n]);
         }
+        let now = self.clock.now_s();
         let Server {
             app,
             conns,
@@ -449,8 +465,7 @@ impl Server {
             store_paused,
             ..
         } = self;
-        let now = app.clock.now_s();
-        let mut out = Outbox {
+        let mut out = Wires {
             conns,
             flush_list,
             read_list,
@@ -465,15 +480,13 @@ impl Server {
         };
         let mut pos = 0;
         while pos < data.len() {
-            if out.conns.get(token.0).is_none_or(|c| c.closing.is_some()) {
+            if out.conns.get(token.0).is_none_or(Conn::is_closing) {
                 return;
             }
-            if !echo && app.store.is_backlogged() {
+            if !echo && app.store_backlogged() {
                 // Storage is behind: leave the rest of the input where it is
                 // (it is kept below) until storage catches up.
-                let conn = &mut out.conns[token.0];
-                if !conn.waiting_for_store {
-                    conn.waiting_for_store = true;
+                if out.conns[token.0].wait_for_store() {
                     store_paused.push(token);
                 }
                 break;
@@ -484,19 +497,25 @@ impl Server {
                     payload: f.payload.start + pos..f.payload.end + pos,
                     ..f
                 },
-                Err(v) => return fail_ws(app, &mut out, token, v),
+                Err(v) => {
+                    log::debug!("closing {token:?}: {}", v.reason());
+                    return out.close_ws(token, v.close_code(), v.reason());
+                }
             };
             pos = frame.payload.end;
-            let Phase::Ws { assembler, .. } = &mut out.conns[token.0].phase else {
+            let Some(assembler) = out.conns[token.0].assembler_mut() else {
                 return;
             };
             let fed = match assembler.feed(&frame, data, MAX_WS_MESSAGE) {
                 Ok(f) => f,
-                Err(v) => return fail_ws(app, &mut out, token, v),
+                Err(v) => {
+                    log::debug!("closing {token:?}: {}", v.reason());
+                    return out.close_ws(token, v.close_code(), v.reason());
+                }
             };
             match fed {
                 Fed::Pending => {}
-                Fed::Whole(msg) => on_message(app, &mut out, token, echo, msg),
+                Fed::Whole(msg) => app.on_ws_message(&mut out, token, echo, msg),
                 Fed::Assembled(kind, bytes) => {
                     let msg = match kind {
                         tungstenite::protocol::frame::coding::Data::Text => Message::Text(
@@ -504,7 +523,7 @@ impl Server {
                         ),
                         _ => Message::Binary(&bytes),
                     };
-                    on_message(app, &mut out, token, echo, msg);
+                    app.on_ws_message(&mut out, token, echo, msg);
                 }
             }
         }
@@ -515,10 +534,12 @@ impl Server {
     }
 
     fn on_wake(&mut self) {
+        if self.shutdown.swap(false, Ordering::SeqCst) {
+            self.begin_shutdown();
+        }
         let (app, mut out) = self.parts();
-        let drained = app.on_store_replies(&mut out);
-        app.on_hash_outcomes(&mut out);
-        if drained && self.state == Phase2::Draining {
+        let drained = app.on_wake(&mut out);
+        if drained && self.state == State::Draining {
             self.close_everything();
         }
     }
@@ -529,62 +550,48 @@ impl Server {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
-            conn.waiting_for_store = false;
+            conn.stop_waiting_for_store();
             if conn.enlist_read() {
                 self.read_list.push(token);
             }
         }
     }
 
-    /// One vectored write per listed connection, within its budget.
+    /// One write turn per listed connection, within its budget.
     fn flush_pass(&mut self) {
         let list = std::mem::take(&mut self.flush_list);
-        let now = self.app.clock.now_s();
+        let now = self.clock.now_s();
         for token in list {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 continue;
             };
-            conn.in_flush_list = false;
-            if conn.closing == Some(Closing::Now) {
+            conn.delist_flush();
+            if conn.is_dropping() {
                 continue;
             }
-            let result = conn.flush(WRITE_BUDGET);
-            if conn.read_paused && conn.queued() < READ_PAUSE_BYTES {
-                conn.read_paused = false;
-                if conn.enlist_read() {
-                    self.read_list.push(token);
-                }
-            }
-            if conn.closing == Some(Closing::Cut) {
-                // A slow consumer gets one try at its close frame, no more.
-                conn.closing = Some(Closing::Now);
-                self.close_list.push(token);
-                continue;
-            }
-            match result {
-                Ok(Flushed::All) => {
-                    if matches!(conn.closing, Some(Closing::AfterFlush(_))) {
-                        conn.shutdown_write();
-                        conn.closing = Some(Closing::Draining(now));
+            match conn.write_turn(WRITE_BUDGET, now) {
+                Ok(done) => {
+                    if done.resume_reading && conn.enlist_read() {
+                        self.read_list.push(token);
                     }
-                }
-                Ok(Flushed::Budget) => {
-                    if conn.enlist_flush() {
+                    if done.again && conn.enlist_flush() {
                         self.flush_list.push(token);
                     }
+                    if done.drop {
+                        self.close_list.push(token);
+                    }
                 }
-                Ok(Flushed::Blocked) => {}
                 Err(e) => {
                     log::debug!("write error on {token:?}: {e}");
-                    let (app, mut out) = self.parts();
-                    app.close_session(token, &mut out);
-                    out.close_now(token);
+                    self.parts().1.drop_now(token);
                 }
             }
         }
     }
 
-    /// Ends sessions of closing connections and drops those that are done.
+    /// The one teardown path: the application hears of every closing
+    /// connection (once: it forgets the session), and those that are done
+    /// are deregistered and dropped.
     fn close_pass(&mut self) {
         while !self.close_list.is_empty() {
             let list = std::mem::take(&mut self.close_list);
@@ -592,20 +599,14 @@ impl Server {
                 let Some(conn) = self.conns.get(token.0) else {
                     continue;
                 };
-                let closing = conn.closing;
+                let dropping = conn.is_dropping();
                 let (app, mut out) = self.parts();
-                app.close_session(token, &mut out);
-                if closing == Some(Closing::Now) {
-                    self.drop_conn(token);
+                app.on_closed(&mut out, token);
+                if dropping && self.conns.contains(token.0) {
+                    let mut conn = self.conns.remove(token.0);
+                    let _ = self.poll.registry().deregister(conn.socket_mut());
                 }
             }
-        }
-    }
-
-    fn drop_conn(&mut self, token: Token) {
-        if self.conns.contains(token.0) {
-            let mut conn = self.conns.remove(token.0);
-            let _ = self.poll.registry().deregister(&mut conn.socket);
         }
     }
 
@@ -614,78 +615,54 @@ impl Server {
     fn sweep(&mut self, now: u32) {
         let mut due = Vec::new();
         for (key, conn) in self.conns.iter_mut() {
-            conn.shrink_if_idle();
-            if conn.live_queued() > OUTPUT_SOFT_LIMIT {
-                conn.over_soft_since.get_or_insert(now);
-            } else {
-                conn.over_soft_since = None;
-            }
-            let soft = conn
-                .over_soft_since
-                .is_some_and(|t| now - t >= OUTPUT_SOFT_SECONDS.as_secs() as u32);
-            let kind = match conn.phase {
-                Phase::Http { waiting } => Kind::Http { waiting },
-                Phase::Ws { .. } => Kind::Ws,
-            };
-            let timer = if soft {
-                Timer::SlowConsumer
-            } else {
-                timer_due(kind, conn.closing, conn.last_input, conn.timer_start, now)
-            };
+            let timer = conn.tick(now);
             if timer != Timer::None {
-                if timer == Timer::Ping {
-                    conn.timer_start = now;
-                }
                 due.push((Token(key), timer));
             }
         }
-        let (app, mut out) = self.parts();
+        let (_, mut out) = self.parts();
         for (token, timer) in due {
             match timer {
                 Timer::Ping => out.ping(token),
-                Timer::Idle => {
-                    app.close_session(token, &mut out);
-                    out.close_ws(token, 1001, "idle timeout");
-                }
+                Timer::Idle => out.close_ws(token, 1001, "idle timeout"),
                 Timer::SlowConsumer => {
-                    app.close_session(token, &mut out);
                     out.metrics.slow_consumer_cuts += 1;
-                    out.close_now(token);
+                    out.drop_now(token);
                 }
-                Timer::Drop => out.close_now(token),
+                Timer::Drop => out.drop_now(token),
                 Timer::None => {}
             }
         }
     }
 
-    /// SIGINT/SIGTERM: stop accepting and reading; ask storage to commit
+    /// Shutdown phase 1: stop accepting and reading; ask storage to commit
     /// everything queued. Closing starts when storage says it has.
     fn begin_shutdown(&mut self) {
-        if self.state != Phase2::Running {
+        if self.state != State::Running {
             return;
         }
         log::info!("shutting down: no new connections; flushing storage");
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        self.state = Phase2::Draining;
-        if self.app.store.submit(StoreRequest::Drain).is_err() {
+        self.state = State::Draining;
+        if !self.app.begin_drain() {
             self.close_everything();
         }
     }
 
-    /// Storage is flushed: close frames (1001) to every WebSocket, close
-    /// every HTTP connection, and give them `SHUTDOWN_GRACE` to go out.
+    /// Shutdown phase 2: storage is flushed. Close frames (1001) to every
+    /// WebSocket, every HTTP connection closed, `SHUTDOWN_GRACE` for them to
+    /// go out.
     fn close_everything(&mut self) {
         let tokens: Vec<(Token, bool)> = self
             .conns
             .iter()
             .map(|(k, c)| (Token(k), c.is_ws()))
             .collect();
-        let (app, mut out) = self.parts();
-        app.quiet = true;
+        self.app.go_quiet();
+        let (_, mut out) = self.parts();
         for (token, ws) in tokens {
-            app.close_session(token, &mut out);
             if ws {
                 out.close_ws(token, 1001, "server shutting down");
             } else {
@@ -693,8 +670,149 @@ impl Server {
                 out.read_list.retain(|t| *t != token);
             }
         }
-        let deadline = self.app.clock.now_s() + SHUTDOWN_GRACE.as_secs() as u32;
-        self.state = Phase2::Closing { deadline };
+        let deadline = self.clock.now_s() + SHUTDOWN_GRACE.as_secs() as u32;
+        self.state = State::Closing { deadline };
+    }
+}
+
+impl Wires<'_> {
+    fn mark_flush(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token.0)
+            && conn.enlist_flush()
+        {
+            self.flush_list.push(token);
+        }
+    }
+
+    /// The server's ping (two constant bytes).
+    fn ping(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        if !conn.is_closing() && conn.queue_static(&codec::PING_FRAME) {
+            self.mark_flush(token);
+        }
+    }
+
+    /// Slow consumer: forget what it has not started to receive, tell it why
+    /// (1008) if the frame still fits, and close.
+    fn cut_slow(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        log::info!(
+            "closing slow consumer {:?} with {} bytes unsent",
+            token,
+            conn.queued()
+        );
+        self.metrics.slow_consumer_cuts += 1;
+        let mut frame = Vec::with_capacity(48);
+        codec::encode_close(&mut frame, 1008, "slow consumer: output buffer full");
+        conn.cut(&frame);
+        self.close_list.push(token);
+        self.mark_flush(token);
+    }
+
+    fn close_after_flush(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token.0)
+            && conn.close_after_flush(self.now)
+        {
+            self.close_list.push(token);
+        }
+    }
+
+    /// Drops the connection at the end of this pass, without another byte.
+    fn drop_now(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token.0)
+            && conn.close_now()
+        {
+            self.close_list.push(token);
+        }
+    }
+}
+
+impl Outbox for Wires<'_> {
+    fn is_live(&self, c: ConnRef) -> bool {
+        self.conns
+            .get(c.token.0)
+            .is_some_and(|conn| conn.serial() == c.serial && !conn.is_closing())
+    }
+
+    fn frame(&mut self, token: Token, frame: &Rc<[u8]>) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        if conn.queue_shared(frame) {
+            self.metrics.ws_frames_out += 1;
+            self.mark_flush(token);
+        } else {
+            self.cut_slow(token);
+        }
+    }
+
+    fn reply(&mut self, token: Token, bytes: &[u8]) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        if conn.queue_owned(bytes) {
+            self.metrics.ws_frames_out += u64::from(conn.is_ws());
+            self.mark_flush(token);
+        } else {
+            self.cut_slow(token);
+        }
+    }
+
+    fn respond(&mut self, token: Token, head: &[u8], body: Cow<'static, [u8]>, close: bool) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        let mut ok = conn.queue_owned(head);
+        if !body.is_empty() {
+            ok &= match body {
+                Cow::Borrowed(b) => conn.queue_static(b),
+                Cow::Owned(ref b) => conn.queue_owned(b),
+            };
+        }
+        if !ok || close {
+            self.close_after_flush(token);
+        }
+        self.mark_flush(token);
+    }
+
+    fn resume_http(&mut self, token: Token) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        conn.set_waiting(false, self.now);
+        if conn.enlist_read() {
+            self.read_list.push(token);
+        }
+    }
+
+    fn close_ws(&mut self, token: Token, code: u16, reason: &str) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        let mut frame = Vec::with_capacity(8 + reason.len());
+        codec::encode_close(&mut frame, code, reason);
+        if conn.close_with_frame(&frame, self.now) {
+            self.close_list.push(token);
+            self.mark_flush(token);
+        }
+    }
+
+    fn metrics(&mut self) -> &mut Metrics {
+        self.metrics
+    }
+
+    fn open_connections(&self) -> usize {
+        self.conns.len()
     }
 }
 
@@ -712,163 +830,6 @@ fn set_backlog(listener: &TcpListener) {
         log::warn!(
             "could not raise the listen backlog: {}",
             io::Error::last_os_error()
-        );
-    }
-}
-
-/// The response for a request the parser refused.
-fn head_error(e: HeadError) -> Response {
-    match e {
-        HeadError::Malformed(why) => Response::error(400, "bad_request", why),
-        HeadError::TooLarge => Response::error(
-            431,
-            "headers_too_large",
-            "request head over 8 KiB or 64 headers",
-        ),
-        HeadError::LengthRequired => {
-            Response::error(411, "length_required", "a body needs Content-Length")
-        }
-        HeadError::BodyTooLarge => {
-            Response::error(413, "body_too_large", "request body over 64 KiB")
-        }
-    }
-}
-
-/// A framing violation: close with the RFC's code.
-fn fail_ws(app: &mut App, out: &mut Outbox, token: Token, v: Violation) {
-    log::debug!("closing {token:?}: {}", v.reason());
-    app.close_session(token, out);
-    out.close_ws(token, v.close_code(), v.reason());
-}
-
-/// One whole WebSocket message.
-fn on_message(app: &mut App, out: &mut Outbox, token: Token, echo: bool, msg: Message<'_>) {
-    match msg {
-        Message::Text(text) if echo => reply_frame(out, token, codec::TEXT, text.as_bytes()),
-        Message::Binary(bytes) if echo => reply_frame(out, token, codec::BINARY, bytes),
-        Message::Text(text) => app.on_ws_text(token, text, out),
-        Message::Binary(_) => {
-            out.metrics.ws_frames_in += 1;
-            let e = crate::hub::presence::FrameError::new(
-                "bad_json",
-                "binary frames are not supported; send JSON text",
-            );
-            app.send_error(token, &e, None, out);
-        }
-        Message::Ping(payload) => reply_frame(out, token, codec::PONG, payload),
-        Message::Pong => {}
-        Message::Close(code, _) => {
-            app.close_session(token, out);
-            out.close_ws(token, code.unwrap_or(1000), "");
-        }
-    }
-}
-
-fn reply_frame(
-    out: &mut Outbox,
-    token: Token,
-    opcode: tungstenite::protocol::frame::coding::OpCode,
-    payload: &[u8],
-) {
-    let mut bytes = Vec::with_capacity(payload.len() + codec::MAX_HEADER);
-    codec::encode(&mut bytes, opcode, payload);
-    out.reply(token, &bytes);
-}
-
-/// What a connection is, for its timers.
-#[derive(Debug, Clone, Copy)]
-pub enum Kind {
-    Http { waiting: bool },
-    Ws,
-}
-
-/// A timer that fired.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Timer {
-    None,
-    /// WebSocket: time to ping.
-    Ping,
-    /// WebSocket: nothing received for `IDLE_TIMEOUT`.
-    Idle,
-    /// Unsent output above the soft limit for too long.
-    SlowConsumer,
-    /// HTTP head timeout, or a closing connection's linger ran out.
-    Drop,
-}
-
-/// The timer rules, as a pure function of a connection's clocks (seconds).
-pub fn timer_due(
-    kind: Kind,
-    closing: Option<Closing>,
-    last_input: u32,
-    timer_start: u32,
-    now: u32,
-) -> Timer {
-    let since = |t: u32| now.saturating_sub(t);
-    match (closing, kind) {
-        (Some(Closing::Draining(at)), _) if since(at) >= CLOSE_LINGER.as_secs() as u32 => {
-            Timer::Drop
-        }
-        (Some(Closing::AfterFlush(at)), _) if since(at) >= CLOSE_FLUSH_TIMEOUT.as_secs() as u32 => {
-            Timer::Drop
-        }
-        (Some(_), _) => Timer::None,
-        (None, Kind::Http { waiting: true }) => Timer::None,
-        (None, Kind::Http { waiting: false }) => {
-            if since(timer_start) >= HEAD_TIMEOUT.as_secs() as u32 {
-                Timer::Drop
-            } else {
-                Timer::None
-            }
-        }
-        (None, Kind::Ws) if since(last_input) >= IDLE_TIMEOUT.as_secs() as u32 => Timer::Idle,
-        (None, Kind::Ws) if since(timer_start) >= PING_INTERVAL.as_secs() as u32 => Timer::Ping,
-        (None, Kind::Ws) => Timer::None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// WebSockets are pinged every 30 s and closed after 60 s of silence.
-    #[test]
-    fn ws_ping_and_idle() {
-        let t =
-            |last_input, timer_start, now| timer_due(Kind::Ws, None, last_input, timer_start, now);
-        assert_eq!(t(0, 0, 29), Timer::None);
-        assert_eq!(t(0, 0, 30), Timer::Ping);
-        assert_eq!(t(25, 30, 59), Timer::None, "pinged at 30, input at 25");
-        assert_eq!(t(25, 30, 60), Timer::Ping);
-        assert_eq!(
-            t(0, 30, 60),
-            Timer::Idle,
-            "silence for 60 s wins over the ping"
-        );
-    }
-
-    /// An HTTP connection has 10 s for a head, unless it is waiting on us.
-    #[test]
-    fn http_head_timeout() {
-        let t = |waiting, now| timer_due(Kind::Http { waiting }, None, 0, 0, now);
-        assert_eq!(t(false, 9), Timer::None);
-        assert_eq!(t(false, 10), Timer::Drop);
-        assert_eq!(t(true, 100), Timer::None);
-    }
-
-    /// A closing connection lingers at most `CLOSE_LINGER`.
-    #[test]
-    fn closing_linger() {
-        let t = |now| timer_due(Kind::Ws, Some(Closing::Draining(5)), 0, 0, now);
-        assert_eq!(t(6), Timer::None);
-        assert_eq!(t(7), Timer::Drop);
-        assert_eq!(
-            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 14),
-            Timer::None
-        );
-        assert_eq!(
-            timer_due(Kind::Ws, Some(Closing::AfterFlush(5)), 0, 0, 15),
-            Timer::Drop
         );
     }
 }

@@ -122,6 +122,13 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
+    fn ticket(seq: u64) -> Ticket {
+        Ticket {
+            desk: crate::store::Desk::Http,
+            seq,
+        }
+    }
+
     /// Jobs run off the calling thread, come back with their tickets, and ring
     /// the wake callback once each.
     #[test]
@@ -132,7 +139,7 @@ mod tests {
             r.fetch_add(1, Ordering::SeqCst);
         });
         pool.submit(
-            1,
+            ticket(1),
             Job::Hash {
                 password: "password1".into(),
             },
@@ -140,7 +147,7 @@ mod tests {
         .unwrap();
         let stored = password::hash("password2", 1000);
         pool.submit(
-            2,
+            ticket(2),
             Job::Verify {
                 password: "password2".into(),
                 stored: stored.clone(),
@@ -148,7 +155,7 @@ mod tests {
         )
         .unwrap();
         pool.submit(
-            3,
+            ticket(3),
             Job::Verify {
                 password: "nope".into(),
                 stored,
@@ -162,10 +169,10 @@ mod tests {
                 None => std::thread::sleep(Duration::from_millis(1)),
             }
         }
-        got.sort_by_key(|(t, _)| *t);
-        assert!(matches!(got[0], (1, Outcome::Hashed(ref h)) if h.iterations == 1000));
-        assert!(matches!(got[1], (2, Outcome::Verified(true))));
-        assert!(matches!(got[2], (3, Outcome::Verified(false))));
+        got.sort_by_key(|(t, _)| t.seq);
+        assert!(matches!(got[0], (t, Outcome::Hashed(ref h)) if h.iterations == 1000 && t.seq == 1));
+        assert!(matches!(got[1], (t, Outcome::Verified(true)) if t.seq == 2));
+        assert!(matches!(got[2], (t, Outcome::Verified(false)) if t.seq == 3));
         assert_eq!(pool.in_flight(), 0);
         pool.join();
         assert_eq!(rings.load(Ordering::SeqCst), 3);

@@ -8,3 +8,4 @@ pub mod request;
 pub mod response;
 pub mod routes;
 pub mod static_files;
+pub mod upgrade;

@@ -1,35 +1,39 @@
-//! The REST API and the WebSocket entry points, as methods on [`App`].
+//! The REST API and the WebSocket entry points: the HTTP desk.
 //!
 //! Each route answers at once from loop-owned memory, or submits work to the
 //! hashing pool or the storage thread and returns [`Handled::Waiting`]; the
-//! answer is written when the work comes back (see `app.rs`). Later
-//! pipelined requests on the same connection wait, so responses stay in order.
+//! answer is written when the work comes back (`on_hashed`, `on_user_stored`,
+//! `on_history`). Later pipelined requests on the same connection wait, so
+//! responses stay in order. Status codes and bodies live here and nowhere else.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::request::Request;
+use super::request::{HeadError, Request};
 use super::response::Response;
-use super::static_files;
-use crate::app::{App, Waiter};
+use super::{static_files, upgrade};
+use crate::auth::jwt::Tokens;
 use crate::auth::password;
-use crate::auth::pool::Job;
+use crate::auth::pool::{HashPool, Job, Outcome};
 use crate::clock;
 use crate::config::{
-    DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN, USERNAME_MAX,
-    USERNAME_MIN,
+    Config, DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN,
+    USERNAME_MAX, USERNAME_MIN,
 };
-use crate::hub::rooms::{ROOM_NAME_RULE, valid_room_name};
+use crate::hub::rooms::ROOM_NAME_RULE;
+use crate::hub::{Denied, Hub};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    HistoryQuery, PasswordHash, Request as StoreRequest, StoredMessage, Target, UserId, UserRow,
+    Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target,
+    Ticket, UserId, UserRow,
 };
 use crate::users::{Directory, Taken};
-use crate::ws::proto::{MessageObj, Ts};
-use crate::ws::upgrade;
+use crate::ws::proto::{Ts, message_objects};
 
 /// What became of a request.
 pub enum Handled {
@@ -158,26 +162,122 @@ struct RoomOut<'a> {
     members: Option<Vec<&'a str>>,
 }
 
-impl App {
-    /// The user a request's token names, if the token is valid and the user exists.
-    pub fn authenticate(&self, token: Option<&str>) -> Option<UserId> {
-        let v = self.tokens.verify(token?)?;
-        self.users.get(v.user).map(|u| u.id)
+/// What an HTTP call may touch besides the desk itself.
+pub struct Ctx<'a, O> {
+    /// Read-only: rooms, presence and permissions for the listing routes.
+    pub hub: &'a Hub,
+    pub users: &'a mut Directory,
+    pub store: &'a mut dyn Storage,
+    pub out: &'a mut O,
+}
+
+/// Who waits for an asynchronous answer, and what to do with it.
+enum Wait {
+    /// Signup: the password is being hashed.
+    SignupHash {
+        conn: ConnRef,
+        keep_alive: bool,
+        id: UserId,
+        username: String,
+        email: String,
+    },
+    /// Login: the password is being verified (against a decoy for unknown users).
+    Login {
+        conn: ConnRef,
+        keep_alive: bool,
+        user: Option<UserId>,
+    },
+    /// `GET /api/messages`.
+    History {
+        conn: ConnRef,
+        keep_alive: bool,
+        head_only: bool,
+    },
+}
+
+/// The HTTP desk: the routes and the requests they wait on.
+pub struct Http {
+    tokens: Tokens,
+    hasher: HashPool,
+    waiting: HashMap<Ticket, Wait>,
+    /// Signups whose user row is being stored, by user id.
+    signups: HashMap<UserId, (ConnRef, bool, UserRow)>,
+    next_ticket: u64,
+    /// Serve `/ws/echo` (`--echo`).
+    echo: bool,
+    /// Serve the web client from disk (`--static-dir`, development).
+    static_dir: Option<PathBuf>,
+    /// For the decoy hash an unknown user's login is checked against.
+    pbkdf2_iterations: u32,
+}
+
+/// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
+pub fn send(out: &mut impl Outbox, token: mio::Token, resp: Response, keep_alive: bool, head_only: bool) {
+    let mut head = Vec::with_capacity(256);
+    resp.write_head(&mut head, keep_alive);
+    let close = !keep_alive || resp.close;
+    let body = if head_only {
+        Cow::Borrowed(&[][..])
+    } else {
+        resp.body
+    };
+    out.respond(token, &head, body, close);
+}
+
+impl Http {
+    pub fn new(config: &Config, tokens: Tokens, hasher: HashPool) -> Http {
+        Http {
+            tokens,
+            hasher,
+            waiting: HashMap::new(),
+            signups: HashMap::new(),
+            next_ticket: 0,
+            echo: config.echo,
+            static_dir: config.static_dir.clone(),
+            pbkdf2_iterations: config.pbkdf2_iterations,
+        }
     }
 
-    /// Routes one request. The response (if any yet) is queued on `out`.
-    pub fn handle_http(&mut self, conn: ConnRef, req: &Request<'_>, out: &mut Outbox) -> Handled {
-        out.metrics.http_requests += 1;
+    fn park(&mut self, wait: Wait) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = Ticket {
+            desk: Desk::Http,
+            seq: self.next_ticket,
+        };
+        self.waiting.insert(ticket, wait);
+        ticket
+    }
+
+    /// Shutdown: waits for the hashing threads.
+    pub fn join(&mut self) {
+        self.hasher.join();
+    }
+
+    /// The user a request's token names, if the token is valid and the user exists.
+    fn authenticate(&self, users: &Directory, token: Option<&str>) -> Option<UserId> {
+        let v = self.tokens.verify(token?)?;
+        users.get(v.user).map(|u| u.id)
+    }
+
+    /// A request the parser refused: answered, then the connection closes.
+    pub fn refuse(&self, out: &mut impl Outbox, token: mio::Token, e: HeadError) {
+        send(out, token, head_error(e).closing(), false, false);
+    }
+
+    /// Routes one request. The response (if any yet) is queued on `cx.out`.
+    pub fn on_request(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
+        cx.out.metrics().http_requests += 1;
         let keep_alive = req.keep_alive();
         let head_only = req.method == "HEAD";
         let method = if head_only { "GET" } else { req.method };
         let Some(allow) = allowed(req.path) else {
-            out.http(
-                conn.token,
-                Response::error(404, "not_found", "no such endpoint"),
-                keep_alive,
-                head_only,
-            );
+            let resp = Response::error(404, "not_found", "no such endpoint");
+            send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         };
         if !allow.split(", ").any(|m| m == method) || (head_only && !allow.contains("HEAD")) {
@@ -187,53 +287,56 @@ impl App {
                 format!("{} is not allowed here", req.method),
             )
             .with_header("Allow", allow);
-            out.http(conn.token, resp, keep_alive, head_only);
+            send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
         let resp = match req.path {
-            "/api/signup" => return self.signup(conn, req, out),
-            "/api/login" => return self.login(conn, req, out),
-            "/ws" | "/ws/echo" => return self.upgrade(conn, req, None, out),
+            "/api/signup" => return self.signup(cx, conn, req),
+            "/api/login" => return self.login(cx, conn, req),
+            "/ws" | "/ws/echo" => return self.upgrade(cx, conn, req, None),
             p if p.starts_with("/ws/room/") => {
                 let room = &p["/ws/room/".len()..];
-                return self.upgrade(conn, req, Some(room), out);
+                return self.upgrade(cx, conn, req, Some(room));
             }
-            "/api/messages" => return self.messages(conn, req, out),
+            "/api/messages" => return self.messages(cx, conn, req),
             "/healthz" => Response::new(200, "text/plain; charset=utf-8", &b"ok"[..]),
             "/metrics" => {
                 let gauges = Gauges {
-                    connections_open: out.conns.len(),
-                    ws_connections: self.hub.sessions.iter().flatten().count(),
-                    store_queue_depth: self.store.depth(),
+                    connections_open: cx.out.open_connections(),
+                    ws_connections: cx.hub.sessions_open(),
+                    store_queue_depth: cx.store.depth(),
                     hash_in_flight: self.hasher.in_flight(),
-                    users_online: self.hub.online.len(),
-                    rooms: self.hub.rooms.iter().count(),
+                    users_online: cx.hub.users_online(),
+                    rooms: cx.hub.rooms().count(),
                 };
+                let text = cx.out.metrics().render(&gauges);
                 Response::new(
                     200,
                     "text/plain; version=0.0.4; charset=utf-8",
-                    out.metrics.render(&gauges).into_bytes(),
+                    text.into_bytes(),
                 )
             }
-            "/api/me" | "/api/users" | "/api/rooms" => match self.authenticate(req.bearer()) {
-                None => unauthorized(),
-                Some(me) => match req.path {
-                    "/api/me" => self.me(me),
-                    "/api/users" => self.list_users(),
-                    _ => self.list_rooms(me),
-                },
-            },
+            "/api/me" | "/api/users" | "/api/rooms" => {
+                match self.authenticate(cx.users, req.bearer()) {
+                    None => unauthorized(),
+                    Some(me) => match req.path {
+                        "/api/me" => me_response(cx.users, me),
+                        "/api/users" => list_users(cx.hub, cx.users),
+                        _ => list_rooms(cx.hub, cx.users, me),
+                    },
+                }
+            }
             path => static_files::serve(
                 path,
                 req.header("if-none-match"),
-                self.config.static_dir.as_deref(),
+                self.static_dir.as_deref(),
             ),
         };
-        out.http(conn.token, resp, keep_alive, head_only);
+        send(cx.out, conn.token, resp, keep_alive, head_only);
         Handled::Done
     }
 
-    fn signup(&mut self, conn: ConnRef, req: &Request<'_>, out: &mut Outbox) -> Handled {
+    fn signup(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
         let keep_alive = req.keep_alive();
         let resp = match json_object::<SignupBody>(req.body) {
             Err(_) => {
@@ -244,76 +347,94 @@ impl App {
             }
             Ok(b) if !valid_email(&b.email) => bad_input("email must contain exactly one '@'"),
             Ok(b) if !valid_password(&b.password) => bad_input("password must be 8-128 characters"),
-            Ok(b) => match self.users.reserve(&b.username, &b.email) {
+            Ok(b) => match cx.users.reserve(&b.username, &b.email) {
                 Err(Taken::Username) => Response::error(409, "taken", "that username is taken"),
                 Err(Taken::Email) => {
                     Response::error(409, "taken", "that email is already registered")
                 }
                 Ok(id) => {
                     let (username, email) = (b.username, b.email);
-                    let ticket = self.park(Waiter::SignupHash {
+                    let ticket = self.park(Wait::SignupHash {
                         conn,
                         keep_alive,
                         id,
                         username: username.clone(),
                         email: email.clone(),
                     });
-                    if self
-                        .hasher
-                        .submit(
-                            ticket,
-                            Job::Hash {
-                                password: b.password,
-                            },
-                        )
-                        .is_ok()
-                    {
+                    let job = Job::Hash {
+                        password: b.password,
+                    };
+                    if self.hasher.submit(ticket, job).is_ok() {
                         return Handled::Waiting;
                     }
-                    self.waiters.remove(&ticket);
-                    self.users.release(&username, &email);
+                    self.waiting.remove(&ticket);
+                    cx.users.release(&username, &email);
                     busy()
                 }
             },
         };
-        out.http(conn.token, resp, keep_alive, false);
+        send(cx.out, conn.token, resp, keep_alive, false);
         Handled::Done
     }
 
+    /// Drains every finished password job.
+    pub fn on_hashed(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        while let Some((ticket, outcome)) = self.hasher.try_outcome() {
+            let Some(wait) = self.waiting.remove(&ticket) else {
+                continue;
+            };
+            match (wait, outcome) {
+                (
+                    Wait::SignupHash {
+                        conn,
+                        keep_alive,
+                        id,
+                        username,
+                        email,
+                    },
+                    Outcome::Hashed(password),
+                ) => {
+                    let row = UserRow {
+                        id,
+                        username,
+                        email,
+                        password,
+                        created_ms: clock::now_ms(),
+                        last_seen_ms: None,
+                    };
+                    self.store_user(cx, conn, keep_alive, row);
+                }
+                (
+                    Wait::Login {
+                        conn,
+                        keep_alive,
+                        user,
+                    },
+                    Outcome::Verified(ok),
+                ) => self.finish_login(cx, conn, keep_alive, user.filter(|_| ok)),
+                _ => log::error!("hashing outcome of the wrong kind for ticket {ticket:?}"),
+            }
+        }
+    }
+
     /// The password is hashed: store the user, answer when it is durable.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish_signup_hash(
+    fn store_user(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         keep_alive: bool,
-        id: UserId,
-        username: String,
-        email: String,
-        password: PasswordHash,
-        out: &mut Outbox,
+        row: UserRow,
     ) {
-        let row = UserRow {
-            id,
-            username,
-            email,
-            password,
-            created_ms: clock::now_ms(),
-            last_seen_ms: None,
-        };
-        if self
-            .store
-            .submit(StoreRequest::PutUser(row.clone()))
-            .is_err()
-        {
-            self.users.release(&row.username, &row.email);
-            self.answer(conn, busy(), keep_alive, out);
+        if cx.store.submit(StoreRequest::PutUser(row.clone())).is_err() {
+            cx.users.release(&row.username, &row.email);
+            answer(cx.out, conn, busy(), keep_alive);
             return;
         }
-        self.signups.insert(id, (conn, keep_alive, row));
+        self.signups.insert(row.id, (conn, keep_alive, row));
     }
 
     /// The user row is stored (or not): the signup is answered.
-    pub fn on_user_stored(&mut self, id: UserId, ok: bool, out: &mut Outbox) {
+    pub fn on_user_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId, ok: bool) {
         let Some((conn, keep_alive, row)) = self.signups.remove(&id) else {
             return;
         };
@@ -324,67 +445,61 @@ impl App {
                 email: &row.email,
             };
             let resp = Response::json(201, &UserEnvelope { user });
-            self.users.insert(row);
+            cx.users.insert(row);
             resp
         } else {
-            self.users.release(&row.username, &row.email);
+            cx.users.release(&row.username, &row.email);
             Response::error(500, "internal", "could not store the account")
         };
-        self.answer(conn, resp, keep_alive, out);
+        answer(cx.out, conn, resp, keep_alive);
     }
 
-    fn login(&mut self, conn: ConnRef, req: &Request<'_>, out: &mut Outbox) -> Handled {
+    fn login(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
         let keep_alive = req.keep_alive();
         let body = match json_object::<LoginBody>(req.body) {
             Ok(b) if !b.username.is_empty() && !b.password.is_empty() => b,
             _ => {
                 let resp =
                     bad_input("expected a JSON object with string fields username and password");
-                out.http(conn.token, resp, keep_alive, false);
+                send(cx.out, conn.token, resp, keep_alive, false);
                 return Handled::Done;
             }
         };
         // An unknown user costs the same PBKDF2 work as a wrong password.
-        let user = self
+        let user = cx
             .users
             .find(&body.username)
             .map(|u| (u.id, u.password.clone()));
         let stored = user.as_ref().map_or_else(
-            || password::decoy(self.config.pbkdf2_iterations),
+            || password::decoy(self.pbkdf2_iterations),
             |u| u.1.clone(),
         );
-        let ticket = self.park(Waiter::Login {
+        let ticket = self.park(Wait::Login {
             conn,
             keep_alive,
             user: user.map(|u| u.0),
         });
-        if self
-            .hasher
-            .submit(
-                ticket,
-                Job::Verify {
-                    password: body.password,
-                    stored,
-                },
-            )
-            .is_err()
-        {
-            self.waiters.remove(&ticket);
-            out.http(conn.token, busy(), keep_alive, false);
+        let job = Job::Verify {
+            password: body.password,
+            stored,
+        };
+        if self.hasher.submit(ticket, job).is_err() {
+            self.waiting.remove(&ticket);
+            send(cx.out, conn.token, busy(), keep_alive, false);
             return Handled::Done;
         }
         Handled::Waiting
     }
 
     /// The password check is done: a token, or the one answer for every failure.
-    pub fn finish_login(
+    fn finish_login(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         keep_alive: bool,
         user: Option<UserId>,
-        out: &mut Outbox,
     ) {
-        let resp = match user.and_then(|id| self.users.get(id)) {
+        let resp = match user.and_then(|id| cx.users.get(id)) {
             Some(u) => {
                 let (token, exp) = self
                     .tokens
@@ -409,249 +524,81 @@ impl App {
                 "unknown username or wrong password",
             ),
         };
-        self.answer(conn, resp, keep_alive, out);
+        answer(cx.out, conn, resp, keep_alive);
     }
 
-    /// Queues an asynchronous answer if its connection is still there.
-    fn answer(&self, conn: ConnRef, resp: Response, keep_alive: bool, out: &mut Outbox) {
-        if out.is_live(conn) {
-            out.http(conn.token, resp, keep_alive, false);
-            out.resume_http(conn.token);
-        }
-    }
-
-    fn me(&self, me: UserId) -> Response {
-        let u = self.users.get(me).expect("authenticated users exist");
-        Response::json(
-            200,
-            &UserEnvelope {
-                user: UserOut {
-                    id: u.id,
-                    username: &u.name,
-                    email: &u.email,
-                },
-            },
-        )
-    }
-
-    fn list_users(&self) -> Response {
-        let users: Vec<_> = self
-            .users
-            .all()
-            .map(|u| Listed {
-                id: u.id,
-                username: &u.name,
-                online: self.hub.online.contains_key(&u.id),
-                last_seen: u.last_seen_ms.map(Ts),
-            })
-            .collect();
-        Response::json(200, &json!({ "users": users }))
-    }
-
-    fn list_rooms(&self, me: UserId) -> Response {
-        let mut rooms: Vec<RoomOut<'_>> = self
-            .hub
-            .rooms
-            .iter()
-            .filter_map(|(_, r)| {
-                let (owner, members) = match &r.private {
-                    None if r.has_messages || r.online() > 0 => (None, None),
-                    Some(p) if p.members.contains(&me) => {
-                        let mut members: Vec<&str> =
-                            p.members.iter().map(|m| self.users.name(*m)).collect();
-                        members.sort_unstable();
-                        (Some(self.users.name(p.owner)), Some(members))
-                    }
-                    _ => return None,
-                };
-                Some(RoomOut {
-                    name: &r.name,
-                    private: r.private.is_some(),
-                    online: r.online(),
-                    owner,
-                    members,
-                })
-            })
-            .collect();
-        rooms.sort_by(|a, b| a.name.cmp(b.name));
-        Response::json(200, &json!({ "rooms": rooms }))
-    }
-
-    fn messages(&mut self, conn: ConnRef, req: &Request<'_>, out: &mut Outbox) -> Handled {
+    fn messages(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
         let keep_alive = req.keep_alive();
         let head_only = req.method == "HEAD";
-        let resp = match self.authenticate(req.bearer()) {
+        let resp = match self.authenticate(cx.users, req.bearer()) {
             None => unauthorized(),
-            Some(me) => match self.history_query(me, req) {
+            Some(me) => match history_query(cx.hub, cx.users, me, req) {
                 Err(resp) => resp,
                 Ok(None) => Response::json(200, &json!({"messages": []})),
                 Ok(Some(query)) => {
-                    let target = query.target.clone();
-                    let ticket = self.park(Waiter::HttpHistory {
+                    let ticket = self.park(Wait::History {
                         conn,
                         keep_alive,
                         head_only,
-                        target,
                     });
-                    if self
+                    if cx
                         .store
                         .submit(StoreRequest::History { ticket, query })
                         .is_ok()
                     {
                         return Handled::Waiting;
                     }
-                    self.waiters.remove(&ticket);
+                    self.waiting.remove(&ticket);
                     busy()
                 }
             },
         };
-        out.http(conn.token, resp, keep_alive, head_only);
+        send(cx.out, conn.token, resp, keep_alive, head_only);
         Handled::Done
     }
 
-    /// Reads `room`/`with`, `before`, `limit` and `page`. `Ok(None)`: a room
-    /// nobody ever wrote in, answered without asking storage.
-    fn history_query(
-        &self,
-        me: UserId,
-        req: &Request<'_>,
-    ) -> Result<Option<HistoryQuery>, Response> {
-        let num = |key: &str| -> Result<Option<u64>, Response> {
-            match req.query_param(key) {
-                None => Ok(None),
-                Some(v) => match v.parse::<u64>() {
-                    Ok(n) if n > 0 => Ok(Some(n)),
-                    _ => Err(bad_input(format!("{key} must be a positive integer"))),
-                },
-            }
-        };
-        let (before, limit, page) = (num("before")?, num("limit")?, num("page")?);
-        if before.is_some() && page.is_some() {
-            return Err(bad_input("use either before or page, not both"));
-        }
-        let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
-            (l as usize).min(MAX_HISTORY_LIMIT)
-        });
-        let offset = page.map_or(0, |p| (p as usize - 1).saturating_mul(limit));
-        let target = match (req.query_param("room"), req.query_param("with")) {
-            (Some(room), None) => match self.room_target(me, &room) {
-                Ok(Some(t)) => t,
-                Ok(None) => return Ok(None),
-                Err((status, code, msg)) => return Err(Response::error(status, code, msg)),
-            },
-            (None, Some(with)) => match self.users.find(&with) {
-                Some(u) => Target::Direct(me, u.id),
-                None => {
-                    return Err(Response::error(
-                        404,
-                        "no_such_user",
-                        format!("no user called {with}"),
-                    ));
-                }
-            },
-            _ => return Err(bad_input("give exactly one of room or with")),
-        };
-        Ok(Some(HistoryQuery {
-            target,
-            before,
-            after: None,
-            limit,
-            offset,
-        }))
-    }
-
-    /// The storage target of a room `me` may read; `Ok(None)` when the room
-    /// has no history at all.
-    pub fn room_target(
-        &self,
-        me: UserId,
-        room: &str,
-    ) -> Result<Option<Target>, (u16, &'static str, String)> {
-        if !valid_room_name(room) {
-            return Err((400, "invalid_input", ROOM_NAME_RULE.into()));
-        }
-        match self.hub.rooms.id(room).map(|id| self.hub.rooms.get(id)) {
-            None => Ok(None),
-            Some(r) if !r.admits(me) => Err((403, "forbidden", format!("{room} is private"))),
-            Some(_) => Ok(Some(Target::Room(room.to_string()))),
-        }
-    }
-
-    /// Encodes stored messages as the contract's message objects.
-    pub fn message_objects<'a>(
-        users: &'a Directory,
-        messages: &'a [StoredMessage],
-    ) -> Vec<MessageObj<'a>> {
-        messages
-            .iter()
-            .map(|m| {
-                let user = users.name(m.from);
-                let (from, to) = match m.to {
-                    Some(to) => (Some(user), Some(users.name(to))),
-                    None => (None, None),
-                };
-                MessageObj {
-                    id: m.id,
-                    room: m.room.as_deref(),
-                    from,
-                    to,
-                    user,
-                    content: &m.content,
-                    timestamp: Ts(m.timestamp_ms),
-                }
-            })
-            .collect()
-    }
-
-    /// A history page came back from storage.
+    /// A history page came back from storage (`None`: the read failed).
     pub fn on_history(
         &mut self,
-        waiter: Waiter,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
         messages: Option<Vec<StoredMessage>>,
-        out: &mut Outbox,
     ) {
-        match waiter {
-            Waiter::HttpHistory {
-                conn,
-                keep_alive,
-                head_only,
-                ..
-            } => {
-                if !out.is_live(conn) {
-                    return;
-                }
-                let resp = match &messages {
-                    Some(m) => Response::json(
-                        200,
-                        &json!({"messages": App::message_objects(&self.users, m)}),
-                    ),
-                    None => Response::error(500, "internal", "could not read history"),
-                };
-                out.http(conn.token, resp, keep_alive, head_only);
-                out.resume_http(conn.token);
-            }
-            Waiter::WsHistory { conn, target } => self.send_history(conn, &target, messages, out),
-            Waiter::Replay { conn, room } => self.finish_replay(conn, &room, messages, out),
-            Waiter::Unread { .. } | Waiter::SignupHash { .. } | Waiter::Login { .. } => {}
+        let Some(Wait::History {
+            conn,
+            keep_alive,
+            head_only,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        if !cx.out.is_live(conn) {
+            return;
         }
+        let users = &*cx.users;
+        let resp = match &messages {
+            Some(m) => Response::json(
+                200,
+                &json!({"messages": message_objects(m, |id| users.name(id))}),
+            ),
+            None => Response::error(500, "internal", "could not read history"),
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        cx.out.resume_http(conn.token);
     }
 
     fn upgrade(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         req: &Request<'_>,
         room: Option<&str>,
-        out: &mut Outbox,
     ) -> Handled {
         let keep_alive = req.keep_alive();
         let echo = req.path == "/ws/echo";
-        if echo && !self.config.echo {
-            out.http(
-                conn.token,
-                Response::error(404, "not_found", "start the server with --echo"),
-                keep_alive,
-                false,
-            );
+        if echo && !self.echo {
+            let resp = Response::error(404, "not_found", "start the server with --echo");
+            send(cx.out, conn.token, resp, keep_alive, false);
             return Handled::Done;
         }
         let user = if echo {
@@ -659,33 +606,28 @@ impl App {
         } else {
             let token: Option<Cow<'_, str>> =
                 req.query_param("token").or(req.bearer().map(Cow::Borrowed));
-            match self.authenticate(token.as_deref()) {
+            match self.authenticate(cx.users, token.as_deref()) {
                 Some(u) => Some(u),
                 None => {
-                    out.http(conn.token, unauthorized(), keep_alive, false);
+                    send(cx.out, conn.token, unauthorized(), keep_alive, false);
                     return Handled::Done;
                 }
             }
         };
         if let (Some(room), Some(me)) = (room, user)
-            && let Err((status, code, msg)) = self.room_target(me, room)
+            && let Err(denied) = cx.hub.may_read(me, room)
         {
-            out.http(
-                conn.token,
-                Response::error(status, code, msg),
-                keep_alive,
-                false,
-            );
+            send(cx.out, conn.token, denied_response(room, denied), keep_alive, false);
             return Handled::Done;
         }
         match upgrade::client_key(req) {
             Err(why) => {
-                out.http(conn.token, bad_input(why), keep_alive, false);
+                send(cx.out, conn.token, bad_input(why), keep_alive, false);
                 Handled::Done
             }
             Ok(key) => {
-                out.reply(conn.token, &upgrade::accept_response(key));
-                out.metrics.ws_upgrades += 1;
+                cx.out.reply(conn.token, &upgrade::accept_response(key));
+                cx.out.metrics().ws_upgrades += 1;
                 Handled::Upgrade(Upgrade {
                     user,
                     room: room.map(String::from),
@@ -693,6 +635,145 @@ impl App {
             }
         }
     }
+}
+
+/// Queues an asynchronous answer if its connection is still there.
+fn answer(out: &mut impl Outbox, conn: ConnRef, resp: Response, keep_alive: bool) {
+    if out.is_live(conn) {
+        send(out, conn.token, resp, keep_alive, false);
+        out.resume_http(conn.token);
+    }
+}
+
+/// The response for a request the parser refused.
+fn head_error(e: HeadError) -> Response {
+    match e {
+        HeadError::Malformed(why) => Response::error(400, "bad_request", why),
+        HeadError::TooLarge => Response::error(
+            431,
+            "headers_too_large",
+            "request head over 8 KiB or 64 headers",
+        ),
+        HeadError::LengthRequired => {
+            Response::error(411, "length_required", "a body needs Content-Length")
+        }
+        HeadError::BodyTooLarge => {
+            Response::error(413, "body_too_large", "request body over 64 KiB")
+        }
+    }
+}
+
+/// The HTTP answer for a room `me` may not read.
+fn denied_response(room: &str, denied: Denied) -> Response {
+    match denied {
+        Denied::BadName => bad_input(ROOM_NAME_RULE),
+        Denied::Private => Response::error(403, "forbidden", format!("{room} is private")),
+    }
+}
+
+fn me_response(users: &Directory, me: UserId) -> Response {
+    let u = users.get(me).expect("authenticated users exist");
+    Response::json(
+        200,
+        &UserEnvelope {
+            user: UserOut {
+                id: u.id,
+                username: &u.name,
+                email: &u.email,
+            },
+        },
+    )
+}
+
+fn list_users(hub: &Hub, users: &Directory) -> Response {
+    let users: Vec<_> = users
+        .all()
+        .map(|u| Listed {
+            id: u.id,
+            username: &u.name,
+            online: hub.is_online(u.id),
+            last_seen: u.last_seen_ms.map(Ts),
+        })
+        .collect();
+    Response::json(200, &json!({ "users": users }))
+}
+
+fn list_rooms(hub: &Hub, users: &Directory, me: UserId) -> Response {
+    let mut rooms: Vec<RoomOut<'_>> = hub
+        .rooms()
+        .filter_map(|r| {
+            let (owner, members) = match &r.private {
+                None if r.has_messages || r.online() > 0 => (None, None),
+                Some(p) if p.members.contains(&me) => {
+                    let mut members: Vec<&str> = p.members.iter().map(|m| users.name(*m)).collect();
+                    members.sort_unstable();
+                    (Some(users.name(p.owner)), Some(members))
+                }
+                _ => return None,
+            };
+            Some(RoomOut {
+                name: &r.name,
+                private: r.private.is_some(),
+                online: r.online(),
+                owner,
+                members,
+            })
+        })
+        .collect();
+    rooms.sort_by(|a, b| a.name.cmp(b.name));
+    Response::json(200, &json!({ "rooms": rooms }))
+}
+
+/// Reads `room`/`with`, `before`, `limit` and `page`. `Ok(None)`: a room
+/// nobody ever wrote in, answered without asking storage.
+fn history_query(
+    hub: &Hub,
+    users: &Directory,
+    me: UserId,
+    req: &Request<'_>,
+) -> Result<Option<HistoryQuery>, Response> {
+    let num = |key: &str| -> Result<Option<u64>, Response> {
+        match req.query_param(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if n > 0 => Ok(Some(n)),
+                _ => Err(bad_input(format!("{key} must be a positive integer"))),
+            },
+        }
+    };
+    let (before, limit, page) = (num("before")?, num("limit")?, num("page")?);
+    if before.is_some() && page.is_some() {
+        return Err(bad_input("use either before or page, not both"));
+    }
+    let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
+        (l as usize).min(MAX_HISTORY_LIMIT)
+    });
+    let offset = page.map_or(0, |p| (p as usize - 1).saturating_mul(limit));
+    let target = match (req.query_param("room"), req.query_param("with")) {
+        (Some(room), None) => match hub.may_read(me, &room) {
+            Ok(true) => Target::Room(room.to_string()),
+            Ok(false) => return Ok(None),
+            Err(denied) => return Err(denied_response(&room, denied)),
+        },
+        (None, Some(with)) => match users.find(&with) {
+            Some(u) => Target::Direct(me, u.id),
+            None => {
+                return Err(Response::error(
+                    404,
+                    "no_such_user",
+                    format!("no user called {with}"),
+                ));
+            }
+        },
+        _ => return Err(bad_input("give exactly one of room or with")),
+    };
+    Ok(Some(HistoryQuery {
+        target,
+        before,
+        after: None,
+        limit,
+        offset,
+    }))
 }
 
 #[cfg(test)]

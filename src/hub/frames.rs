@@ -1,22 +1,21 @@
-//! The handling of each client frame of the contract, from parse to fan-out.
+//! The handling of each client frame of the contract, from parse to publish.
 //!
 //! The path of a chat message (`on_message`): validate, rate-limit, assign an
-//! id, hand the row to the storage thread, encode the frame ONCE, queue the
-//! same bytes on every other connection in the room. The sender's `ack` waits
-//! for the commit (`on_message_stored`); nobody else waits for anything.
+//! id, hand the row to the storage thread, encode the frame ONCE, publish the
+//! same bytes to the room (`fanout`). The sender's `ack` waits for the commit
+//! (`on_message_stored`); nobody else waits for anything.
 
 use mio::Token;
 
-use super::PendingAck;
+use super::fanout::{Except, Topic};
 use super::presence::FrameError;
-use super::rooms::{Private, ROOM_NAME_RULE, RoomId, valid_room_name};
-use crate::app::{App, Waiter};
+use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
+use super::{Ctx, Denied, Hub, PendingAck, Wait};
 use crate::clock;
-use crate::config::{DEFAULT_HISTORY_LIMIT, MAX_HISTORY_LIMIT};
-use crate::config::{MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_ROOM_MEMBERS};
+use crate::config::{DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_HISTORY_LIMIT};
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{HistoryQuery, MsgId, PrivateRoomRow, Request, StoredMessage, Target, UserId};
-use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, parse_client};
+use crate::store::{HistoryQuery, MsgId, Request, StoredMessage, Target, UserId};
+use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, message_objects, parse_client};
 
 /// Content: 1-4000 characters after trimming; returns the trimmed text.
 pub fn check_content(content: Option<&str>) -> Result<&str, FrameError> {
@@ -54,12 +53,12 @@ struct Admitted<'c> {
     ts: i64,
 }
 
-impl App {
+impl Hub {
     /// One text frame from a chat connection.
-    pub fn on_ws_text(&mut self, token: Token, text: &str, out: &mut Outbox) {
-        out.metrics.ws_frames_in += 1;
-        let rate = self.config.rate_limit;
-        let Some(session) = self.hub.session_mut(token) else {
+    pub fn on_text(&mut self, cx: &mut Ctx<'_, impl Outbox>, token: Token, text: &str) {
+        cx.out.metrics().ws_frames_in += 1;
+        let rate = self.rate_limit;
+        let Some(session) = self.session_mut(token) else {
             return;
         };
         let allowed = session.bucket.allow(rate, clock::now_ms());
@@ -78,50 +77,47 @@ impl App {
                         "bad_json",
                         "expected a JSON object (or connect to /ws/room/{name} to send plain text)",
                     );
-                    return self.send_error(token, &e, None, out);
+                    return self.send_error(cx.out, token, &e, None);
                 }
             },
             Err(Unparsed::NoType) => {
-                return self.send_error(
-                    token,
-                    &FrameError::new("unknown_type", "a frame needs a string \"type\""),
-                    None,
-                    out,
-                );
+                let e = FrameError::new("unknown_type", "a frame needs a string \"type\"");
+                return self.send_error(cx.out, token, &e, None);
             }
             Err(Unparsed::BadField(why)) => {
-                return self.send_error(token, &FrameError::new("invalid_input", why), None, out);
+                let e = FrameError::new("invalid_input", why);
+                return self.send_error(cx.out, token, &e, None);
             }
         };
         let client_id = frame.client_id.as_deref();
         if !allowed {
-            out.metrics.rate_limited += 1;
+            cx.out.metrics().rate_limited += 1;
             let e = FrameError::new("rate_limited", "too many frames; slow down");
-            return self.send_error(token, &e, client_id, out);
+            return self.send_error(cx.out, token, &e, client_id);
         }
         let room = frame.room.as_deref().or(url_room.as_deref());
         let result = match &*frame.kind {
             "join" => self.join_room(
+                cx,
                 token,
                 frame.room.as_deref().unwrap_or_default(),
                 frame.since,
-                out,
             ),
-            "leave" => self.leave_room(token, frame.room.as_deref().unwrap_or_default(), out),
-            "message" => self.on_message(token, room, frame.content.as_deref(), client_id, out),
+            "leave" => self.leave_room(cx, token, frame.room.as_deref().unwrap_or_default()),
+            "message" => self.on_message(cx, token, room, frame.content.as_deref(), client_id),
             "private_message" => self.on_private(
+                cx,
                 token,
                 frame.to.as_deref(),
                 frame.content.as_deref(),
                 client_id,
-                out,
             ),
-            "typing" | "stop_typing" => self.on_typing(token, room, frame.kind == "typing", out),
-            "history" => self.on_history_request(token, &frame),
-            "read" => self.on_read(token, &frame, out),
-            "create_room" => self.on_create_room(token, &frame, out),
+            "typing" | "stop_typing" => self.on_typing(cx, token, room, frame.kind == "typing"),
+            "history" => self.on_history_request(cx, token, &frame),
+            "read" => self.on_read(cx, token, &frame),
+            "create_room" => self.on_create_room(cx, token, &frame),
             "add_member" | "remove_member" => {
-                self.on_membership(token, &frame, frame.kind == "add_member", out)
+                self.on_membership(cx, token, &frame, frame.kind == "add_member")
             }
             other => Err(FrameError::new(
                 "unknown_type",
@@ -129,11 +125,21 @@ impl App {
             )),
         };
         if let Err(e) = result {
-            self.send_error(token, &e, client_id, out);
+            self.send_error(cx.out, token, &e, client_id);
         }
     }
 
-    fn user_of(&self, token: Token) -> Result<(UserId, ConnRef), FrameError> {
+    /// A binary frame from a chat connection: the contract speaks JSON text.
+    pub fn on_binary(&mut self, out: &mut impl Outbox, token: Token) {
+        out.metrics().ws_frames_in += 1;
+        let e = FrameError::new(
+            "bad_json",
+            "binary frames are not supported; send JSON text",
+        );
+        self.send_error(out, token, &e, None);
+    }
+
+    pub(super) fn user_of(&self, token: Token) -> Result<(UserId, ConnRef), FrameError> {
         self.session_of(token).map(|s| (s.user, s.conn))
     }
 
@@ -143,14 +149,9 @@ impl App {
         if !valid_room_name(name) {
             return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
         }
-        self.hub
-            .rooms
+        self.rooms
             .id(name)
-            .filter(|id| {
-                self.hub
-                    .session(token)
-                    .is_some_and(|s| s.rooms.contains(id))
-            })
+            .filter(|id| self.session(token).is_some_and(|s| s.rooms.contains(id)))
             .ok_or_else(|| FrameError::new("not_member", format!("join {name} first")))
     }
 
@@ -159,21 +160,21 @@ impl App {
     /// fresh id and timestamp.
     fn admit<'c>(
         &mut self,
+        out: &mut impl Outbox,
         conn: ConnRef,
         user: UserId,
         content: Option<&'c str>,
         client_id: Option<&'c str>,
-        out: &mut Outbox,
     ) -> Result<Option<Admitted<'c>>, FrameError> {
         let content = check_content(content)?;
         let client_id = check_client_id(client_id)?;
-        if self.ack_retry(conn, user, client_id, out) {
+        if self.ack_retry(out, conn, user, client_id) {
             return Ok(None);
         }
         Ok(Some(Admitted {
             content,
             client_id,
-            id: self.hub.next_msg_id(),
+            id: self.next_msg_id(),
             ts: clock::now_ms(),
         }))
     }
@@ -182,16 +183,16 @@ impl App {
     /// when the first copy commits). Returns whether it was a retry.
     fn ack_retry(
         &mut self,
+        out: &mut impl Outbox,
         conn: ConnRef,
         user: UserId,
         client_id: Option<&str>,
-        out: &mut Outbox,
     ) -> bool {
         let Some(cid) = client_id else { return false };
-        let Some((id, ts)) = self.hub.client_ids.get(user, cid) else {
+        let Some((id, ts)) = self.client_ids.get(user, cid) else {
             return false;
         };
-        match self.hub.acks.get_mut(id) {
+        match self.acks.get_mut(id) {
             Some(pending) => pending.waiters.push((conn, Some(cid.into()))),
             None => out.reply(
                 conn.token,
@@ -205,10 +206,12 @@ impl App {
         true
     }
 
-    /// Assigns an id and queues the row for storage. Storage is asked before
-    /// anyone sees the message, so a full queue loses nothing already shown.
+    /// Queues the row for storage and remembers who waits for its ack.
+    /// Storage is asked before anyone sees the message, so a full queue
+    /// loses nothing already shown.
     fn persist(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         msg: StoredMessage,
         client_id: Option<&str>,
@@ -219,14 +222,14 @@ impl App {
             msg,
             client_id: client_id.map(String::from),
         };
-        self.store.submit(req).map_err(|_| {
+        cx.store.submit(req).map_err(|_| {
             FrameError::new("busy", "the server is busy; retry with the same client_id")
         })?;
         if let Some(cid) = client_id {
-            self.hub.client_ids.insert(from, cid, id, ts);
+            self.client_ids.insert(from, cid, id, ts);
         }
         let waiters = vec![(conn, client_id.map(Into::into))];
-        self.hub.acks.push(
+        self.acks.push(
             id,
             PendingAck {
                 waiters,
@@ -239,11 +242,11 @@ impl App {
 
     fn on_message(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         room: Option<&str>,
         content: Option<&str>,
         client_id: Option<&str>,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let room_id = self.joined_room(token, room)?;
@@ -252,12 +255,11 @@ impl App {
             client_id,
             id,
             ts,
-        }) = self.admit(conn, user, content, client_id, out)?
+        }) = self.admit(cx.out, conn, user, content, client_id)?
         else {
             return Ok(());
         };
-        let room = self.hub.rooms.get(room_id);
-        let name = room.name.to_string();
+        let name = self.rooms.get(room_id).name.to_string();
         let msg = StoredMessage {
             id,
             room: Some(name.clone()),
@@ -266,38 +268,37 @@ impl App {
             content: content.to_string(),
             timestamp_ms: ts,
         };
-        self.persist(conn, msg, client_id, false)?;
-        let room = self.hub.rooms.get_mut(room_id);
+        self.persist(cx, conn, msg, client_id, false)?;
+        let room = self.rooms.get_mut(room_id);
         if !room.has_messages {
             room.has_messages = true;
             if room.private.is_none() {
-                let _ = self
-                    .store
-                    .submit(Request::PutPublicRoom { name: name.clone() });
+                let _ = cx.store.submit(Request::PutPublicRoom { name: name.clone() });
             }
         }
         let frame = self.encoder.shared(&Out::Message {
             id,
             room: &name,
-            user: self.users.name(user),
+            user: cx.users.name(user),
             content,
             timestamp: Ts(ts),
         });
-        out.metrics.deliveries += self.fan_out(room_id, &frame, Some(token), out);
+        let n = self.publish(Topic::Room(room_id), Except::Conn(token), &frame, cx.out);
+        cx.out.metrics().deliveries += n;
         Ok(())
     }
 
     fn on_private(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         to: Option<&str>,
         content: Option<&str>,
         client_id: Option<&str>,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let to = to.ok_or_else(|| FrameError::new("invalid_input", "to is required"))?;
-        let peer = self
+        let peer = cx
             .users
             .find(to)
             .map(|u| u.id)
@@ -307,12 +308,14 @@ impl App {
             client_id,
             id,
             ts,
-        }) = self.admit(conn, user, content, client_id, out)?
+        }) = self.admit(cx.out, conn, user, content, client_id)?
         else {
             return Ok(());
         };
-        let peer_conns: Vec<Token> = self.hub.online.get(&peer).cloned().unwrap_or_default();
-        let delivered = peer_conns.iter().any(|t| *t != token);
+        let delivered = self
+            .online
+            .get(&peer)
+            .is_some_and(|conns| conns.iter().any(|t| *t != token));
         let msg = StoredMessage {
             id,
             room: None,
@@ -321,40 +324,32 @@ impl App {
             content: content.to_string(),
             timestamp_ms: ts,
         };
-        self.persist(conn, msg, client_id, delivered)?;
-        self.users.mark_unread_source(peer);
+        self.persist(cx, conn, msg, client_id, delivered)?;
+        cx.users.mark_unread_source(peer);
         let frame = self.encoder.shared(&Out::PrivateMessage {
             id,
-            from: self.users.name(user),
-            to: self.users.name(peer),
+            from: cx.users.name(user),
+            to: cx.users.name(peer),
             content,
             timestamp: Ts(ts),
         });
-        let mine = self
-            .hub
-            .online
-            .get(&user)
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut sent = 0;
-        for &t in peer_conns
-            .iter()
-            .chain(mine.iter().filter(|t| peer != user && **t != token))
-        {
-            if t != token {
-                out.frame(t, &frame);
-                sent += 1;
-            }
+        // The recipient's connections, and the sender's other tabs.
+        let mut n = self.publish(Topic::User(peer), Except::Conn(token), &frame, cx.out);
+        if peer != user {
+            n += self.publish(Topic::User(user), Except::Conn(token), &frame, cx.out);
         }
-        out.metrics.deliveries += sent;
+        cx.out.metrics().deliveries += n;
         Ok(())
     }
 
     /// A message is durable (or failed): its ack (or an error) goes out.
-    pub fn on_message_stored(&mut self, id: MsgId, ok: bool, out: &mut Outbox) {
-        let Some(pending) = self.hub.acks.remove(id) else {
+    pub fn on_message_stored(&mut self, out: &mut impl Outbox, id: MsgId, ok: bool) {
+        let Some(pending) = self.acks.remove(id) else {
             return;
         };
+        if ok {
+            out.metrics().messages_stored += 1;
+        }
         for (conn, client_id) in &pending.waiters {
             if !out.is_live(*conn) {
                 continue;
@@ -388,49 +383,48 @@ impl App {
 
     fn on_typing(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         room: Option<&str>,
         typing: bool,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let (user, _) = self.user_of(token)?;
         let id = self.joined_room(token, room)?;
-        let room = self.hub.rooms.get(id);
-        let name = self.users.name(user);
+        let room = &self.rooms.get(id).name;
+        let name = cx.users.name(user);
         let frame = if typing {
-            Out::Typing {
-                room: &room.name,
-                user: name,
-            }
+            Out::Typing { room, user: name }
         } else {
-            Out::StopTyping {
-                room: &room.name,
-                user: name,
-            }
+            Out::StopTyping { room, user: name }
         };
         let frame = self.encoder.shared(&frame);
         // Not to the typist's own other tabs: nobody needs to see themselves type.
-        for &t in &room.subscribers {
-            if self.hub.session(t).is_some_and(|s| s.user != user) {
-                out.frame(t, &frame);
-            }
-        }
+        self.publish(Topic::Room(id), Except::User(user), &frame, cx.out);
         Ok(())
     }
 
-    fn on_history_request(&mut self, token: Token, f: &ClientFrame<'_>) -> Result<(), FrameError> {
+    fn on_history_request(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        token: Token,
+        f: &ClientFrame<'_>,
+    ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let limit = f.limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
             (l as usize).clamp(1, MAX_HISTORY_LIMIT)
         });
         let target = match (f.room.as_deref(), f.with.as_deref()) {
-            (Some(room), None) => match self.room_target(user, room) {
-                Ok(Some(t)) => t,
-                Ok(None) => Target::Room(room.to_string()),
-                Err((_, code, msg)) => return Err(FrameError::new(code, msg)),
+            (Some(room), None) => match self.may_read(user, room) {
+                Ok(_) => Target::Room(room.to_string()),
+                Err(Denied::BadName) => {
+                    return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
+                }
+                Err(Denied::Private) => {
+                    return Err(FrameError::new("forbidden", format!("{room} is private")));
+                }
             },
             (None, Some(with)) => {
-                let peer = self.users.find(with).ok_or_else(|| {
+                let peer = cx.users.find(with).ok_or_else(|| {
                     FrameError::new("no_such_user", format!("no user called {with}"))
                 })?;
                 Target::Direct(user, peer.id)
@@ -449,62 +443,75 @@ impl App {
             limit,
             offset: 0,
         };
-        let ticket = self.park(Waiter::WsHistory { conn, target });
-        self.store
+        let ticket = self.park(Wait::History { conn, target });
+        cx.store
             .submit(Request::History { ticket, query })
             .map_err(|_| {
-                self.waiters.remove(&ticket);
+                self.waiting.remove(&ticket);
                 FrameError::new("busy", "the server is busy; ask again shortly")
             })
     }
 
     /// A history page for a `history` frame.
-    pub fn send_history(
+    fn send_history(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         target: &Target,
         messages: Option<Vec<StoredMessage>>,
-        out: &mut Outbox,
     ) {
-        if !out.is_live(conn) {
+        if !cx.out.is_live(conn) {
             return;
         }
         let Some(messages) = messages else {
             let e = FrameError::new("internal", "could not read history");
-            return self.send_error(conn.token, &e, None, out);
+            return self.send_error(cx.out, conn.token, &e, None);
         };
         let (room, with) = match target {
             Target::Room(r) => (Some(r.as_str()), None),
-            Target::Direct(_, peer) => (None, Some(self.users.name(*peer))),
+            Target::Direct(_, peer) => (None, Some(cx.users.name(*peer))),
         };
         let frame = Out::History {
             room,
             with,
-            messages: App::message_objects(&self.users, &messages),
+            messages: message_objects(&messages, |id| cx.users.name(id)),
         };
-        out.reply(conn.token, self.encoder.bytes(&frame));
+        cx.out.reply(conn.token, self.encoder.bytes(&frame));
+    }
+
+    /// A storage read the hub asked for came back (`None`: it failed).
+    pub fn on_history(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: crate::store::Ticket,
+        messages: Option<Vec<StoredMessage>>,
+    ) {
+        match self.waiting.remove(&ticket) {
+            Some(Wait::History { conn, target }) => self.send_history(cx, conn, &target, messages),
+            Some(Wait::Replay { conn, room }) => self.finish_replay(cx, conn, &room, messages),
+            Some(Wait::Unread { .. }) | None => {}
+        }
     }
 
     fn on_read(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         f: &ClientFrame<'_>,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let (user, _) = self.user_of(token)?;
         let id = f
             .id
-            .filter(|id| (1..=self.hub.last_msg_id).contains(id))
+            .filter(|id| (1..=self.last_msg_id).contains(id))
             .ok_or_else(|| FrameError::new("invalid_input", "id must be the id of a message"))?;
         if f.room.is_some() {
             // A room read marker makes this user's unread counts worth asking for.
-            self.users.mark_unread_source(user);
+            cx.users.mark_unread_source(user);
         }
-        let me = self.users.name(user);
         match (f.room.as_deref(), f.with.as_deref()) {
             (Some(room), None) => {
                 let room_id = self.joined_room(token, Some(room))?;
-                let _ = self.store.submit(Request::MarkRead {
+                let _ = cx.store.submit(Request::MarkRead {
                     user,
                     target: Target::Room(room.to_string()),
                     id,
@@ -512,21 +519,22 @@ impl App {
                 let frame = self.encoder.shared(&Out::Read {
                     room: Some(room),
                     with: None,
-                    user: me,
+                    user: cx.users.name(user),
                     id,
                 });
-                self.fan_out(room_id, &frame, Some(token), out);
+                self.publish(Topic::Room(room_id), Except::Conn(token), &frame, cx.out);
             }
             (None, Some(with)) => {
-                let peer = self.users.find(with).ok_or_else(|| {
+                let peer = cx.users.find(with).ok_or_else(|| {
                     FrameError::new("no_such_user", format!("no user called {with}"))
                 })?;
                 let (peer_id, peer_name) = (peer.id, &*peer.name);
-                let _ = self.store.submit(Request::MarkRead {
+                let _ = cx.store.submit(Request::MarkRead {
                     user,
                     target: Target::Direct(user, peer_id),
                     id,
                 });
+                let me = cx.users.name(user);
                 // `with` is the conversation as each receiver names it.
                 let to_peer = self.encoder.shared(&Out::Read {
                     room: None,
@@ -540,29 +548,9 @@ impl App {
                     user: me,
                     id,
                 });
-                for &t in self
-                    .hub
-                    .online
-                    .get(&peer_id)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default()
-                {
-                    if t != token {
-                        out.frame(t, &to_peer);
-                    }
-                }
+                self.publish(Topic::User(peer_id), Except::Conn(token), &to_peer, cx.out);
                 if peer_id != user {
-                    for &t in self
-                        .hub
-                        .online
-                        .get(&user)
-                        .map(Vec::as_slice)
-                        .unwrap_or_default()
-                    {
-                        if t != token {
-                            out.frame(t, &to_self);
-                        }
-                    }
+                    self.publish(Topic::User(user), Except::Conn(token), &to_self, cx.out);
                 }
             }
             _ => {
@@ -573,181 +561,6 @@ impl App {
             }
         }
         Ok(())
-    }
-
-    fn on_create_room(
-        &mut self,
-        token: Token,
-        f: &ClientFrame<'_>,
-        out: &mut Outbox,
-    ) -> Result<(), FrameError> {
-        let (user, _) = self.user_of(token)?;
-        let name = f
-            .room
-            .as_deref()
-            .ok_or_else(|| FrameError::new("invalid_input", "room is required"))?;
-        if !valid_room_name(name) {
-            return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
-        }
-        if f.private != Some(true) {
-            return Err(FrameError::new(
-                "invalid_input",
-                "create_room makes private rooms (\"private\": true); join a public room to open it",
-            ));
-        }
-        if self.hub.rooms.id(name).is_some() {
-            return Err(FrameError::new("taken", format!("{name} already exists")));
-        }
-        let listed = f.members.as_deref().unwrap_or_default();
-        if listed.len() > MAX_ROOM_MEMBERS {
-            return Err(FrameError::new(
-                "invalid_input",
-                format!("at most {MAX_ROOM_MEMBERS} members"),
-            ));
-        }
-        let mut members = vec![user];
-        for m in listed {
-            let id =
-                self.users.find(m).map(|u| u.id).ok_or_else(|| {
-                    FrameError::new("no_such_user", format!("no user called {m}"))
-                })?;
-            if !members.contains(&id) {
-                members.push(id);
-            }
-        }
-        let row = PrivateRoomRow {
-            name: name.to_string(),
-            owner: user,
-            members: members.clone(),
-        };
-        self.store
-            .submit(Request::PutPrivateRoom(row))
-            .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-        for m in &members {
-            self.users.mark_unread_source(*m);
-        }
-        let id = self.hub.rooms.open(name);
-        self.hub.rooms.get_mut(id).private = Some(Private {
-            owner: user,
-            members: members.into_iter().collect(),
-        });
-        self.join_room(token, name, None, out)?;
-        self.send_room_members(id, out);
-        Ok(())
-    }
-
-    fn on_membership(
-        &mut self,
-        token: Token,
-        f: &ClientFrame<'_>,
-        add: bool,
-        out: &mut Outbox,
-    ) -> Result<(), FrameError> {
-        let (me, _) = self.user_of(token)?;
-        let name = f
-            .room
-            .as_deref()
-            .ok_or_else(|| FrameError::new("invalid_input", "room is required"))?;
-        let id = self
-            .hub
-            .rooms
-            .id(name)
-            .filter(|id| self.hub.rooms.get(*id).private.is_some())
-            .ok_or_else(|| {
-                FrameError::new("invalid_input", format!("{name} is not a private room"))
-            })?;
-        let owner = self.hub.rooms.get(id).private.as_ref().map(|p| p.owner);
-        if owner != Some(me) {
-            return Err(FrameError::new(
-                "forbidden",
-                "only the room's owner manages its members",
-            ));
-        }
-        let who = f
-            .user
-            .as_deref()
-            .ok_or_else(|| FrameError::new("invalid_input", "user is required"))?;
-        let user = self
-            .users
-            .find(who)
-            .map(|u| u.id)
-            .ok_or_else(|| FrameError::new("no_such_user", format!("no user called {who}")))?;
-        let private = self
-            .hub
-            .rooms
-            .get_mut(id)
-            .private
-            .as_mut()
-            .expect("checked above");
-        if add {
-            private.members.insert(user);
-            self.store
-                .submit(Request::AddMember {
-                    room: name.to_string(),
-                    user,
-                })
-                .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-            self.users.mark_unread_source(user);
-            self.send_room_members(id, out);
-            return Ok(());
-        }
-        if user == me {
-            return Err(FrameError::new(
-                "invalid_input",
-                "the owner cannot be removed",
-            ));
-        }
-        private.members.remove(&user);
-        self.store
-            .submit(Request::RemoveMember {
-                room: name.to_string(),
-                user,
-            })
-            .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-        // Every connection of the removed member is told (joined to the room
-        // or not, so each client can drop it), and the joined ones leave it.
-        let conns: Vec<Token> = self.hub.online.get(&user).cloned().unwrap_or_default();
-        let frame = self.encoder.shared(&Out::Leave {
-            room: name,
-            user: self.users.name(user),
-        });
-        for t in conns {
-            let joined = self.hub.session_mut(t).and_then(|s| {
-                let i = s.rooms.iter().position(|r| *r == id)?;
-                s.rooms.swap_remove(i);
-                Some(())
-            });
-            if joined.is_some() {
-                self.unsubscribe(t, user, id, out);
-            }
-            out.frame(t, &frame);
-        }
-        self.send_room_members(id, out);
-        Ok(())
-    }
-
-    /// `room_members` to every connection of every member.
-    fn send_room_members(&mut self, id: RoomId, out: &mut Outbox) {
-        let room = self.hub.rooms.get(id);
-        let Some(p) = &room.private else { return };
-        let mut members: Vec<&str> = p.members.iter().map(|m| self.users.name(*m)).collect();
-        members.sort_unstable();
-        let frame = self.encoder.shared(&Out::RoomMembers {
-            room: &room.name,
-            owner: self.users.name(p.owner),
-            members,
-        });
-        for m in &p.members {
-            for &t in self
-                .hub
-                .online
-                .get(m)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                out.frame(t, &frame);
-            }
-        }
     }
 }
 

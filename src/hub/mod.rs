@@ -4,13 +4,38 @@
 //! completion in one call, so there is nothing to lock and no ordering to
 //! reason about beyond "in the order the loop read them".
 //!
+//! The hub owns its behaviour and reaches everything else through a narrow
+//! [`Ctx`]: the user directory, somewhere to send storage requests
+//! ([`Storage`]), and the door to the connections ([`Outbox`]). It never sees a
+//! socket, a thread or an HTTP status, so its unit tests run it as pure logic
+//! with a recording outbox and a recording store.
+//!
+//! - `frames`: each client frame of the contract, from parse to publish; acks;
+//! - `fanout`: the one way out — `publish(Topic, frame)` — and the bus seam;
+//! - `presence`: sessions opening and closing, `join`/`leave`, replays, status;
+//! - `private`: private rooms and their members;
 //! - `rooms`: who is in which room (pure bookkeeping);
-//! - `rate`: the per-connection token bucket;
-//! - `frames`: the handling of each client frame of the contract;
-//! - `presence`: connection open/close, join/leave, `user_status`.
+//! - `rate`: the per-connection token bucket.
+//!
+//! # Node-local state, and what a cluster replaces it with
+//!
+//! Everything below lives in this process only. It is correct for one node;
+//! each item says what a cluster of nodes (shared storage plus a bus) needs
+//! instead.
+//!
+//! | state | here | in a cluster |
+//! |---|---|---|
+//! | message ids (`last_msg_id`) | a counter continued from the database's maximum | ids from shared storage: a per-room sequence assigned with the append, so ids stay unique and ordered per room |
+//! | presence (`online`, `Room::presence`) | connections per user, per room | per-user presence with TTL heartbeats in the shared store, so a dead node's users go offline |
+//! | client-id window (`client_ids`) | the newest `CLIENT_ID_WINDOW` ids | the committed `(user, client_id)` in shared storage, checked by whichever node gets the retry |
+//! | private membership (`Room::private`) | loaded at start, changed by this node | changes published on the bus and applied by every node after they are stored |
+//! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets, the bus carries frames between nodes |
+//! | pending acks (`acks`) | messages waiting for their commit | stay local: the node that took the message acks it |
 
-pub mod frames;
-pub mod presence;
+mod fanout;
+mod frames;
+mod presence;
+mod private;
 pub mod rate;
 pub mod rooms;
 
@@ -19,11 +44,22 @@ use std::rc::Rc;
 
 use mio::Token;
 
+pub use fanout::{Bus, Channel, Inbound, LocalOnly};
+
 use crate::config::CLIENT_ID_WINDOW;
 use crate::outbox::ConnRef;
-use crate::store::{MsgId, UserId};
+use crate::store::{Desk, MsgId, Snapshot, Storage, Target, Ticket, UserId};
+use crate::users::Directory;
+use crate::ws::proto::Encoder;
 use rate::TokenBucket;
-use rooms::{RoomId, Rooms};
+use rooms::{Private, RoomId, Rooms};
+
+/// What a hub call may touch besides the hub itself.
+pub struct Ctx<'a, O> {
+    pub users: &'a mut Directory,
+    pub store: &'a mut dyn Storage,
+    pub out: &'a mut O,
+}
 
 /// A WebSocket connection's chat state.
 pub struct Session {
@@ -31,7 +67,7 @@ pub struct Session {
     pub user: UserId,
     /// The room named in `/ws/room/{name}`: plain-text frames go there.
     /// Shared so handling a frame can hold it without copying the name.
-    pub url_room: Option<std::rc::Rc<str>>,
+    pub url_room: Option<Rc<str>>,
     /// Rooms this connection is joined to (live or still replaying).
     pub rooms: Vec<RoomId>,
     pub bucket: TokenBucket,
@@ -82,19 +118,6 @@ impl ClientIds {
     }
 }
 
-#[derive(Default)]
-pub struct Hub {
-    pub rooms: Rooms,
-    /// Indexed by token: slab keys are dense, so a Vec beats hashing.
-    pub sessions: Vec<Option<Session>>,
-    /// Each online user's WebSocket connections.
-    pub online: HashMap<UserId, Vec<Token>>,
-    /// The last message id handed out.
-    pub last_msg_id: MsgId,
-    pub client_ids: ClientIds,
-    pub acks: PendingAcks,
-}
-
 /// Messages waiting for their commit, in id order. Storage commits in the
 /// order the loop submitted, which is id order, so the answer for the oldest
 /// is almost always at the front: a deque beats a hash map here (no hashing,
@@ -123,58 +146,149 @@ impl PendingAcks {
     }
 }
 
+/// A storage read the hub is waiting for.
+enum Wait {
+    /// A `history` frame.
+    History { conn: ConnRef, target: Target },
+    /// `join` with `since`.
+    Replay { conn: ConnRef, room: Box<str> },
+    /// The `unread` frame after connect.
+    Unread { conn: ConnRef },
+}
+
+/// Why a user may not read a room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// The name breaks the room-name rule.
+    BadName,
+    /// A private room the user is not a member of.
+    Private,
+}
+
+pub struct Hub {
+    rooms: Rooms,
+    /// Indexed by token: slab keys are dense, so a Vec beats hashing.
+    sessions: Vec<Option<Session>>,
+    /// Each online user's WebSocket connections.
+    online: HashMap<UserId, Vec<Token>>,
+    /// The last message id handed out.
+    last_msg_id: MsgId,
+    client_ids: ClientIds,
+    acks: PendingAcks,
+    /// Serializes server frames; its scratch buffer is reused.
+    encoder: Encoder,
+    /// Chat frames per second per connection (`--rate-limit`); 0 = off.
+    rate_limit: u32,
+    /// Set at shutdown: sessions end without presence broadcasts, which would
+    /// otherwise cost every remaining connection a frame per departing user
+    /// (quadratic in the number of users, for frames nobody will read).
+    quiet: bool,
+    /// Storage reads in flight, by ticket.
+    waiting: HashMap<Ticket, Wait>,
+    next_ticket: u64,
+    /// Frames to and from other nodes ([`LocalOnly`] on a single node).
+    bus: Box<dyn Bus>,
+}
+
 impl Hub {
-    pub fn session(&self, token: Token) -> Option<&Session> {
+    /// The hub as storage left it: ids continue, rooms and memberships and
+    /// the client-id window come back.
+    pub fn new(snapshot: &Snapshot, rate_limit: u32, bus: Box<dyn Bus>) -> Hub {
+        let mut hub = Hub {
+            rooms: Rooms::default(),
+            sessions: Vec::new(),
+            online: HashMap::new(),
+            last_msg_id: snapshot.max_message_id,
+            client_ids: ClientIds::default(),
+            acks: PendingAcks::default(),
+            encoder: Encoder::default(),
+            rate_limit,
+            quiet: false,
+            waiting: HashMap::new(),
+            next_ticket: 0,
+            bus,
+        };
+        for (user, client_id, id, ts) in &snapshot.recent_client_ids {
+            hub.client_ids.insert(*user, client_id, *id, *ts);
+        }
+        for name in &snapshot.public_rooms {
+            let id = hub.rooms.open(name);
+            hub.rooms.get_mut(id).has_messages = true;
+        }
+        for row in &snapshot.private_rooms {
+            let id = hub.rooms.open(&row.name);
+            hub.rooms.get_mut(id).private = Some(Private {
+                owner: row.owner,
+                members: row.members.iter().copied().collect(),
+            });
+        }
+        hub
+    }
+
+    pub(crate) fn session(&self, token: Token) -> Option<&Session> {
         self.sessions.get(token.0)?.as_ref()
     }
 
-    pub fn session_mut(&mut self, token: Token) -> Option<&mut Session> {
+    fn session_mut(&mut self, token: Token) -> Option<&mut Session> {
         self.sessions.get_mut(token.0)?.as_mut()
     }
 
     /// The next message id: increasing, never reused, assigned without storage.
-    pub fn next_msg_id(&mut self) -> MsgId {
+    fn next_msg_id(&mut self) -> MsgId {
         self.last_msg_id += 1;
         self.last_msg_id
+    }
+
+    /// Parks `wait` and returns the ticket its answer will carry.
+    fn park(&mut self, wait: Wait) -> Ticket {
+        self.next_ticket += 1;
+        let ticket = Ticket {
+            desk: Desk::Hub,
+            seq: self.next_ticket,
+        };
+        self.waiting.insert(ticket, wait);
+        ticket
+    }
+
+    /// Shutdown: sessions end without presence broadcasts from now on.
+    pub fn go_quiet(&mut self) {
+        self.quiet = true;
+    }
+
+    // ---- what the HTTP routes may ask -------------------------------------
+
+    /// Whether `user` may read room `name`: `Ok(true)` when it exists,
+    /// `Ok(false)` when nobody ever used it (no history to read).
+    pub fn may_read(&self, user: UserId, name: &str) -> Result<bool, Denied> {
+        if !rooms::valid_room_name(name) {
+            return Err(Denied::BadName);
+        }
+        match self.rooms.id(name).map(|id| self.rooms.get(id)) {
+            None => Ok(false),
+            Some(r) if !r.admits(user) => Err(Denied::Private),
+            Some(_) => Ok(true),
+        }
+    }
+
+    /// Every room the hub knows.
+    pub fn rooms(&self) -> impl Iterator<Item = &rooms::Room> {
+        self.rooms.iter().map(|(_, r)| r)
+    }
+
+    pub fn is_online(&self, user: UserId) -> bool {
+        self.online.contains_key(&user)
+    }
+
+    /// Distinct users with a WebSocket open.
+    pub fn users_online(&self) -> usize {
+        self.online.len()
+    }
+
+    /// WebSocket chat sessions open.
+    pub fn sessions_open(&self) -> usize {
+        self.online.values().map(Vec::len).sum()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Pending acks are found by id whether answered in order or not.
-    #[test]
-    fn pending_acks_by_id() {
-        let ack = || PendingAck {
-            waiters: Vec::new(),
-            timestamp_ms: 0,
-            delivered: false,
-        };
-        let mut acks = PendingAcks::default();
-        for id in [3, 5, 9] {
-            acks.push(id, ack());
-        }
-        assert!(acks.get_mut(5).is_some() && acks.get_mut(4).is_none());
-        assert!(acks.remove(5).is_some(), "out of order");
-        assert!(acks.remove(3).is_some(), "front");
-        assert!(acks.remove(3).is_none());
-        assert_eq!(acks.0.len(), 1);
-    }
-
-    /// Client ids are found per user, and the oldest are evicted past the window.
-    #[test]
-    fn client_id_window_evicts_oldest() {
-        let mut ids = ClientIds::default();
-        ids.insert(1, "a", 10, 0);
-        assert_eq!(ids.get(1, "a"), Some((10, 0)));
-        assert_eq!(ids.get(2, "a"), None);
-        for i in 0..CLIENT_ID_WINDOW as u64 {
-            ids.insert(2, &i.to_string(), i, 0);
-        }
-        assert_eq!(ids.get(1, "a"), None, "evicted");
-        assert_eq!(ids.get(2, "0"), Some((0, 0)));
-        assert_eq!(ids.order.len(), CLIENT_ID_WINDOW);
-        assert!(!ids.by_user.contains_key(&1));
-    }
-}
+mod tests;

@@ -1,19 +1,17 @@
 //! Connections coming and going: sessions, `user_status`, `join`/`leave`
 //! with presence on a user's first and last connection, `since` replays, and
-//! the one fan-out loop every room frame goes through.
-
-use std::rc::Rc;
+//! the `unread` frame after connect.
 
 use mio::Token;
 
-use super::Session;
+use super::fanout::{Except, Topic};
 use super::rate::TokenBucket;
 use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
-use crate::app::{App, Waiter};
+use super::{Ctx, Hub, Session, Wait};
 use crate::clock;
-use crate::config::{MAX_HELD_FRAMES, MAX_REPLAY, MAX_ROOMS_PER_CONN};
+use crate::config::{MAX_REPLAY, MAX_ROOMS_PER_CONN};
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{HistoryQuery, Request, StoredMessage, Target, UnreadCount, UserId};
+use crate::store::{HistoryQuery, Request, StoredMessage, Target, Ticket, UnreadCount, UserId};
 use crate::ws::proto::{Out, Ts, UnreadEntry};
 
 /// A client frame that cannot be carried out: answered with an `error` frame.
@@ -32,70 +30,67 @@ impl FrameError {
     }
 }
 
-impl App {
+impl Hub {
     /// This connection's chat session (every chat frame comes from one).
-    pub fn session_of(&self, token: Token) -> Result<&super::Session, FrameError> {
-        self.hub
-            .session(token)
+    pub(super) fn session_of(&self, token: Token) -> Result<&Session, FrameError> {
+        self.session(token)
             .ok_or_else(|| FrameError::new("invalid_input", "no session"))
     }
 
     /// A WebSocket connection opened for `user`.
     pub fn open_session(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         user: UserId,
         url_room: Option<String>,
-        out: &mut Outbox,
     ) {
         let idx = conn.token.0;
-        if self.hub.sessions.len() <= idx {
-            self.hub.sessions.resize_with(idx + 1, || None);
+        if self.sessions.len() <= idx {
+            self.sessions.resize_with(idx + 1, || None);
         }
-        self.hub.sessions[idx] = Some(Session {
+        self.sessions[idx] = Some(Session {
             conn,
             user,
             url_room: url_room.as_deref().map(Into::into),
             rooms: Vec::new(),
-            bucket: TokenBucket::new(self.config.rate_limit, clock::now_ms()),
+            bucket: TokenBucket::new(self.rate_limit, clock::now_ms()),
             held: Vec::new(),
             held_overflow: false,
         });
-        let conns = self.hub.online.entry(user).or_default();
+        let conns = self.online.entry(user).or_default();
         conns.push(conn.token);
         if conns.len() == 1 {
-            self.set_status(user, "online", out);
+            self.set_status(cx, user, "online");
         }
-        let ticket = self.park(Waiter::Unread { conn });
-        let ask = self.users.get(user).is_some_and(|u| u.unread_sources);
-        if !ask || self.store.submit(Request::Unread { ticket, user }).is_err() {
-            self.waiters.remove(&ticket);
-            self.send_unread(conn, &[], out);
+        let ticket = self.park(Wait::Unread { conn });
+        let ask = cx.users.get(user).is_some_and(|u| u.unread_sources);
+        if !ask || cx.store.submit(Request::Unread { ticket, user }).is_err() {
+            self.waiting.remove(&ticket);
+            self.send_unread(cx, conn, &[]);
         }
         if let Some(room) = url_room
-            && let Err(e) = self.join_room(conn.token, &room, None, out)
+            && let Err(e) = self.join_room(cx, conn.token, &room, None)
         {
-            self.send_error(conn.token, &e, None, out);
+            self.send_error(cx.out, conn.token, &e, None);
         }
     }
 
-    /// A WebSocket connection is closing: leave its rooms, maybe go offline.
-    pub fn close_session(&mut self, token: Token, out: &mut Outbox) {
-        let Some(session) = self.hub.sessions.get_mut(token.0).and_then(Option::take) else {
+    /// A WebSocket connection is going away: leave its rooms, maybe go
+    /// offline. Called once per connection, from the reactor's close pass.
+    pub fn close_session(&mut self, cx: &mut Ctx<'_, impl Outbox>, token: Token) {
+        let Some(session) = self.sessions.get_mut(token.0).and_then(Option::take) else {
             return;
         };
         if self.quiet {
             for room in session.rooms {
-                self.hub
-                    .rooms
-                    .get_mut(room)
-                    .unsubscribe(token, session.user);
+                self.rooms.get_mut(room).unsubscribe(token, session.user);
             }
-            if let Some(conns) = self.hub.online.get_mut(&session.user) {
+            if let Some(conns) = self.online.get_mut(&session.user) {
                 conns.retain(|t| *t != token);
                 if conns.is_empty() {
-                    self.hub.online.remove(&session.user);
-                    let _ = self.store.submit(Request::SetLastSeen {
+                    self.online.remove(&session.user);
+                    let _ = cx.store.submit(Request::SetLastSeen {
                         user: session.user,
                         at_ms: clock::now_ms(),
                     });
@@ -104,59 +99,55 @@ impl App {
             return;
         }
         for room in session.rooms {
-            self.unsubscribe(token, session.user, room, out);
+            self.unsubscribe(cx, token, session.user, room);
         }
-        if let Some(conns) = self.hub.online.get_mut(&session.user) {
+        if let Some(conns) = self.online.get_mut(&session.user) {
             conns.retain(|t| *t != token);
             if conns.is_empty() {
-                self.hub.online.remove(&session.user);
-                self.set_status(session.user, "offline", out);
+                self.online.remove(&session.user);
+                self.set_status(cx, session.user, "offline");
             }
         }
     }
 
     /// Records `last_seen` and tells every connection.
-    fn set_status(&mut self, user: UserId, status: &'static str, out: &mut Outbox) {
+    fn set_status(&mut self, cx: &mut Ctx<'_, impl Outbox>, user: UserId, status: &'static str) {
         let now = clock::now_ms();
-        let Some(u) = self.users.get_mut(user) else {
+        let Some(u) = cx.users.get_mut(user) else {
             return;
         };
         u.last_seen_ms = Some(now);
         // Best effort: a full queue only loses a last-seen time.
-        let _ = self.store.submit(Request::SetLastSeen { user, at_ms: now });
+        let _ = cx.store.submit(Request::SetLastSeen { user, at_ms: now });
         let frame = self.encoder.shared(&Out::UserStatus {
             user: &u.name,
             status,
             last_seen: Ts(now),
         });
-        for conns in self.hub.online.values() {
-            for t in conns {
-                out.frame(*t, &frame);
-            }
-        }
+        self.publish(Topic::Everyone, Except::Nobody, &frame, cx.out);
     }
 
     /// `join`: subscribe, tell others if this is the user's first connection
     /// in the room, and answer `online_users` — after the replay when `since`
     /// is given.
-    pub fn join_room(
+    pub(super) fn join_room(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         name: &str,
         since: Option<u64>,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let session = self.session_of(token)?;
         let (user, conn) = (session.user, session.conn);
         if !valid_room_name(name) {
             return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
         }
-        if let Some(id) = self.hub.rooms.id(name) {
-            if !self.hub.rooms.get(id).admits(user) {
+        if let Some(id) = self.rooms.id(name) {
+            if !self.rooms.get(id).admits(user) {
                 return Err(FrameError::new("forbidden", format!("{name} is private")));
             }
             if session.rooms.contains(&id) {
-                self.send_online_users(token, id, None, out);
+                self.send_online_users(cx, token, id, None);
                 return Ok(());
             }
         }
@@ -166,74 +157,64 @@ impl App {
                 format!("at most {MAX_ROOMS_PER_CONN} rooms per connection"),
             ));
         }
-        let id = self.hub.rooms.open(name);
+        let id = self.rooms.open(name);
         let replay = since.map(|after| HistoryQuery {
             target: Target::Room(name.to_string()),
-            before: Some(self.hub.last_msg_id + 1),
+            before: Some(self.last_msg_id + 1),
             after: Some(after),
             limit: MAX_REPLAY + 1,
             offset: 0,
         });
         if let Some(query) = replay {
-            let ticket = self.park(Waiter::Replay {
+            let ticket = self.park(Wait::Replay {
                 conn,
                 room: name.into(),
             });
-            if self
-                .store
-                .submit(Request::History { ticket, query })
-                .is_err()
-            {
-                self.waiters.remove(&ticket);
-                self.hub.rooms.collect(id);
+            if cx.store.submit(Request::History { ticket, query }).is_err() {
+                self.waiting.remove(&ticket);
+                self.rooms.collect(id);
                 return Err(FrameError::new(
                     "busy",
                     "the server is busy; join again shortly",
                 ));
             }
         }
-        let first = self
-            .hub
-            .rooms
-            .get_mut(id)
-            .subscribe(token, user, since.is_some());
-        self.hub
-            .session_mut(token)
+        let first = self.rooms.get_mut(id).subscribe(token, user, since.is_some());
+        self.session_mut(token)
             .expect("checked above")
             .rooms
             .push(id);
         if first {
             let frame = self.encoder.shared(&Out::Join {
                 room: name,
-                user: self.users.name(user),
+                user: cx.users.name(user),
             });
-            self.fan_out(id, &frame, Some(token), out);
+            self.publish(Topic::Room(id), Except::Conn(token), &frame, cx.out);
         }
         if since.is_none() {
-            self.send_online_users(token, id, None, out);
+            self.send_online_users(cx, token, id, None);
         }
         Ok(())
     }
 
     /// The replay for `join … since` came back: send it, then `online_users`,
     /// then what arrived live meanwhile.
-    pub fn finish_replay(
+    pub(super) fn finish_replay(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         room: &str,
         messages: Option<Vec<StoredMessage>>,
-        out: &mut Outbox,
     ) {
         let token = conn.token;
-        let Some(id) = self.hub.rooms.id(room) else {
+        let Some(id) = self.rooms.id(room) else {
             return;
         };
         let ok = self
-            .hub
             .session(token)
             .is_some_and(|s| s.conn == conn && s.rooms.contains(&id))
-            && self.hub.rooms.get(id).replaying.contains(&token);
-        if !ok || !out.is_live(conn) {
+            && self.rooms.get(id).replaying.contains(&token);
+        if !ok || !cx.out.is_live(conn) {
             return;
         }
         let failed = messages.is_none();
@@ -246,13 +227,13 @@ impl App {
             let frame = Out::Message {
                 id: m.id,
                 room,
-                user: self.users.name(m.from),
+                user: cx.users.name(m.from),
                 content: &m.content,
                 timestamp: Ts(m.timestamp_ms),
             };
-            out.reply(token, self.encoder.bytes(&frame));
+            cx.out.reply(token, self.encoder.bytes(&frame));
         }
-        let session = self.hub.session_mut(token).expect("checked above");
+        let session = self.session_mut(token).expect("checked above");
         let mut held = Vec::new();
         session.held.retain(|(r, f)| {
             if *r == id {
@@ -263,63 +244,66 @@ impl App {
             }
         });
         let overflow = std::mem::take(&mut session.held_overflow);
-        self.send_online_users(token, id, Some(!(failed || missed_more || overflow)), out);
+        self.send_online_users(cx, token, id, Some(!(failed || missed_more || overflow)));
         for frame in &held {
-            out.frame(token, frame);
+            cx.out.frame(token, frame);
         }
-        self.hub.rooms.get_mut(id).finish_replay(token);
+        self.rooms.get_mut(id).finish_replay(token);
     }
 
     /// `leave`.
-    pub fn leave_room(
+    pub(super) fn leave_room(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         name: &str,
-        out: &mut Outbox,
     ) -> Result<(), FrameError> {
         let session = self.session_of(token)?;
         let user = session.user;
         let id = self
-            .hub
             .rooms
             .id(name)
             .filter(|id| session.rooms.contains(id))
             .ok_or_else(|| FrameError::new("not_member", format!("not in {name}")))?;
-        self.hub
-            .session_mut(token)
+        self.session_mut(token)
             .expect("checked above")
             .rooms
             .retain(|r| *r != id);
-        self.unsubscribe(token, user, id, out);
+        self.unsubscribe(cx, token, user, id);
         Ok(())
     }
 
     /// Removes a connection from a room; presence `leave` on the user's last.
-    pub fn unsubscribe(&mut self, token: Token, user: UserId, id: RoomId, out: &mut Outbox) {
-        if let Some(s) = self.hub.session_mut(token) {
+    pub(super) fn unsubscribe(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        token: Token,
+        user: UserId,
+        id: RoomId,
+    ) {
+        if let Some(s) = self.session_mut(token) {
             s.held.retain(|(r, _)| *r != id);
         }
-        if self.hub.rooms.get_mut(id).unsubscribe(token, user) == Some(true) {
-            let room = self.hub.rooms.get(id);
+        if self.rooms.get_mut(id).unsubscribe(token, user) == Some(true) {
             let frame = self.encoder.shared(&Out::Leave {
-                room: &room.name,
-                user: self.users.name(user),
+                room: &self.rooms.get(id).name,
+                user: cx.users.name(user),
             });
-            self.fan_out(id, &frame, None, out);
+            self.publish(Topic::Room(id), Except::Nobody, &frame, cx.out);
         }
-        self.hub.rooms.collect(id);
+        self.rooms.collect(id);
     }
 
     /// `online_users` for one connection.
-    pub fn send_online_users(
+    fn send_online_users(
         &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
         token: Token,
         id: RoomId,
         recovered: Option<bool>,
-        out: &mut Outbox,
     ) {
-        let room = self.hub.rooms.get(id);
-        let mut users: Vec<&str> = room.presence.keys().map(|u| self.users.name(*u)).collect();
+        let room = self.rooms.get(id);
+        let mut users: Vec<&str> = room.presence.keys().map(|u| cx.users.name(*u)).collect();
         users.sort_unstable();
         let frame = Out::OnlineUsers {
             room: &room.name,
@@ -327,45 +311,24 @@ impl App {
             users,
             recovered,
         };
-        out.reply(token, self.encoder.bytes(&frame));
+        cx.out.reply(token, self.encoder.bytes(&frame));
     }
 
-    /// Queues `frame` to every connection in the room but `except`; frames for
-    /// connections still replaying are held for them. Returns the copies queued.
-    pub fn fan_out(
+    /// The `unread` counts came back from storage.
+    pub fn on_unread(
         &mut self,
-        id: RoomId,
-        frame: &Rc<[u8]>,
-        except: Option<Token>,
-        out: &mut Outbox,
-    ) -> u64 {
-        let room = self.hub.rooms.get(id);
-        let mut n = 0;
-        for &t in &room.subscribers {
-            if Some(t) != except {
-                out.frame(t, frame);
-                n += 1;
-            }
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        counts: &[UnreadCount],
+    ) {
+        if let Some(Wait::Unread { conn }) = self.waiting.remove(&ticket) {
+            self.send_unread(cx, conn, counts);
         }
-        for &t in &room.replaying {
-            if Some(t) == except {
-                continue;
-            }
-            if let Some(s) = self.hub.sessions.get_mut(t.0).and_then(Option::as_mut) {
-                if s.held.len() < MAX_HELD_FRAMES {
-                    s.held.push((id, frame.clone()));
-                    n += 1;
-                } else {
-                    s.held_overflow = true;
-                }
-            }
-        }
-        n
     }
 
     /// The `unread` frame after connect.
-    pub fn send_unread(&mut self, conn: ConnRef, counts: &[UnreadCount], out: &mut Outbox) {
-        if !out.is_live(conn) {
+    fn send_unread(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, counts: &[UnreadCount]) {
+        if !cx.out.is_live(conn) {
             return;
         }
         let counts = counts
@@ -378,21 +341,22 @@ impl App {
                 },
                 UnreadCount::Direct(from, n) => UnreadEntry {
                     room: None,
-                    with: Some(self.users.name(*from)),
+                    with: Some(cx.users.name(*from)),
                     count: *n,
                 },
             })
             .collect();
-        out.reply(conn.token, self.encoder.bytes(&Out::Unread { counts }));
+        cx.out
+            .reply(conn.token, self.encoder.bytes(&Out::Unread { counts }));
     }
 
     /// An `error` frame.
-    pub fn send_error(
+    pub(super) fn send_error(
         &mut self,
+        out: &mut impl Outbox,
         token: Token,
         e: &FrameError,
         client_id: Option<&str>,
-        out: &mut Outbox,
     ) {
         out.reply(
             token,

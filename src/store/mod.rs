@@ -114,8 +114,23 @@ pub struct Snapshot {
     pub unread_sources: Vec<UserId>,
 }
 
-/// A ticket pairs an asynchronous reply with whoever is waiting for it.
-pub type Ticket = u64;
+/// Which part of the loop asked: storage echoes the ticket, and the loop
+/// hands the answer to the desk that parked it (each desk keeps its own
+/// waiting list, so neither needs to know the other's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Desk {
+    /// The chat hub: `history` frames, `join … since` replays, `unread`.
+    Hub,
+    /// The HTTP routes: `GET /api/messages` (and password jobs on the pool).
+    Http,
+}
+
+/// Pairs an asynchronous reply with whoever is waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub desk: Desk,
+    pub seq: u64,
+}
 
 /// What the loop asks of storage.
 #[derive(Debug)]
@@ -205,6 +220,25 @@ pub trait Backend: Send + 'static {
 /// The queue was full: answer the client `busy` instead of blocking the loop.
 #[derive(Debug)]
 pub struct Busy;
+
+/// What the hub and the HTTP routes see of storage: somewhere to send a
+/// request without waiting. [`StoreHandle`] is the real one; the hub's unit
+/// tests record requests instead and answer them by hand.
+pub trait Storage {
+    /// Queues a request, or answers `Busy` at once when storage is full.
+    fn submit(&mut self, req: Request) -> Result<(), Busy>;
+    /// Requests waiting to be applied (a `/metrics` gauge).
+    fn depth(&self) -> usize;
+}
+
+impl Storage for StoreHandle {
+    fn submit(&mut self, req: Request) -> Result<(), Busy> {
+        StoreHandle::submit(self, req)
+    }
+    fn depth(&self) -> usize {
+        StoreHandle::depth(self)
+    }
+}
 
 /// The loop's end of the storage thread.
 pub struct StoreHandle {

@@ -1,5 +1,5 @@
-//! WebSocket: the upgrade handshake, the frame codec, and the JSON frames of
-//! the contract.
+//! WebSocket: the frame codec, control frames, and the JSON frames of the
+//! contract. (The opening handshake is HTTP's: `http::upgrade`.)
 //!
 //! Why not tungstenite's `WebSocket<S>`: it owns a read buffer per connection
 //! (128 KiB by default, touched as it fills) and a write buffer into which each
@@ -10,5 +10,5 @@
 //! and keeps the little state a connection needs ([`codec::Assembler`]) itself.
 
 pub mod codec;
+pub mod control;
 pub mod proto;
-pub mod upgrade;

@@ -12,6 +12,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
+use crate::store::{StoredMessage, UserId};
 
 /// Every field any client frame may carry; which ones matter depends on `type`.
 #[derive(Debug, Default, Deserialize)]
@@ -112,6 +113,32 @@ pub struct MessageObj<'a> {
     pub user: &'a str,
     pub content: &'a str,
     pub timestamp: Ts,
+}
+
+/// Stored messages as the contract's message objects; `name` gives a user's name.
+pub fn message_objects<'a>(
+    messages: &'a [StoredMessage],
+    name: impl Fn(UserId) -> &'a str,
+) -> Vec<MessageObj<'a>> {
+    messages
+        .iter()
+        .map(|m| {
+            let user = name(m.from);
+            let (from, to) = match m.to {
+                Some(to) => (Some(user), Some(name(to))),
+                None => (None, None),
+            };
+            MessageObj {
+                id: m.id,
+                room: m.room.as_deref(),
+                from,
+                to,
+                user,
+                content: &m.content,
+                timestamp: Ts(m.timestamp_ms),
+            }
+        })
+        .collect()
 }
 
 /// One entry of an `unread` frame.

@@ -3,7 +3,7 @@
 
 use tungstenite::handshake::derive_accept_key;
 
-use crate::http::request::Request;
+use super::request::Request;
 
 /// Checks the headers of an upgrade request; returns the client's key.
 pub fn client_key<'a>(req: &Request<'a>) -> Result<&'a [u8], &'static str> {
