@@ -40,7 +40,7 @@ use crate::http::routes::Handled;
 use crate::metrics::Metrics;
 use crate::outbox::{ConnRef, Outbox};
 use crate::signal::Signals;
-use crate::store::{self, Backend, Request as StoreRequest, StoreHandle};
+use crate::store::{Backend, Request as StoreRequest, StoreHandle};
 use crate::ws::codec::{self, Fed, Message, RawFrame, Violation};
 
 /// The listening socket.
@@ -102,9 +102,9 @@ fn jwt_secret(config: &Config, backend: &mut impl Backend) -> io::Result<Vec<u8>
 }
 
 impl Server {
-    /// Opens storage, starts the helper threads and binds the listener.
-    pub fn bind(config: Config) -> io::Result<Server> {
-        let mut backend = store::sqlite::Sqlite::open(&config.db).map_err(io::Error::other)?;
+    /// Loads the snapshot from `backend` (opened by the caller), starts the
+    /// helper threads and binds the listener.
+    pub fn bind(config: Config, mut backend: impl Backend) -> io::Result<Server> {
         let snapshot = backend.load().map_err(io::Error::other)?;
         let secret = jwt_secret(&config, &mut backend)?;
         let poll = Poll::new()?;
