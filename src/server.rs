@@ -34,7 +34,7 @@ use crate::config::{
     READ_PAUSE_BYTES, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Closing, Conn, Flushed, Phase, ReadOutcome};
-use crate::http::request::{self, HeadError};
+use crate::http::request;
 use crate::http::response::Response;
 use crate::http::routes::Handled;
 use crate::metrics::Metrics;
@@ -377,7 +377,7 @@ impl Server {
             match parsed {
                 Ok(None) => break,
                 Err(e) => {
-                    let resp = head_error(e).closing();
+                    let resp = Response::from(e).closing();
                     out.http(token, resp, false, false);
                     break;
                 }
@@ -713,24 +713,6 @@ fn set_backlog(listener: &TcpListener) {
             "could not raise the listen backlog: {}",
             io::Error::last_os_error()
         );
-    }
-}
-
-/// The response for a request the parser refused.
-fn head_error(e: HeadError) -> Response {
-    match e {
-        HeadError::Malformed(why) => Response::error(400, "bad_request", why),
-        HeadError::TooLarge => Response::error(
-            431,
-            "headers_too_large",
-            "request head over 8 KiB or 64 headers",
-        ),
-        HeadError::LengthRequired => {
-            Response::error(411, "length_required", "a body needs Content-Length")
-        }
-        HeadError::BodyTooLarge => {
-            Response::error(413, "body_too_large", "request body over 64 KiB")
-        }
     }
 }
 
