@@ -243,7 +243,6 @@ pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 
 pub const TEXT: OpCode = OpCode::Data(Data::Text);
 pub const BINARY: OpCode = OpCode::Data(Data::Binary);
-pub const PING: OpCode = OpCode::Control(Control::Ping);
 pub const PONG: OpCode = OpCode::Control(Control::Pong);
 
 /// Longest close reason in bytes: a control frame's payload is at most 125
@@ -383,6 +382,15 @@ mod tests {
         let mut close = Vec::new();
         encode_close(&mut close, 1008, "slow");
         assert_eq!(close, vec![0x88, 6, 0x03, 0xf0, b's', b'l', b'o', b'w']);
+    }
+
+    /// The shared ping bytes are exactly the frame `encode` writes for an
+    /// empty ping.
+    #[test]
+    fn ping_frame_is_an_empty_ping() {
+        let mut out = Vec::new();
+        encode(&mut out, OpCode::Control(Control::Ping), &[]);
+        assert_eq!(out, PING_FRAME);
     }
 
     /// A close reason too long for the frame is cut at the last character
