@@ -16,14 +16,10 @@ pub fn now_ms() -> i64 {
 /// Length of `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub const RFC3339_LEN: usize = 24;
 
-/// Formats Unix milliseconds as RFC 3339 UTC with exactly three fraction digits.
-pub fn rfc3339(ms: i64) -> String {
-    rfc3339_into(ms, &mut [0; RFC3339_LEN]).to_string()
-}
-
-/// The same, into a stack buffer: every message frame carries a timestamp,
-/// so this runs twice per chat message and must not allocate. Years are
-/// taken modulo 10000 (four digits), which the contract's format implies.
+/// Formats Unix milliseconds as RFC 3339 UTC with exactly three fraction
+/// digits, into a stack buffer: every message frame carries a timestamp, so
+/// this runs twice per chat message and must not allocate. Years are taken
+/// modulo 10000 (four digits), which the contract's format implies.
 pub fn rfc3339_into(ms: i64, buf: &mut [u8; RFC3339_LEN]) -> &str {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000) as u32;
@@ -74,6 +70,11 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `rfc3339_into` as an owned string, for comparisons.
+    fn rfc3339(ms: i64) -> String {
+        rfc3339_into(ms, &mut [0; RFC3339_LEN]).to_string()
+    }
 
     /// The epoch and a known instant format exactly as the contract's example.
     #[test]

@@ -1,8 +1,12 @@
-//! Every limit and default of the server, named and documented in one place.
+//! Every limit and default of the server, named and documented in one place,
+//! and the one table of operator options that sets them.
 //!
 //! Constants are limits that the contract (`PROTOCOL.md`) fixes or that only a
 //! code change should move; [`Config`] holds what an operator may set with a flag
-//! or an environment variable. Nothing here does I/O.
+//! or an environment variable. [`parse_options`] reads both from one table
+//! (`OPTIONS`), which also writes the `--help` text, so a new option is one
+//! row and its flag, variable, help and default cannot disagree. Nothing here
+//! does I/O: the caller passes the arguments and the environment in.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -134,13 +138,23 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The loop wakes at least this often to run timers.
 pub const TICK: Duration = Duration::from_millis(250);
 
-/// What an operator sets: flags, with environment fallbacks (see `main.rs`).
+// ---- Operator defaults ------------------------------------------------------
+
+/// Listen address when neither `--addr` nor `HUBBUB_ADDR` is given.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// SQLite file when neither `--db` nor `HUBBUB_DB` is given: the working directory.
+pub const DEFAULT_DB: &str = "./hubbub.db";
+/// Chat frames per second per connection when `--rate-limit` is not given.
+pub const DEFAULT_RATE_LIMIT: u32 = 20;
+/// Most hashing threads by default: more would only compete with the loop
+/// for cores on the small machines this targets.
+pub const HASH_THREADS_MAX: usize = 4;
+
+/// What an operator sets: flags, with environment fallbacks (see `OPTIONS`).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Listen address (`--addr`, `HUBBUB_ADDR`).
     pub addr: SocketAddr,
-    /// SQLite file (`--db`, `HUBBUB_DB`).
-    pub db: PathBuf,
     /// Serve `GET /ws/echo` (`--echo`).
     pub echo: bool,
     /// Chat frames per second per connection; burst is twice this; 0 = off.
@@ -164,17 +178,478 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            addr: "127.0.0.1:8080".parse().expect("valid literal"),
-            db: PathBuf::from("./hubbub.db"),
+            addr: DEFAULT_ADDR.parse().expect("valid literal"),
             echo: false,
-            rate_limit: 20,
+            rate_limit: DEFAULT_RATE_LIMIT,
             pbkdf2_iterations: PBKDF2_DEFAULT,
             jwt_secret: None,
             static_dir: None,
-            // One core stays free for the loop; hashing is background work.
             store_queue: STORE_QUEUE,
+            // One core stays free for the loop; hashing is background work.
             hash_threads: std::thread::available_parallelism()
-                .map_or(1, |n| (n.get() - 1).clamp(1, 4)),
+                .map_or(1, |n| (n.get() - 1).clamp(1, HASH_THREADS_MAX)),
         }
+    }
+}
+
+// ---- Command line -----------------------------------------------------------
+
+/// What `main` needs to start: the reactor's settings, and where the database
+/// is. The path stays out of [`Config`] because the reactor never opens
+/// storage: `main` opens the backend and hands it to `Server::bind`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: Config,
+    /// SQLite file (`--db`, `HUBBUB_DB`).
+    pub db: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            config: Config::default(),
+            db: PathBuf::from(DEFAULT_DB),
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug)]
+pub enum Parsed {
+    /// Start the server with these options.
+    Run(Options),
+    /// `-h` / `--help`: print [`usage`] and exit successfully.
+    Help,
+}
+
+/// One operator option: where it comes from, how the usage shows it, and
+/// how its text becomes a setting.
+struct Opt {
+    /// `--name`; `None` for a setting read only from the environment (a
+    /// secret on the command line would show in `ps`).
+    flag: Option<&'static str>,
+    /// The environment variable read when the flag is not given.
+    env: Option<&'static str>,
+    /// The value's placeholder in the usage; `None` makes the flag a switch,
+    /// which takes no value.
+    value: Option<&'static str>,
+    /// The usage's description. A function, so text that quotes a limit is
+    /// built from its constant.
+    help: fn() -> String,
+    /// The default the usage shows, read from [`Options::default`] so the
+    /// text cannot drift from the value.
+    default: Option<fn(&Options) -> String>,
+    /// Applies the value (`""` for a switch). An error says only what is
+    /// wrong; the caller prefixes the flag or variable that carried it.
+    set: fn(&mut Options, &str) -> Result<(), String>,
+}
+
+/// Every option, in the order `--help` lists them.
+const OPTIONS: &[Opt] = &[
+    Opt {
+        flag: Some("--addr"),
+        env: Some("HUBBUB_ADDR"),
+        value: Some("ADDR"),
+        help: || "listen address".into(),
+        default: Some(|o| o.config.addr.to_string()),
+        set: |o, v| {
+            o.config.addr = v.parse().map_err(|_| format!("not an address: {v}"))?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--db"),
+        env: Some("HUBBUB_DB"),
+        value: Some("PATH"),
+        help: || "SQLite file, created and migrated on start".into(),
+        default: Some(|o| o.db.display().to_string()),
+        set: |o, v| {
+            o.db = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--echo"),
+        env: None,
+        value: None,
+        help: || "also serve GET /ws/echo (WebSocket echo, for Autobahn and benchmarks)".into(),
+        default: None,
+        set: |o, _| {
+            o.config.echo = true;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--rate-limit"),
+        env: Some("HUBBUB_RATE_LIMIT"),
+        value: Some("N"),
+        help: || "chat frames per second per connection, burst 2N; 0 = off".into(),
+        default: Some(|o| o.config.rate_limit.to_string()),
+        set: |o, v| {
+            o.config.rate_limit = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--pbkdf2-iterations"),
+        env: Some("HUBBUB_PBKDF2_ITERATIONS"),
+        value: Some("N"),
+        help: || format!("PBKDF2 iterations for new passwords, at least {PBKDF2_FLOOR}"),
+        default: Some(|o| o.config.pbkdf2_iterations.to_string()),
+        set: |o, v| {
+            o.config.pbkdf2_iterations = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--store-queue"),
+        env: Some("HUBBUB_STORE_QUEUE"),
+        value: Some("N"),
+        help: || "storage requests in flight at most; chat reading pauses above half".into(),
+        default: Some(|o| o.config.store_queue.to_string()),
+        set: |o, v| {
+            o.config.store_queue = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--hash-threads"),
+        env: None,
+        value: Some("N"),
+        // The default depends on the machine, so it is described, not shown.
+        help: || {
+            format!(
+                "password hashing threads, at low priority (default: cores - 1, 1 to {HASH_THREADS_MAX})"
+            )
+        },
+        default: None,
+        set: |o, v| {
+            o.config.hash_threads = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--static-dir"),
+        env: None,
+        value: Some("DIR"),
+        help: || "serve the web client from DIR instead of the embedded copy (development)".into(),
+        default: None,
+        set: |o, v| {
+            o.config.static_dir = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: None,
+        env: Some("HUBBUB_JWT_SECRET"),
+        value: None,
+        help: || "HS256 secret; when unset one is generated once and kept in the database".into(),
+        default: None,
+        set: |o, v| {
+            o.config.jwt_secret = Some(v.as_bytes().to_vec());
+            Ok(())
+        },
+    },
+];
+
+/// A number option's value.
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
+    v.parse().map_err(|_| format!("not a number: {v}"))
+}
+
+/// Reads the options: flags over environment over defaults, each option
+/// parsed once (a variable whose flag is given is not read at all). An
+/// empty variable counts as unset. `args` excludes the program name; `env`
+/// is `std::env::var` in `main` and a map in tests. The error is the
+/// message for the operator, naming the flag or variable at fault.
+pub fn parse_options(
+    args: impl IntoIterator<Item = String>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Parsed, String> {
+    let mut opts = Options::default();
+    let mut given = [false; OPTIONS.len()];
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let (name, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f, Some(v)),
+            _ => (arg.as_str(), None),
+        };
+        if name == "-h" || name == "--help" {
+            return Ok(Parsed::Help);
+        }
+        let Some(i) = OPTIONS.iter().position(|o| o.flag == Some(name)) else {
+            return Err(format!("unknown argument {name:?} (see --help)"));
+        };
+        let value = match (OPTIONS[i].value, inline) {
+            (None, None) => String::new(),
+            // `--echo=false` must not quietly turn echo on.
+            (None, Some(_)) => return Err(format!("{name} takes no value")),
+            (Some(_), Some(v)) => v.to_string(),
+            (Some(_), None) => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+        };
+        (OPTIONS[i].set)(&mut opts, &value).map_err(|e| format!("{name}: {e}"))?;
+        given[i] = true;
+    }
+    for (opt, given) in OPTIONS.iter().zip(given) {
+        let Some(var) = opt.env.filter(|_| !given) else {
+            continue;
+        };
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
+            (opt.set)(&mut opts, &v).map_err(|e| format!("{var}: {e}"))?;
+        }
+    }
+    let c = &mut opts.config;
+    c.store_queue = c.store_queue.max(STORE_QUEUE_MIN);
+    if c.pbkdf2_iterations < PBKDF2_FLOOR {
+        log::warn!(
+            "--pbkdf2-iterations {} is below the floor; using {PBKDF2_FLOOR}",
+            c.pbkdf2_iterations
+        );
+        c.pbkdf2_iterations = PBKDF2_FLOOR;
+    }
+    Ok(Parsed::Run(opts))
+}
+
+/// Width of the usage's left column (flag and placeholder, or variable name).
+const USAGE_COLUMN: usize = 25;
+
+/// The `--help` text, written from `OPTIONS`: flags under OPTIONS,
+/// environment-only settings under ENVIRONMENT.
+pub fn usage() -> String {
+    use std::fmt::Write;
+    let defaults = Options::default();
+    let line = |out: &mut String, left: &str, right: &str| {
+        let _ = writeln!(out, "    {left:<USAGE_COLUMN$}{right}");
+    };
+    let mut out = String::from(
+        "hubbub: a small, fast, self-hostable real-time chat server\n\n\
+         USAGE:\n    hubbub [OPTIONS]\n\nOPTIONS:\n",
+    );
+    for opt in OPTIONS {
+        let Some(flag) = opt.flag else { continue };
+        let left = match opt.value {
+            Some(v) => format!("{flag} {v}"),
+            None => flag.to_string(),
+        };
+        let mut right = (opt.help)();
+        if let Some(var) = opt.env {
+            let _ = write!(right, " [env {var}]");
+        }
+        if let Some(default) = opt.default {
+            let _ = write!(right, " (default {})", default(&defaults));
+        }
+        line(&mut out, &left, &right);
+    }
+    line(&mut out, "-h, --help", "print this help");
+    out.push_str("\nENVIRONMENT:\n");
+    for opt in OPTIONS.iter().filter(|o| o.flag.is_none()) {
+        line(&mut out, opt.env.unwrap_or_default(), &(opt.help)());
+    }
+    // Read by the logger itself, not by `parse_options`.
+    line(
+        &mut out,
+        "RUST_LOG",
+        "log level: error, warn, info (default), debug, trace",
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Parses `args` with exactly the variables in `vars` set.
+    fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Parsed, String> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        parse_options(args.iter().map(|a| a.to_string()), move |k| {
+            vars.iter()
+                .find(|(name, _)| name == k)
+                .map(|(_, v)| v.clone())
+        })
+    }
+
+    fn run(args: &[&str], vars: &[(&str, &str)]) -> Options {
+        match parse(args, vars) {
+            Ok(Parsed::Run(o)) => o,
+            other => panic!("{args:?} {vars:?}: {other:?}"),
+        }
+    }
+
+    /// A flag wins over its variable, and a variable whose flag is given is
+    /// not even parsed (a bad one is no error).
+    #[test]
+    fn flag_beats_env() {
+        let o = run(
+            &["--addr", "10.0.0.1:1", "--rate-limit", "3"],
+            &[
+                ("HUBBUB_ADDR", "not an address"),
+                ("HUBBUB_RATE_LIMIT", "7"),
+            ],
+        );
+        assert_eq!(o.config.addr.to_string(), "10.0.0.1:1");
+        assert_eq!(o.config.rate_limit, 3);
+        let o = run(&["--db", "flag.db"], &[("HUBBUB_DB", "env.db")]);
+        assert_eq!(o.db, PathBuf::from("flag.db"));
+    }
+
+    /// A variable wins over the default; without either the default holds.
+    #[test]
+    fn env_beats_default() {
+        let o = run(
+            &[],
+            &[
+                ("HUBBUB_ADDR", "10.0.0.2:2"),
+                ("HUBBUB_DB", "env.db"),
+                ("HUBBUB_RATE_LIMIT", "0"),
+                ("HUBBUB_PBKDF2_ITERATIONS", "5000"),
+                ("HUBBUB_STORE_QUEUE", "100"),
+                ("HUBBUB_JWT_SECRET", "s3cret"),
+            ],
+        );
+        assert_eq!(o.config.addr.to_string(), "10.0.0.2:2");
+        assert_eq!(o.db, PathBuf::from("env.db"));
+        assert_eq!(o.config.rate_limit, 0);
+        assert_eq!(o.config.pbkdf2_iterations, 5000);
+        assert_eq!(o.config.store_queue, 100);
+        assert_eq!(o.config.jwt_secret.as_deref(), Some(&b"s3cret"[..]));
+        let o = run(&[], &[]);
+        assert_eq!(o.config.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(o.db, PathBuf::from(DEFAULT_DB));
+        assert_eq!(o.config.rate_limit, DEFAULT_RATE_LIMIT);
+        assert_eq!(o.config.pbkdf2_iterations, PBKDF2_DEFAULT);
+        assert_eq!(o.config.store_queue, STORE_QUEUE);
+        assert_eq!(o.config.jwt_secret, None);
+        assert!(!o.config.echo);
+    }
+
+    /// `--flag=value` is the same as `--flag value`; a switch takes no value
+    /// in either form.
+    #[test]
+    fn equals_form_and_switches() {
+        let o = run(
+            &[
+                "--addr=10.0.0.3:3",
+                "--db=a=b.db",
+                "--hash-threads=2",
+                "--static-dir",
+                "web",
+                "--echo",
+            ],
+            &[],
+        );
+        assert_eq!(o.config.addr.to_string(), "10.0.0.3:3");
+        assert_eq!(o.db, PathBuf::from("a=b.db"), "only the first = splits");
+        assert_eq!(o.config.hash_threads, 2);
+        assert_eq!(o.config.static_dir, Some(PathBuf::from("web")));
+        assert!(o.config.echo);
+        assert_eq!(
+            parse(&["--echo=false"], &[]).unwrap_err(),
+            "--echo takes no value"
+        );
+    }
+
+    /// An empty variable counts as unset.
+    #[test]
+    fn empty_env_is_unset() {
+        let o = run(
+            &[],
+            &[
+                ("HUBBUB_ADDR", ""),
+                ("HUBBUB_RATE_LIMIT", ""),
+                ("HUBBUB_JWT_SECRET", ""),
+            ],
+        );
+        assert_eq!(o.config.addr.to_string(), DEFAULT_ADDR);
+        assert_eq!(o.config.rate_limit, DEFAULT_RATE_LIMIT);
+        assert_eq!(o.config.jwt_secret, None);
+    }
+
+    /// Each error names the flag or variable that carried the bad value.
+    #[test]
+    fn errors_name_their_source() {
+        let err = |args: &[&str], vars: &[(&str, &str)]| parse(args, vars).unwrap_err();
+        assert_eq!(err(&["--addr", "x"], &[]), "--addr: not an address: x");
+        assert_eq!(
+            err(&[], &[("HUBBUB_ADDR", "x")]),
+            "HUBBUB_ADDR: not an address: x"
+        );
+        assert_eq!(
+            err(&["--rate-limit=-1"], &[]),
+            "--rate-limit: not a number: -1"
+        );
+        assert_eq!(
+            err(&[], &[("HUBBUB_STORE_QUEUE", "lots")]),
+            "HUBBUB_STORE_QUEUE: not a number: lots"
+        );
+        assert_eq!(err(&["--addr"], &[]), "--addr needs a value");
+        assert_eq!(err(&["--x"], &[]), "unknown argument \"--x\" (see --help)");
+        assert_eq!(
+            err(&["--x=1"], &[]),
+            "unknown argument \"--x\" (see --help)"
+        );
+        assert_eq!(
+            err(&["--jwt-secret", "s"], &[]),
+            "unknown argument \"--jwt-secret\" (see --help)",
+            "the secret is environment-only"
+        );
+    }
+
+    /// `-h` and `--help` ask for the usage, even with a bad variable set.
+    #[test]
+    fn help_wins() {
+        for flag in ["-h", "--help"] {
+            let got = parse(&["--echo", flag, "--bogus"], &[("HUBBUB_ADDR", "x")]);
+            assert!(matches!(got, Ok(Parsed::Help)), "{flag}: {got:?}");
+        }
+    }
+
+    /// The queue is raised to its minimum and iterations to their floor,
+    /// whichever source set them; values above are kept.
+    #[test]
+    fn floor_and_minimum_clamp() {
+        let o = run(&["--store-queue", "1", "--pbkdf2-iterations", "1"], &[]);
+        assert_eq!(o.config.store_queue, STORE_QUEUE_MIN);
+        assert_eq!(o.config.pbkdf2_iterations, PBKDF2_FLOOR);
+        let o = run(
+            &[],
+            &[
+                ("HUBBUB_STORE_QUEUE", "0"),
+                ("HUBBUB_PBKDF2_ITERATIONS", "999"),
+            ],
+        );
+        assert_eq!(o.config.store_queue, STORE_QUEUE_MIN);
+        assert_eq!(o.config.pbkdf2_iterations, PBKDF2_FLOOR);
+        let o = run(&["--store-queue", "17", "--pbkdf2-iterations", "1001"], &[]);
+        assert_eq!(o.config.store_queue, 17);
+        assert_eq!(o.config.pbkdf2_iterations, 1001);
+    }
+
+    /// The usage lists every row of the table: flags with their placeholder,
+    /// variable and default in the columns of the help text, and
+    /// environment-only settings under ENVIRONMENT.
+    #[test]
+    fn usage_is_written_from_the_table() {
+        let text = usage();
+        assert!(
+            text.contains(
+                "\n    --addr ADDR              listen address [env HUBBUB_ADDR] (default 127.0.0.1:8080)\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(&format!("at least {PBKDF2_FLOOR} [env")));
+        assert!(text.contains(&format!("(default {STORE_QUEUE})")));
+        for opt in OPTIONS {
+            if let Some(flag) = opt.flag {
+                assert!(text.contains(&format!("\n    {flag}")), "{flag}");
+            }
+            if let Some(var) = opt.env {
+                assert!(text.contains(var), "{var}");
+            }
+        }
+        let env_section = &text[text.find("ENVIRONMENT:").expect("section")..];
+        assert!(env_section.contains("\n    HUBBUB_JWT_SECRET        HS256 secret"));
     }
 }

@@ -20,29 +20,20 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// Why a request cannot be served; each maps to one status code, and all of
-/// them end the connection (the rest of its input cannot be trusted).
+/// Why a request cannot be served; each maps to one status code (the
+/// `From<HeadError>` impl of `Response`), and all of them end the connection
+/// (the rest of its input cannot be trusted).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadError {
     /// 400: not HTTP, or an impossible header.
     Malformed(&'static str),
-    /// 431: head over 8 KiB or over 64 headers.
+    /// 431: head over [`MAX_HEAD_BYTES`] or over
+    /// [`MAX_HEADERS`](crate::config::MAX_HEADERS) headers.
     TooLarge,
     /// 411: a body without `Content-Length` (or with `Transfer-Encoding`).
     LengthRequired,
-    /// 413: `Content-Length` over 64 KiB.
+    /// 413: `Content-Length` over [`MAX_BODY_BYTES`].
     BodyTooLarge,
-}
-
-impl HeadError {
-    pub fn status(self) -> u16 {
-        match self {
-            HeadError::Malformed(_) => 400,
-            HeadError::TooLarge => 431,
-            HeadError::LengthRequired => 411,
-            HeadError::BodyTooLarge => 413,
-        }
-    }
 }
 
 /// Parses the request at the start of `buf`. Returns the request and how many
@@ -229,29 +220,42 @@ mod tests {
         );
     }
 
-    /// Each limit maps to its status code.
+    /// Each limit is refused with its own error (`Response::from` maps
+    /// each to a status code).
     #[test]
     fn enforces_limits() {
-        let status = |r: &[u8]| parse_str(r).unwrap_err().status();
-        assert_eq!(status(b"POST / HTTP/1.1\r\n\r\n"), 411);
+        use HeadError::*;
+        let err = |r: &[u8]| parse_str(r).unwrap_err();
+        assert_eq!(err(b"POST / HTTP/1.1\r\n\r\n"), LengthRequired);
         assert_eq!(
-            status(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
-            411
+            err(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            LengthRequired
         );
+        let over = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY_BYTES + 1
+        );
+        assert_eq!(err(over.as_bytes()), BodyTooLarge);
         assert_eq!(
-            status(b"POST / HTTP/1.1\r\nContent-Length: 65537\r\n\r\n"),
-            413
+            err(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"),
+            Malformed("bad Content-Length")
         );
-        assert_eq!(status(b"GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
-        assert_eq!(status(b"\x16\x03\x01 nonsense\r\n\r\n"), 400);
+        assert!(matches!(
+            err(b"\x16\x03\x01 nonsense\r\n\r\n"),
+            Malformed(_)
+        ));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
-        for i in 0..65 {
+        for i in 0..=MAX_HEADERS {
             many.extend_from_slice(format!("X-{i}: y\r\n").as_bytes());
         }
         many.extend_from_slice(b"\r\n");
-        assert_eq!(status(&many), 431);
-        let long = [b"GET / HTTP/1.1\r\nX: ".as_ref(), &[b'a'; 9000]].concat();
-        assert_eq!(status(&long), 431);
+        assert_eq!(err(&many), TooLarge);
+        let long = [
+            b"GET / HTTP/1.1\r\nX: ".as_ref(),
+            &[b'a'; MAX_HEAD_BYTES + 1],
+        ]
+        .concat();
+        assert_eq!(err(&long), TooLarge);
     }
 
     /// `Connection` and HTTP versions decide keep-alive.

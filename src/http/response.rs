@@ -5,6 +5,9 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
+use crate::config::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::http::request::HeadError;
+
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
@@ -92,6 +95,37 @@ impl Response {
     }
 }
 
+/// The byte limits are quoted in KiB.
+const KIB: usize = 1024;
+// A limit that is not a whole number of KiB would be misquoted: fail the build instead.
+const _: () = assert!(MAX_HEAD_BYTES.is_multiple_of(KIB) && MAX_BODY_BYTES.is_multiple_of(KIB));
+
+/// The response for a request the parser refused. The message quotes the
+/// limit from `config`, so the text cannot drift from the check.
+impl From<HeadError> for Response {
+    fn from(e: HeadError) -> Response {
+        match e {
+            HeadError::Malformed(why) => Response::error(400, "bad_request", why),
+            HeadError::TooLarge => Response::error(
+                431,
+                "headers_too_large",
+                format!(
+                    "request head over {} KiB or {MAX_HEADERS} headers",
+                    MAX_HEAD_BYTES / KIB
+                ),
+            ),
+            HeadError::LengthRequired => {
+                Response::error(411, "length_required", "a body needs Content-Length")
+            }
+            HeadError::BodyTooLarge => Response::error(
+                413,
+                "body_too_large",
+                format!("request body over {} KiB", MAX_BODY_BYTES / KIB),
+            ),
+        }
+    }
+}
+
 fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
@@ -128,6 +162,53 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\
              Connection: keep-alive\r\n\r\n{\"error\":\"no such page\",\"code\":\"not_found\"}"
+        );
+    }
+
+    /// Each parser refusal gets its status and code, and the limit messages
+    /// quote the limits in `config`.
+    #[test]
+    fn head_errors_quote_the_limits() {
+        let text = |e: HeadError| {
+            let r = Response::from(e);
+            let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            (
+                r.status,
+                body["code"].as_str().unwrap().to_string(),
+                body["error"].as_str().unwrap().to_string(),
+            )
+        };
+        assert_eq!(
+            text(HeadError::TooLarge),
+            (
+                431,
+                "headers_too_large".into(),
+                format!(
+                    "request head over {} KiB or {} headers",
+                    MAX_HEAD_BYTES / KIB,
+                    MAX_HEADERS
+                )
+            )
+        );
+        assert_eq!(
+            text(HeadError::BodyTooLarge),
+            (
+                413,
+                "body_too_large".into(),
+                format!("request body over {} KiB", MAX_BODY_BYTES / KIB)
+            )
+        );
+        assert_eq!(
+            text(HeadError::LengthRequired),
+            (
+                411,
+                "length_required".into(),
+                "a body needs Content-Length".into()
+            )
+        );
+        assert_eq!(
+            text(HeadError::Malformed("no method")),
+            (400, "bad_request".into(), "no method".into())
         );
     }
 }

@@ -261,7 +261,7 @@ impl Http {
 
     /// A request the parser refused: answered, then the connection closes.
     pub fn refuse(&self, out: &mut impl Outbox, token: mio::Token, e: HeadError) {
-        send(out, token, head_error(e).closing(), false, false);
+        send(out, token, Response::from(e).closing(), false, false);
     }
 
     /// Routes one request. The response (if any yet) is queued on `cx.out`.
@@ -642,24 +642,6 @@ fn answer(out: &mut impl Outbox, conn: ConnRef, resp: Response, keep_alive: bool
     if out.is_live(conn) {
         send(out, conn.token, resp, keep_alive, false);
         out.resume_http(conn.token);
-    }
-}
-
-/// The response for a request the parser refused.
-fn head_error(e: HeadError) -> Response {
-    match e {
-        HeadError::Malformed(why) => Response::error(400, "bad_request", why),
-        HeadError::TooLarge => Response::error(
-            431,
-            "headers_too_large",
-            "request head over 8 KiB or 64 headers",
-        ),
-        HeadError::LengthRequired => {
-            Response::error(411, "length_required", "a body needs Content-Length")
-        }
-        HeadError::BodyTooLarge => {
-            Response::error(413, "body_too_large", "request body over 64 KiB")
-        }
     }
 }
 

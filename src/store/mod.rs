@@ -201,7 +201,24 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// A storage engine. Startup calls (`load`, settings) run before the loop
-/// exists; the rest run on the storage thread, one transaction per batch.
+/// exists, outside any batch. The rest run on the storage thread, for every
+/// batch in this order: `begin`, `execute` once per request, `commit`, and
+/// `rollback` only when that `commit` failed.
+///
+/// The contract every engine honours, because the replies depend on it: a
+/// request is atomic, and the batch is one transaction of the requests that
+/// succeeded. A request that fails gets its failure reply while the rest of
+/// its batch is still acked, so its failure must neither leave half of it
+/// behind nor spoil the others.
+///
+/// One SQL statement is atomic by itself, but a request of several (for
+/// `PutPrivateRoom`, the room row and one row per member) is not: the engine
+/// wraps such a request in a `SAVEPOINT` and on failure rolls back to it and
+/// releases it. SQLite needs that only for multi-statement requests, since a
+/// failed statement there undoes just itself. PostgreSQL aborts the whole
+/// transaction on any failed statement (every later one fails until
+/// `ROLLBACK`), so a PostgreSQL backend needs the same per-request
+/// savepoint around every request that can fail.
 pub trait Backend: Send + 'static {
     /// Reads the state the loop keeps in memory.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
@@ -209,11 +226,19 @@ pub trait Backend: Send + 'static {
     fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a setting, durably, before returning.
     fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
+    /// Opens the one transaction of a batch.
     fn begin(&mut self) -> Result<(), StoreError>;
-    /// Applies one request inside the open transaction; returns its reply, if
-    /// it has one. A failed request must leave the transaction usable.
+    /// Applies one request inside the open transaction, wholly or not at
+    /// all, and returns its reply, if it has one. On `Err` none of this
+    /// request's effects remain and the transaction is still usable: the
+    /// requests after it execute, and those before it still commit.
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError>;
+    /// Makes every request of the batch that succeeded durable at once. On
+    /// `Err` none of them is; the caller then calls `rollback` and reports
+    /// every write of the batch as failed.
     fn commit(&mut self) -> Result<(), StoreError>;
+    /// Ends the transaction after a failed `commit`, so the next `begin`
+    /// starts clean. It has no caller to answer; failures are logged.
     fn rollback(&mut self);
 }
 

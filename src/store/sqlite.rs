@@ -5,6 +5,10 @@
 //! the WAL file before `COMMIT` returns, so it survives `kill -9` of the server
 //! (the contract's promise for acked messages); surviving power loss as well
 //! would need `synchronous = FULL`, one fsync per batch.
+//!
+//! Atomic requests (the `Backend` contract): a failed statement undoes only
+//! itself, so a single-statement request needs nothing more; a request of
+//! several statements runs inside a savepoint (`in_savepoint`).
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -191,6 +195,28 @@ impl Sqlite {
         Ok(counts)
     }
 
+    /// Runs a statement without parameters or rows. Cached like every other
+    /// statement: `execute_batch` would parse it again each batch.
+    fn run(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(|_| ())
+    }
+
+    /// Runs `f` so that all of its writes stay or none do: on failure the
+    /// savepoint is rolled back (`ROLLBACK TO` keeps it open, so it is
+    /// released as well) and the batch's transaction goes on without them.
+    fn in_savepoint<T>(&self, f: impl FnOnce(&Self) -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+        self.run("SAVEPOINT request")?;
+        let result = f(self).and_then(|v| self.run("RELEASE request").map(|()| v));
+        if result.is_err()
+            && let Err(e) = self
+                .run("ROLLBACK TO request")
+                .and_then(|()| self.run("RELEASE request"))
+        {
+            log::error!("storage: rolling back a failed request failed: {e}");
+        }
+        result
+    }
+
     fn apply(&self, req: &Request) -> rusqlite::Result<Option<Reply>> {
         let c = &self.conn;
         Ok(match req {
@@ -289,6 +315,28 @@ impl Sqlite {
             }),
             Request::Drain => Some(Reply::Drained),
         })
+    }
+}
+
+/// Whether a request writes with more than one statement. One statement is
+/// atomic by itself in SQLite (a failing one is undone by its statement
+/// journal and the transaction goes on), so only these pay for a savepoint;
+/// message inserts, the hot path, do not. Exhaustive on purpose: a new
+/// request must be classified.
+fn writes_several_statements(req: &Request) -> bool {
+    match req {
+        Request::PutPrivateRoom(_) => true,
+        Request::PutUser(_)
+        | Request::PutMessage { .. }
+        | Request::PutPublicRoom { .. }
+        | Request::SetLastSeen { .. }
+        | Request::AddMember { .. }
+        | Request::RemoveMember { .. }
+        | Request::MarkRead { .. }
+        // Reads: two statements at most, and nothing to undo.
+        | Request::History { .. }
+        | Request::Unread { .. }
+        | Request::Drain => false,
     }
 }
 
@@ -422,24 +470,19 @@ impl Backend for Sqlite {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        // Cached like every other statement: `execute_batch` would parse it per batch.
-        self.conn
-            .prepare_cached("BEGIN")
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-            .map_err(err)
+        self.run("BEGIN").map_err(err)
     }
 
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
-        self.apply(req).map_err(err)
+        if writes_several_statements(req) {
+            self.in_savepoint(|db| db.apply(req)).map_err(err)
+        } else {
+            self.apply(req).map_err(err)
+        }
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("COMMIT")
-            .and_then(|mut s| s.execute([]))
-            .map(|_| ())
-            .map_err(err)
+        self.run("COMMIT").map_err(err)
     }
 
     fn rollback(&mut self) {
@@ -652,5 +695,109 @@ mod tests {
         };
         assert!(db.execute(&other_user).is_ok());
         db.commit().unwrap();
+        assert_eq!(
+            message_ids(&db),
+            vec![1, 3],
+            "the batch kept all but the duplicate"
+        );
+    }
+
+    fn message_ids(db: &Sqlite) -> Vec<i64> {
+        db.conn
+            .prepare("SELECT id FROM messages ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    fn count(db: &Sqlite, sql: &str) -> i64 {
+        db.conn.query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    /// A user id whose membership rows the test trigger refuses.
+    const REFUSED_MEMBER: UserId = 666;
+
+    /// Makes inserting a membership of [`REFUSED_MEMBER`] fail, the way a
+    /// constraint or a full disk would fail one statement of a request.
+    fn refuse_member(db: &Sqlite) {
+        db.conn
+            .execute_batch(&format!(
+                "CREATE TEMP TRIGGER refuse_member BEFORE INSERT ON room_members
+                 WHEN NEW.user_id = {REFUSED_MEMBER}
+                 BEGIN SELECT RAISE(ABORT, 'member refused'); END;"
+            ))
+            .unwrap();
+    }
+
+    fn private_room(name: &str, members: Vec<UserId>) -> Request {
+        Request::PutPrivateRoom(PrivateRoomRow {
+            name: name.into(),
+            owner: 1,
+            members,
+        })
+    }
+
+    /// A multi-statement request that fails part way leaves nothing behind
+    /// (no room row, no member rows), while the requests before and after it
+    /// in the same batch commit.
+    #[test]
+    fn failed_private_room_leaves_nothing_and_spares_the_batch() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        refuse_member(&db);
+        db.begin().unwrap();
+        db.execute(&Request::PutUser(user(1, "alice"))).unwrap();
+        assert!(
+            db.execute(&private_room("ops", vec![1, REFUSED_MEMBER, 2]))
+                .is_err()
+        );
+        db.execute(&Request::PutMessage {
+            msg: msg(1, Some("general"), 1, None),
+            client_id: None,
+        })
+        .unwrap();
+        db.commit().unwrap();
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM rooms WHERE name = 'ops'"),
+            0
+        );
+        assert_eq!(
+            count(&db, "SELECT COUNT(*) FROM room_members WHERE room = 'ops'"),
+            0
+        );
+        assert_eq!(count(&db, "SELECT COUNT(*) FROM users WHERE id = 1"), 1);
+        assert_eq!(message_ids(&db), vec![1]);
+    }
+
+    /// After a multi-statement request failed, the same transaction takes
+    /// more work, the same room included: its half-written room row was
+    /// undone, so the retry does not conflict with it.
+    #[test]
+    fn transaction_stays_usable_after_a_failed_request() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        refuse_member(&db);
+        db.begin().unwrap();
+        assert!(
+            db.execute(&private_room("ops", vec![1, REFUSED_MEMBER]))
+                .is_err()
+        );
+        assert!(
+            !db.conn.is_autocommit(),
+            "the batch's transaction is still open"
+        );
+        db.execute(&private_room("ops", vec![1, 2])).unwrap();
+        assert!(
+            db.execute(&private_room("dev", vec![REFUSED_MEMBER]))
+                .is_err()
+        );
+        db.execute(&private_room("dev", vec![3])).unwrap();
+        db.commit().unwrap();
+        let rooms = db.load().unwrap().private_rooms;
+        let got: Vec<(&str, &[UserId])> = rooms
+            .iter()
+            .map(|r| (r.name.as_str(), r.members.as_slice()))
+            .collect();
+        assert_eq!(got, vec![("dev", &[3][..]), ("ops", &[1, 2][..])]);
     }
 }

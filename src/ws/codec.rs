@@ -243,15 +243,22 @@ pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) {
 
 pub const TEXT: OpCode = OpCode::Data(Data::Text);
 pub const BINARY: OpCode = OpCode::Data(Data::Binary);
-pub const PING: OpCode = OpCode::Control(Control::Ping);
 pub const PONG: OpCode = OpCode::Control(Control::Pong);
+
+/// Longest close reason in bytes: a control frame's payload is at most 125
+/// bytes (RFC 6455 §5.5), and the status code takes the first 2.
+pub const MAX_CLOSE_REASON: usize = 123;
 
 /// A close frame with a code and a reason (cut to fit the 125-byte limit).
 pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
-    let mut reason = &reason[..reason.len().min(123)];
-    while !reason.is_empty() && std::str::from_utf8(reason.as_bytes()).is_err() {
-        reason = &reason[..reason.len() - 1];
+    // The peer must get valid UTF-8 (it fails the connection with 1007
+    // otherwise), so a character that does not fit is dropped whole.
+    // (`str::floor_char_boundary` would do, but needs Rust 1.91.)
+    let mut end = reason.len().min(MAX_CLOSE_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
     }
+    let reason = &reason[..end];
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason.as_bytes());
@@ -375,5 +382,37 @@ mod tests {
         let mut close = Vec::new();
         encode_close(&mut close, 1008, "slow");
         assert_eq!(close, vec![0x88, 6, 0x03, 0xf0, b's', b'l', b'o', b'w']);
+    }
+
+    /// The shared ping bytes are exactly the frame `encode` writes for an
+    /// empty ping.
+    #[test]
+    fn ping_frame_is_an_empty_ping() {
+        let mut out = Vec::new();
+        encode(&mut out, OpCode::Control(Control::Ping), &[]);
+        assert_eq!(out, PING_FRAME);
+    }
+
+    /// A close reason too long for the frame is cut at the last character
+    /// boundary that fits, never inside a character: 62 two-byte 'é' are 124
+    /// bytes, one past the limit, with byte 123 in the middle of the last one.
+    #[test]
+    fn close_reason_is_cut_at_a_char_boundary() {
+        for (reason, kept) in [
+            ("é".repeat(62), 122),
+            ("a".repeat(200), MAX_CLOSE_REASON),
+            ("a".repeat(MAX_CLOSE_REASON), MAX_CLOSE_REASON),
+            (format!("{}€", "a".repeat(121)), 121),
+        ] {
+            let mut out = Vec::new();
+            encode_close(&mut out, 1000, &reason);
+            let payload = &out[2..];
+            assert_eq!(out[1] as usize, payload.len(), "one-byte length form");
+            assert!(payload.len() <= 125, "control payload over 125 bytes");
+            assert_eq!(&payload[..2], &1000u16.to_be_bytes());
+            let text = std::str::from_utf8(&payload[2..]).expect("reason is UTF-8");
+            assert_eq!(text.len(), kept);
+            assert!(reason.starts_with(text));
+        }
     }
 }
