@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
-use hubbub::config::MAX_HEADERS;
 use hubbub::bench::Conn;
+use hubbub::config::MAX_HEADERS;
 use hubbub::store::{Backend, Desk, Request, StoredMessage, Ticket};
 
 /// Any ticket: the benchmarks read replies only to drop them.
@@ -170,10 +170,8 @@ fn encode(c: &mut Criterion) {
     g.bench_function("client_frame_parse", |b| {
         b.iter(|| {
             black_box(
-                hubbub::bench::parse_client(black_box(
-                    std::str::from_utf8(CHAT_FRAME).unwrap(),
-                ))
-                .is_ok(),
+                hubbub::bench::parse_client(black_box(std::str::from_utf8(CHAT_FRAME).unwrap()))
+                    .is_ok(),
             )
         })
     });
@@ -339,8 +337,11 @@ fn sqlite_insert(c: &mut Criterion) {
             user = user % 100 + 1;
             db.begin().expect("begin");
             black_box(
-                db.execute(&Request::Unread { ticket: TICKET, user })
-                    .expect("unread"),
+                db.execute(&Request::Unread {
+                    ticket: TICKET,
+                    user,
+                })
+                .expect("unread"),
             );
             db.commit().expect("commit");
         })

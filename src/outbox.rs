@@ -100,7 +100,10 @@ pub mod recorder {
         while bytes.len() >= 2 {
             let (len, start) = match bytes[1] {
                 126 => (u16::from_be_bytes([bytes[2], bytes[3]]) as usize, 4),
-                127 => (u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize, 10),
+                127 => (
+                    u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 n => (n as usize, 2),
             };
             if let Some(v) = text_frame(&bytes[..start + len]) {

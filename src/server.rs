@@ -65,7 +65,9 @@ enum State {
     /// Not accepting, not reading; waiting for storage to commit what it holds.
     Draining,
     /// Close frames are queued; waiting (at most until `deadline`) for them to flush.
-    Closing { deadline: u32 },
+    Closing {
+        deadline: u32,
+    },
 }
 
 /// The loop's notion of time: coarse seconds since start, small enough to
@@ -210,7 +212,11 @@ impl Server {
         let mut events = Events::with_capacity(1024);
         loop {
             let busy = !self.read_list.is_empty() || !self.flush_list.is_empty();
-            let timeout = if busy { std::time::Duration::ZERO } else { TICK };
+            let timeout = if busy {
+                std::time::Duration::ZERO
+            } else {
+                TICK
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;

@@ -170,7 +170,9 @@ mod tests {
             }
         }
         got.sort_by_key(|(t, _)| t.seq);
-        assert!(matches!(got[0], (t, Outcome::Hashed(ref h)) if h.iterations == 1000 && t.seq == 1));
+        assert!(
+            matches!(got[0], (t, Outcome::Hashed(ref h)) if h.iterations == 1000 && t.seq == 1)
+        );
         assert!(matches!(got[1], (t, Outcome::Verified(true)) if t.seq == 2));
         assert!(matches!(got[2], (t, Outcome::Verified(false)) if t.seq == 3));
         assert_eq!(pool.in_flight(), 0);

@@ -29,8 +29,8 @@ use crate::hub::{Denied, Hub};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target,
-    Ticket, UserId, UserRow,
+    Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target, Ticket, UserId,
+    UserRow,
 };
 use crate::users::{Directory, Taken};
 use crate::ws::proto::{Ts, message_objects};
@@ -212,7 +212,13 @@ pub struct Http {
 }
 
 /// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
-pub fn send(out: &mut impl Outbox, token: mio::Token, resp: Response, keep_alive: bool, head_only: bool) {
+pub fn send(
+    out: &mut impl Outbox,
+    token: mio::Token,
+    resp: Response,
+    keep_alive: bool,
+    head_only: bool,
+) {
     let mut head = Vec::with_capacity(256);
     resp.write_head(&mut head, keep_alive);
     let close = !keep_alive || resp.close;
@@ -336,7 +342,12 @@ impl Http {
         Handled::Done
     }
 
-    fn signup(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
+    fn signup(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
         let keep_alive = req.keep_alive();
         let resp = match json_object::<SignupBody>(req.body) {
             Err(_) => {
@@ -454,7 +465,12 @@ impl Http {
         answer(cx.out, conn, resp, keep_alive);
     }
 
-    fn login(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
+    fn login(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
         let keep_alive = req.keep_alive();
         let body = match json_object::<LoginBody>(req.body) {
             Ok(b) if !b.username.is_empty() && !b.password.is_empty() => b,
@@ -470,10 +486,9 @@ impl Http {
             .users
             .find(&body.username)
             .map(|u| (u.id, u.password.clone()));
-        let stored = user.as_ref().map_or_else(
-            || password::decoy(self.pbkdf2_iterations),
-            |u| u.1.clone(),
-        );
+        let stored = user
+            .as_ref()
+            .map_or_else(|| password::decoy(self.pbkdf2_iterations), |u| u.1.clone());
         let ticket = self.park(Wait::Login {
             conn,
             keep_alive,
@@ -527,7 +542,12 @@ impl Http {
         answer(cx.out, conn, resp, keep_alive);
     }
 
-    fn messages(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
+    fn messages(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
         let keep_alive = req.keep_alive();
         let head_only = req.method == "HEAD";
         let resp = match self.authenticate(cx.users, req.bearer()) {
@@ -617,7 +637,13 @@ impl Http {
         if let (Some(room), Some(me)) = (room, user)
             && let Err(denied) = cx.hub.may_read(me, room)
         {
-            send(cx.out, conn.token, denied_response(room, denied), keep_alive, false);
+            send(
+                cx.out,
+                conn.token,
+                denied_response(room, denied),
+                keep_alive,
+                false,
+            );
             return Handled::Done;
         }
         match upgrade::client_key(req) {

@@ -273,7 +273,9 @@ impl Hub {
         if !room.has_messages {
             room.has_messages = true;
             if room.private.is_none() {
-                let _ = cx.store.submit(Request::PutPublicRoom { name: name.clone() });
+                let _ = cx
+                    .store
+                    .submit(Request::PutPublicRoom { name: name.clone() });
             }
         }
         let frame = self.encoder.shared(&Out::Message {

@@ -179,7 +179,10 @@ impl Hub {
                 ));
             }
         }
-        let first = self.rooms.get_mut(id).subscribe(token, user, since.is_some());
+        let first = self
+            .rooms
+            .get_mut(id)
+            .subscribe(token, user, since.is_some());
         self.session_mut(token)
             .expect("checked above")
             .rooms
@@ -327,7 +330,12 @@ impl Hub {
     }
 
     /// The `unread` frame after connect.
-    fn send_unread(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, counts: &[UnreadCount]) {
+    fn send_unread(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        counts: &[UnreadCount],
+    ) {
         if !cx.out.is_live(conn) {
             return;
         }

@@ -1,0 +1,618 @@
+//! The hub as pure logic: a recording outbox stands in for the sockets, a
+//! recording store for the storage thread, and an in-memory SQLite answers
+//! the recorded requests when a test says so (`settle`), exactly as the
+//! storage thread would after a commit.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use mio::Token;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::outbox::recorder::Recorder;
+use crate::store::sqlite::Sqlite;
+use crate::store::{Busy, PasswordHash, Reply, Request, Storage, UserRow, apply_batch};
+
+/// Requests as the hub sent them; `full` answers `Busy` like a full queue.
+#[derive(Default)]
+struct Queue {
+    requests: Vec<Request>,
+    full: bool,
+}
+
+impl Storage for Queue {
+    fn submit(&mut self, req: Request) -> Result<(), Busy> {
+        if self.full {
+            return Err(Busy);
+        }
+        self.requests.push(req);
+        Ok(())
+    }
+    fn depth(&self) -> usize {
+        self.requests.len()
+    }
+}
+
+/// What the hub published to other nodes, and what they send it.
+#[derive(Default)]
+struct Wire {
+    published: Vec<(String, Option<UserId>)>,
+    inbound: VecDeque<Inbound>,
+}
+
+struct TestBus(Rc<RefCell<Wire>>);
+
+impl Bus for TestBus {
+    fn publish(&mut self, channel: Channel<'_>, except_user: Option<UserId>, _: &[u8]) {
+        let name = match channel {
+            Channel::Room(r) => format!("room:{r}"),
+            Channel::User(u) => format!("user:{u}"),
+            Channel::Everyone => "everyone".into(),
+        };
+        self.0.borrow_mut().published.push((name, except_user));
+    }
+    fn receive(&mut self) -> Option<Inbound> {
+        self.0.borrow_mut().inbound.pop_front()
+    }
+}
+
+const ALICE: UserId = 1;
+const BOB: UserId = 2;
+const CAROL: UserId = 3;
+
+struct Bench {
+    hub: Hub,
+    users: Directory,
+    queue: Queue,
+    out: Recorder,
+    db: Sqlite,
+    wire: Rc<RefCell<Wire>>,
+}
+
+fn user(id: UserId, name: &str) -> UserRow {
+    UserRow {
+        id,
+        username: name.into(),
+        email: format!("{name}@example.com"),
+        password: PasswordHash {
+            iterations: 1000,
+            salt: [0; 16],
+            hash: [0; 32],
+        },
+        created_ms: 0,
+        last_seen_ms: None,
+    }
+}
+
+impl Bench {
+    fn new() -> Bench {
+        let wire = Rc::new(RefCell::new(Wire::default()));
+        let snapshot = Snapshot::default();
+        Bench {
+            hub: Hub::new(&snapshot, 0, Box::new(TestBus(wire.clone()))),
+            users: Directory::from_rows(vec![
+                user(ALICE, "alice"),
+                user(BOB, "bob"),
+                user(CAROL, "carol"),
+            ]),
+            queue: Queue::default(),
+            out: Recorder::default(),
+            db: Sqlite::open_in_memory().unwrap(),
+            wire,
+        }
+    }
+
+    fn cx(&mut self) -> (&mut Hub, Ctx<'_, Recorder>) {
+        (
+            &mut self.hub,
+            Ctx {
+                users: &mut self.users,
+                store: &mut self.queue,
+                out: &mut self.out,
+            },
+        )
+    }
+
+    /// A chat connection of `user` on `token`.
+    fn open(&mut self, token: usize, user: UserId) -> Token {
+        let t = Token(token);
+        let (hub, mut cx) = self.cx();
+        hub.open_session(
+            &mut cx,
+            ConnRef {
+                token: t,
+                serial: 1,
+            },
+            user,
+            None,
+        );
+        t
+    }
+
+    fn close(&mut self, t: Token) {
+        self.out.dead.insert(t);
+        let (hub, mut cx) = self.cx();
+        hub.close_session(&mut cx, t);
+    }
+
+    fn send(&mut self, t: Token, frame: Value) {
+        let (hub, mut cx) = self.cx();
+        hub.on_text(&mut cx, t, &frame.to_string());
+    }
+
+    /// Commits what the hub asked of storage and hands it the replies.
+    fn settle(&mut self) {
+        let batch = std::mem::take(&mut self.queue.requests);
+        let mut replies = Vec::new();
+        apply_batch(&mut self.db, &batch, &mut replies);
+        for reply in replies {
+            let (hub, mut cx) = self.cx();
+            match reply {
+                Reply::MessageStored(id) => hub.on_message_stored(cx.out, id, true),
+                Reply::MessageFailed(id) => hub.on_message_stored(cx.out, id, false),
+                Reply::History { ticket, messages } => {
+                    hub.on_history(&mut cx, ticket, Some(messages))
+                }
+                Reply::HistoryFailed { ticket } => hub.on_history(&mut cx, ticket, None),
+                Reply::Unread { ticket, counts } => hub.on_unread(&mut cx, ticket, &counts),
+                Reply::UserStored(_) | Reply::UserFailed(_) | Reply::Drained => {}
+            }
+        }
+    }
+
+    fn frames(&self, t: Token) -> Vec<Value> {
+        self.out.frames_to(t)
+    }
+
+    fn types(&self, t: Token) -> Vec<String> {
+        self.out.types_to(t)
+    }
+
+    /// The frames of `kind` that `t` was sent.
+    fn of_type(&self, t: Token, kind: &str) -> Vec<Value> {
+        self.frames(t)
+            .into_iter()
+            .filter(|v| v["type"] == kind)
+            .collect()
+    }
+
+    fn put_message_count(&self) -> usize {
+        self.queue
+            .requests
+            .iter()
+            .filter(|r| matches!(r, Request::PutMessage { .. }))
+            .count()
+    }
+}
+
+/// Pending acks are found by id whether answered in order or not.
+#[test]
+fn pending_acks_by_id() {
+    let ack = || PendingAck {
+        waiters: Vec::new(),
+        timestamp_ms: 0,
+        delivered: false,
+    };
+    let mut acks = PendingAcks::default();
+    for id in [3, 5, 9] {
+        acks.push(id, ack());
+    }
+    assert!(acks.get_mut(5).is_some() && acks.get_mut(4).is_none());
+    assert!(acks.remove(5).is_some(), "out of order");
+    assert!(acks.remove(3).is_some(), "front");
+    assert!(acks.remove(3).is_none());
+    assert_eq!(acks.0.len(), 1);
+}
+
+/// Client ids are found per user, and the oldest are evicted past the window.
+#[test]
+fn client_id_window_evicts_oldest() {
+    let mut ids = ClientIds::default();
+    ids.insert(1, "a", 10, 0);
+    assert_eq!(ids.get(1, "a"), Some((10, 0)));
+    assert_eq!(ids.get(2, "a"), None);
+    for i in 0..CLIENT_ID_WINDOW as u64 {
+        ids.insert(2, &i.to_string(), i, 0);
+    }
+    assert_eq!(ids.get(1, "a"), None, "evicted");
+    assert_eq!(ids.get(2, "0"), Some((0, 0)));
+    assert_eq!(ids.order.len(), CLIENT_ID_WINDOW);
+    assert!(!ids.by_user.contains_key(&1));
+}
+
+/// A user's first connection tells everyone `online`, further ones do not,
+/// and the last one to close tells everyone `offline`.
+#[test]
+fn user_status_on_first_and_last_connection() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    assert_eq!(b.types(a), ["user_status", "unread"]);
+    let b1 = b.open(2, BOB);
+    let b2 = b.open(3, BOB);
+    let status = b.of_type(a, "user_status");
+    assert_eq!(status.len(), 2, "alice herself, then bob once: {status:?}");
+    assert_eq!(status[1]["user"], "bob");
+    assert_eq!(status[1]["status"], "online");
+    b.close(b1);
+    assert_eq!(b.of_type(a, "user_status").len(), 2, "bob still has a tab");
+    b.close(b2);
+    let last = b.of_type(a, "user_status").pop().unwrap();
+    assert_eq!(
+        (&last["user"], &last["status"]),
+        (&json!("bob"), &json!("offline"))
+    );
+    assert!(!b.hub.is_online(BOB) && b.hub.is_online(ALICE));
+    assert_eq!(
+        b.wire
+            .borrow()
+            .published
+            .iter()
+            .filter(|p| p.0 == "everyone")
+            .count(),
+        3
+    );
+}
+
+/// `join` tells others only on a user's first connection in the room,
+/// `leave` only on the last; `online_users` counts users, not connections.
+#[test]
+fn join_and_leave_follow_presence() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let b1 = b.open(2, BOB);
+    let b2 = b.open(3, BOB);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    let online = b.of_type(a, "online_users").pop().unwrap();
+    assert_eq!(
+        online,
+        json!({"type": "online_users", "room": "general", "users": ["alice"], "count": 1})
+    );
+    b.send(b1, json!({"type": "join", "room": "general"}));
+    b.send(b2, json!({"type": "join", "room": "general"}));
+    assert_eq!(b.of_type(a, "join").len(), 1, "bob's second tab is no news");
+    assert_eq!(b.of_type(b2, "online_users")[0]["count"], 2);
+    b.send(b1, json!({"type": "leave", "room": "general"}));
+    assert!(b.of_type(a, "leave").is_empty());
+    b.close(b2);
+    let leave = b.of_type(a, "leave");
+    assert_eq!(
+        leave,
+        [json!({"type": "leave", "room": "general", "user": "bob"})]
+    );
+    b.send(b1, json!({"type": "leave", "room": "general"}));
+    assert_eq!(b.of_type(b1, "error")[0]["code"], "not_member");
+}
+
+/// A room message reaches every other connection in the room at once (and
+/// the bus, for other nodes), but the sender's `ack` waits for the commit.
+#[test]
+fn message_fans_out_and_acks_after_commit() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    let carol = b.open(3, CAROL);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    b.wire.borrow_mut().published.clear();
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": " hi ", "client_id": "k1"}),
+    );
+    let got = b.frames(bob);
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        (&got[0]["type"], &got[0]["content"], &got[0]["user"]),
+        (&json!("message"), &json!("hi"), &json!("alice"))
+    );
+    assert!(
+        b.frames(a).is_empty(),
+        "no echo, and no ack before the commit"
+    );
+    assert!(b.frames(carol).is_empty(), "not in the room");
+    assert_eq!(
+        b.wire.borrow().published,
+        [("room:general".to_string(), None)]
+    );
+    b.settle();
+    let ack = &b.frames(a)[0];
+    assert_eq!(
+        (&ack["type"], &ack["client_id"], &ack["id"]),
+        (&json!("ack"), &json!("k1"), &got[0]["id"])
+    );
+    assert_eq!(ack["timestamp"], got[0]["timestamp"]);
+}
+
+/// A resend of a `client_id` is neither stored nor delivered again: before
+/// the commit it waits for the first copy's ack, after it is acked at once
+/// with the same id.
+#[test]
+fn client_id_retries_are_idempotent() {
+    let mut b = Bench::new();
+    let a1 = b.open(1, ALICE);
+    let a2 = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    for t in [a1, a2, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    let msg = json!({"type": "message", "room": "general", "content": "once", "client_id": "k"});
+    b.send(a1, msg.clone());
+    b.send(a2, msg.clone());
+    assert_eq!(b.put_message_count(), 1);
+    assert_eq!(b.of_type(bob, "message").len(), 1);
+    b.settle();
+    let (ack1, ack2) = (b.of_type(a1, "ack"), b.of_type(a2, "ack"));
+    assert_eq!(ack1.len(), 1);
+    assert_eq!(ack1, ack2, "the retry from another tab gets the first ack");
+    b.send(a1, msg);
+    assert_eq!(b.put_message_count(), 0, "nothing new to store");
+    assert_eq!(b.of_type(a1, "ack")[1], ack1[0]);
+    assert_eq!(b.of_type(bob, "message").len(), 1);
+}
+
+/// A full storage queue answers `busy` with the `client_id`, shows the
+/// message to nobody, and does not use up the `client_id`.
+#[test]
+fn busy_storage_refuses_without_burning_the_client_id() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    b.queue.full = true;
+    let msg = json!({"type": "message", "room": "general", "content": "later", "client_id": "k"});
+    b.send(a, msg.clone());
+    let err = b.of_type(a, "error");
+    assert_eq!(
+        (&err[0]["code"], &err[0]["client_id"]),
+        (&json!("busy"), &json!("k"))
+    );
+    assert!(b.frames(bob).is_empty());
+    b.queue.full = false;
+    b.send(a, msg);
+    assert_eq!(b.put_message_count(), 1, "the retry is stored");
+    b.settle();
+    assert_eq!(b.of_type(a, "ack").len(), 1);
+    assert_eq!(b.of_type(bob, "message").len(), 1);
+}
+
+/// Private messages go to every connection of the recipient and the
+/// sender's other tabs; `delivered` follows the ack when the recipient was
+/// online.
+#[test]
+fn private_messages_and_delivered() {
+    let mut b = Bench::new();
+    let a1 = b.open(1, ALICE);
+    let a2 = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    b.out.clear();
+    b.send(
+        a1,
+        json!({"type": "private_message", "to": "bob", "content": "psst", "client_id": "p"}),
+    );
+    assert_eq!(b.of_type(bob, "private_message")[0]["from"], "alice");
+    assert_eq!(
+        b.of_type(a2, "private_message").len(),
+        1,
+        "the sender's other tab"
+    );
+    assert!(b.of_type(a1, "private_message").is_empty());
+    b.settle();
+    assert_eq!(b.types(a1), ["ack", "delivered"]);
+    b.send(
+        a1,
+        json!({"type": "private_message", "to": "carol", "content": "hello?"}),
+    );
+    b.settle();
+    assert_eq!(b.types(a1), ["ack", "delivered", "ack"], "carol is offline");
+    b.send(
+        a1,
+        json!({"type": "private_message", "to": "nobody", "content": "x"}),
+    );
+    assert_eq!(b.of_type(a1, "error")[0]["code"], "no_such_user");
+}
+
+/// Typing indicators reach others in the room, not the typist's other tabs.
+#[test]
+fn typing_skips_the_typists_tabs() {
+    let mut b = Bench::new();
+    let a1 = b.open(1, ALICE);
+    let a2 = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    for t in [a1, a2, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    b.send(a1, json!({"type": "typing", "room": "general"}));
+    assert_eq!(
+        b.frames(bob),
+        [json!({"type": "typing", "room": "general", "user": "alice"})]
+    );
+    assert!(b.frames(a2).is_empty());
+    assert_eq!(b.wire.borrow().published.last().unwrap().1, Some(ALICE));
+}
+
+/// Read markers are stored and others are told, in a room and in a
+/// conversation (where `with` names the conversation as each receiver sees it).
+#[test]
+fn read_markers() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.clear();
+    b.send(bob, json!({"type": "read", "room": "general", "id": 1}));
+    assert!(matches!(
+        b.queue.requests.last(),
+        Some(Request::MarkRead {
+            user: BOB,
+            id: 1,
+            ..
+        })
+    ));
+    assert_eq!(
+        b.frames(a),
+        [json!({"type": "read", "room": "general", "user": "bob", "id": 1})]
+    );
+    b.send(a, json!({"type": "read", "with": "bob", "id": 1}));
+    assert_eq!(
+        b.frames(bob),
+        [json!({"type": "read", "with": "alice", "user": "alice", "id": 1})]
+    );
+    b.send(a, json!({"type": "read", "room": "general", "id": 99}));
+    assert_eq!(
+        b.of_type(a, "error")[0]["code"],
+        "invalid_input",
+        "no such message yet"
+    );
+}
+
+/// Private rooms: members only; the owner adds and removes; a removed
+/// member is unsubscribed and told, and cannot join again.
+#[test]
+fn private_room_membership() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    let carol = b.open(3, CAROL);
+    b.send(
+        a,
+        json!({"type": "create_room", "room": "ops", "private": true, "members": ["bob"]}),
+    );
+    let stored = b.queue.requests.iter().find_map(|r| match r {
+        Request::PutPrivateRoom(row) => Some((row.owner, row.members.clone())),
+        _ => None,
+    });
+    assert_eq!(stored, Some((ALICE, vec![ALICE, BOB])));
+    let members = b.of_type(bob, "room_members");
+    assert_eq!(members[0]["members"], json!(["alice", "bob"]));
+    b.send(carol, json!({"type": "join", "room": "ops"}));
+    assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden");
+    b.send(bob, json!({"type": "join", "room": "ops"}));
+    b.send(
+        bob,
+        json!({"type": "add_member", "room": "ops", "user": "carol"}),
+    );
+    assert_eq!(
+        b.of_type(bob, "error")[0]["code"],
+        "forbidden",
+        "only the owner"
+    );
+    b.out.clear();
+    b.send(
+        a,
+        json!({"type": "remove_member", "room": "ops", "user": "bob"}),
+    );
+    assert_eq!(
+        b.of_type(bob, "leave"),
+        [json!({"type": "leave", "room": "ops", "user": "bob"})]
+    );
+    assert_eq!(b.of_type(a, "leave").len(), 1, "alice sees bob leave");
+    b.send(
+        bob,
+        json!({"type": "message", "room": "ops", "content": "still here?"}),
+    );
+    assert_eq!(b.of_type(bob, "error")[0]["code"], "not_member");
+    b.send(bob, json!({"type": "join", "room": "ops"}));
+    assert_eq!(b.of_type(bob, "error")[1]["code"], "forbidden");
+    b.send(
+        a,
+        json!({"type": "create_room", "room": "ops", "private": true}),
+    );
+    assert_eq!(b.of_type(a, "error")[0]["code"], "taken");
+}
+
+/// `join … since` replays what was stored, then `online_users` with
+/// `recovered`, then the live frames that arrived while storage was read.
+#[test]
+fn replay_then_held_live_frames() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    for i in 1..=3 {
+        b.send(
+            a,
+            json!({"type": "message", "room": "general", "content": format!("m{i}")}),
+        );
+    }
+    b.settle();
+    let bob = b.open(2, BOB);
+    b.out.clear();
+    b.send(bob, json!({"type": "join", "room": "general", "since": 1}));
+    assert!(b.frames(bob).is_empty(), "nothing until the replay is read");
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "live"}),
+    );
+    assert!(b.frames(bob).is_empty(), "live frames are held");
+    b.settle();
+    let got: Vec<(String, Value)> = b
+        .frames(bob)
+        .into_iter()
+        .map(|v| {
+            (
+                v["type"].as_str().unwrap().to_string(),
+                v["content"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("message".into(), json!("m2")),
+            ("message".into(), json!("m3")),
+            ("online_users".into(), Value::Null),
+            ("message".into(), json!("live")),
+        ]
+    );
+    assert_eq!(b.of_type(bob, "online_users")[0]["recovered"], true);
+}
+
+/// A frame another node published is delivered here like a local one.
+#[test]
+fn bus_frames_are_delivered_locally() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    let frame = |v: Value| {
+        let mut bytes = Vec::new();
+        crate::ws::codec::encode(&mut bytes, crate::ws::codec::TEXT, v.to_string().as_bytes());
+        bytes
+    };
+    let typing = json!({"type": "typing", "room": "general", "user": "alice"});
+    b.wire.borrow_mut().inbound.extend([
+        Inbound {
+            channel: Channel::Room("general".into()),
+            except_user: Some(ALICE),
+            frame: frame(typing.clone()),
+        },
+        Inbound {
+            channel: Channel::Room("elsewhere".into()),
+            except_user: None,
+            frame: frame(json!({"type": "x"})),
+        },
+    ]);
+    b.hub.receive_from_bus(&mut b.out);
+    assert_eq!(b.frames(bob), [typing]);
+    assert!(
+        b.frames(a).is_empty(),
+        "alice's own typing, from her other node"
+    );
+}

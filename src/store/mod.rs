@@ -389,7 +389,7 @@ fn run_store<B: Backend>(
 /// One transaction for the whole batch. A request that fails alone gets its
 /// failure reply; a failed commit turns every write's success into a failure,
 /// because nothing of the batch is durable.
-fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
+pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
     if let Err(e) = backend.begin() {
         log::error!("storage: begin failed: {e}");
         out.extend(batch.iter().filter_map(failure_reply));

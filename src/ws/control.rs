@@ -61,7 +61,10 @@ mod tests {
         assert_eq!(answer(&mut out, t, false, Message::Ping(b"hi")), None);
         assert_eq!(out.sent, vec![(t, Sent::Bytes(vec![0x8a, 2, b'h', b'i']))]);
         assert_eq!(answer(&mut out, t, false, Message::Pong), None);
-        assert_eq!(answer(&mut out, t, false, Message::Close(Some(1001), "")), None);
+        assert_eq!(
+            answer(&mut out, t, false, Message::Close(Some(1001), "")),
+            None
+        );
         assert_eq!(out.sent[1], (t, Sent::Close(1001)));
     }
 
