@@ -4,38 +4,57 @@
 //! the rooms — and never blocks: SQLite runs on a storage thread, password
 //! hashing on a small pool, and both answer through a channel and the loop's
 //! `Waker`. A chat message is serialized and framed once; the same bytes are
-//! queued on every recipient and written with one vectored write per
-//! connection per loop pass. Every queue and buffer has a bound.
+//! queued on every recipient and written with vectored writes, a bounded
+//! number of bytes per connection per loop pass. Every queue and buffer has a
+//! bound.
 //!
 //! # Layout
 //!
+//! From the top floor down; a module imports only from floors below it.
+//!
 //! | module | owns | never does |
 //! |---|---|---|
-//! | [`config`] | every limit and default, named | I/O |
-//! | [`server`] | the `Poll` loop: tokens, accept, reads, the flush and close passes, timers, the `Waker`, shutdown | protocol logic |
-//! | [`conn`] | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits | know about rooms |
-//! | [`outbox`] | the door from the application to the connections: queue, answer, close-after-the-pass | touch sockets |
-//! | [`app`] | the loop-owned state besides sockets; routing asynchronous answers back | block |
-//! | [`http`] | request heads (httparse), responses, the REST routes, the embedded web client | wait for storage or hashing |
-//! | [`ws`] | the upgrade, frame decode/encode (tungstenite's frame layer), the contract's JSON frames | fan-out |
-//! | [`hub`] | rooms, sessions, presence, rate limits, every client frame, acks | touch sockets |
-//! | [`users`] | the user directory in memory | storage calls |
-//! | [`auth`] | JWT issue/verify; PBKDF2 and its worker pool | hash on the loop |
-//! | [`store`] | the narrow storage interface and its thread; the SQLite backend | be called synchronously by the loop |
-//! | [`metrics`] | counters and their Prometheus text | allocate per event |
-//! | [`signal`], [`clock`], [`priority`] | SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
+//! | `main.rs` | logging, options into a `Config`, the SQLite backend, `Server::run` | anything per request |
+//! | [`server`] | the reactor: tokens, accept, reads, frame cutting, the flush and close passes, timers, the `Waker`, shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
+//! | `app` | routing each event to its owner: requests to the HTTP desk, frames to the hub, storage replies by ticket | hold state of its own |
+//! | `http` | request heads (httparse), responses, the REST routes and their waiting list, the upgrade handshake, the embedded web client | wait for storage or hashing |
+//! | `hub` | rooms, sessions, presence, every client frame, acks, and the fan-out seam (`publish(Topic)` and the [`Bus`]) | touch sockets, know HTTP |
+//! | `conn` | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
+//! | `outbox` | the trait through which the application reaches connections | touch sockets |
+//! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the contract's JSON frames | fan-out |
+//! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
+//! | `users` | the user directory in memory | storage calls |
+//! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage thread; the SQLite backend | be called synchronously by the loop |
+//! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options; counters; SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
-//! # The path of a chat message
+//! # The path of a chat message, in five files
 //!
-//! `server::on_readable` reads into the shared scratch buffer →
-//! `server::process_ws` decodes frames in place (`ws::codec`) →
-//! `hub::frames` (`App::on_ws_text` → `on_message`): validate, rate-limit,
-//! assign an id, `store::StoreHandle::submit`, encode once
-//! (`ws::proto::Encoder::shared`), `hub::presence::fan_out` →
-//! `outbox::Outbox::frame` queues the shared bytes per recipient →
-//! `server::flush_pass` → `conn::Conn::flush`: one `writev` per connection.
-//! The storage thread commits the batch and rings the `Waker` →
-//! `App::on_store_replies` → `on_message_stored` sends the sender's `ack`.
+//! 1. `server.rs`: `on_readable` reads into the shared scratch buffer;
+//!    `process_ws` cuts it into frames in place (`ws::codec`) and hands each
+//!    whole message to the application.
+//! 2. `app.rs`: `on_ws_message` answers control frames (`ws::control`) and
+//!    gives text to the hub with its context.
+//! 3. `hub/frames.rs`: `on_text` → `on_message` validates, rate-limits,
+//!    assigns an id, submits the row to storage, encodes the frame once.
+//! 4. `hub/fanout.rs`: `publish(Topic::Room)` offers it to the bus and queues
+//!    the same `Rc<[u8]>` on each local subscriber through the `Outbox`
+//!    (`server::Wires` → `Conn::queue_shared`).
+//! 5. `conn.rs`: in the flush pass, `write_turn` writes each connection's
+//!    queue with `writev`, within its budget.
+//!
+//! The storage thread commits the batch and rings the `Waker`; `app.rs`
+//! routes `MessageStored` to `Hub::on_message_stored`, which sends the `ack`.
+//!
+//! # Seams
+//!
+//! - Storage: anything that implements [`store::Backend`] runs on the storage
+//!   thread; `main` builds it and hands it to [`Server::bind`]. The reactor
+//!   never names a backend.
+//! - Fan-out: every delivery to more than the asking connection goes through
+//!   `Hub::publish`; a cross-node [`Bus`] plugs in through [`Server::start`].
+//!   `hub`'s module doc lists the node-local state a cluster must replace.
+//! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
+//!   [`Shutdown`] handle stops it from any thread (the in-process tests).
 
 mod app;
 mod auth;
