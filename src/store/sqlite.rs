@@ -9,6 +9,16 @@
 //! Atomic requests (the `Backend` contract): a failed statement undoes only
 //! itself, so a single-statement request needs nothing more; a request of
 //! several statements runs inside a savepoint (`in_savepoint`).
+//!
+//! Privacy: a chat history is private, so a database file this backend
+//! creates is owner-only ([`PRIVATE_FILE_MODE`]) whatever the umask, and so
+//! are its `-wal` and `-shm` (SQLite gives them the main file's mode). A file
+//! the operator created keeps the mode they gave it.
+
+use std::fs::OpenOptions;
+use std::io::ErrorKind;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -90,8 +100,9 @@ pub struct Sqlite {
 }
 
 impl Sqlite {
-    /// Opens (creating if needed) and migrates the database file.
+    /// Opens (creating if needed, owner-only) and migrates the database file.
     pub fn open(path: &std::path::Path) -> Result<Sqlite, StoreError> {
+        create_private(path)?;
         let conn = Connection::open(path).map_err(err)?;
         Self::init(conn)
     }
@@ -315,6 +326,41 @@ impl Sqlite {
             }),
             Request::Drain => Some(Reply::Drained),
         })
+    }
+}
+
+/// Permission bits of the database files hubbub creates (the database, its
+/// `-wal` and `-shm`, a backup): read and write for the owner only, because
+/// they hold every message and password hash.
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Whether `path` names a file on disk, which hubbub may create itself:
+/// not SQLite's `:memory:` and not a `file:` URI (rusqlite opens with URIs
+/// enabled), which SQLite must interpret.
+fn is_plain_file(path: &Path) -> bool {
+    let s = path.to_string_lossy();
+    s != ":memory:" && !s.starts_with("file:")
+}
+
+/// Creates an empty database file with [`PRIVATE_FILE_MODE`] when there is
+/// none, so SQLite (which would create it as 0644 minus the umask) finds it
+/// and treats it as a new database. `create_new` makes "is it there" and
+/// "create it" one step, so an existing file, whatever its mode, is never
+/// touched. The mode is passed to open(2) and so can only be narrowed by
+/// the umask, never widened.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if !is_plain_file(path) {
+        return Ok(());
+    }
+    match OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError(format!("cannot create the file: {e}"))),
     }
 }
 
@@ -799,5 +845,86 @@ mod tests {
             .map(|r| (r.name.as_str(), r.members.as_slice()))
             .collect();
         assert_eq!(got, vec![("dev", &[3][..]), ("ops", &[1, 2][..])]);
+    }
+
+    /// A fresh directory under the system temp dir, removed on drop.
+    struct TestDir(std::path::PathBuf);
+
+    impl TestDir {
+        fn new(tag: &str) -> TestDir {
+            use std::sync::atomic::{AtomicUsize, Ordering};
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let dir = std::env::temp_dir().join(format!(
+                "hubbub-sqlite-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            TestDir(dir)
+        }
+        fn join(&self, name: &str) -> std::path::PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for TestDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// The permission bits of a file.
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    }
+
+    /// Two users and `n` messages in room `r`, committed.
+    fn fill(db: &mut Sqlite, first_id: MsgId, n: u64) {
+        let mut reqs = vec![];
+        if first_id == 1 {
+            reqs.push(Request::PutUser(user(1, "alice")));
+            reqs.push(Request::PutUser(user(2, "bob")));
+        }
+        for id in first_id..first_id + n {
+            reqs.push(Request::PutMessage {
+                msg: msg(id, Some("r"), 1, None),
+                client_id: None,
+            });
+        }
+        run(db, reqs);
+    }
+
+    /// A database `open` creates is owner-only, and so are the `-wal` and
+    /// `-shm` SQLite creates beside it on the first write. Without the
+    /// creation step the usual umask 022 makes all three 0644.
+    #[test]
+    fn new_database_files_are_owner_only() {
+        let dir = TestDir::new("mode");
+        let path = dir.join("hubbub.db");
+        let mut db = Sqlite::open(&path).unwrap();
+        fill(&mut db, 1, 3);
+        for suffix in ["", "-wal", "-shm"] {
+            let file = dir.join(&format!("hubbub.db{suffix}"));
+            assert_eq!(mode(&file), PRIVATE_FILE_MODE, "{}", file.display());
+        }
+    }
+
+    /// A database file the operator created keeps the mode they gave it.
+    #[test]
+    fn existing_database_keeps_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = TestDir::new("keep");
+        let path = dir.join("hubbub.db");
+        std::fs::File::create(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let mut db = Sqlite::open(&path).unwrap();
+        fill(&mut db, 1, 1);
+        assert_eq!(mode(&path), 0o640);
     }
 }
