@@ -220,7 +220,18 @@ pub enum Parsed {
     Run(Options),
     /// `-h` / `--help`: print [`usage`] and exit successfully.
     Help,
+    /// `hubbub backup PATH`: copy the database `db` (from `--db` or
+    /// `HUBBUB_DB`, as for the server) to the new file `to`.
+    Backup { db: PathBuf, to: PathBuf },
 }
+
+/// The subcommand that copies the live database; only as the first argument,
+/// so no option value can be mistaken for it.
+pub const BACKUP_COMMAND: &str = "backup";
+/// The options `hubbub backup` reads, flag or variable: the rest only
+/// configure a running server, so they are refused on its command line and
+/// their variables (set for the server's service, say) are not even read.
+const BACKUP_FLAGS: &[&str] = &["--db"];
 
 /// One operator option: where it comes from, how the usage shows it, and
 /// how its text becomes a setting.
@@ -362,13 +373,19 @@ fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 /// empty variable counts as unset. `args` excludes the program name; `env`
 /// is `std::env::var` in `main` and a map in tests. The error is the
 /// message for the operator, naming the flag or variable at fault.
+///
+/// A first argument [`BACKUP_COMMAND`] asks for a backup instead: the same
+/// table and rules, limited to [`BACKUP_FLAGS`], plus one PATH argument.
 pub fn parse_options(
     args: impl IntoIterator<Item = String>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<Parsed, String> {
     let mut opts = Options::default();
     let mut given = [false; OPTIONS.len()];
-    let mut args = args.into_iter();
+    let mut args = args.into_iter().peekable();
+    let backup = args.next_if(|a| a == BACKUP_COMMAND).is_some();
+    let applies = |o: &Opt| !backup || o.flag.is_some_and(|f| BACKUP_FLAGS.contains(&f));
+    let mut backup_to: Option<PathBuf> = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v)),
@@ -377,9 +394,21 @@ pub fn parse_options(
         if name == "-h" || name == "--help" {
             return Ok(Parsed::Help);
         }
+        if backup && !arg.starts_with('-') {
+            if backup_to.is_some() {
+                return Err(format!("{BACKUP_COMMAND} takes one PATH (see --help)"));
+            }
+            backup_to = Some(PathBuf::from(arg));
+            continue;
+        }
         let Some(i) = OPTIONS.iter().position(|o| o.flag == Some(name)) else {
             return Err(format!("unknown argument {name:?} (see --help)"));
         };
+        if !applies(&OPTIONS[i]) {
+            return Err(format!(
+                "{name} is not an option of {BACKUP_COMMAND} (see --help)"
+            ));
+        }
         let value = match (OPTIONS[i].value, inline) {
             (None, None) => String::new(),
             // `--echo=false` must not quietly turn echo on.
@@ -391,12 +420,18 @@ pub fn parse_options(
         given[i] = true;
     }
     for (opt, given) in OPTIONS.iter().zip(given) {
-        let Some(var) = opt.env.filter(|_| !given) else {
+        let Some(var) = opt.env.filter(|_| !given && applies(opt)) else {
             continue;
         };
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
             (opt.set)(&mut opts, &v).map_err(|e| format!("{var}: {e}"))?;
         }
+    }
+    if backup {
+        let to = backup_to.ok_or_else(|| {
+            format!("{BACKUP_COMMAND} needs the PATH of the copy to write (see --help)")
+        })?;
+        return Ok(Parsed::Backup { db: opts.db, to });
     }
     let c = &mut opts.config;
     c.store_queue = c.store_queue.max(STORE_QUEUE_MIN);
@@ -423,8 +458,14 @@ pub fn usage() -> String {
     };
     let mut out = String::from(
         "hubbub: a small, fast, self-hostable real-time chat server\n\n\
-         USAGE:\n    hubbub [OPTIONS]\n\nOPTIONS:\n",
+         USAGE:\n    hubbub [OPTIONS]\n",
     );
+    line(
+        &mut out,
+        &format!("hubbub {BACKUP_COMMAND} PATH"),
+        "copy the database (--db) to the new file PATH, mode 0600, while the server runs",
+    );
+    out.push_str("\nOPTIONS:\n");
     for opt in OPTIONS {
         let Some(flag) = opt.flag else { continue };
         let left = match opt.value {
@@ -627,6 +668,86 @@ mod tests {
         assert_eq!(o.config.pbkdf2_iterations, 1001);
     }
 
+    fn backup(args: &[&str], vars: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+        match parse(args, vars) {
+            Ok(Parsed::Backup { db, to }) => (db, to),
+            other => panic!("{args:?} {vars:?}: {other:?}"),
+        }
+    }
+
+    /// `backup PATH` takes the database from `--db`, `HUBBUB_DB` or the
+    /// default, like the server, with the PATH before or after the flag.
+    #[test]
+    fn backup_reads_db_like_the_server() {
+        let to = PathBuf::from("copy.db");
+        assert_eq!(
+            backup(&["backup", "copy.db"], &[]),
+            (PathBuf::from(DEFAULT_DB), to.clone())
+        );
+        assert_eq!(
+            backup(&["backup", "copy.db"], &[("HUBBUB_DB", "env.db")]),
+            (PathBuf::from("env.db"), to.clone())
+        );
+        assert_eq!(
+            backup(
+                &["backup", "--db", "flag.db", "copy.db"],
+                &[("HUBBUB_DB", "env.db")]
+            ),
+            (PathBuf::from("flag.db"), to.clone())
+        );
+        assert_eq!(
+            backup(&["backup", "a=b.db", "--db=x.db"], &[]),
+            (PathBuf::from("x.db"), PathBuf::from("a=b.db"))
+        );
+    }
+
+    /// `backup` ignores the server's variables, so a bad one (set for the
+    /// service) does not stop a backup.
+    #[test]
+    fn backup_ignores_server_variables() {
+        let (db, _) = backup(
+            &["backup", "copy.db"],
+            &[
+                ("HUBBUB_ADDR", "not an address"),
+                ("HUBBUB_RATE_LIMIT", "lots"),
+                ("HUBBUB_DB", "env.db"),
+            ],
+        );
+        assert_eq!(db, PathBuf::from("env.db"));
+    }
+
+    /// A backup without PATH, with two, or with a server flag is a usage
+    /// error; `backup` anywhere but first is not the subcommand.
+    #[test]
+    fn backup_usage_errors() {
+        let err = |args: &[&str]| parse(args, &[]).unwrap_err();
+        assert_eq!(
+            err(&["backup"]),
+            "backup needs the PATH of the copy to write (see --help)"
+        );
+        assert_eq!(
+            err(&["backup", "--db", "x.db"]),
+            "backup needs the PATH of the copy to write (see --help)"
+        );
+        assert_eq!(
+            err(&["backup", "a.db", "b.db"]),
+            "backup takes one PATH (see --help)"
+        );
+        assert_eq!(
+            err(&["backup", "--echo", "a.db"]),
+            "--echo is not an option of backup (see --help)"
+        );
+        assert_eq!(
+            err(&["--db", "x.db", "backup", "a.db"]),
+            "unknown argument \"backup\" (see --help)"
+        );
+        assert_eq!(err(&["backup", "--db"]), "--db needs a value");
+        assert!(matches!(
+            parse(&["backup", "--help"], &[]),
+            Ok(Parsed::Help)
+        ));
+    }
+
     /// The usage lists every row of the table: flags with their placeholder,
     /// variable and default in the columns of the help text, and
     /// environment-only settings under ENVIRONMENT.
@@ -649,6 +770,10 @@ mod tests {
                 assert!(text.contains(var), "{var}");
             }
         }
+        assert!(
+            text.contains("\n    hubbub backup PATH       copy the database (--db)"),
+            "{text}"
+        );
         let env_section = &text[text.find("ENVIRONMENT:").expect("section")..];
         assert!(env_section.contains("\n    HUBBUB_JWT_SECRET        HS256 secret"));
     }

@@ -1,11 +1,13 @@
 //! The `hubbub` binary: logging, options (`config::parse_options`), the
 //! SQLite backend, then `Server::run`. Nothing per request happens here.
+//! `hubbub backup PATH` instead copies the database and exits.
 
+use std::path::Path;
 use std::process::ExitCode;
 
 use hubbub::config::{Parsed, parse_options, usage};
 use hubbub::server::Server;
-use hubbub::store::sqlite::Sqlite;
+use hubbub::store::sqlite::{self, Sqlite};
 
 /// Exit status for a bad flag or variable: the Unix convention for a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -20,6 +22,7 @@ fn main() -> ExitCode {
     }
     let opts = match parse_options(std::env::args().skip(1), |k| std::env::var(k).ok()) {
         Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Backup { db, to }) => return backup(&db, &to),
         Ok(Parsed::Help) => {
             print!("{}", usage());
             return ExitCode::SUCCESS;
@@ -52,6 +55,27 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hubbub backup`: one line on stdout saying what was written, or the
+/// reason on stderr and exit 1 (not a usage error: the command was right,
+/// the copy could not be made).
+fn backup(db: &Path, to: &Path) -> ExitCode {
+    match sqlite::backup(db, to) {
+        Ok(stats) => {
+            println!(
+                "backup: wrote {} ({} messages, {} users)",
+                to.display(),
+                stats.messages,
+                stats.users
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hubbub backup: {e}");
             ExitCode::FAILURE
         }
     }
