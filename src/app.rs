@@ -18,7 +18,7 @@ use crate::auth::secret;
 use crate::config::Config;
 use crate::http::request::{HeadError, Request};
 use crate::http::routes::{self, Handled, Http, Upgrade};
-use crate::hub::{self, Bus, Hub};
+use crate::hub::{self, Bus, Hub, Stored};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     Backend, Desk, Reply, Request as StoreRequest, StoreHandle, StoredMessage, Ticket,
@@ -144,8 +144,26 @@ impl App {
         let mut drained = false;
         while let Some(reply) = self.store.try_reply() {
             match reply {
-                Reply::MessageStored(id) => self.hub.on_message_stored(out, id, true),
-                Reply::MessageFailed(id) => self.hub.on_message_stored(out, id, false),
+                Reply::MessageStored(id) => self.hub.on_message_stored(out, id, Stored::Yes),
+                Reply::MessageExists {
+                    id,
+                    existing,
+                    timestamp_ms,
+                } => {
+                    let stored = Stored::Already {
+                        id: existing,
+                        timestamp_ms,
+                    };
+                    self.hub.on_message_stored(out, id, stored);
+                }
+                Reply::MessageFailed(id) => self.hub.on_message_stored(out, id, Stored::No),
+                // Only the hub parks requests that are answered this way.
+                Reply::Done { ticket } => {
+                    self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))
+                }
+                Reply::Failed { ticket } => {
+                    self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, false))
+                }
                 Reply::UserStored(id) => {
                     self.with_http(out, |http, cx| http.on_user_stored(cx, id, true))
                 }

@@ -26,7 +26,7 @@ pub fn load_or_create(
     let mut secret = vec![0u8; GENERATED_BYTES];
     SystemRandom::new()
         .fill(&mut secret)
-        .map_err(|_| StoreError("no system random source".into()))?;
+        .map_err(|_| StoreError::request("no system random source"))?;
     backend.put_setting(SETTING, &secret)?;
     Ok(secret)
 }

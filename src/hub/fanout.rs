@@ -20,8 +20,8 @@ use mio::Token;
 use super::Hub;
 use super::rooms::RoomId;
 use crate::config::MAX_HELD_FRAMES;
-use crate::outbox::Outbox;
-use crate::store::UserId;
+use crate::outbox::{ConnRef, Outbox};
+use crate::store::{MsgId, UserId};
 
 /// Who a frame is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +38,10 @@ pub enum Topic {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Except {
     Nobody,
-    /// The connection that caused the frame (its sender). Node-local: other
-    /// nodes deliver to everyone, since the sender is not theirs.
-    Conn(Token),
+    /// The connection that caused the frame (its sender; with its serial,
+    /// since a frame delivered at commit time may outlive the connection and
+    /// its token be reused). Node-local: other nodes deliver to everyone.
+    Conn(ConnRef),
     /// Every connection of this user, on every node (typing indicators).
     User(UserId),
 }
@@ -57,6 +58,8 @@ pub enum Channel<'a> {
 #[derive(Debug)]
 pub struct Inbound {
     pub channel: Channel<'static>,
+    /// The message id, when the frame is a chat message (see [`Hub::publish`]).
+    pub id: Option<MsgId>,
     /// Skip this user's connections (see [`Except::User`]).
     pub except_user: Option<UserId>,
     /// The frame, already encoded (bytes cross nodes as they are).
@@ -86,11 +89,14 @@ impl Bus for LocalOnly {
 
 impl Hub {
     /// Delivers `frame` to `topic` here and on every other node. Returns the
-    /// copies queued on this node.
+    /// copies queued on this node. `id` is the message id when the frame is
+    /// a stored chat message: a connection still replaying the room skips it
+    /// if its replay already carried it.
     pub(super) fn publish(
         &mut self,
         topic: Topic,
         except: Except,
+        id: Option<MsgId>,
         frame: &Rc<[u8]>,
         out: &mut impl Outbox,
     ) -> u64 {
@@ -106,7 +112,7 @@ impl Hub {
             Topic::User(u) => self.bus.publish(Channel::User(u), except_user, frame),
             Topic::Everyone => self.bus.publish(Channel::Everyone, except_user, frame),
         }
-        self.deliver(topic, except, frame, out)
+        self.deliver(topic, except, id, frame, out)
     }
 
     /// Delivers what other nodes published (the loop was woken).
@@ -123,7 +129,7 @@ impl Hub {
             };
             let except = inbound.except_user.map_or(Except::Nobody, Except::User);
             let frame: Rc<[u8]> = inbound.frame.into();
-            self.deliver(topic, except, &frame, out);
+            self.deliver(topic, except, inbound.id, &frame, out);
         }
     }
 
@@ -132,6 +138,7 @@ impl Hub {
         &mut self,
         topic: Topic,
         except: Except,
+        id: Option<MsgId>,
         frame: &Rc<[u8]>,
         out: &mut impl Outbox,
     ) -> u64 {
@@ -143,7 +150,13 @@ impl Hub {
         } = self;
         let skip = |t: Token, sessions: &[Option<super::Session>]| match except {
             Except::Nobody => false,
-            Except::Conn(c) => c == t,
+            Except::Conn(c) => {
+                c.token == t
+                    && sessions
+                        .get(t.0)
+                        .and_then(Option::as_ref)
+                        .is_some_and(|s| s.conn == c)
+            }
             Except::User(u) => sessions
                 .get(t.0)
                 .and_then(Option::as_ref)
@@ -151,8 +164,8 @@ impl Hub {
         };
         let mut n = 0;
         match topic {
-            Topic::Room(id) => {
-                let room = rooms.get(id);
+            Topic::Room(room_id) => {
+                let room = rooms.get(room_id);
                 for &t in &room.subscribers {
                     if !skip(t, sessions) {
                         out.frame(t, frame);
@@ -166,7 +179,7 @@ impl Hub {
                     // Held until its replay is sent, so it arrives in order.
                     if let Some(s) = sessions.get_mut(t.0).and_then(Option::as_mut) {
                         if s.held.len() < MAX_HELD_FRAMES {
-                            s.held.push((id, frame.clone()));
+                            s.held.push((room_id, id, frame.clone()));
                             n += 1;
                         } else {
                             s.held_overflow = true;

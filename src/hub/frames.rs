@@ -5,12 +5,14 @@
 //! same bytes to the room (`fanout`). The sender's `ack` waits for the commit
 //! (`on_message_stored`); nobody else waits for anything.
 
+use std::rc::Rc;
+
 use mio::Token;
 
 use super::fanout::{Except, Topic};
 use super::presence::FrameError;
 use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
-use super::{Ctx, Denied, Hub, PendingAck, Wait};
+use super::{Ctx, Delivery, Denied, Hub, PendingAck, Stored, Wait};
 use crate::clock;
 use crate::config::{DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_HISTORY_LIMIT};
 use crate::outbox::{ConnRef, Outbox};
@@ -179,8 +181,9 @@ impl Hub {
         }))
     }
 
-    /// A retry of a `client_id` this user already sent: ack it again (now, or
-    /// when the first copy commits). Returns whether it was a retry.
+    /// A retry of a `client_id` this user already sent: ack it again (now if
+    /// the first copy is committed, else when it is). Returns whether it was
+    /// a retry. An id whose write failed is forgotten, so its retry is new.
     fn ack_retry(
         &mut self,
         out: &mut impl Outbox,
@@ -189,33 +192,33 @@ impl Hub {
         client_id: Option<&str>,
     ) -> bool {
         let Some(cid) = client_id else { return false };
-        let Some((id, ts)) = self.client_ids.get(user, cid) else {
-            return false;
-        };
-        match self.acks.get_mut(id) {
-            Some(pending) => pending.waiters.push((conn, Some(cid.into()))),
-            None => out.reply(
-                conn.token,
-                self.encoder.bytes(&Out::Ack {
-                    client_id: Some(cid),
-                    id,
-                    timestamp: Ts(ts),
-                }),
-            ),
+        if let Some((id, ts)) = self.client_ids.get(user, cid) {
+            let ack = Out::Ack {
+                client_id: Some(cid),
+                id,
+                timestamp: Ts(ts),
+            };
+            out.reply(conn.token, self.encoder.bytes(&ack));
+            return true;
         }
-        true
+        let pending = self.uncommitted.get(&user).and_then(|m| m.get(cid));
+        if let Some(pending) = pending.and_then(|id| self.acks.get_mut(*id)) {
+            pending.waiters.push((conn, Some(cid.into())));
+            return true;
+        }
+        false
     }
 
-    /// Queues the row for storage and remembers who waits for its ack.
-    /// Storage is asked before anyone sees the message, so a full queue
-    /// loses nothing already shown.
+    /// Queues the row for storage and parks the message, frame and all,
+    /// until storage answers. Nobody sees it before the commit.
     fn persist(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         msg: StoredMessage,
         client_id: Option<&str>,
-        delivered: bool,
+        delivery: Delivery,
+        frame: Rc<[u8]>,
     ) -> Result<(), FrameError> {
         let (id, ts, from) = (msg.id, msg.timestamp_ms, msg.from);
         let req = Request::PutMessage {
@@ -226,7 +229,13 @@ impl Hub {
             FrameError::new("busy", "the server is busy; retry with the same client_id")
         })?;
         if let Some(cid) = client_id {
-            self.client_ids.insert(from, cid, id, ts);
+            self.uncommitted
+                .entry(from)
+                .or_default()
+                .insert(cid.into(), id);
+        }
+        if let Delivery::Room(room) = delivery {
+            self.rooms.get_mut(room).in_flight += 1;
         }
         let waiters = vec![(conn, client_id.map(Into::into))];
         self.acks.push(
@@ -234,7 +243,10 @@ impl Hub {
             PendingAck {
                 waiters,
                 timestamp_ms: ts,
-                delivered,
+                from,
+                client_id: client_id.map(Into::into),
+                delivery,
+                frame,
             },
         );
         Ok(())
@@ -259,24 +271,16 @@ impl Hub {
         else {
             return Ok(());
         };
-        let name = self.rooms.get(room_id).name.to_string();
-        let msg = StoredMessage {
-            id,
-            room: Some(name.clone()),
-            from: user,
-            to: None,
-            content: content.to_string(),
-            timestamp_ms: ts,
-        };
-        self.persist(cx, conn, msg, client_id, false)?;
-        let room = self.rooms.get_mut(room_id);
-        if !room.has_messages {
-            room.has_messages = true;
-            if room.private.is_none() {
-                let _ = cx
-                    .store
-                    .submit(Request::PutPublicRoom { name: name.clone() });
-            }
+        let room = self.rooms.get(room_id);
+        let name = room.name.to_string();
+        if !room.has_messages && room.private.is_none() {
+            // The room row goes first: a message stored without it would
+            // load as a room nobody may read. Sent until a message commits.
+            cx.store
+                .submit(Request::PutPublicRoom { name: name.clone() })
+                .map_err(|_| {
+                    FrameError::new("busy", "the server is busy; retry with the same client_id")
+                })?;
         }
         let frame = self.encoder.shared(&Out::Message {
             id,
@@ -285,9 +289,15 @@ impl Hub {
             content,
             timestamp: Ts(ts),
         });
-        let n = self.publish(Topic::Room(room_id), Except::Conn(token), &frame, cx.out);
-        cx.out.metrics().deliveries += n;
-        Ok(())
+        let msg = StoredMessage {
+            id,
+            room: Some(name),
+            from: user,
+            to: None,
+            content: content.to_string(),
+            timestamp_ms: ts,
+        };
+        self.persist(cx, conn, msg, client_id, Delivery::Room(room_id), frame)
     }
 
     fn on_private(
@@ -314,10 +324,13 @@ impl Hub {
         else {
             return Ok(());
         };
-        let delivered = self
-            .online
-            .get(&peer)
-            .is_some_and(|conns| conns.iter().any(|t| *t != token));
+        let frame = self.encoder.shared(&Out::PrivateMessage {
+            id,
+            from: cx.users.name(user),
+            to: cx.users.name(peer),
+            content,
+            timestamp: Ts(ts),
+        });
         let msg = StoredMessage {
             id,
             room: None,
@@ -326,60 +339,87 @@ impl Hub {
             content: content.to_string(),
             timestamp_ms: ts,
         };
-        self.persist(cx, conn, msg, client_id, delivered)?;
+        self.persist(cx, conn, msg, client_id, Delivery::Private { peer }, frame)?;
         cx.users.mark_unread_source(peer);
-        let frame = self.encoder.shared(&Out::PrivateMessage {
-            id,
-            from: cx.users.name(user),
-            to: cx.users.name(peer),
-            content,
-            timestamp: Ts(ts),
-        });
-        // The recipient's connections, and the sender's other tabs.
-        let mut n = self.publish(Topic::User(peer), Except::Conn(token), &frame, cx.out);
-        if peer != user {
-            n += self.publish(Topic::User(user), Except::Conn(token), &frame, cx.out);
-        }
-        cx.out.metrics().deliveries += n;
         Ok(())
     }
 
-    /// A message is durable (or failed): its ack (or an error) goes out.
-    pub fn on_message_stored(&mut self, out: &mut impl Outbox, id: MsgId, ok: bool) {
+    /// Storage answered for a message: deliver it and ack it, ack the first
+    /// copy of a retry, or tell the sender it failed (with its `client_id`,
+    /// which is free again for the retry).
+    pub fn on_message_stored(&mut self, out: &mut impl Outbox, id: MsgId, stored: Stored) {
         let Some(pending) = self.acks.remove(id) else {
             return;
         };
-        if ok {
+        let from = pending.from;
+        if let Some(cid) = &pending.client_id
+            && let Some(m) = self.uncommitted.get_mut(&from)
+        {
+            m.remove(cid);
+            if m.is_empty() {
+                self.uncommitted.remove(&from);
+            }
+        }
+        if let Delivery::Room(room) = pending.delivery {
+            let r = self.rooms.get_mut(room);
+            r.in_flight -= 1;
+            r.has_messages |= stored != Stored::No;
+        }
+        let (ack_id, ack_ts) = match stored {
+            Stored::Yes => (id, pending.timestamp_ms),
+            Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
+            Stored::No => (0, 0),
+        };
+        if let (Some(cid), true) = (&pending.client_id, stored != Stored::No) {
+            self.client_ids.insert(from, cid, ack_id, ack_ts);
+        }
+        let mut delivered = false;
+        if stored == Stored::Yes {
             out.metrics().messages_stored += 1;
+            let sender = Except::Conn(pending.waiters[0].0);
+            let frame = &pending.frame;
+            let n = match pending.delivery {
+                Delivery::Room(room) => self.publish(Topic::Room(room), sender, Some(id), frame, out),
+                Delivery::Private { peer } => {
+                    let to_peer = self.publish(Topic::User(peer), sender, Some(id), frame, out);
+                    delivered = to_peer > 0;
+                    let mine = if peer != from {
+                        self.publish(Topic::User(from), sender, Some(id), frame, out)
+                    } else {
+                        0
+                    };
+                    to_peer + mine
+                }
+            };
+            out.metrics().deliveries += n;
         }
         for (conn, client_id) in &pending.waiters {
             if !out.is_live(*conn) {
                 continue;
             }
             let cid = client_id.as_deref();
-            if ok {
-                out.reply(
-                    conn.token,
-                    self.encoder.bytes(&Out::Ack {
-                        client_id: cid,
-                        id,
-                        timestamp: Ts(pending.timestamp_ms),
-                    }),
-                );
-                if pending.delivered {
-                    out.reply(conn.token, self.encoder.bytes(&Out::Delivered { id }));
-                }
-            } else {
+            if stored == Stored::No {
                 let message = "the message could not be stored; retry with the same client_id";
-                out.reply(
-                    conn.token,
-                    self.encoder.bytes(&Out::Error {
-                        code: "internal",
-                        message,
-                        client_id: cid,
-                    }),
-                );
+                let e = Out::Error {
+                    code: "internal",
+                    message,
+                    client_id: cid,
+                };
+                out.reply(conn.token, self.encoder.bytes(&e));
+                continue;
             }
+            let ack = Out::Ack {
+                client_id: cid,
+                id: ack_id,
+                timestamp: Ts(ack_ts),
+            };
+            out.reply(conn.token, self.encoder.bytes(&ack));
+            if delivered {
+                out.reply(conn.token, self.encoder.bytes(&Out::Delivered { id }));
+            }
+        }
+        if let Delivery::Room(room) = pending.delivery {
+            self.rooms.collect(room);
         }
     }
 
@@ -401,7 +441,7 @@ impl Hub {
         };
         let frame = self.encoder.shared(&frame);
         // Not to the typist's own other tabs: nobody needs to see themselves type.
-        self.publish(Topic::Room(id), Except::User(user), &frame, cx.out);
+        self.publish(Topic::Room(id), Except::User(user), None, &frame, cx.out);
         Ok(())
     }
 
@@ -491,7 +531,7 @@ impl Hub {
         match self.waiting.remove(&ticket) {
             Some(Wait::History { conn, target }) => self.send_history(cx, conn, &target, messages),
             Some(Wait::Replay { conn, room }) => self.finish_replay(cx, conn, &room, messages),
-            Some(Wait::Unread { .. }) | None => {}
+            Some(_) | None => {}
         }
     }
 
@@ -501,7 +541,7 @@ impl Hub {
         token: Token,
         f: &ClientFrame<'_>,
     ) -> Result<(), FrameError> {
-        let (user, _) = self.user_of(token)?;
+        let (user, conn) = self.user_of(token)?;
         let id = f
             .id
             .filter(|id| (1..=self.last_msg_id).contains(id))
@@ -524,7 +564,7 @@ impl Hub {
                     user: cx.users.name(user),
                     id,
                 });
-                self.publish(Topic::Room(room_id), Except::Conn(token), &frame, cx.out);
+                self.publish(Topic::Room(room_id), Except::Conn(conn), None, &frame, cx.out);
             }
             (None, Some(with)) => {
                 let peer = cx.users.find(with).ok_or_else(|| {
@@ -550,9 +590,9 @@ impl Hub {
                     user: me,
                     id,
                 });
-                self.publish(Topic::User(peer_id), Except::Conn(token), &to_peer, cx.out);
+                self.publish(Topic::User(peer_id), Except::Conn(conn), None, &to_peer, cx.out);
                 if peer_id != user {
-                    self.publish(Topic::User(user), Except::Conn(token), &to_self, cx.out);
+                    self.publish(Topic::User(user), Except::Conn(conn), None, &to_self, cx.out);
                 }
             }
             _ => {

@@ -39,7 +39,7 @@ mod private;
 pub mod rate;
 pub mod rooms;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use mio::Token;
@@ -48,7 +48,7 @@ pub use fanout::{Bus, Channel, Inbound, LocalOnly};
 
 use crate::config::CLIENT_ID_WINDOW;
 use crate::outbox::ConnRef;
-use crate::store::{Desk, MsgId, Snapshot, Storage, Target, Ticket, UserId};
+use crate::store::{Desk, MsgId, PrivateRoomRow, Snapshot, Storage, Target, Ticket, UserId};
 use crate::users::Directory;
 use crate::ws::proto::Encoder;
 use rate::TokenBucket;
@@ -71,20 +71,48 @@ pub struct Session {
     /// Rooms this connection is joined to (live or still replaying).
     pub rooms: Vec<RoomId>,
     pub bucket: TokenBucket,
-    /// Live frames held while a `since` replay is read from storage.
-    pub held: Vec<(RoomId, Rc<[u8]>)>,
+    /// Live frames held while a `since` replay is read from storage, with
+    /// the message id of those that are chat messages.
+    pub held: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
     /// More frames arrived during a replay than could be held.
     pub held_overflow: bool,
 }
 
-/// A message waiting for its commit before its `ack` goes out.
+/// Who gets a message once it is stored.
+#[derive(Debug, Clone, Copy)]
+pub enum Delivery {
+    /// Everyone in the room but the sending connection.
+    Room(RoomId),
+    /// Every connection of `peer`, and the sender's other connections.
+    Private { peer: UserId },
+}
+
+/// A message waiting for its commit. Nobody sees it before: its frame is
+/// published, and its `ack` sent, only once storage says it is durable, so
+/// a write that fails shows nothing that is not in the history.
 pub struct PendingAck {
     /// The sender, then any connection that resent the same `client_id`
     /// before the commit.
     pub waiters: Vec<(ConnRef, Option<Box<str>>)>,
     pub timestamp_ms: i64,
-    /// A private message reached a recipient's connection: `delivered` follows the ack.
-    pub delivered: bool,
+    pub from: UserId,
+    /// Bound to the message in the client-id window once it is committed.
+    pub client_id: Option<Box<str>>,
+    pub delivery: Delivery,
+    /// Encoded once, when the message was taken.
+    pub frame: Rc<[u8]>,
+}
+
+/// What storage said of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// It is durable.
+    Yes,
+    /// The sender's `client_id` was already stored with message `id`: the
+    /// retry is answered with that message, and nothing is delivered again.
+    Already { id: MsgId, timestamp_ms: i64 },
+    /// It could not be stored.
+    No,
 }
 
 /// The newest client ids per user, oldest evicted first, for idempotent
@@ -146,8 +174,17 @@ impl PendingAcks {
     }
 }
 
-/// A storage read the hub is waiting for.
+/// A storage request the hub is waiting for.
 enum Wait {
+    /// `create_room`: the row is being stored; the room exists only after.
+    CreateRoom { conn: ConnRef, row: PrivateRoomRow },
+    /// `add_member` / `remove_member`: applied in memory only after it is stored.
+    Membership {
+        conn: ConnRef,
+        room: Box<str>,
+        user: UserId,
+        add: bool,
+    },
     /// A `history` frame.
     History { conn: ConnRef, target: Target },
     /// `join` with `since`.
@@ -174,7 +211,13 @@ pub struct Hub {
     /// The last message id handed out.
     last_msg_id: MsgId,
     client_ids: ClientIds,
+    /// Client ids of messages not yet committed, per user: a resend joins
+    /// the first copy's waiters; a failed write forgets them, so the retry is
+    /// stored, never acked unstored.
+    uncommitted: HashMap<UserId, HashMap<Box<str>, MsgId>>,
     acks: PendingAcks,
+    /// Private room names being created (their row is being stored).
+    creating: HashSet<Box<str>>,
     /// Serializes server frames; its scratch buffer is reused.
     encoder: Encoder,
     /// Chat frames per second per connection (`--rate-limit`); 0 = off.
@@ -200,7 +243,9 @@ impl Hub {
             online: HashMap::new(),
             last_msg_id: snapshot.max_message_id,
             client_ids: ClientIds::default(),
+            uncommitted: HashMap::new(),
             acks: PendingAcks::default(),
+            creating: HashSet::new(),
             encoder: Encoder::default(),
             rate_limit,
             quiet: false,
@@ -214,6 +259,14 @@ impl Hub {
         for name in &snapshot.public_rooms {
             let id = hub.rooms.open(name);
             hub.rooms.get_mut(id).has_messages = true;
+        }
+        for name in &snapshot.orphan_rooms {
+            let id = hub.rooms.open(name);
+            hub.rooms.get_mut(id).has_messages = true;
+            hub.rooms.get_mut(id).private = Some(Private {
+                owner: 0,
+                members: HashSet::new(),
+            });
         }
         for row in &snapshot.private_rooms {
             let id = hub.rooms.open(&row.name);

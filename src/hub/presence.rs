@@ -124,7 +124,7 @@ impl Hub {
             status,
             last_seen: Ts(now),
         });
-        self.publish(Topic::Everyone, Except::Nobody, &frame, cx.out);
+        self.publish(Topic::Everyone, Except::Nobody, None, &frame, cx.out);
     }
 
     /// `join`: subscribe, tell others if this is the user's first connection
@@ -141,6 +141,10 @@ impl Hub {
         let (user, conn) = (session.user, session.conn);
         if !valid_room_name(name) {
             return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
+        }
+        if self.creating.contains(name) {
+            // A private room whose row is being stored: not a public room to open.
+            return Err(FrameError::new("forbidden", format!("{name} is private")));
         }
         if let Some(id) = self.rooms.id(name) {
             if !self.rooms.get(id).admits(user) {
@@ -192,7 +196,7 @@ impl Hub {
                 room: name,
                 user: cx.users.name(user),
             });
-            self.publish(Topic::Room(id), Except::Conn(token), &frame, cx.out);
+            self.publish(Topic::Room(id), Except::Conn(conn), None, &frame, cx.out);
         }
         if since.is_none() {
             self.send_online_users(cx, token, id, None);
@@ -226,6 +230,9 @@ impl Hub {
         if missed_more {
             messages.drain(..messages.len() - MAX_REPLAY);
         }
+        // Held live messages the replay already carried are not sent twice
+        // (a message committed while the replay was being read is in both).
+        let replayed_up_to = messages.last().map_or(0, |m| m.id);
         for m in &messages {
             let frame = Out::Message {
                 id: m.id,
@@ -238,9 +245,11 @@ impl Hub {
         }
         let session = self.session_mut(token).expect("checked above");
         let mut held = Vec::new();
-        session.held.retain(|(r, f)| {
+        session.held.retain(|(r, msg_id, f)| {
             if *r == id {
-                held.push(f.clone());
+                if msg_id.is_none_or(|m| m > replayed_up_to) {
+                    held.push(f.clone());
+                }
                 false
             } else {
                 true
@@ -285,14 +294,14 @@ impl Hub {
         id: RoomId,
     ) {
         if let Some(s) = self.session_mut(token) {
-            s.held.retain(|(r, _)| *r != id);
+            s.held.retain(|(r, _, _)| *r != id);
         }
         if self.rooms.get_mut(id).unsubscribe(token, user) == Some(true) {
             let frame = self.encoder.shared(&Out::Leave {
                 room: &self.rooms.get(id).name,
                 user: cx.users.name(user),
             });
-            self.publish(Topic::Room(id), Except::Nobody, &frame, cx.out);
+            self.publish(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
         }
         self.rooms.collect(id);
     }

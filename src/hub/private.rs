@@ -7,10 +7,10 @@ use mio::Token;
 use super::fanout::{Except, Topic};
 use super::presence::FrameError;
 use super::rooms::{Private, ROOM_NAME_RULE, RoomId, valid_room_name};
-use super::{Ctx, Hub};
+use super::{Ctx, Hub, Wait};
 use crate::config::MAX_ROOM_MEMBERS;
 use crate::outbox::Outbox;
-use crate::store::{PrivateRoomRow, Request};
+use crate::store::{PrivateRoomRow, Request, Ticket, UserId};
 use crate::ws::proto::{ClientFrame, Out};
 
 impl Hub {
@@ -54,24 +54,30 @@ impl Hub {
                 members.push(id);
             }
         }
+        if self.creating.contains(name) {
+            return Err(FrameError::new("taken", format!("{name} already exists")));
+        }
         let row = PrivateRoomRow {
             name: name.to_string(),
             owner: user,
-            members: members.clone(),
+            members,
         };
-        cx.store
-            .submit(Request::PutPrivateRoom(row))
-            .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-        for m in &members {
-            cx.users.mark_unread_source(*m);
-        }
-        let id = self.rooms.open(name);
-        self.rooms.get_mut(id).private = Some(Private {
-            owner: user,
-            members: members.into_iter().collect(),
+        let conn = self.session_of(token)?.conn;
+        // The room exists only once its row is stored (`on_room_stored`);
+        // until then its name is reserved.
+        let ticket = self.park(Wait::CreateRoom {
+            conn,
+            row: row.clone(),
         });
-        self.join_room(cx, token, name, None)?;
-        self.send_room_members(cx, id);
+        if cx
+            .store
+            .submit(Request::PutPrivateRoom { ticket, row })
+            .is_err()
+        {
+            self.waiting.remove(&ticket);
+            return Err(FrameError::new("busy", "the server is busy; try again"));
+        }
+        self.creating.insert(name.into());
         Ok(())
     }
 
@@ -110,37 +116,94 @@ impl Hub {
             .find(who)
             .map(|u| u.id)
             .ok_or_else(|| FrameError::new("no_such_user", format!("no user called {who}")))?;
-        let private = self
-            .rooms
-            .get_mut(id)
-            .private
-            .as_mut()
-            .expect("checked above");
-        if add {
-            private.members.insert(user);
-            cx.store
-                .submit(Request::AddMember {
-                    room: name.to_string(),
-                    user,
-                })
-                .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
-            cx.users.mark_unread_source(user);
-            self.send_room_members(cx, id);
-            return Ok(());
-        }
-        if user == me {
+        if !add && user == me {
             return Err(FrameError::new(
                 "invalid_input",
                 "the owner cannot be removed",
             ));
         }
-        private.members.remove(&user);
-        cx.store
-            .submit(Request::RemoveMember {
-                room: name.to_string(),
+        let conn = self.session_of(token)?.conn;
+        let ticket = self.park(Wait::Membership {
+            conn,
+            room: name.into(),
+            user,
+            add,
+        });
+        let room = name.to_string();
+        let req = if add {
+            Request::AddMember { ticket, room, user }
+        } else {
+            Request::RemoveMember { ticket, room, user }
+        };
+        if cx.store.submit(req).is_err() {
+            self.waiting.remove(&ticket);
+            return Err(FrameError::new("busy", "the server is busy; try again"));
+        }
+        Ok(())
+    }
+
+    /// Storage answered a private-room change: apply it now, or tell the
+    /// owner it failed (and change nothing).
+    pub fn on_room_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
+        match self.waiting.remove(&ticket) {
+            Some(Wait::CreateRoom { conn, row }) => {
+                self.creating.remove(row.name.as_str());
+                if !ok {
+                    let e = FrameError::new("internal", format!("could not create {}", row.name));
+                    return self.send_error(cx.out, conn.token, &e, None);
+                }
+                for m in &row.members {
+                    cx.users.mark_unread_source(*m);
+                }
+                let id = self.rooms.open(&row.name);
+                self.rooms.get_mut(id).private = Some(Private {
+                    owner: row.owner,
+                    members: row.members.iter().copied().collect(),
+                });
+                let creator_here = self.session(conn.token).is_some_and(|s| s.conn == conn);
+                if creator_here && let Err(e) = self.join_room(cx, conn.token, &row.name, None) {
+                    self.send_error(cx.out, conn.token, &e, None);
+                }
+                self.send_room_members(cx, id);
+            }
+            Some(Wait::Membership {
+                conn,
+                room,
                 user,
-            })
-            .map_err(|_| FrameError::new("busy", "the server is busy; try again"))?;
+                add,
+            }) => {
+                let Some(id) = self.rooms.id(&room) else {
+                    return;
+                };
+                if !ok {
+                    let e = FrameError::new(
+                        "internal",
+                        format!("could not change the members of {room}"),
+                    );
+                    return self.send_error(cx.out, conn.token, &e, None);
+                }
+                if add {
+                    self.add_member(cx, id, user);
+                } else {
+                    self.remove_member(cx, id, &room, user);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn add_member(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: RoomId, user: UserId) {
+        if let Some(p) = self.rooms.get_mut(id).private.as_mut() {
+            p.members.insert(user);
+        }
+        cx.users.mark_unread_source(user);
+        self.send_room_members(cx, id);
+    }
+
+    fn remove_member(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: RoomId, name: &str, user: UserId) {
+        if let Some(p) = self.rooms.get_mut(id).private.as_mut() {
+            p.members.remove(&user);
+        }
         // Every connection of the removed member is told (joined to the room
         // or not, so each client can drop it), and the joined ones leave it.
         let conns: Vec<Token> = self.online.get(&user).cloned().unwrap_or_default();
@@ -158,9 +221,8 @@ impl Hub {
             room: name,
             user: cx.users.name(user),
         });
-        self.publish(Topic::User(user), Except::Nobody, &frame, cx.out);
+        self.publish(Topic::User(user), Except::Nobody, None, &frame, cx.out);
         self.send_room_members(cx, id);
-        Ok(())
     }
 
     /// `room_members` to every connection of every member.
@@ -176,7 +238,7 @@ impl Hub {
         });
         let members: Vec<_> = p.members.iter().copied().collect();
         for m in members {
-            self.publish(Topic::User(m), Except::Nobody, &frame, cx.out);
+            self.publish(Topic::User(m), Except::Nobody, None, &frame, cx.out);
         }
     }
 }

@@ -33,6 +33,9 @@ pub struct Room {
     pub private: Option<Private>,
     /// Whether the room has a stored message (public rooms are listed then).
     pub has_messages: bool,
+    /// Messages for this room waiting for their commit: the room stays
+    /// (and keeps its id) until they are delivered.
+    pub in_flight: u32,
 }
 
 impl Room {
@@ -44,6 +47,7 @@ impl Room {
             presence: BTreeMap::new(),
             private: None,
             has_messages: false,
+            in_flight: 0,
         }
     }
 
@@ -102,6 +106,7 @@ impl Room {
     fn is_disposable(&self) -> bool {
         self.private.is_none()
             && !self.has_messages
+            && self.in_flight == 0
             && self.subscribers.is_empty()
             && self.replaying.is_empty()
     }

@@ -142,6 +142,21 @@ impl Bench {
         hub.on_text(&mut cx, t, &frame.to_string());
     }
 
+    /// Answers every write the hub asked for as failed, as a full disk
+    /// would: nothing is stored.
+    fn fail_writes(&mut self) {
+        for req in std::mem::take(&mut self.queue.requests) {
+            let (hub, mut cx) = self.cx();
+            match req {
+                Request::PutMessage { msg, .. } => hub.on_message_stored(cx.out, msg.id, Stored::No),
+                Request::PutPrivateRoom { ticket, .. }
+                | Request::AddMember { ticket, .. }
+                | Request::RemoveMember { ticket, .. } => hub.on_room_stored(&mut cx, ticket, false),
+                _ => {}
+            }
+        }
+    }
+
     /// Commits what the hub asked of storage and hands it the replies.
     fn settle(&mut self) {
         let batch = std::mem::take(&mut self.queue.requests);
@@ -150,8 +165,21 @@ impl Bench {
         for reply in replies {
             let (hub, mut cx) = self.cx();
             match reply {
-                Reply::MessageStored(id) => hub.on_message_stored(cx.out, id, true),
-                Reply::MessageFailed(id) => hub.on_message_stored(cx.out, id, false),
+                Reply::MessageStored(id) => hub.on_message_stored(cx.out, id, Stored::Yes),
+                Reply::MessageExists {
+                    id,
+                    existing,
+                    timestamp_ms,
+                } => {
+                    let stored = Stored::Already {
+                        id: existing,
+                        timestamp_ms,
+                    };
+                    hub.on_message_stored(cx.out, id, stored)
+                }
+                Reply::MessageFailed(id) => hub.on_message_stored(cx.out, id, Stored::No),
+                Reply::Done { ticket } => hub.on_room_stored(&mut cx, ticket, true),
+                Reply::Failed { ticket } => hub.on_room_stored(&mut cx, ticket, false),
                 Reply::History { ticket, messages } => {
                     hub.on_history(&mut cx, ticket, Some(messages))
                 }
@@ -193,7 +221,10 @@ fn pending_acks_by_id() {
     let ack = || PendingAck {
         waiters: Vec::new(),
         timestamp_ms: 0,
-        delivered: false,
+        from: ALICE,
+        client_id: None,
+        delivery: Delivery::Private { peer: BOB },
+        frame: Rc::from(&b""[..]),
     };
     let mut acks = PendingAcks::default();
     for id in [3, 5, 9] {
@@ -285,8 +316,9 @@ fn join_and_leave_follow_presence() {
     assert_eq!(b.of_type(b1, "error")[0]["code"], "not_member");
 }
 
-/// A room message reaches every other connection in the room at once (and
-/// the bus, for other nodes), but the sender's `ack` waits for the commit.
+/// A room message reaches nobody before it is stored; at the commit it goes
+/// to every other connection in the room (and the bus, for other nodes) and
+/// the sender gets its `ack`.
 #[test]
 fn message_fans_out_and_acks_after_commit() {
     let mut b = Bench::new();
@@ -302,22 +334,21 @@ fn message_fans_out_and_acks_after_commit() {
         a,
         json!({"type": "message", "room": "general", "content": " hi ", "client_id": "k1"}),
     );
+    assert!(b.frames(bob).is_empty(), "not before the commit");
+    assert!(b.wire.borrow().published.is_empty());
+    b.settle();
     let got = b.frames(bob);
     assert_eq!(got.len(), 1);
     assert_eq!(
         (&got[0]["type"], &got[0]["content"], &got[0]["user"]),
         (&json!("message"), &json!("hi"), &json!("alice"))
     );
-    assert!(
-        b.frames(a).is_empty(),
-        "no echo, and no ack before the commit"
-    );
+    assert_eq!(b.types(a), ["ack"], "no echo");
     assert!(b.frames(carol).is_empty(), "not in the room");
     assert_eq!(
         b.wire.borrow().published,
         [("room:general".to_string(), None)]
     );
-    b.settle();
     let ack = &b.frames(a)[0];
     assert_eq!(
         (&ack["type"], &ack["client_id"], &ack["id"]),
@@ -343,7 +374,7 @@ fn client_id_retries_are_idempotent() {
     b.send(a1, msg.clone());
     b.send(a2, msg.clone());
     assert_eq!(b.put_message_count(), 1);
-    assert_eq!(b.of_type(bob, "message").len(), 1);
+    assert!(b.of_type(bob, "message").is_empty(), "not before the commit");
     b.settle();
     let (ack1, ack2) = (b.of_type(a1, "ack"), b.of_type(a2, "ack"));
     assert_eq!(ack1.len(), 1);
@@ -396,6 +427,8 @@ fn private_messages_and_delivered() {
         a1,
         json!({"type": "private_message", "to": "bob", "content": "psst", "client_id": "p"}),
     );
+    assert!(b.frames(bob).is_empty(), "not before the commit");
+    b.settle();
     assert_eq!(b.of_type(bob, "private_message")[0]["from"], "alice");
     assert_eq!(
         b.of_type(a2, "private_message").len(),
@@ -403,7 +436,6 @@ fn private_messages_and_delivered() {
         "the sender's other tab"
     );
     assert!(b.of_type(a1, "private_message").is_empty());
-    b.settle();
     assert_eq!(b.types(a1), ["ack", "delivered"]);
     b.send(
         a1,
@@ -493,14 +525,18 @@ fn private_room_membership() {
         json!({"type": "create_room", "room": "ops", "private": true, "members": ["bob"]}),
     );
     let stored = b.queue.requests.iter().find_map(|r| match r {
-        Request::PutPrivateRoom(row) => Some((row.owner, row.members.clone())),
+        Request::PutPrivateRoom { row, .. } => Some((row.owner, row.members.clone())),
         _ => None,
     });
     assert_eq!(stored, Some((ALICE, vec![ALICE, BOB])));
+    assert!(b.of_type(bob, "room_members").is_empty(), "not before it is stored");
+    b.send(carol, json!({"type": "join", "room": "ops"}));
+    assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden", "being created");
+    b.settle();
     let members = b.of_type(bob, "room_members");
     assert_eq!(members[0]["members"], json!(["alice", "bob"]));
     b.send(carol, json!({"type": "join", "room": "ops"}));
-    assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden");
+    assert_eq!(b.of_type(carol, "error")[1]["code"], "forbidden");
     b.send(bob, json!({"type": "join", "room": "ops"}));
     b.send(
         bob,
@@ -516,6 +552,8 @@ fn private_room_membership() {
         a,
         json!({"type": "remove_member", "room": "ops", "user": "bob"}),
     );
+    assert!(b.of_type(bob, "leave").is_empty(), "not before it is stored");
+    b.settle();
     assert_eq!(
         b.of_type(bob, "leave"),
         [json!({"type": "leave", "room": "ops", "user": "bob"})]
@@ -600,11 +638,13 @@ fn bus_frames_are_delivered_locally() {
     b.wire.borrow_mut().inbound.extend([
         Inbound {
             channel: Channel::Room("general".into()),
+            id: None,
             except_user: Some(ALICE),
             frame: frame(typing.clone()),
         },
         Inbound {
             channel: Channel::Room("elsewhere".into()),
+            id: None,
             except_user: None,
             frame: frame(json!({"type": "x"})),
         },
@@ -615,4 +655,114 @@ fn bus_frames_are_delivered_locally() {
         b.frames(a).is_empty(),
         "alice's own typing, from her other node"
     );
+}
+
+/// A write that fails shows the message to nobody, answers `internal` with
+/// the `client_id`, and frees it: the retry is stored and acked, never acked
+/// unstored. A resend made while the first copy was pending fails with it.
+#[test]
+fn failed_write_is_not_acked_and_its_retry_is_stored() {
+    let mut b = Bench::new();
+    let a1 = b.open(1, ALICE);
+    let a2 = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    for t in [a1, a2, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    let msg = json!({"type": "message", "room": "general", "content": "important", "client_id": "k"});
+    b.send(a1, msg.clone());
+    b.send(a2, msg.clone());
+    b.fail_writes();
+    for t in [a1, a2] {
+        let e = b.of_type(t, "error");
+        assert_eq!((&e[0]["code"], &e[0]["client_id"]), (&json!("internal"), &json!("k")));
+        assert!(b.of_type(t, "ack").is_empty());
+    }
+    assert!(b.frames(bob).is_empty(), "nobody saw what was not stored");
+    b.send(a1, msg);
+    assert_eq!(b.put_message_count(), 1, "the retry is a new write");
+    b.settle();
+    assert_eq!(b.of_type(a1, "ack").len(), 1);
+    assert_eq!(b.of_type(bob, "message").len(), 1);
+}
+
+/// A retry whose `client_id` the window forgot is recognised by storage and
+/// answered with the first message's id; nobody gets it twice.
+#[test]
+fn forgotten_client_id_is_answered_from_storage() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    let msg = json!({"type": "message", "room": "general", "content": "once", "client_id": "k"});
+    b.send(a, msg.clone());
+    b.settle();
+    let first = b.of_type(a, "ack").pop().unwrap();
+    b.hub.client_ids = ClientIds::default();
+    b.out.clear();
+    b.send(a, msg);
+    assert_eq!(b.put_message_count(), 1, "the loop no longer knows it");
+    b.settle();
+    assert_eq!(b.of_type(a, "ack"), [first]);
+    assert!(b.frames(bob).is_empty(), "not delivered again");
+}
+
+/// Private-room changes are applied only once stored: a failed create
+/// leaves no room (and the name free), a failed removal leaves the member in.
+#[test]
+fn private_room_changes_that_fail_change_nothing() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    let create = json!({"type": "create_room", "room": "ops", "private": true, "members": ["bob"]});
+    b.send(a, create.clone());
+    b.fail_writes();
+    assert_eq!(b.of_type(a, "error")[0]["code"], "internal");
+    assert!(b.of_type(bob, "room_members").is_empty());
+    assert_eq!(b.hub.rooms.id("ops"), None);
+    b.send(a, create);
+    b.settle();
+    b.send(bob, json!({"type": "join", "room": "ops"}));
+    b.out.clear();
+    b.send(a, json!({"type": "remove_member", "room": "ops", "user": "bob"}));
+    b.fail_writes();
+    assert_eq!(b.of_type(a, "error")[0]["code"], "internal");
+    assert!(b.of_type(bob, "leave").is_empty());
+    b.send(bob, json!({"type": "message", "room": "ops", "content": "still in"}));
+    b.settle();
+    assert_eq!(b.of_type(a, "message").len(), 1, "bob is still a member");
+}
+
+/// A room with messages but no room row (its write was lost) loads as
+/// private to nobody, never as public.
+#[test]
+fn orphan_rooms_admit_nobody() {
+    let snapshot = Snapshot {
+        orphan_rooms: vec!["secret".into()],
+        ..Snapshot::default()
+    };
+    let mut b = Bench::new();
+    b.hub = Hub::new(&snapshot, 0, Box::new(LocalOnly));
+    let a = b.open(1, ALICE);
+    b.send(a, json!({"type": "join", "room": "secret", "since": 0}));
+    assert_eq!(b.of_type(a, "error")[0]["code"], "forbidden");
+    assert_eq!(b.hub.may_read(ALICE, "secret"), Err(Denied::Private));
+}
+
+/// A message stored while a replay is being read is in the replay and is
+/// not delivered a second time as a live frame.
+#[test]
+fn replay_does_not_repeat_a_message_committed_meanwhile() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(a, json!({"type": "message", "room": "general", "content": "racing"}));
+    let bob = b.open(2, BOB);
+    b.send(bob, json!({"type": "join", "room": "general", "since": 0}));
+    b.settle();
+    let got: Vec<_> = b.of_type(bob, "message").iter().map(|m| m["content"].clone()).collect();
+    assert_eq!(got, [json!("racing")]);
 }

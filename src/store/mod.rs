@@ -105,6 +105,9 @@ pub struct Snapshot {
     pub private_rooms: Vec<PrivateRoomRow>,
     /// Public rooms that have at least one message.
     pub public_rooms: Vec<String>,
+    /// Rooms with messages but no room row (its write was lost): loaded as
+    /// private rooms with no members, so nobody may read them.
+    pub orphan_rooms: Vec<String>,
     pub max_message_id: MsgId,
     /// The newest `(user, client_id, message id, timestamp)` for idempotent retries.
     pub recent_client_ids: Vec<(UserId, String, MsgId, i64)>,
@@ -137,21 +140,32 @@ pub struct Ticket {
 pub enum Request {
     /// Reply: `UserStored` / `UserFailed`.
     PutUser(UserRow),
-    /// Reply: `MessageStored` / `MessageFailed`.
+    /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
+    /// is already stored: a retry the loop no longer remembered), or
+    /// `MessageFailed`.
     PutMessage {
         msg: StoredMessage,
         client_id: Option<String>,
     },
-    /// A public room got its first message. No reply.
+    /// A public room is getting its first message (sent until one commits;
+    /// storing it twice is harmless). No reply.
     PutPublicRoom { name: String },
     /// No reply.
     SetLastSeen { user: UserId, at_ms: i64 },
-    /// No reply.
-    PutPrivateRoom(PrivateRoomRow),
-    /// No reply.
-    AddMember { room: String, user: UserId },
-    /// No reply.
-    RemoveMember { room: String, user: UserId },
+    /// Reply: `Done` / `Failed`. The hub applies it in memory only after `Done`.
+    PutPrivateRoom { ticket: Ticket, row: PrivateRoomRow },
+    /// Reply: `Done` / `Failed`.
+    AddMember {
+        ticket: Ticket,
+        room: String,
+        user: UserId,
+    },
+    /// Reply: `Done` / `Failed`.
+    RemoveMember {
+        ticket: Ticket,
+        room: String,
+        user: UserId,
+    },
     /// Moves `user`'s read marker forward (never back). No reply.
     MarkRead {
         user: UserId,
@@ -172,7 +186,22 @@ pub enum Reply {
     UserStored(UserId),
     UserFailed(UserId),
     MessageStored(MsgId),
+    /// Not stored again: `existing` is the message this user already stored
+    /// under the same `client_id`, at `timestamp_ms`.
+    MessageExists {
+        id: MsgId,
+        existing: MsgId,
+        timestamp_ms: i64,
+    },
     MessageFailed(MsgId),
+    /// A request with a ticket and no data to return was stored.
+    Done {
+        ticket: Ticket,
+    },
+    /// A request with a ticket and no data to return was not stored.
+    Failed {
+        ticket: Ticket,
+    },
     History {
         ticket: Ticket,
         messages: Vec<StoredMessage>,
@@ -188,13 +217,38 @@ pub enum Reply {
     Drained,
 }
 
-/// Why a storage call failed; the backend's own error, as text.
+/// Why a storage call failed: the backend's own error, as text, and
+/// whether it spoiled the whole transaction.
 #[derive(Debug)]
-pub struct StoreError(pub String);
+pub struct StoreError {
+    pub message: String,
+    /// The batch cannot go on: the disk is full, I/O failed, the database is
+    /// locked by someone else, or the engine rolled the transaction back by
+    /// itself. Every request of the batch is then answered as failed.
+    pub aborts_batch: bool,
+}
+
+impl StoreError {
+    /// A failure of one request; the transaction is still usable.
+    pub fn request(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            aborts_batch: false,
+        }
+    }
+
+    /// A failure that ends the batch.
+    pub fn batch(message: impl Into<String>) -> StoreError {
+        StoreError {
+            message: message.into(),
+            aborts_batch: true,
+        }
+    }
+}
 
 impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -207,9 +261,14 @@ impl std::error::Error for StoreError {}
 ///
 /// The contract every engine honours, because the replies depend on it: a
 /// request is atomic, and the batch is one transaction of the requests that
-/// succeeded. A request that fails gets its failure reply while the rest of
-/// its batch is still acked, so its failure must neither leave half of it
-/// behind nor spoil the others.
+/// succeeded. A request that fails on its own (a constraint, bad data) gets
+/// its failure reply while the rest of its batch is still acked, so its
+/// failure must neither leave half of it behind nor spoil the others. A
+/// failure of the transaction itself (disk full, I/O error, a lock held
+/// elsewhere, an engine-side rollback) is reported with
+/// [`StoreError::aborts_batch`]: the caller rolls back and answers *every*
+/// request of the batch as failed, since none of it will be durable.
+/// Nothing is ever acked that a commit did not make durable.
 ///
 /// One SQL statement is atomic by itself, but a request of several (for
 /// `PutPrivateRoom`, the room row and one row per member) is not: the engine
@@ -226,7 +285,8 @@ pub trait Backend: Send + 'static {
     fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
     /// Writes a setting, durably, before returning.
     fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    /// Opens the one transaction of a batch.
+    /// Opens the one transaction of a batch, taking the write lock now (so a
+    /// lock held elsewhere fails the batch up front, not halfway).
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Applies one request inside the open transaction, wholly or not at
     /// all, and returns its reply, if it has one. On `Err` none of this
@@ -237,8 +297,9 @@ pub trait Backend: Send + 'static {
     /// `Err` none of them is; the caller then calls `rollback` and reports
     /// every write of the batch as failed.
     fn commit(&mut self) -> Result<(), StoreError>;
-    /// Ends the transaction after a failed `commit`, so the next `begin`
-    /// starts clean. It has no caller to answer; failures are logged.
+    /// Ends the transaction after a failed `commit` or an `execute` that
+    /// aborted the batch, so the next `begin` starts clean. It has no caller
+    /// to answer; failures are logged.
     fn rollback(&mut self);
 }
 
@@ -387,18 +448,32 @@ fn run_store<B: Backend>(
 }
 
 /// One transaction for the whole batch. A request that fails alone gets its
-/// failure reply; a failed commit turns every write's success into a failure,
-/// because nothing of the batch is durable.
+/// failure reply; a failure that aborts the transaction, or a failed commit,
+/// turns every reply of the batch into a failure, because nothing of the
+/// batch is durable. The thread goes on with the next batch either way: when
+/// the disk has room again, writes succeed again without a restart.
 pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
     if let Err(e) = backend.begin() {
         log::error!("storage: begin failed: {e}");
         out.extend(batch.iter().filter_map(failure_reply));
         return;
     }
+    let start = out.len();
     for req in batch {
         match backend.execute(req) {
             Ok(Some(reply)) => out.push(reply),
             Ok(None) => {}
+            Err(e) if e.aborts_batch => {
+                log::error!(
+                    "storage: {} failed, so the batch of {} fails: {e}",
+                    request_name(req),
+                    batch.len()
+                );
+                backend.rollback();
+                out.truncate(start);
+                out.extend(batch.iter().filter_map(failure_reply));
+                return;
+            }
             Err(e) => {
                 log::error!("storage: {} failed: {e}", request_name(req));
                 out.extend(failure_reply(req));
@@ -408,28 +483,29 @@ pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &
     if let Err(e) = backend.commit() {
         log::error!("storage: commit of {} requests failed: {e}", batch.len());
         backend.rollback();
-        for reply in out.iter_mut() {
-            match *reply {
-                Reply::MessageStored(id) => *reply = Reply::MessageFailed(id),
-                Reply::UserStored(id) => *reply = Reply::UserFailed(id),
-                _ => {}
-            }
-        }
+        out.truncate(start);
+        out.extend(batch.iter().filter_map(failure_reply));
     }
 }
 
-/// The reply a request gets when it could not be applied.
+/// The reply a request gets when it could not be applied (or its batch
+/// could not be committed).
 fn failure_reply(req: &Request) -> Option<Reply> {
     match req {
         Request::PutUser(u) => Some(Reply::UserFailed(u.id)),
         Request::PutMessage { msg, .. } => Some(Reply::MessageFailed(msg.id)),
+        Request::PutPrivateRoom { ticket, .. }
+        | Request::AddMember { ticket, .. }
+        | Request::RemoveMember { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
         Request::History { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
         Request::Unread { ticket, .. } => Some(Reply::Unread {
             ticket: *ticket,
             counts: Vec::new(),
         }),
         Request::Drain => Some(Reply::Drained),
-        _ => None,
+        Request::PutPublicRoom { .. } | Request::SetLastSeen { .. } | Request::MarkRead { .. } => {
+            None
+        }
     }
 }
 
@@ -439,7 +515,7 @@ fn request_name(req: &Request) -> &'static str {
         Request::PutMessage { .. } => "put_message",
         Request::PutPublicRoom { .. } => "put_public_room",
         Request::SetLastSeen { .. } => "set_last_seen",
-        Request::PutPrivateRoom(_) => "put_private_room",
+        Request::PutPrivateRoom { .. } => "put_private_room",
         Request::AddMember { .. } => "add_member",
         Request::RemoveMember { .. } => "remove_member",
         Request::MarkRead { .. } => "mark_read",

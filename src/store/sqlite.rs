@@ -95,8 +95,31 @@ fn dm_key(a: UserId, b: UserId) -> i64 {
     ((lo as i64) << 32) | hi as i64
 }
 
+/// SQLite's error, classified: the codes that mean the transaction (not
+/// just this statement) cannot go on abort the batch. SQLite may roll the
+/// transaction back by itself on these (`SQLITE_FULL`, `SQLITE_IOERR`, ...);
+/// going on would commit the later statements on their own.
 fn err(e: rusqlite::Error) -> StoreError {
-    StoreError(e.to_string())
+    use rusqlite::ErrorCode as C;
+    let aborts = matches!(
+        e.sqlite_error_code(),
+        Some(
+            C::DiskFull
+                | C::SystemIoFailure
+                | C::DatabaseBusy
+                | C::DatabaseLocked
+                | C::OutOfMemory
+                | C::ReadOnly
+                | C::CannotOpen
+                | C::DatabaseCorrupt
+                | C::NotADatabase
+                | C::FileLockingProtocolFailed
+        )
+    );
+    StoreError {
+        message: e.to_string(),
+        aborts_batch: aborts,
+    }
 }
 
 /// One SQLite write connection (the storage thread's).
@@ -130,7 +153,7 @@ impl Sqlite {
             .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
             .map_err(err)? as usize;
         if version > MIGRATIONS.len() {
-            return Err(StoreError(format!(
+            return Err(StoreError::request(format!(
                 "database schema version {version} is newer than this binary ({})",
                 MIGRATIONS.len()
             )));
@@ -255,11 +278,16 @@ impl Sqlite {
             }
             Request::PutMessage { msg, client_id } => {
                 let dm = msg.to.map(|to| dm_key(msg.from, to));
-                c.prepare_cached(
-                    "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
+                // A `client_id` this user already stored is not an error: it
+                // is a retry the loop's window had forgotten, answered with
+                // the first message (found through the same unique index).
+                let inserted = c
+                    .prepare_cached(
+                        "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                     ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
+                    )?
+                    .execute(params![
                     msg.id as i64,
                     msg.room,
                     msg.from,
@@ -269,6 +297,18 @@ impl Sqlite {
                     msg.timestamp_ms,
                     client_id
                 ])?;
+                if inserted == 0 {
+                    let (existing, ts): (i64, i64) = c
+                        .prepare_cached(
+                            "SELECT id, ts_ms FROM messages WHERE from_id = ?1 AND client_id = ?2",
+                        )?
+                        .query_row(params![msg.from, client_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+                    return Ok(Some(Reply::MessageExists {
+                        id: msg.id,
+                        existing: existing as MsgId,
+                        timestamp_ms: ts,
+                    }));
+                }
                 Some(Reply::MessageStored(msg.id))
             }
             Request::PutPublicRoom { name } => {
@@ -281,7 +321,7 @@ impl Sqlite {
                     .execute(params![user, at_ms])?;
                 None
             }
-            Request::PutPrivateRoom(room) => {
+            Request::PutPrivateRoom { ticket, row: room } => {
                 c.prepare_cached("INSERT INTO rooms (name, private, owner_id) VALUES (?1, 1, ?2)")?
                     .execute(params![room.name, room.owner])?;
                 let mut st = c.prepare_cached(
@@ -290,19 +330,19 @@ impl Sqlite {
                 for m in &room.members {
                     st.execute(params![room.name, m])?;
                 }
-                None
+                Some(Reply::Done { ticket: *ticket })
             }
-            Request::AddMember { room, user } => {
+            Request::AddMember { ticket, room, user } => {
                 c.prepare_cached(
                     "INSERT OR IGNORE INTO room_members (room, user_id) VALUES (?1, ?2)",
                 )?
                 .execute(params![room, user])?;
-                None
+                Some(Reply::Done { ticket: *ticket })
             }
-            Request::RemoveMember { room, user } => {
+            Request::RemoveMember { ticket, room, user } => {
                 c.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2")?
                     .execute(params![room, user])?;
-                None
+                Some(Reply::Done { ticket: *ticket })
             }
             Request::MarkRead { user, target, id } => {
                 match target {
@@ -472,7 +512,7 @@ fn backup_stats(copy: &Path) -> rusqlite::Result<BackupStats> {
 /// request must be classified.
 fn writes_several_statements(req: &Request) -> bool {
     match req {
-        Request::PutPrivateRoom(_) => true,
+        Request::PutPrivateRoom { .. } => true,
         Request::PutUser(_)
         | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
@@ -560,6 +600,19 @@ impl Backend for Sqlite {
                 snap.public_rooms.push(name);
             }
         }
+        // Messages whose room has no row: the row's write was lost (a failed
+        // batch). It may have been private, so nobody may read it — never
+        // public. Walks the room index once, at start only.
+        let mut st = c
+            .prepare(
+                "SELECT DISTINCT room FROM messages WHERE room IS NOT NULL
+                 AND room NOT IN (SELECT name FROM rooms) ORDER BY room",
+            )
+            .map_err(err)?;
+        snap.orphan_rooms = st
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
         snap.max_message_id = c
             .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
                 r.get::<_, i64>(0)
@@ -617,15 +670,25 @@ impl Backend for Sqlite {
     }
 
     fn begin(&mut self) -> Result<(), StoreError> {
-        self.run("BEGIN").map_err(err)
+        // IMMEDIATE: the write lock is taken here, once per batch, so another
+        // writer holding it fails (or delays, up to `busy_timeout`) the batch
+        // before any of it runs, instead of every statement waiting in turn.
+        self.run("BEGIN IMMEDIATE").map_err(err)
     }
 
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
-        if writes_several_statements(req) {
-            self.in_savepoint(|db| db.apply(req)).map_err(err)
+        let result = if writes_several_statements(req) {
+            self.in_savepoint(|db| db.apply(req))
         } else {
-            self.apply(req).map_err(err)
-        }
+            self.apply(req)
+        };
+        result.map_err(|e| {
+            let mut e = err(e);
+            // Whatever the code: if SQLite ended the transaction itself, the
+            // statements after this one would commit on their own.
+            e.aborts_batch |= self.conn.is_autocommit();
+            e
+        })
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -633,6 +696,9 @@ impl Backend for Sqlite {
     }
 
     fn rollback(&mut self) {
+        if self.conn.is_autocommit() {
+            return; // SQLite already rolled back.
+        }
         if let Err(e) = self.conn.execute_batch("ROLLBACK") {
             log::error!("storage: rollback failed: {e}");
         }
@@ -642,6 +708,13 @@ impl Backend for Sqlite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{Desk, Ticket};
+
+    /// Any ticket: these tests check what is stored, not who is answered.
+    const TICKET: Ticket = Ticket {
+        desk: Desk::Hub,
+        seq: 1,
+    };
 
     fn user(id: UserId, name: &str) -> UserRow {
         UserRow {
@@ -685,11 +758,14 @@ mod tests {
             vec![
                 Request::PutUser(user(1, "alice")),
                 Request::PutUser(user(2, "bob")),
-                Request::PutPrivateRoom(PrivateRoomRow {
+                Request::PutPrivateRoom {
+                    ticket: TICKET,
+                    row: PrivateRoomRow {
                     name: "ops".into(),
                     owner: 1,
                     members: vec![1, 2],
-                }),
+                    },
+                },
                 Request::PutPublicRoom {
                     name: "general".into(),
                 },
@@ -818,8 +894,9 @@ mod tests {
         );
     }
 
-    /// A second message with the same (user, client_id) is refused by the
-    /// database too, so a retry can never be stored twice.
+    /// A second message with the same (user, client_id) is not stored: it is
+    /// answered with the first one's id and time, so a retry the loop forgot
+    /// is acked as the original, never stored twice.
     #[test]
     fn client_id_is_unique_per_user() {
         let mut db = Sqlite::open_in_memory().unwrap();
@@ -835,7 +912,14 @@ mod tests {
             msg: msg(2, Some("r"), 1, None),
             client_id: Some("k".into()),
         };
-        assert!(db.execute(&dup).is_err());
+        match db.execute(&dup).unwrap() {
+            Some(Reply::MessageExists {
+                id: 2,
+                existing: 1,
+                timestamp_ms: 1,
+            }) => {}
+            other => panic!("expected the first message, got {other:?}"),
+        }
         let other_user = Request::PutMessage {
             msg: msg(3, Some("r"), 2, None),
             client_id: Some("k".into()),
@@ -879,11 +963,14 @@ mod tests {
     }
 
     fn private_room(name: &str, members: Vec<UserId>) -> Request {
-        Request::PutPrivateRoom(PrivateRoomRow {
+        Request::PutPrivateRoom {
+                    ticket: TICKET,
+                    row: PrivateRoomRow {
             name: name.into(),
             owner: 1,
             members,
-        })
+            },
+        }
     }
 
     /// A multi-statement request that fails part way leaves nothing behind
@@ -1107,5 +1194,116 @@ mod tests {
             !dir.join("hubbub.db-wal").exists() && !dir.join("hubbub.db-shm").exists(),
             "the backup left no -wal/-shm behind for the server to trip on"
         );
+    }
+}
+
+#[cfg(test)]
+mod fault_tests {
+    //! Failures of the transaction itself, against a real database file.
+
+    use super::*;
+    use crate::store::apply_batch;
+
+    fn put(id: MsgId) -> Request {
+        Request::PutMessage {
+            msg: StoredMessage {
+                id,
+                room: Some("r".into()),
+                from: 1,
+                to: None,
+                content: "x".into(),
+                timestamp_ms: 0,
+            },
+            client_id: Some(format!("c{id}")),
+        }
+    }
+
+    /// Another process holding the write lock fails the whole batch up
+    /// front (`BEGIN IMMEDIATE`), every write in it answered as failed; once
+    /// the lock is gone the next batch commits, with no restart.
+    #[test]
+    fn a_write_lock_held_elsewhere_fails_the_batch_whole() {
+        let dir = std::env::temp_dir().join(format!("hubbub-lock-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("db");
+        let mut db = Sqlite::open(&path).unwrap();
+        db.conn.busy_timeout(std::time::Duration::from_millis(50)).unwrap();
+        let other = Connection::open(&path).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let e = db.begin().expect_err("the lock is taken at BEGIN, not halfway");
+        assert!(e.aborts_batch, "{e}");
+        let mut out = Vec::new();
+        apply_batch(&mut db, &[put(1), put(2)], &mut out);
+        assert!(
+            matches!(out[..], [Reply::MessageFailed(1), Reply::MessageFailed(2)]),
+            "{out:?}"
+        );
+        other.execute_batch("ROLLBACK").unwrap();
+        out.clear();
+        apply_batch(&mut db, &[put(3)], &mut out);
+        assert!(matches!(out[..], [Reply::MessageStored(3)]), "{out:?}");
+        drop(db);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An error that ends the transaction fails every request of the batch,
+    /// those before it included: none of them will be durable.
+    #[test]
+    fn an_aborting_failure_fails_earlier_requests_too() {
+        struct Abort(Sqlite);
+        impl Backend for Abort {
+            fn load(&mut self) -> Result<Snapshot, StoreError> {
+                self.0.load()
+            }
+            fn setting(&mut self, k: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                self.0.setting(k)
+            }
+            fn put_setting(&mut self, k: &str, v: &[u8]) -> Result<(), StoreError> {
+                self.0.put_setting(k, v)
+            }
+            fn begin(&mut self) -> Result<(), StoreError> {
+                self.0.begin()
+            }
+            fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+                match req {
+                    Request::PutMessage { msg, .. } if msg.id == 2 => {
+                        Err(StoreError::batch("database or disk is full"))
+                    }
+                    _ => self.0.execute(req),
+                }
+            }
+            fn commit(&mut self) -> Result<(), StoreError> {
+                self.0.commit()
+            }
+            fn rollback(&mut self) {
+                self.0.rollback()
+            }
+        }
+        let mut db = Abort(Sqlite::open_in_memory().unwrap());
+        let mut out = Vec::new();
+        apply_batch(&mut db, &[put(1), put(2), put(3)], &mut out);
+        assert!(
+            matches!(
+                out[..],
+                [Reply::MessageFailed(1), Reply::MessageFailed(2), Reply::MessageFailed(3)]
+            ),
+            "{out:?}"
+        );
+        assert_eq!(db.0.load().unwrap().max_message_id, 0, "nothing was committed");
+        out.clear();
+        apply_batch(&mut db, &[put(4)], &mut out);
+        assert!(matches!(out[..], [Reply::MessageStored(4)]));
+    }
+
+    /// Messages of a room with no room row load it as an orphan (private
+    /// to nobody), not as public.
+    #[test]
+    fn rooms_without_a_row_load_as_orphans() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        let mut out = Vec::new();
+        apply_batch(&mut db, &[put(1)], &mut out);
+        let snap = db.load().unwrap();
+        assert_eq!(snap.orphan_rooms, vec!["r".to_string()]);
+        assert!(snap.public_rooms.is_empty());
     }
 }
