@@ -411,7 +411,7 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError(format!("cannot create the file: {e}"))),
+        Err(e) => Err(StoreError::request(format!("cannot create the file: {e}"))),
     }
 }
 
@@ -446,18 +446,18 @@ pub struct BackupStats {
 pub fn backup(db: &Path, to: &Path) -> Result<BackupStats, StoreError> {
     let to_text = to
         .to_str()
-        .ok_or_else(|| StoreError(format!("{} is not a UTF-8 path", to.display())))?;
+        .ok_or_else(|| StoreError::request(format!("{} is not a UTF-8 path", to.display())))?;
     let src = Connection::open_with_flags(
         db,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError(format!("cannot open {}: {e}", db.display())))?;
+    .map_err(|e| StoreError::request(format!("cannot open {}: {e}", db.display())))?;
     src.busy_timeout(BACKUP_BUSY_TIMEOUT).map_err(err)?;
     let version: i64 = src
         .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(|e| StoreError(format!("cannot read {}: {e}", db.display())))?;
+        .map_err(|e| StoreError::request(format!("cannot read {}: {e}", db.display())))?;
     if version == 0 {
-        return Err(StoreError(format!(
+        return Err(StoreError::request(format!(
             "{} is not a hubbub database (no schema)",
             db.display()
         )));
@@ -468,11 +468,11 @@ pub fn backup(db: &Path, to: &Path) -> Result<BackupStats, StoreError> {
         .mode(PRIVATE_FILE_MODE)
         .open(to)
         .map_err(|e| match e.kind() {
-            ErrorKind::AlreadyExists => StoreError(format!(
+            ErrorKind::AlreadyExists => StoreError::request(format!(
                 "{} already exists; not overwriting it",
                 to.display()
             )),
-            _ => StoreError(format!("cannot create {}: {e}", to.display())),
+            _ => StoreError::request(format!("cannot create {}: {e}", to.display())),
         })?;
     let written = (|| {
         src.execute("VACUUM INTO ?1", [to_text])
@@ -491,7 +491,7 @@ pub fn backup(db: &Path, to: &Path) -> Result<BackupStats, StoreError> {
     written.map_err(|e| {
         // The file is ours (created above), so removing it loses nothing.
         let _ = std::fs::remove_file(to);
-        StoreError(e)
+        StoreError::request(e)
     })
 }
 
@@ -1157,7 +1157,7 @@ mod tests {
         let copy = dir.join("copy.db");
         std::fs::write(&copy, b"precious").unwrap();
         let e = backup(&dir.join("hubbub.db"), &copy).unwrap_err();
-        assert!(e.0.contains("already exists"), "{e}");
+        assert!(e.message.contains("already exists"), "{e}");
         assert_eq!(std::fs::read(&copy).unwrap(), b"precious");
     }
 
@@ -1168,11 +1168,11 @@ mod tests {
         let dir = TestDir::new("missing");
         let (src, copy) = (dir.join("typo.db"), dir.join("copy.db"));
         let e = backup(&src, &copy).unwrap_err();
-        assert!(e.0.starts_with("cannot open"), "{e}");
+        assert!(e.message.starts_with("cannot open"), "{e}");
         assert!(!src.exists() && !copy.exists());
         std::fs::write(&src, b"").unwrap();
         let e = backup(&src, &copy).unwrap_err();
-        assert!(e.0.contains("not a hubbub database"), "{e}");
+        assert!(e.message.contains("not a hubbub database"), "{e}");
         assert!(!copy.exists());
     }
 
