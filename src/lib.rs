@@ -35,15 +35,15 @@
 //! 2. `app.rs`: `on_ws_message` answers control frames (`ws::control`) and
 //!    gives text to the hub with its context.
 //! 3. `hub/frames.rs`: `on_text` → `on_message` validates, rate-limits,
-//!    assigns an id, submits the row to storage, encodes the frame once.
-//! 4. `hub/fanout.rs`: `publish(Topic::Room)` offers it to the bus and queues
-//!    the same `Rc<[u8]>` on each local subscriber through the `Outbox`
-//!    (`server::Wires` → `Conn::queue_shared`).
+//!    assigns an id, encodes the frame once and submits the row to storage.
+//!    The storage thread commits the batch and rings the `Waker`; `app.rs`
+//!    routes `MessageStored` back to `Hub::on_message_stored`.
+//! 4. `hub/fanout.rs`: only now, with the message durable, `publish(Topic::Room)`
+//!    offers it to the bus and queues the same `Rc<[u8]>` on each local
+//!    subscriber through the `Outbox` (`server::Wires` → `Conn::queue_shared`);
+//!    the sender gets its `ack`.
 //! 5. `conn.rs`: in the flush pass, `write_turn` writes each connection's
 //!    queue with `writev`, within its budget.
-//!
-//! The storage thread commits the batch and rings the `Waker`; `app.rs`
-//! routes `MessageStored` to `Hub::on_message_stored`, which sends the `ack`.
 //!
 //! # Seams
 //!

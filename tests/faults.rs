@@ -26,7 +26,9 @@ enum Outcome {
 /// Sends one message and waits for its `ack` or its `error` (which must
 /// carry the `client_id`).
 fn send(ws: &mut Ws, content: &str, cid: &str) -> Outcome {
-    ws.send_json(&json!({"type": "message", "room": "general", "content": content, "client_id": cid}));
+    ws.send_json(
+        &json!({"type": "message", "room": "general", "content": content, "client_id": cid}),
+    );
     loop {
         match ws.next_event(Duration::from_secs(15)) {
             Event::Frame(f) if frame_type(&f) == "ack" => {
@@ -51,7 +53,9 @@ fn assert_history(s: &Server, token: &str, acked: &HashMap<String, (i64, String)
     let stored = s.all_messages(token, "general");
     let mut seen: HashMap<String, usize> = HashMap::new();
     for m in &stored {
-        *seen.entry(m["content"].as_str().unwrap().to_string()).or_default() += 1;
+        *seen
+            .entry(m["content"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     for (cid, (id, content)) in acked {
         let found = stored.iter().find(|m| m["id"].as_i64() == Some(*id));
@@ -233,7 +237,10 @@ fn resends_after_kill_9_are_stored_once() {
             panic!("{cid} refused after the restart");
         };
         if let Some((first, _)) = acked.get(&cid) {
-            assert_eq!(*first, id, "{cid} was acked with another id before the kill");
+            assert_eq!(
+                *first, id,
+                "{cid} was acked with another id before the kill"
+            );
         }
         acked.insert(cid, (id, content(i)));
     }

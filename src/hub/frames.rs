@@ -1,9 +1,13 @@
 //! The handling of each client frame of the contract, from parse to publish.
 //!
 //! The path of a chat message (`on_message`): validate, rate-limit, assign an
-//! id, hand the row to the storage thread, encode the frame ONCE, publish the
-//! same bytes to the room (`fanout`). The sender's `ack` waits for the commit
-//! (`on_message_stored`); nobody else waits for anything.
+//! id, encode the frame ONCE, hand the row to the storage thread and park the
+//! frame with the message. When the commit comes back (`on_message_stored`)
+//! the same bytes are published to the room (`fanout`) and the sender gets
+//! its `ack`; if the write failed, nobody saw the message and the sender gets
+//! an `error` with its `client_id`. Delivering at commit costs recipients one
+//! batch of latency; in exchange nobody is ever shown a message that storage
+//! does not have.
 
 use std::rc::Rc;
 
@@ -379,7 +383,9 @@ impl Hub {
             let sender = Except::Conn(pending.waiters[0].0);
             let frame = &pending.frame;
             let n = match pending.delivery {
-                Delivery::Room(room) => self.publish(Topic::Room(room), sender, Some(id), frame, out),
+                Delivery::Room(room) => {
+                    self.publish(Topic::Room(room), sender, Some(id), frame, out)
+                }
                 Delivery::Private { peer } => {
                     let to_peer = self.publish(Topic::User(peer), sender, Some(id), frame, out);
                     delivered = to_peer > 0;
@@ -564,7 +570,13 @@ impl Hub {
                     user: cx.users.name(user),
                     id,
                 });
-                self.publish(Topic::Room(room_id), Except::Conn(conn), None, &frame, cx.out);
+                self.publish(
+                    Topic::Room(room_id),
+                    Except::Conn(conn),
+                    None,
+                    &frame,
+                    cx.out,
+                );
             }
             (None, Some(with)) => {
                 let peer = cx.users.find(with).ok_or_else(|| {
@@ -590,9 +602,21 @@ impl Hub {
                     user: me,
                     id,
                 });
-                self.publish(Topic::User(peer_id), Except::Conn(conn), None, &to_peer, cx.out);
+                self.publish(
+                    Topic::User(peer_id),
+                    Except::Conn(conn),
+                    None,
+                    &to_peer,
+                    cx.out,
+                );
                 if peer_id != user {
-                    self.publish(Topic::User(user), Except::Conn(conn), None, &to_self, cx.out);
+                    self.publish(
+                        Topic::User(user),
+                        Except::Conn(conn),
+                        None,
+                        &to_self,
+                        cx.out,
+                    );
                 }
             }
             _ => {

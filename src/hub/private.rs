@@ -200,7 +200,13 @@ impl Hub {
         self.send_room_members(cx, id);
     }
 
-    fn remove_member(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: RoomId, name: &str, user: UserId) {
+    fn remove_member(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        id: RoomId,
+        name: &str,
+        user: UserId,
+    ) {
         if let Some(p) = self.rooms.get_mut(id).private.as_mut() {
             p.members.remove(&user);
         }

@@ -148,10 +148,14 @@ impl Bench {
         for req in std::mem::take(&mut self.queue.requests) {
             let (hub, mut cx) = self.cx();
             match req {
-                Request::PutMessage { msg, .. } => hub.on_message_stored(cx.out, msg.id, Stored::No),
+                Request::PutMessage { msg, .. } => {
+                    hub.on_message_stored(cx.out, msg.id, Stored::No)
+                }
                 Request::PutPrivateRoom { ticket, .. }
                 | Request::AddMember { ticket, .. }
-                | Request::RemoveMember { ticket, .. } => hub.on_room_stored(&mut cx, ticket, false),
+                | Request::RemoveMember { ticket, .. } => {
+                    hub.on_room_stored(&mut cx, ticket, false)
+                }
                 _ => {}
             }
         }
@@ -374,7 +378,10 @@ fn client_id_retries_are_idempotent() {
     b.send(a1, msg.clone());
     b.send(a2, msg.clone());
     assert_eq!(b.put_message_count(), 1);
-    assert!(b.of_type(bob, "message").is_empty(), "not before the commit");
+    assert!(
+        b.of_type(bob, "message").is_empty(),
+        "not before the commit"
+    );
     b.settle();
     let (ack1, ack2) = (b.of_type(a1, "ack"), b.of_type(a2, "ack"));
     assert_eq!(ack1.len(), 1);
@@ -529,9 +536,16 @@ fn private_room_membership() {
         _ => None,
     });
     assert_eq!(stored, Some((ALICE, vec![ALICE, BOB])));
-    assert!(b.of_type(bob, "room_members").is_empty(), "not before it is stored");
+    assert!(
+        b.of_type(bob, "room_members").is_empty(),
+        "not before it is stored"
+    );
     b.send(carol, json!({"type": "join", "room": "ops"}));
-    assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden", "being created");
+    assert_eq!(
+        b.of_type(carol, "error")[0]["code"],
+        "forbidden",
+        "being created"
+    );
     b.settle();
     let members = b.of_type(bob, "room_members");
     assert_eq!(members[0]["members"], json!(["alice", "bob"]));
@@ -552,7 +566,10 @@ fn private_room_membership() {
         a,
         json!({"type": "remove_member", "room": "ops", "user": "bob"}),
     );
-    assert!(b.of_type(bob, "leave").is_empty(), "not before it is stored");
+    assert!(
+        b.of_type(bob, "leave").is_empty(),
+        "not before it is stored"
+    );
     b.settle();
     assert_eq!(
         b.of_type(bob, "leave"),
@@ -670,13 +687,17 @@ fn failed_write_is_not_acked_and_its_retry_is_stored() {
         b.send(t, json!({"type": "join", "room": "general"}));
     }
     b.out.clear();
-    let msg = json!({"type": "message", "room": "general", "content": "important", "client_id": "k"});
+    let msg =
+        json!({"type": "message", "room": "general", "content": "important", "client_id": "k"});
     b.send(a1, msg.clone());
     b.send(a2, msg.clone());
     b.fail_writes();
     for t in [a1, a2] {
         let e = b.of_type(t, "error");
-        assert_eq!((&e[0]["code"], &e[0]["client_id"]), (&json!("internal"), &json!("k")));
+        assert_eq!(
+            (&e[0]["code"], &e[0]["client_id"]),
+            (&json!("internal"), &json!("k"))
+        );
         assert!(b.of_type(t, "ack").is_empty());
     }
     assert!(b.frames(bob).is_empty(), "nobody saw what was not stored");
@@ -727,11 +748,17 @@ fn private_room_changes_that_fail_change_nothing() {
     b.settle();
     b.send(bob, json!({"type": "join", "room": "ops"}));
     b.out.clear();
-    b.send(a, json!({"type": "remove_member", "room": "ops", "user": "bob"}));
+    b.send(
+        a,
+        json!({"type": "remove_member", "room": "ops", "user": "bob"}),
+    );
     b.fail_writes();
     assert_eq!(b.of_type(a, "error")[0]["code"], "internal");
     assert!(b.of_type(bob, "leave").is_empty());
-    b.send(bob, json!({"type": "message", "room": "ops", "content": "still in"}));
+    b.send(
+        bob,
+        json!({"type": "message", "room": "ops", "content": "still in"}),
+    );
     b.settle();
     assert_eq!(b.of_type(a, "message").len(), 1, "bob is still a member");
 }
@@ -759,10 +786,17 @@ fn replay_does_not_repeat_a_message_committed_meanwhile() {
     let mut b = Bench::new();
     let a = b.open(1, ALICE);
     b.send(a, json!({"type": "join", "room": "general"}));
-    b.send(a, json!({"type": "message", "room": "general", "content": "racing"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "racing"}),
+    );
     let bob = b.open(2, BOB);
     b.send(bob, json!({"type": "join", "room": "general", "since": 0}));
     b.settle();
-    let got: Vec<_> = b.of_type(bob, "message").iter().map(|m| m["content"].clone()).collect();
+    let got: Vec<_> = b
+        .of_type(bob, "message")
+        .iter()
+        .map(|m| m["content"].clone())
+        .collect();
     assert_eq!(got, [json!("racing")]);
 }

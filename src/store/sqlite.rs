@@ -342,6 +342,10 @@ impl Sqlite {
             Request::RemoveMember { ticket, room, user } => {
                 c.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2")?
                     .execute(params![room, user])?;
+                // Its read marker goes too: unread counts are for rooms the
+                // user may read.
+                c.prepare_cached("DELETE FROM room_reads WHERE room = ?1 AND user_id = ?2")?
+                    .execute(params![room, user])?;
                 Some(Reply::Done { ticket: *ticket })
             }
             Request::MarkRead { user, target, id } => {
@@ -512,13 +516,12 @@ fn backup_stats(copy: &Path) -> rusqlite::Result<BackupStats> {
 /// request must be classified.
 fn writes_several_statements(req: &Request) -> bool {
     match req {
-        Request::PutPrivateRoom { .. } => true,
+        Request::PutPrivateRoom { .. } | Request::RemoveMember { .. } => true,
         Request::PutUser(_)
         | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
         | Request::SetLastSeen { .. }
         | Request::AddMember { .. }
-        | Request::RemoveMember { .. }
         | Request::MarkRead { .. }
         // Reads: two statements at most, and nothing to undo.
         | Request::History { .. }
@@ -761,9 +764,9 @@ mod tests {
                 Request::PutPrivateRoom {
                     ticket: TICKET,
                     row: PrivateRoomRow {
-                    name: "ops".into(),
-                    owner: 1,
-                    members: vec![1, 2],
+                        name: "ops".into(),
+                        owner: 1,
+                        members: vec![1, 2],
                     },
                 },
                 Request::PutPublicRoom {
@@ -964,11 +967,11 @@ mod tests {
 
     fn private_room(name: &str, members: Vec<UserId>) -> Request {
         Request::PutPrivateRoom {
-                    ticket: TICKET,
-                    row: PrivateRoomRow {
-            name: name.into(),
-            owner: 1,
-            members,
+            ticket: TICKET,
+            row: PrivateRoomRow {
+                name: name.into(),
+                owner: 1,
+                members,
             },
         }
     }
@@ -1227,10 +1230,14 @@ mod fault_tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("db");
         let mut db = Sqlite::open(&path).unwrap();
-        db.conn.busy_timeout(std::time::Duration::from_millis(50)).unwrap();
+        db.conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .unwrap();
         let other = Connection::open(&path).unwrap();
         other.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let e = db.begin().expect_err("the lock is taken at BEGIN, not halfway");
+        let e = db
+            .begin()
+            .expect_err("the lock is taken at BEGIN, not halfway");
         assert!(e.aborts_batch, "{e}");
         let mut out = Vec::new();
         apply_batch(&mut db, &[put(1), put(2)], &mut out);
@@ -1285,14 +1292,57 @@ mod fault_tests {
         assert!(
             matches!(
                 out[..],
-                [Reply::MessageFailed(1), Reply::MessageFailed(2), Reply::MessageFailed(3)]
+                [
+                    Reply::MessageFailed(1),
+                    Reply::MessageFailed(2),
+                    Reply::MessageFailed(3)
+                ]
             ),
             "{out:?}"
         );
-        assert_eq!(db.0.load().unwrap().max_message_id, 0, "nothing was committed");
+        assert_eq!(
+            db.0.load().unwrap().max_message_id,
+            0,
+            "nothing was committed"
+        );
         out.clear();
         apply_batch(&mut db, &[put(4)], &mut out);
         assert!(matches!(out[..], [Reply::MessageStored(4)]));
+    }
+
+    /// A removed member's read marker goes with its membership, so the room
+    /// drops out of its unread counts.
+    #[test]
+    fn a_removed_member_has_nothing_unread_there() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        let ticket = crate::store::Ticket {
+            desk: crate::store::Desk::Hub,
+            seq: 1,
+        };
+        let mut out = Vec::new();
+        let row = PrivateRoomRow {
+            name: "r".into(),
+            owner: 1,
+            members: vec![1, 2],
+        };
+        let read = Request::MarkRead {
+            user: 2,
+            target: Target::Room("r".into()),
+            id: 1,
+        };
+        apply_batch(
+            &mut db,
+            &[Request::PutPrivateRoom { ticket, row }, put(1), read, put(2)],
+            &mut out,
+        );
+        assert_eq!(db.unread(2).unwrap(), vec![UnreadCount::Room("r".into(), 1)]);
+        let remove = Request::RemoveMember {
+            ticket,
+            room: "r".into(),
+            user: 2,
+        };
+        apply_batch(&mut db, &[remove, put(3)], &mut out);
+        assert_eq!(db.unread(2).unwrap(), vec![]);
     }
 
     /// Messages of a room with no room row load it as an orphan (private
