@@ -9,3 +9,6 @@ pub mod response;
 pub mod routes;
 pub mod static_files;
 pub mod upgrade;
+
+#[cfg(test)]
+mod proptests;

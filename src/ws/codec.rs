@@ -127,6 +127,24 @@ pub struct Assembler {
     /// The data opcode of the message being reassembled, if any.
     kind: Option<Data>,
     buf: Vec<u8>,
+    /// How much of `buf` is known to be whole UTF-8 characters (text only).
+    /// Each fragment is checked as it arrives, so a bad byte fails the
+    /// connection at once (RFC 6455 §8.1 "fail fast", Autobahn 6.4.x); only
+    /// the tail past this (at most one cut character) is checked again.
+    utf8_ok: usize,
+}
+
+/// Checks the text in `buf[from..]`, where `buf[..from]` is already known to
+/// be whole characters. A character cut at the end is allowed unless `fin`
+/// (more fragments may complete it). Returns how far `buf` is whole
+/// characters.
+fn check_utf8(buf: &[u8], from: usize, fin: bool) -> Result<usize, Violation> {
+    match std::str::from_utf8(&buf[from..]) {
+        Ok(_) => Ok(buf.len()),
+        // `error_len() == None`: the input ends inside a character.
+        Err(e) if e.error_len().is_none() && !fin => Ok(from + e.valid_up_to()),
+        Err(_) => Err(Violation::BadUtf8),
+    }
 }
 
 /// What feeding one frame produced.
@@ -160,15 +178,15 @@ impl Assembler {
                     return Err(Violation::TooBig);
                 }
                 self.buf.extend_from_slice(payload);
+                if kind == Data::Text {
+                    self.utf8_ok = check_utf8(&self.buf, self.utf8_ok, frame.fin)?;
+                }
                 if !frame.fin {
                     return Ok(Fed::Pending);
                 }
                 self.kind = None;
-                let whole = std::mem::take(&mut self.buf);
-                if kind == Data::Text && std::str::from_utf8(&whole).is_err() {
-                    return Err(Violation::BadUtf8);
-                }
-                Ok(Fed::Assembled(kind, whole))
+                self.utf8_ok = 0;
+                Ok(Fed::Assembled(kind, std::mem::take(&mut self.buf)))
             }
             OpCode::Data(kind) => {
                 if self.kind.is_some() {
@@ -177,6 +195,9 @@ impl Assembler {
                     ));
                 }
                 if !frame.fin {
+                    if kind == Data::Text {
+                        self.utf8_ok = check_utf8(payload, 0, false)?;
+                    }
                     self.kind = Some(kind);
                     self.buf.extend_from_slice(payload);
                     return Ok(Fed::Pending);
@@ -340,6 +361,60 @@ mod tests {
             vec!["Ping([112])".to_string(), "Text:Hello".to_string()]
         );
         assert_eq!(asm.kind, None);
+    }
+
+    /// Decodes the one frame in `bytes` and feeds it, as `process_ws` does.
+    fn feed_one(asm: &mut Assembler, mut bytes: Vec<u8>) -> Result<bool, Violation> {
+        let f = decode_frame(&mut bytes, 1 << 16)?.expect("one whole frame");
+        asm.feed(&f, &bytes, 1 << 16)
+            .map(|fed| !matches!(fed, Fed::Pending))
+    }
+
+    /// Invalid UTF-8 in the first of three text fragments fails the
+    /// connection (1007) when that fragment arrives, not at the last one
+    /// (Autobahn 6.4.1-6.4.4: "fail fast").
+    #[test]
+    fn bad_utf8_in_an_early_fragment_fails_at_once() {
+        let mut asm = Assembler::default();
+        // 0xF4 0x90 starts a code point past U+10FFFF: no continuation can mend it.
+        assert_eq!(
+            feed_one(&mut asm, masked(0x01, b"ok \xf4\x90\x80\x80")),
+            Err(Violation::BadUtf8)
+        );
+        let mut asm = Assembler::default();
+        assert_eq!(feed_one(&mut asm, masked(0x01, b"fine")), Ok(false));
+        assert_eq!(
+            feed_one(&mut asm, masked(0x00, &[0xce, 0xba, 0xff])),
+            Err(Violation::BadUtf8),
+            "a bad byte in a middle fragment fails that fragment"
+        );
+    }
+
+    /// A multi-byte character cut across fragments (even one byte per
+    /// fragment) is not an error: only the final fragment must end whole.
+    #[test]
+    fn char_split_across_fragments_is_accepted() {
+        let euro = "€".as_bytes(); // e2 82 ac
+        let mut asm = Assembler::default();
+        assert_eq!(
+            feed_one(&mut asm, masked(0x01, &[b'a', euro[0]])),
+            Ok(false)
+        );
+        assert_eq!(feed_one(&mut asm, masked(0x00, &euro[1..2])), Ok(false));
+        assert_eq!(feed_one(&mut asm, masked(0x00, &euro[2..])), Ok(false));
+        let mut bytes = masked(0x80, b"!");
+        let f = decode_frame(&mut bytes, 1 << 16).unwrap().unwrap();
+        match asm.feed(&f, &bytes, 1 << 16) {
+            Ok(Fed::Assembled(Data::Text, v)) => assert_eq!(v, "a€!".as_bytes()),
+            other => panic!("expected the assembled text, got {:?}", other.is_ok()),
+        }
+        // A character still cut when the message ends is invalid.
+        let mut asm = Assembler::default();
+        assert_eq!(feed_one(&mut asm, masked(0x01, &euro[..1])), Ok(false));
+        assert_eq!(
+            feed_one(&mut asm, masked(0x80, &euro[1..2])),
+            Err(Violation::BadUtf8)
+        );
     }
 
     /// Each framing rule breaks with the close code the RFC gives it.

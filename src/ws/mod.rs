@@ -12,3 +12,6 @@
 pub mod codec;
 pub mod control;
 pub mod proto;
+
+#[cfg(test)]
+mod proptests;

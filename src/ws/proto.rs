@@ -56,10 +56,18 @@ pub enum Unparsed {
     BadField(String),
 }
 
+/// What JSON allows before a value (RFC 8259 §2).
+const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
+
 /// Parses a client text frame. The fast path is one typed parse; only a
 /// frame that fails it is parsed again as a generic value to tell the
 /// client precisely what was wrong.
 pub fn parse_client(text: &str) -> Result<ClientFrame<'_>, Unparsed> {
+    // serde's derive also reads a struct from a JSON array, field by
+    // position; a frame is an object, so anything else is plain text.
+    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+        return Err(Unparsed::NotAnObject);
+    }
     match serde_json::from_str::<ClientFrame<'_>>(text) {
         Ok(f) => Ok(f),
         Err(e) => match serde_json::from_str::<serde_json::Value>(text) {
@@ -355,5 +363,29 @@ mod tests {
             parse_client(r#"{"type":"join","since":"x"}"#).unwrap_err(),
             Unparsed::BadField(_)
         ));
+    }
+
+    /// A JSON array is not a frame, even one whose items line up with the
+    /// frame's fields (serde's derive would read `["join","general"]` as a
+    /// `join` of `general`): it is plain text, like any non-object. Found by
+    /// the `json_values_are_classified_by_the_contract` property.
+    #[test]
+    fn arrays_are_not_frames() {
+        for text in [
+            r#"[""]"#,
+            r#"["join","general"]"#,
+            " \n[\"message\",null,\"hi\"]",
+        ] {
+            assert_eq!(
+                parse_client(text).map(|f| f.kind),
+                Err(Unparsed::NotAnObject),
+                "{text}"
+            );
+        }
+        let f = parse_client(" \r\n\t{\"type\":\"ping\"}").unwrap();
+        assert_eq!(
+            &*f.kind, "ping",
+            "JSON whitespace before the object is fine"
+        );
     }
 }

@@ -1,0 +1,452 @@
+//! Property tests of the frame decoder and the assembler (`codec`), driven
+//! as `server.rs::process_ws` drives them: frames are cut from the input in
+//! place, and an incomplete frame waits, still masked, for the next read.
+//! Where TCP splits the stream must change nothing, and a text message
+//! must fail at the first fragment that makes it invalid UTF-8.
+//!
+//! Also the client-frame JSON parser (`proto::parse_client`): no input
+//! panics it, it sorts JSON values exactly as the contract says, and a
+//! valid frame object comes back with the fields it was written with.
+
+use proptest::prelude::*;
+use serde_json::{Map, Value, json};
+use tungstenite::protocol::frame::coding::Data;
+
+use super::codec::{Assembler, Fed, Message, RawFrame, Violation, decode_frame, unmask};
+use super::proto::{Unparsed, parse_client};
+use crate::config::MAX_WS_MESSAGE;
+
+/// Cases per property: a case is a few kilobytes fed twice, so 512 cases
+/// run in well under a second even in a debug build.
+const CASES: u32 = 512;
+/// Longest generated data message; fragments and control frames come on top.
+const MAX_GEN_MESSAGE: usize = 300;
+/// Most fragments a generated message is cut into.
+const MAX_FRAGMENTS: usize = 6;
+/// Most messages in a generated stream.
+const MAX_MESSAGES: usize = 6;
+/// Most places a stream is split at.
+const MAX_SPLITS: usize = 24;
+/// Longest control payload (RFC 6455 §5.5).
+const MAX_CONTROL: usize = 125;
+/// Small limits for the arbitrary-stream property, so that short inputs
+/// reach the "too big" paths of both the decoder and the assembler.
+const SMALL_FRAME: usize = 200;
+const SMALL_MESSAGE: usize = 400;
+/// Most pieces (frames or noise) in an arbitrary stream.
+const MAX_PIECES: usize = 8;
+
+/// A message as the application sees it, owned so runs can be compared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Msg {
+    Text(String),
+    Binary(Vec<u8>),
+    Ping(Vec<u8>),
+    Pong,
+    Close(Option<u16>, String),
+}
+
+/// What feeding a stream produced: its messages, then the violation that
+/// ended it or the number of bytes left waiting for more input.
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    msgs: Vec<Msg>,
+    end: Result<usize, Violation>,
+}
+
+fn owned(m: Message<'_>) -> Msg {
+    match m {
+        Message::Text(s) => Msg::Text(s.to_string()),
+        Message::Binary(b) => Msg::Binary(b.to_vec()),
+        Message::Ping(p) => Msg::Ping(p.to_vec()),
+        Message::Pong => Msg::Pong,
+        Message::Close(code, reason) => Msg::Close(code, reason.to_string()),
+    }
+}
+
+/// Feeds `stream` cut at `cuts` (sorted offsets) as successive reads, the
+/// way `process_ws` does: the unconsumed tail is carried to the next read.
+fn feed(stream: &[u8], cuts: &[usize], max_frame: usize, max_message: usize) -> Run {
+    let mut asm = Assembler::default();
+    let mut msgs = Vec::new();
+    let mut left: Vec<u8> = Vec::new();
+    let mut from = 0;
+    for &to in cuts.iter().chain(std::iter::once(&stream.len())) {
+        left.extend_from_slice(&stream[from..to]);
+        from = to;
+        let data = &mut left[..];
+        let mut pos = 0;
+        loop {
+            let frame = match decode_frame(&mut data[pos..], max_frame) {
+                Ok(None) => break,
+                Ok(Some(f)) => RawFrame {
+                    payload: f.payload.start + pos..f.payload.end + pos,
+                    ..f
+                },
+                Err(v) => return Run { msgs, end: Err(v) },
+            };
+            pos = frame.payload.end;
+            match asm.feed(&frame, data, max_message) {
+                Ok(Fed::Pending) => {}
+                Ok(Fed::Whole(m)) => msgs.push(owned(m)),
+                Ok(Fed::Assembled(Data::Text, bytes)) => msgs.push(Msg::Text(
+                    String::from_utf8(bytes).expect("the assembler checked it"),
+                )),
+                Ok(Fed::Assembled(_, bytes)) => msgs.push(Msg::Binary(bytes)),
+                Err(v) => return Run { msgs, end: Err(v) },
+            }
+        }
+        left.drain(..pos);
+    }
+    Run {
+        msgs,
+        end: Ok(left.len()),
+    }
+}
+
+/// One client frame: masked, its length in the shortest form.
+fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n < 65536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    let mut p = payload.to_vec();
+    unmask(&mut p, mask);
+    out.extend_from_slice(&p);
+    out
+}
+
+/// A control frame a client may send between fragments, and what it yields.
+fn control() -> impl Strategy<Value = (u8, Vec<u8>, Msg)> {
+    let payload = || proptest::collection::vec(any::<u8>(), 0..=MAX_CONTROL);
+    let code = prop_oneof![1000u16..=1003, 1007u16..=1011, 3000u16..=4999];
+    prop_oneof![
+        payload().prop_map(|p| (0x89, p.clone(), Msg::Ping(p))),
+        payload().prop_map(|p| (0x8a, p, Msg::Pong)),
+        Just((0x88, Vec::new(), Msg::Close(None, String::new()))),
+        (code, "\\PC{0,30}")
+            .prop_filter("fits a control frame", |(_, r)| r.len() <= MAX_CONTROL - 2)
+            .prop_map(|(code, reason)| {
+                let mut p = code.to_be_bytes().to_vec();
+                p.extend_from_slice(reason.as_bytes());
+                (0x88, p, Msg::Close(Some(code), reason))
+            }),
+    ]
+}
+
+/// A data message cut into fragments at arbitrary byte offsets (through
+/// characters, for text), with control frames between some of them.
+/// Returns its bytes and the messages it yields, in order.
+fn message() -> impl Strategy<Value = (Vec<u8>, Vec<Msg>)> {
+    let data = prop_oneof![
+        "\\PC{0,100}".prop_map(|s| (0x1u8, s.clone().into_bytes(), Msg::Text(s))),
+        proptest::collection::vec(any::<u8>(), 0..MAX_GEN_MESSAGE).prop_map(|b| (
+            0x2u8,
+            b.clone(),
+            Msg::Binary(b)
+        )),
+    ];
+    (
+        data,
+        proptest::collection::vec(any::<prop::sample::Index>(), 0..MAX_FRAGMENTS),
+        proptest::collection::vec(proptest::option::weighted(0.3, control()), MAX_FRAGMENTS),
+        any::<[u8; 4]>(),
+    )
+        .prop_map(|((opcode, payload, msg), cuts, controls, mask)| {
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(payload.len() + 1)).collect();
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut bounds = vec![0];
+            bounds.extend(cuts.into_iter().filter(|&c| c > 0 && c < payload.len()));
+            bounds.push(payload.len());
+            let pieces = bounds.windows(2).count();
+            let mut bytes = Vec::new();
+            let mut msgs = Vec::new();
+            for (i, w) in bounds.windows(2).enumerate() {
+                let fin = if i + 1 == pieces { 0x80 } else { 0 };
+                let op = if i == 0 { opcode } else { 0 };
+                bytes.extend(frame(fin | op, &payload[w[0]..w[1]], mask));
+                if fin == 0
+                    && let Some((first, p, m)) = &controls[i]
+                {
+                    bytes.extend(frame(*first, p, mask));
+                    msgs.push(m.clone());
+                }
+            }
+            msgs.push(msg);
+            (bytes, msgs)
+        })
+}
+
+/// Sorted offsets into a stream of `len` bytes.
+fn cuts_of(len: usize, picks: &[prop::sample::Index]) -> Vec<usize> {
+    let mut cuts: Vec<usize> = picks.iter().map(|i| i.index(len + 1)).collect();
+    cuts.sort_unstable();
+    cuts
+}
+
+/// A piece of an arbitrary stream: a frame with any first byte, masked or
+/// not, any payload; or plain noise.
+fn piece() -> impl Strategy<Value = Vec<u8>> {
+    let first = prop_oneof![
+        3 => (any::<bool>(), prop::sample::select(vec![0u8, 1, 2, 8, 9, 10]))
+            .prop_map(|(fin, op)| if fin { 0x80 | op } else { op }),
+        1 => any::<u8>(),
+    ];
+    prop_oneof![
+        4 => (
+            first,
+            proptest::collection::vec(any::<u8>(), 0..SMALL_FRAME + 20),
+            any::<[u8; 4]>(),
+            proptest::bool::weighted(0.95),
+        )
+            .prop_map(|(first, payload, mask, masked)| {
+                let mut f = frame(first, &payload, mask);
+                if !masked {
+                    f[1] &= 0x7f;
+                }
+                f
+            }),
+        1 => proptest::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+/// A text message whose bytes may have been damaged, and its fragment sizes.
+fn damaged_text() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
+    (
+        "\\PC{1,60}",
+        proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..3),
+        proptest::collection::vec(any::<prop::sample::Index>(), 0..MAX_FRAGMENTS),
+    )
+        .prop_map(|(s, damage, cuts)| {
+            let mut bytes = s.into_bytes();
+            for (at, b) in damage {
+                let i = at.index(bytes.len());
+                bytes[i] = b;
+            }
+            let mut bounds: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len())).collect();
+            bounds.sort_unstable();
+            bounds.dedup();
+            bounds.retain(|&c| c > 0);
+            bounds.push(bytes.len());
+            (bytes, bounds)
+        })
+}
+
+/// The keys `ClientFrame` knows, so generated objects hit typed fields.
+const KEYS: [&str; 14] = [
+    "type",
+    "room",
+    "content",
+    "client_id",
+    "to",
+    "with",
+    "user",
+    "since",
+    "before",
+    "limit",
+    "id",
+    "private",
+    "members",
+    "other",
+];
+
+/// Any JSON value, with object keys mostly the contract's field names.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<u64>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        "\\PC{0,12}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        let key = prop_oneof![
+            4 => prop::sample::select(KEYS.to_vec()).prop_map(str::to_string),
+            1 => "\\PC{0,8}",
+        ];
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            proptest::collection::vec((key, inner), 0..6)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
+        ]
+    })
+}
+
+/// Whether `ClientFrame` should accept `v`, from the contract alone: an
+/// object whose `type` is a string and whose known fields, when present and
+/// not null, have their documented shapes.
+fn acceptable(v: &Value) -> Result<(), Unparsed> {
+    let Value::Object(map) = v else {
+        return Err(Unparsed::NotAnObject);
+    };
+    if !map.get("type").is_some_and(Value::is_string) {
+        return Err(Unparsed::NoType);
+    }
+    let shape_ok = |key: &str, v: &Value| match key {
+        "room" | "content" | "client_id" | "to" | "with" | "user" => v.is_string(),
+        "since" | "before" | "limit" | "id" => v.is_u64(),
+        "private" => v.is_boolean(),
+        "members" => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+        _ => true,
+    };
+    match map
+        .iter()
+        .find(|(k, v)| k.as_str() != "type" && !v.is_null() && !shape_ok(k, v))
+    {
+        Some((k, _)) => Err(Unparsed::BadField(k.clone())),
+        None => Ok(()),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
+
+    /// A stream of fragmented messages with control frames between the
+    /// fragments yields exactly those messages, in order, whether it
+    /// arrives whole or split at any points.
+    #[test]
+    fn split_stream_yields_the_same_messages(
+        msgs in proptest::collection::vec(message(), 1..=MAX_MESSAGES),
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..MAX_SPLITS),
+    ) {
+        let stream: Vec<u8> = msgs.iter().flat_map(|(b, _)| b.clone()).collect();
+        let want: Vec<Msg> = msgs.into_iter().flat_map(|(_, m)| m).collect();
+        let whole = feed(&stream, &[], MAX_WS_MESSAGE, MAX_WS_MESSAGE);
+        prop_assert_eq!(&whole, &Run { msgs: want, end: Ok(0) });
+        let split = feed(&stream, &cuts_of(stream.len(), &picks), MAX_WS_MESSAGE, MAX_WS_MESSAGE);
+        prop_assert_eq!(split, whole);
+    }
+
+    /// Any bytes at all, split anywhere, never panic and give the same
+    /// messages and the same end (violation or bytes left) as fed whole.
+    #[test]
+    fn arbitrary_stream_is_split_invariant(
+        pieces in proptest::collection::vec(piece(), 0..MAX_PIECES),
+        picks in proptest::collection::vec(any::<prop::sample::Index>(), 0..MAX_SPLITS),
+    ) {
+        let stream: Vec<u8> = pieces.concat();
+        let whole = feed(&stream, &[], SMALL_FRAME, SMALL_MESSAGE);
+        let split = feed(&stream, &cuts_of(stream.len(), &picks), SMALL_FRAME, SMALL_MESSAGE);
+        prop_assert_eq!(split, whole);
+    }
+
+    /// A fragmented text message fails (1007) at the first fragment after
+    /// which its bytes so far can no longer begin valid UTF-8, and not
+    /// before; a valid one is delivered whole.
+    #[test]
+    fn text_fails_at_the_first_bad_fragment((bytes, bounds) in damaged_text(), mask in any::<[u8; 4]>()) {
+        let mut asm = Assembler::default();
+        let mut from = 0;
+        for (i, &to) in bounds.iter().enumerate() {
+            let fin = i + 1 == bounds.len();
+            let fin_bit = if fin { 0x80 } else { 0 };
+            let opcode = if i == 0 { 0x1 } else { 0 };
+            let first = fin_bit | opcode;
+            let mut f = frame(first, &bytes[from..to], mask);
+            let raw = decode_frame(&mut f, MAX_WS_MESSAGE).unwrap().unwrap();
+            let fed = asm.feed(&raw, &f, MAX_WS_MESSAGE);
+            let so_far = std::str::from_utf8(&bytes[..to]);
+            let broken = match so_far {
+                Ok(_) => false,
+                Err(e) => fin || e.error_len().is_some(),
+            };
+            match fed {
+                Err(v) => {
+                    prop_assert!(broken, "failed early at fragment {}", i);
+                    prop_assert_eq!(v, Violation::BadUtf8);
+                    return Ok(());
+                }
+                Ok(_) if broken => {
+                    return Err(TestCaseError::fail(format!("fragment {i} accepted")));
+                }
+                Ok(Fed::Whole(Message::Text(s))) => prop_assert_eq!(s.as_bytes(), &bytes[..]),
+                Ok(Fed::Assembled(Data::Text, v)) => prop_assert_eq!(&v, &bytes),
+                Ok(Fed::Pending) => prop_assert!(!fin),
+                Ok(_) => return Err(TestCaseError::fail("not text")),
+            }
+            from = to;
+        }
+    }
+
+    /// Arbitrary text never panics the client-frame parser, and text it
+    /// accepts is a JSON object whose `type` is the kind it reports.
+    #[test]
+    fn arbitrary_text_never_panics(text in "\\PC{0,200}|\\{[\"a-z:,0-9\\[\\]{} ]{0,60}\\}") {
+        if let Ok(f) = parse_client(&text) {
+            let v: Value = serde_json::from_str(&text)
+                .map_err(|e| TestCaseError::fail(format!("accepted non-JSON: {e}")))?;
+            prop_assert_eq!(v.get("type").and_then(Value::as_str), Some(&*f.kind));
+        }
+    }
+
+    /// Any JSON value is sorted as the contract says: an object with a
+    /// string `type` and well-shaped known fields is a frame; an object
+    /// without a string `type` is `NoType`; anything else is plain text;
+    /// and a shape error names the field.
+    #[test]
+    fn json_values_are_classified_by_the_contract(v in json_value()) {
+        let text = v.to_string();
+        match (parse_client(&text), acceptable(&v)) {
+            (Ok(f), Ok(())) => prop_assert_eq!(Some(&*f.kind), v["type"].as_str()),
+            (Err(Unparsed::BadField(msg)), Err(Unparsed::BadField(_))) => {
+                prop_assert!(!msg.is_empty());
+            }
+            (Err(got), Err(want)) => prop_assert_eq!(got, want),
+            (got, want) => {
+                return Err(TestCaseError::fail(format!("{text}: got {got:?}, want {want:?}")));
+            }
+        }
+    }
+
+    /// A valid frame object comes back with every field it was written with.
+    #[test]
+    fn frame_objects_round_trip(
+        kind in "\\PC{0,16}",
+        strings in proptest::collection::vec(proptest::option::of("\\PC{0,20}"), 6),
+        numbers in proptest::collection::vec(proptest::option::of(any::<u64>()), 4),
+        private in proptest::option::of(any::<bool>()),
+        members in proptest::option::of(proptest::collection::vec("\\PC{0,10}", 0..4)),
+    ) {
+        let mut obj = Map::new();
+        obj.insert("type".into(), json!(kind));
+        let string_keys = ["room", "content", "client_id", "to", "with", "user"];
+        for (k, s) in string_keys.iter().zip(&strings) {
+            if let Some(s) = s {
+                obj.insert(k.to_string(), json!(s));
+            }
+        }
+        let number_keys = ["since", "before", "limit", "id"];
+        for (k, n) in number_keys.iter().zip(&numbers) {
+            if let Some(n) = n {
+                obj.insert(k.to_string(), json!(n));
+            }
+        }
+        if let Some(p) = private {
+            obj.insert("private".into(), json!(p));
+        }
+        if let Some(m) = &members {
+            obj.insert("members".into(), json!(m));
+        }
+        let text = Value::Object(obj).to_string();
+        let f = parse_client(&text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+        prop_assert_eq!(&*f.kind, kind.as_str());
+        let got = [&f.room, &f.content, &f.client_id, &f.to, &f.with, &f.user]
+            .map(|c| c.as_deref().map(str::to_string));
+        prop_assert_eq!(got.to_vec(), strings);
+        prop_assert_eq!(vec![f.since, f.before, f.limit, f.id], numbers);
+        prop_assert_eq!(f.private, private);
+        let got_members = f.members.map(|m| m.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        prop_assert_eq!(got_members, members);
+    }
+}
