@@ -204,11 +204,14 @@ pub enum Request {
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread`.
     Unread { ticket: Ticket, user: UserId },
-    /// Reply: `Drained`, after everything sent before it is committed.
+    /// Reply: `Drained`, after every write sent before it is committed.
+    /// (Reads on the reader thread are not waited for: at shutdown nobody
+    /// needs their answers.)
     Drain,
 }
 
-/// What storage answers, always after the batch holding the request committed.
+/// What storage answers: for a write, after the batch holding it committed;
+/// for a read, from a snapshot that holds every commit already answered.
 #[derive(Debug)]
 pub enum Reply {
     UserStored(UserId),
@@ -282,10 +285,12 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// A storage engine. Startup calls (`load`, settings) run before the loop
-/// exists, outside any batch. The rest run on the storage thread, for every
-/// batch in this order: `begin`, `execute` once per request, `commit`, and
-/// `rollback` only when that `commit` failed.
+/// A storage engine. Startup calls (`load`, settings, `reader`) run before
+/// the loop exists, outside any batch. The rest run on the writer thread, for
+/// every batch in this order: `begin`, `execute` once per request, `commit`,
+/// and `rollback` only when that `commit` failed. With a [`Reader`], the
+/// batches hold no reads; without one they hold reads too, answered from
+/// the batch's own transaction.
 ///
 /// The contract every engine honours, because the replies depend on it: a
 /// request is atomic, and the batch is one transaction of the requests that
