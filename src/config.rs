@@ -96,6 +96,11 @@ pub const MAX_REPLAY: usize = 1000;
 /// Default and largest page of history.
 pub const DEFAULT_HISTORY_LIMIT: usize = 50;
 pub const MAX_HISTORY_LIMIT: usize = 200;
+/// Messages a `GET /api/messages?page=P` may skip at most (`(P - 1) * limit`):
+/// SQLite walks every skipped row, so a huge page is a long scan on the
+/// reader. Deeper pages are 400 `invalid_input`; `before=ID` reaches any
+/// depth at the cost of one page (it seeks by id, skipping nothing).
+pub const MAX_HISTORY_OFFSET: usize = 10_000;
 /// Client ids remembered for idempotent retries. Retries come within seconds or
 /// minutes of the first send, so the newest N across the server are enough; the
 /// same window is reloaded from the database at start.

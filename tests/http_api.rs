@@ -473,6 +473,37 @@ fn messages_room_pages() {
     assert!(s.messages(&ta, "room=general&page=4").is_empty());
 }
 
+/// `?room=R&page=P` skips at most `MAX_HISTORY_OFFSET` messages: the deepest page within it is
+/// served (empty here), one page deeper is 400 `invalid_input` with a sentence naming the last
+/// page and `before`, and so is a page number far past `u64` arithmetic (no wrap, no saturate).
+#[test]
+fn messages_page_depth_is_capped() {
+    use hubbub::config::MAX_HISTORY_OFFSET;
+    let s = Server::start();
+    let (mut a, ta) = s.user("alice");
+    fill_room(&s, &mut a, "general", 3);
+    let last = MAX_HISTORY_OFFSET / 50 + 1;
+    assert!(
+        s.messages(&ta, &format!("room=general&page={last}"))
+            .is_empty()
+    );
+    assert_eq!(s.messages(&ta, "room=general&limit=1&page=3").len(), 1);
+    for q in [
+        format!("page={}", last + 1),
+        format!("limit=200&page={}", MAX_HISTORY_OFFSET / 200 + 2),
+        format!("page={}", u64::MAX),
+    ] {
+        let r = s.get(&format!("/api/messages?room=general&{q}"), Some(&ta));
+        r.assert_error(400, "invalid_input");
+        let text = r.json()["error"].as_str().unwrap_or_default().to_string();
+        assert!(
+            text.contains("too deep") && text.contains("before"),
+            "{q}: {}",
+            r.text()
+        );
+    }
+}
+
 /// `GET /api/messages` failures: 401 without a token; 400 `invalid_input` for no room/with,
 /// a bad room name, limit 0/negative/non-numeric, a non-numeric `before`; 403 `forbidden` for a
 /// private room the caller is not in; 404 `no_such_user` for `with` an unknown user.

@@ -740,6 +740,7 @@ fn history_query(
     me: UserId,
     req: &Request<'_>,
 ) -> Result<Option<HistoryQuery>, Response> {
+    use crate::config::MAX_HISTORY_OFFSET;
     let num = |key: &str| -> Result<Option<u64>, Response> {
         match req.query_param(key) {
             None => Ok(None),
@@ -756,7 +757,20 @@ fn history_query(
     let limit = limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
         (l as usize).min(MAX_HISTORY_LIMIT)
     });
-    let offset = page.map_or(0, |p| (p as usize - 1).saturating_mul(limit));
+    let offset = match page {
+        None => 0,
+        Some(p) => match (p - 1).checked_mul(limit as u64) {
+            Some(o) if o <= MAX_HISTORY_OFFSET as u64 => o as usize,
+            _ => {
+                return Err(bad_input(format!(
+                    "page {p} is too deep: a page may skip at most {MAX_HISTORY_OFFSET} \
+                     messages, so with limit {limit} the last page is {}; \
+                     use before=ID to go further back",
+                    MAX_HISTORY_OFFSET / limit + 1
+                )));
+            }
+        },
+    };
     let target = match (req.query_param("room"), req.query_param("with")) {
         (Some(room), None) => match hub.may_read(me, &room) {
             Ok(true) => Target::Room(room.to_string()),

@@ -1,16 +1,44 @@
 //! Storage behind a narrow interface: the loop never calls a database.
 //!
-//! The loop sends [`Request`]s to one storage thread and gets [`Reply`]s back
-//! over a channel, with the loop's `Waker` rung after every batch. The thread
-//! is generic over a [`Backend`]; SQLite ([`sqlite::Sqlite`]) is the one that
+//! The loop sends [`Request`]s to storage and gets [`Reply`]s back over one
+//! channel, with the loop's `Waker` rung after every batch. Storage is
+//! generic over a [`Backend`]; SQLite ([`sqlite::Sqlite`]) is the one that
 //! ships, and a PostgreSQL backend is one more `impl Backend` — the reactor,
 //! the hub and the HTTP routes only ever see `StoreHandle`.
 //!
-//! Why one thread for reads *and* writes: requests are applied in the order
-//! the loop sent them, so a history read queued after a message insert always
-//! sees that message (read-your-writes without a commit watermark). The cost,
-//! admitted: a read waits behind the batch in front of it. A pool of readers
-//! would need the loop to track which ids are committed before it may ask them.
+//! Two threads, one per kind of work. The *writer* applies every write (and
+//! `Drain`) in queue order, in batched transactions. The *reader*, on its own
+//! connection ([`Backend::reader`]), answers the reads (`History`, `Unread`),
+//! one snapshot each. A slow read (a deep `OFFSET`, a 1000-message replay)
+//! therefore never delays a commit, hence an ack. A backend with no second
+//! connection (SQLite in memory) gets every request on the writer, in order,
+//! as before.
+//!
+//! Why reads on another connection are still correct:
+//! - The hub publishes a message, and acks it, only after the commit that
+//!   holds it (`Hub::on_message_stored`). So any read issued after a client
+//!   could have seen a message is issued after that commit, and its snapshot
+//!   (taken when the reader starts it) includes the message.
+//! - A read may also see a commit whose replies the loop has not handled yet.
+//!   A `join … since` replay racing a commit like that is de-duplicated by
+//!   message id in `Hub::finish_replay`, but only against live frames *held*
+//!   while the replay was out; a replay answered before the commit's
+//!   `MessageStored` would be followed by the same message live. So the
+//!   writer commits and sends that batch's replies under [`Published`], and
+//!   the reader takes its snapshot under the same lock: every commit a read
+//!   can see has its replies ahead of the read's in the channel.
+//! - The one cost, admitted: a write issued just before a read may not be
+//!   committed yet when the read runs. That matters for read markers: an
+//!   `Unread` asked right after a `MarkRead` may still count the messages
+//!   that marker covers. (A message not yet committed was not acked or
+//!   delivered either, so no client can expect a read to show it.)
+//!
+//! Queue bounds: each thread has its own queue, bounded by the same
+//! `capacity` (`--store-queue`); `submit` answers `Busy` when the request's
+//! queue is full. Only the write queue counts for `is_backlogged` and
+//! `has_caught_up`, which pause and resume chat input: input produces writes,
+//! and a burst of reads (a reconnect storm's `Unread`s) must not stop chat
+//! while the writer is idle. `depth` (the `/metrics` gauge) is both queues.
 //!
 //! Why the loop assigns ids: message ids come from the loop's counter (continued
 //! from the database's maximum at start), so fan-out never waits for SQLite;
@@ -18,9 +46,9 @@
 
 pub mod sqlite;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::config::STORE_BATCH;
@@ -176,11 +204,14 @@ pub enum Request {
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread`.
     Unread { ticket: Ticket, user: UserId },
-    /// Reply: `Drained`, after everything sent before it is committed.
+    /// Reply: `Drained`, after every write sent before it is committed.
+    /// (Reads on the reader thread are not waited for: at shutdown nobody
+    /// needs their answers.)
     Drain,
 }
 
-/// What storage answers, always after the batch holding the request committed.
+/// What storage answers: for a write, after the batch holding it committed;
+/// for a read, from a snapshot that holds every commit already answered.
 #[derive(Debug)]
 pub enum Reply {
     UserStored(UserId),
@@ -254,10 +285,12 @@ impl std::fmt::Display for StoreError {
 
 impl std::error::Error for StoreError {}
 
-/// A storage engine. Startup calls (`load`, settings) run before the loop
-/// exists, outside any batch. The rest run on the storage thread, for every
-/// batch in this order: `begin`, `execute` once per request, `commit`, and
-/// `rollback` only when that `commit` failed.
+/// A storage engine. Startup calls (`load`, settings, `reader`) run before
+/// the loop exists, outside any batch. The rest run on the writer thread, for
+/// every batch in this order: `begin`, `execute` once per request, `commit`,
+/// and `rollback` only when that `commit` failed. With a [`Reader`], the
+/// batches hold no reads; without one they hold reads too, answered from
+/// the batch's own transaction.
 ///
 /// The contract every engine honours, because the replies depend on it: a
 /// request is atomic, and the batch is one transaction of the requests that
@@ -301,6 +334,32 @@ pub trait Backend: Send + 'static {
     /// aborted the batch, so the next `begin` starts clean. It has no caller
     /// to answer; failures are logged.
     fn rollback(&mut self);
+    /// A second connection for the reads (`History`, `Unread`), to run on
+    /// their own thread beside the writer; called once, before the threads
+    /// start. `None` (the default) when the engine cannot give one — an
+    /// in-memory database another connection would not see — and every
+    /// request then runs on the writer, in queue order. It must see every
+    /// transaction this connection committed before the reader's `begin`
+    /// (SQLite in WAL mode and PostgreSQL both do), and must not block, or
+    /// be blocked by, the writer's transactions for longer than a moment.
+    fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
+        Ok(None)
+    }
+}
+
+/// The read side of a backend ([`Backend::reader`]): answers `History` and
+/// `Unread` from committed data, on the reader thread. Per read: `begin`,
+/// one `read`, `end`.
+pub trait Reader: Send + 'static {
+    /// Starts a read transaction and takes its snapshot *now* (SQLite:
+    /// `BEGIN` and a first read; PostgreSQL: `BEGIN ISOLATION LEVEL
+    /// REPEATABLE READ` and a first statement). The caller holds
+    /// [`Published`] meanwhile, so it must be quick: no query work here.
+    fn begin(&mut self) -> Result<(), StoreError>;
+    /// Answers one read from the snapshot `begin` took.
+    fn read(&mut self, req: &Request) -> Result<Reply, StoreError>;
+    /// Ends the read transaction (also after a failed `read`); failures are logged.
+    fn end(&mut self);
 }
 
 /// The queue was full: answer the client `busy` instead of blocking the loop.
@@ -326,50 +385,22 @@ impl Storage for StoreHandle {
     }
 }
 
-/// The loop's end of the storage thread.
-pub struct StoreHandle {
-    /// Unbounded in type, bounded by `depth`: std's `sync_channel` would
-    /// allocate and touch all `capacity` slots up front (megabytes of RSS
-    /// for a queue that is almost always nearly empty); this one allocates
-    /// small blocks as it fills, and `submit` enforces the same bound.
+/// One bounded queue to a storage thread: unbounded in type, bounded by
+/// `depth`. std's `sync_channel` would allocate and touch all `capacity`
+/// slots up front (megabytes of RSS for a queue that is almost always nearly
+/// empty); this one allocates small blocks as it fills, and `send` enforces
+/// the same bound.
+struct Queue {
     tx: Option<Sender<Request>>,
-    rx: Receiver<Reply>,
-    /// Requests sent and not yet taken by the thread (for `/metrics`).
+    /// Requests sent and not yet taken by the thread.
     depth: Arc<AtomicUsize>,
-    /// Requests in flight at most; `submit` answers `Busy` past it.
-    capacity: usize,
     thread: Option<JoinHandle<()>>,
 }
 
-impl StoreHandle {
-    /// Starts the storage thread. `wake` is called after each batch's replies
-    /// are sent (the loop passes its `mio::Waker`).
-    pub fn spawn<B: Backend>(
-        backend: B,
-        capacity: usize,
-        wake: impl Fn() + Send + 'static,
-    ) -> StoreHandle {
-        let (tx, req_rx) = mpsc::channel();
-        let (reply_tx, rx) = mpsc::channel();
-        let depth = Arc::new(AtomicUsize::new(0));
-        let thread_depth = depth.clone();
-        let thread = std::thread::Builder::new()
-            .name("hubbub-store".into())
-            .spawn(move || run_store(backend, req_rx, reply_tx, thread_depth, wake))
-            .expect("spawn storage thread");
-        StoreHandle {
-            tx: Some(tx),
-            rx,
-            depth,
-            capacity,
-            thread: Some(thread),
-        }
-    }
-
-    /// Queues a request without blocking.
-    pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
+impl Queue {
+    fn send(&self, req: Request, capacity: usize) -> Result<(), Busy> {
         let tx = self.tx.as_ref().ok_or(Busy)?;
-        if self.depth.load(Ordering::Relaxed) >= self.capacity {
+        if self.depth() >= capacity {
             return Err(Busy);
         }
         self.depth.fetch_add(1, Ordering::Relaxed);
@@ -379,47 +410,176 @@ impl StoreHandle {
         })
     }
 
+    fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    /// Closes the queue and waits for the thread to finish what it holds.
+    fn join(&mut self, name: &str) {
+        self.tx = None;
+        if let Some(t) = self.thread.take()
+            && t.join().is_err()
+        {
+            log::error!("{name} thread panicked");
+        }
+    }
+}
+
+/// Held by the writer from its `commit` until that batch's replies are in
+/// the reply channel, and by the reader while it takes a snapshot: so every
+/// commit a read can see has its replies ahead of the read's reply (see the
+/// module doc). Neither holds it across query work, so a slow read still
+/// never delays a commit.
+pub struct Published(Mutex<()>);
+
+impl Published {
+    fn new() -> Published {
+        Published(Mutex::new(()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        // Guards no data: a thread that panicked holding it left nothing torn.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The loop's end of the storage threads.
+pub struct StoreHandle {
+    /// Writes and `Drain`; also reads when the backend has no reader.
+    writes: Queue,
+    /// `History` and `Unread`, when the backend has a reader.
+    reads: Option<Queue>,
+    rx: Receiver<Reply>,
+    /// Requests in flight at most, in each queue; `submit` answers `Busy` past it.
+    capacity: usize,
+}
+
+impl StoreHandle {
+    /// Starts the writer thread, and the reader thread if the backend gives
+    /// a [`Reader`]. `wake` is called by either after it sent replies (the
+    /// loop passes its `mio::Waker`).
+    pub fn spawn<B: Backend>(
+        mut backend: B,
+        capacity: usize,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> StoreHandle {
+        let (reply_tx, rx) = mpsc::channel();
+        let wake = Arc::new(wake);
+        let published = Arc::new(Published::new());
+        let reader = backend.reader().unwrap_or_else(|e| {
+            log::warn!("storage: no reader connection ({e}); reads run on the writer");
+            None
+        });
+        let reads = reader.map(|reader| {
+            let (replies, wake, published) = (reply_tx.clone(), wake.clone(), published.clone());
+            spawn_queue("hubbub-store-read", move |rx, depth| {
+                run_reader(reader, rx, replies, depth, &published, &*wake)
+            })
+        });
+        let writes = spawn_queue("hubbub-store", move |rx, depth| {
+            run_store(backend, rx, reply_tx, depth, &published, &*wake)
+        });
+        StoreHandle {
+            writes,
+            reads,
+            rx,
+            capacity,
+        }
+    }
+
+    /// Queues a request without blocking, on the reader's queue if it is a
+    /// read and there is a reader, else on the writer's.
+    pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
+        match &self.reads {
+            Some(reads) if is_read(&req) => reads.send(req, self.capacity),
+            _ => self.writes.send(req, self.capacity),
+        }
+    }
+
     /// The next reply, if one is ready.
     pub fn try_reply(&self) -> Option<Reply> {
         self.rx.try_recv().ok()
     }
 
-    /// Storage is behind (half its queue in use): the loop should stop
-    /// taking new work from clients until it `has_caught_up`.
+    /// The writer is behind (half its queue in use): the loop should stop
+    /// taking new work from clients until it `has_caught_up`. Reads queued
+    /// for the reader do not count (see the module doc).
     pub fn is_backlogged(&self) -> bool {
-        self.depth() >= self.capacity / 2
+        self.writes.depth() >= self.capacity / 2
     }
 
-    /// Storage is back under a quarter of its queue.
+    /// The writer is back under a quarter of its queue.
     pub fn has_caught_up(&self) -> bool {
-        self.depth() <= self.capacity / 4
+        self.writes.depth() <= self.capacity / 4
     }
 
-    /// Requests waiting for the storage thread.
+    /// Requests waiting for either storage thread (the `/metrics` gauge).
     pub fn depth(&self) -> usize {
-        self.depth.load(Ordering::Relaxed)
+        self.writes.depth() + self.read_depth()
     }
 
-    /// Closes the queue and waits for the thread to commit what it holds.
-    /// Only called at shutdown, after `Drain` was answered, so the wait is short.
+    /// Reads waiting for the reader thread (0 without one).
+    pub fn read_depth(&self) -> usize {
+        self.reads.as_ref().map_or(0, Queue::depth)
+    }
+
+    /// Closes the queues and waits for the threads to finish what they hold.
+    /// Only called at shutdown, after `Drain` was answered, so the wait is
+    /// short. The reader goes first, so that the writer's connection is the
+    /// last to close (SQLite then removes the `-wal` and `-shm`).
     pub fn join(&mut self) {
-        self.tx = None;
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            log::error!("storage thread panicked");
+        if let Some(reads) = &mut self.reads {
+            reads.join("storage reader");
         }
+        self.writes.join("storage");
     }
 }
 
-/// The storage thread: block for one request, take whatever else is queued (up
+/// Starts a thread that serves one queue.
+fn spawn_queue(
+    name: &str,
+    run: impl FnOnce(Receiver<Request>, Arc<AtomicUsize>) + Send + 'static,
+) -> Queue {
+    let (tx, rx) = mpsc::channel();
+    let depth = Arc::new(AtomicUsize::new(0));
+    let thread_depth = depth.clone();
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || run(rx, thread_depth))
+        .expect("spawn storage thread");
+    Queue {
+        tx: Some(tx),
+        depth,
+        thread: Some(thread),
+    }
+}
+
+/// The requests the reader answers when there is one. Exhaustive on
+/// purpose: a new request must be classified.
+fn is_read(req: &Request) -> bool {
+    match req {
+        Request::History { .. } | Request::Unread { .. } => true,
+        Request::PutUser(_)
+        | Request::PutMessage { .. }
+        | Request::PutPublicRoom { .. }
+        | Request::SetLastSeen { .. }
+        | Request::PutPrivateRoom { .. }
+        | Request::AddMember { .. }
+        | Request::RemoveMember { .. }
+        | Request::MarkRead { .. }
+        | Request::Drain => false,
+    }
+}
+
+/// The writer thread: block for one request, take whatever else is queued (up
 /// to a batch), apply it all in one transaction, then send every reply.
 fn run_store<B: Backend>(
     mut backend: B,
     rx: Receiver<Request>,
-    replies: mpsc::Sender<Reply>,
+    replies: Sender<Reply>,
     depth: Arc<AtomicUsize>,
-    wake: impl Fn(),
+    published: &Published,
+    wake: &dyn Fn(),
 ) {
     crate::priority::lower_current_thread(crate::priority::STORE_NICE);
     let mut batch = Vec::with_capacity(STORE_BATCH);
@@ -433,12 +593,13 @@ fn run_store<B: Backend>(
             }
         }
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
-        apply_batch(&mut backend, &batch, &mut out);
+        let guard = apply_batch_published(&mut backend, &batch, &mut out, published);
         batch.clear();
         let mut loop_gone = false;
         for reply in out.drain(..) {
             loop_gone |= replies.send(reply).is_err();
         }
+        drop(guard);
         if loop_gone {
             // The loop is gone (shutdown): keep committing what is queued.
             continue;
@@ -447,16 +608,63 @@ fn run_store<B: Backend>(
     }
 }
 
+/// The reader thread: one read at a time, each in its own snapshot, its
+/// reply sent (and the loop woken) as soon as it is ready.
+fn run_reader(
+    mut reader: Box<dyn Reader>,
+    rx: Receiver<Request>,
+    replies: Sender<Reply>,
+    depth: Arc<AtomicUsize>,
+    published: &Published,
+    wake: &dyn Fn(),
+) {
+    crate::priority::lower_current_thread(crate::priority::STORE_NICE);
+    while let Ok(req) = rx.recv() {
+        depth.fetch_sub(1, Ordering::Relaxed);
+        let began = {
+            let _snapshot = published.lock();
+            reader.begin()
+        };
+        let reply = match began.and_then(|()| reader.read(&req)) {
+            Ok(reply) => Some(reply),
+            Err(e) => {
+                log::error!("storage: {} failed: {e}", request_name(&req));
+                failure_reply(&req)
+            }
+        };
+        reader.end();
+        if let Some(reply) = reply
+            && replies.send(reply).is_ok()
+        {
+            wake();
+        }
+    }
+}
+
 /// One transaction for the whole batch. A request that fails alone gets its
 /// failure reply; a failure that aborts the transaction, or a failed commit,
 /// turns every reply of the batch into a failure, because nothing of the
 /// batch is durable. The thread goes on with the next batch either way: when
-/// the disk has room again, writes succeed again without a restart.
+/// the disk has room again, writes succeed again without a restart. (The
+/// writer thread calls [`apply_batch_published`]; tests call this.)
+#[cfg(test)]
 pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
+    let published = Published::new();
+    drop(apply_batch_published(backend, batch, out, &published));
+}
+
+/// [`apply_batch`], returning with `published` held from the commit on, so
+/// the caller sends the replies before a reader may take a newer snapshot.
+fn apply_batch_published<'a, B: Backend>(
+    backend: &mut B,
+    batch: &[Request],
+    out: &mut Vec<Reply>,
+    published: &'a Published,
+) -> MutexGuard<'a, ()> {
     if let Err(e) = backend.begin() {
         log::error!("storage: begin failed: {e}");
         out.extend(batch.iter().filter_map(failure_reply));
-        return;
+        return published.lock();
     }
     let start = out.len();
     for req in batch {
@@ -472,7 +680,7 @@ pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &
                 backend.rollback();
                 out.truncate(start);
                 out.extend(batch.iter().filter_map(failure_reply));
-                return;
+                return published.lock();
             }
             Err(e) => {
                 log::error!("storage: {} failed: {e}", request_name(req));
@@ -480,12 +688,14 @@ pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &
             }
         }
     }
+    let guard = published.lock();
     if let Err(e) = backend.commit() {
         log::error!("storage: commit of {} requests failed: {e}", batch.len());
         backend.rollback();
         out.truncate(start);
         out.extend(batch.iter().filter_map(failure_reply));
     }
+    guard
 }
 
 /// The reply a request gets when it could not be applied (or its batch
@@ -589,5 +799,242 @@ mod tests {
         assert_eq!(store.depth(), 0);
         assert!(store.has_caught_up() && !store.is_backlogged());
         store.join();
+    }
+
+    /// Lets one request through per token the test sends; shared by the
+    /// writer and the reader of [`Split`].
+    type Turnstile = Arc<Mutex<StdReceiver<()>>>;
+
+    fn pass(t: &Turnstile) {
+        let _ = t.lock().unwrap().recv_timeout(Duration::from_secs(10));
+    }
+
+    /// A backend with a reader. The writer answers writes at once unless
+    /// `write_gate` holds its batches; a read waits at `read_gate` wherever
+    /// it runs (the writer too, were reads routed there), after telling
+    /// `entered` it started.
+    struct Split {
+        write_gate: Option<Turnstile>,
+        read_gate: Turnstile,
+        entered: Sender<()>,
+    }
+
+    struct SplitReader {
+        read_gate: Turnstile,
+        entered: Sender<()>,
+    }
+
+    fn answer_read(req: &Request, gate: &Turnstile, entered: &Sender<()>) -> Reply {
+        let _ = entered.send(());
+        pass(gate);
+        match req {
+            Request::History { ticket, .. } => Reply::History {
+                ticket: *ticket,
+                messages: Vec::new(),
+            },
+            Request::Unread { ticket, .. } => Reply::Unread {
+                ticket: *ticket,
+                counts: Vec::new(),
+            },
+            other => panic!("{} is not a read", request_name(other)),
+        }
+    }
+
+    impl Backend for Split {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            Ok(Snapshot::default())
+        }
+        fn setting(&mut self, _: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(None)
+        }
+        fn put_setting(&mut self, _: &str, _: &[u8]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn begin(&mut self) -> Result<(), StoreError> {
+            if let Some(gate) = &self.write_gate {
+                pass(gate);
+            }
+            Ok(())
+        }
+        fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+            Ok(match req {
+                Request::PutMessage { msg, .. } => Some(Reply::MessageStored(msg.id)),
+                Request::Drain => Some(Reply::Drained),
+                Request::History { .. } | Request::Unread { .. } => {
+                    Some(answer_read(req, &self.read_gate, &self.entered))
+                }
+                _ => None,
+            })
+        }
+        fn commit(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn rollback(&mut self) {}
+        fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
+            Ok(Some(Box::new(SplitReader {
+                read_gate: self.read_gate.clone(),
+                entered: self.entered.clone(),
+            })))
+        }
+    }
+
+    impl Reader for SplitReader {
+        fn begin(&mut self) -> Result<(), StoreError> {
+            Ok(())
+        }
+        fn read(&mut self, req: &Request) -> Result<Reply, StoreError> {
+            Ok(answer_read(req, &self.read_gate, &self.entered))
+        }
+        fn end(&mut self) {}
+    }
+
+    fn history(seq: u64) -> Request {
+        Request::History {
+            ticket: Ticket {
+                desk: Desk::Http,
+                seq,
+            },
+            query: HistoryQuery {
+                target: Target::Room("r".into()),
+                before: None,
+                after: None,
+                limit: 50,
+                offset: 1_000_000,
+            },
+        }
+    }
+
+    fn put(id: MsgId) -> Request {
+        Request::PutMessage {
+            msg: StoredMessage {
+                id,
+                room: Some("r".into()),
+                from: 1,
+                to: None,
+                content: "x".into(),
+                timestamp_ms: 0,
+            },
+            client_id: None,
+        }
+    }
+
+    /// The next reply, waiting for the store to ring `wake` (bounded, so a
+    /// reply that never comes fails the test instead of hanging it).
+    fn next_reply(store: &StoreHandle, woken: &StdReceiver<()>) -> Reply {
+        loop {
+            if let Some(r) = store.try_reply() {
+                return r;
+            }
+            woken
+                .recv_timeout(Duration::from_secs(10))
+                .expect("storage rang no wake");
+        }
+    }
+
+    /// A read that is stuck (the reader is inside it and will not finish
+    /// until the test says so) does not hold up a message submitted after
+    /// it: `MessageStored` arrives while the read is still running, and the
+    /// read's reply comes after it is let go. Were reads on the writer, the
+    /// insert would wait behind the read and no reply would come.
+    #[test]
+    fn a_slow_read_does_not_delay_a_commit() {
+        let (release, gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let (woke, woken) = mpsc::channel();
+        let backend = Split {
+            write_gate: None,
+            read_gate: Arc::new(Mutex::new(gate)),
+            entered: entered_tx,
+        };
+        let mut store = StoreHandle::spawn(backend, 64, move || {
+            let _ = woke.send(());
+        });
+        store.submit(history(1)).unwrap();
+        entered
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the read started");
+        store.submit(put(7)).unwrap();
+        assert!(
+            matches!(next_reply(&store, &woken), Reply::MessageStored(7)),
+            "the commit was answered first"
+        );
+        assert_eq!(store.read_depth(), 0, "the read was taken, not queued");
+        release.send(()).unwrap();
+        assert!(matches!(
+            next_reply(&store, &woken),
+            Reply::History {
+                ticket: Ticket { seq: 1, .. },
+                ..
+            }
+        ));
+        store.join();
+    }
+
+    /// With both threads stalled, each queue is bounded on its own: reads
+    /// are refused `Busy` once the read queue is full (plus the one read in
+    /// the reader's hands), without making the writer look backlogged, and
+    /// writes are still accepted up to their own bound, which does make it
+    /// backlogged. Once both threads go on, every accepted request of either
+    /// kind is answered exactly once through the one reply channel.
+    #[test]
+    fn both_threads_answer_and_each_queue_is_bounded() {
+        const CAP: usize = 64;
+        let (release_writes, write_gate) = mpsc::channel();
+        let (release_reads, read_gate) = mpsc::channel();
+        let (entered_tx, entered) = mpsc::channel();
+        let backend = Split {
+            write_gate: Some(Arc::new(Mutex::new(write_gate))),
+            read_gate: Arc::new(Mutex::new(read_gate)),
+            entered: entered_tx,
+        };
+        let (woke, woken) = mpsc::channel();
+        let mut store = StoreHandle::spawn(backend, CAP, move || {
+            let _ = woke.send(());
+        });
+        store.submit(history(0)).unwrap();
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+        let mut reads = 1;
+        while store.submit(history(reads)).is_ok() {
+            reads += 1;
+            assert!(reads as usize <= CAP + 1, "the read bound did not hold");
+        }
+        assert_eq!(reads as usize, CAP + 1, "refused early");
+        assert_eq!(store.read_depth(), CAP);
+        assert!(
+            !store.is_backlogged() && store.has_caught_up(),
+            "queued reads do not pause chat input"
+        );
+        let mut writes = 0;
+        while store.submit(put(writes + 1)).is_ok() {
+            writes += 1;
+            assert!(
+                writes as usize <= CAP + STORE_BATCH,
+                "the write bound did not hold"
+            );
+        }
+        assert!(writes as usize >= CAP, "refused early at {writes}");
+        assert!(store.is_backlogged());
+        assert!(store.depth() >= 2 * CAP, "the gauge counts both queues");
+        for _ in 0..reads {
+            let _ = release_reads.send(());
+        }
+        for _ in 0..writes {
+            let _ = release_writes.send(());
+        }
+        let (mut read_seqs, mut stored) = (Vec::new(), Vec::new());
+        while read_seqs.len() < reads as usize || stored.len() < writes as usize {
+            match next_reply(&store, &woken) {
+                Reply::History { ticket, .. } => read_seqs.push(ticket.seq),
+                Reply::MessageStored(id) => stored.push(id),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        read_seqs.sort_unstable();
+        assert_eq!(read_seqs, (0..reads).collect::<Vec<_>>());
+        assert_eq!(stored, (1..=writes).collect::<Vec<_>>(), "writes in order");
+        assert_eq!(store.depth(), 0);
+        assert!(store.has_caught_up() && !store.is_backlogged());
+        store.join();
+        assert!(store.try_reply().is_none(), "nothing answered twice");
     }
 }

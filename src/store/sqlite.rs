@@ -15,6 +15,11 @@
 //! are its `-wal` and `-shm` (SQLite gives them the main file's mode). A file
 //! the operator created keeps the mode they gave it.
 //!
+//! Reads: [`Sqlite::reader`] opens a second, read-only connection to the same
+//! file for the reader thread ([`SqliteReader`]); WAL lets it read committed
+//! data while the writer's transaction is open, neither waiting for the
+//! other. An in-memory database has no file to share and gives no reader.
+//!
 //! Backups: [`backup`] copies a database that a running server is writing,
 //! on its own connection (`VACUUM INTO`, one consistent snapshot), for
 //! `hubbub backup`.
@@ -28,7 +33,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, Snapshot,
+    Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader, Reply, Request, Snapshot,
     StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow,
 };
 use crate::config::CLIENT_ID_WINDOW;
@@ -122,8 +127,18 @@ fn err(e: rusqlite::Error) -> StoreError {
     }
 }
 
-/// One SQLite write connection (the storage thread's).
+/// How long a statement waits for a lock another connection holds before
+/// failing with `SQLITE_BUSY`: the writer for another process's write lock,
+/// the reader for the moments WAL still locks (recovery, a log reset).
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One SQLite write connection (the writer thread's).
 pub struct Sqlite {
+    conn: Connection,
+}
+
+/// The reader thread's connection: read-only, to the writer's file.
+pub struct SqliteReader {
     conn: Connection,
 }
 
@@ -144,10 +159,10 @@ impl Sqlite {
         conn.execute_batch(
             "PRAGMA journal_mode = WAL;
              PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 5000;
              PRAGMA temp_store = MEMORY;",
         )
         .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
         conn.set_prepared_statement_cache_capacity(32);
         let version: usize = conn
             .query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
@@ -168,72 +183,75 @@ impl Sqlite {
         }
         Ok(Sqlite { conn })
     }
+}
 
-    fn history(&self, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMessage>> {
-        let before = q.before.map_or(i64::MAX, |b| b as i64);
-        let after = q.after.map_or(0, |a| a as i64);
-        let (limit, offset) = (q.limit as i64, q.offset as i64);
-        let mut rows = match &q.target {
-            Target::Room(room) => {
-                let mut st = self.conn.prepare_cached(
-                    "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
-                     WHERE room = ?1 AND id < ?2 AND id > ?3
-                     ORDER BY id DESC LIMIT ?4 OFFSET ?5",
-                )?;
-                st.query_map(params![room, before, after, limit, offset], row_to_message)?
-                    .collect::<rusqlite::Result<Vec<_>>>()?
-            }
-            Target::Direct(a, b) => {
-                let mut st = self.conn.prepare_cached(
-                    "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
-                     WHERE dm = ?1 AND id < ?2 AND id > ?3
-                     ORDER BY id DESC LIMIT ?4 OFFSET ?5",
-                )?;
-                st.query_map(
-                    params![dm_key(*a, *b), before, after, limit, offset],
-                    row_to_message,
-                )?
+/// The reads, shared by the writer (when there is no reader) and the reader.
+fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMessage>> {
+    let before = q.before.map_or(i64::MAX, |b| b as i64);
+    let after = q.after.map_or(0, |a| a as i64);
+    let (limit, offset) = (q.limit as i64, q.offset as i64);
+    let mut rows = match &q.target {
+        Target::Room(room) => {
+            let mut st = conn.prepare_cached(
+                "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
+                 WHERE room = ?1 AND id < ?2 AND id > ?3
+                 ORDER BY id DESC LIMIT ?4 OFFSET ?5",
+            )?;
+            st.query_map(params![room, before, after, limit, offset], row_to_message)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
-            }
-        };
-        rows.reverse();
-        Ok(rows)
-    }
-
-    /// Rooms the user has read in or belongs to, and people who wrote to the
-    /// user, with how many messages from others are newer than the read marker.
-    fn unread(&self, user: UserId) -> rusqlite::Result<Vec<UnreadCount>> {
-        let mut counts = Vec::new();
-        let mut st = self.conn.prepare_cached(
-            "SELECT r.room, (SELECT COUNT(*) FROM messages m
-                             WHERE m.room = r.room AND m.id > r.last_id AND m.from_id != ?1)
-             FROM (SELECT room, last_id FROM room_reads WHERE user_id = ?1
-                   UNION ALL
-                   SELECT room, 0 FROM room_members WHERE user_id = ?1
-                     AND room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
-             ORDER BY r.room",
-        )?;
-        for row in st.query_map([user], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })? {
-            let (room, n) = row?;
-            if n > 0 {
-                counts.push(UnreadCount::Room(room, n as u64));
-            }
         }
-        let mut st = self.conn.prepare_cached(
-            "SELECT m.from_id, COUNT(*) FROM messages m
-             LEFT JOIN dm_reads r ON r.user_id = ?1 AND r.peer_id = m.from_id
-             WHERE m.to_id = ?1 AND m.from_id != ?1 AND m.id > COALESCE(r.last_id, 0)
-             GROUP BY m.from_id ORDER BY m.from_id",
-        )?;
-        for row in st.query_map([user], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))? {
-            let (from, n) = row?;
-            counts.push(UnreadCount::Direct(from, n as u64));
+        Target::Direct(a, b) => {
+            let mut st = conn.prepare_cached(
+                "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
+                 WHERE dm = ?1 AND id < ?2 AND id > ?3
+                 ORDER BY id DESC LIMIT ?4 OFFSET ?5",
+            )?;
+            st.query_map(
+                params![dm_key(*a, *b), before, after, limit, offset],
+                row_to_message,
+            )?
+            .collect::<rusqlite::Result<Vec<_>>>()?
         }
-        Ok(counts)
-    }
+    };
+    rows.reverse();
+    Ok(rows)
+}
 
+/// Rooms the user has read in or belongs to, and people who wrote to the
+/// user, with how many messages from others are newer than the read marker.
+fn unread(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<UnreadCount>> {
+    let mut counts = Vec::new();
+    let mut st = conn.prepare_cached(
+        "SELECT r.room, (SELECT COUNT(*) FROM messages m
+                         WHERE m.room = r.room AND m.id > r.last_id AND m.from_id != ?1)
+         FROM (SELECT room, last_id FROM room_reads WHERE user_id = ?1
+               UNION ALL
+               SELECT room, 0 FROM room_members WHERE user_id = ?1
+                 AND room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
+         ORDER BY r.room",
+    )?;
+    for row in st.query_map([user], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (room, n) = row?;
+        if n > 0 {
+            counts.push(UnreadCount::Room(room, n as u64));
+        }
+    }
+    let mut st = conn.prepare_cached(
+        "SELECT m.from_id, COUNT(*) FROM messages m
+         LEFT JOIN dm_reads r ON r.user_id = ?1 AND r.peer_id = m.from_id
+         WHERE m.to_id = ?1 AND m.from_id != ?1 AND m.id > COALESCE(r.last_id, 0)
+         GROUP BY m.from_id ORDER BY m.from_id",
+    )?;
+    for row in st.query_map([user], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))? {
+        let (from, n) = row?;
+        counts.push(UnreadCount::Direct(from, n as u64));
+    }
+    Ok(counts)
+}
+
+impl Sqlite {
     /// Runs a statement without parameters or rows. Cached like every other
     /// statement: `execute_batch` would parse it again each batch.
     fn run(&self, sql: &str) -> rusqlite::Result<()> {
@@ -367,11 +385,11 @@ impl Sqlite {
             }
             Request::History { ticket, query } => Some(Reply::History {
                 ticket: *ticket,
-                messages: self.history(query)?,
+                messages: history(&self.conn, query)?,
             }),
             Request::Unread { ticket, user } => Some(Reply::Unread {
                 ticket: *ticket,
-                counts: self.unread(*user)?,
+                counts: unread(&self.conn, *user)?,
             }),
             Request::Drain => Some(Reply::Drained),
         })
@@ -387,7 +405,7 @@ pub const PRIVATE_FILE_MODE: u32 = 0o600;
 /// not block the writer under WAL; this covers the short moments that still
 /// take a lock (WAL recovery, a checkpoint resetting the log), with the same
 /// bound the server itself uses.
-const BACKUP_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+const BACKUP_BUSY_TIMEOUT: Duration = BUSY_TIMEOUT;
 
 /// Whether `path` names a file on disk, which hubbub may create itself:
 /// not SQLite's `:memory:` and not a `file:` URI (rusqlite opens with URIs
@@ -706,6 +724,81 @@ impl Backend for Sqlite {
             log::error!("storage: rollback failed: {e}");
         }
     }
+
+    /// A read-only connection to the same file, only in WAL mode: in a
+    /// rollback journal a reader's lock would make the writer's commit wait
+    /// (up to [`BUSY_TIMEOUT`]) behind every slow read, the very thing a
+    /// reader thread is for avoiding. None for an in-memory database, which
+    /// a second connection would not see.
+    fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
+        let path = match self.conn.path() {
+            Some(p) if !p.is_empty() => p.to_owned(),
+            _ => return Ok(None),
+        };
+        let mode: String = self
+            .conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            log::warn!("storage: journal mode is {mode}, not WAL; reads run on the writer");
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(err)?;
+        conn.execute_batch("PRAGMA temp_store = MEMORY;")
+            .map_err(err)?;
+        conn.set_prepared_statement_cache_capacity(8);
+        Ok(Some(Box::new(SqliteReader { conn })))
+    }
+}
+
+impl Reader for SqliteReader {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        // A deferred transaction takes its snapshot at its first read, so
+        // read something tiny now, while the caller holds `Published`.
+        self.conn
+            .prepare_cached("BEGIN")
+            .and_then(|mut st| st.execute([]))
+            .and_then(|_| {
+                self.conn
+                    .prepare_cached("SELECT 1 FROM sqlite_schema LIMIT 1")?
+                    .query([])?
+                    .next()
+                    .map(|_| ())
+            })
+            .map_err(err)
+    }
+
+    fn read(&mut self, req: &Request) -> Result<Reply, StoreError> {
+        match req {
+            Request::History { ticket, query } => Ok(Reply::History {
+                ticket: *ticket,
+                messages: history(&self.conn, query).map_err(err)?,
+            }),
+            Request::Unread { ticket, user } => Ok(Reply::Unread {
+                ticket: *ticket,
+                counts: unread(&self.conn, *user).map_err(err)?,
+            }),
+            _ => Err(StoreError::request("not a read")),
+        }
+    }
+
+    fn end(&mut self) {
+        if self.conn.is_autocommit() {
+            return;
+        }
+        if let Err(e) = self
+            .conn
+            .prepare_cached("COMMIT")
+            .and_then(|mut st| st.execute([]))
+        {
+            log::error!("storage: ending a read failed: {e}");
+        }
+    }
 }
 
 #[cfg(test)]
@@ -823,25 +916,23 @@ mod tests {
         let ids = |v: Vec<StoredMessage>| v.into_iter().map(|m| m.id).collect::<Vec<_>>();
         let room = || Target::Room("r".into());
         assert_eq!(
-            ids(db.history(&q(room(), None, None, 3, 0)).unwrap()),
+            ids(history(&db.conn, &q(room(), None, None, 3, 0)).unwrap()),
             vec![8, 9, 10]
         );
         assert_eq!(
-            ids(db.history(&q(room(), Some(8), None, 3, 0)).unwrap()),
+            ids(history(&db.conn, &q(room(), Some(8), None, 3, 0)).unwrap()),
             vec![5, 6, 7]
         );
         assert_eq!(
-            ids(db.history(&q(room(), None, None, 3, 3)).unwrap()),
+            ids(history(&db.conn, &q(room(), None, None, 3, 3)).unwrap()),
             vec![5, 6, 7]
         );
         assert_eq!(
-            ids(db.history(&q(room(), Some(8), Some(5), 10, 0)).unwrap()),
+            ids(history(&db.conn, &q(room(), Some(8), Some(5), 10, 0)).unwrap()),
             vec![6, 7]
         );
         assert_eq!(
-            ids(db
-                .history(&q(Target::Direct(2, 1), None, None, 10, 0))
-                .unwrap()),
+            ids(history(&db.conn, &q(Target::Direct(2, 1), None, None, 10, 0)).unwrap()),
             vec![11, 12]
         );
     }
@@ -892,7 +983,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            db.unread(1).unwrap(),
+            unread(&db.conn, 1).unwrap(),
             vec![UnreadCount::Room("r".into(), 1), UnreadCount::Direct(2, 1)]
         );
     }
@@ -1177,6 +1268,109 @@ mod tests {
         let e = backup(&src, &copy).unwrap_err();
         assert!(e.message.contains("not a hubbub database"), "{e}");
         assert!(!copy.exists());
+    }
+
+    fn room_history(seq: u64) -> Request {
+        Request::History {
+            ticket: Ticket {
+                desk: Desk::Hub,
+                seq,
+            },
+            query: HistoryQuery {
+                target: Target::Room("r".into()),
+                before: None,
+                after: None,
+                limit: 50,
+                offset: 0,
+            },
+        }
+    }
+
+    fn history_ids(reply: Reply) -> Vec<MsgId> {
+        match reply {
+            Reply::History { messages, .. } => messages.iter().map(|m| m.id).collect(),
+            other => panic!("expected history, got {other:?}"),
+        }
+    }
+
+    /// The reader's snapshot is taken by `begin`, not by its first query: a
+    /// commit that lands between the two is not seen, and the next read is.
+    /// The ordering of replies (`Published`) rests on this.
+    #[test]
+    fn the_reader_snapshot_is_taken_at_begin() {
+        let dir = TestDir::new("snapshot");
+        let mut db = Sqlite::open(&dir.join("hubbub.db")).unwrap();
+        fill(&mut db, 1, 2);
+        let mut reader = db.reader().unwrap().expect("a file database has a reader");
+        reader.begin().unwrap();
+        fill(&mut db, 3, 1);
+        assert_eq!(history_ids(reader.read(&room_history(1)).unwrap()), [1, 2]);
+        reader.end();
+        reader.begin().unwrap();
+        assert_eq!(
+            history_ids(reader.read(&room_history(2)).unwrap()),
+            [1, 2, 3]
+        );
+        reader.end();
+    }
+
+    /// The reader connection is read-only, and an in-memory database, which
+    /// a second connection would not see, has no reader at all.
+    #[test]
+    fn reader_is_read_only_and_absent_in_memory() {
+        assert!(
+            Sqlite::open_in_memory()
+                .unwrap()
+                .reader()
+                .unwrap()
+                .is_none()
+        );
+        let dir = TestDir::new("ro");
+        let mut db = Sqlite::open(&dir.join("hubbub.db")).unwrap();
+        fill(&mut db, 1, 1);
+        let mut reader = db.reader().unwrap().unwrap();
+        reader.begin().unwrap();
+        assert!(reader.read(&Request::Drain).is_err(), "a write is no read");
+        reader.end();
+        let conn =
+            Connection::open_with_flags(dir.join("hubbub.db"), OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        assert!(conn.execute("DELETE FROM messages", []).is_err());
+    }
+
+    /// Through `StoreHandle` on a file: a read issued after a message's
+    /// `MessageStored` (when the hub would deliver it) sees the message on
+    /// the reader thread, and after `join` the writer closed last, so no
+    /// `-wal` or `-shm` is left beside the database.
+    #[test]
+    fn reads_after_a_commit_see_it_and_join_closes_cleanly() {
+        use crate::store::StoreHandle;
+        let dir = TestDir::new("handle");
+        let path = dir.join("hubbub.db");
+        let (woke, woken) = std::sync::mpsc::channel();
+        let mut store = StoreHandle::spawn(Sqlite::open(&path).unwrap(), 64, move || {
+            let _ = woke.send(());
+        });
+        let next = |store: &StoreHandle| loop {
+            if let Some(r) = store.try_reply() {
+                return r;
+            }
+            woken
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a reply");
+        };
+        store
+            .submit(Request::PutMessage {
+                msg: msg(1, Some("r"), 1, None),
+                client_id: None,
+            })
+            .unwrap();
+        assert!(matches!(next(&store), Reply::MessageStored(1)));
+        store.submit(room_history(1)).unwrap();
+        assert_eq!(history_ids(next(&store)), [1]);
+        store.join();
+        drop(store);
+        assert!(!dir.join("hubbub.db-wal").exists() && !dir.join("hubbub.db-shm").exists());
     }
 
     /// A backup works on a database no server has open (its `-wal` and
