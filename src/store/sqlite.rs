@@ -1526,17 +1526,25 @@ mod fault_tests {
         };
         apply_batch(
             &mut db,
-            &[Request::PutPrivateRoom { ticket, row }, put(1), read, put(2)],
+            &[
+                Request::PutPrivateRoom { ticket, row },
+                put(1),
+                read,
+                put(2),
+            ],
             &mut out,
         );
-        assert_eq!(db.unread(2).unwrap(), vec![UnreadCount::Room("r".into(), 1)]);
+        assert_eq!(
+            unread(&db.conn, 2).unwrap(),
+            vec![UnreadCount::Room("r".into(), 1)]
+        );
         let remove = Request::RemoveMember {
             ticket,
             room: "r".into(),
             user: 2,
         };
         apply_batch(&mut db, &[remove, put(3)], &mut out);
-        assert_eq!(db.unread(2).unwrap(), vec![]);
+        assert_eq!(unread(&db.conn, 2).unwrap(), vec![]);
     }
 
     /// Messages of a room with no room row load it as an orphan (private
