@@ -498,7 +498,17 @@ impl Server {
                 break;
             }
             let frame = match codec::decode_frame(&mut data[pos..], MAX_WS_MESSAGE) {
-                Ok(None) => break,
+                Ok(None) => {
+                    // Text that is already invalid fails now, not once whole.
+                    let checked = out.conns[token.0]
+                        .assembler_mut()
+                        .map_or(Ok(()), |a| a.check_partial(&data[pos..]));
+                    if let Err(v) = checked {
+                        log::debug!("closing {token:?}: {}", v.reason());
+                        return out.close_ws(token, v.close_code(), v.reason());
+                    }
+                    break;
+                }
                 Ok(Some(f)) => RawFrame {
                     payload: f.payload.start + pos..f.payload.end + pos,
                     ..f

@@ -256,6 +256,26 @@ fn protocol_violations_close_the_connection() {
     }
 }
 
+/// Invalid UTF-8 in a text frame closes the connection (1007) as soon as
+/// the bad bytes arrive, even though the frame is not complete yet and the
+/// rest never comes (Autobahn 6.4.3 "fail fast" within one frame).
+#[test]
+fn invalid_utf8_fails_before_the_frame_is_whole() {
+    let s = Server::start();
+    let tok = s.token("alice");
+    let mut a = s.ws("/ws", &tok);
+    a.ready("alice", false);
+    let mut frame = masked(0x81, &[b'x'; 100]);
+    // Bytes 10 and 11 of the payload become 0xff 0xfe once unmasked.
+    let mask = [0xa1u8, 0xb2, 0xc3, 0xd4];
+    frame[6 + 10] = 0xff ^ mask[10 % 4];
+    frame[6 + 11] = 0xfe ^ mask[11 % 4];
+    a.ws.get_mut().write_all(&frame[..6 + 20]).unwrap();
+    let (code, frames) = a.expect_close(WAIT);
+    assert!(frames.is_empty(), "answered with {frames:?}");
+    assert_eq!(code, Some(1007));
+}
+
 /// `/ws/echo` does not exist without `--echo` (404, no upgrade even with a token).
 #[test]
 fn echo_is_off_by_default() {

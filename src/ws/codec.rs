@@ -132,6 +132,11 @@ pub struct Assembler {
     /// connection at once (RFC 6455 §8.1 "fail fast", Autobahn 6.4.x); only
     /// the tail past this (at most one cut character) is checked again.
     utf8_ok: usize,
+    /// Payload bytes of the *incomplete* text frame at the head of the input
+    /// already known to be whole characters (`check_partial`), so a frame
+    /// that arrives a few bytes at a time is checked once per byte, not once
+    /// per read. Reset when a whole frame is fed.
+    partial_ok: usize,
 }
 
 /// Checks the text in `buf[from..]`, where `buf[..from]` is already known to
@@ -158,6 +163,50 @@ pub enum Fed<'a> {
 }
 
 impl Assembler {
+    /// `buf` starts with a frame that is not complete yet. If it carries text,
+    /// checks the payload that has arrived so far, so invalid UTF-8 fails the
+    /// connection when it arrives, not when the frame is complete (RFC 6455
+    /// §8.1 "fail fast" within one frame; Autobahn 6.4.3/6.4.4). The bytes
+    /// are unmasked into a copy: the frame is unmasked in place only once
+    /// whole, by [`decode_frame`].
+    pub fn check_partial(&mut self, buf: &[u8]) -> Result<(), Violation> {
+        let mut cur = Cursor::new(buf);
+        let Ok(Some((header, len))) = FrameHeader::parse(&mut cur) else {
+            return Ok(());
+        };
+        let continues = match header.opcode {
+            OpCode::Data(Data::Text) if self.kind.is_none() => false,
+            OpCode::Data(Data::Continue) if self.kind == Some(Data::Text) => true,
+            _ => return Ok(()),
+        };
+        let Some(mask) = header.mask else {
+            return Ok(()); // `decode_frame` refuses it once it is whole.
+        };
+        let start = cur.position() as usize;
+        let arrived = (buf.len() - start).min(len as usize);
+        if arrived <= self.partial_ok {
+            return Ok(());
+        }
+        // A character the previous fragment cut is completed by this one.
+        let carry = if continues && self.partial_ok == 0 {
+            &self.buf[self.utf8_ok..]
+        } else {
+            &[]
+        };
+        let fresh = &buf[start + self.partial_ok..start + arrived];
+        let mut text = Vec::with_capacity(carry.len() + fresh.len());
+        text.extend_from_slice(carry);
+        text.extend(
+            fresh
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[(self.partial_ok + i) & 3]),
+        );
+        let whole = check_utf8(&text, 0, false)?;
+        self.partial_ok += whole.saturating_sub(carry.len());
+        Ok(())
+    }
+
     /// Feeds one decoded frame. `max` bounds the whole reassembled message.
     pub fn feed<'a>(
         &mut self,
@@ -165,6 +214,7 @@ impl Assembler {
         buf: &'a [u8],
         max: usize,
     ) -> Result<Fed<'a>, Violation> {
+        self.partial_ok = 0;
         let payload = &buf[frame.payload.clone()];
         match frame.opcode {
             OpCode::Control(c) => Ok(Fed::Whole(control(c, payload)?)),
@@ -292,6 +342,65 @@ pub static PING_FRAME: [u8; 2] = [0x89, 0x00];
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A masked client frame header + payload (mask fixed), as bytes.
+    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+        let mask = [0x11, 0x22, 0x33, 0x44];
+        assert!(payload.len() < 126);
+        let mut out = vec![first, 0x80 | payload.len() as u8];
+        out.extend_from_slice(&mask);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
+        out
+    }
+
+    /// One text frame arriving in pieces fails as soon as the piece with the
+    /// bad byte is in, long before the frame is whole (Autobahn 6.4.3/6.4.4);
+    /// a character split between pieces is fine.
+    #[test]
+    fn bad_utf8_fails_inside_an_incomplete_frame() {
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]); // beyond U+10FFFF
+        payload.extend_from_slice(b"edited");
+        let frame = client_frame(0x81, &payload);
+        let mut asm = Assembler::default();
+        // Header + the valid part + half of "ε": incomplete, and fine so far.
+        let valid = 6 + "κόσμ".len() + 1;
+        assert_eq!(asm.check_partial(&frame[..valid]), Ok(()));
+        assert_eq!(
+            asm.check_partial(&frame[..valid + 1]),
+            Ok(()),
+            "ε completed"
+        );
+        assert_eq!(
+            asm.check_partial(&frame[..6 + "κόσμε".len() + 2]),
+            Err(Violation::BadUtf8),
+            "the frame is far from complete"
+        );
+
+        let frame = client_frame(0x81, "aé".as_bytes());
+        let mut asm = Assembler::default();
+        for end in 6..frame.len() {
+            assert_eq!(asm.check_partial(&frame[..end]), Ok(()), "prefix {end}");
+        }
+    }
+
+    /// A continuation frame is checked against the character the previous
+    /// fragment left cut; binary frames are not checked at all.
+    #[test]
+    fn partial_continuations_complete_the_cut_character() {
+        let euro = "€".as_bytes();
+        let mut asm = Assembler::default();
+        let mut first = client_frame(0x01, &euro[..1]);
+        let f = decode_frame(&mut first, 1 << 16).unwrap().unwrap();
+        assert!(matches!(asm.feed(&f, &first, 1 << 16), Ok(Fed::Pending)));
+        let rest = client_frame(0x80, &euro[1..]);
+        assert_eq!(asm.check_partial(&rest[..7]), Ok(()));
+        let bad = client_frame(0x80, &[0x41, 0x41]);
+        assert_eq!(asm.check_partial(&bad[..7]), Err(Violation::BadUtf8));
+        let mut asm = Assembler::default();
+        let binary = client_frame(0x82, &[0xff, 0xff]);
+        assert_eq!(asm.check_partial(&binary[..7]), Ok(()));
+    }
 
     /// A client frame as a browser would send it.
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
