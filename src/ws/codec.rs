@@ -339,19 +339,32 @@ pub fn encode_close(out: &mut Vec<u8>, code: u16, reason: &str) {
 /// A server ping with an empty payload: the same two bytes for every connection.
 pub static PING_FRAME: [u8; 2] = [0x89, 0x00];
 
+/// One masked client frame, its length in the shortest form (for tests
+/// here and in `ws::proptests`).
+#[cfg(test)]
+pub(crate) fn client_frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![first];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n < 65536 => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    let mut p = payload.to_vec();
+    unmask(&mut p, mask);
+    out.extend_from_slice(&p);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A masked client frame header + payload (mask fixed), as bytes.
-    fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x11, 0x22, 0x33, 0x44];
-        assert!(payload.len() < 126);
-        let mut out = vec![first, 0x80 | payload.len() as u8];
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i & 3]));
-        out
-    }
 
     /// One text frame arriving in pieces fails as soon as the piece with the
     /// bad byte is in, long before the frame is whole (Autobahn 6.4.3/6.4.4);
@@ -361,7 +374,7 @@ mod tests {
         let mut payload = "κόσμε".as_bytes().to_vec();
         payload.extend_from_slice(&[0xf4, 0x90, 0x80, 0x80]); // beyond U+10FFFF
         payload.extend_from_slice(b"edited");
-        let frame = client_frame(0x81, &payload);
+        let frame = masked(0x81, &payload);
         let mut asm = Assembler::default();
         // Header + the valid part + half of "ε": incomplete, and fine so far.
         let valid = 6 + "κόσμ".len() + 1;
@@ -377,7 +390,7 @@ mod tests {
             "the frame is far from complete"
         );
 
-        let frame = client_frame(0x81, "aé".as_bytes());
+        let frame = masked(0x81, "aé".as_bytes());
         let mut asm = Assembler::default();
         for end in 6..frame.len() {
             assert_eq!(asm.check_partial(&frame[..end]), Ok(()), "prefix {end}");
@@ -390,38 +403,21 @@ mod tests {
     fn partial_continuations_complete_the_cut_character() {
         let euro = "€".as_bytes();
         let mut asm = Assembler::default();
-        let mut first = client_frame(0x01, &euro[..1]);
+        let mut first = masked(0x01, &euro[..1]);
         let f = decode_frame(&mut first, 1 << 16).unwrap().unwrap();
         assert!(matches!(asm.feed(&f, &first, 1 << 16), Ok(Fed::Pending)));
-        let rest = client_frame(0x80, &euro[1..]);
+        let rest = masked(0x80, &euro[1..]);
         assert_eq!(asm.check_partial(&rest[..7]), Ok(()));
-        let bad = client_frame(0x80, &[0x41, 0x41]);
+        let bad = masked(0x80, &[0x41, 0x41]);
         assert_eq!(asm.check_partial(&bad[..7]), Err(Violation::BadUtf8));
         let mut asm = Assembler::default();
-        let binary = client_frame(0x82, &[0xff, 0xff]);
+        let binary = masked(0x82, &[0xff, 0xff]);
         assert_eq!(asm.check_partial(&binary[..7]), Ok(()));
     }
 
     /// A client frame as a browser would send it.
     fn masked(first: u8, payload: &[u8]) -> Vec<u8> {
-        let mask = [0x37, 0xfa, 0x21, 0x3d];
-        let mut out = vec![first];
-        match payload.len() {
-            n if n < 126 => out.push(0x80 | n as u8),
-            n if n < 65536 => {
-                out.push(0x80 | 126);
-                out.extend_from_slice(&(n as u16).to_be_bytes());
-            }
-            n => {
-                out.push(0x80 | 127);
-                out.extend_from_slice(&(n as u64).to_be_bytes());
-            }
-        }
-        out.extend_from_slice(&mask);
-        let mut p = payload.to_vec();
-        unmask(&mut p, mask);
-        out.extend_from_slice(&p);
-        out
+        client_frame(first, payload, [0x37, 0xfa, 0x21, 0x3d])
     }
 
     fn feed_all(asm: &mut Assembler, buf: &mut [u8]) -> Result<Vec<String>, Violation> {

@@ -12,7 +12,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 use tungstenite::protocol::frame::coding::Data;
 
-use super::codec::{Assembler, Fed, Message, RawFrame, Violation, decode_frame, unmask};
+use super::codec::{Assembler, Fed, Message, RawFrame, Violation, decode_frame};
 use super::proto::{Unparsed, parse_client};
 use crate::config::MAX_WS_MESSAGE;
 
@@ -106,23 +106,7 @@ fn feed(stream: &[u8], cuts: &[usize], max_frame: usize, max_message: usize) -> 
 
 /// One client frame: masked, its length in the shortest form.
 fn frame(first: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n < 65536 => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&mask);
-    let mut p = payload.to_vec();
-    unmask(&mut p, mask);
-    out.extend_from_slice(&p);
-    out
+    super::codec::client_frame(first, payload, mask)
 }
 
 /// A control frame a client may send between fragments, and what it yields.
