@@ -51,6 +51,17 @@ pub fn check_client_id(id: Option<&str>) -> Result<Option<&str>, FrameError> {
     }
 }
 
+/// The key of a `client_id` not yet committed: a hash, so a resend is looked
+/// up without allocating. A match is confirmed against the parked message's
+/// own `client_id`; on the (harmless) collision the resend is treated as new,
+/// and the database's unique index answers it with the first message.
+fn uncommitted_key(user: UserId, client_id: &str) -> (UserId, u64) {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    client_id.hash(&mut h);
+    (user, h.finish())
+}
+
 /// A new chat message that passed the checks.
 struct Admitted<'c> {
     content: &'c str,
@@ -205,8 +216,10 @@ impl Hub {
             out.reply(conn.token, self.encoder.bytes(&ack));
             return true;
         }
-        let pending = self.uncommitted.get(&user).and_then(|m| m.get(cid));
-        if let Some(pending) = pending.and_then(|id| self.acks.get_mut(*id)) {
+        let pending = self.uncommitted.get(&uncommitted_key(user, cid));
+        if let Some(pending) = pending.and_then(|id| self.acks.get_mut(*id))
+            && pending.client_id() == Some(cid)
+        {
             pending.waiters.push((conn, Some(cid.into())));
             return true;
         }
@@ -233,10 +246,7 @@ impl Hub {
             FrameError::new("busy", "the server is busy; retry with the same client_id")
         })?;
         if let Some(cid) = client_id {
-            self.uncommitted
-                .entry(from)
-                .or_default()
-                .insert(cid.into(), id);
+            self.uncommitted.insert(uncommitted_key(from, cid), id);
         }
         if let Delivery::Room(room) = delivery {
             self.rooms.get_mut(room).in_flight += 1;
@@ -248,7 +258,6 @@ impl Hub {
                 waiters,
                 timestamp_ms: ts,
                 from,
-                client_id: client_id.map(Into::into),
                 delivery,
                 frame,
             },
@@ -356,12 +365,11 @@ impl Hub {
             return;
         };
         let from = pending.from;
-        if let Some(cid) = &pending.client_id
-            && let Some(m) = self.uncommitted.get_mut(&from)
-        {
-            m.remove(cid);
-            if m.is_empty() {
-                self.uncommitted.remove(&from);
+        if let Some(cid) = pending.client_id() {
+            let key = uncommitted_key(from, cid);
+            // Only this message's entry: a colliding one belongs to another.
+            if self.uncommitted.get(&key) == Some(&id) {
+                self.uncommitted.remove(&key);
             }
         }
         if let Delivery::Room(room) = pending.delivery {
@@ -374,7 +382,7 @@ impl Hub {
             Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
             Stored::No => (0, 0),
         };
-        if let (Some(cid), true) = (&pending.client_id, stored != Stored::No) {
+        if let (Some(cid), true) = (pending.client_id(), stored != Stored::No) {
             self.client_ids.insert(from, cid, ack_id, ack_ts);
         }
         let mut delivered = false;

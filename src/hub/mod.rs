@@ -96,11 +96,17 @@ pub struct PendingAck {
     pub waiters: Vec<(ConnRef, Option<Box<str>>)>,
     pub timestamp_ms: i64,
     pub from: UserId,
-    /// Bound to the message in the client-id window once it is committed.
-    pub client_id: Option<Box<str>>,
     pub delivery: Delivery,
     /// Encoded once, when the message was taken.
     pub frame: Rc<[u8]>,
+}
+
+impl PendingAck {
+    /// The sender's `client_id` (the first waiter's), bound to the message
+    /// in the client-id window once it is committed.
+    pub fn client_id(&self) -> Option<&str> {
+        self.waiters.first().and_then(|(_, cid)| cid.as_deref())
+    }
 }
 
 /// What storage said of a message.
@@ -214,7 +220,7 @@ pub struct Hub {
     /// Client ids of messages not yet committed, per user: a resend joins
     /// the first copy's waiters; a failed write forgets them, so the retry is
     /// stored, never acked unstored.
-    uncommitted: HashMap<UserId, HashMap<Box<str>, MsgId>>,
+    uncommitted: HashMap<(UserId, u64), MsgId>,
     acks: PendingAcks,
     /// Private room names being created (their row is being stored).
     creating: HashSet<Box<str>>,

@@ -226,7 +226,6 @@ fn pending_acks_by_id() {
         waiters: Vec::new(),
         timestamp_ms: 0,
         from: ALICE,
-        client_id: None,
         delivery: Delivery::Private { peer: BOB },
         frame: Rc::from(&b""[..]),
     };
