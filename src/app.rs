@@ -143,20 +143,13 @@ impl App {
     pub fn on_wake(&mut self, out: &mut impl Outbox) -> bool {
         let mut drained = false;
         while let Some(reply) = self.store.try_reply() {
+            if let Some((id, stored)) = Stored::of(&reply) {
+                self.hub.on_message_stored(out, id, stored);
+                continue;
+            }
             match reply {
-                Reply::MessageStored(id) => self.hub.on_message_stored(out, id, Stored::Yes),
-                Reply::MessageExists {
-                    id,
-                    existing,
-                    timestamp_ms,
-                } => {
-                    let stored = Stored::Already {
-                        id: existing,
-                        timestamp_ms,
-                    };
-                    self.hub.on_message_stored(out, id, stored);
+                Reply::MessageStored(_) | Reply::MessageExists { .. } | Reply::MessageFailed(_) => {
                 }
-                Reply::MessageFailed(id) => self.hub.on_message_stored(out, id, Stored::No),
                 // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))

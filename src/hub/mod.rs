@@ -48,7 +48,7 @@ pub use fanout::{Bus, Channel, Inbound, LocalOnly};
 
 use crate::config::CLIENT_ID_WINDOW;
 use crate::outbox::ConnRef;
-use crate::store::{Desk, MsgId, PrivateRoomRow, Snapshot, Storage, Target, Ticket, UserId};
+use crate::store::{Desk, MsgId, PrivateRoomRow, Reply, Snapshot, Storage, Target, Ticket, UserId};
 use crate::users::Directory;
 use crate::ws::proto::Encoder;
 use rate::TokenBucket;
@@ -106,6 +106,29 @@ impl PendingAck {
     /// in the client-id window once it is committed.
     pub fn client_id(&self) -> Option<&str> {
         self.waiters.first().and_then(|(_, cid)| cid.as_deref())
+    }
+}
+
+impl Stored {
+    /// The message a storage reply answers, and what it says; `None` for
+    /// replies that are not about a message.
+    pub fn of(reply: &Reply) -> Option<(MsgId, Stored)> {
+        Some(match *reply {
+            Reply::MessageStored(id) => (id, Stored::Yes),
+            Reply::MessageExists {
+                id,
+                existing,
+                timestamp_ms,
+            } => (
+                id,
+                Stored::Already {
+                    id: existing,
+                    timestamp_ms,
+                },
+            ),
+            Reply::MessageFailed(id) => (id, Stored::No),
+            _ => return None,
+        })
     }
 }
 

@@ -169,19 +169,10 @@ impl Bench {
         for reply in replies {
             let (hub, mut cx) = self.cx();
             match reply {
-                Reply::MessageStored(id) => hub.on_message_stored(cx.out, id, Stored::Yes),
-                Reply::MessageExists {
-                    id,
-                    existing,
-                    timestamp_ms,
-                } => {
-                    let stored = Stored::Already {
-                        id: existing,
-                        timestamp_ms,
-                    };
+                Reply::MessageStored(_) | Reply::MessageExists { .. } | Reply::MessageFailed(_) => {
+                    let (id, stored) = Stored::of(&reply).expect("a message reply");
                     hub.on_message_stored(cx.out, id, stored)
                 }
-                Reply::MessageFailed(id) => hub.on_message_stored(cx.out, id, Stored::No),
                 Reply::Done { ticket } => hub.on_room_stored(&mut cx, ticket, true),
                 Reply::Failed { ticket } => hub.on_room_stored(&mut cx, ticket, false),
                 Reply::History { ticket, messages } => {
