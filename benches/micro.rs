@@ -199,6 +199,7 @@ fn pairs(n: usize) -> Pairs {
         client.set_nonblocking(true).unwrap();
         conns.push(Conn::new(
             mio::net::TcpStream::from_std(server),
+            std::net::Ipv4Addr::LOCALHOST.into(),
             i as u64,
             0,
         ));

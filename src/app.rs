@@ -8,6 +8,7 @@
 //! builds the narrow context each part works through.
 
 use std::io;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use mio::{Token, Waker};
@@ -96,14 +97,15 @@ impl App {
         f(&mut self.http, &mut cx)
     }
 
-    /// One parsed HTTP request.
+    /// One parsed HTTP request from TCP peer `peer`.
     pub fn on_request(
         &mut self,
         out: &mut impl Outbox,
         conn: ConnRef,
+        peer: IpAddr,
         req: &Request<'_>,
     ) -> Handled {
-        self.with_http(out, |http, cx| http.on_request(cx, conn, req))
+        self.with_http(out, |http, cx| http.on_request(cx, conn, peer, req))
     }
 
     /// A request head the parser refused.

@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
+use std::net::{IpAddr, Shutdown};
 use std::rc::Rc;
 
 use mio::net::TcpStream;
@@ -167,6 +167,9 @@ pub struct Written {
 
 pub struct Conn {
     socket: TcpStream,
+    /// The TCP peer's address: what per-address limits count by (behind a
+    /// trusted proxy the HTTP desk reads the client's own from its headers).
+    peer: IpAddr,
     /// Unique for the life of the process: tokens (slab keys) are reused, so
     /// asynchronous answers carry the serial to find the same connection.
     serial: u64,
@@ -203,9 +206,10 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, serial: u64, now: u32) -> Conn {
+    pub fn new(socket: TcpStream, peer: IpAddr, serial: u64, now: u32) -> Conn {
         Conn {
             socket,
+            peer,
             serial,
             phase: Phase::Http { waiting: false },
             pending_input: Vec::new(),
@@ -226,6 +230,10 @@ impl Conn {
 
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    pub fn peer(&self) -> IpAddr {
+        self.peer
     }
 
     /// The socket, to register and deregister with the `Poll`.
@@ -624,7 +632,7 @@ impl Conn {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::net::TcpListener;
+    use std::net::{Ipv4Addr, TcpListener};
     use std::time::Duration;
 
     fn pair() -> (Conn, std::net::TcpStream) {
@@ -632,7 +640,15 @@ mod tests {
         let client = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (server, _) = l.accept().unwrap();
         server.set_nonblocking(true).unwrap();
-        (Conn::new(TcpStream::from_std(server), 1, 0), client)
+        (
+            Conn::new(
+                TcpStream::from_std(server),
+                Ipv4Addr::LOCALHOST.into(),
+                1,
+                0,
+            ),
+            client,
+        )
     }
 
     /// Shared, static and coalesced owned chunks leave in queue order, whole.

@@ -314,7 +314,12 @@ impl Server {
                     }
                     let _ = socket.set_nodelay(true);
                     self.next_serial += 1;
-                    entry.insert(Conn::new(socket, self.next_serial, self.clock.now_s()));
+                    entry.insert(Conn::new(
+                        socket,
+                        peer.ip(),
+                        self.next_serial,
+                        self.clock.now_s(),
+                    ));
                     self.metrics.connections_accepted += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -402,6 +407,7 @@ impl Server {
         };
         let input = conn.take_input();
         let serial = conn.serial();
+        let peer = conn.peer();
         let mut pos = 0;
         loop {
             let conn = &mut self.conns[token.0];
@@ -422,7 +428,7 @@ impl Server {
                     pos += used;
                     log::debug!("{} {}", req.method, req.path);
                     let conn_ref = ConnRef { token, serial };
-                    match app.on_request(&mut out, conn_ref, &req) {
+                    match app.on_request(&mut out, conn_ref, peer, &req) {
                         Handled::Done => out.conns[token.0].set_waiting(false, now),
                         Handled::Waiting => out.conns[token.0].set_waiting(true, now),
                         Handled::Upgrade(up) => {

@@ -270,11 +270,13 @@ impl Http {
         send(out, token, Response::from(e).closing(), false, false);
     }
 
-    /// Routes one request. The response (if any yet) is queued on `cx.out`.
+    /// Routes one request from TCP peer `_peer`. The response (if any yet)
+    /// is queued on `cx.out`.
     pub fn on_request(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
+        _peer: std::net::IpAddr,
         req: &Request<'_>,
     ) -> Handled {
         cx.out.metrics().http_requests += 1;
@@ -313,7 +315,7 @@ impl Http {
                     store_queue_depth: cx.store.depth(),
                     hash_in_flight: self.hasher.in_flight(),
                     users_online: cx.hub.users_online(),
-                    rooms: cx.hub.rooms().count(),
+                    rooms: cx.hub.rooms_known(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(

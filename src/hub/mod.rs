@@ -237,6 +237,8 @@ pub struct Hub {
     sessions: Vec<Option<Session>>,
     /// Each online user's WebSocket connections.
     online: HashMap<UserId, Vec<Token>>,
+    /// Sessions in `sessions` (the sum of `online`'s lists, kept up to date).
+    sessions_open: usize,
     /// The last message id handed out.
     last_msg_id: MsgId,
     client_ids: ClientIds,
@@ -270,6 +272,7 @@ impl Hub {
             rooms: Rooms::default(),
             sessions: Vec::new(),
             online: HashMap::new(),
+            sessions_open: 0,
             last_msg_id: snapshot.max_message_id,
             client_ids: ClientIds::default(),
             uncommitted: HashMap::new(),
@@ -366,9 +369,20 @@ impl Hub {
         self.online.len()
     }
 
-    /// WebSocket chat sessions open.
+    /// WebSocket chat sessions open (kept as a count: `/metrics` must not
+    /// cost a walk over every user).
     pub fn sessions_open(&self) -> usize {
-        self.online.values().map(Vec::len).sum()
+        self.sessions_open
+    }
+
+    /// `user`'s chat sessions open on this node.
+    pub fn sessions_of(&self, user: UserId) -> usize {
+        self.online.get(&user).map_or(0, Vec::len)
+    }
+
+    /// Rooms in memory (public and private), in O(1).
+    pub fn rooms_known(&self) -> usize {
+        self.rooms.len()
     }
 }
 

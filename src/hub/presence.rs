@@ -58,6 +58,7 @@ impl Hub {
             held: Vec::new(),
             held_overflow: false,
         });
+        self.sessions_open += 1;
         let conns = self.online.entry(user).or_default();
         conns.push(conn.token);
         if conns.len() == 1 {
@@ -82,6 +83,7 @@ impl Hub {
         let Some(session) = self.sessions.get_mut(token.0).and_then(Option::take) else {
             return;
         };
+        self.sessions_open -= 1;
         if self.quiet {
             for room in session.rooms {
                 self.rooms.get_mut(room).unsubscribe(token, session.user);

@@ -121,6 +121,10 @@ pub struct Rooms {
 }
 
 impl Rooms {
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
     pub fn id(&self, name: &str) -> Option<RoomId> {
         self.by_name.get(name).copied()
     }
