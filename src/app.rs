@@ -128,6 +128,9 @@ impl App {
         echo: bool,
         msg: Message<'_>,
     ) {
+        if !echo && matches!(msg, Message::Ping(_)) && !self.hub.allow_ping(out, token) {
+            return;
+        }
         match control::answer(out, token, echo, msg) {
             Some(Data::Text(text)) => self.with_hub(out, |hub, cx| hub.on_text(cx, token, text)),
             Some(Data::Binary) => self.hub.on_binary(out, token),

@@ -29,6 +29,10 @@ pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest WebSocket message (one frame, or all fragments together); more closes 1009.
 pub const MAX_WS_MESSAGE: usize = 64 * 1024;
+/// Frames one message may be split into (RFC 6455 sets no limit). Real
+/// clients send one frame, proxies a few; Autobahn's finest split is one
+/// frame per byte of a short text. Past this the connection is closed 1008.
+pub const MAX_FRAGMENTS: usize = 1024;
 /// The server pings a connection it has not pinged for this long.
 pub const PING_INTERVAL: Duration = Duration::from_secs(30);
 /// A connection that sent nothing at all (pong included) for this long is closed.
@@ -103,15 +107,35 @@ pub const MAX_HISTORY_LIMIT: usize = 200;
 pub const MAX_HISTORY_OFFSET: usize = 10_000;
 /// Client ids remembered for idempotent retries. Retries come within seconds or
 /// minutes of the first send, so the newest N across the server are enough; the
-/// same window is reloaded from the database at start.
+/// same window is reloaded from the database at start. An id that fell out of
+/// the window is still never stored twice (the database's unique index
+/// answers its retry); the window only makes that answer immediate.
 pub const CLIENT_ID_WINDOW: usize = 100_000;
+/// Client ids remembered per user at most, so one user sending with fresh
+/// ids as fast as allowed evicts their own oldest, not everyone else's.
+/// A client retries what it sent since it lost its connection: its unacked
+/// messages, far fewer than this.
+pub const CLIENT_IDS_PER_USER: usize = 1000;
 /// Live frames held for a connection while its `since` replay is being read
 /// from storage; past this the replay reports `recovered: false`.
 pub const MAX_HELD_FRAMES: usize = 1000;
 /// Rooms one connection may be joined to at once.
 pub const MAX_ROOMS_PER_CONN: usize = 256;
-/// Members given in one `create_room`.
+/// Members of a private room at most, owner included: given in one
+/// `create_room` or reached by `add_member`. Every member gets every
+/// `room_members` frame, so a room's membership changes cost O(members).
 pub const MAX_ROOM_MEMBERS: usize = 1000;
+/// Public rooms one user may open (by posting the first message in them).
+/// Rooms are never deleted and each costs a row and memory for the life of
+/// the server, so one account must not be able to make millions; a hundred
+/// is far more than people make by hand.
+pub const MAX_PUBLIC_ROOMS_PER_USER: u32 = 100;
+/// Private rooms one user may own, for the same reason.
+pub const MAX_PRIVATE_ROOMS_PER_USER: u32 = 100;
+/// Public room names `create_room` may never take, even before anyone used
+/// them: the web client opens `general` for every new user, so a private
+/// `general` made on a fresh server would lock everyone else out of it.
+pub const RESERVED_ROOM_NAMES: &[&str] = &["general"];
 
 // ---- Accounts ---------------------------------------------------------------
 

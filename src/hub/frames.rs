@@ -18,7 +18,10 @@ use super::presence::FrameError;
 use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
 use super::{Ctx, Delivery, Denied, Hub, PendingAck, Stored, Wait};
 use crate::clock;
-use crate::config::{DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_HISTORY_LIMIT};
+use crate::config::{
+    DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_HISTORY_LIMIT,
+    MAX_PUBLIC_ROOMS_PER_USER,
+};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, MsgId, Request, StoredMessage, Target, UserId};
 use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, message_objects, parse_client};
@@ -149,11 +152,34 @@ impl Hub {
     /// A binary frame from a chat connection: the contract speaks JSON text.
     pub fn on_binary(&mut self, out: &mut impl Outbox, token: Token) {
         out.metrics().ws_frames_in += 1;
-        let e = FrameError::new(
-            "bad_json",
-            "binary frames are not supported; send JSON text",
-        );
+        let e = if self.take_token(token) {
+            FrameError::new(
+                "bad_json",
+                "binary frames are not supported; send JSON text",
+            )
+        } else {
+            out.metrics().rate_limited += 1;
+            FrameError::new("rate_limited", "too many frames; slow down")
+        };
         self.send_error(out, token, &e, None);
+    }
+
+    /// A ping from a chat connection: true when it may be answered. Pings
+    /// cost a token like any frame, so a flood of them is not a free way to
+    /// make the server write; over the limit the pong is simply not sent.
+    pub fn allow_ping(&mut self, out: &mut impl Outbox, token: Token) -> bool {
+        let allowed = self.take_token(token);
+        if !allowed {
+            out.metrics().rate_limited += 1;
+        }
+        allowed
+    }
+
+    /// Takes one token from the connection's rate-limit bucket.
+    fn take_token(&mut self, token: Token) -> bool {
+        let rate = self.rate_limit;
+        self.session_mut(token)
+            .is_none_or(|s| s.bucket.allow(rate, clock::now_ms()))
     }
 
     pub(super) fn user_of(&self, token: Token) -> Result<(UserId, ConnRef), FrameError> {
@@ -170,6 +196,19 @@ impl Hub {
             .id(name)
             .filter(|id| self.session(token).is_some_and(|s| s.rooms.contains(id)))
             .ok_or_else(|| FrameError::new("not_member", format!("join {name} first")))
+    }
+
+    /// The room `name` if `user` may read it and it exists (has messages
+    /// or members): for frames that need no `join`.
+    fn readable_room(&self, user: UserId, name: &str) -> Result<RoomId, FrameError> {
+        match self.may_read(user, name) {
+            Err(Denied::BadName) => Err(FrameError::new("invalid_input", ROOM_NAME_RULE)),
+            Err(Denied::Private) => Err(FrameError::new("forbidden", format!("{name} is private"))),
+            Ok(_) => self
+                .rooms
+                .id(name)
+                .ok_or_else(|| FrameError::new("invalid_input", format!("{name} has no messages"))),
+        }
     }
 
     /// What every chat message goes through first: content and `client_id`
@@ -287,13 +326,33 @@ impl Hub {
         let room = self.rooms.get(room_id);
         let name = room.name.to_string();
         if !room.has_messages && room.private.is_none() {
+            // The first message opens the room for good: it counts against
+            // the sender's quota (a retry after a failed first write counts
+            // again, which only errs towards the limit).
+            let opening = room.in_flight == 0;
+            let made = self.created.entry(user).or_default();
+            if opening && made.public >= MAX_PUBLIC_ROOMS_PER_USER {
+                return Err(FrameError::new(
+                    "forbidden",
+                    format!(
+                        "you have opened {MAX_PUBLIC_ROOMS_PER_USER} public rooms, \
+                         the most one person may; post in one that has messages"
+                    ),
+                ));
+            }
             // The room row goes first: a message stored without it would
             // load as a room nobody may read. Sent until a message commits.
             cx.store
-                .submit(Request::PutPublicRoom { name: name.clone() })
+                .submit(Request::PutPublicRoom {
+                    name: name.clone(),
+                    creator: user,
+                })
                 .map_err(|_| {
                     FrameError::new("busy", "the server is busy; retry with the same client_id")
                 })?;
+            if opening {
+                made.public += 1;
+            }
         }
         let frame = self.encoder.shared(&Out::Message {
             id,
@@ -566,7 +625,9 @@ impl Hub {
         }
         match (f.room.as_deref(), f.with.as_deref()) {
             (Some(room), None) => {
-                let room_id = self.joined_room(token, Some(room))?;
+                // No `join` needed (contract): marking a room read from a
+                // connection that only shows the sidebar is normal.
+                let room_id = self.readable_room(user, room)?;
                 let _ = cx.store.submit(Request::MarkRead {
                     user,
                     target: Target::Room(room.to_string()),

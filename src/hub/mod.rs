@@ -46,7 +46,7 @@ use mio::Token;
 
 pub use fanout::{Bus, Channel, Inbound, LocalOnly};
 
-use crate::config::CLIENT_ID_WINDOW;
+use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER};
 use crate::outbox::ConnRef;
 use crate::store::{Desk, MsgId, PrivateRoomRow, Reply, Snapshot, Storage, Target, Ticket, UserId};
 use crate::users::Directory;
@@ -144,34 +144,64 @@ pub enum Stored {
     No,
 }
 
-/// The newest client ids per user, oldest evicted first, for idempotent
-/// retries (`CLIENT_ID_WINDOW` across the server).
+/// The newest client ids, for idempotent retries: at most
+/// [`CLIENT_IDS_PER_USER`] per user and [`CLIENT_ID_WINDOW`] in all, oldest
+/// evicted first.
+///
+/// `order` lists, for each insert, only who made it. Evicting for the global
+/// bound pops its front user and drops that user's oldest id. When a user's
+/// own bound already dropped that id, the pop takes the user's next one a
+/// little early: only a user who sent more than their share pays for it.
 #[derive(Default)]
 pub struct ClientIds {
-    by_user: HashMap<UserId, HashMap<Box<str>, (MsgId, i64)>>,
-    order: VecDeque<(UserId, Box<str>)>,
+    by_user: HashMap<UserId, UserIds>,
+    order: VecDeque<UserId>,
+}
+
+/// One user's remembered ids, and their order.
+#[derive(Default)]
+struct UserIds {
+    ids: HashMap<Box<str>, (MsgId, i64)>,
+    order: VecDeque<Box<str>>,
+}
+
+impl UserIds {
+    fn evict_oldest(&mut self) {
+        if let Some(k) = self.order.pop_front() {
+            self.ids.remove(&k);
+        }
+    }
 }
 
 impl ClientIds {
     pub fn get(&self, user: UserId, client_id: &str) -> Option<(MsgId, i64)> {
-        self.by_user.get(&user)?.get(client_id).copied()
+        self.by_user.get(&user)?.ids.get(client_id).copied()
     }
 
     pub fn insert(&mut self, user: UserId, client_id: &str, id: MsgId, ts: i64) {
-        self.by_user
-            .entry(user)
-            .or_default()
-            .insert(client_id.into(), (id, ts));
-        self.order.push_back((user, client_id.into()));
+        let mine = self.by_user.entry(user).or_default();
+        if mine.ids.insert(client_id.into(), (id, ts)).is_none() {
+            mine.order.push_back(client_id.into());
+        }
+        if mine.order.len() > CLIENT_IDS_PER_USER {
+            mine.evict_oldest();
+        }
+        self.order.push_back(user);
         if self.order.len() > CLIENT_ID_WINDOW
-            && let Some((u, k)) = self.order.pop_front()
-            && let Some(m) = self.by_user.get_mut(&u)
+            && let Some(u) = self.order.pop_front()
+            && let Some(theirs) = self.by_user.get_mut(&u)
         {
-            m.remove(&k);
-            if m.is_empty() {
+            theirs.evict_oldest();
+            if theirs.ids.is_empty() {
                 self.by_user.remove(&u);
             }
         }
+    }
+
+    /// Ids remembered, in all.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.by_user.values().map(|u| u.ids.len()).sum()
     }
 }
 
@@ -201,6 +231,16 @@ impl PendingAcks {
         let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
         self.0.remove(i).map(|(_, a)| a)
     }
+}
+
+/// Rooms one user made, against [`MAX_PUBLIC_ROOMS_PER_USER`](crate::config::MAX_PUBLIC_ROOMS_PER_USER) and
+/// [`MAX_PRIVATE_ROOMS_PER_USER`](crate::config::MAX_PRIVATE_ROOMS_PER_USER).
+/// Private rooms count from the moment their row is asked for (a failed
+/// write gives the slot back), public rooms from their first message.
+#[derive(Default, Clone, Copy)]
+pub struct Created {
+    pub public: u32,
+    pub private: u32,
 }
 
 /// A storage request the hub is waiting for.
@@ -249,6 +289,8 @@ pub struct Hub {
     acks: PendingAcks,
     /// Private room names being created (their row is being stored).
     creating: HashSet<Box<str>>,
+    /// Rooms each user opened or owns, against the per-user quotas.
+    created: HashMap<UserId, Created>,
     /// Serializes server frames; its scratch buffer is reused.
     encoder: Encoder,
     /// Chat frames per second per connection (`--rate-limit`); 0 = off.
@@ -278,6 +320,7 @@ impl Hub {
             uncommitted: HashMap::new(),
             acks: PendingAcks::default(),
             creating: HashSet::new(),
+            created: HashMap::new(),
             encoder: Encoder::default(),
             rate_limit,
             quiet: false,
@@ -288,9 +331,12 @@ impl Hub {
         for (user, client_id, id, ts) in &snapshot.recent_client_ids {
             hub.client_ids.insert(*user, client_id, *id, *ts);
         }
-        for name in &snapshot.public_rooms {
+        for (name, creator) in &snapshot.public_rooms {
             let id = hub.rooms.open(name);
             hub.rooms.get_mut(id).has_messages = true;
+            if let Some(user) = creator {
+                hub.created.entry(*user).or_default().public += 1;
+            }
         }
         for name in &snapshot.orphan_rooms {
             let id = hub.rooms.open(name);
@@ -301,6 +347,7 @@ impl Hub {
             });
         }
         for row in &snapshot.private_rooms {
+            hub.created.entry(row.owner).or_default().private += 1;
             let id = hub.rooms.open(&row.name);
             hub.rooms.get_mut(id).private = Some(Private {
                 owner: row.owner,

@@ -272,6 +272,12 @@ impl Hub {
         token: Token,
         name: &str,
     ) -> Result<(), FrameError> {
+        if name.is_empty() {
+            return Err(FrameError::new("invalid_input", "room is required"));
+        }
+        if !valid_room_name(name) {
+            return Err(FrameError::new("invalid_input", ROOM_NAME_RULE));
+        }
         let session = self.session_of(token)?;
         let user = session.user;
         let id = self

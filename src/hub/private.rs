@@ -8,7 +8,7 @@ use super::fanout::{Except, Topic};
 use super::presence::FrameError;
 use super::rooms::{Private, ROOM_NAME_RULE, RoomId, valid_room_name};
 use super::{Ctx, Hub, Wait};
-use crate::config::MAX_ROOM_MEMBERS;
+use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_ROOM_MEMBERS, RESERVED_ROOM_NAMES};
 use crate::outbox::Outbox;
 use crate::store::{PrivateRoomRow, Request, Ticket, UserId};
 use crate::ws::proto::{ClientFrame, Out};
@@ -34,14 +34,23 @@ impl Hub {
                 "create_room makes private rooms (\"private\": true); join a public room to open it",
             ));
         }
-        if self.rooms.id(name).is_some() {
+        if self.rooms.id(name).is_some() || RESERVED_ROOM_NAMES.contains(&name) {
             return Err(FrameError::new("taken", format!("{name} already exists")));
         }
+        if self.created.get(&user).map_or(0, |c| c.private) >= MAX_PRIVATE_ROOMS_PER_USER {
+            return Err(FrameError::new(
+                "forbidden",
+                format!(
+                    "you own {MAX_PRIVATE_ROOMS_PER_USER} private rooms, the most one person may"
+                ),
+            ));
+        }
         let listed = f.members.as_deref().unwrap_or_default();
-        if listed.len() > MAX_ROOM_MEMBERS {
+        // The owner is a member too.
+        if listed.len() >= MAX_ROOM_MEMBERS {
             return Err(FrameError::new(
                 "invalid_input",
-                format!("at most {MAX_ROOM_MEMBERS} members"),
+                format!("a room has at most {MAX_ROOM_MEMBERS} members, owner included"),
             ));
         }
         let mut members = vec![user];
@@ -78,6 +87,7 @@ impl Hub {
             return Err(FrameError::new("busy", "the server is busy; try again"));
         }
         self.creating.insert(name.into());
+        self.created.entry(user).or_default().private += 1;
         Ok(())
     }
 
@@ -122,6 +132,18 @@ impl Hub {
                 "the owner cannot be removed",
             ));
         }
+        let members = self
+            .rooms
+            .get(id)
+            .private
+            .as_ref()
+            .map_or(0, |p| p.members.len());
+        if add && members >= MAX_ROOM_MEMBERS {
+            return Err(FrameError::new(
+                "invalid_input",
+                format!("{name} has {MAX_ROOM_MEMBERS} members, the most a room may have"),
+            ));
+        }
         let conn = self.session_of(token)?.conn;
         let ticket = self.park(Wait::Membership {
             conn,
@@ -149,6 +171,9 @@ impl Hub {
             Some(Wait::CreateRoom { conn, row }) => {
                 self.creating.remove(row.name.as_str());
                 if !ok {
+                    if let Some(c) = self.created.get_mut(&row.owner) {
+                        c.private -= 1;
+                    }
                     let e = FrameError::new("internal", format!("could not create {}", row.name));
                     return self.send_error(cx.out, conn.token, &e, None);
                 }

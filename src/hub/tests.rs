@@ -11,6 +11,7 @@ use mio::Token;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_PUBLIC_ROOMS_PER_USER};
 use crate::outbox::recorder::Recorder;
 use crate::store::sqlite::Sqlite;
 use crate::store::{Busy, PasswordHash, Reply, Request, Storage, UserRow, apply_batch};
@@ -231,20 +232,126 @@ fn pending_acks_by_id() {
     assert_eq!(acks.0.len(), 1);
 }
 
-/// Client ids are found per user, and the oldest are evicted past the window.
+/// Client ids are found per user; one user sending with fresh ids evicts
+/// only their own oldest, never another user's; past the global window the
+/// oldest overall go.
 #[test]
-fn client_id_window_evicts_oldest() {
+fn client_id_window_is_per_user_then_global() {
     let mut ids = ClientIds::default();
     ids.insert(1, "a", 10, 0);
     assert_eq!(ids.get(1, "a"), Some((10, 0)));
     assert_eq!(ids.get(2, "a"), None);
-    for i in 0..CLIENT_ID_WINDOW as u64 {
+    for i in 0..(CLIENT_IDS_PER_USER * 3) as u64 {
         ids.insert(2, &i.to_string(), i, 0);
     }
-    assert_eq!(ids.get(1, "a"), None, "evicted");
-    assert_eq!(ids.get(2, "0"), Some((0, 0)));
-    assert_eq!(ids.order.len(), CLIENT_ID_WINDOW);
-    assert!(!ids.by_user.contains_key(&1));
+    assert_eq!(ids.get(1, "a"), Some((10, 0)), "another user's id stays");
+    assert_eq!(ids.get(2, "0"), None, "the flooder's own oldest went");
+    let newest = (CLIENT_IDS_PER_USER * 3 - 1).to_string();
+    assert!(ids.get(2, &newest).is_some());
+    assert_eq!(ids.len(), 1 + CLIENT_IDS_PER_USER);
+
+    // Many users, each within their share, fill the global window.
+    let mut ids = ClientIds::default();
+    ids.insert(1, "a", 10, 0);
+    let users = CLIENT_ID_WINDOW / CLIENT_IDS_PER_USER + 1;
+    for u in 0..users as UserId {
+        for i in 0..CLIENT_IDS_PER_USER as u64 {
+            ids.insert(100 + u, &i.to_string(), i, 0);
+        }
+    }
+    assert_eq!(ids.get(1, "a"), None, "the oldest overall went");
+    assert!(ids.len() <= CLIENT_ID_WINDOW);
+}
+
+/// Quotas: a user opens at most `MAX_PUBLIC_ROOMS_PER_USER` public rooms
+/// (posting in an existing one is always fine) and owns at most
+/// `MAX_PRIVATE_ROOMS_PER_USER` private ones; `general` cannot be taken by
+/// `create_room` even before anyone used it.
+#[test]
+fn room_quotas_and_reserved_names() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    b.send(
+        a,
+        json!({"type": "create_room", "room": "general", "private": true}),
+    );
+    assert_eq!(b.of_type(a, "error")[0]["code"], "taken");
+    for i in 0..MAX_PUBLIC_ROOMS_PER_USER {
+        let room = format!("r{i}");
+        b.send(a, json!({"type": "join", "room": room}));
+        b.send(
+            a,
+            json!({"type": "message", "room": room, "content": "first"}),
+        );
+    }
+    b.settle();
+    b.out.clear();
+    b.send(a, json!({"type": "join", "room": "one-too-many"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "one-too-many", "content": "x"}),
+    );
+    assert_eq!(b.of_type(a, "error")[0]["code"], "forbidden");
+    b.send(
+        a,
+        json!({"type": "message", "room": "r0", "content": "still fine"}),
+    );
+    b.send(bob, json!({"type": "join", "room": "one-too-many"}));
+    b.send(
+        bob,
+        json!({"type": "message", "room": "one-too-many", "content": "bob opens it"}),
+    );
+    b.settle();
+    assert_eq!(b.of_type(a, "ack").len(), 1);
+    assert_eq!(b.of_type(bob, "ack").len(), 1, "quotas are per user");
+    b.out.clear();
+    for i in 0..MAX_PRIVATE_ROOMS_PER_USER {
+        b.send(
+            a,
+            json!({"type": "create_room", "room": format!("p{i}"), "private": true}),
+        );
+    }
+    b.send(
+        a,
+        json!({"type": "create_room", "room": "p-last", "private": true}),
+    );
+    assert_eq!(b.of_type(a, "error").len(), 1);
+    assert_eq!(b.of_type(a, "error")[0]["code"], "forbidden");
+    b.settle();
+    assert_eq!(
+        b.of_type(a, "room_members").len() as u32,
+        MAX_PRIVATE_ROOMS_PER_USER
+    );
+}
+
+/// `read` needs no `join` (any room the user may read); `leave` without a
+/// room is `invalid_input`, not `not_member`.
+#[test]
+fn read_without_join_and_leave_without_room() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.clear();
+    b.send(bob, json!({"type": "read", "room": "general", "id": 1}));
+    assert!(b.of_type(bob, "error").is_empty(), "{:?}", b.frames(bob));
+    assert!(matches!(
+        b.queue.requests.last(),
+        Some(Request::MarkRead {
+            user: BOB,
+            id: 1,
+            ..
+        })
+    ));
+    assert_eq!(b.of_type(a, "read")[0]["user"], "bob");
+    b.send(bob, json!({"type": "leave"}));
+    assert_eq!(b.of_type(bob, "error")[0]["code"], "invalid_input");
 }
 
 /// A user's first connection tells everyone `online`, further ones do not,

@@ -132,7 +132,7 @@ pub struct Snapshot {
     pub users: Vec<UserRow>,
     pub private_rooms: Vec<PrivateRoomRow>,
     /// Public rooms that have at least one message.
-    pub public_rooms: Vec<String>,
+    pub public_rooms: Vec<(String, Option<UserId>)>,
     /// Rooms with messages but no room row (its write was lost): loaded as
     /// private rooms with no members, so nobody may read them.
     pub orphan_rooms: Vec<String>,
@@ -176,8 +176,8 @@ pub enum Request {
         client_id: Option<String>,
     },
     /// A public room is getting its first message (sent until one commits;
-    /// storing it twice is harmless). No reply.
-    PutPublicRoom { name: String },
+    /// storing it twice is harmless; the first `creator` stays). No reply.
+    PutPublicRoom { name: String, creator: UserId },
     /// No reply.
     SetLastSeen { user: UserId, at_ms: i64 },
     /// Reply: `Done` / `Failed`. The hub applies it in memory only after `Done`.

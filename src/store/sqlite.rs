@@ -329,9 +329,12 @@ impl Sqlite {
                 }
                 Some(Reply::MessageStored(msg.id))
             }
-            Request::PutPublicRoom { name } => {
-                c.prepare_cached("INSERT OR IGNORE INTO rooms (name, private) VALUES (?1, 0)")?
-                    .execute([name])?;
+            Request::PutPublicRoom { name, creator } => {
+                // `owner_id` of a public room is who opened it (for the quota).
+                c.prepare_cached(
+                    "INSERT OR IGNORE INTO rooms (name, private, owner_id) VALUES (?1, 0, ?2)",
+                )?
+                .execute(params![name, creator])?;
                 None
             }
             Request::SetLastSeen { user, at_ms } => {
@@ -618,7 +621,7 @@ impl Backend for Sqlite {
                     members: ids,
                 });
             } else {
-                snap.public_rooms.push(name);
+                snap.public_rooms.push((name, owner));
             }
         }
         // Messages whose room has no row: the row's write was lost (a failed
@@ -864,6 +867,7 @@ mod tests {
                 },
                 Request::PutPublicRoom {
                     name: "general".into(),
+                    creator: 1,
                 },
                 Request::PutMessage {
                     msg: msg(5, Some("general"), 1, None),
@@ -877,7 +881,7 @@ mod tests {
         assert_eq!(snap.users[0].password, user(1, "alice").password);
         assert_eq!(snap.users[1].last_seen_ms, Some(99));
         assert_eq!(snap.private_rooms[0].members, vec![1, 2]);
-        assert_eq!(snap.public_rooms, vec!["general".to_string()]);
+        assert_eq!(snap.public_rooms, vec![("general".to_string(), Some(1))]);
         assert_eq!(snap.max_message_id, 5);
         assert_eq!(snap.recent_client_ids, vec![(1, "k1".to_string(), 5, 5)]);
         let mut sources = snap.unread_sources.clone();

@@ -12,6 +12,8 @@ use std::ops::Range;
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
+use crate::config::MAX_FRAGMENTS;
+
 /// Why a connection must be closed, with the close code the RFC assigns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
@@ -21,6 +23,8 @@ pub enum Violation {
     BadUtf8,
     /// 1009: a message over the size limit.
     TooBig,
+    /// 1008: a message in more than [`MAX_FRAGMENTS`] frames.
+    TooManyFragments,
 }
 
 impl Violation {
@@ -29,6 +33,7 @@ impl Violation {
             Violation::Protocol(_) => 1002,
             Violation::BadUtf8 => 1007,
             Violation::TooBig => 1009,
+            Violation::TooManyFragments => 1008,
         }
     }
 
@@ -37,6 +42,7 @@ impl Violation {
             Violation::Protocol(why) => why,
             Violation::BadUtf8 => "text frame is not valid UTF-8",
             Violation::TooBig => "message too big",
+            Violation::TooManyFragments => "message in too many fragments",
         }
     }
 }
@@ -137,6 +143,10 @@ pub struct Assembler {
     /// that arrives a few bytes at a time is checked once per byte, not once
     /// per read. Reset when a whole frame is fed.
     partial_ok: usize,
+    /// Frames of the message being reassembled so far. Empty continuation
+    /// frames cost no bytes, so the size limit alone would let one message
+    /// go on for ever, two bytes a frame; this count ends it.
+    fragments: usize,
 }
 
 /// Checks the text in `buf[from..]`, where `buf[..from]` is already known to
@@ -227,6 +237,10 @@ impl Assembler {
                 if self.buf.len() + payload.len() > max {
                     return Err(Violation::TooBig);
                 }
+                self.fragments += 1;
+                if self.fragments > MAX_FRAGMENTS {
+                    return Err(Violation::TooManyFragments);
+                }
                 self.buf.extend_from_slice(payload);
                 if kind == Data::Text {
                     self.utf8_ok = check_utf8(&self.buf, self.utf8_ok, frame.fin)?;
@@ -236,6 +250,7 @@ impl Assembler {
                 }
                 self.kind = None;
                 self.utf8_ok = 0;
+                self.fragments = 0;
                 Ok(Fed::Assembled(kind, std::mem::take(&mut self.buf)))
             }
             OpCode::Data(kind) => {
@@ -249,6 +264,7 @@ impl Assembler {
                         self.utf8_ok = check_utf8(payload, 0, false)?;
                     }
                     self.kind = Some(kind);
+                    self.fragments = 1;
                     self.buf.extend_from_slice(payload);
                     return Ok(Fed::Pending);
                 }
@@ -436,6 +452,31 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    /// A message may come in up to `MAX_FRAGMENTS` frames; one more frame,
+    /// even an empty one, is a policy violation (1008), and the count starts
+    /// again with the next message.
+    #[test]
+    fn caps_fragments_per_message() {
+        let stream = |frames: usize| {
+            let mut buf = masked(0x01, b"a");
+            for _ in 1..frames - 1 {
+                buf.extend(masked(0x00, b""));
+            }
+            buf.extend(masked(0x80, b"z"));
+            buf
+        };
+        let mut asm = Assembler::default();
+        let mut twice = stream(MAX_FRAGMENTS);
+        twice.extend(stream(MAX_FRAGMENTS));
+        assert_eq!(
+            feed_all(&mut asm, &mut twice).unwrap(),
+            vec!["Text:az".to_string(), "Text:az".to_string()]
+        );
+        let mut asm = Assembler::default();
+        let err = feed_all(&mut asm, &mut stream(MAX_FRAGMENTS + 1)).unwrap_err();
+        assert_eq!((err, err.close_code()), (Violation::TooManyFragments, 1008));
     }
 
     /// "Hello" from RFC 6455 section 5.7 decodes in place; a cut frame is
