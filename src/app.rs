@@ -194,6 +194,17 @@ impl App {
         }
     }
 
+    /// Whether a chat connection's next frame may be handled now: false while
+    /// one of its frames waits for a storage read to fit (`hub/reads.rs`).
+    pub fn takes_input(&self, token: Token) -> bool {
+        self.hub.takes_input(token)
+    }
+
+    /// Once a second, from the reactor's timer sweep.
+    pub fn on_tick(&mut self, out: &mut impl Outbox) {
+        self.with_hub(out, |hub, cx| hub.retry_deferred(cx));
+    }
+
     /// Storage is behind: the reactor stops reading chat input.
     pub fn store_backlogged(&self) -> bool {
         self.store.is_backlogged()

@@ -65,9 +65,12 @@ pub const OUTPUT_SOFT_LIMIT: usize = 256 * 1024;
 /// their answers without end. TCP flow control then pushes back on the client.
 pub const READ_PAUSE_BYTES: usize = 1024 * 1024;
 /// No connection ever holds more unsent output than this; past it, it is cut.
-/// Replies already requested when reading paused (up to a burst of history
-/// pages) fit under it.
-pub const OUTPUT_CEILING: usize = 16 * 1024 * 1024;
+/// Room for a full live queue ([`OUTPUT_HARD_LIMIT`]), what was queued when
+/// reading paused ([`READ_PAUSE_BYTES`]) and one largest reply
+/// ([`MAX_REPLY_BYTES`]): storage reads are reserved against it before they
+/// start (see `hub/reads.rs`), so a client that asks and never reads is
+/// stopped by the reservation, not by this cut.
+pub const OUTPUT_CEILING: usize = 8 * 1024 * 1024;
 /// How long a connection may stay above [`OUTPUT_SOFT_LIMIT`].
 pub const OUTPUT_SOFT_SECONDS: Duration = Duration::from_secs(10);
 /// Bytes written to one socket per loop turn at most. A connection with more
@@ -79,6 +82,11 @@ pub const MAX_IOVECS: usize = 64;
 /// Bytes read from one socket per loop turn at most (then it is revisited next
 /// turn), so one flooding client cannot starve the rest.
 pub const READ_BUDGET: usize = 128 * 1024;
+/// Pipelined HTTP requests answered for one connection per loop pass; the
+/// rest wait for the next pass (as the read budget does for bytes). 64 KiB
+/// of pipelined `GET /metrics` is about 2,400 requests; this keeps one
+/// client's batch from holding the loop while others wait.
+pub const MAX_REQUESTS_PER_PASS: usize = 32;
 /// Size of the loop's one shared read buffer. Every socket reads into it, so an
 /// idle connection owns no input buffer at all; only an incomplete request or
 /// frame is copied out into a per-connection buffer.
@@ -116,6 +124,23 @@ pub const CLIENT_ID_WINDOW: usize = 100_000;
 /// A client retries what it sent since it lost its connection: its unacked
 /// messages, far fewer than this.
 pub const CLIENT_IDS_PER_USER: usize = 1000;
+/// The most bytes one message object can take in a reply: every content
+/// character escaped to six (`\u0001`), plus the other fields. A read is
+/// reserved at this size per message it may return, before it is read.
+pub const MESSAGE_REPLY_MAX: usize = 6 * MAX_CONTENT_CHARS + 256;
+/// The largest reply to one storage read. A history page always fits
+/// (`MAX_HISTORY_LIMIT × MESSAGE_REPLY_MAX` is 4.85 MB); a `since` replay
+/// stops at this many bytes (keeping the newest) and says `recovered: false`.
+pub const MAX_REPLY_BYTES: usize = 5 * 1024 * 1024;
+/// History pages and replays one connection may have in flight. Two keep a
+/// client that pages back while it rejoins a room from waiting; more would
+/// only let one client queue more of the reader's time. A third waits, and
+/// so does everything the client sent after it (its input is held).
+pub const MAX_READS_PER_CONN: u8 = 2;
+/// Reply bytes reserved for reads in flight, server-wide: what storage reads
+/// may make the server hold at once, whoever asks. A read that does not fit
+/// waits (its connection's input held) until others complete.
+pub const READ_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// Live frames held for a connection while its `since` replay is being read
 /// from storage; past this the replay reports `recovered: false`.
 pub const MAX_HELD_FRAMES: usize = 1000;

@@ -424,6 +424,16 @@ impl Conn {
         false
     }
 
+    /// Whether unsent output is past [`READ_PAUSE_BYTES`]; if so, reading
+    /// (and answering pipelined requests already read) pauses until the flush
+    /// pass drains it and lists the connection to read again.
+    pub fn pause_if_full(&mut self) -> bool {
+        if self.out_bytes >= READ_PAUSE_BYTES {
+            self.read_paused = true;
+        }
+        self.read_paused
+    }
+
     /// Storage is behind: this chat connection waits for it. True when it
     /// was not waiting yet (the caller lists it).
     pub fn wait_for_store(&mut self) -> bool {

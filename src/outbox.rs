@@ -39,6 +39,12 @@ pub trait Outbox {
     /// An asynchronous HTTP answer went out: the connection may go on with
     /// pipelined requests and read again.
     fn resume_http(&mut self, token: Token);
+    /// Unsent output bytes of a connection (0 for one that is gone).
+    fn queued(&self, token: Token) -> usize;
+    /// The application held this WebSocket's input (`App::takes_input` was
+    /// false) and now takes it again: the frames left in its buffer are
+    /// handled and the socket is read again.
+    fn resume_input(&mut self, token: Token);
     /// Starts a WebSocket close: the close frame goes out, nothing after it.
     fn close_ws(&mut self, token: Token, code: u16, reason: &str);
     /// The loop's counters.
@@ -76,6 +82,10 @@ pub mod recorder {
         pub dead: HashSet<Token>,
         pub metrics: Metrics,
         pub serials: std::collections::HashMap<Token, u64>,
+        /// What `queued` answers per connection (0 unless a test sets it).
+        pub queued: std::collections::HashMap<Token, usize>,
+        /// Connections `resume_input` was called for, in order.
+        pub resumed: Vec<Token>,
     }
 
     /// The JSON payload of one unmasked server text frame.
@@ -171,6 +181,12 @@ pub mod recorder {
             self.sent.push((token, Sent::Bytes(b)));
         }
         fn resume_http(&mut self, _: Token) {}
+        fn queued(&self, token: Token) -> usize {
+            self.queued.get(&token).copied().unwrap_or(0)
+        }
+        fn resume_input(&mut self, token: Token) {
+            self.resumed.push(token);
+        }
         fn close_ws(&mut self, token: Token, code: u16, _: &str) {
             self.sent.push((token, Sent::Close(code)));
             self.dead.insert(token);

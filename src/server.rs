@@ -38,8 +38,8 @@ use slab::Slab;
 
 use crate::app::App;
 use crate::config::{
-    Config, MAX_HEADERS, MAX_WS_MESSAGE, READ_BUDGET, SCRATCH_BYTES, SHUTDOWN_GRACE, TICK,
-    WRITE_BUDGET,
+    Config, MAX_HEADERS, MAX_REQUESTS_PER_PASS, MAX_WS_MESSAGE, READ_BUDGET, SCRATCH_BYTES,
+    SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Conn, ReadOutcome, Timer};
 use crate::http::request;
@@ -362,6 +362,10 @@ impl Server {
             if conn.read_blocked() {
                 return;
             }
+            if conn.is_chat() && !conn.is_closing() && !self.app.takes_input(token) {
+                // A frame waits for its storage read to fit; the hub resumes us.
+                return;
+            }
             if conn.is_chat() && !conn.is_closing() && self.app.store_backlogged() {
                 // Backpressure: storage is behind; its queue is not a buffer to fill.
                 if conn.wait_for_store() {
@@ -409,11 +413,24 @@ impl Server {
         let serial = conn.serial();
         let peer = conn.peer();
         let mut pos = 0;
+        let mut answered = 0;
         loop {
             let conn = &mut self.conns[token.0];
             if conn.is_closing() || conn.is_waiting() || pos == input.len() {
                 break;
             }
+            if conn.pause_if_full() {
+                break;
+            }
+            if answered == MAX_REQUESTS_PER_PASS {
+                // Pipelined requests past the cap wait for the next pass, so
+                // 64 KiB of `GET /metrics` cannot hold the loop for one client.
+                if conn.enlist_read() {
+                    self.read_list.push(token);
+                }
+                break;
+            }
+            answered += 1;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let parsed = request::parse(&input[pos..], &mut headers);
             let (app, mut out) = self.parts();
@@ -494,6 +511,11 @@ impl Server {
         while pos < data.len() {
             if out.conns.get(token.0).is_none_or(Conn::is_closing) {
                 return;
+            }
+            if !echo && !app.takes_input(token) {
+                // The last frame waits for its storage read (`hub/reads.rs`):
+                // the rest stays in the buffer until the hub resumes us.
+                break;
             }
             if !echo && app.store_backlogged() {
                 // Storage is behind: leave the rest of the input where it is
@@ -642,7 +664,8 @@ impl Server {
                 due.push((Token(key), timer));
             }
         }
-        let (_, mut out) = self.parts();
+        let (app, mut out) = self.parts();
+        app.on_tick(&mut out);
         for (token, timer) in due {
             match timer {
                 Timer::Ping => out.ping(token),
@@ -813,6 +836,18 @@ impl Outbox for Wires<'_> {
         };
         conn.set_waiting(false, self.now);
         if conn.enlist_read() {
+            self.read_list.push(token);
+        }
+    }
+
+    fn queued(&self, token: Token) -> usize {
+        self.conns.get(token.0).map_or(0, Conn::queued)
+    }
+
+    fn resume_input(&mut self, token: Token) {
+        if let Some(conn) = self.conns.get_mut(token.0)
+            && conn.enlist_read()
+        {
             self.read_list.push(token);
         }
     }

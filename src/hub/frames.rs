@@ -20,7 +20,7 @@ use super::{Ctx, Delivery, Denied, Hub, PendingAck, Stored, Wait};
 use crate::clock;
 use crate::config::{
     DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_HISTORY_LIMIT,
-    MAX_PUBLIC_ROOMS_PER_USER,
+    MAX_PUBLIC_ROOMS_PER_USER, MAX_REPLY_BYTES, MESSAGE_REPLY_MAX,
 };
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, MsgId, Request, StoredMessage, Target, UserId};
@@ -65,6 +65,23 @@ fn uncommitted_key(user: UserId, client_id: &str) -> (UserId, u64) {
     (user, h.finish())
 }
 
+/// The reply bytes a frame's storage read is reserved at, if it reads:
+/// a history page at its limit's worst case, a replay at the reply cap.
+fn read_reservation(f: &ClientFrame<'_>) -> Option<usize> {
+    match &*f.kind {
+        "history" => Some(history_limit(f.limit) * MESSAGE_REPLY_MAX),
+        "join" if f.since.is_some() => Some(MAX_REPLY_BYTES),
+        _ => None,
+    }
+}
+
+/// A `history` frame's page size: the default, or its `limit` within bounds.
+fn history_limit(limit: Option<u64>) -> usize {
+    limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
+        (l as usize).clamp(1, MAX_HISTORY_LIMIT)
+    })
+}
+
 /// A new chat message that passed the checks.
 struct Admitted<'c> {
     content: &'c str,
@@ -77,11 +94,22 @@ impl Hub {
     /// One text frame from a chat connection.
     pub fn on_text(&mut self, cx: &mut Ctx<'_, impl Outbox>, token: Token, text: &str) {
         cx.out.metrics().ws_frames_in += 1;
-        let rate = self.rate_limit;
-        let Some(session) = self.session_mut(token) else {
+        let allowed = self.take_token(token);
+        self.handle_text(cx, token, text, allowed);
+    }
+
+    /// Handles a text frame; `allowed` is the rate limit's verdict (a
+    /// deferred frame paid when it first came).
+    pub(super) fn handle_text(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        token: Token,
+        text: &str,
+        allowed: bool,
+    ) {
+        let Some(session) = self.session(token) else {
             return;
         };
-        let allowed = session.bucket.allow(rate, clock::now_ms());
         let url_room = session.url_room.clone();
         let frame = match parse_client(text) {
             Ok(f) => f,
@@ -115,6 +143,11 @@ impl Hub {
             let e = FrameError::new("rate_limited", "too many frames; slow down");
             return self.send_error(cx.out, token, &e, client_id);
         }
+        if let Some(bytes) = read_reservation(&frame)
+            && !self.reserve_read(cx.out, token, bytes)
+        {
+            return self.defer(token, text);
+        }
         let room = frame.room.as_deref().or(url_room.as_deref());
         let result = match &*frame.kind {
             "join" => self.join_room(
@@ -144,6 +177,7 @@ impl Hub {
                 format!("unknown frame type {other:?}"),
             )),
         };
+        self.release_unclaimed(token);
         if let Err(e) = result {
             self.send_error(cx.out, token, &e, client_id);
         }
@@ -525,9 +559,7 @@ impl Hub {
         f: &ClientFrame<'_>,
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
-        let limit = f.limit.map_or(DEFAULT_HISTORY_LIMIT, |l| {
-            (l as usize).clamp(1, MAX_HISTORY_LIMIT)
-        });
+        let limit = history_limit(f.limit);
         let target = match (f.room.as_deref(), f.with.as_deref()) {
             (Some(room), None) => match self.may_read(user, room) {
                 Ok(_) => Target::Room(room.to_string()),
@@ -558,11 +590,17 @@ impl Hub {
             limit,
             offset: 0,
         };
-        let ticket = self.park(Wait::History { conn, target });
+        let reserved = self.claim_reservation();
+        let ticket = self.park(Wait::History {
+            conn,
+            target,
+            reserved,
+        });
         cx.store
             .submit(Request::History { ticket, query })
             .map_err(|_| {
                 self.waiting.remove(&ticket);
+                self.release_read(token, conn, reserved);
                 FrameError::new("busy", "the server is busy; ask again shortly")
             })
     }
@@ -602,10 +640,25 @@ impl Hub {
         messages: Option<Vec<StoredMessage>>,
     ) {
         match self.waiting.remove(&ticket) {
-            Some(Wait::History { conn, target }) => self.send_history(cx, conn, &target, messages),
-            Some(Wait::Replay { conn, room }) => self.finish_replay(cx, conn, &room, messages),
-            Some(_) | None => {}
+            Some(Wait::History {
+                conn,
+                target,
+                reserved,
+            }) => {
+                self.send_history(cx, conn, &target, messages);
+                self.release_read(conn.token, conn, reserved);
+            }
+            Some(Wait::Replay {
+                conn,
+                room,
+                reserved,
+            }) => {
+                self.finish_replay(cx, conn, &room, messages);
+                self.release_read(conn.token, conn, reserved);
+            }
+            Some(_) | None => return,
         }
+        self.retry_deferred(cx);
     }
 
     fn on_read(

@@ -14,6 +14,8 @@
 //! - `fanout`: the one way out — `publish(Topic, frame)` — and the bus seam;
 //! - `presence`: sessions opening and closing, `join`/`leave`, replays, status;
 //! - `private`: private rooms and their members;
+//! - `reads`: the budgets storage reads are reserved against, and the frames
+//!   that wait for them;
 //! - `rooms`: who is in which room (pure bookkeeping);
 //! - `rate`: the per-connection token bucket.
 //!
@@ -37,6 +39,7 @@ mod frames;
 mod presence;
 mod private;
 pub mod rate;
+mod reads;
 pub mod rooms;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -76,6 +79,13 @@ pub struct Session {
     pub held: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
     /// More frames arrived during a replay than could be held.
     pub held_overflow: bool,
+    /// Storage reads (history, replays) in flight for this connection.
+    pub reads: u8,
+    /// Reply bytes reserved for them.
+    pub reserved: usize,
+    /// A frame that needs a read which could not start yet, kept whole to be
+    /// handled again; while it waits, the connection's input is held.
+    pub deferred: Option<Box<str>>,
 }
 
 /// Who gets a message once it is stored.
@@ -254,10 +264,18 @@ enum Wait {
         user: UserId,
         add: bool,
     },
-    /// A `history` frame.
-    History { conn: ConnRef, target: Target },
+    /// A `history` frame; `reserved` bytes are held for its reply.
+    History {
+        conn: ConnRef,
+        target: Target,
+        reserved: usize,
+    },
     /// `join` with `since`.
-    Replay { conn: ConnRef, room: Box<str> },
+    Replay {
+        conn: ConnRef,
+        room: Box<str>,
+        reserved: usize,
+    },
     /// The `unread` frame after connect.
     Unread { conn: ConnRef },
 }
@@ -304,6 +322,13 @@ pub struct Hub {
     next_ticket: u64,
     /// Frames to and from other nodes ([`LocalOnly`] on a single node).
     bus: Box<dyn Bus>,
+    /// Reply bytes reserved for storage reads in flight, server-wide.
+    read_bytes: usize,
+    /// Sessions with a deferred frame, oldest first (see `reads.rs`).
+    read_waiters: VecDeque<Token>,
+    /// The reservation made for the frame being handled, until a read
+    /// claims it (what is left unclaimed is released after the frame).
+    unclaimed: usize,
 }
 
 impl Hub {
@@ -327,6 +352,9 @@ impl Hub {
             waiting: HashMap::new(),
             next_ticket: 0,
             bus,
+            read_bytes: 0,
+            read_waiters: VecDeque::new(),
+            unclaimed: 0,
         };
         for (user, client_id, id, ts) in &snapshot.recent_client_ids {
             hub.client_ids.insert(*user, client_id, *id, *ts);

@@ -9,7 +9,7 @@ use super::rate::TokenBucket;
 use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
 use super::{Ctx, Hub, Session, Wait};
 use crate::clock;
-use crate::config::{MAX_REPLAY, MAX_ROOMS_PER_CONN};
+use crate::config::{MAX_REPLAY, MAX_REPLY_BYTES, MAX_ROOMS_PER_CONN};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, Request, StoredMessage, Target, Ticket, UnreadCount, UserId};
 use crate::ws::proto::{Out, Ts, UnreadEntry};
@@ -57,6 +57,9 @@ impl Hub {
             bucket: TokenBucket::new(self.rate_limit, clock::now_ms()),
             held: Vec::new(),
             held_overflow: false,
+            reads: 0,
+            reserved: 0,
+            deferred: None,
         });
         self.sessions_open += 1;
         let conns = self.online.entry(user).or_default();
@@ -172,12 +175,15 @@ impl Hub {
             offset: 0,
         });
         if let Some(query) = replay {
+            let reserved = self.claim_reservation();
             let ticket = self.park(Wait::Replay {
                 conn,
                 room: name.into(),
+                reserved,
             });
             if cx.store.submit(Request::History { ticket, query }).is_err() {
                 self.waiting.remove(&ticket);
+                self.release_read(token, conn, reserved);
                 self.rooms.collect(id);
                 return Err(FrameError::new(
                     "busy",
@@ -227,23 +233,32 @@ impl Hub {
             return;
         }
         let failed = messages.is_none();
-        let mut messages = messages.unwrap_or_default();
-        let missed_more = messages.len() > MAX_REPLAY;
-        if missed_more {
-            messages.drain(..messages.len() - MAX_REPLAY);
-        }
-        // Held live messages the replay already carried are not sent twice
-        // (a message committed while the replay was being read is in both).
-        let replayed_up_to = messages.last().map_or(0, |m| m.id);
-        for m in &messages {
-            let frame = Out::Message {
+        let messages = messages.unwrap_or_default();
+        let mut missed_more = messages.len() > MAX_REPLAY;
+        // The newest first, while they fit in one reply (MAX_REPLY_BYTES):
+        // what the client missed most recently matters most.
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        let mut bytes = 0;
+        for m in messages.iter().rev().take(MAX_REPLAY) {
+            let frame = self.encoder.bytes(&Out::Message {
                 id: m.id,
                 room,
                 user: cx.users.name(m.from),
                 content: &m.content,
                 timestamp: Ts(m.timestamp_ms),
-            };
-            cx.out.reply(token, self.encoder.bytes(&frame));
+            });
+            bytes += frame.len();
+            if bytes > MAX_REPLY_BYTES {
+                missed_more = true;
+                break;
+            }
+            frames.push(frame.to_vec());
+        }
+        // Held live messages the replay already carried are not sent twice
+        // (a message committed while the replay was being read is in both).
+        let replayed_up_to = messages.last().map_or(0, |m| m.id);
+        for frame in frames.iter().rev() {
+            cx.out.reply(token, frame);
         }
         let session = self.session_mut(token).expect("checked above");
         let mut held = Vec::new();

@@ -897,3 +897,82 @@ fn replay_does_not_repeat_a_message_committed_meanwhile() {
         .collect();
     assert_eq!(got, [json!("racing")]);
 }
+
+/// The number of history reads the hub has asked storage for.
+fn history_requests(b: &Bench) -> usize {
+    b.queue
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::History { .. }))
+        .count()
+}
+
+/// Reads in flight are bounded per connection: two small pages go to
+/// storage, a third frame waits whole with the connection's input held, and
+/// starts (input resumed) when one of them completes. Everything is answered.
+#[test]
+fn reads_in_flight_are_bounded_per_connection() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.clear();
+    for _ in 0..3 {
+        b.send(
+            a,
+            json!({"type": "history", "room": "general", "limit": 10}),
+        );
+    }
+    assert_eq!(history_requests(&b), 2);
+    assert!(!b.hub.takes_input(a), "the third waits, and input with it");
+    b.settle();
+    assert_eq!(
+        history_requests(&b),
+        1,
+        "the third went when the others came back"
+    );
+    assert!(b.hub.takes_input(a));
+    assert_eq!(b.out.resumed, vec![a]);
+    b.settle();
+    assert_eq!(b.of_type(a, "history").len(), 3);
+    assert_eq!(
+        (b.hub.read_bytes, b.hub.session(a).unwrap().reserved),
+        (0, 0)
+    );
+}
+
+/// A connection that has not read its replies cannot reserve another: the
+/// frame waits until its output drains (checked on the once-a-second tick),
+/// while another connection's reads go on.
+#[test]
+fn unread_replies_hold_further_reads() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.queued.insert(a, 6 * 1024 * 1024);
+    b.send(
+        a,
+        json!({"type": "history", "room": "general", "limit": 200}),
+    );
+    b.send(
+        bob,
+        json!({"type": "history", "room": "general", "limit": 200}),
+    );
+    assert_eq!(history_requests(&b), 1, "only bob's");
+    assert!(!b.hub.takes_input(a) && b.hub.takes_input(bob));
+    b.out.queued.insert(a, 0);
+    let (hub, mut cx) = b.cx();
+    hub.retry_deferred(&mut cx);
+    assert_eq!(history_requests(&b), 2);
+    assert!(b.hub.takes_input(a));
+}
