@@ -187,6 +187,17 @@ pub const STORE_QUEUE_MIN: usize = 16;
 pub const STORE_BATCH: usize = 4096;
 /// Password jobs queued for the hashing pool at most; more is HTTP 503.
 pub const HASH_QUEUE: usize = 256;
+/// Descriptors kept back from `--max-conns` for everything that is not a
+/// client: the database and its WAL and shm files, the reader's connection,
+/// the epoll instance, the waker, the signal pipe, the spare descriptor,
+/// the standard streams, SQLite's temporary files.
+pub const FD_RESERVE: usize = 64;
+/// Default of `--max-unfinished-per-addr`. A browser opens about six
+/// connections to a host and finishes each request within milliseconds;
+/// an office behind one NAT address is a few hundred people whose
+/// connections are unfinished only briefly. 128 at once from one address is
+/// an attack, or a load test (which can raise it).
+pub const MAX_UNFINISHED_PER_ADDR: usize = 128;
 /// How long shutdown waits for close frames to flush before exiting.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The loop wakes at least this often to run timers.
@@ -227,6 +238,12 @@ pub struct Config {
     /// quarter is left, so a flood slows its senders instead of filling the
     /// queue; a full queue answers `busy`.
     pub store_queue: usize,
+    /// Connections open at most (`--max-conns`); 0 = the descriptor limit
+    /// less [`FD_RESERVE`], which is also the most it may be.
+    pub max_conns: usize,
+    /// Unfinished connections (no request completed yet) one address may
+    /// hold (`--max-unfinished-per-addr`).
+    pub max_unfinished_per_addr: usize,
 }
 
 impl Default for Config {
@@ -239,6 +256,8 @@ impl Default for Config {
             jwt_secret: None,
             static_dir: None,
             store_queue: STORE_QUEUE,
+            max_conns: 0,
+            max_unfinished_per_addr: MAX_UNFINISHED_PER_ADDR,
             // One core stays free for the loop; hashing is background work.
             hash_threads: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() - 1).clamp(1, HASH_THREADS_MAX)),
@@ -374,6 +393,33 @@ const OPTIONS: &[Opt] = &[
         default: Some(|o| o.config.store_queue.to_string()),
         set: |o, v| {
             o.config.store_queue = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--max-conns"),
+        env: Some("HUBBUB_MAX_CONNS"),
+        value: Some("N"),
+        help: || {
+            format!(
+                "connections open at most; at the cap the oldest that sent no request is shed \
+                 (default: the descriptor limit - {FD_RESERVE}, raised to the hard limit at start)"
+            )
+        },
+        default: None,
+        set: |o, v| {
+            o.config.max_conns = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--max-unfinished-per-addr"),
+        env: Some("HUBBUB_MAX_UNFINISHED_PER_ADDR"),
+        value: Some("N"),
+        help: || "connections one address may hold before completing a request".into(),
+        default: Some(|o| o.config.max_unfinished_per_addr.to_string()),
+        set: |o, v| {
+            o.config.max_unfinished_per_addr = number(v)?;
             Ok(())
         },
     },

@@ -203,6 +203,8 @@ pub struct Conn {
     /// Not read from until the storage queue drains (see `Config::store_queue`);
     /// the connection is in the loop's list of such connections.
     waiting_for_store: bool,
+    /// Has not completed a request yet (see `admission.rs`).
+    unfinished: bool,
 }
 
 impl Conn {
@@ -225,6 +227,7 @@ impl Conn {
             in_read_list: false,
             read_paused: false,
             waiting_for_store: false,
+            unfinished: true,
         }
     }
 
@@ -234,6 +237,17 @@ impl Conn {
 
     pub fn peer(&self) -> IpAddr {
         self.peer
+    }
+
+    /// Has not completed a request yet.
+    pub fn is_unfinished(&self) -> bool {
+        self.unfinished
+    }
+
+    /// A request is complete. True the first time (the connection is no
+    /// longer counted against its address's quota of unfinished ones).
+    pub fn finish_request(&mut self) -> bool {
+        std::mem::replace(&mut self.unfinished, false)
     }
 
     /// The socket, to register and deregister with the `Poll`.

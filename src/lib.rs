@@ -56,6 +56,7 @@
 //! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
 //!   [`Shutdown`] handle stops it from any thread (the in-process tests).
 
+mod admission;
 mod app;
 mod auth;
 mod clock;

@@ -16,6 +16,9 @@ pub struct Metrics {
     pub messages_stored: u64,
     pub slow_consumer_cuts: u64,
     pub rate_limited: u64,
+    /// Connections closed at accept: an address over its quota of
+    /// unfinished connections, or a full server.
+    pub connections_refused: u64,
 }
 
 /// Gauges read at render time.
@@ -31,7 +34,7 @@ pub struct Gauges {
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, u64); 9] = [
+        let counters: [(&str, &str, u64); 10] = [
             (
                 "hubbub_connections_accepted_total",
                 "TCP connections accepted.",
@@ -76,6 +79,11 @@ impl Metrics {
                 "hubbub_rate_limited_total",
                 "Frames dropped by the rate limit.",
                 self.rate_limited,
+            ),
+            (
+                "hubbub_connections_refused_total",
+                "Connections closed at accept (per-address quota or a full server).",
+                self.connections_refused,
             ),
         ];
         for (name, help, v) in counters {
@@ -143,6 +151,6 @@ mod tests {
             text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 15);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 16);
     }
 }

@@ -36,10 +36,11 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use slab::Slab;
 
+use crate::admission::{Admission, Verdict, raise_nofile_limit};
 use crate::app::App;
 use crate::config::{
-    Config, MAX_HEADERS, MAX_REQUESTS_PER_PASS, MAX_WS_MESSAGE, READ_BUDGET, SCRATCH_BYTES,
-    SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
+    Config, FD_RESERVE, MAX_HEADERS, MAX_REQUESTS_PER_PASS, MAX_WS_MESSAGE, READ_BUDGET,
+    SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Conn, ReadOutcome, Timer};
 use crate::http::request;
@@ -134,6 +135,13 @@ pub struct Server {
     state: State,
     last_sweep: u32,
     addr: SocketAddr,
+    /// Accept-time limits: per-address unfinished connections, the cap on
+    /// connections, the spare descriptor.
+    admission: Admission,
+    /// `accept` stopped on an error other than `WouldBlock` (`EMFILE`): the
+    /// edge-triggered listener will not say so again, so the loop retries
+    /// on its own (after a close frees a descriptor, and every tick).
+    accept_stalled: bool,
 }
 
 impl Server {
@@ -152,6 +160,20 @@ impl Server {
         backend: impl Backend,
         bus: Box<dyn Bus>,
     ) -> io::Result<Server> {
+        let nofile = raise_nofile_limit();
+        let most = (nofile as usize).saturating_sub(FD_RESERVE).max(1);
+        let max_conns = match config.max_conns {
+            0 => most,
+            n if n > most => {
+                log::warn!(
+                    "--max-conns {n} is above the descriptor limit {nofile} less {FD_RESERVE}; using {most}"
+                );
+                most
+            }
+            n => n,
+        };
+        let admission =
+            Admission::new(max_conns, config.max_unfinished_per_addr.max(1), Vec::new());
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         let app = App::start(&config, backend, bus, waker.clone())?;
@@ -182,6 +204,8 @@ impl Server {
             state: State::Running,
             last_sweep: 0,
             addr,
+            admission,
+            accept_stalled: false,
         })
     }
 
@@ -208,7 +232,11 @@ impl Server {
     /// Runs until shutdown has been asked for and carried out; returns after
     /// storage committed everything it was given.
     pub fn run(mut self) -> io::Result<()> {
-        log::info!("listening on {}", self.addr);
+        log::info!(
+            "listening on {} (at most {} connections)",
+            self.addr,
+            self.admission.max_conns()
+        );
         let mut events = Events::with_capacity(1024);
         loop {
             let busy = !self.read_list.is_empty() || !self.flush_list.is_empty();
@@ -254,8 +282,17 @@ impl Server {
                 self.resume_store_paused();
             }
             self.flush_pass();
-            self.close_pass();
+            // A stalled accept goes on as soon as closes free descriptors
+            // (each shed connection frees one), and at least once a tick.
+            let mut closed = self.close_pass();
+            while self.accept_stalled && closed {
+                self.accept();
+                closed = self.close_pass();
+            }
             let now = self.clock.now_s();
+            if self.accept_stalled && now != self.last_sweep {
+                self.accept();
+            }
             if now != self.last_sweep {
                 self.last_sweep = now;
                 self.sweep(now);
@@ -295,40 +332,95 @@ impl Server {
         }
     }
 
+    /// Accepts until `WouldBlock`, each connection past the admission
+    /// rules (`admission.rs`).
     fn accept(&mut self) {
+        self.accept_stalled = false;
         let Some(listener) = &self.listener else {
             return;
         };
         loop {
-            match listener.accept() {
-                Ok((mut socket, peer)) => {
-                    let entry = self.conns.vacant_entry();
-                    let token = Token(entry.key());
-                    if let Err(e) = self.poll.registry().register(
-                        &mut socket,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
-                        log::warn!("cannot register connection from {peer}: {e}");
-                        continue;
-                    }
-                    let _ = socket.set_nodelay(true);
-                    self.next_serial += 1;
-                    entry.insert(Conn::new(
-                        socket,
-                        peer.ip(),
-                        self.next_serial,
-                        self.clock.now_s(),
-                    ));
-                    self.metrics.connections_accepted += 1;
-                }
+            let (mut socket, peer) = match listener.accept() {
+                Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_out_of_descriptors(&e) && self.admission.release_spare() => {
+                    // One descriptor is free now: take the connection the
+                    // backlog holds and refuse it properly, then take the
+                    // spare back, and go on draining the backlog.
+                    if let Ok((socket, _)) = listener.accept() {
+                        refuse_full(socket);
+                        self.metrics.connections_refused += 1;
+                    }
+                    self.admission.restore_spare();
+                    if !self.accept_stalled {
+                        log::warn!("accept: {e}; refusing connections until descriptors free up");
+                    }
+                    // Remembered (also to log once): go on draining the backlog.
+                    self.accept_stalled = true;
+                    continue;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the backlog keeps the rest; try again on the next event.
-                    log::warn!("accept failed: {e}");
+                    log::warn!("accept failed: {e}; retrying when a connection closes");
+                    self.accept_stalled = true;
                     return;
                 }
+            };
+            let conns = &self.conns;
+            let verdict = self.admission.admit(peer.ip(), |t, serial| {
+                conns
+                    .get(t.0)
+                    .is_some_and(|c| c.serial() == serial && c.is_unfinished() && !c.is_closing())
+            });
+            let mut shed = false;
+            match verdict {
+                Verdict::Admit => {}
+                Verdict::AdmitShedding(token, _) => {
+                    log::debug!("shedding unfinished {token:?} for a new connection");
+                    if let Some(c) = self.conns.get_mut(token.0)
+                        && c.close_now()
+                    {
+                        self.close_list.push(token);
+                    }
+                    // Its descriptor is freed in this pass's close pass; the
+                    // rest of the backlog waits for that, so the server never
+                    // holds more than one connection over its cap.
+                    shed = true;
+                }
+                Verdict::RefuseAddress => {
+                    log::debug!("refusing {peer}: too many unfinished connections");
+                    self.metrics.connections_refused += 1;
+                    continue;
+                }
+                Verdict::RefuseFull => {
+                    refuse_full(socket);
+                    self.metrics.connections_refused += 1;
+                    continue;
+                }
+            }
+            let entry = self.conns.vacant_entry();
+            let token = Token(entry.key());
+            if let Err(e) = self.poll.registry().register(
+                &mut socket,
+                token,
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                log::warn!("cannot register connection from {peer}: {e}");
+                continue;
+            }
+            let _ = socket.set_nodelay(true);
+            self.next_serial += 1;
+            entry.insert(Conn::new(
+                socket,
+                peer.ip(),
+                self.next_serial,
+                self.clock.now_s(),
+            ));
+            self.admission.opened(peer.ip(), token, self.next_serial);
+            self.metrics.connections_accepted += 1;
+            if shed {
+                self.accept_stalled = true;
+                return;
             }
         }
     }
@@ -433,6 +525,9 @@ impl Server {
             answered += 1;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let parsed = request::parse(&input[pos..], &mut headers);
+            if matches!(parsed, Ok(Some(_))) && self.conns[token.0].finish_request() {
+                self.admission.finished(peer);
+            }
             let (app, mut out) = self.parts();
             let now = out.now;
             match parsed {
@@ -636,7 +731,9 @@ impl Server {
     /// The one teardown path: the application hears of every closing
     /// connection (once: it forgets the session), and those that are done
     /// are deregistered and dropped.
-    fn close_pass(&mut self) {
+    /// Returns whether a connection was dropped (a descriptor freed).
+    fn close_pass(&mut self) -> bool {
+        let mut dropped = false;
         while !self.close_list.is_empty() {
             let list = std::mem::take(&mut self.close_list);
             for token in list {
@@ -649,9 +746,12 @@ impl Server {
                 if dropping && self.conns.contains(token.0) {
                     let mut conn = self.conns.remove(token.0);
                     let _ = self.poll.registry().deregister(conn.socket_mut());
+                    self.admission.closed(conn.peer(), conn.is_unfinished());
+                    dropped = true;
                 }
             }
         }
+        dropped
     }
 
     /// Timers, once a second. O(connections): about a millisecond at 50,000,
@@ -871,6 +971,21 @@ impl Outbox for Wires<'_> {
     fn open_connections(&self) -> usize {
         self.conns.len()
     }
+}
+
+/// `EMFILE` (this process) or `ENFILE` (the system) from `accept`.
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
+/// The whole answer to a connection the server has no room for: written
+/// once without blocking (a fresh socket's buffer takes it), then closed.
+fn refuse_full(mut socket: mio::net::TcpStream) {
+    use std::io::Write;
+    const FULL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+Content-Length: 63\r\nConnection: close\r\nRetry-After: 1\r\n\r\n\
+{\"error\":\"the server is at its connection limit\",\"code\":\"busy\"}";
+    let _ = socket.write(FULL);
 }
 
 /// Connections the kernel queues for `accept` before it drops SYNs. mio binds

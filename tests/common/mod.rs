@@ -69,6 +69,8 @@ pub struct Builder {
     jwt_secret: Option<String>,
     via_env: bool,
     omit_db: bool,
+    /// `RLIMIT_NOFILE` (soft and hard) for the server process.
+    nofile: Option<u64>,
 }
 
 impl Builder {
@@ -108,6 +110,12 @@ impl Builder {
         self.iterations = Some(n);
         self
     }
+    /// Run the server with at most `n` open descriptors (soft and hard
+    /// limit, so its start-up raise cannot lift it).
+    pub fn nofile(mut self, n: u64) -> Self {
+        self.nofile = Some(n);
+        self
+    }
     /// Do not set `HUBBUB_JWT_SECRET` (the server keeps a random one in its db).
     pub fn no_jwt_secret(mut self) -> Self {
         self.jwt_secret = None;
@@ -144,6 +152,7 @@ impl Server {
             jwt_secret: Some(JWT_SECRET.to_string()),
             via_env: false,
             omit_db: false,
+            nofile: None,
         }
     }
 
@@ -158,7 +167,11 @@ impl Server {
 
     fn spawn(builder: Builder, dir: Arc<TempDir>) -> Server {
         let db = dir.path().join("hubbub.db");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubbub"));
+        // `HUBBUB_TEST_BIN` runs the suite against another build (an A/B
+        // check that a new test fails on the old code).
+        let bin = std::env::var("HUBBUB_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_hubbub").to_string());
+        let mut cmd = Command::new(bin);
         for (k, _) in std::env::vars() {
             if k.starts_with("HUBBUB_") {
                 cmd.env_remove(k);
@@ -198,6 +211,22 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(n) = builder.nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only setrlimit (async-signal-safe) between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n as libc::rlim_t,
+                        rlim_max: n as libc::rlim_t,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn hubbub binary");
         let stderr = child.stderr.take().unwrap();
         let logs = Arc::new(Mutex::new(VecDeque::new()));
@@ -1228,6 +1257,43 @@ pub fn raise_nofile(n: u64) {
             r.rlim_cur = (n as libc::rlim_t).min(r.rlim_max);
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
+    }
+}
+
+/// A TCP connection to `addr` from source address `from` (any of
+/// 127.0.0.0/8 works on Linux without configuration): how the tests play
+/// several clients for the per-address limits.
+pub fn connect_from(from: std::net::Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(to) = addr else {
+        return Err(io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, owned by the TcpStream once made; valid
+    // sockaddr_in pointers with their length.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let src = sockaddr(from, 0);
+        if libc::bind(fd, (&src as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let dst = sockaddr(*to.ip(), to.port());
+        if libc::connect(fd, (&dst as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stream)
     }
 }
 
