@@ -48,7 +48,8 @@ impl App {
         let snapshot = backend.load().map_err(io::Error::other)?;
         let secret = secret::load_or_create(config.jwt_secret.as_deref(), &mut backend)
             .map_err(io::Error::other)?;
-        let hub = Hub::new(&snapshot, config.rate_limit, bus);
+        let mut hub = Hub::new(&snapshot, config.rate_limit, bus);
+        hub.set_presence_grace(config.presence_grace);
         let mut users = Directory::from_rows(snapshot.users);
         for id in snapshot.unread_sources {
             users.mark_unread_source(id);
@@ -202,7 +203,10 @@ impl App {
 
     /// Once a second, from the reactor's timer sweep.
     pub fn on_tick(&mut self, out: &mut impl Outbox) {
-        self.with_hub(out, |hub, cx| hub.retry_deferred(cx));
+        self.with_hub(out, |hub, cx| {
+            hub.end_graces(cx);
+            hub.retry_deferred(cx);
+        });
     }
 
     /// Storage is behind: the reactor stops reading chat input.

@@ -144,6 +144,15 @@ pub const READ_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// Live frames held for a connection while its `since` replay is being read
 /// from storage; past this the replay reports `recovered: false`.
 pub const MAX_HELD_FRAMES: usize = 1000;
+/// Default of `--presence-grace`: how long a user whose last connection
+/// closed (without `leave`) is still shown online and in their rooms. A page
+/// reload reconnects in well under a second and the web client's first
+/// retry comes within one, so 3 s hides both, and a reconnect storm (every
+/// client dropped and back at once) sends no presence frames at all; a real
+/// departure still shows within about four seconds (the grace plus the
+/// once-a-second check). Longer hides flakier networks, at the price of
+/// showing departed users longer.
+pub const PRESENCE_GRACE: Duration = Duration::from_secs(3);
 /// Rooms one connection may be joined to at once.
 pub const MAX_ROOMS_PER_CONN: usize = 256;
 /// Members of a private room at most, owner included: given in one
@@ -238,6 +247,8 @@ pub struct Config {
     /// quarter is left, so a flood slows its senders instead of filling the
     /// queue; a full queue answers `busy`.
     pub store_queue: usize,
+    /// See [`PRESENCE_GRACE`] (`--presence-grace`, seconds; 0 = none).
+    pub presence_grace: Duration,
     /// Connections open at most (`--max-conns`); 0 = the descriptor limit
     /// less [`FD_RESERVE`], which is also the most it may be.
     pub max_conns: usize,
@@ -256,6 +267,7 @@ impl Default for Config {
             jwt_secret: None,
             static_dir: None,
             store_queue: STORE_QUEUE,
+            presence_grace: PRESENCE_GRACE,
             max_conns: 0,
             max_unfinished_per_addr: MAX_UNFINISHED_PER_ADDR,
             // One core stays free for the loop; hashing is background work.
@@ -393,6 +405,19 @@ const OPTIONS: &[Opt] = &[
         default: Some(|o| o.config.store_queue.to_string()),
         set: |o, v| {
             o.config.store_queue = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--presence-grace"),
+        env: Some("HUBBUB_PRESENCE_GRACE"),
+        value: Some("SECS"),
+        help: || {
+            "seconds a departed user stays shown before offline/leave go out; 0 = at once".into()
+        },
+        default: Some(|o| o.config.presence_grace.as_secs().to_string()),
+        set: |o, v| {
+            o.config.presence_grace = Duration::from_secs(number(v)?);
             Ok(())
         },
     },

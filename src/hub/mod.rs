@@ -49,7 +49,7 @@ use mio::Token;
 
 pub use fanout::{Bus, Channel, Inbound, LocalOnly};
 
-use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER};
+use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER, PRESENCE_GRACE};
 use crate::outbox::ConnRef;
 use crate::store::{Desk, MsgId, PrivateRoomRow, Reply, Snapshot, Storage, Target, Ticket, UserId};
 use crate::users::Directory;
@@ -322,6 +322,13 @@ pub struct Hub {
     next_ticket: u64,
     /// Frames to and from other nodes ([`LocalOnly`] on a single node).
     bus: Box<dyn Bus>,
+    /// How long a user whose last connection closed stays shown (online,
+    /// and in their rooms) before `offline` and `leave` go out; 0 = at once.
+    presence_grace_ms: i64,
+    /// Users (and rooms, by name) in their grace, in deadline order:
+    /// `(until_ms, user, None)` for going offline, `Some(room)` for leaving.
+    /// Entries whose user came back are skipped when they come due.
+    lingering: VecDeque<(i64, UserId, Option<Box<str>>)>,
     /// Reply bytes reserved for storage reads in flight, server-wide.
     read_bytes: usize,
     /// Sessions with a deferred frame, oldest first (see `reads.rs`).
@@ -352,6 +359,8 @@ impl Hub {
             waiting: HashMap::new(),
             next_ticket: 0,
             bus,
+            presence_grace_ms: PRESENCE_GRACE.as_millis() as i64,
+            lingering: VecDeque::new(),
             read_bytes: 0,
             read_waiters: VecDeque::new(),
             unclaimed: 0,
@@ -408,6 +417,11 @@ impl Hub {
         };
         self.waiting.insert(ticket, wait);
         ticket
+    }
+
+    /// How long a departed user stays shown (`--presence-grace`).
+    pub fn set_presence_grace(&mut self, grace: std::time::Duration) {
+        self.presence_grace_ms = grace.as_millis() as i64;
     }
 
     /// Shutdown: sessions end without presence broadcasts from now on.

@@ -62,9 +62,11 @@ impl Hub {
             deferred: None,
         });
         self.sessions_open += 1;
-        let conns = self.online.entry(user).or_default();
-        conns.push(conn.token);
-        if conns.len() == 1 {
+        // A user lingering (entry present, no connection) is still shown
+        // online: coming back within the grace is not news.
+        let shown = self.online.contains_key(&user);
+        self.online.entry(user).or_default().push(conn.token);
+        if !shown {
             self.set_status(cx, user, "online");
         }
         let ticket = self.park(Wait::Unread { conn });
@@ -89,7 +91,9 @@ impl Hub {
         self.sessions_open -= 1;
         if self.quiet {
             for room in session.rooms {
-                self.rooms.get_mut(room).unsubscribe(token, session.user);
+                self.rooms
+                    .get_mut(room)
+                    .unsubscribe(token, session.user, false);
             }
             if let Some(conns) = self.online.get_mut(&session.user) {
                 conns.retain(|t| *t != token);
@@ -103,16 +107,81 @@ impl Hub {
             }
             return;
         }
+        // A connection that went away (not a `leave`) lingers: the user
+        // stays shown for the presence grace, so a reload or a network blip
+        // that reconnects within it changes nothing anyone sees.
+        let linger = self.presence_grace_ms > 0;
+        let until = clock::now_ms() + self.presence_grace_ms;
         for room in session.rooms {
-            self.unsubscribe(cx, token, session.user, room);
+            if let Some(s) = self.session_mut(token) {
+                s.held.retain(|(r, _, _)| *r != room);
+            }
+            match self
+                .rooms
+                .get_mut(room)
+                .unsubscribe(token, session.user, linger)
+            {
+                Some(true) if linger => {
+                    let name = self.rooms.get(room).name.clone();
+                    self.lingering.push_back((until, session.user, Some(name)));
+                }
+                Some(true) => self.announce_leave(cx, session.user, room),
+                _ => {}
+            }
+            self.rooms.collect(room);
         }
         if let Some(conns) = self.online.get_mut(&session.user) {
             conns.retain(|t| *t != token);
             if conns.is_empty() {
-                self.online.remove(&session.user);
-                self.set_status(cx, session.user, "offline");
+                if linger {
+                    self.lingering.push_back((until, session.user, None));
+                } else {
+                    self.online.remove(&session.user);
+                    self.set_status(cx, session.user, "offline");
+                }
             }
         }
+    }
+
+    /// Ends the graces that are over (once a second, from the tick): a user
+    /// still gone leaves the rooms they lingered in, then goes offline. All
+    /// of a tick's changes go out together; a user who came back in time
+    /// costs nothing.
+    pub fn end_graces(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        let now = clock::now_ms();
+        while self
+            .lingering
+            .front()
+            .is_some_and(|(until, _, _)| *until <= now)
+        {
+            let (_, user, room) = self.lingering.pop_front().expect("checked above");
+            match room {
+                Some(name) => {
+                    let Some(id) = self.rooms.id(&name) else {
+                        continue;
+                    };
+                    if self.rooms.get_mut(id).end_linger(user) {
+                        self.announce_leave(cx, user, id);
+                        self.rooms.collect(id);
+                    }
+                }
+                None => {
+                    if self.online.get(&user).is_some_and(Vec::is_empty) {
+                        self.online.remove(&user);
+                        self.set_status(cx, user, "offline");
+                    }
+                }
+            }
+        }
+    }
+
+    /// `leave` to the room: `user` is no longer in it.
+    fn announce_leave(&mut self, cx: &mut Ctx<'_, impl Outbox>, user: UserId, id: RoomId) {
+        let frame = self.encoder.shared(&Out::Leave {
+            room: &self.rooms.get(id).name,
+            user: cx.users.name(user),
+        });
+        self.publish(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
     }
 
     /// Records `last_seen` and tells every connection.
@@ -319,12 +388,8 @@ impl Hub {
         if let Some(s) = self.session_mut(token) {
             s.held.retain(|(r, _, _)| *r != id);
         }
-        if self.rooms.get_mut(id).unsubscribe(token, user) == Some(true) {
-            let frame = self.encoder.shared(&Out::Leave {
-                room: &self.rooms.get(id).name,
-                user: cx.users.name(user),
-            });
-            self.publish(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
+        if self.rooms.get_mut(id).unsubscribe(token, user, false) == Some(true) {
+            self.announce_leave(cx, user, id);
         }
         self.rooms.collect(id);
     }

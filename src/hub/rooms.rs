@@ -28,7 +28,9 @@ pub struct Room {
     pub subscribers: Vec<Token>,
     pub replaying: Vec<Token>,
     /// Connections per user in the room: presence changes on 0 ↔ 1.
-    /// Ordered so `online_users` lists are stable.
+    /// Ordered so `online_users` lists are stable. A count of 0 is a user
+    /// *lingering*: their last connection here closed less than the
+    /// presence grace ago, so they are still shown (see `presence.rs`).
     pub presence: BTreeMap<UserId, u32>,
     pub private: Option<Private>,
     /// Whether the room has a stored message (public rooms are listed then).
@@ -63,16 +65,24 @@ impl Room {
             .is_none_or(|p| p.members.contains(&user))
     }
 
-    /// Adds a connection. Returns true when it is the user's first in the room.
+    /// Adds a connection. Returns true when the user was not shown in the
+    /// room (not even lingering): the others are told `join`.
     pub fn subscribe(&mut self, token: Token, user: UserId, replaying: bool) -> bool {
         if replaying {
             self.replaying.push(token);
         } else {
             self.subscribers.push(token);
         }
-        let n = self.presence.entry(user).or_insert(0);
-        *n += 1;
-        *n == 1
+        match self.presence.get_mut(&user) {
+            Some(n) => {
+                *n += 1;
+                false
+            }
+            None => {
+                self.presence.insert(user, 1);
+                true
+            }
+        }
     }
 
     /// Moves a connection from `replaying` to `subscribers`.
@@ -84,8 +94,10 @@ impl Room {
     }
 
     /// Removes a connection. Returns `Some(true)` when it was the user's last
-    /// in the room, `None` when it was not subscribed.
-    pub fn unsubscribe(&mut self, token: Token, user: UserId) -> Option<bool> {
+    /// in the room (the user is no longer shown, unless `linger`: then they
+    /// stay at a count of 0 until [`Room::end_linger`]), `None` when it was
+    /// not subscribed.
+    pub fn unsubscribe(&mut self, token: Token, user: UserId, linger: bool) -> Option<bool> {
         let list = if self.subscribers.contains(&token) {
             &mut self.subscribers
         } else {
@@ -96,10 +108,22 @@ impl Room {
         let n = self.presence.get_mut(&user)?;
         *n -= 1;
         if *n == 0 {
-            self.presence.remove(&user);
+            if !linger {
+                self.presence.remove(&user);
+            }
             return Some(true);
         }
         Some(false)
+    }
+
+    /// A lingering user's grace is over: true when they were still lingering
+    /// (not back), and are no longer shown.
+    pub fn end_linger(&mut self, user: UserId) -> bool {
+        if self.presence.get(&user) == Some(&0) {
+            self.presence.remove(&user);
+            return true;
+        }
+        false
     }
 
     /// A public room with no messages and nobody in it is forgotten.
@@ -109,6 +133,7 @@ impl Room {
             && self.in_flight == 0
             && self.subscribers.is_empty()
             && self.replaying.is_empty()
+            && self.presence.is_empty()
     }
 }
 
@@ -183,9 +208,13 @@ mod tests {
         assert!(!r.subscribe(Token(2), 7, false));
         assert!(r.subscribe(Token(3), 8, true));
         assert_eq!(r.online(), 2);
-        assert_eq!(r.unsubscribe(Token(1), 7), Some(false));
-        assert_eq!(r.unsubscribe(Token(1), 7), None, "not subscribed twice");
-        assert_eq!(r.unsubscribe(Token(2), 7), Some(true));
+        assert_eq!(r.unsubscribe(Token(1), 7, false), Some(false));
+        assert_eq!(
+            r.unsubscribe(Token(1), 7, false),
+            None,
+            "not subscribed twice"
+        );
+        assert_eq!(r.unsubscribe(Token(2), 7, false), Some(true));
         r.finish_replay(Token(3));
         assert_eq!(r.subscribers, vec![Token(3)]);
         assert!(r.replaying.is_empty());

@@ -91,8 +91,11 @@ impl Bench {
     fn new() -> Bench {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let snapshot = Snapshot::default();
+        let mut hub = Hub::new(&snapshot, 0, Box::new(TestBus(wire.clone())));
+        // Presence at once; `presence_grace_hides_a_reconnect` sets one.
+        hub.set_presence_grace(std::time::Duration::ZERO);
         Bench {
-            hub: Hub::new(&snapshot, 0, Box::new(TestBus(wire.clone()))),
+            hub,
             users: Directory::from_rows(vec![
                 user(ALICE, "alice"),
                 user(BOB, "bob"),
@@ -975,4 +978,43 @@ fn unread_replies_hold_further_reads() {
     hub.retry_deferred(&mut cx);
     assert_eq!(history_requests(&b), 2);
     assert!(b.hub.takes_input(a));
+}
+
+/// With a presence grace, a user whose last connection drops and comes
+/// back within it causes no `leave`, `join` or `user_status` for anyone;
+/// one who stays away leaves their rooms, then goes offline, once the grace
+/// is over; meanwhile they are still listed in `online_users`.
+#[test]
+fn presence_grace_hides_a_reconnect() {
+    let mut b = Bench::new();
+    b.hub
+        .set_presence_grace(std::time::Duration::from_millis(50));
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    for t in [a, bob] {
+        b.send(t, json!({"type": "join", "room": "general"}));
+    }
+    b.out.clear();
+    b.close(bob);
+    let bob = b.open(3, BOB);
+    b.send(bob, json!({"type": "join", "room": "general"}));
+    let (hub, mut cx) = b.cx();
+    hub.end_graces(&mut cx);
+    assert_eq!(b.types(a), Vec::<String>::new(), "a reconnect is not news");
+    b.close(bob);
+    let carol = b.open(4, CAROL);
+    b.send(carol, json!({"type": "join", "room": "general"}));
+    let listed = b.of_type(carol, "online_users");
+    assert_eq!(
+        listed[0]["users"],
+        json!(["alice", "bob", "carol"]),
+        "bob lingers"
+    );
+    b.out.clear();
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let (hub, mut cx) = b.cx();
+    hub.end_graces(&mut cx);
+    assert_eq!(b.types(a), ["leave", "user_status"]);
+    assert_eq!(b.of_type(a, "user_status")[0]["status"], "offline");
+    assert!(!b.hub.is_online(BOB));
 }
