@@ -107,6 +107,8 @@ struct Ctx {
     window: u64,
     max_conns: usize,
     upgrade_window: usize,
+    /// Connections of the reconnect storm (`HUBBUB_BENCH_STORM`).
+    storm: usize,
 }
 
 fn env_num(k: &str, default: u64) -> u64 {
@@ -161,6 +163,7 @@ fn main() {
         window: env_num("HUBBUB_BENCH_WINDOW", 256).clamp(1, 5000),
         max_conns: env_num("HUBBUB_BENCH_CONNS", 50_000) as usize,
         upgrade_window: env_num("HUBBUB_BENCH_HANDSHAKES", 64).clamp(1, 4096) as usize,
+        storm: env_num("HUBBUB_BENCH_STORM", 2000) as usize,
     };
     let t0 = Instant::now();
     if want("fanout_1x1000") {
@@ -175,6 +178,9 @@ fn main() {
     }
     if want("persist") {
         persist(&mut ctx);
+    }
+    if want("storm") {
+        storm(&mut ctx);
     }
     eprintln!("e2e done in {:.0} s", t0.elapsed().as_secs_f64());
     report(&ctx, load_start, nice);
@@ -643,6 +649,93 @@ fn idle_rss(ctx: &mut Ctx) {
         ctx.rows.push(row);
     }
     drop(srv);
+}
+
+// ---- Reconnect storm: presence frames, time to settle, cuts -----------------
+
+/// Every user (one connection each, all in `#general`) drops at once and
+/// reconnects at once, as after a network blip; run with no presence grace
+/// (every departure and return announced to everyone: O(N²) frames) and
+/// with the default grace (a return within it is not news).
+fn storm(ctx: &mut Ctx) {
+    let name = "storm";
+    let cap = (ctx.nofile as usize).saturating_sub(200) / 2;
+    let n = ctx.storm.min(cap);
+    eprintln!(
+        "[{name}] {n} users in #general drop and reconnect at once (RLIMIT_NOFILE {})",
+        ctx.nofile
+    );
+    for grace in ["0", "3"] {
+        let srv = Server::start_with(ctx.server_cpu, &["--presence-grace", grace]);
+        let tokens = server::users(srv.addr, n);
+        let targets: Vec<Target> = tokens
+            .iter()
+            .map(|t| Target {
+                path: format!("/ws/room/general?token={t}"),
+                room: u32::MAX,
+            })
+            .collect();
+        let mut load = Load::new(srv.addr, 0);
+        load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
+        load.settle(Duration::from_secs(60), |l| l.c.unread >= n as u64);
+        settle_quiet(
+            &mut load,
+            Duration::from_millis(500),
+            Duration::from_secs(60),
+        );
+        let frames0 = srv.metric("hubbub_ws_frames_out_total");
+        let cuts0 = srv.metric("hubbub_slow_consumer_cuts_total");
+        let t0 = Instant::now();
+        load.drop_all();
+        load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
+        let reopened = load.open_conns();
+        settle_quiet(
+            &mut load,
+            Duration::from_millis(500),
+            Duration::from_secs(120),
+        );
+        let settled = t0.elapsed().as_secs_f64() - 0.5;
+        // Departures the grace held back come due now; count them too.
+        let wait = Duration::from_secs(grace.parse::<u64>().unwrap_or(0) + 2);
+        settle_quiet(&mut load, wait, Duration::from_secs(60));
+        let frames = srv.metric("hubbub_ws_frames_out_total") - frames0;
+        let cuts = srv.metric("hubbub_slow_consumer_cuts_total") - cuts0;
+        let per_user = frames as f64 / n as f64;
+        ctx.rows.push(
+            Row::new(
+                name,
+                format!("frames sent in a reconnect storm of {n}, presence grace {grace} s"),
+                frames as f64,
+                "frames",
+                format!("{frames} ({per_user:.1}/user)"),
+            )
+            .target("no well-behaved client cut", cuts == 0)
+            .note(format!(
+                "{reopened} of {n} reconnected; settled {settled:.2} s after the drop; \
+                 {cuts} slow-consumer cuts; {} connections closed by the server",
+                load.c.closed
+            )),
+        );
+        drop(load);
+        drop(srv);
+    }
+}
+
+/// Turns the load generator until no frame arrives for `quiet` (or `limit`).
+fn settle_quiet(load: &mut Load, quiet: Duration, limit: Duration) {
+    let start = Instant::now();
+    let mut last = load.frames_seen();
+    let mut since = Instant::now();
+    while start.elapsed() < limit {
+        load.settle(Duration::from_millis(50), |_| false);
+        let now = load.frames_seen();
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            return;
+        }
+    }
 }
 
 // ---- Persistence: acked messages/s and the loop's latency ------------------

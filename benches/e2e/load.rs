@@ -222,6 +222,21 @@ impl Load {
         }
     }
 
+    /// Closes every connection at once, as a network failure would (the
+    /// server sees each one reset or shut), and forgets them.
+    pub fn drop_all(&mut self) {
+        for mut c in self.conns.drain(..) {
+            let _ = self.poll.registry().deregister(&mut c.sock);
+        }
+        self.in_flight = 0;
+    }
+
+    /// Every frame received so far, of any kind.
+    pub fn frames_seen(&self) -> u64 {
+        let c = &self.c;
+        c.messages + c.acks + c.unread + c.other + c.echoes
+    }
+
     pub fn open_conns(&self) -> usize {
         self.conns.iter().filter(|c| c.st == St::Open).count()
     }

@@ -42,6 +42,11 @@ impl Server {
     /// Starts the server with `--rate-limit 0 --pbkdf2-iterations 1000 --echo`
     /// on 127.0.0.1:0 and a fresh database; pins it to `cpu` if given.
     pub fn start(cpu: Option<usize>) -> Server {
+        Server::start_with(cpu, &[])
+    }
+
+    /// [`Server::start`] with `extra` arguments after the defaults.
+    pub fn start_with(cpu: Option<usize>, extra: &[&str]) -> Server {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "hubbub-e2e-{}-{}",
@@ -64,6 +69,7 @@ impl Server {
                 "1000",
                 "--echo",
             ])
+            .args(extra)
             .arg("--db")
             .arg(dir.join("bench.db"))
             .env("RUST_LOG", "info")
