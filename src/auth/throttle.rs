@@ -32,11 +32,14 @@
 //! trade-off every username throttle makes; ours only applies it when more
 //! than a handful of addresses are guessing.
 //!
-//! Memory is bounded: a full bucket is the same as no bucket, so full ones
-//! are swept out when a table reaches [`THROTTLE_TABLE_MAX`]; if it is still
-//! full, new addresses share one overflow bucket and new usernames go
-//! untracked (filling the table takes that many distinct keys failing within
-//! one refill period, which the per-address budget makes slow).
+//! Memory is bounded: a full bucket is the same as no bucket, so a username
+//! whose login succeeded is forgotten at once, and full buckets are swept
+//! out whenever a table has doubled since its last sweep (amortized O(1) per
+//! insert, so a table stays within about twice the keys active in the last
+//! refill period). At [`THROTTLE_TABLE_MAX`] entries still live, new
+//! addresses share one overflow bucket and new usernames go untracked
+//! (filling the table takes that many distinct keys failing within one
+//! refill period, which the per-address budget makes slow).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -159,8 +162,12 @@ pub struct Throttle {
     names: HashMap<Box<str>, Guessed>,
     /// Entries per table at most ([`THROTTLE_TABLE_MAX`]; smaller in tests).
     capacity: usize,
-    /// Sweeps are O(entries): at most one a second per table.
-    swept: [Option<Instant>; 2],
+    /// Per table (0 clients, 1 names): the size at which to sweep next,
+    /// twice what the last sweep left.
+    next_sweep: [usize; 2],
+    /// When a table at capacity was last swept: then at most once a second,
+    /// so a table full of live entries is not walked on every request.
+    swept_full: [Option<Instant>; 2],
 }
 
 /// Failed logins per second a username regains.
@@ -169,6 +176,8 @@ fn failure_rate() -> f64 {
 }
 const FAILURE_BURST: f64 = LOGIN_FAILURE_BURST as f64;
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// Tables this small are never swept early.
+const SWEEP_FLOOR: usize = 1024;
 
 impl Throttle {
     pub fn new(work_rate: u64, work_burst: u64) -> Throttle {
@@ -185,7 +194,8 @@ impl Throttle {
             overflow: Bucket::full(work_burst, Instant::now()),
             names: HashMap::new(),
             capacity,
-            swept: [None; 2],
+            next_sweep: [SWEEP_FLOOR; 2],
+            swept_full: [None; 2],
         }
     }
 
@@ -286,7 +296,8 @@ impl Throttle {
         ok: Option<bool>,
         now: Instant,
     ) {
-        let Some(e) = pass.name.and_then(|k| self.names.get_mut(&k)) else {
+        let Some(key) = pass.name else { return };
+        let Some(e) = self.names.get_mut(&key) else {
             return;
         };
         let failed = ok == Some(false);
@@ -298,6 +309,10 @@ impl Throttle {
         }
         if !failed && !pass.reserved {
             e.guessers.retain(|g| *g != client);
+        }
+        // An untouched account (every login so far right) needs no entry.
+        if e.guessers.is_empty() && e.failures.is_full(now, failure_rate(), FAILURE_BURST) {
+            self.names.remove(&key);
         }
     }
 
@@ -318,26 +333,32 @@ impl Throttle {
     }
 
     /// Whether table `which` (0 clients, 1 names) has room for one more
-    /// entry, sweeping out full buckets if it is at capacity.
+    /// entry, sweeping out full buckets when it has doubled or is at capacity.
     fn make_room(&mut self, which: usize, now: Instant) -> bool {
         let len = [self.clients.len(), self.names.len()][which];
-        if len < self.capacity {
+        if len < self.capacity.min(self.next_sweep[which]) {
             return true;
         }
-        if self.swept[which].is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY) {
-            return false;
+        if len >= self.capacity {
+            let recent = self.swept_full[which]
+                .is_some_and(|t| now.saturating_duration_since(t) < SWEEP_EVERY);
+            if recent {
+                return false;
+            }
+            self.swept_full[which] = Some(now);
         }
-        self.swept[which] = Some(now);
-        if which == 0 {
+        let left = if which == 0 {
             let (rate, burst) = (self.work_rate, self.work_burst);
             self.clients.retain(|_, b| !b.is_full(now, rate, burst));
-            self.clients.len() < self.capacity
+            self.clients.len()
         } else {
             let rate = failure_rate();
             self.names
                 .retain(|_, e| !e.failures.is_full(now, rate, FAILURE_BURST));
-            self.names.len() < self.capacity
-        }
+            self.names.len()
+        };
+        self.next_sweep[which] = (2 * left).max(SWEEP_FLOOR);
+        left < self.capacity
     }
 
     /// Buckets kept (a `/metrics` gauge).
@@ -447,14 +468,19 @@ mod tests {
         t.settle_login(p, owner, Some(true), now);
         let p = t.admit(owner, 1000, Some("alice"), now).expect("forgiven");
         t.settle_login(p, owner, None, now);
-        // Other names are untouched; names that cannot exist are untracked.
-        t.admit(evil, 1000, Some("bob"), now).unwrap();
+        // Other names are untouched; names that cannot exist are untracked;
+        // a right password leaves no entry behind.
+        let p = t.admit(evil, 1000, Some("bob"), now).unwrap();
+        t.settle_login(p, evil, Some(true), now);
+        let p = t.admit(evil, 1000, Some("carol"), now).unwrap();
         let long = "x".repeat(60_000);
         for _ in 0..20 {
             let p = t.admit(evil, 1000, Some(&long), now).unwrap();
             t.settle_login(p, evil, Some(false), now);
         }
-        assert_eq!(t.entries(), 2);
+        assert_eq!(t.entries(), 2, "alice and carol");
+        t.settle_login(p, evil, None, now);
+        assert_eq!(t.entries(), 1, "carol's login never ran: forgotten");
         // After one refill period anyone may try again.
         t.admit(evil, 1000, Some("alice"), now + LOGIN_FAILURE_REFILL)
             .unwrap();
@@ -505,5 +531,26 @@ mod tests {
         let later = now + secs(1.0);
         t.admit(ip("10.0.1.3"), 1000, None, later).unwrap();
         assert_eq!(t.clients.len(), 1);
+    }
+
+    /// Well below capacity, a table that doubled is swept too, so it holds
+    /// about the clients of the last refill period, not every one ever seen.
+    #[test]
+    fn tables_are_swept_as_they_grow() {
+        let now = Instant::now();
+        let mut t = Throttle::new(1000, 1000);
+        for i in 0..SWEEP_FLOOR as u32 {
+            t.admit(
+                ClientKey::of(std::net::Ipv4Addr::from((10 << 24) | i).into()),
+                1000,
+                None,
+                now,
+            )
+            .unwrap();
+        }
+        assert_eq!(t.entries(), SWEEP_FLOOR);
+        t.admit(ip("11.0.0.1"), 1000, None, now + secs(1.0))
+            .unwrap();
+        assert_eq!(t.entries(), 1);
     }
 }
