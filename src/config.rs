@@ -441,10 +441,10 @@ const OPTIONS: &[Opt] = &[
     Opt {
         flag: Some("--hash-work-rate"),
         env: Some("HUBBUB_HASH_WORK_RATE"),
-        value: Some("ITERATIONS"),
+        value: Some("N"),
         help: || {
             "PBKDF2 iterations per second each client address may have hashed \
-             (signup and login); over it: 429; 0 = off"
+             (signups and logins); over it: 429; 0 = off"
                 .into()
         },
         default: Some(|o| o.config.hash_work_rate.to_string()),
@@ -456,7 +456,7 @@ const OPTIONS: &[Opt] = &[
     Opt {
         flag: Some("--hash-work-burst"),
         env: Some("HUBBUB_HASH_WORK_BURST"),
-        value: Some("ITERATIONS"),
+        value: Some("N"),
         help: || "PBKDF2 iterations a client address may spend at once".into(),
         default: Some(|o| o.config.hash_work_burst.to_string()),
         set: |o, v| {
@@ -467,10 +467,10 @@ const OPTIONS: &[Opt] = &[
     Opt {
         flag: Some("--trust-proxy"),
         env: Some("HUBBUB_TRUST_PROXY"),
-        value: Some("ADDR[,ADDR]"),
+        value: Some("ADDR"),
         help: || {
-            "reverse proxy address(es) whose X-Forwarded-For names the client \
-             (the last entry); from any other peer the header is ignored"
+            "reverse proxy IP (or comma list) whose X-Forwarded-For names the client \
+             (its last entry); from any other peer the header is ignored"
                 .into()
         },
         default: None,
@@ -486,10 +486,10 @@ const OPTIONS: &[Opt] = &[
     Opt {
         flag: Some("--allowed-origin"),
         env: Some("HUBBUB_ALLOWED_ORIGIN"),
-        value: Some("ORIGIN[,ORIGIN]"),
+        value: Some("ORIGIN"),
         help: || {
-            "browser Origin (scheme://host[:port], or *) allowed to open WebSockets \
-             besides the server's own host; repeatable"
+            "browser Origin (scheme://host[:port], or *) that may open WebSockets \
+             besides the server's own host; repeatable or a comma list"
                 .into()
         },
         default: None,
