@@ -40,7 +40,8 @@ pub struct Server {
 
 impl Server {
     /// Starts the server with `--rate-limit 0 --pbkdf2-iterations 1000 --echo`
-    /// on 127.0.0.1:0 and a fresh database; pins it to `cpu` if given.
+    /// and no per-user WebSocket cap on 127.0.0.1:0 and a fresh database;
+    /// pins it to `cpu` if given.
     pub fn start(cpu: Option<usize>) -> Server {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -67,6 +68,9 @@ impl Server {
             .arg("--db")
             .arg(dir.join("bench.db"))
             .env("RUST_LOG", "info")
+            // The idle-RSS figure holds up to 500 WebSockets per user; as a
+            // variable (not a flag) so an older HUBBUB_BENCH_BIN still starts.
+            .env("HUBBUB_MAX_CONNS_PER_USER", "0")
             .env_remove("HUBBUB_JWT_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
