@@ -212,6 +212,60 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The loop wakes at least this often to run timers.
 pub const TICK: Duration = Duration::from_millis(250);
 
+// ---- Abuse: password work, proxies, origins ----------------------------------
+
+/// Default of `--hash-work-rate`: PBKDF2 iterations per second one client
+/// address may have hashed (signups and logins together), i.e. one hash a
+/// second at the default strength. Budgeting iterations, not attempts, makes
+/// the limit track CPU time: a job costs the iterations it runs (the
+/// configured count for a signup, the stored hash's count for a login), so a
+/// 1000-iteration test or benchmark setup signs up hundreds of users from one
+/// address unthrottled while a 600000-iteration flood is held to this rate.
+pub const HASH_WORK_RATE: u64 = PBKDF2_DEFAULT as u64;
+/// Default of `--hash-work-burst`: iterations a quiet address may spend at
+/// once, ten default-strength hashes (a family or an office behind one NAT
+/// logging in together; the test suite's 8 concurrent default-strength logins).
+pub const HASH_WORK_BURST: u64 = 10 * PBKDF2_DEFAULT as u64;
+/// Password jobs one client address may have waiting for a hashing thread;
+/// more is 429. The global [`HASH_QUEUE`] bounds the sum; this keeps one
+/// address (whatever its budget) from taking every slot.
+pub const HASH_QUEUE_PER_CLIENT: usize = 16;
+/// Failed logins one username may take in a burst before it is throttled:
+/// online guessing of one account from many addresses. Tracked for every
+/// well-formed name, existing or not, so a 429 reveals nothing about which
+/// accounts exist.
+pub const LOGIN_FAILURE_BURST: u32 = 10;
+/// After the burst, one more failed login per username per this long
+/// (2 a minute, under 3000 guesses a day for one account).
+pub const LOGIN_FAILURE_REFILL: Duration = Duration::from_secs(30);
+/// Distinct client addresses whose failures on one username are told apart.
+/// While fewer addresses than this have failed on an exhausted username, only
+/// they are refused and anyone else may still try, so one flooding address
+/// cannot lock its victim out (the contract); once this many have, every
+/// address waits (a distributed guessing attack: the account is slowed, not
+/// left open).
+pub const LOGIN_GUESSERS_MAX: usize = 4;
+/// Client addresses, and usernames, the throttle keeps buckets for at most.
+/// A full bucket is the same as none, so full ones are swept out first; past
+/// this, new addresses share one bucket and new usernames go untracked, so
+/// memory stays bounded whatever an attacker sprays.
+pub const THROTTLE_TABLE_MAX: usize = 65_536;
+/// IPv6 clients are throttled per /64: one host is usually given a whole /64,
+/// so its 2^64 addresses are one client.
+pub const IPV6_CLIENT_PREFIX: u32 = 64;
+/// Default of `--max-conns-per-user`: chat WebSockets one user may hold on a
+/// node. A browser keeps one per tab (Chrome allows 255 per profile), so 64
+/// covers many tabs on several devices, while a stolen or scripted token
+/// cannot make the fan-out of every message to that user unbounded.
+pub const DEFAULT_MAX_CONNS_PER_USER: usize = 64;
+/// Characters of client input an error message quotes at most (a 60 KB bogus
+/// name comes back as its first 64 characters and an ellipsis).
+pub const ECHO_MAX_CHARS: usize = 64;
+/// `HUBBUB_JWT_SECRET` shorter than this is refused at start: an HS256
+/// secret of a few bytes can be brute-forced offline from any one token.
+/// 32 bytes is SHA-256's output size (RFC 7518 §3.2 requires at least that).
+pub const JWT_SECRET_MIN: usize = 32;
+
 // ---- Operator defaults ------------------------------------------------------
 
 /// Listen address when neither `--addr` nor `HUBBUB_ADDR` is given.
@@ -255,6 +309,19 @@ pub struct Config {
     /// Unfinished connections (no request completed yet) one address may
     /// hold (`--max-unfinished-per-addr`).
     pub max_unfinished_per_addr: usize,
+    /// PBKDF2 iterations per second each client address may spend
+    /// (`--hash-work-rate`); 0 turns the per-address budget off.
+    pub hash_work_rate: u64,
+    /// Iterations a client address may spend at once (`--hash-work-burst`).
+    pub hash_work_burst: u64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client
+    /// (`--trust-proxy`); empty: the header is never read.
+    pub trust_proxy: Vec<std::net::IpAddr>,
+    /// Origins (`scheme://host[:port]`, lower case) a browser WebSocket may
+    /// come from besides the server's own host (`--allowed-origin`); `*` is any.
+    pub allowed_origins: Vec<String>,
+    /// Chat WebSockets one user may hold on this node; 0 = unlimited.
+    pub max_conns_per_user: usize,
 }
 
 impl Default for Config {
@@ -273,6 +340,11 @@ impl Default for Config {
             // One core stays free for the loop; hashing is background work.
             hash_threads: std::thread::available_parallelism()
                 .map_or(1, |n| (n.get() - 1).clamp(1, HASH_THREADS_MAX)),
+            hash_work_rate: HASH_WORK_RATE,
+            hash_work_burst: HASH_WORK_BURST,
+            trust_proxy: Vec::new(),
+            allowed_origins: Vec::new(),
+            max_conns_per_user: DEFAULT_MAX_CONNS_PER_USER,
         }
     }
 }
@@ -483,6 +555,83 @@ const OPTIONS: &[Opt] = &[
         default: None,
         set: |o, v| {
             o.config.jwt_secret = Some(v.as_bytes().to_vec());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--hash-work-rate"),
+        env: Some("HUBBUB_HASH_WORK_RATE"),
+        value: Some("N"),
+        help: || {
+            "PBKDF2 iterations per second each client address may have hashed \
+             (signups and logins); over it: 429; 0 = off"
+                .into()
+        },
+        default: Some(|o| o.config.hash_work_rate.to_string()),
+        set: |o, v| {
+            o.config.hash_work_rate = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--hash-work-burst"),
+        env: Some("HUBBUB_HASH_WORK_BURST"),
+        value: Some("N"),
+        help: || "PBKDF2 iterations a client address may spend at once".into(),
+        default: Some(|o| o.config.hash_work_burst.to_string()),
+        set: |o, v| {
+            o.config.hash_work_burst = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--trust-proxy"),
+        env: Some("HUBBUB_TRUST_PROXY"),
+        value: Some("ADDR"),
+        help: || {
+            "reverse proxy IP (or comma list) whose X-Forwarded-For names the client \
+             (its last entry); from any other peer the header is ignored"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let ip: std::net::IpAddr =
+                    a.parse().map_err(|_| format!("not an IP address: {a}"))?;
+                o.config.trust_proxy.push(ip.to_canonical());
+            }
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--allowed-origin"),
+        env: Some("HUBBUB_ALLOWED_ORIGIN"),
+        value: Some("ORIGIN"),
+        help: || {
+            "browser Origin (scheme://host[:port], or *) that may open WebSockets \
+             besides the server's own host; repeatable or a comma list"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            for a in v.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let a = a.trim_end_matches('/').to_ascii_lowercase();
+                if a != "*" && !(a.starts_with("http://") || a.starts_with("https://")) {
+                    return Err(format!("not an origin (scheme://host[:port]): {a}"));
+                }
+                o.config.allowed_origins.push(a);
+            }
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--max-conns-per-user"),
+        env: Some("HUBBUB_MAX_CONNS_PER_USER"),
+        value: Some("N"),
+        help: || "chat WebSockets one user may hold; more: 429; 0 = unlimited".into(),
+        default: Some(|o| o.config.max_conns_per_user.to_string()),
+        set: |o, v| {
+            o.config.max_conns_per_user = number(v)?;
             Ok(())
         },
     },

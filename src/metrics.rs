@@ -1,5 +1,11 @@
 //! Counters for `/metrics`, in Prometheus text format. Plain integers owned by
 //! the loop: bumping one is an add, never an allocation or a lock.
+//!
+//! Rendering is O(1) in the server's size: every gauge is a number someone
+//! keeps up to date as things happen (the hub counts sessions, users online
+//! and rooms; the storage queue keeps its depth; the hashing pool its jobs),
+//! never a walk over connections, users or rooms, so a burst of pipelined
+//! `GET /metrics` costs what that many small responses cost.
 
 use std::fmt::Write;
 
@@ -19,6 +25,19 @@ pub struct Metrics {
     /// Connections closed at accept: an address over its quota of
     /// unfinished connections, or a full server.
     pub connections_refused: u64,
+    /// Signups and logins refused 429 by their address's hash-work budget
+    /// or queue share.
+    pub auth_throttled_address: u64,
+    /// Logins refused 429 because their username had too many failures.
+    pub auth_throttled_username: u64,
+    /// Password jobs dropped unhashed: their connection had gone.
+    pub hash_jobs_dropped: u64,
+    /// `POST` bodies refused 415 (not `application/json`).
+    pub http_unsupported_media: u64,
+    /// WebSocket upgrades refused 403 for their `Origin`.
+    pub ws_refused_origin: u64,
+    /// WebSocket upgrades refused 429: the user holds `--max-conns-per-user`.
+    pub ws_refused_user_cap: u64,
 }
 
 /// Gauges read at render time.
@@ -29,12 +48,16 @@ pub struct Gauges {
     pub hash_in_flight: usize,
     pub users_online: usize,
     pub rooms: usize,
+    /// Password jobs waiting for a hashing thread (part of `hash_in_flight`).
+    pub hash_queued: usize,
+    /// Token buckets the login throttle keeps (addresses and usernames).
+    pub throttle_entries: usize,
 }
 
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, u64); 10] = [
+        let counters: [(&str, &str, u64); 16] = [
             (
                 "hubbub_connections_accepted_total",
                 "TCP connections accepted.",
@@ -85,6 +108,36 @@ impl Metrics {
                 "Connections closed at accept (per-address quota or a full server).",
                 self.connections_refused,
             ),
+            (
+                "hubbub_auth_throttled_address_total",
+                "Signups and logins refused 429 by their address's hashing budget.",
+                self.auth_throttled_address,
+            ),
+            (
+                "hubbub_auth_throttled_username_total",
+                "Logins refused 429 after too many failures for their username.",
+                self.auth_throttled_username,
+            ),
+            (
+                "hubbub_hash_jobs_dropped_total",
+                "Password jobs dropped unhashed because their connection had gone.",
+                self.hash_jobs_dropped,
+            ),
+            (
+                "hubbub_http_unsupported_media_total",
+                "POST bodies refused 415 for not being application/json.",
+                self.http_unsupported_media,
+            ),
+            (
+                "hubbub_ws_refused_origin_total",
+                "WebSocket upgrades refused 403 for their Origin.",
+                self.ws_refused_origin,
+            ),
+            (
+                "hubbub_ws_refused_user_cap_total",
+                "WebSocket upgrades refused 429 at the per-user connection cap.",
+                self.ws_refused_user_cap,
+            ),
         ];
         for (name, help, v) in counters {
             let _ = write!(
@@ -92,7 +145,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
-        let gauges: [(&str, &str, usize); 6] = [
+        let gauges: [(&str, &str, usize); 8] = [
             (
                 "hubbub_connections_open",
                 "Open TCP connections.",
@@ -119,6 +172,16 @@ impl Metrics {
                 g.users_online,
             ),
             ("hubbub_rooms", "Rooms known to the hub.", g.rooms),
+            (
+                "hubbub_hash_jobs_queued",
+                "Password jobs waiting for a hashing thread.",
+                g.hash_queued,
+            ),
+            (
+                "hubbub_auth_throttle_entries",
+                "Token buckets kept by the login throttle.",
+                g.throttle_entries,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -145,12 +208,14 @@ mod tests {
             hash_in_flight: 0,
             users_online: 1,
             rooms: 1,
+            hash_queued: 0,
+            throttle_entries: 0,
         };
         let text = m.render(&g);
         assert!(
             text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 16);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 24);
     }
 }

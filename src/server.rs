@@ -264,6 +264,14 @@ impl Server {
                         if event.is_writable() {
                             self.mark_flush(token);
                         }
+                        // A waiting request is not read, so a hang-up would go unseen
+                        // until its answer: drop it now, and its queued password job
+                        // is skipped instead of hashed for nobody (as nginx aborts).
+                        if (event.is_read_closed() || event.is_error())
+                            && self.conns.get(token.0).is_some_and(Conn::is_waiting)
+                        {
+                            self.parts().1.drop_now(token);
+                        }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             self.on_readable(token);
                         }

@@ -145,7 +145,7 @@ fn concurrent_signups_of_one_name() {
                     addr,
                     "POST",
                     "/api/signup",
-                    &[],
+                    &[("Content-Type", "application/json")],
                     Some(body.to_string().as_bytes()),
                 )
             })
@@ -211,7 +211,13 @@ fn login_malformed_is_400() {
         s.post_json("/api/login", &b, None)
             .assert_error(400, "invalid_input");
     }
-    let r = http(s.addr, "POST", "/api/login", &[], Some(b"username=alice"));
+    let r = http(
+        s.addr,
+        "POST",
+        "/api/login",
+        &[("Content-Type", "application/json")],
+        Some(b"username=alice"),
+    );
     r.assert_error(400, "invalid_input");
 }
 

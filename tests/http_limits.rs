@@ -133,7 +133,7 @@ fn header_names_are_case_insensitive() {
     let tok = s.token("alice");
     let body = br#"{"username":"alice","password":"correct horse battery"}"#;
     let raw = format!(
-        "POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\n\r\n",
+        "POST /api/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
     let mut c = HttpConn::connect(s.addr);
@@ -238,7 +238,7 @@ fn keep_alive_and_pipelining_answer_in_order() {
     raw.extend(build_request(
         "POST",
         "/api/login",
-        &[],
+        &[("Content-Type", "application/json")],
         Some(br#"{"username":"alice","password":"wrong-password"}"#),
     ));
     raw.extend(build_request(
@@ -291,7 +291,7 @@ fn body_in_several_writes_is_assembled() {
     let body = br#"{"username":"alice","email":"alice@example.com","password":"password123"}"#;
     let mut c = HttpConn::connect(s.addr);
     let head = format!(
-        "POST /api/signup HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        "POST /api/signup HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     c.send_raw(head.as_bytes()).unwrap();

@@ -522,7 +522,7 @@ fn sigterm_exits_promptly_despite_stalled_clients_and_hashing() {
                 let _ = HttpConn::connect(addr).send_raw(&build_request(
                     "POST",
                     "/api/login",
-                    &[],
+                    &[("Content-Type", "application/json")],
                     Some(body.as_bytes()),
                 ));
             })

@@ -40,7 +40,8 @@ pub struct Server {
 
 impl Server {
     /// Starts the server with `--rate-limit 0 --pbkdf2-iterations 1000 --echo`
-    /// on 127.0.0.1:0 and a fresh database; pins it to `cpu` if given.
+    /// and no per-user WebSocket cap on 127.0.0.1:0 and a fresh database;
+    /// pins it to `cpu` if given.
     pub fn start(cpu: Option<usize>) -> Server {
         Server::start_with(cpu, &[])
     }
@@ -78,6 +79,9 @@ impl Server {
             // An environment variable, not a flag, so that an older build
             // run with HUBBUB_BENCH_BIN (which has no such option) still starts.
             .env("HUBBUB_MAX_UNFINISHED_PER_ADDR", "1000000")
+            // The idle-RSS figure holds up to 500 WebSockets per user; as a
+            // variable (not a flag) so an older HUBBUB_BENCH_BIN still starts.
+            .env("HUBBUB_MAX_CONNS_PER_USER", "0")
             .env_remove("HUBBUB_JWT_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

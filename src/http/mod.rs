@@ -1,9 +1,11 @@
 //! HTTP/1.1: request heads (`request`), responses (`response`), the REST API
-//! and the WebSocket upgrade routes (`routes`), and the embedded web client
-//! (`static_files`). Nothing here blocks: a route that needs hashing or
-//! storage submits the work and answers later through the loop.
+//! and the WebSocket upgrade routes (`routes`), the client address behind a
+//! reverse proxy (`proxy`), and the embedded web client (`static_files`).
+//! Nothing here blocks: a route that needs hashing or storage submits the
+//! work and answers later through the loop.
 
 pub mod mime;
+pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -1,11 +1,19 @@
 //! Responses: a status, a few headers and a body, written as HTTP/1.1 bytes.
 //! Error bodies are always the contract's JSON `{"error","code"}`.
+//!
+//! Every JSON response says `X-Content-Type-Options: nosniff` (a browser
+//! must not guess that an error quoting client input is HTML) and
+//! `Cache-Control: no-store` (API answers carry tokens and private messages,
+//! which no shared or browser cache should keep), unless it sets those
+//! headers itself. Both are written with the head, so they cost no
+//! allocation. Static files set their own (nosniff, and ETag revalidation);
+//! `/healthz` and `/metrics` stay as lean as probes and scrapers expect.
 
 use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::config::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::config::{ECHO_MAX_CHARS, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::http::request::HeadError;
 
 pub struct Response {
@@ -84,14 +92,36 @@ impl Response {
             self.content_type,
             self.body.len()
         );
+        let json = self.content_type == JSON;
+        let mut nosniff = json;
+        let mut no_store = json;
         for (name, value) in &self.headers {
             let _ = write!(out, "{name}: {value}\r\n");
+            nosniff &= !name.eq_ignore_ascii_case("x-content-type-options");
+            no_store &= !name.eq_ignore_ascii_case("cache-control");
+        }
+        if nosniff {
+            out.extend_from_slice(b"X-Content-Type-Options: nosniff\r\n");
+        }
+        if no_store {
+            out.extend_from_slice(b"Cache-Control: no-store\r\n");
         }
         out.extend_from_slice(if keep_alive && !self.close {
             b"Connection: keep-alive\r\n\r\n"
         } else {
             b"Connection: close\r\n\r\n"
         });
+    }
+}
+
+/// Client input as an error message may quote it: at most
+/// [`ECHO_MAX_CHARS`] characters, then `…`. The body is JSON, so quoting is
+/// safe from injection; this keeps a 60 KB bogus name from coming back
+/// whole (an amplifier, and noise in every log that records errors).
+pub fn echo(input: &str) -> Cow<'_, str> {
+    match input.char_indices().nth(ECHO_MAX_CHARS) {
+        None => Cow::Borrowed(input),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &input[..cut])),
     }
 }
 
@@ -140,6 +170,8 @@ fn reason(status: u16) -> &'static str {
         409 => "Conflict",
         411 => "Length Required",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
@@ -161,8 +193,43 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 43\r\n\
+             X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n\
              Connection: keep-alive\r\n\r\n{\"error\":\"no such page\",\"code\":\"not_found\"}"
         );
+    }
+
+    /// A JSON response that sets its own caching or sniffing header keeps
+    /// it and gets no second one; other types get neither by default.
+    #[test]
+    fn own_headers_win_over_defaults() {
+        let r = Response::json(200, &"x")
+            .with_header("Cache-Control", "no-cache")
+            .with_header("X-Content-Type-Options", "nosniff");
+        let mut out = Vec::new();
+        r.write_head(&mut out, false);
+        let head = String::from_utf8(out).unwrap();
+        assert_eq!(head.matches("nosniff").count(), 1, "{head}");
+        assert_eq!(head.matches("Cache-Control").count(), 1, "{head}");
+        assert!(head.contains("Cache-Control: no-cache\r\n"), "{head}");
+        let mut out = Vec::new();
+        Response::new(200, "text/plain", &b"ok"[..]).write_head(&mut out, false);
+        let head = String::from_utf8(out).unwrap();
+        assert!(
+            !head.contains("Cache-Control") && !head.contains("nosniff"),
+            "{head}"
+        );
+    }
+
+    /// Echoed input is cut at the limit on a character boundary.
+    #[test]
+    fn echo_is_short() {
+        assert_eq!(echo("alice"), "alice");
+        let exact = "é".repeat(ECHO_MAX_CHARS);
+        assert_eq!(echo(&exact), exact);
+        let long = "é".repeat(60_000);
+        let e = echo(&long);
+        assert_eq!(e.chars().count(), ECHO_MAX_CHARS + 1);
+        assert!(e.ends_with('…'));
     }
 
     /// Each parser refusal gets its status and code, and the limit messages

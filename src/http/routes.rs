@@ -5,20 +5,37 @@
 //! answer is written when the work comes back (`on_hashed`, `on_user_stored`,
 //! `on_history`). Later pipelined requests on the same connection wait, so
 //! responses stay in order. Status codes and bodies live here and nowhere else.
+//!
+//! Password work goes through two gates before a hashing thread sees it:
+//! the throttle (`auth::throttle`: hash-work budget per client address,
+//! failed logins per username; over either, 429 with `Retry-After`) and the
+//! pool's fair queue (`auth::pool`: per-address FIFOs served in turn, jobs of
+//! vanished connections skipped). The client address is the TCP peer, or
+//! the trusted proxy's `X-Forwarded-For` (`http::proxy`).
+//!
+//! `POST` bodies must be `Content-Type: application/json` (a `charset`, if
+//! any, UTF-8); anything else is 415 `invalid_input`. Browsers send a
+//! cross-site `POST` without asking the server first only for form and
+//! plain-text types (CORS "simple requests"), so requiring JSON means a
+//! hostile page cannot make its visitors' browsers sign up or burn
+//! password work here.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::request::{HeadError, Request};
-use super::response::Response;
-use super::{static_files, upgrade};
+use super::response::{Response, echo};
+use super::{proxy, static_files, upgrade};
 use crate::auth::jwt::Tokens;
 use crate::auth::password;
-use crate::auth::pool::{HashPool, Job, Outcome};
+use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
+use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
 use crate::clock;
 use crate::config::{
     Config, DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN,
@@ -120,6 +137,34 @@ fn busy() -> Response {
     Response::error(503, "busy", "the server is busy; try again shortly")
 }
 
+/// 429 for a request over a throttle budget, with the time until it fits.
+fn throttled(r: Refused) -> Response {
+    let secs = r.retry_after_secs();
+    let why = match r.by {
+        By::Address => "too many password attempts from your address",
+        By::Username => "too many failed logins for this username",
+    };
+    Response::error(429, "rate_limited", format!("{why}; try again in {secs} s"))
+        .with_header("Retry-After", secs.to_string())
+}
+
+/// Whether a `Content-Type` says JSON: `application/json`, parameters
+/// allowed, but a `charset` must be UTF-8 (JSON is UTF-8, RFC 8259 §8.1).
+fn is_json(content_type: Option<&[u8]>) -> bool {
+    let Some(v) = content_type.and_then(|v| std::str::from_utf8(v).ok()) else {
+        return false;
+    };
+    let mut parts = v.split(';');
+    let essence = parts.next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|p| match p.split_once('=') {
+            Some((k, v)) if k.trim().eq_ignore_ascii_case("charset") => {
+                v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+            }
+            _ => true,
+        })
+}
+
 /// A user as the API shows it to that user (typed, so fields keep the
 /// contract's order on the wire).
 #[derive(Serialize)]
@@ -186,6 +231,9 @@ enum Wait {
         conn: ConnRef,
         keep_alive: bool,
         user: Option<UserId>,
+        /// What the throttle is owed once the outcome is known.
+        client: ClientKey,
+        pass: LoginPass,
     },
     /// `GET /api/messages`.
     History {
@@ -207,8 +255,17 @@ pub struct Http {
     echo: bool,
     /// Serve the web client from disk (`--static-dir`, development).
     static_dir: Option<PathBuf>,
-    /// For the decoy hash an unknown user's login is checked against.
+    /// For the decoy hash an unknown user's login is checked against, and
+    /// a signup's cost in the throttle.
     pbkdf2_iterations: u32,
+    /// Who may start password work now.
+    throttle: Throttle,
+    /// `--trust-proxy`: peers whose `X-Forwarded-For` names the client.
+    trust_proxy: Vec<IpAddr>,
+    /// `--allowed-origin`: browser origins besides the server's own host.
+    allowed_origins: Vec<String>,
+    /// `--max-conns-per-user` (0 = unlimited).
+    max_conns_per_user: usize,
 }
 
 /// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
@@ -241,6 +298,10 @@ impl Http {
             echo: config.echo,
             static_dir: config.static_dir.clone(),
             pbkdf2_iterations: config.pbkdf2_iterations,
+            throttle: Throttle::new(config.hash_work_rate, config.hash_work_burst),
+            trust_proxy: config.trust_proxy.clone(),
+            allowed_origins: config.allowed_origins.clone(),
+            max_conns_per_user: config.max_conns_per_user,
         }
     }
 
@@ -270,13 +331,13 @@ impl Http {
         send(out, token, Response::from(e).closing(), false, false);
     }
 
-    /// Routes one request from TCP peer `_peer`. The response (if any yet)
+    /// Routes one request from TCP peer `peer`. The response (if any yet)
     /// is queued on `cx.out`.
     pub fn on_request(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
-        _peer: std::net::IpAddr,
+        peer: IpAddr,
         req: &Request<'_>,
     ) -> Handled {
         cx.out.metrics().http_requests += 1;
@@ -292,15 +353,31 @@ impl Http {
             let resp = Response::error(
                 405,
                 "method_not_allowed",
-                format!("{} is not allowed here", req.method),
+                format!("{} is not allowed here", echo(req.method)),
             )
             .with_header("Allow", allow);
             send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
+        if method == "POST" && !is_json(req.header("content-type")) {
+            cx.out.metrics().http_unsupported_media += 1;
+            let resp = Response::error(
+                415,
+                "invalid_input",
+                "the body must be JSON, sent with Content-Type: application/json",
+            );
+            send(cx.out, conn.token, resp, keep_alive, false);
+            return Handled::Done;
+        }
         let resp = match req.path {
-            "/api/signup" => return self.signup(cx, conn, req),
-            "/api/login" => return self.login(cx, conn, req),
+            "/api/signup" | "/api/login" => {
+                let client = ClientKey::of(proxy::client_addr(peer, req, &self.trust_proxy));
+                return if req.path == "/api/signup" {
+                    self.signup(cx, conn, client, req)
+                } else {
+                    self.login(cx, conn, client, req)
+                };
+            }
             "/ws" | "/ws/echo" => return self.upgrade(cx, conn, req, None),
             p if p.starts_with("/ws/room/") => {
                 let room = &p["/ws/room/".len()..];
@@ -316,6 +393,8 @@ impl Http {
                     hash_in_flight: self.hasher.in_flight(),
                     users_online: cx.hub.users_online(),
                     rooms: cx.hub.rooms_known(),
+                    hash_queued: self.hasher.queued(),
+                    throttle_entries: self.throttle.entries(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(
@@ -348,6 +427,7 @@ impl Http {
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
+        client: ClientKey,
         req: &Request<'_>,
     ) -> Handled {
         let keep_alive = req.keep_alive();
@@ -367,6 +447,15 @@ impl Http {
                 }
                 Ok(id) => {
                     let (username, email) = (b.username, b.email);
+                    let admitted =
+                        self.throttle
+                            .admit(client, self.pbkdf2_iterations, None, Instant::now());
+                    if let Err(refused) = admitted {
+                        cx.users.release(&username, &email);
+                        cx.out.metrics().auth_throttled_address += 1;
+                        send(cx.out, conn.token, throttled(refused), keep_alive, false);
+                        return Handled::Done;
+                    }
                     let ticket = self.park(Wait::SignupHash {
                         conn,
                         keep_alive,
@@ -377,12 +466,17 @@ impl Http {
                     let job = Job::Hash {
                         password: b.password,
                     };
-                    if self.hasher.submit(ticket, job).is_ok() {
-                        return Handled::Waiting;
+                    match self.hasher.submit(ticket, conn, client, job) {
+                        Ok(()) => {
+                            self.dispatch(cx);
+                            return Handled::Waiting;
+                        }
+                        Err(full) => {
+                            self.waiting.remove(&ticket);
+                            cx.users.release(&username, &email);
+                            self.queue_full(cx.out, full)
+                        }
                     }
-                    self.waiting.remove(&ticket);
-                    cx.users.release(&username, &email);
-                    busy()
                 }
             },
         };
@@ -390,7 +484,67 @@ impl Http {
         Handled::Done
     }
 
-    /// Drains every finished password job.
+    /// 429 when the client's share of the hashing queue is full (it is
+    /// flooding: the share drains in a few hashes), 503 when the whole queue is.
+    fn queue_full(&self, out: &mut impl Outbox, full: Full) -> Response {
+        match full {
+            Full::Client => {
+                out.metrics().auth_throttled_address += 1;
+                throttled(Refused {
+                    by: By::Address,
+                    retry_after: std::time::Duration::from_secs(1),
+                })
+            }
+            Full::Pool => busy(),
+        }
+    }
+
+    /// Feeds idle hashing threads from the fair queue; jobs whose
+    /// connection has gone are forgotten (a signup's names released, a
+    /// login's throttle reservation returned) without being hashed.
+    fn dispatch(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        let out = &*cx.out;
+        let skipped = self.hasher.dispatch(|c| out.is_live(c));
+        for skip in skipped {
+            let (Skipped::Gone(ticket) | Skipped::NoWorkers(ticket)) = skip;
+            let Some(wait) = self.waiting.remove(&ticket) else {
+                continue;
+            };
+            let (conn, keep_alive) = match wait {
+                Wait::SignupHash {
+                    conn,
+                    keep_alive,
+                    username,
+                    email,
+                    ..
+                } => {
+                    cx.users.release(&username, &email);
+                    (conn, keep_alive)
+                }
+                Wait::Login {
+                    conn,
+                    keep_alive,
+                    client,
+                    pass,
+                    ..
+                } => {
+                    self.throttle
+                        .settle_login(pass, client, None, Instant::now());
+                    (conn, keep_alive)
+                }
+                Wait::History {
+                    conn, keep_alive, ..
+                } => (conn, keep_alive),
+            };
+            match skip {
+                Skipped::Gone(_) => cx.out.metrics().hash_jobs_dropped += 1,
+                Skipped::NoWorkers(_) => answer(cx.out, conn, busy(), keep_alive),
+            }
+        }
+    }
+
+    /// Drains every finished password job, then gives the freed threads
+    /// their next jobs.
     pub fn on_hashed(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
         while let Some((ticket, outcome)) = self.hasher.try_outcome() {
             let Some(wait) = self.waiting.remove(&ticket) else {
@@ -422,12 +576,20 @@ impl Http {
                         conn,
                         keep_alive,
                         user,
+                        client,
+                        pass,
                     },
                     Outcome::Verified(ok),
-                ) => self.finish_login(cx, conn, keep_alive, user.filter(|_| ok)),
+                ) => {
+                    let ok = ok && user.is_some();
+                    self.throttle
+                        .settle_login(pass, client, Some(ok), Instant::now());
+                    self.finish_login(cx, conn, keep_alive, user.filter(|_| ok));
+                }
                 _ => log::error!("hashing outcome of the wrong kind for ticket {ticket:?}"),
             }
         }
+        self.dispatch(cx);
     }
 
     /// The password is hashed: store the user, answer when it is durable.
@@ -471,6 +633,7 @@ impl Http {
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
+        client: ClientKey,
         req: &Request<'_>,
     ) -> Handled {
         let keep_alive = req.keep_alive();
@@ -491,20 +654,43 @@ impl Http {
         let stored = user
             .as_ref()
             .map_or_else(|| password::decoy(self.pbkdf2_iterations), |u| u.1.clone());
+        // The decoy costs the configured count, like the real hashes made
+        // with it, so the throttle treats unknown and known users alike.
+        let now = Instant::now();
+        let pass = match self
+            .throttle
+            .admit(client, stored.iterations, Some(&body.username), now)
+        {
+            Ok(pass) => pass,
+            Err(refused) => {
+                let m = cx.out.metrics();
+                match refused.by {
+                    By::Address => m.auth_throttled_address += 1,
+                    By::Username => m.auth_throttled_username += 1,
+                }
+                send(cx.out, conn.token, throttled(refused), keep_alive, false);
+                return Handled::Done;
+            }
+        };
         let ticket = self.park(Wait::Login {
             conn,
             keep_alive,
             user: user.map(|u| u.0),
+            client,
+            pass: pass.clone(),
         });
         let job = Job::Verify {
             password: body.password,
             stored,
         };
-        if self.hasher.submit(ticket, job).is_err() {
+        if let Err(full) = self.hasher.submit(ticket, conn, client, job) {
             self.waiting.remove(&ticket);
-            send(cx.out, conn.token, busy(), keep_alive, false);
+            self.throttle.settle_login(pass, client, None, now);
+            let resp = self.queue_full(cx.out, full);
+            send(cx.out, conn.token, resp, keep_alive, false);
             return Handled::Done;
         }
+        self.dispatch(cx);
         Handled::Waiting
     }
 
@@ -623,6 +809,18 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, false);
             return Handled::Done;
         }
+        // Before the token: a hostile page learns nothing about it.
+        if !upgrade::origin_allowed(req, &self.allowed_origins) {
+            cx.out.metrics().ws_refused_origin += 1;
+            let resp = Response::error(
+                403,
+                "forbidden",
+                "WebSocket connections from this page's origin are not allowed \
+                 (see --allowed-origin)",
+            );
+            send(cx.out, conn.token, resp, keep_alive, false);
+            return Handled::Done;
+        }
         let user = if echo {
             None
         } else {
@@ -636,6 +834,22 @@ impl Http {
                 }
             }
         };
+        // The session opens right after the 101, in this same loop turn, so
+        // the count cannot be raced past the cap.
+        let cap = self.max_conns_per_user;
+        if let Some(me) = user
+            && cap > 0
+            && cx.hub.sessions_of(me) >= cap
+        {
+            cx.out.metrics().ws_refused_user_cap += 1;
+            let resp = Response::error(
+                429,
+                "rate_limited",
+                format!("at most {cap} WebSocket connections per user; close one first"),
+            );
+            send(cx.out, conn.token, resp, keep_alive, false);
+            return Handled::Done;
+        }
         if let (Some(room), Some(me)) = (room, user)
             && let Err(denied) = cx.hub.may_read(me, room)
         {
@@ -785,7 +999,7 @@ fn history_query(
                 return Err(Response::error(
                     404,
                     "no_such_user",
-                    format!("no user called {with}"),
+                    format!("no user called {}", echo(&with)),
                 ));
             }
         },
