@@ -182,7 +182,10 @@ pub fn raise_nofile_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur as u64
+    // `rlim_t` is `u64` on 64-bit Linux but not everywhere.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    soft
 }
 
 #[cfg(test)]

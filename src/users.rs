@@ -9,7 +9,16 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::config::{USERNAME_MAX, USERNAME_MIN};
 use crate::store::{PasswordHash, UserId, UserRow};
+
+/// Usernames (the signup rule; the login throttle tracks only names that
+/// could exist): 3-32 of `[A-Za-z0-9_.-]`.
+pub fn valid_username(s: &str) -> bool {
+    (USERNAME_MIN..=USERNAME_MAX).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
 
 pub struct User {
     pub id: UserId,

@@ -371,7 +371,7 @@ impl Throttle {
 /// `[A-Za-z0-9_.-]`) are not tracked, there is nothing to guess; the rest
 /// fold case as the directory does.
 fn name_key(name: &str) -> Option<Box<str>> {
-    crate::http::routes::valid_username(name).then(|| name.to_ascii_lowercase().into_boxed_str())
+    crate::users::valid_username(name).then(|| name.to_ascii_lowercase().into_boxed_str())
 }
 
 #[cfg(test)]

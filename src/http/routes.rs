@@ -39,7 +39,6 @@ use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
 use crate::clock;
 use crate::config::{
     Config, DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN,
-    USERNAME_MAX, USERNAME_MIN,
 };
 use crate::hub::rooms::ROOM_NAME_RULE;
 use crate::hub::{Denied, Hub};
@@ -49,7 +48,7 @@ use crate::store::{
     Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target, Ticket, UserId,
     UserRow,
 };
-use crate::users::{Directory, Taken};
+use crate::users::{Directory, Taken, valid_username};
 use crate::ws::proto::{Ts, message_objects};
 
 /// What became of a request.
@@ -103,13 +102,6 @@ fn json_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ()> {
         return Err(());
     }
     serde_json::from_slice(body).map_err(|_| ())
-}
-
-/// Usernames: 3-32 of `[A-Za-z0-9_.-]`.
-pub fn valid_username(s: &str) -> bool {
-    (USERNAME_MIN..=USERNAME_MAX).contains(&s.len())
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// Emails: one `@` with something on both sides, no spaces.
