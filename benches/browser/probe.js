@@ -125,7 +125,9 @@
       // Where the frame's time went: scripts, then style and layout, and the rest of rendering.
       const script = e.scripts.reduce((sum, x) => sum + x.duration, 0);
       const layout = e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0;
-      B.loaf.push({ start: e.startTime, duration: e.duration, blocking: e.blockingDuration, script, layout });
+      const top = e.scripts.reduce((t, x) => (!t || x.duration > t.duration ? x : t), null);
+      const culprit = top ? `${top.invoker} ${top.sourceFunctionName || ''} ${(top.sourceURL || '').split('/').pop()}:${top.sourceCharPosition} ${Math.round(top.duration)} ms` : '';
+      B.loaf.push({ start: e.startTime, duration: e.duration, blocking: e.blockingDuration, script, layout, culprit });
     }
   };
   const loafObserver = new PerformanceObserver((list) => keepLoaf(list.getEntries()));

@@ -221,16 +221,20 @@ async function sample(client, gc) {
     data.excluded.push([from, client.toPage(performance.timeOrigin + performance.now()) + 100]);
   }
   const metrics = await within(5000, cdp.send('Performance.getMetrics'));
+  let busy = null;
   if (metrics) {
     const m = Object.fromEntries(metrics.metrics.map((x) => [x.name, x.value]));
     heapMB = m.JSHeapUsedSize / 2 ** 20;
     nodes = m.Nodes;
+    // Cumulative main-thread seconds: what the page cost, whatever else ran on the machine.
+    busy = { task: m.TaskDuration, script: m.ScriptDuration, layout: m.LayoutDuration, style: m.RecalcStyleDuration, wall: performance.now() / 1000 };
   }
   const dom = await within(5000, page.evaluate(() => ({ elements: document.getElementsByTagName('*').length, rows: document.querySelectorAll('#message-list li.msg').length })));
   // A page too busy to answer: the probe's last report (heap without a GC).
   const last = data.last;
   return {
     gc,
+    busy,
     heapMB: heapMB ?? (last ? last.heap / 2 ** 20 : NaN),
     nodes: nodes ?? NaN,
     elements: dom?.elements ?? last?.elements ?? NaN,
@@ -256,12 +260,21 @@ function frameFigures(raw) {
   const worst = loaf.reduce((w, e) => (!w || e.duration > w.duration ? e : w), null);
   return {
     worstFrame: worst,
+    longFrameList: loaf.map((e) => `${Math.round(e.start)}: ${Math.round(e.duration)} ms (script ${Math.round(e.script)}, layout ${Math.round(e.layout)}) ${e.culprit}`),
     worstFrameMs: worst ? worst.duration : 0,
     longFrames: loaf.length,
     longFrameMs: loaf.reduce((s, e) => s + e.duration, 0),
     maxFrameGapMs: maxGap,
     frames: raw.frameTimes.length,
   };
+}
+
+/** Main-thread milliseconds per second between two samples: all tasks, scripts, layout, style. */
+function busyPerSecond(a, b) {
+  if (!a?.busy || !b?.busy) return null;
+  const secs = b.busy.wall - a.busy.wall;
+  const per = (k) => ((b.busy[k] - a.busy[k]) * 1000) / secs;
+  return { task: per('task'), script: per('script'), layout: per('layout'), style: per('style') };
 }
 
 function percentile(sorted, p) {
@@ -302,6 +315,7 @@ async function flood(variant) {
       serverLat.push(now - Number(t[1]));
     };
     await new Promise((r) => setTimeout(r, 1000));
+    const begin = await sample(client, false);
     await client.page.evaluate(() => window.__bench.start());
 
     const total = Math.round(FLOOD_SECS * RATE);
@@ -353,6 +367,7 @@ async function flood(variant) {
       sendToPaint: latency(sendToPaint, total),
       serverDelivery: latency(serverLat, serverLat.length),
       ...frameFigures(raw),
+      busy: busyPerSecond(begin, end),
       firstMinute,
       end,
       samples,
@@ -427,6 +442,7 @@ async function scroll(variant, db, fill) {
       historyArrivalToPaint: latency(pageLat, pageLat.length),
       historyRequestToPaint: latency(roundTrip, roundTrip.length),
       ...frameFigures(raw),
+      busy: busyPerSecond(start, end),
       start,
       end,
       pageErrors: client.errors,
@@ -462,8 +478,9 @@ function table(results) {
       row(r, 'history request → paint p50 / p99', `${ms(r.historyRequestToPaint.p50)} / ${ms(r.historyRequestToPaint.p99)}`);
     }
     row(r, 'worst frame (LoAF) / frames over 50 ms', `${ms(r.worstFrameMs)} / ${r.longFrames} (${ms(r.longFrameMs)} in all)`, `≤ ${TARGET_FRAME_MS} ms`, yes(r.worstFrameMs <= TARGET_FRAME_MS));
-    if (r.worstFrame) row(r, '… worst frame: scripts / style+layout+paint', `${ms(r.worstFrame.script)} / ${ms(r.worstFrame.layout)}`);
+    if (r.worstFrame) row(r, '… worst frame: scripts / style+layout+paint; longest script', `${ms(r.worstFrame.script)} / ${ms(r.worstFrame.layout)}; ${r.worstFrame.culprit || '–'}`);
     row(r, 'longest interval between frames', ms(r.maxFrameGapMs));
+    if (r.busy) row(r, 'main thread busy, ms per s: all tasks / script / layout / style', [r.busy.task, r.busy.script, r.busy.layout, r.busy.style].map((v) => v.toFixed(0)).join(' / '));
     const first = (r.scenario === 'flood' ? r.firstMinute : r.start) || r.end;
     const label = r.scenario === 'flood' ? `${FIRST_MINUTE_S} s → end (${r.end.at} s)` : 'bottom → top';
     row(r, `JS heap after GC, ${label}`, `${heapOf(first)} → ${heapOf(r.end)}`, r.scenario === 'flood' ? `flat (≤ ×${FLAT_HEAP})` : '', r.scenario === 'flood' ? yes(r.end.heapMB <= first.heapMB * FLAT_HEAP) : '');

@@ -21,6 +21,8 @@ export const PAGE_SIZE = 50;
 
 // The most stored messages one conversation keeps in the window (and so in the
 // DOM; `newer` may hold as many again while the user reads older messages).
+// Following a busy room the window runs between TIMELINE_CAP - TRIM_BATCH and
+// TIMELINE_CAP.
 // Five history pages: several screens of scrollback even on a tall display
 // (about 40 one-line rows fit 1440 px), with room for a page being prepended
 // without dropping rows that are on screen, yet few enough that a full window
@@ -33,6 +35,10 @@ export const dmKey = (username) => `@${username.toLowerCase()}`;
 
 // Older system lines are dropped so a busy room's join/leave churn stays bounded.
 const MAX_NOTICES = 100;
+// Following a busy room, the oldest messages go this many at a time: every
+// row removed from the top moves all the others, which costs a repaint of the
+// whole list, so that happens once per TRIM_BATCH new messages, not for each.
+export const TRIM_BATCH = PAGE_SIZE;
 // Past this many changed rows between two frames (a hidden tab, a long replay),
 // redrawing the whole window is cheaper than replaying the record row by row,
 // and the record itself stays bounded.
@@ -166,7 +172,7 @@ export class Conversation {
     const excess = this.messages.length - TIMELINE_CAP;
     if (excess <= 0) return;
     if (this.following && !this.detached) {
-      this.dropHead(excess);
+      this.dropHead(excess + TRIM_BATCH);
     } else {
       const cut = this.messages.splice(TIMELINE_CAP, excess);
       for (const m of cut) {

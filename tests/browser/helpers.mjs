@@ -215,9 +215,9 @@ export function postViaSocket(page, room, texts) {
   );
 }
 
-/** The open conversation's timeline cap, as the client defines it. */
-export function timelineCap(page) {
-  return page.evaluate(() => import('/js/conversation.js').then((m) => m.TIMELINE_CAP));
+/** The timeline's bounds as the client defines them: {cap, trimBatch}. */
+export function timelineLimits(page) {
+  return page.evaluate(() => import('/js/conversation.js').then((m) => ({ cap: m.TIMELINE_CAP, trimBatch: m.TRIM_BATCH })));
 }
 
 /** Record in the page the most message rows #message-list ever held from now on (window.__maxRows). */
