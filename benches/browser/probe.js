@@ -126,7 +126,7 @@
       const script = e.scripts.reduce((sum, x) => sum + x.duration, 0);
       const layout = e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0;
       const top = e.scripts.reduce((t, x) => (!t || x.duration > t.duration ? x : t), null);
-      const culprit = top ? `${top.invoker} ${top.sourceFunctionName || ''} ${(top.sourceURL || '').split('/').pop()}:${top.sourceCharPosition} ${Math.round(top.duration)} ms` : '';
+      const culprit = top ? `${top.invoker} ${top.sourceFunctionName || ''} ${(top.sourceURL || '').split('/').pop()}:${top.sourceCharPosition} ${Math.round(top.duration)} ms (forced style+layout ${Math.round(top.forcedStyleAndLayoutDuration)} ms)` : '';
       B.loaf.push({ start: e.startTime, duration: e.duration, blocking: e.blockingDuration, script, layout, culprit });
     }
   };

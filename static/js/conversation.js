@@ -19,15 +19,14 @@
 // Messages per history request: the newest page on open, then older pages on scroll.
 export const PAGE_SIZE = 50;
 
-// The most stored messages one conversation keeps in the window (and so in the
-// DOM; `newer` may hold as many again while the user reads older messages).
-// Following a busy room the window runs between TIMELINE_CAP - TRIM_BATCH and
-// TIMELINE_CAP.
+// The most stored messages one conversation keeps in the window, and so in the
+// DOM (`newer` may hold as many again while the user reads older messages).
 // Five history pages: several screens of scrollback even on a tall display
-// (about 40 one-line rows fit 1440 px), with room for a page being prepended
-// without dropping rows that are on screen, yet few enough that a full window
-// (about 15 DOM nodes a message) stays cheap to lay out and to rebuild on a
-// switch. BENCHMARKS.md ("Web client") has the measurements behind it.
+// (about 60 one-line rows fit a 1440 px window), with room for a page being
+// prepended without dropping rows that are on screen, yet few enough that a
+// full window (about 15 DOM nodes a message) stays cheap to lay out and to
+// rebuild on a switch. BENCHMARKS.md ("Web client in a busy room") has what
+// it costs.
 export const TIMELINE_CAP = 250;
 
 export const roomKey = (name) => `#${name}`;
@@ -35,14 +34,17 @@ export const dmKey = (username) => `@${username.toLowerCase()}`;
 
 // Older system lines are dropped so a busy room's join/leave churn stays bounded.
 const MAX_NOTICES = 100;
-// Following a busy room, the oldest messages go this many at a time: every
-// row removed from the top moves all the others, which costs a repaint of the
+// Following a busy room, the oldest messages go this many at a time (so the
+// window runs between TIMELINE_CAP - TRIM_BATCH and TIMELINE_CAP): every row
+// removed from the top moves all the others, which costs a repaint of the
 // whole list, so that happens once per TRIM_BATCH new messages, not for each.
 export const TRIM_BATCH = PAGE_SIZE;
 // Past this many changed rows between two frames (a hidden tab, a long replay),
 // redrawing the whole window is cheaper than replaying the record row by row,
-// and the record itself stays bounded.
-const DIRTY_LIMIT = TIMELINE_CAP;
+// and the record itself stays bounded. Above a page of history being drawn
+// over a few frames while the next one lands (each a row added and a row
+// dropped at the far end: 200 rows).
+const DIRTY_LIMIT = 4 * TIMELINE_CAP;
 
 let noticeSeq = 0;
 let pendingSeq = 0;
@@ -129,6 +131,11 @@ export class Conversation {
     this.rebuild = true;
     this.dirty.clear();
     this.onChange(this);
+  }
+
+  /** Rows the view took but had no time for this frame: they are due again. */
+  requeue(keys) {
+    for (const k of keys) this.touch(k);
   }
 
   /** What the view must redraw; the record starts afresh. */

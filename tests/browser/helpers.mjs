@@ -150,6 +150,11 @@ export async function sendMessage(page, text) {
   await page.keyboard.press('Enter');
 }
 
+/** Until the timeline has drawn every row it has (it adds at most a few dozen a frame). */
+export function waitDrawn(page) {
+  return page.locator('#message-list:not([aria-busy])').waitFor({ state: 'attached' });
+}
+
 /** The stored (acknowledged) message rows of the open conversation, as {id, author, text}. */
 export function messages(page) {
   return page.$$eval('#message-list li.msg', (rows) =>

@@ -7,7 +7,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, signUp, messages, messageRow, screenshot, assertNoPageErrors, postViaSocket, timelineLimits, trackMaxRows, topVisibleRow, rowOffset } from './helpers.mjs';
+import { setup, signUp, messages, messageRow, screenshot, assertNoPageErrors, postViaSocket, timelineLimits, trackMaxRows, topVisibleRow, rowOffset, waitDrawn } from './helpers.mjs';
 
 const texts = (n, prefix) => Array.from({ length: n }, (_, i) => `${prefix} ${i + 1}`);
 const atBottom = (page) => page.locator('#timeline').evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight < 48);
@@ -25,6 +25,7 @@ test('the timeline holds at most TIMELINE_CAP messages and keeps the reading pos
 
   await signUp(alice, server.url, 'alice');
   await messageRow(alice, `seed ${total}`).waitFor();
+  await waitDrawn(alice);
   await trackMaxRows(alice);
   const timeline = alice.locator('#timeline');
 
@@ -39,8 +40,13 @@ test('the timeline holds at most TIMELINE_CAP messages and keeps the reading pos
       ({ id, beginning }) => document.querySelector('#message-list li.msg').dataset.id !== id || document.getElementById('history-status').textContent === beginning,
       { id: reading.id, beginning },
     );
-    const offset = await rowOffset(alice, reading.id);
-    assert.ok(Math.abs(offset - reading.offset) <= SAME_PLACE_PX, `"${reading.text}" stayed in place (${reading.offset} px from the top, then ${offset} px)`);
+    // Both as the page starts to appear and once all of it is drawn (a page may take a few frames).
+    for (const moment of ['as the page appeared', 'once it was drawn']) {
+      const offset = await rowOffset(alice, reading.id);
+      assert.ok(Math.abs(offset - reading.offset) <= SAME_PLACE_PX, `"${reading.text}" stayed in place ${moment} (${reading.offset} px from the top, then ${offset} px)`);
+      await waitDrawn(alice);
+      await alice.waitForTimeout(50);
+    }
     assert.ok(++pages < 20, 'reached the beginning');
   }
   const oldest = await messages(alice);
@@ -62,6 +68,7 @@ test('the timeline holds at most TIMELINE_CAP messages and keeps the reading pos
 
   await jump.click();
   await messageRow(alice, `seed ${total}`).waitFor();
+  await waitDrawn(alice);
   await alice.waitForFunction(() => {
     const el = document.getElementById('timeline');
     return el.scrollHeight - el.scrollTop - el.clientHeight < 48;
@@ -76,6 +83,7 @@ test('the timeline holds at most TIMELINE_CAP messages and keeps the reading pos
   const flood = cap + 50;
   await postViaSocket(bob, 'general', texts(flood, 'live'));
   await messageRow(alice, `live ${flood}`).waitFor();
+  await waitDrawn(alice);
   await alice.waitForFunction(() => {
     const el = document.getElementById('timeline');
     return el.scrollHeight - el.scrollTop - el.clientHeight < 48;
@@ -122,6 +130,7 @@ test('scrolled up, new messages are counted in a button instead of piling up; th
   // A flood while she reads: still counted, and the list stops at the cap.
   await postViaSocket(bob, 'general', texts(cap, 'later'));
   await button.filter({ hasText: `${cap + 3} new messages` }).waitFor();
+  await waitDrawn(alice);
   assert.ok((await alice.evaluate(() => window.__maxRows)) <= cap, 'the DOM never held more than the cap');
   assert.equal((await messages(alice)).length, cap);
   assert.equal(await messageRow(alice, `later ${cap}`).count(), 0, 'the newest are counted, not drawn');
@@ -132,6 +141,7 @@ test('scrolled up, new messages are counted in a button instead of piling up; th
   // The button: the newest messages, at the bottom, and it goes away.
   await button.click();
   await messageRow(alice, `later ${cap}`).waitFor();
+  await waitDrawn(alice);
   await button.waitFor({ state: 'hidden' });
   await alice.waitForFunction(() => {
     const el = document.getElementById('timeline');
