@@ -10,7 +10,7 @@ export const MAX_CONTENT_CHARS = 4000;
 /** The length of `text` as the server counts it (after trimming). */
 export function contentLength(text) {
   let n = 0;
-  // eslint-disable-next-line no-unused-vars
+  // Counted, not spread into an array: no 4,000-element garbage per keystroke.
   for (const _ of text.trim()) n += 1;
   return n;
 }
