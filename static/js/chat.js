@@ -2,16 +2,22 @@
 // connection status), the user's actions and the frames they send. What the
 // server sends is applied by frames.js. It never touches the DOM: views listen
 // for 'change', read the state, and call the action methods.
+//
+// Rendering is batched: state changes at once (acks, ids and read markers
+// stay exact), but the views draw at most once per animation frame, with a
+// note of what changed since the last frame (`touch` a conversation,
+// `touchUser` a person, `changed` everything), so a burst of frames from a
+// busy room costs one render and that render costs only what changed.
 
 import { api } from './api.js';
 import { Connection } from './socket.js';
 import { Conversation, PAGE_SIZE, roomKey, dmKey } from './conversation.js';
+import { MAX_CONTENT_CHARS, contentLength } from './content.js';
 import { newClientId } from './ids.js';
 import { frameHandlers } from './frames.js';
 import { userPref, setUserPref } from './session.js';
 
 export const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
-const MAX_CONTENT = 4000;
 // Catch-up after a reconnect for private chats, which have no `since` replay.
 const DM_CATCHUP = 200;
 const TYPING_RESEND_MS = 2000; // a typing frame at most this often while keys keep coming
@@ -20,6 +26,9 @@ const DEFAULT_ROOMS = ['general'];
 // Read markers are batched: in a busy room, one per message per viewer would eat
 // the rate limit and fan a receipt out to everyone for every line.
 const READ_DEBOUNCE_MS = 400;
+// A hidden tab gets no animation frames; it still renders this often, so its
+// title keeps counting unread messages.
+const HIDDEN_RENDER_MS = 1000;
 
 export class Chat extends EventTarget {
   /** @param {{token: string, user: {username: string}}} session @param {() => void} onRejected */
@@ -39,7 +48,9 @@ export class Chat extends EventTarget {
     this.activeKey = userPref(this.me, 'active', roomKey(this.roomNames[0] || 'general'));
     this.status = 'connecting';
     this.retryInMs = 0;
-    this.atBottom = true;
+    /** What changed since the last render: everything, or these conversations and people. */
+    this.dirty = { all: true, convs: new Set(), users: new Set() };
+    this.renderQueued = false;
     this.dialogOp = null; // {kind, room}: routes the next matching `error` frame to the open dialog
     this.typingState = { key: null, lastSent: 0, idleTimer: null };
     this.conn = new Connection({
@@ -51,7 +62,10 @@ export class Chat extends EventTarget {
       onRejected: () => this.onRejected(),
     });
     for (const name of this.roomNames) this.room(name);
-    document.addEventListener('visibilitychange', () => this.markRead(this.active));
+    document.addEventListener('visibilitychange', () => {
+      this.markRead(this.active);
+      if (this.renderQueued) this.scheduleRender(true);
+    });
   }
 
   // ---- lifecycle -------------------------------------------------------
@@ -120,15 +134,20 @@ export class Chat extends EventTarget {
   room(name) {
     const key = roomKey(name);
     let c = this.convs.get(key);
-    if (!c) this.convs.set(key, (c = new Conversation('room', name)));
+    if (!c) this.convs.set(key, (c = new Conversation('room', name, (conv) => this.touch(conv))));
     return c;
   }
 
   dm(username) {
     const key = dmKey(username);
     let c = this.convs.get(key);
-    if (!c) this.convs.set(key, (c = new Conversation('dm', this.user(username)?.username || username)));
+    if (!c) this.convs.set(key, (c = new Conversation('dm', this.user(username)?.username || username, (conv) => this.touch(conv))));
     return c;
+  }
+
+  /** Whether the user is looking at the newest messages of the open conversation. */
+  get atBottom() {
+    return this.active ? this.active.following : true;
   }
 
   user(name) {
@@ -168,10 +187,19 @@ export class Chat extends EventTarget {
       return this.changed();
     }
     this.stopTyping();
+    // A conversation the user leaves follows its newest messages again (its
+    // window stays bounded the cheap way and it reopens at the bottom); what
+    // arrived below while they were scrolled up stays unread.
+    const left = this.active;
+    if (left) {
+      left.jumpToNewest();
+      left.following = true;
+      this.touch(left);
+    }
     this.activeKey = key;
     setUserPref(this.me, 'active', key);
     const c = this.active;
-    this.atBottom = true;
+    this.follow(c);
     if (!c.loaded) this.requestHistory(c, 'initial');
     this.markRead(c);
     this.changed();
@@ -219,25 +247,44 @@ export class Chat extends EventTarget {
   send(text) {
     const c = this.active;
     const content = text.trim();
-    if (!c || !content || content.length > MAX_CONTENT) return false;
-    const p = { clientId: newClientId(), content, time: new Date(), state: 'pending' };
-    c.pending.push(p);
+    if (!c || !content || contentLength(content) > MAX_CONTENT_CHARS) return false;
+    // The user sees what they sent: the view goes to the newest messages.
+    this.follow(c);
+    const p = c.addPending(newClientId(), content);
     this.stopTyping();
-    this.atBottom = true;
     this.transmit(c, p);
-    this.changed();
     return true;
   }
 
   /** Drop a message the server refused. */
   discard(conv, clientId) {
-    conv.pending = conv.pending.filter((p) => p.clientId !== clientId);
-    this.changed();
+    conv.removePending(clientId);
+  }
+
+  /** Show `c`'s newest messages and follow them from now on (the "new messages" button, a send, a switch). */
+  follow(c) {
+    if (!c) return;
+    c.jumpToNewest();
+    c.following = true;
+    this.touch(c);
+    this.markRead(c);
+  }
+
+  jumpToNewest() {
+    this.follow(this.active);
   }
 
   loadOlder() {
     const c = this.active;
-    if (c && c.loaded && c.hasMore && !c.historyRequest) this.requestHistory(c, 'older');
+    if (c && c.loaded && c.hasMore && !c.historyRequest) {
+      this.requestHistory(c, 'older');
+      this.touch(c);
+    }
+  }
+
+  /** Scrolled to the end of a window that does not reach the newest messages: the next page, from memory. */
+  loadNewer() {
+    this.active?.advance();
   }
 
   /** Called on every keystroke in the composer: typing now, stop_typing once the keys stop. */
@@ -267,11 +314,18 @@ export class Chat extends EventTarget {
     t.lastSent = 0;
   }
 
-  /** The view reports whether the newest message is on screen. */
+  /** The view reports whether the end of the list is on screen; that is following unless newer messages wait. */
   setAtBottom(atBottom) {
-    if (this.atBottom === atBottom) return;
-    this.atBottom = atBottom;
-    if (atBottom) this.markRead(this.active);
+    const c = this.active;
+    if (!c) return;
+    const following = atBottom && !c.detached;
+    if (c.following === following) return;
+    c.following = following;
+    if (following) {
+      c.newBelow = 0;
+      this.markRead(c);
+    }
+    this.touch(c);
   }
 
   // ---- protocol ------------------------------------------------------------
@@ -290,6 +344,8 @@ export class Chat extends EventTarget {
       }
       this.typingState.key = null;
     }
+    // Pending rows say whether they are being sent or wait for the connection.
+    for (const c of this.convs.values()) c.touchPending();
     this.changed();
   }
 
@@ -340,11 +396,8 @@ export class Chat extends EventTarget {
   }
 
   onFrame(f) {
-    const handler = frameHandlers[f.type];
-    if (handler) {
-      handler(this, f);
-      this.changed();
-    }
+    // Each handler notes what it changed; the render follows on the next frame.
+    frameHandlers[f.type]?.(this, f);
   }
 
   /** Whether the user is looking at the newest messages of `c` right now. */
@@ -355,7 +408,10 @@ export class Chat extends EventTarget {
   /** The open conversation is on screen: clear its badge and (soon) move the server's read marker. */
   markRead(c) {
     if (!this.canSee(c)) return;
-    c.unread = 0;
+    if (c.unread) {
+      c.unread = 0;
+      this.touch(c);
+    }
     // Remember what was seen now: messages arriving before the flush may not be.
     c.readSeen = Math.max(c.readSeen, c.lastId);
     if (c.readTimer || c.readSeen <= c.readSent) return;
@@ -374,8 +430,10 @@ export class Chat extends EventTarget {
   }
 
   clearTyping(c, user) {
+    if (!c.typing.has(user)) return;
     clearTimeout(c.typing.get(user));
     c.typing.delete(user);
+    this.touch(c);
   }
 
   setUser(username, online, lastSeen) {
@@ -384,6 +442,7 @@ export class Chat extends EventTarget {
     u.online = online;
     if (lastSeen) u.lastSeen = new Date(lastSeen);
     this.users.set(key, u);
+    this.touchUser(username);
   }
 
   forget(c) {
@@ -400,13 +459,41 @@ export class Chat extends EventTarget {
     this.dispatchEvent(new CustomEvent('toast', { detail: text }));
   }
 
-  /** Coalesce the many changes of one burst of frames into one render. */
+  // ---- render scheduling -----------------------------------------------------
+
+  /** Something that reshapes the screen (a switch, the connection status, the lists): render everything. */
   changed() {
-    if (this.changeQueued) return;
-    this.changeQueued = true;
-    queueMicrotask(() => {
-      this.changeQueued = false;
-      this.dispatchEvent(new Event('change'));
-    });
+    this.dirty.all = true;
+    this.scheduleRender();
+  }
+
+  /** A conversation's messages, badge, presence or status lines changed. */
+  touch(c) {
+    this.dirty.convs.add(c.key);
+    this.scheduleRender();
+  }
+
+  /** A person's presence changed (or they are new). */
+  touchUser(username) {
+    this.dirty.users.add(username.toLowerCase());
+    this.scheduleRender();
+  }
+
+  /**
+   * One render per animation frame, whatever arrived meanwhile; a hidden tab
+   * has no frames, so it renders on a slow timer instead.
+   */
+  scheduleRender(again = false) {
+    if (this.renderQueued && !again) return;
+    this.renderQueued = true;
+    const run = () => {
+      if (!this.renderQueued) return;
+      this.renderQueued = false;
+      const dirty = this.dirty;
+      this.dirty = { all: false, convs: new Set(), users: new Set() };
+      this.dispatchEvent(new CustomEvent('change', { detail: dirty }));
+    };
+    if (document.visibilityState === 'visible') requestAnimationFrame(run);
+    else setTimeout(run, HIDDEN_RENDER_MS);
   }
 }

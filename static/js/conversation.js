@@ -1,27 +1,82 @@
-// One conversation (a room or a private chat with one person): its messages
-// deduplicated by server id, the user's not-yet-acknowledged messages, system
-// lines, and the per-conversation bits the sidebar and receipts need.
+// One conversation (a room or a private chat with one person): a bounded
+// window of its stored messages, the user's not-yet-acknowledged messages,
+// system lines, the per-conversation bits the sidebar and receipts need, and a
+// record of which display rows changed since the timeline last drew them.
+//
+// The window. A busy room sends more messages than anyone can keep: the client
+// holds at most TIMELINE_CAP stored messages per conversation, one contiguous
+// run in id order. While the user follows the conversation (looks at its
+// newest messages, or has it closed), new messages are appended and the oldest
+// are dropped; scrolling up loads older pages from the server and drops the
+// newest end instead. Once the window no longer reaches the newest message it
+// is "detached": live messages then wait in `newer` (bounded the same way) and
+// are only counted, until the user scrolls back down or jumps to the newest.
+//
+// Rows. The view draws rows (messages, pending messages, system lines) and
+// redraws only the rows named in `dirty`; `rebuild` asks for all of them.
+// Every mutation goes through a method here so no change can miss the record.
 
 // Messages per history request: the newest page on open, then older pages on scroll.
 export const PAGE_SIZE = 50;
+
+// The most stored messages one conversation keeps in the window, and so in the
+// DOM (`newer` may hold as many again while the user reads older messages).
+// Five history pages: several screens of scrollback even on a tall display
+// (about 60 one-line rows fit a 1440 px window), with room for a page being
+// prepended without dropping rows that are on screen, yet few enough that a
+// full window (about 15 DOM nodes a message) stays cheap to lay out and to
+// rebuild on a switch. BENCHMARKS.md ("Web client in a busy room") has what
+// it costs.
+export const TIMELINE_CAP = 250;
 
 export const roomKey = (name) => `#${name}`;
 export const dmKey = (username) => `@${username.toLowerCase()}`;
 
 // Older system lines are dropped so a busy room's join/leave churn stays bounded.
 const MAX_NOTICES = 100;
+// Following a busy room, the oldest messages go this many at a time (so the
+// window runs between TIMELINE_CAP - TRIM_BATCH and TIMELINE_CAP): every row
+// removed from the top moves all the others, which costs a repaint of the
+// whole list, so that happens once per TRIM_BATCH new messages, not for each.
+export const TRIM_BATCH = PAGE_SIZE;
+// Past this many changed rows between two frames (a hidden tab, a long replay),
+// redrawing the whole window is cheaper than replaying the record row by row,
+// and the record itself stays bounded. Above a page of history being drawn
+// over a few frames while the next one lands (each a row added and a row
+// dropped at the far end: 200 rows).
+const DIRTY_LIMIT = 4 * TIMELINE_CAP;
+
 let noticeSeq = 0;
+let pendingSeq = 0;
+
+/** The display row key of a message: by client id when this tab sent it, so its row survives the ack. */
+export const rowKey = (m) => (m.clientId ? `c:${m.clientId}` : `m:${m.id}`);
 
 export class Conversation {
-  /** @param {'room'|'dm'} kind @param {string} name room name or the other person's username */
-  constructor(kind, name) {
+  /**
+   * @param {'room'|'dm'} kind @param {string} name room name or the other person's username
+   * @param {(c: Conversation) => void} onChange called after every change, to schedule a render
+   */
+  constructor(kind, name, onChange = () => {}) {
     this.kind = kind;
     this.name = name;
     this.key = kind === 'room' ? roomKey(name) : dmKey(name);
-    /** Stored messages, ascending id: {id, user, content, time: Date, clientId?} */
+    this.onChange = onChange;
+    /** The window: stored messages, ascending id, at most TIMELINE_CAP: {id, user, content, time: Date, clientId?} */
     this.messages = [];
+    /** While detached: messages newer than the window, ascending id, at most TIMELINE_CAP. */
+    this.newer = [];
+    this.detached = false; // the window does not reach the newest message
+    this.newerGap = false; // messages were dropped between the window and `newer`
+    /** Every message in `messages` or `newer`, by id (deduplicates replays, history and acks). */
     this.byId = new Map();
-    /** Sent by this tab, not acknowledged yet: {clientId, content, time, state: 'pending'|'failed', error?} */
+    /** Window messages, pending messages and notices by row key. */
+    this.byKey = new Map();
+    this.newestId = 0; // the newest stored id seen here, kept or not: `since` for a rejoin, the read marker
+    this.following = true; // the user sees the newest messages (or the conversation is not open)
+    this.newBelow = 0; // messages from others that arrived while the user was scrolled up
+    this.headDrops = 0; // how often the top of the window was dropped (tells a history reply it was cut)
+    /** Sent by this tab, not acknowledged yet: {clientId, key, seq, content, time, state: 'pending'|'failed', error?} */
     this.pending = [];
     /** System lines ("alice joined"), placed after the message that was newest when they happened. */
     this.notices = [];
@@ -33,7 +88,7 @@ export class Conversation {
     this.readTimer = null; // pending batched read marker
     this.readSent = 0; // highest id this user has marked read on the server
     this.peerRead = 0; // private chats: highest id the other person has read
-    this.delivered = new Set(); // private chats: own message ids that reached the other person
+    this.delivered = new Set(); // private chats: own message ids (above peerRead) that reached the other person
     this.typing = new Map(); // username -> hide timer
     this.online = new Set(); // rooms: users present (online_users, join, leave)
     this.onlineCount = 0; // rooms: from GET /api/rooms until this tab has joined
@@ -43,49 +98,285 @@ export class Conversation {
     this.private = false;
     this.owner = null;
     this.members = [];
+    /** Row keys changed since the view last drew them, or everything (`rebuild`). */
+    this.dirty = new Set();
+    this.rebuild = true;
   }
 
+  /** The newest stored id this tab has seen. */
   get lastId() {
-    return this.messages.length ? this.messages[this.messages.length - 1].id : 0;
+    return this.newestId;
   }
 
+  /** The oldest message in the window: where the next older page starts. */
   get firstId() {
     return this.messages.length ? this.messages[0].id : 0;
   }
+
+  get windowLastId() {
+    return this.messages.length ? this.messages[this.messages.length - 1].id : 0;
+  }
+
+  // ---- the change record -----------------------------------------------
+
+  touch(key) {
+    if (!this.rebuild) {
+      this.dirty.add(key);
+      if (this.dirty.size > DIRTY_LIMIT) this.redrawAll();
+    }
+    this.onChange(this);
+  }
+
+  redrawAll() {
+    this.rebuild = true;
+    this.dirty.clear();
+    this.onChange(this);
+  }
+
+  /** Rows the view took but had no time for this frame: they are due again. */
+  requeue(keys) {
+    for (const k of keys) this.touch(k);
+  }
+
+  /** What the view must redraw; the record starts afresh. */
+  takeChanges() {
+    const changes = { rebuild: this.rebuild, keys: this.dirty };
+    this.rebuild = false;
+    this.dirty = new Set();
+    return changes;
+  }
+
+  // ---- stored messages -------------------------------------------------
 
   /** Adds a stored message unless its id is already here; returns true when it was new. */
   add(msg) {
     if (this.byId.has(msg.id)) return false;
     this.byId.set(msg.id, msg);
-    const list = this.messages;
-    if (!list.length || list[list.length - 1].id < msg.id) {
-      list.push(msg);
-    } else {
-      // History pages and replays can land before live messages: keep id order.
-      let lo = 0;
-      let hi = list.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (list[mid].id < msg.id) lo = mid + 1;
-        else hi = mid;
+    this.newestId = Math.max(this.newestId, msg.id);
+    if (this.detached && msg.id > this.windowLastId) {
+      insertSorted(this.newer, msg);
+      if (this.newer.length > TIMELINE_CAP) {
+        this.byId.delete(this.newer.shift().id);
+        this.newerGap = true;
       }
-      list.splice(lo, 0, msg);
+      this.onChange(this);
+      return true;
     }
+    // History pages and replays can land before live messages: keep id order.
+    insertSorted(this.messages, msg);
+    this.byKey.set(rowKey(msg), msg);
+    this.touch(rowKey(msg));
+    this.enforceCap();
     return true;
+  }
+
+  /**
+   * Keep the window within TIMELINE_CAP. Following the live end, the oldest
+   * messages go (they can be fetched again); reading older ones, the newest go
+   * to `newer` and the window detaches.
+   */
+  enforceCap() {
+    const excess = this.messages.length - TIMELINE_CAP;
+    if (excess <= 0) return;
+    if (this.following && !this.detached) {
+      this.dropHead(excess + TRIM_BATCH);
+    } else {
+      const cut = this.messages.splice(TIMELINE_CAP, excess);
+      for (const m of cut) {
+        this.byKey.delete(rowKey(m));
+        this.touch(rowKey(m));
+      }
+      this.newer = cut.concat(this.newer);
+      this.detached = true;
+      if (this.newer.length > TIMELINE_CAP) {
+        for (const m of this.newer.splice(0, this.newer.length - TIMELINE_CAP)) this.byId.delete(m.id);
+        this.newerGap = true;
+      }
+      // Notices after the cut are not in the window any more.
+      for (const n of this.notices) if (n.afterId > this.windowLastId) this.touch(n.key);
+    }
+  }
+
+  /** Drop the oldest messages of the window; the server still has them. */
+  dropHead(count) {
+    for (const m of this.messages.splice(0, count)) this.forget(m);
+    this.headDrops += 1;
+    this.hasMore = true;
+    this.dropNoticesBefore(this.firstId);
+  }
+
+  forget(m) {
+    this.byId.delete(m.id);
+    this.byKey.delete(rowKey(m));
+    this.delivered.delete(m.id);
+    this.touch(rowKey(m));
+  }
+
+  /**
+   * A history reply: its messages join the window; an initial or older page
+   * also says whether older messages remain on the server.
+   */
+  addHistory(kind, messages) {
+    const drops = this.headDrops;
+    for (const m of messages) this.add(m);
+    if (kind === 'initial' || kind === 'older') {
+      // A short page is the beginning, unless the window had to drop its top meanwhile.
+      this.hasMore = messages.length >= PAGE_SIZE || this.headDrops !== drops;
+      this.loaded = true;
+    }
+    this.onChange(this);
+  }
+
+  /**
+   * Scrolled near the end of a detached window: move the next page from
+   * `newer` into it (dropping as many from the top), re-attaching once `newer`
+   * is empty. Impossible across a gap: then only a jump to the newest helps.
+   */
+  advance() {
+    if (!this.detached || this.newerGap) return false;
+    const page = this.newer.splice(0, PAGE_SIZE);
+    for (const m of page) {
+      this.messages.push(m);
+      this.byKey.set(rowKey(m), m);
+      this.touch(rowKey(m));
+    }
+    const excess = this.messages.length - TIMELINE_CAP;
+    if (excess > 0) this.dropHead(excess);
+    if (!this.newer.length) this.attachTail();
+    return true;
+  }
+
+  /** Make the window end at the newest message again (the user jumps to the bottom). */
+  jumpToNewest() {
+    this.newBelow = 0;
+    if (!this.detached) return;
+    if (this.newerGap) {
+      for (const m of this.messages) this.byId.delete(m.id);
+      this.messages = this.newer;
+      this.hasMore = true;
+    } else {
+      this.messages = this.messages.concat(this.newer);
+      const excess = this.messages.length - TIMELINE_CAP;
+      if (excess > 0) {
+        for (const m of this.messages.splice(0, excess)) this.byId.delete(m.id);
+        this.hasMore = true;
+      }
+    }
+    this.newer = [];
+    this.attachTail();
+    this.dropNoticesBefore(this.firstId);
+    this.byKey.clear();
+    for (const m of this.messages) this.byKey.set(rowKey(m), m);
+    for (const n of this.notices) this.byKey.set(n.key, n);
+    for (const p of this.pending) this.byKey.set(p.key, p);
+    this.redrawAll();
+  }
+
+  attachTail() {
+    this.detached = false;
+    this.newerGap = false;
+    for (const n of this.notices) this.touch(n.key);
   }
 
   /** Forget stored messages (after a gap too large to replay); pending ones stay. */
   reset() {
     this.messages = [];
+    this.newer = [];
+    this.detached = false;
+    this.newerGap = false;
     this.byId.clear();
+    this.byKey.clear();
+    for (const p of this.pending) this.byKey.set(p.key, p);
     this.notices = [];
     this.loaded = false;
     this.hasMore = true;
+    this.redrawAll();
   }
 
+  // ---- pending messages -------------------------------------------------
+
+  addPending(clientId, content) {
+    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, time: new Date(), state: 'pending' };
+    this.pending.push(p);
+    this.byKey.set(p.key, p);
+    this.touch(p.key);
+    return p;
+  }
+
+  /** The server stored a message of this tab: it leaves `pending` (it may be in the window already, from a replay). */
+  acknowledge(clientId, id, time, user) {
+    const i = this.pending.findIndex((p) => p.clientId === clientId);
+    if (i < 0) return false;
+    const [p] = this.pending.splice(i, 1);
+    this.byKey.delete(p.key);
+    this.touch(p.key);
+    this.add({ id, user, content: p.content, time, clientId });
+    return true;
+  }
+
+  findPending(clientId) {
+    return this.pending.find((p) => p.clientId === clientId) || null;
+  }
+
+  failPending(p, error) {
+    p.state = 'failed';
+    p.error = error;
+    this.touch(p.key);
+  }
+
+  removePending(clientId) {
+    const p = this.findPending(clientId);
+    if (!p) return;
+    this.pending = this.pending.filter((x) => x !== p);
+    this.byKey.delete(p.key);
+    this.touch(p.key);
+  }
+
+  /** The connection status shows in pending rows ("Sending…" or "Waiting for connection…"). */
+  touchPending() {
+    for (const p of this.pending) this.touch(p.key);
+  }
+
+  // ---- system lines ------------------------------------------------------
+
   addNotice(text) {
-    this.notices.push({ seq: ++noticeSeq, afterId: this.lastId, text, time: new Date() });
-    if (this.notices.length > MAX_NOTICES) this.notices.shift();
+    const n = { key: `n:${++noticeSeq}`, seq: noticeSeq, afterId: this.newestId, text, time: new Date() };
+    this.notices.push(n);
+    this.byKey.set(n.key, n);
+    this.touch(n.key);
+    if (this.notices.length > MAX_NOTICES) this.dropNotice(this.notices[0]);
+  }
+
+  dropNotice(n) {
+    this.notices = this.notices.filter((x) => x !== n);
+    this.byKey.delete(n.key);
+    this.touch(n.key);
+  }
+
+  /** Notices that followed messages dropped from the top of the window go with them. */
+  dropNoticesBefore(id) {
+    while (this.notices.length && this.notices[0].afterId < id) this.dropNotice(this.notices[0]);
+  }
+
+  // ---- receipts (private chats) ----------------------------------------------
+
+  markDelivered(id) {
+    const m = this.byId.get(id);
+    if (!m || id <= this.peerRead) return;
+    this.delivered.add(id);
+    if (this.byKey.get(rowKey(m)) === m) this.touch(rowKey(m));
+  }
+
+  /** The other person read up to `id`: only the messages between the old and new marker change. */
+  markPeerRead(id) {
+    if (id <= this.peerRead) return;
+    const old = this.peerRead;
+    this.peerRead = id;
+    for (let i = this.messages.length - 1; i >= 0 && this.messages[i].id > old; i--) {
+      if (this.messages[i].id <= id) this.touch(rowKey(this.messages[i]));
+    }
+    for (const d of this.delivered) if (d <= id) this.delivered.delete(d);
+    this.onChange(this);
   }
 
   /** Private chats: the receipt state of one of the user's own stored messages. */
@@ -95,16 +386,53 @@ export class Conversation {
     return 'sent';
   }
 
-  /** Messages, pending messages and system lines in display order. */
-  timeline() {
-    const out = [];
-    let n = 0;
-    for (const m of this.messages) {
-      while (n < this.notices.length && this.notices[n].afterId < m.id) out.push({ notice: this.notices[n++] });
-      out.push({ msg: m });
-    }
-    while (n < this.notices.length) out.push({ notice: this.notices[n++] });
-    for (const p of this.pending) out.push({ pending: p });
-    return out;
+  // ---- what the view draws ---------------------------------------------------
+
+  /** The row with this key, as the view should show it, or null when it is not shown. */
+  row(key) {
+    const item = this.byKey.get(key);
+    if (!item) return null;
+    if (key.startsWith('n:')) return this.noticeShown(item) ? { notice: item } : null;
+    if (item.state) return { pending: item };
+    return { msg: item };
   }
+
+  /** Notices after the end of a detached window belong to messages not shown. */
+  noticeShown(n) {
+    return !this.detached || n.afterId <= this.windowLastId;
+  }
+
+  /** Every row in display order (for a full redraw). */
+  *rows() {
+    let n = 0;
+    const notices = this.notices.filter((x) => this.noticeShown(x));
+    for (const m of this.messages) {
+      while (n < notices.length && notices[n].afterId < m.id) yield { notice: notices[n++] };
+      yield { msg: m };
+    }
+    while (n < notices.length) yield { notice: notices[n++] };
+    for (const p of this.pending) yield { pending: p };
+  }
+}
+
+/** Display order: stored messages by id, a notice right after the message it followed, pending last. */
+export function rowOrder(row) {
+  if (row.msg) return [row.msg.id, 0, 0];
+  if (row.notice) return [row.notice.afterId, 1, row.notice.seq];
+  return [Infinity, 2, row.pending.seq];
+}
+
+function insertSorted(list, msg) {
+  if (!list.length || list[list.length - 1].id < msg.id) {
+    list.push(msg);
+    return;
+  }
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid].id < msg.id) lo = mid + 1;
+    else hi = mid;
+  }
+  list.splice(lo, 0, msg);
 }

@@ -1,8 +1,14 @@
 // How each frame from the server changes the chat state: one handler per
 // server-to-client frame of PROTOCOL.md, given the controller (chat.js).
 // Frame types not listed here are ignored, as DECISIONS.md asks.
+//
+// Handlers say what they changed, so a render touches only that: changes to
+// messages go through Conversation methods (which record the rows),
+// `chat.touch(c)` marks a conversation's badge, header and status lines,
+// `chat.touchUser(name)` a person, and `chat.changed()` is kept for the rare
+// frames that reshape the screen (a room appearing or going away).
 
-import { PAGE_SIZE, roomKey } from './conversation.js';
+import { roomKey } from './conversation.js';
 
 const TYPING_SHOWN_MS = 3000;
 const RATE_LIMIT_RETRY_MS = 1000;
@@ -19,17 +25,11 @@ export const frameHandlers = {
     receive(chat, chat.dm(peer), toMessage(f));
   },
   ack(chat, f) {
-    for (const c of chat.convs.values()) {
-      const i = c.pending.findIndex((p) => p.clientId === f.client_id);
-      if (i < 0) continue;
-      const [p] = c.pending.splice(i, 1);
-      // A replay after a reconnect may already have brought the stored copy.
-      c.add({ id: f.id, user: chat.me, content: p.content, time: new Date(f.timestamp), clientId: p.clientId });
-      return;
-    }
+    // A replay after a reconnect may already have brought the stored copy.
+    for (const c of chat.convs.values()) if (c.acknowledge(f.client_id, f.id, new Date(f.timestamp), chat.me)) return;
   },
   delivered(chat, f) {
-    for (const c of chat.convs.values()) if (c.kind === 'dm' && c.byId.has(f.id)) c.delivered.add(f.id);
+    for (const c of chat.convs.values()) if (c.kind === 'dm' && c.byId.has(f.id)) c.markDelivered(f.id);
   },
   online_users(chat, f) {
     const c = chat.room(f.room);
@@ -44,12 +44,14 @@ export const frameHandlers = {
     if (!c.loaded && c.key === chat.activeKey) chat.requestHistory(c, 'initial');
     chat.flushPending(c);
     chat.markRead(c);
+    chat.touch(c);
   },
   join(chat, f) {
     const c = chat.convs.get(roomKey(f.room));
     if (!c || f.user === chat.me) return;
     c.online.add(f.user);
     c.addNotice(`${f.user} joined #${f.room}`);
+    chat.touch(c);
   },
   leave(chat, f) {
     const c = chat.convs.get(roomKey(f.room));
@@ -63,6 +65,7 @@ export const frameHandlers = {
     c.online.delete(f.user);
     chat.clearTyping(c, f.user);
     c.addNotice(`${f.user} left #${f.room}`);
+    chat.touch(c);
   },
   user_status(chat, f) {
     chat.setUser(f.user, f.status === 'online', f.last_seen);
@@ -75,9 +78,10 @@ export const frameHandlers = {
       f.user,
       setTimeout(() => {
         c.typing.delete(f.user);
-        chat.changed();
+        chat.touch(c);
       }, TYPING_SHOWN_MS),
     );
+    chat.touch(c);
   },
   stop_typing(chat, f) {
     const c = chat.convs.get(roomKey(f.room));
@@ -91,6 +95,7 @@ export const frameHandlers = {
       if (c) c.unread = u.count;
     }
     chat.markRead(chat.active);
+    chat.changed();
   },
   read(chat, f) {
     const c = f.room ? chat.convs.get(roomKey(f.room)) : chat.dm(f.with);
@@ -99,20 +104,18 @@ export const frameHandlers = {
       // Another tab of this user read it.
       c.readSent = Math.max(c.readSent, f.id);
       if (c.readSent >= c.lastId) c.unread = 0;
+      chat.touch(c);
     } else if (c.kind === 'dm') {
-      c.peerRead = Math.max(c.peerRead, f.id);
+      c.markPeerRead(f.id);
     }
   },
   history(chat, f) {
     const c = f.room ? chat.room(f.room) : chat.dm(f.with);
     const kind = c.historyRequest;
     c.historyRequest = null;
-    for (const m of f.messages) c.add(toMessage(m));
-    if (kind === 'initial' || kind === 'older') {
-      c.hasMore = f.messages.length >= PAGE_SIZE;
-      c.loaded = true;
-    }
+    c.addHistory(kind, f.messages.map(toMessage));
     chat.markRead(c);
+    chat.touch(c);
   },
   room_members(chat, f) {
     const c = chat.room(f.room);
@@ -126,6 +129,7 @@ export const frameHandlers = {
       chat.dispatchEvent(new CustomEvent('dialog-done', { detail: op }));
       if (op.kind === 'create') chat.open(c.key);
     }
+    chat.changed();
   },
   error(chat, f) {
     if (f.client_id) return failPending(chat, f);
@@ -143,21 +147,20 @@ function receive(chat, c, msg) {
   const isNew = c.add(msg);
   chat.clearTyping(c, msg.user);
   if (!isNew || msg.user.toLowerCase() === chat.me.toLowerCase()) return;
+  // Scrolled up, the user is told how many arrived below instead of being moved.
+  if (!c.following) c.newBelow += 1;
   // Replayed messages are already in the `unread` count sent on connect.
   if (chat.canSee(c)) chat.markRead(c);
   else if (!c.replaying) c.unread += 1;
+  chat.touch(c);
 }
 
 function failPending(chat, f) {
   for (const c of chat.convs.values()) {
-    const p = c.pending.find((x) => x.clientId === f.client_id);
+    const p = c.findPending(f.client_id);
     if (!p) continue;
-    if (f.code === 'rate_limited') {
-      setTimeout(() => chat.transmit(c, p), RATE_LIMIT_RETRY_MS);
-    } else {
-      p.state = 'failed';
-      p.error = f.message || f.code;
-    }
+    if (f.code === 'rate_limited') setTimeout(() => chat.transmit(c, p), RATE_LIMIT_RETRY_MS);
+    else c.failPending(p, f.message || f.code);
     return;
   }
 }

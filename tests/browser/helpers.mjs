@@ -150,6 +150,11 @@ export async function sendMessage(page, text) {
   await page.keyboard.press('Enter');
 }
 
+/** Until the timeline has drawn every row it has (it adds at most a few dozen a frame). */
+export function waitDrawn(page) {
+  return page.locator('#message-list:not([aria-busy])').waitFor({ state: 'attached' });
+}
+
 /** The stored (acknowledged) message rows of the open conversation, as {id, author, text}. */
 export function messages(page) {
   return page.$$eval('#message-list li.msg', (rows) =>
@@ -184,4 +189,66 @@ export async function screenshot(page, name) {
 /** Fails the test with every page error seen (CSP violations included). */
 export function assertNoPageErrors(assert, ...pages) {
   for (const page of pages) assert.deepEqual(page.errors, [], 'the page logged errors');
+}
+
+/**
+ * Post `texts` to `room` straight over the protocol with `page`'s session (a
+ * second socket, so the page's own client is untouched); resolves with the
+ * number acked once every one is. Quick only with `--rate-limit 0`.
+ */
+export function postViaSocket(page, room, texts) {
+  return page.evaluate(
+    async ({ room, texts }) => {
+      const { token } = JSON.parse(localStorage.getItem('hubbub.session'));
+      const ws = new WebSocket(`ws://${location.host}/ws?token=${encodeURIComponent(token)}`);
+      await new Promise((resolve) => (ws.onopen = resolve));
+      let acks = 0;
+      const done = new Promise((resolve, reject) => {
+        ws.onmessage = (ev) => {
+          const f = JSON.parse(ev.data);
+          if (f.type === 'error') reject(new Error(`${f.code}: ${f.message}`));
+          if (f.type === 'ack' && ++acks === texts.length) resolve(acks);
+        };
+      });
+      ws.send(JSON.stringify({ type: 'join', room }));
+      for (const content of texts) ws.send(JSON.stringify({ type: 'message', room, content }));
+      const n = await done;
+      ws.close();
+      return n;
+    },
+    { room, texts },
+  );
+}
+
+/** The timeline's bounds as the client defines them: {cap, trimBatch}. */
+export function timelineLimits(page) {
+  return page.evaluate(() => import('/js/conversation.js').then((m) => ({ cap: m.TIMELINE_CAP, trimBatch: m.TRIM_BATCH })));
+}
+
+/** Record in the page the most message rows #message-list ever held from now on (window.__maxRows). */
+export function trackMaxRows(page) {
+  return page.evaluate(() => {
+    const list = document.getElementById('message-list');
+    const count = () => list.querySelectorAll('li.msg').length;
+    window.__maxRows = count();
+    new MutationObserver(() => (window.__maxRows = Math.max(window.__maxRows, count()))).observe(list, { childList: true });
+  });
+}
+
+/** The first message row at least partly on screen in the timeline: its id and its distance from the timeline's top. */
+export function topVisibleRow(page) {
+  return page.evaluate(() => {
+    const el = document.getElementById('timeline');
+    const top = el.getBoundingClientRect().top;
+    const row = [...document.querySelectorAll('#message-list li.msg')].find((li) => li.getBoundingClientRect().bottom > top);
+    return row ? { id: row.dataset.id, text: row.querySelector('.msg-text').textContent, offset: row.getBoundingClientRect().top - top } : null;
+  });
+}
+
+/** The offset from the timeline's top of the message row with this id, or null when it is not in the DOM. */
+export function rowOffset(page, id) {
+  return page.evaluate((id) => {
+    const row = document.querySelector(`#message-list li.msg[data-id="${id}"]`);
+    return row ? row.getBoundingClientRect().top - document.getElementById('timeline').getBoundingClientRect().top : null;
+  }, id);
 }

@@ -1,8 +1,10 @@
 // The chat screen (mounted once per page load): wires the controller to the
 // views, and renders the conversation header, the connection banner, toasts,
-// the page title and the phone-width menu.
+// the page title and the phone-width menu. The controller renders at most once
+// per animation frame and says what changed (chat.js); each part here redraws
+// only when its inputs are among the changes.
 
-import { $, h } from './dom.js';
+import { $, h, setText, setAttr } from './dom.js';
 import { renderSidebar } from './sidebar.js';
 import { TimelineView } from './timeline.js';
 import { setupComposer, renderComposer } from './composer.js';
@@ -28,33 +30,40 @@ export function mountApp(chat, onLogout) {
   };
 
   let shownKey = chat.activeKey;
-  const render = () => {
+  /** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
+  const render = (changes) => {
     // Whatever opened another conversation (a dialog, a removal), the phone menu makes way for it.
     if (chat.activeKey !== shownKey) {
       shownKey = chat.activeKey;
       menu.close();
     }
-    renderSidebar(chat, pick);
-    renderHeader(chat);
-    renderBanner(chat);
-    timeline.render();
-    renderComposer(chat);
+    const active = chat.active;
+    renderSidebar(chat, pick, changes);
+    if (changes.all || (active && (changes.convs.has(active.key) || (active.kind === 'dm' && changes.users.has(active.name.toLowerCase()))))) {
+      renderHeader(chat);
+    }
+    if (changes.all) {
+      renderBanner(chat);
+      renderComposer(chat);
+    }
+    timeline.render(changes);
     const unread = chat.totalUnread();
-    document.title = `${unread ? `(${unread}) ` : ''}${chat.active ? title(chat.active) : 'hubbub'} · hubbub`;
+    const pageTitle = `${unread ? `(${unread}) ` : ''}${active ? title(active) : 'hubbub'} · hubbub`;
+    if (document.title !== pageTitle) document.title = pageTitle;
     const menuBadge = $('menu-badge');
     menuBadge.hidden = !unread;
-    menuBadge.textContent = unread > 99 ? '99+' : String(unread);
-    $('menu-btn').setAttribute('aria-label', `Show rooms and people${unread ? `, ${unread} unread` : ''}`);
+    setText(menuBadge, unread > 99 ? '99+' : String(unread));
+    setAttr($('menu-btn'), 'aria-label', `Show rooms and people${unread ? `, ${unread} unread` : ''}`);
   };
 
-  chat.addEventListener('change', render);
+  chat.addEventListener('change', (ev) => render(ev.detail));
   chat.addEventListener('toast', (ev) => toast(ev.detail));
-  setInterval(render, CLOCK_TICK_MS);
+  setInterval(() => chat.changed(), CLOCK_TICK_MS);
 
   $('leave-btn').onclick = () => chat.active && chat.leaveRoom(chat.active);
   $('logout-btn').onclick = () => onLogout();
 
-  render();
+  render({ all: true, convs: new Set(), users: new Set() });
 }
 
 function title(c) {
@@ -63,7 +72,7 @@ function title(c) {
 
 function renderHeader(chat) {
   const c = chat.active;
-  $('conv-name').textContent = c ? (c.private ? c.name : title(c)) : 'hubbub';
+  setText($('conv-name'), c ? (c.private ? c.name : title(c)) : 'hubbub');
   $('conv-name').classList.toggle('is-private', !!c?.private);
   let sub = '';
   if (c?.kind === 'room') {
@@ -74,8 +83,8 @@ function renderHeader(chat) {
     const u = chat.user(c.name);
     sub = u?.online ? 'Online' : formatLastSeen(u?.lastSeen || null);
   }
-  $('conv-sub').textContent = sub;
-  $('conv-sub').dataset.online = String(c?.kind === 'dm' && !!chat.user(c.name)?.online);
+  setText($('conv-sub'), sub);
+  setAttr($('conv-sub'), 'data-online', String(c?.kind === 'dm' && !!chat.user(c.name)?.online));
   $('members-btn').hidden = !c?.private;
   $('leave-btn').hidden = !(c?.kind === 'room' && !c.private);
 }

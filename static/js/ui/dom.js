@@ -19,23 +19,49 @@ export function h(tag, props = {}, ...children) {
 
 /**
  * Make `container`'s children match `items`, reusing nodes by key so focus,
- * scroll position and hover state survive a re-render.
+ * scroll position and hover state survive a re-render. Nodes are moved only
+ * when out of place; `update` runs on new nodes and on those `needsUpdate`
+ * names (all of them by default). Returns the nodes by key.
  */
-export function syncList(container, items, keyOf, create, update) {
+export function syncList(container, items, keyOf, create, update, needsUpdate = () => true) {
+  const keys = items.map(keyOf);
+  const wanted = new Set(keys);
   const existing = new Map();
-  for (const node of container.children) existing.set(node.dataset.key, node);
+  // Gone first, so they are not in the way of the walk below.
+  for (const node of [...container.children]) {
+    if (wanted.has(node.dataset.key)) existing.set(node.dataset.key, node);
+    else node.remove();
+  }
+  const kept = new Map();
+  let at = container.firstElementChild;
   items.forEach((item, i) => {
-    const key = keyOf(item);
+    const key = keys[i];
     let node = existing.get(key);
-    if (node) existing.delete(key);
-    else {
+    if (node) {
+      if (needsUpdate(item)) update(node, item);
+    } else {
       node = create(item);
       node.dataset.key = key;
+      update(node, item);
     }
-    update(node, item);
-    if (container.children[i] !== node) container.insertBefore(node, container.children[i] || null);
+    kept.set(key, node);
+    if (node === at) at = at.nextElementSibling;
+    else container.insertBefore(node, at);
   });
-  for (const node of existing.values()) node.remove();
+  return kept;
+}
+
+/** Text that is written only when it differs: an unchanged render leaves the DOM (and the layout) alone. */
+export function setText(el, text) {
+  if (el.textContent !== text) el.textContent = text;
+}
+
+export function setAttr(el, name, value) {
+  if (value === null) {
+    if (el.hasAttribute(name)) el.removeAttribute(name);
+  } else if (el.getAttribute(name) !== value) {
+    el.setAttribute(name, value);
+  }
 }
 
 const AVATAR_COLORS = 8;
@@ -52,6 +78,8 @@ function initial(username) {
 }
 
 export function setAvatar(el, username) {
+  if (el.dataset.user === username) return;
+  el.dataset.user = username;
   const fresh = avatar(username, [...el.classList].filter((c) => c !== 'avatar' && !c.startsWith('av-')).join(' '));
   el.className = fresh.className;
   el.textContent = fresh.textContent;

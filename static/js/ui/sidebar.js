@@ -1,20 +1,53 @@
 // The sidebar: rooms with online counts, private rooms, people with presence
 // and last seen, unread badges, and the connection status.
+//
+// A full render (`changes.all`: a switch, the lists refreshed, the clock
+// tick) lays out all three lists; otherwise only the items of the
+// conversations and people that changed are updated, and the people list is
+// re-sorted only when someone's presence changed. Every write compares first,
+// so an item whose state is unchanged is not touched at all.
 
-import { $, h, syncList, avatar, badge, setAvatar } from './dom.js';
+import { $, h, syncList, avatar, badge, setAvatar, setText, setAttr } from './dom.js';
 import { formatLastSeen } from '../format.js';
 
 const STATUS_TEXT = { connecting: 'Connecting…', online: 'Online', offline: 'Offline' };
 
-export function renderSidebar(chat, onPick) {
-  const [rooms, privateRooms] = chat.sidebarRooms();
-  syncList($('room-list'), rooms, (c) => c.key, (c) => roomItem(c, onPick), (node, c) => updateRoom(node, c, chat));
-  syncList($('private-list'), privateRooms, (c) => c.key, (c) => roomItem(c, onPick), (node, c) => updateRoom(node, c, chat));
-  $('private-list').dataset.empty = String(!privateRooms.length);
+/** Sidebar items by conversation key ('#room', '@person'), from the last full render. */
+let roomNodes = new Map();
+let personNodes = new Map();
+
+/** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
+export function renderSidebar(chat, onPick, changes) {
+  if (changes.all) {
+    const [rooms, privateRooms] = chat.sidebarRooms();
+    const upd = (node, c) => updateRoom(node, c, chat);
+    roomNodes = syncList($('room-list'), rooms, (c) => c.key, (c) => roomItem(c, onPick), upd);
+    for (const [k, n] of syncList($('private-list'), privateRooms, (c) => c.key, (c) => roomItem(c, onPick), upd)) roomNodes.set(k, n);
+    $('private-list').dataset.empty = String(!privateRooms.length);
+    syncPeople(chat, onPick, () => true);
+    renderStatus(chat);
+    return;
+  }
+  if (changes.users.size) {
+    // Presence may reorder the list (online first): move what moved, update who changed.
+    syncPeople(chat, onPick, (u) => changes.users.has(u.username.toLowerCase()) || changes.convs.has(personKey(u)));
+  }
+  for (const key of changes.convs) {
+    const c = chat.convs.get(key);
+    if (!c) continue;
+    const room = roomNodes.get(key);
+    if (room) updateRoom(room, c, chat);
+    const person = personNodes.get(key);
+    if (person && !changes.users.size) updatePerson(person, chat.user(c.name) || { username: c.name, online: false, lastSeen: null }, chat);
+  }
+}
+
+const personKey = (u) => `@${u.username.toLowerCase()}`;
+
+function syncPeople(chat, onPick, needsUpdate) {
   const people = chat.people();
   $('people-list').dataset.empty = String(!people.length);
-  syncList($('people-list'), people, (u) => `@${u.username.toLowerCase()}`, (u) => personItem(u, chat, onPick), (node, u) => updatePerson(node, u, chat));
-  renderStatus(chat);
+  personNodes = syncList($('people-list'), people, personKey, (u) => personItem(u, chat, onPick), (node, u) => updatePerson(node, u, chat), needsUpdate);
 }
 
 function roomItem(c, onPick) {
@@ -35,26 +68,22 @@ function updateRoom(node, c, chat) {
   const active = c.key === chat.activeKey;
   button.classList.toggle('active', active);
   button.classList.toggle('unread', c.unread > 0);
-  if (active) button.setAttribute('aria-current', 'page');
-  else button.removeAttribute('aria-current');
+  setAttr(button, 'aria-current', active ? 'page' : null);
   const icon = button.querySelector('.side-icon');
   icon.classList.toggle('icon-lock', c.private);
-  icon.textContent = c.private ? '' : '#';
+  setText(icon, c.private ? '' : '#');
   const meta = button.querySelector('.side-meta');
-  meta.textContent = online ? String(online) : '';
-  meta.title = `${online} online`;
+  setText(meta, online ? String(online) : '');
+  setAttr(meta, 'title', `${online} online`);
   meta.classList.toggle('has-online', online > 0);
   setBadge(button.querySelector('.side-badge'), c.unread);
-  button.setAttribute(
-    'aria-label',
-    `${c.private ? 'Private room' : 'Room'} ${c.name}, ${online} online${c.unread ? `, ${c.unread} unread` : ''}`,
-  );
+  setAttr(button, 'aria-label', `${c.private ? 'Private room' : 'Room'} ${c.name}, ${online} online${c.unread ? `, ${c.unread} unread` : ''}`);
 }
 
 function personItem(u, chat, onPick) {
   const button = h(
     'button',
-    { type: 'button', className: 'side-item person', onclick: () => onPick(`@${u.username.toLowerCase()}`, u.username) },
+    { type: 'button', className: 'side-item person', onclick: () => onPick(personKey(u), u.username) },
     h('span', { className: 'presence-avatar' }, avatar(u.username, 'avatar-sm'), h('span', { className: 'presence-dot' })),
     h('span', { className: 'side-text' }, h('span', { className: 'side-name' }, u.username), h('span', { className: 'side-sub' })),
     h('span', { className: 'side-badge' }),
@@ -64,31 +93,32 @@ function personItem(u, chat, onPick) {
 
 function updatePerson(node, u, chat) {
   const button = node.firstChild;
-  const key = `@${u.username.toLowerCase()}`;
+  const key = personKey(u);
   const conv = chat.convs.get(key);
   const unread = conv?.unread || 0;
   const active = key === chat.activeKey;
   button.classList.toggle('active', active);
   button.classList.toggle('unread', unread > 0);
   button.classList.toggle('online', u.online);
-  if (active) button.setAttribute('aria-current', 'page');
-  else button.removeAttribute('aria-current');
+  setAttr(button, 'aria-current', active ? 'page' : null);
   setAvatar(button.querySelector('.avatar'), u.username);
   const sub = u.online ? 'Online' : formatLastSeen(u.lastSeen);
-  button.querySelector('.side-sub').textContent = sub;
+  setText(button.querySelector('.side-sub'), sub);
   setBadge(button.querySelector('.side-badge'), unread);
-  button.setAttribute('aria-label', `${u.username}, ${sub}${unread ? `, ${unread} unread` : ''}`);
+  setAttr(button, 'aria-label', `${u.username}, ${sub}${unread ? `, ${unread} unread` : ''}`);
 }
 
 function setBadge(slot, count) {
+  const shown = String(Math.max(0, count));
+  if (slot.dataset.count === shown) return;
+  slot.dataset.count = shown;
   slot.replaceChildren(...(count > 0 ? [badge(count, `${count} unread`)] : []));
 }
 
 function renderStatus(chat) {
   const el = $('conn-status');
   el.dataset.status = chat.status;
-  el.querySelector('.conn-text').textContent = STATUS_TEXT[chat.status];
-  const me = $('me-avatar');
-  setAvatar(me, chat.me);
-  $('me-name').textContent = chat.me;
+  setText(el.querySelector('.conn-text'), STATUS_TEXT[chat.status]);
+  setAvatar($('me-avatar'), chat.me);
+  setText($('me-name'), chat.me);
 }

@@ -1,16 +1,50 @@
 // The open conversation's messages: day separators, grouping of consecutive
 // messages from one sender, system lines, pending/failed/receipt states,
-// "load older" on scroll up, and auto-scroll only when already at the bottom.
+// older pages on scrolling up, a "N new messages" button while the user is
+// scrolled up, and auto-scroll only while the user follows the newest messages.
+//
+// It draws incrementally. The view keeps `rows`, its own list of the rows the
+// DOM shows, in display order, and each render applies only the rows the
+// conversation recorded as changed (see conversation.js). A new message is a
+// binary search in `rows`, one new node, and a look at its two neighbours: its
+// day separator and its grouping depend only on the row before it, and the
+// row after it depends only on it. Nothing else is read or written. A full
+// redraw (a switch, a jump to the newest, a hidden tab's backlog) is bounded
+// by TIMELINE_CAP. While the user reads older messages a frame adds at most
+// FRAME_ROWS rows, nearest the screen first; the rest waits for the next one.
+//
+// The reading position survives rows coming and going above it: before a
+// render the first row on screen is noted, after it the scroll offset is
+// corrected by however far that row moved (the CSS sets overflow-anchor: none,
+// so this is the only correction).
 
-import { $, h, syncList, avatar, setAvatar } from './dom.js';
+import { $, h, avatar, setText } from './dom.js';
 import { renderRichText } from './richtext.js';
+import { rowKey, rowOrder } from '../conversation.js';
 import { formatTime, formatFull, formatDay, dayKey } from '../format.js';
 
 const GROUP_WINDOW_MS = 5 * 60_000;
+// Within this distance of the end of the list the user counts as at the bottom.
 const BOTTOM_SLACK_PX = 48;
-const LOAD_OLDER_PX = 150;
+// Within this distance of an end of the list the next page is fetched (or, at
+// the bottom of a detached window, taken from memory).
+const LOAD_PAGE_PX = 150;
+// While the user reads older messages, a render adds at most FRAME_ROWS new
+// rows and applies changes for at most FRAME_BUDGET_MS, then leaves the rest
+// to the next frame, so a page of history (50 rows) never makes one long frame. The cost of a new
+// row is mostly its style and layout (measured at about 0.4 ms on the
+// benchmark's busy 2-core machine, see BENCHMARKS.md), paid in the frame it
+// appears: 20 rows and 12 ms of script keep a frame well under 50 ms. A flood
+// of 100 messages/s brings under 2 rows a frame.
+const FRAME_ROWS = 20;
+const FRAME_BUDGET_MS = 12;
 const RECEIPT_TEXT = { sent: 'Sent', delivered: 'Delivered', read: 'Read' };
 const RECEIPT_TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
+
+/** Display order of two rows, by their rowOrder tuples. */
+function compareOrder(a, b) {
+  return a[0] - b[0] || a[1] - b[1] || a[2] - b[2];
+}
 
 export class TimelineView {
   constructor(chat) {
@@ -18,10 +52,16 @@ export class TimelineView {
     this.el = $('timeline');
     this.list = $('message-list');
     this.newBtn = $('new-messages-btn');
+    this.newText = $('new-messages-text');
     this.shownKey = undefined;
+    /** What the list shows, in order: {key, order, kind: 'msg'|'notice', node, sep, day, time, user, own, grouped, pending, item} */
+    this.rows = [];
+    this.byKey = new Map();
+    this.latestOwn = null; // private chats: the row whose receipt is spelled out
+    this.behind = false; // the last render left rows for the next frame
     this.el.addEventListener('scroll', () => this.onScroll(), { passive: true });
     this.newBtn.addEventListener('click', () => {
-      this.scrollToBottom();
+      this.chat.jumpToNewest();
       $('composer-input').focus();
     });
     // Keep the view pinned to the bottom when the composer grows or the window resizes.
@@ -36,134 +76,278 @@ export class TimelineView {
 
   scrollToBottom() {
     this.el.scrollTop = this.el.scrollHeight;
-    this.newBtn.hidden = true;
-    this.chat.setAtBottom(true);
   }
 
   onScroll() {
-    const atBottom = this.isAtBottom();
-    if (atBottom) this.newBtn.hidden = true;
-    this.chat.setAtBottom(atBottom);
-    if (this.el.scrollTop < LOAD_OLDER_PX) this.chat.loadOlder();
+    this.chat.setAtBottom(this.isAtBottom());
+    // Rows still waiting to be drawn come first; the list's edges are not its ends yet.
+    if (this.behind) return;
+    if (this.el.scrollTop < LOAD_PAGE_PX) this.chat.loadOlder();
+    if (this.chat.active?.detached && this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < LOAD_PAGE_PX) this.chat.loadNewer();
   }
 
-  render() {
+  /** @param {{all: boolean, convs: Set<string>}} changes what changed since the last render */
+  render(changes) {
     const c = this.chat.active;
-    const switched = this.shownKey !== (c?.key ?? null);
-    if (switched) {
-      this.list.replaceChildren();
-      this.shownKey = c?.key ?? null;
-      this.newBtn.hidden = true;
-    }
+    const key = c?.key ?? null;
+    const switched = this.shownKey !== key;
+    if (!switched && !changes.all && !(c && changes.convs.has(c.key))) return;
     const stick = switched || this.chat.atBottom;
-    const prevHeight = this.el.scrollHeight;
-    const prevTop = this.el.scrollTop;
-    // The first message, not the first row: a day separator stays first when older messages of the same day arrive.
-    const prevFirst = this.list.querySelector('.msg')?.dataset.key;
-    const prevLast = this.list.lastElementChild?.dataset.key;
+    const anchor = stick ? null : this.readAnchor();
 
-    const items = c ? this.items(c) : [];
-    syncList(this.list, items, (it) => it.key, (it) => this.create(it), (node, it) => this.update(node, it, c));
-    this.renderEdges(c, items.length);
+    const record = c ? c.takeChanges() : { rebuild: true, keys: new Set() };
+    this.behind = false;
+    if (switched || record.rebuild) {
+      this.shownKey = key;
+      this.rebuild(c);
+    } else {
+      // Removals are cheap and never wait. Following the newest messages,
+      // everything is drawn now: it is what is on screen. Reading older ones,
+      // rows nearest the screen go first (newest first: a page above grows
+      // upwards from the row being read, which stays put), within the budget.
+      const todo = [];
+      for (const k of record.keys) {
+        const want = c.row(k);
+        if (want) todo.push({ k, want, order: rowOrder(want) });
+        else if (this.byKey.has(k)) this.remove(this.byKey.get(k));
+      }
+      if (!stick) todo.sort((a, b) => compareOrder(b.order, a.order));
+      const deadline = stick ? Infinity : performance.now() + FRAME_BUDGET_MS;
+      const limit = stick ? Infinity : FRAME_ROWS;
+      const left = [];
+      let added = 0;
+      for (const t of todo) {
+        if (left.length || added >= limit || performance.now() > deadline) left.push(t.k);
+        else if (this.apply(c, t.k, t.want)) added += 1;
+      }
+      if (left.length) {
+        this.behind = true;
+        c.requeue(left);
+      }
+    }
+    // Screen readers (and tests) can tell the list is still being filled in.
+    if (this.behind) this.list.setAttribute('aria-busy', 'true');
+    else this.list.removeAttribute('aria-busy');
+    if (c?.kind === 'dm') this.updateLatestOwn(c);
+    this.renderEdges(c);
+    this.renderNewButton(c);
 
-    const first = this.list.querySelector('.msg')?.dataset.key;
-    const last = this.list.lastElementChild?.dataset.key;
-    if (stick) {
-      this.scrollToBottom();
-    } else if (prevFirst && first !== prevFirst) {
-      // Older messages were prepended: keep what the user was reading in place.
-      this.el.scrollTop = prevTop + (this.el.scrollHeight - prevHeight);
-    } else if (last !== prevLast && items.at(-1)?.msg && !items.at(-1).own) {
-      this.newBtn.hidden = false;
+    if (stick) this.scrollToBottom();
+    else this.restoreAnchor(anchor);
+  }
+
+  // ---- rows ------------------------------------------------------------------
+
+  /** Bring one row in line with the conversation: add, move, update or remove it. Returns whether a row was added. */
+  apply(c, key, want = c.row(key)) {
+    const have = this.byKey.get(key);
+    if (!want) {
+      if (have) this.remove(have);
+      return false;
+    }
+    if (!have) {
+      this.insert(this.makeRow(key, want, c));
+      return true;
+    }
+    const order = rowOrder(want);
+    if (compareOrder(order, have.order) !== 0) {
+      // An ack gives a pending message its place among the stored ones.
+      this.remove(have);
+      have.order = order;
+      this.describe(have, want);
+      this.fill(have, c);
+      this.insert(have);
+      return false;
+    }
+    const { time, user } = have;
+    this.describe(have, want);
+    this.fill(have, c);
+    if (have.time !== time || have.user !== user) {
+      const i = this.indexOf(have);
+      this.fix(i);
+      this.fix(i + 1);
+    }
+    return false;
+  }
+
+  /** Redraw every row of `c` (at most TIMELINE_CAP messages, the notices and pending ones). */
+  rebuild(c) {
+    this.rows = [];
+    this.byKey.clear();
+    this.latestOwn = null;
+    const frag = document.createDocumentFragment();
+    if (c) {
+      for (const r of c.rows()) {
+        const row = this.makeRow(keyOf(r), r, c);
+        this.rows.push(row);
+        this.byKey.set(row.key, row);
+        this.fix(this.rows.length - 1, frag);
+        frag.append(row.node);
+      }
+    }
+    this.list.replaceChildren(frag);
+  }
+
+  makeRow(key, r, c) {
+    const row = { key, order: rowOrder(r), node: null, sep: null, grouped: false };
+    this.describe(row, r);
+    row.node = row.kind === 'notice' ? this.noticeNode(row.item) : this.messageNode(row);
+    row.node.dataset.key = key;
+    this.fill(row, c);
+    return row;
+  }
+
+  /** The facts of a row that its neighbours and its node depend on. */
+  describe(row, r) {
+    const m = r.msg || r.pending;
+    row.kind = m ? 'msg' : 'notice';
+    row.item = m || r.notice;
+    row.pending = !!r.pending;
+    row.time = row.item.time;
+    row.day = dayKey(row.time);
+    row.user = r.msg ? m.user : r.pending ? this.chat.me : null;
+    row.own = !!row.user && row.user.toLowerCase() === this.chat.me.toLowerCase();
+  }
+
+  insert(row) {
+    const i = this.lowerBound(row.order);
+    this.rows.splice(i, 0, row);
+    this.byKey.set(row.key, row);
+    const next = this.rows[i + 1];
+    this.list.insertBefore(row.node, next ? next.sep || next.node : null);
+    this.fix(i);
+    this.fix(i + 1);
+  }
+
+  remove(row) {
+    const i = this.indexOf(row);
+    this.rows.splice(i, 1);
+    this.byKey.delete(row.key);
+    row.node.remove();
+    row.sep?.remove();
+    row.sep = null;
+    if (this.latestOwn === row) this.latestOwn = null;
+    this.fix(i);
+  }
+
+  lowerBound(order) {
+    let lo = 0;
+    let hi = this.rows.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (compareOrder(this.rows[mid].order, order) < 0) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  indexOf(row) {
+    const i = this.lowerBound(row.order);
+    return this.rows[i] === row ? i : this.rows.indexOf(row);
+  }
+
+  /**
+   * The day separator before row i and its grouping with the row above,
+   * which is all that depends on a neighbour. `frag`: building a full list.
+   */
+  fix(i, frag = null) {
+    const row = this.rows[i];
+    if (!row) return;
+    const prev = this.rows[i - 1];
+    const needSep = !prev || prev.day !== row.day;
+    if (needSep && !row.sep) {
+      row.sep = h('li', { className: 'day-sep', role: 'separator' }, h('span', {}, formatDay(row.time)));
+      if (frag) frag.append(row.sep);
+      else this.list.insertBefore(row.sep, row.node);
+    } else if (!needSep && row.sep) {
+      row.sep.remove();
+      row.sep = null;
+    }
+    if (row.sep && row.sep.dataset.day !== row.day) {
+      row.sep.dataset.day = row.day;
+      setText(row.sep.firstChild, formatDay(row.time));
+    }
+    if (row.kind !== 'msg') return;
+    const grouped = !needSep && prev.kind === 'msg' && prev.user === row.user && row.time - prev.time < GROUP_WINDOW_MS;
+    if (grouped !== row.grouped) {
+      row.grouped = grouped;
+      row.node.classList.toggle('grouped', grouped);
     }
   }
 
-  /** The display rows: day separators, system lines and messages with their grouping. */
-  items(c) {
-    const me = this.chat.me.toLowerCase();
-    const items = [];
-    let lastDay = null;
-    let prev = null;
-    let lastOwnStored = null;
-    for (const entry of c.timeline()) {
-      const m = entry.msg || entry.pending;
-      const time = m ? m.time : entry.notice.time;
-      const day = dayKey(time);
-      if (day !== lastDay) {
-        items.push({ key: `d:${day}`, day: time });
-        lastDay = day;
-        prev = null;
-      }
-      if (entry.notice) {
-        items.push({ key: `n:${entry.notice.seq}`, notice: entry.notice });
-        prev = null;
-        continue;
-      }
-      const user = entry.msg ? m.user : this.chat.me;
-      const own = user.toLowerCase() === me;
-      const grouped = !!prev && prev.user === user && time - prev.time < GROUP_WINDOW_MS;
-      // Keyed by client id when this tab sent it, so the node survives the ack.
-      const item = { key: m.clientId ? `c:${m.clientId}` : `m:${m.id}`, msg: m, pending: !!entry.pending, user, own, grouped };
-      items.push(item);
-      if (own && !item.pending) lastOwnStored = item;
-      prev = { user, time };
-    }
-    if (lastOwnStored) lastOwnStored.latestOwn = true;
-    return items;
+  // ---- nodes -------------------------------------------------------------------
+
+  noticeNode(n) {
+    return h('li', { className: 'notice-line' }, h('span', {}, n.text), h('time', { dateTime: n.time.toISOString() }, formatTime(n.time)));
   }
 
-  create(it) {
-    if (it.day) return h('li', { className: 'day-sep', role: 'separator' }, h('span', {}, formatDay(it.day)));
-    if (it.notice) {
-      return h(
-        'li',
-        { className: 'notice-line' },
-        h('span', {}, it.notice.text),
-        h('time', { dateTime: it.notice.time.toISOString() }, formatTime(it.notice.time)),
-      );
-    }
-    const m = it.msg;
+  messageNode(row) {
     const text = h('div', { className: 'msg-text' });
-    renderRichText(text, m.content);
+    renderRichText(text, row.item.content);
     return h(
       'li',
       { className: 'msg' },
-      h('div', { className: 'msg-gutter' }, avatar(it.user), h('time', { className: 'msg-side-time', 'aria-hidden': 'true' })),
+      h('div', { className: 'msg-gutter' }, avatar(row.user), h('time', { className: 'msg-side-time', 'aria-hidden': 'true' })),
       h(
         'div',
         { className: 'msg-body' },
-        h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, it.user), h('time', { className: 'msg-time' })),
+        h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, row.user), h('time', { className: 'msg-time' })),
         text,
         h('div', { className: 'msg-foot' }),
       ),
     );
   }
 
-  update(node, it, c) {
-    if (!it.msg) return;
-    const m = it.msg;
-    node.classList.toggle('grouped', it.grouped);
-    node.classList.toggle('own', it.own);
-    node.classList.toggle('pending', it.pending && m.state === 'pending');
-    node.classList.toggle('failed', it.pending && m.state === 'failed');
-    setAvatar(node.querySelector('.avatar'), it.user);
-    for (const t of node.querySelectorAll('time')) {
-      t.dateTime = m.time.toISOString();
-      t.textContent = formatTime(m.time);
-      t.title = formatFull(m.time);
+  /** The parts of a message node that change over its life: state, time (set by the ack), id, foot. */
+  fill(row, c) {
+    if (row.kind !== 'msg') return;
+    const m = row.item;
+    const node = row.node;
+    node.classList.toggle('own', row.own);
+    node.classList.toggle('pending', row.pending && m.state === 'pending');
+    node.classList.toggle('failed', row.pending && m.state === 'failed');
+    if (row.shownTime !== m.time) {
+      row.shownTime = m.time;
+      const iso = m.time.toISOString();
+      const text = formatTime(m.time);
+      const full = formatFull(m.time);
+      for (const t of [node.firstChild.lastChild, node.lastChild.firstChild.lastChild]) {
+        t.dateTime = iso;
+        t.textContent = text;
+        t.title = full;
+      }
     }
-    if (!it.pending) node.dataset.id = String(m.id);
-    this.updateFoot(node.querySelector('.msg-foot'), it, c);
+    if (!row.pending && node.dataset.id !== String(m.id)) node.dataset.id = String(m.id);
+    this.updateFoot(row, c);
+  }
+
+  /** Private chats: the newest own stored message spells its receipt out; ticks on the others. */
+  updateLatestOwn(c) {
+    let latest = null;
+    for (let i = this.rows.length - 1; i >= 0; i--) {
+      const r = this.rows[i];
+      if (r.kind === 'msg' && r.own && !r.pending) {
+        latest = r;
+        break;
+      }
+    }
+    if (latest === this.latestOwn) return;
+    const old = this.latestOwn;
+    this.latestOwn = latest;
+    if (old && this.byKey.get(old.key) === old) this.updateFoot(old, c);
+    if (latest) this.updateFoot(latest, c);
   }
 
   /** Pending / failed state for own messages; sent → delivered → read for own private messages. */
-  updateFoot(foot, it, c) {
-    const m = it.msg;
+  updateFoot(row, c) {
+    const m = row.item;
+    const foot = row.node.lastChild.lastChild;
     let state = '';
-    if (it.pending) state = m.state === 'failed' ? 'failed' : 'pending';
-    else if (it.own && c.kind === 'dm') state = c.receipt(m);
+    if (row.pending) state = m.state === 'failed' ? 'failed' : 'pending';
+    else if (row.own && c.kind === 'dm') state = c.receipt(m);
+    const latest = row === this.latestOwn;
     // Rebuild only when something shown changed (keeps the Dismiss button focusable).
-    const shown = `${state}|${!!it.latestOwn}|${this.chat.status}`;
+    const shown = `${state}|${latest}|${state === 'pending' ? this.chat.status : ''}`;
     if (foot.dataset.shown === shown) return;
     foot.dataset.shown = shown;
     foot.dataset.status = state;
@@ -179,39 +363,85 @@ export class TimelineView {
       // Ticks on every message; the word only under the newest, as messengers do.
       foot.append(
         h('span', { className: 'ticks', 'aria-hidden': 'true' }, RECEIPT_TICKS[state]),
-        h('span', { className: it.latestOwn ? 'receipt' : 'sr-only' }, RECEIPT_TEXT[state]),
+        h('span', { className: latest ? 'receipt' : 'sr-only' }, RECEIPT_TEXT[state]),
       );
     }
   }
 
+  // ---- scroll position -----------------------------------------------------------
+
+  /** The first row on screen and where it is (rows are in order, so a binary search). */
+  readAnchor() {
+    if (!this.rows.length) return null;
+    const top = this.el.getBoundingClientRect().top;
+    let lo = 0;
+    let hi = this.rows.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.rows[mid].node.getBoundingClientRect().bottom <= top) lo = mid + 1;
+      else hi = mid;
+    }
+    const row = this.rows[lo];
+    // By key: a full redraw makes new nodes for the same rows.
+    return { key: row.key, top: row.node.getBoundingClientRect().top };
+  }
+
+  restoreAnchor(anchor) {
+    const row = anchor && this.byKey.get(anchor.key);
+    if (!row) return;
+    const moved = row.node.getBoundingClientRect().top - anchor.top;
+    if (moved) this.el.scrollTop += moved;
+  }
+
+  // ---- around the list -----------------------------------------------------------
+
+  /** Scrolled up while messages arrived below (or the window stops short of them): offer the jump. */
+  renderNewButton(c) {
+    const show = !!c && !c.following && (c.newBelow > 0 || c.detached);
+    this.newBtn.hidden = !show;
+    if (!show) return;
+    const n = c.newBelow;
+    setText(this.newText, n === 0 ? 'Jump to newest' : n === 1 ? '1 new message' : `${n.toLocaleString()} new messages`);
+  }
+
   /** Top-of-list status, empty state and typing line. */
-  renderEdges(c, itemCount) {
+  renderEdges(c) {
     const status = $('history-status');
     const empty = $('empty-state');
     if (!c) {
-      status.textContent = '';
+      setText(status, '');
       empty.hidden = false;
-      $('empty-title').textContent = 'Welcome to hubbub';
-      $('empty-text').textContent = 'Pick a room or a person on the left, or join a new room with +.';
-    } else {
+      setText($('empty-title'), 'Welcome to hubbub');
+      setText($('empty-text'), 'Pick a room or a person on the left, or join a new room with +.');
+    } else if (!this.behind) {
+      // (While rows are still being added the status line keeps what it said.)
       const label = c.kind === 'room' ? `#${c.name}` : `your conversation with ${c.name}`;
-      if (c.historyRequest === 'older') status.textContent = 'Loading older messages…';
-      else if (!c.loaded) status.textContent = this.chat.status === 'online' ? 'Loading messages…' : '';
-      else if (!c.hasMore && c.messages.length) status.textContent = `This is the beginning of ${label}.`;
-      else status.textContent = '';
-      empty.hidden = !(c.loaded && itemCount === 0);
-      $('empty-title').textContent = c.kind === 'room' ? `Welcome to #${c.name}` : `Say hello to ${c.name}`;
-      $('empty-text').textContent =
-        c.kind === 'room' ? `This is the very beginning of #${c.name}. Send the first message!` : `This is the beginning of your conversation with ${c.name}.`;
+      let text = '';
+      if (c.historyRequest === 'older') text = 'Loading older messages…';
+      else if (!c.loaded) text = this.chat.status === 'online' ? 'Loading messages…' : '';
+      else if (!c.hasMore && c.messages.length) text = `This is the beginning of ${label}.`;
+      setText(status, text);
+      empty.hidden = !(c.loaded && this.rows.length === 0);
+      setText($('empty-title'), c.kind === 'room' ? `Welcome to #${c.name}` : `Say hello to ${c.name}`);
+      setText(
+        $('empty-text'),
+        c.kind === 'room' ? `This is the very beginning of #${c.name}. Send the first message!` : `This is the beginning of your conversation with ${c.name}.`,
+      );
     }
     const typers = c ? [...c.typing.keys()] : [];
-    $('typing-line').textContent =
+    setText(
+      $('typing-line'),
       typers.length === 0
         ? ''
         : typers.length === 1
           ? `${typers[0]} is typing…`
           : typers.length === 2
             ? `${typers[0]} and ${typers[1]} are typing…`
-            : 'Several people are typing…';
+            : 'Several people are typing…',
+    );
   }
+}
+
+function keyOf(r) {
+  return r.msg ? rowKey(r.msg) : (r.pending || r.notice).key;
 }
