@@ -13,7 +13,7 @@ use std::borrow::Cow;
 
 use serde::Serialize;
 
-use crate::config::{ECHO_MAX_CHARS, MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
+use crate::config::{MAX_BODY_BYTES, MAX_HEAD_BYTES, MAX_HEADERS};
 use crate::http::request::HeadError;
 
 pub struct Response {
@@ -114,17 +114,6 @@ impl Response {
     }
 }
 
-/// Client input as an error message may quote it: at most
-/// [`ECHO_MAX_CHARS`] characters, then `…`. The body is JSON, so quoting is
-/// safe from injection; this keeps a 60 KB bogus name from coming back
-/// whole (an amplifier, and noise in every log that records errors).
-pub fn echo(input: &str) -> Cow<'_, str> {
-    match input.char_indices().nth(ECHO_MAX_CHARS) {
-        None => Cow::Borrowed(input),
-        Some((cut, _)) => Cow::Owned(format!("{}…", &input[..cut])),
-    }
-}
-
 /// The byte limits are quoted in KiB.
 const KIB: usize = 1024;
 // A limit that is not a whole number of KiB would be misquoted: fail the build instead.
@@ -218,18 +207,6 @@ mod tests {
             !head.contains("Cache-Control") && !head.contains("nosniff"),
             "{head}"
         );
-    }
-
-    /// Echoed input is cut at the limit on a character boundary.
-    #[test]
-    fn echo_is_short() {
-        assert_eq!(echo("alice"), "alice");
-        let exact = "é".repeat(ECHO_MAX_CHARS);
-        assert_eq!(echo(&exact), exact);
-        let long = "é".repeat(60_000);
-        let e = echo(&long);
-        assert_eq!(e.chars().count(), ECHO_MAX_CHARS + 1);
-        assert!(e.ends_with('…'));
     }
 
     /// Each parser refusal gets its status and code, and the limit messages

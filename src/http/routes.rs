@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::request::{HeadError, Request};
-use super::response::{Response, echo};
+use super::response::Response;
 use super::{proxy, static_files, upgrade};
 use crate::auth::jwt::Tokens;
 use crate::auth::password;
@@ -49,7 +49,7 @@ use crate::store::{
     UserRow,
 };
 use crate::users::{Directory, Taken, valid_username};
-use crate::ws::proto::{Ts, message_objects};
+use crate::ws::proto::{Ts, echo, message_objects};
 
 /// What became of a request.
 pub enum Handled {

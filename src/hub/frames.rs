@@ -24,7 +24,7 @@ use crate::config::{
 };
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, MsgId, Request, StoredMessage, Target, UserId};
-use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, message_objects, parse_client};
+use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, echo, message_objects, parse_client};
 
 /// Content: 1-4000 characters after trimming; returns the trimmed text.
 pub fn check_content(content: Option<&str>) -> Result<&str, FrameError> {
@@ -174,7 +174,7 @@ impl Hub {
             }
             other => Err(FrameError::new(
                 "unknown_type",
-                format!("unknown frame type {other:?}"),
+                format!("unknown frame type {:?}", echo(other)),
             )),
         };
         self.release_unclaimed(token);
@@ -416,11 +416,9 @@ impl Hub {
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let to = to.ok_or_else(|| FrameError::new("invalid_input", "to is required"))?;
-        let peer = cx
-            .users
-            .find(to)
-            .map(|u| u.id)
-            .ok_or_else(|| FrameError::new("no_such_user", format!("no user called {to}")))?;
+        let peer = cx.users.find(to).map(|u| u.id).ok_or_else(|| {
+            FrameError::new("no_such_user", format!("no user called {}", echo(to)))
+        })?;
         let Some(Admitted {
             content,
             client_id,
@@ -572,7 +570,7 @@ impl Hub {
             },
             (None, Some(with)) => {
                 let peer = cx.users.find(with).ok_or_else(|| {
-                    FrameError::new("no_such_user", format!("no user called {with}"))
+                    FrameError::new("no_such_user", format!("no user called {}", echo(with)))
                 })?;
                 Target::Direct(user, peer.id)
             }
@@ -702,7 +700,7 @@ impl Hub {
             }
             (None, Some(with)) => {
                 let peer = cx.users.find(with).ok_or_else(|| {
-                    FrameError::new("no_such_user", format!("no user called {with}"))
+                    FrameError::new("no_such_user", format!("no user called {}", echo(with)))
                 })?;
                 let (peer_id, peer_name) = (peer.id, &*peer.name);
                 let _ = cx.store.submit(Request::MarkRead {

@@ -11,7 +11,7 @@ use super::{Ctx, Hub, Wait};
 use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_ROOM_MEMBERS, RESERVED_ROOM_NAMES};
 use crate::outbox::Outbox;
 use crate::store::{PrivateRoomRow, Request, Ticket, UserId};
-use crate::ws::proto::{ClientFrame, Out};
+use crate::ws::proto::{ClientFrame, Out, echo};
 
 impl Hub {
     pub(super) fn on_create_room(
@@ -55,10 +55,9 @@ impl Hub {
         }
         let mut members = vec![user];
         for m in listed {
-            let id =
-                cx.users.find(m).map(|u| u.id).ok_or_else(|| {
-                    FrameError::new("no_such_user", format!("no user called {m}"))
-                })?;
+            let id = cx.users.find(m).map(|u| u.id).ok_or_else(|| {
+                FrameError::new("no_such_user", format!("no user called {}", echo(m)))
+            })?;
             if !members.contains(&id) {
                 members.push(id);
             }
@@ -108,7 +107,10 @@ impl Hub {
             .id(name)
             .filter(|id| self.rooms.get(*id).private.is_some())
             .ok_or_else(|| {
-                FrameError::new("invalid_input", format!("{name} is not a private room"))
+                FrameError::new(
+                    "invalid_input",
+                    format!("{} is not a private room", echo(name)),
+                )
             })?;
         let owner = self.rooms.get(id).private.as_ref().map(|p| p.owner);
         if owner != Some(me) {
@@ -121,11 +123,9 @@ impl Hub {
             .user
             .as_deref()
             .ok_or_else(|| FrameError::new("invalid_input", "user is required"))?;
-        let user = cx
-            .users
-            .find(who)
-            .map(|u| u.id)
-            .ok_or_else(|| FrameError::new("no_such_user", format!("no user called {who}")))?;
+        let user = cx.users.find(who).map(|u| u.id).ok_or_else(|| {
+            FrameError::new("no_such_user", format!("no user called {}", echo(who)))
+        })?;
         if !add && user == me {
             return Err(FrameError::new(
                 "invalid_input",

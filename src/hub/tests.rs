@@ -1018,3 +1018,27 @@ fn presence_grace_hides_a_reconnect() {
     assert_eq!(b.of_type(a, "user_status")[0]["status"], "offline");
     assert!(!b.hub.is_online(BOB));
 }
+
+/// Error messages quote client input only briefly: a private message to a
+/// 10,000-character name, or a frame type that long, does not come back
+/// whole in the `error` frame.
+#[test]
+fn errors_quote_input_briefly() {
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let long = "x".repeat(10_000);
+    b.send(
+        a,
+        json!({"type": "private_message", "to": long, "content": "hi"}),
+    );
+    b.send(a, json!({"type": long}));
+    let errors = b.of_type(a, "error");
+    assert_eq!(errors.len(), 2);
+    assert_eq!(errors[0]["code"], "no_such_user");
+    assert_eq!(errors[1]["code"], "unknown_type");
+    for e in &errors {
+        let m = e["message"].as_str().unwrap();
+        assert!(m.chars().count() < 120, "{} chars", m.chars().count());
+        assert!(m.contains('…'), "{m}");
+    }
+}

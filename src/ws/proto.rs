@@ -12,6 +12,7 @@ use std::rc::Rc;
 use serde::{Deserialize, Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
+use crate::config::ECHO_MAX_CHARS;
 use crate::store::{StoredMessage, UserId};
 
 /// Every field any client frame may carry; which ones matter depends on `type`.
@@ -280,9 +281,32 @@ impl Encoder {
     }
 }
 
+/// Client input as an error message may quote it: at most
+/// [`ECHO_MAX_CHARS`] characters, then `…`. HTTP bodies and WebSocket frames are JSON, so quoting is
+/// safe from injection; this keeps a 60 KB bogus name from coming back
+/// whole (an amplifier, and noise in every log that records errors).
+pub fn echo(input: &str) -> Cow<'_, str> {
+    match input.char_indices().nth(ECHO_MAX_CHARS) {
+        None => Cow::Borrowed(input),
+        Some((cut, _)) => Cow::Owned(format!("{}…", &input[..cut])),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Echoed input is cut at the limit on a character boundary.
+    #[test]
+    fn echo_is_short() {
+        assert_eq!(echo("alice"), "alice");
+        let exact = "é".repeat(ECHO_MAX_CHARS);
+        assert_eq!(echo(&exact), exact);
+        let long = "é".repeat(60_000);
+        let e = echo(&long);
+        assert_eq!(e.chars().count(), ECHO_MAX_CHARS + 1);
+        assert!(e.ends_with('…'));
+    }
 
     fn payload(frame: &[u8]) -> &str {
         let skip = match frame[1] {
