@@ -52,9 +52,14 @@ pub struct Admission {
     max_unfinished_per_addr: usize,
     /// Unfinished connections per address (entries at 0 are removed).
     unfinished: HashMap<IpAddr, u32>,
+    /// Unfinished connections in all (the sum of `unfinished`).
+    unfinished_total: usize,
     /// Unfinished connections in accept order, `(token, serial)`, for
     /// shedding the oldest. Entries that finished or closed are skipped
-    /// lazily (checked against the caller's `still_unfinished`).
+    /// lazily (checked against the caller's `still_unfinished`), and swept
+    /// when they outnumber the live ones, so the list stays within twice
+    /// the unfinished connections (not the open ones: ten thousand idle
+    /// WebSockets leave nothing here).
     order: VecDeque<(Token, u64)>,
     /// Addresses whose connections are not counted per address.
     exempt: Vec<IpAddr>,
@@ -74,6 +79,7 @@ impl Admission {
             max_conns,
             max_unfinished_per_addr,
             unfinished: HashMap::new(),
+            unfinished_total: 0,
             order: VecDeque::new(),
             exempt,
             spare: open_spare(),
@@ -88,6 +94,9 @@ impl Admission {
         peer: IpAddr,
         mut still_unfinished: impl FnMut(Token, u64) -> bool,
     ) -> Verdict {
+        if self.order.len() > 2 * self.unfinished_total + 64 {
+            self.order.retain(|&(t, s)| still_unfinished(t, s));
+        }
         if !self.exempt.contains(&peer)
             && self.unfinished.get(&peer).copied().unwrap_or(0) as usize
                 >= self.max_unfinished_per_addr
@@ -109,6 +118,7 @@ impl Admission {
     pub fn opened(&mut self, peer: IpAddr, token: Token, serial: u64) {
         self.open += 1;
         *self.unfinished.entry(peer).or_insert(0) += 1;
+        self.unfinished_total += 1;
         self.order.push_back((token, serial));
     }
 
@@ -116,6 +126,7 @@ impl Admission {
     pub fn finished(&mut self, peer: IpAddr) {
         if let Some(n) = self.unfinished.get_mut(&peer) {
             *n -= 1;
+            self.unfinished_total -= 1;
             if *n == 0 {
                 self.unfinished.remove(&peer);
             }
@@ -127,10 +138,6 @@ impl Admission {
         self.open -= 1;
         if unfinished {
             self.finished(peer);
-        }
-        // Keep the shedding list from growing with entries long gone.
-        if self.order.len() > 2 * self.open + 64 {
-            self.order.clear();
         }
     }
 
@@ -236,6 +243,29 @@ mod tests {
         assert_eq!(a.open(), 3);
         let none = |_: Token, _| false;
         assert_eq!(a.admit(ip(1), none), Verdict::RefuseFull);
+    }
+
+    /// Connections that finished their first request leave the shedding
+    /// list when it is swept, so it stays bounded by the unfinished ones
+    /// however many working connections are open; unfinished ones are
+    /// never swept away (they stay sheddable).
+    #[test]
+    fn shedding_list_is_bounded_by_unfinished() {
+        let mut a = Admission::new(100_000, 10, vec![]);
+        let unfinished = |t: Token, _| t.0 >= 9_990;
+        for t in 0..10_000 {
+            assert_eq!(a.admit(ip((t % 200) as u8 + 1), unfinished), Verdict::Admit);
+            a.opened(ip((t % 200) as u8 + 1), Token(t), t as u64);
+            if t < 9_990 {
+                a.finished(ip((t % 200) as u8 + 1));
+            }
+        }
+        assert!(a.order.len() <= 2 * 10 + 64 + 1, "{}", a.order.len());
+        a.max_conns = a.open();
+        assert_eq!(
+            a.admit(ip(250), unfinished),
+            Verdict::AdmitShedding(Token(9_990), 9_990)
+        );
     }
 
     /// The spare descriptor can be given up once and taken back.

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 
 /// A connection as asynchronous work remembers it: slab keys are reused, the
 /// serial is not, so a late answer never reaches a stranger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ConnRef {
     pub token: Token,
     pub serial: u64,

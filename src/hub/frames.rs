@@ -598,7 +598,7 @@ impl Hub {
             .submit(Request::History { ticket, query })
             .map_err(|_| {
                 self.waiting.remove(&ticket);
-                self.release_read(token, conn, reserved);
+                self.release_read(conn, reserved);
                 FrameError::new("busy", "the server is busy; ask again shortly")
             })
     }
@@ -644,7 +644,7 @@ impl Hub {
                 reserved,
             }) => {
                 self.send_history(cx, conn, &target, messages);
-                self.release_read(conn.token, conn, reserved);
+                self.release_read(conn, reserved);
             }
             Some(Wait::Replay {
                 conn,
@@ -652,7 +652,7 @@ impl Hub {
                 reserved,
             }) => {
                 self.finish_replay(cx, conn, &room, messages);
-                self.release_read(conn.token, conn, reserved);
+                self.release_read(conn, reserved);
             }
             Some(_) | None => return,
         }

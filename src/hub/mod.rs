@@ -79,13 +79,6 @@ pub struct Session {
     pub held: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
     /// More frames arrived during a replay than could be held.
     pub held_overflow: bool,
-    /// Storage reads (history, replays) in flight for this connection.
-    pub reads: u8,
-    /// Reply bytes reserved for them.
-    pub reserved: usize,
-    /// A frame that needs a read which could not start yet, kept whole to be
-    /// handled again; while it waits, the connection's input is held.
-    pub deferred: Option<Box<str>>,
 }
 
 /// Who gets a message once it is stored.
@@ -331,6 +324,10 @@ pub struct Hub {
     lingering: VecDeque<(i64, UserId, Option<Box<str>>)>,
     /// Reply bytes reserved for storage reads in flight, server-wide.
     read_bytes: usize,
+    /// The read state of connections with reads in flight or a frame
+    /// waiting, and only of those: most sessions never read, so the state
+    /// is not a field of every `Session`.
+    reading: HashMap<ConnRef, reads::Reading>,
     /// Sessions with a deferred frame, oldest first (see `reads.rs`).
     read_waiters: VecDeque<Token>,
     /// The reservation made for the frame being handled, until a read
@@ -362,6 +359,7 @@ impl Hub {
             presence_grace_ms: PRESENCE_GRACE.as_millis() as i64,
             lingering: VecDeque::new(),
             read_bytes: 0,
+            reading: HashMap::new(),
             read_waiters: VecDeque::new(),
             unclaimed: 0,
         };

@@ -57,9 +57,6 @@ impl Hub {
             bucket: TokenBucket::new(self.rate_limit, clock::now_ms()),
             held: Vec::new(),
             held_overflow: false,
-            reads: 0,
-            reserved: 0,
-            deferred: None,
         });
         self.sessions_open += 1;
         // A user lingering (entry present, no connection) is still shown
@@ -89,6 +86,7 @@ impl Hub {
             return;
         };
         self.sessions_open -= 1;
+        self.forget_deferred(session.conn);
         if self.quiet {
             for room in session.rooms {
                 self.rooms
@@ -252,7 +250,7 @@ impl Hub {
             });
             if cx.store.submit(Request::History { ticket, query }).is_err() {
                 self.waiting.remove(&ticket);
-                self.release_read(token, conn, reserved);
+                self.release_read(conn, reserved);
                 self.rooms.collect(id);
                 return Err(FrameError::new(
                     "busy",

@@ -17,7 +17,8 @@
 //!   (When nothing at all is reserved, one read may start whatever its size,
 //!   so the budget can never wedge.)
 //!
-//! A frame whose read does not fit is *deferred*: kept whole in its session,
+//! A frame whose read does not fit is *deferred*: kept whole (in `Reading`,
+//! which only connections with reads or a waiting frame have),
 //! and the connection's input is held (the reactor asks [`Hub::takes_input`]
 //! before each frame), so what the client sent after it waits in the socket
 //! and TCP flow control pushes back. A deferred frame is tried again when a
@@ -38,23 +39,52 @@ use crate::outbox::{ConnRef, Outbox};
 /// frames may take.
 const REPLY_ROOM: usize = OUTPUT_CEILING - OUTPUT_HARD_LIMIT;
 
+/// One connection's reads: how many are in flight, what they reserve, and
+/// the frame waiting for room, if any. Dropped when all three are empty.
+pub struct Reading {
+    count: u8,
+    reserved: usize,
+    /// A frame that needs a read which could not start yet, kept whole to
+    /// be handled again; while it waits, the connection's input is held.
+    deferred: Option<Box<str>>,
+}
+
+impl Reading {
+    fn is_idle(&self) -> bool {
+        self.count == 0 && self.deferred.is_none()
+    }
+}
+
 impl Hub {
+    /// The live connection of `token`'s session.
+    fn conn_of(&self, token: Token) -> Option<ConnRef> {
+        self.session(token).map(|s| s.conn)
+    }
+
     /// Reserves `bytes` for a read by `token`'s session, if both budgets
     /// allow it now. The reservation waits in `unclaimed` for the read to
     /// claim it ([`Hub::claim_reservation`]).
     pub(super) fn reserve_read(&mut self, out: &impl Outbox, token: Token, bytes: usize) -> bool {
-        let Some(s) = self.session(token) else {
+        let Some(conn) = self.conn_of(token) else {
             return false;
         };
+        let (count, reserved) = self
+            .reading
+            .get(&conn)
+            .map_or((0, 0), |r| (r.count, r.reserved));
         let conn_ok =
-            s.reads < MAX_READS_PER_CONN && out.queued(token) + s.reserved + bytes <= REPLY_ROOM;
+            count < MAX_READS_PER_CONN && out.queued(token) + reserved + bytes <= REPLY_ROOM;
         let server_ok = self.read_bytes == 0 || self.read_bytes + bytes <= READ_BYTES_IN_FLIGHT;
         if !(conn_ok && server_ok) {
             return false;
         }
-        let s = self.session_mut(token).expect("checked above");
-        s.reads += 1;
-        s.reserved += bytes;
+        let r = self.reading.entry(conn).or_insert(Reading {
+            count: 0,
+            reserved: 0,
+            deferred: None,
+        });
+        r.count += 1;
+        r.reserved += bytes;
         self.read_bytes += bytes;
         self.unclaimed = bytes;
         true
@@ -71,37 +101,58 @@ impl Hub {
     pub(super) fn release_unclaimed(&mut self, token: Token) {
         let bytes = std::mem::take(&mut self.unclaimed);
         if bytes > 0
-            && let Some(conn) = self.session(token).map(|s| s.conn)
+            && let Some(conn) = self.conn_of(token)
         {
-            self.release_read(token, conn, bytes);
+            self.release_read(conn, bytes);
         }
     }
 
-    /// A read of `conn` is over: its bytes go back to both budgets (to the
-    /// connection's only if it is still the same one).
-    pub(super) fn release_read(&mut self, token: Token, conn: ConnRef, bytes: usize) {
+    /// A read of `conn` is over (whether or not the connection still is):
+    /// its bytes go back to both budgets.
+    pub(super) fn release_read(&mut self, conn: ConnRef, bytes: usize) {
         self.read_bytes -= bytes;
-        if let Some(s) = self.session_mut(token)
-            && s.conn == conn
-        {
-            s.reads -= 1;
-            s.reserved -= bytes;
+        if let Some(r) = self.reading.get_mut(&conn) {
+            r.count -= 1;
+            r.reserved -= bytes;
+            if r.is_idle() {
+                self.reading.remove(&conn);
+            }
         }
     }
 
     /// Keeps `text` to be handled when its read fits; the connection's
-    /// input is held until then.
+    /// input is held until then. (Only after `reserve_read` refused, so the
+    /// connection has a session.)
     pub(super) fn defer(&mut self, token: Token, text: &str) {
-        if let Some(s) = self.session_mut(token) {
-            s.deferred = Some(text.into());
-            self.read_waiters.push_back(token);
+        let Some(conn) = self.conn_of(token) else {
+            return;
+        };
+        let r = self.reading.entry(conn).or_insert(Reading {
+            count: 0,
+            reserved: 0,
+            deferred: None,
+        });
+        r.deferred = Some(text.into());
+        self.read_waiters.push_back(token);
+    }
+
+    /// A session ended: a frame it left waiting is dropped with it (reads
+    /// still in flight release their bytes when they come back).
+    pub(super) fn forget_deferred(&mut self, conn: ConnRef) {
+        if let Some(r) = self.reading.get_mut(&conn) {
+            r.deferred = None;
+            if r.is_idle() {
+                self.reading.remove(&conn);
+            }
         }
     }
 
     /// Whether the reactor may hand this connection's next frame to the hub:
     /// false while a deferred frame waits for its read to fit.
     pub fn takes_input(&self, token: Token) -> bool {
-        self.session(token).is_none_or(|s| s.deferred.is_none())
+        self.conn_of(token)
+            .and_then(|c| self.reading.get(&c))
+            .is_none_or(|r| r.deferred.is_none())
     }
 
     /// Starts the deferred frames whose reads fit now, oldest first, and
@@ -112,10 +163,17 @@ impl Hub {
             let Some(token) = self.read_waiters.pop_front() else {
                 break;
             };
-            let Some(text) = self.session_mut(token).and_then(|s| s.deferred.take()) else {
-                continue; // closed, or already retried
+            let Some(conn) = self.conn_of(token) else {
+                continue; // closed
+            };
+            let Some(text) = self.reading.get_mut(&conn).and_then(|r| r.deferred.take()) else {
+                continue; // already retried
             };
             self.handle_text(cx, token, &text, true);
+            if self.reading.get(&conn).is_some_and(Reading::is_idle) {
+                // It failed its checks this time, or was answered at once.
+                self.reading.remove(&conn);
+            }
             if self.takes_input(token) {
                 cx.out.resume_input(token);
             }
