@@ -495,6 +495,7 @@ impl Conn {
     /// Queues a shared (broadcast) frame. Returns false (and queues nothing)
     /// when the connection is past the hard limit for live output: the
     /// caller cuts it as a slow consumer.
+    #[inline]
     pub fn queue_shared(&mut self, frame: &Rc<[u8]>) -> bool {
         if self.live_bytes + frame.len() > OUTPUT_HARD_LIMIT {
             return false;
@@ -525,6 +526,7 @@ impl Conn {
         true
     }
 
+    #[inline]
     fn push(&mut self, chunk: Chunk, len: usize) -> bool {
         if self.out_bytes + len > OUTPUT_CEILING {
             if matches!(chunk, Chunk::Shared(_)) {
