@@ -42,13 +42,21 @@ impl App {
     pub fn start(
         config: &Config,
         mut backend: impl Backend,
-        bus: Box<dyn Bus>,
+        mut bus: Box<dyn Bus>,
         waker: Arc<Waker>,
     ) -> io::Result<App> {
         let snapshot = backend.load().map_err(io::Error::other)?;
         let secret = secret::load_or_create(config.jwt_secret.as_deref(), &mut backend)
             .map_err(io::Error::other)?;
+        let cluster = bus.node_name().map(str::to_string);
+        let bus_waker = waker.clone();
+        bus.start(Arc::new(move || {
+            let _ = bus_waker.wake();
+        }));
         let mut hub = Hub::new(&snapshot, config.rate_limit, bus);
+        if let Some(name) = cluster {
+            hub.join_cluster(&name, incarnation(), &snapshot.heads);
+        }
         hub.set_presence_grace(config.presence_grace);
         let mut users = Directory::from_rows(snapshot.users);
         for id in snapshot.unread_sources {
@@ -149,13 +157,14 @@ impl App {
     pub fn on_wake(&mut self, out: &mut impl Outbox) -> bool {
         let mut drained = false;
         while let Some(reply) = self.store.try_reply() {
-            if let Some((id, stored)) = Stored::of(&reply) {
-                self.hub.on_message_stored(out, id, stored);
+            if let Some((key, stored)) = Stored::of(&reply) {
+                self.with_hub(out, |hub, cx| hub.on_message_stored(cx, key, stored));
                 continue;
             }
             match reply {
-                Reply::MessageStored(_) | Reply::MessageExists { .. } | Reply::MessageFailed(_) => {
-                }
+                Reply::MessageStored { .. }
+                | Reply::MessageExists { .. }
+                | Reply::MessageFailed { .. } => {}
                 // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))
@@ -163,11 +172,20 @@ impl App {
                 Reply::Failed { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, false))
                 }
-                Reply::UserStored(id) => {
-                    self.with_http(out, |http, cx| http.on_user_stored(cx, id, true))
+                Reply::UserStored { key, id } => {
+                    let new = self.with_http(out, |http, cx| http.on_user_stored(cx, key, Ok(id)));
+                    if let Some(id) = new {
+                        self.with_hub(out, |hub, cx| hub.announce_user(cx, id));
+                    }
                 }
-                Reply::UserFailed(id) => {
-                    self.with_http(out, |http, cx| http.on_user_stored(cx, id, false))
+                Reply::UserFailed { key, conflict } => {
+                    self.with_http(out, |http, cx| http.on_user_stored(cx, key, Err(conflict)));
+                }
+                Reply::Resynced { ticket, snapshot } => {
+                    self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, Some(snapshot)))
+                }
+                Reply::ResyncFailed { ticket } => {
+                    self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, None))
                 }
                 Reply::History { ticket, messages } => self.on_history(out, ticket, Some(messages)),
                 Reply::HistoryFailed { ticket } => self.on_history(out, ticket, None),
@@ -178,7 +196,7 @@ impl App {
             }
         }
         self.with_http(out, |http, cx| http.on_hashed(cx));
-        self.hub.receive_from_bus(out);
+        self.with_hub(out, |hub, cx| hub.on_bus(cx));
         drained
     }
 
@@ -206,6 +224,7 @@ impl App {
         self.with_hub(out, |hub, cx| {
             hub.end_graces(cx);
             hub.retry_deferred(cx);
+            hub.cluster_tick(cx);
         });
     }
 
@@ -235,4 +254,15 @@ impl App {
         self.store.join();
         self.http.join();
     }
+}
+
+/// A random id for this process on the bus: a restarted node must be told
+/// apart from its previous self, whose connections are gone.
+fn incarnation() -> u64 {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut b = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the system CSPRNG is available");
+    u64::from_le_bytes(b).max(1)
 }

@@ -194,6 +194,34 @@ pub const STORE_QUEUE: usize = 65_536;
 pub const STORE_QUEUE_MIN: usize = 16;
 /// Requests the storage thread puts in one transaction at most.
 pub const STORE_BATCH: usize = 4096;
+
+/// How often a cluster node says it is alive on the bus.
+pub const BEAT_INTERVAL_MS: i64 = 2_000;
+
+/// A peer not heard from for this long is dead: its users leave and go
+/// offline on the other nodes. Five missed beats, so a busy bus or a
+/// stalled node is not mistaken for a dead one; with the once-a-second
+/// tick, a crashed node's users are offline elsewhere within 11 s (the
+/// contract allows 15).
+pub const PEER_TIMEOUT_MS: i64 = 10_000;
+
+/// How long a cluster node waits for a missing message (a later one of the
+/// same room arrived first) before reading it back from storage. Nodes
+/// publish right after their commit, so a message that is merely late
+/// arrives within milliseconds; one that is lost is read back after this.
+pub const GAP_WAIT_MS: i64 = 500;
+
+/// Messages read back per catch-up read (another follows while more remain).
+pub const CATCHUP_LIMIT: usize = 500;
+
+/// Early messages a cluster node keeps per room while waiting for a missing
+/// one; past it they are dropped and read back with the gap.
+pub const MAX_BUFFERED_PER_TARGET: usize = 1_000;
+
+/// How often the writer tries an empty transaction while the database is
+/// unreachable: often enough that `/healthz` and writes recover within a
+/// second of its return, rarely enough that an outage costs nothing.
+pub const STORE_PROBE: Duration = Duration::from_millis(500);
 /// Password jobs queued for the hashing pool at most; more is HTTP 503.
 pub const HASH_QUEUE: usize = 256;
 /// Descriptors kept back from `--max-conns` for everything that is not a
@@ -359,6 +387,12 @@ pub struct Options {
     pub config: Config,
     /// SQLite file (`--db`, `HUBBUB_DB`).
     pub db: PathBuf,
+    /// PostgreSQL instead of SQLite (`--postgres`, `HUBBUB_POSTGRES`).
+    pub postgres: Option<String>,
+    /// Join a cluster over this Redis (`--redis`, `HUBBUB_REDIS`; needs `--postgres`).
+    pub redis: Option<String>,
+    /// This node's name in logs and metrics (`--node-id`; default host:port).
+    pub node_id: Option<String>,
 }
 
 impl Default for Options {
@@ -366,7 +400,19 @@ impl Default for Options {
         Options {
             config: Config::default(),
             db: PathBuf::from(DEFAULT_DB),
+            postgres: None,
+            redis: None,
+            node_id: None,
         }
+    }
+}
+
+impl Options {
+    /// The node's name: `--node-id`, else the listen address.
+    pub fn node_name(&self) -> String {
+        self.node_id
+            .clone()
+            .unwrap_or_else(|| self.config.addr.to_string())
     }
 }
 
@@ -433,6 +479,50 @@ const OPTIONS: &[Opt] = &[
         default: Some(|o| o.db.display().to_string()),
         set: |o, v| {
             o.db = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--postgres"),
+        env: Some("HUBBUB_POSTGRES"),
+        value: Some("URL"),
+        help: || {
+            "store everything in PostgreSQL (postgres://user@host:port/db) instead of SQLite".into()
+        },
+        default: None,
+        set: |o, v| {
+            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                return Err(format!("not a postgres:// URL: {v}"));
+            }
+            o.postgres = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--redis"),
+        env: Some("HUBBUB_REDIS"),
+        value: Some("URL"),
+        help: || "join a cluster over this Redis (redis://host:port); needs --postgres".into(),
+        default: None,
+        set: |o, v| {
+            if !v.starts_with("redis://") {
+                return Err(format!("not a redis:// URL: {v}"));
+            }
+            o.redis = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--node-id"),
+        env: Some("HUBBUB_NODE_ID"),
+        value: Some("NAME"),
+        help: || "this node's name in logs and metrics (default: the listen address)".into(),
+        default: None,
+        set: |o, v| {
+            if v.is_empty() || v.len() > 64 {
+                return Err("a node id is 1-64 bytes".into());
+            }
+            o.node_id = Some(v.to_string());
             Ok(())
         },
     },
@@ -706,6 +796,9 @@ pub fn parse_options(
             format!("{BACKUP_COMMAND} needs the PATH of the copy to write (see --help)")
         })?;
         return Ok(Parsed::Backup { db: opts.db, to });
+    }
+    if opts.redis.is_some() && opts.postgres.is_none() {
+        return Err("--redis needs --postgres: the nodes of a cluster share one PostgreSQL".into());
     }
     let c = &mut opts.config;
     c.store_queue = c.store_queue.max(STORE_QUEUE_MIN);

@@ -73,7 +73,7 @@ pub mod store;
 mod users;
 mod ws;
 
-pub use hub::{Bus, Channel, Inbound, LocalOnly};
+pub use hub::{Bus, BusEvent, LocalOnly};
 pub use server::{Server, Shutdown};
 
 /// The internals `cargo bench` measures one by one (`benches/micro.rs`).

@@ -52,6 +52,12 @@ pub struct Gauges {
     pub hash_queued: usize,
     /// Token buckets the login throttle keeps (addresses and usernames).
     pub throttle_entries: usize,
+    /// 1 while the database is unreachable.
+    pub store_down: usize,
+    /// 1 while this cluster node's bus is down.
+    pub bus_down: usize,
+    /// Other cluster nodes heard from recently.
+    pub peers: usize,
 }
 
 impl Metrics {
@@ -145,7 +151,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
-        let gauges: [(&str, &str, usize); 8] = [
+        let gauges: [(&str, &str, usize); 11] = [
             (
                 "hubbub_connections_open",
                 "Open TCP connections.",
@@ -182,6 +188,21 @@ impl Metrics {
                 "Token buckets kept by the login throttle.",
                 g.throttle_entries,
             ),
+            (
+                "hubbub_store_down",
+                "1 while the database is unreachable (writes answer busy).",
+                g.store_down,
+            ),
+            (
+                "hubbub_bus_down",
+                "1 while this cluster node's bus is unreachable.",
+                g.bus_down,
+            ),
+            (
+                "hubbub_cluster_peers",
+                "Other cluster nodes heard from recently.",
+                g.peers,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -210,12 +231,15 @@ mod tests {
             rooms: 1,
             hash_queued: 0,
             throttle_entries: 0,
+            store_down: 0,
+            bus_down: 0,
+            peers: 0,
         };
         let text = m.render(&g);
         assert!(
             text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 24);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 27);
     }
 }

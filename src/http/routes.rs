@@ -45,8 +45,8 @@ use crate::hub::{Denied, Hub};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target, Ticket, UserId,
-    UserRow,
+    Conflict, Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target, Ticket,
+    UserId, UserRow,
 };
 use crate::users::{Directory, Taken, valid_username};
 use crate::ws::proto::{Ts, echo, message_objects};
@@ -376,7 +376,19 @@ impl Http {
                 return self.upgrade(cx, conn, req, Some(room));
             }
             "/api/messages" => return self.messages(cx, conn, req),
-            "/healthz" => Response::new(200, "text/plain; charset=utf-8", &b"ok"[..]),
+            "/healthz" => {
+                // Still 200 when degraded: the node serves its connections
+                // (a bus outage) or answers `busy` (storage), and a load
+                // balancer has no better node to send them to (all share
+                // the same PostgreSQL and Redis).
+                let body: &'static [u8] = match (cx.store.is_healthy(), cx.hub.bus_down()) {
+                    (true, false) => b"ok",
+                    (false, false) => b"degraded: storage unreachable",
+                    (true, true) => b"degraded: bus unreachable",
+                    (false, true) => b"degraded: storage and bus unreachable",
+                };
+                Response::new(200, "text/plain; charset=utf-8", body)
+            }
             "/metrics" => {
                 let gauges = Gauges {
                     connections_open: cx.out.open_connections(),
@@ -387,6 +399,9 @@ impl Http {
                     rooms: cx.hub.rooms_known(),
                     hash_queued: self.hasher.queued(),
                     throttle_entries: self.throttle.entries(),
+                    store_down: usize::from(!cx.store.is_healthy()),
+                    bus_down: usize::from(cx.hub.bus_down()),
+                    peers: cx.hub.peers(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(
@@ -600,25 +615,45 @@ impl Http {
         self.signups.insert(row.id, (conn, keep_alive, row));
     }
 
-    /// The user row is stored (or not): the signup is answered.
-    pub fn on_user_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId, ok: bool) {
-        let Some((conn, keep_alive, row)) = self.signups.remove(&id) else {
-            return;
-        };
-        let resp = if ok {
-            let user = UserOut {
-                id: row.id,
-                username: &row.username,
-                email: &row.email,
-            };
-            let resp = Response::json(201, &UserEnvelope { user });
-            cx.users.insert(row);
-            resp
-        } else {
-            cx.users.release(&row.username, &row.email);
-            Response::error(500, "internal", "could not store the account")
+    /// The user row is stored (or not): the signup is answered. `key` is
+    /// the id the row was sent with; `stored` the id storage gave it, or
+    /// the unique field that refused it (taken on another node of a
+    /// cluster). Returns the new user's id.
+    pub fn on_user_stored(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        key: UserId,
+        stored: Result<UserId, Option<Conflict>>,
+    ) -> Option<UserId> {
+        let (conn, keep_alive, mut row) = self.signups.remove(&key)?;
+        let (resp, new) = match stored {
+            Ok(id) => {
+                row.id = id;
+                let user = UserOut {
+                    id: row.id,
+                    username: &row.username,
+                    email: &row.email,
+                };
+                let resp = Response::json(201, &UserEnvelope { user });
+                cx.users.insert(row);
+                (resp, Some(id))
+            }
+            Err(conflict) => {
+                cx.users.release(&row.username, &row.email);
+                let resp = match conflict {
+                    Some(Conflict::Username) => {
+                        Response::error(409, "taken", "that username is taken")
+                    }
+                    Some(Conflict::Email) => {
+                        Response::error(409, "taken", "that email is already registered")
+                    }
+                    None => Response::error(500, "internal", "could not store the account"),
+                };
+                (resp, None)
+            }
         };
         answer(cx.out, conn, resp, keep_alive);
+        new
     }
 
     fn login(

@@ -1,8 +1,9 @@
 //! The one way frames leave the hub for more than the connection that asked:
-//! [`Hub::publish`] to a [`Topic`]. It hands the frame to the [`Bus`] (other
+//! [`Hub::publish`] to a [`Topic`] (and [`Hub::publish_message`] for stored
+//! chat messages). In a cluster it hands the frame to the [`Bus`] (other
 //! nodes) and delivers it to this node's connections; a frame that arrives
-//! from the bus is delivered by the same local step, so a node treats a frame
-//! from elsewhere exactly like one of its own.
+//! from the bus is delivered by the same local step (`deliver`), so a node
+//! treats a frame from elsewhere exactly like one of its own.
 //!
 //! Replies to one connection (`ack`, `online_users`, `history`, `error`) do
 //! not go through here: they are answers, not deliveries, and never cross
@@ -17,11 +18,12 @@ use std::rc::Rc;
 
 use mio::Token;
 
-use super::Hub;
 use super::rooms::RoomId;
+use super::wire::{self, Dest, Note, TargetKey};
+use super::{Ctx, Hub};
 use crate::config::MAX_HELD_FRAMES;
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{MsgId, UserId};
+use crate::store::{MsgId, Seq, UserId};
 
 /// Who a frame is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +32,9 @@ pub enum Topic {
     Room(RoomId),
     /// Every connection of one user.
     User(UserId),
+    /// Every connection of both users of a private conversation (the
+    /// sender's other tabs see what they sent).
+    Conversation(UserId, UserId),
     /// Every chat connection.
     Everyone,
 }
@@ -46,43 +51,48 @@ pub enum Except {
     User(UserId),
 }
 
-/// A topic as nodes name it to each other: room ids are node-local, names are not.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Channel<'a> {
-    Room(Cow<'a, str>),
-    User(UserId),
-    Everyone,
-}
-
-/// A frame another node published.
+/// What the bus hands the loop.
 #[derive(Debug)]
-pub struct Inbound {
-    pub channel: Channel<'static>,
-    /// The message id, when the frame is a chat message (see [`Hub::publish`]).
-    pub id: Option<MsgId>,
-    /// Skip this user's connections (see [`Except::User`]).
-    pub except_user: Option<UserId>,
-    /// The frame, already encoded (bytes cross nodes as they are).
-    pub frame: Vec<u8>,
+pub enum BusEvent {
+    /// Connected (again): this node may have missed notes meanwhile.
+    Up,
+    /// Disconnected: notes sent now are lost until `Up`.
+    Down,
+    /// A note another node sent (see `wire.rs`).
+    Note(Vec<u8>),
 }
 
-/// The seam for a cross-node bus (Redis pub/sub, for example): what this node
-/// publishes goes out through it, and what other nodes published comes back
-/// from [`Bus::receive`] when the loop is woken. It must not block the loop: a
-/// real bus hands frames to its own threads and rings the loop's `Waker`.
+/// The seam for a cross-node bus (Redis pub/sub, for example): bytes out,
+/// bytes in. What the bytes say is the hub's business (`wire.rs`); the bus
+/// only carries them to every other node, in the order each node sent them.
+/// It must not block the loop: a real bus hands notes to its own threads
+/// and rings the loop's `Waker` when one arrives. It may lose notes (while
+/// down, or past its bounds): nodes notice by sequence and read back.
 pub trait Bus {
-    /// Sends a frame this node is delivering locally to every other node.
-    fn publish(&mut self, channel: Channel<'_>, except_user: Option<UserId>, frame: &[u8]);
-    /// The next frame from another node, if one is waiting.
-    fn receive(&mut self) -> Option<Inbound>;
+    /// This node's name when the bus connects it to others (`None`: a
+    /// single node, and the hub keeps no cluster state at all).
+    fn node_name(&self) -> Option<&str>;
+    /// Starts the bus's threads; `wake` rings the loop's `Waker` (called
+    /// once, when the loop exists).
+    fn start(&mut self, wake: std::sync::Arc<dyn Fn() + Send + Sync>);
+    /// Sends a note to every other node; false when it was dropped.
+    fn send(&mut self, note: Vec<u8>) -> bool;
+    /// The next event, if one is waiting.
+    fn receive(&mut self) -> Option<BusEvent>;
 }
 
 /// A single node: there is nobody to publish to and nothing to receive.
 pub struct LocalOnly;
 
 impl Bus for LocalOnly {
-    fn publish(&mut self, _: Channel<'_>, _: Option<UserId>, _: &[u8]) {}
-    fn receive(&mut self) -> Option<Inbound> {
+    fn node_name(&self) -> Option<&str> {
+        None
+    }
+    fn start(&mut self, _: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+    fn send(&mut self, _: Vec<u8>) -> bool {
+        false
+    }
+    fn receive(&mut self) -> Option<BusEvent> {
         None
     }
 }
@@ -100,41 +110,79 @@ impl Hub {
         frame: &Rc<[u8]>,
         out: &mut impl Outbox,
     ) -> u64 {
-        let except_user = match except {
-            Except::User(u) => Some(u),
-            _ => None,
-        };
-        match topic {
-            Topic::Room(id) => {
-                let name = Cow::Borrowed(&*self.rooms.get(id).name);
-                self.bus.publish(Channel::Room(name), except_user, frame);
+        if self.cluster.is_some() {
+            let except_user = match except {
+                Except::User(u) => Some(u),
+                _ => None,
+            };
+            let dests = match topic {
+                Topic::Room(id) => [
+                    Some(Dest::Room(Cow::Borrowed(&*self.rooms.get(id).name))),
+                    None,
+                ],
+                Topic::User(u) => [Some(Dest::User(u)), None],
+                Topic::Conversation(a, b) => {
+                    [Some(Dest::User(a)), (a != b).then_some(Dest::User(b))]
+                }
+                Topic::Everyone => [Some(Dest::Everyone), None],
+            };
+            for dest in dests.into_iter().flatten() {
+                let note = wire::encode(
+                    self.node(),
+                    &Note::Frame {
+                        dest,
+                        except_user,
+                        frame: Cow::Borrowed(frame),
+                    },
+                );
+                self.bus.send(note);
             }
-            Topic::User(u) => self.bus.publish(Channel::User(u), except_user, frame),
-            Topic::Everyone => self.bus.publish(Channel::Everyone, except_user, frame),
         }
         self.deliver(topic, except, id, frame, out)
     }
 
-    /// Delivers what other nodes published (the loop was woken).
-    pub fn receive_from_bus(&mut self, out: &mut impl Outbox) {
-        while let Some(inbound) = self.bus.receive() {
-            let topic = match &inbound.channel {
-                // Nobody here is in a room this node does not know.
-                Channel::Room(name) => match self.rooms.id(name) {
-                    Some(id) => Topic::Room(id),
-                    None => continue,
-                },
-                Channel::User(u) => Topic::User(*u),
-                Channel::Everyone => Topic::Everyone,
-            };
-            let except = inbound.except_user.map_or(Except::Nobody, Except::User);
-            let frame: Rc<[u8]> = inbound.frame.into();
-            self.deliver(topic, except, inbound.id, &frame, out);
+    /// Publishes a stored chat message: `id` lets a replaying connection
+    /// skip it; in a cluster, `seq` puts it in order on every node (see
+    /// `cluster.rs`), this one included.
+    pub(super) fn publish_message(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        topic: Topic,
+        except: Except,
+        id: MsgId,
+        seq: Seq,
+        frame: &Rc<[u8]>,
+    ) -> u64 {
+        let Some(key) = self
+            .target_key(topic)
+            .filter(|_| self.cluster.is_some() && seq > 0)
+        else {
+            return self.deliver(topic, except, Some(id), frame, cx.out);
+        };
+        let note = wire::encode(
+            self.node(),
+            &Note::Message {
+                target: key.clone(),
+                seq,
+                id,
+                frame: Cow::Borrowed(frame),
+            },
+        );
+        self.bus.send(note);
+        self.sequence(cx, key, topic, seq, id, frame, except)
+    }
+
+    /// How nodes name a message's topic.
+    fn target_key(&self, topic: Topic) -> Option<TargetKey> {
+        match topic {
+            Topic::Room(id) => Some(TargetKey::Room(self.rooms.get(id).name.clone())),
+            Topic::Conversation(a, b) => Some(TargetKey::direct(a, b)),
+            Topic::User(_) | Topic::Everyone => None,
         }
     }
 
     /// This node's part of a publish: the connections of `topic` here.
-    fn deliver(
+    pub(super) fn deliver(
         &mut self,
         topic: Topic,
         except: Except,
@@ -192,6 +240,17 @@ impl Hub {
                     if !skip(t, sessions) {
                         out.frame(t, frame);
                         n += 1;
+                    }
+                }
+            }
+            Topic::Conversation(a, b) => {
+                let users: &[UserId] = if a == b { &[a] } else { &[a, b] };
+                for u in users {
+                    for &t in online.get(u).map(Vec::as_slice).unwrap_or_default() {
+                        if !skip(t, sessions) {
+                            out.frame(t, frame);
+                            n += 1;
+                        }
                     }
                 }
             }

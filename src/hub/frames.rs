@@ -1,15 +1,13 @@
 //! The handling of each client frame of the contract, from parse to publish.
 //!
-//! The path of a chat message (`on_message`): validate, rate-limit, assign an
-//! id, encode the frame ONCE, hand the row to the storage thread and park the
-//! frame with the message. When the commit comes back (`on_message_stored`)
-//! the same bytes are published to the room (`fanout`) and the sender gets
-//! its `ack`; if the write failed, nobody saw the message and the sender gets
-//! an `error` with its `client_id`. Delivering at commit costs recipients one
+//! The path of a chat message (`on_message`): validate, rate-limit, give it
+//! a key, hand the row to the storage thread and park the message. When the
+//! commit comes back (`on_message_stored`) with the message's id, its frame
+//! is encoded ONCE, the same bytes are published to the room (`fanout`) and
+//! the sender gets its `ack`; if the write failed, nobody saw the message and
+//! the sender gets an `error` with its `client_id`. Delivering at commit costs recipients one
 //! batch of latency; in exchange nobody is ever shown a message that storage
 //! does not have.
-
-use std::rc::Rc;
 
 use mio::Token;
 
@@ -264,7 +262,7 @@ impl Hub {
         Ok(Some(Admitted {
             content,
             client_id,
-            id: self.next_msg_id(),
+            id: self.next_key(),
             ts: clock::now_ms(),
         }))
     }
@@ -299,8 +297,8 @@ impl Hub {
         false
     }
 
-    /// Queues the row for storage and parks the message, frame and all,
-    /// until storage answers. Nobody sees it before the commit.
+    /// Queues the row for storage and parks the message until storage
+    /// answers. Nobody sees it before the commit.
     fn persist(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
@@ -308,16 +306,20 @@ impl Hub {
         msg: StoredMessage,
         client_id: Option<&str>,
         delivery: Delivery,
-        frame: Rc<[u8]>,
     ) -> Result<(), FrameError> {
         let (id, ts, from) = (msg.id, msg.timestamp_ms, msg.from);
+        let content = msg.content.as_str().into();
         let req = Request::PutMessage {
             msg,
             client_id: client_id.map(String::from),
         };
-        cx.store.submit(req).map_err(|_| {
-            FrameError::new("busy", "the server is busy; retry with the same client_id")
-        })?;
+        // While the database is unreachable nothing can be acked: say so now
+        // rather than after a batch that is bound to fail.
+        let busy = || FrameError::new("busy", "the server is busy; retry with the same client_id");
+        if !cx.store.is_healthy() {
+            return Err(busy());
+        }
+        cx.store.submit(req).map_err(|_| busy())?;
         if let Some(cid) = client_id {
             self.uncommitted.insert(uncommitted_key(from, cid), id);
         }
@@ -332,7 +334,7 @@ impl Hub {
                 timestamp_ms: ts,
                 from,
                 delivery,
-                frame,
+                content,
             },
         );
         Ok(())
@@ -388,13 +390,6 @@ impl Hub {
                 made.public += 1;
             }
         }
-        let frame = self.encoder.shared(&Out::Message {
-            id,
-            room: &name,
-            user: cx.users.name(user),
-            content,
-            timestamp: Ts(ts),
-        });
         let msg = StoredMessage {
             id,
             room: Some(name),
@@ -402,8 +397,9 @@ impl Hub {
             to: None,
             content: content.to_string(),
             timestamp_ms: ts,
+            seq: 0,
         };
-        self.persist(cx, conn, msg, client_id, Delivery::Room(room_id), frame)
+        self.persist(cx, conn, msg, client_id, Delivery::Room(room_id))
     }
 
     fn on_private(
@@ -428,13 +424,6 @@ impl Hub {
         else {
             return Ok(());
         };
-        let frame = self.encoder.shared(&Out::PrivateMessage {
-            id,
-            from: cx.users.name(user),
-            to: cx.users.name(peer),
-            content,
-            timestamp: Ts(ts),
-        });
         let msg = StoredMessage {
             id,
             room: None,
@@ -442,75 +431,96 @@ impl Hub {
             to: Some(peer),
             content: content.to_string(),
             timestamp_ms: ts,
+            seq: 0,
         };
-        self.persist(cx, conn, msg, client_id, Delivery::Private { peer }, frame)?;
+        self.persist(cx, conn, msg, client_id, Delivery::Private { peer })?;
         cx.users.mark_unread_source(peer);
         Ok(())
     }
 
     /// Storage answered for a message: deliver it and ack it, ack the first
     /// copy of a retry, or tell the sender it failed (with its `client_id`,
-    /// which is free again for the retry).
-    pub fn on_message_stored(&mut self, out: &mut impl Outbox, id: MsgId, stored: Stored) {
-        let Some(pending) = self.acks.remove(id) else {
+    /// which is free again for the retry). `key` is the one `persist` sent.
+    pub fn on_message_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, key: MsgId, stored: Stored) {
+        let Some(pending) = self.acks.remove(key) else {
             return;
         };
         let from = pending.from;
         if let Some(cid) = pending.client_id() {
-            let key = uncommitted_key(from, cid);
+            let ukey = uncommitted_key(from, cid);
             // Only this message's entry: a colliding one belongs to another.
-            if self.uncommitted.get(&key) == Some(&id) {
-                self.uncommitted.remove(&key);
+            if self.uncommitted.get(&ukey) == Some(&key) {
+                self.uncommitted.remove(&ukey);
             }
         }
+        let failed = matches!(stored, Stored::No { .. });
         if let Delivery::Room(room) = pending.delivery {
             let r = self.rooms.get_mut(room);
             r.in_flight -= 1;
-            r.has_messages |= stored != Stored::No;
+            r.has_messages |= !failed;
         }
         let (ack_id, ack_ts) = match stored {
-            Stored::Yes => (id, pending.timestamp_ms),
+            Stored::Yes { id, .. } => (id, pending.timestamp_ms),
             Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
-            Stored::No => (0, 0),
+            Stored::No { .. } => (0, 0),
         };
-        if let (Some(cid), true) = (pending.client_id(), stored != Stored::No) {
+        if let (Some(cid), false) = (pending.client_id(), failed) {
             self.client_ids.insert(from, cid, ack_id, ack_ts);
         }
         let mut delivered = false;
-        if stored == Stored::Yes {
-            out.metrics().messages_stored += 1;
+        if let Stored::Yes { id, seq } = stored {
+            self.last_msg_id = self.last_msg_id.max(id);
+            cx.out.metrics().messages_stored += 1;
             let sender = Except::Conn(pending.waiters[0].0);
-            let frame = &pending.frame;
+            let ts = Ts(pending.timestamp_ms);
             let n = match pending.delivery {
                 Delivery::Room(room) => {
-                    self.publish(Topic::Room(room), sender, Some(id), frame, out)
+                    let frame = self.encoder.shared(&Out::Message {
+                        id,
+                        room: &self.rooms.get(room).name,
+                        user: cx.users.name(from),
+                        content: &pending.content,
+                        timestamp: ts,
+                    });
+                    self.publish_message(cx, Topic::Room(room), sender, id, seq, &frame)
                 }
                 Delivery::Private { peer } => {
-                    let to_peer = self.publish(Topic::User(peer), sender, Some(id), frame, out);
-                    delivered = to_peer > 0;
-                    let mine = if peer != from {
-                        self.publish(Topic::User(from), sender, Some(id), frame, out)
-                    } else {
-                        0
-                    };
-                    to_peer + mine
+                    let frame = self.encoder.shared(&Out::PrivateMessage {
+                        id,
+                        from: cx.users.name(from),
+                        to: cx.users.name(peer),
+                        content: &pending.content,
+                        timestamp: ts,
+                    });
+                    let topic = Topic::Conversation(from, peer);
+                    let n = self.publish_message(cx, topic, sender, id, seq, &frame);
+                    // Delivered when the peer has a connection anywhere.
+                    delivered = self.is_online(peer);
+                    n
                 }
             };
-            out.metrics().deliveries += n;
+            cx.out.metrics().deliveries += n;
         }
         for (conn, client_id) in &pending.waiters {
-            if !out.is_live(*conn) {
+            if !cx.out.is_live(*conn) {
                 continue;
             }
             let cid = client_id.as_deref();
-            if stored == Stored::No {
-                let message = "the message could not be stored; retry with the same client_id";
-                let e = Out::Error {
-                    code: "internal",
-                    message,
-                    client_id: cid,
+            if let Stored::No { transient } = stored {
+                let e = if transient {
+                    Out::Error {
+                        code: "busy",
+                        message: "the server is busy; retry with the same client_id",
+                        client_id: cid,
+                    }
+                } else {
+                    Out::Error {
+                        code: "internal",
+                        message: "the message could not be stored; retry with the same client_id",
+                        client_id: cid,
+                    }
                 };
-                out.reply(conn.token, self.encoder.bytes(&e));
+                cx.out.reply(conn.token, self.encoder.bytes(&e));
                 continue;
             }
             let ack = Out::Ack {
@@ -518,9 +528,12 @@ impl Hub {
                 id: ack_id,
                 timestamp: Ts(ack_ts),
             };
-            out.reply(conn.token, self.encoder.bytes(&ack));
+            cx.out.reply(conn.token, self.encoder.bytes(&ack));
             if delivered {
-                out.reply(conn.token, self.encoder.bytes(&Out::Delivered { id }));
+                cx.out.reply(
+                    conn.token,
+                    self.encoder.bytes(&Out::Delivered { id: ack_id }),
+                );
             }
         }
         if let Delivery::Room(room) = pending.delivery {
@@ -654,6 +667,7 @@ impl Hub {
                 self.finish_replay(cx, conn, &room, messages);
                 self.release_read(conn, reserved);
             }
+            Some(Wait::Catchup { key }) => return self.on_catchup(cx, key, messages),
             Some(_) | None => return,
         }
         self.retry_deferred(cx);

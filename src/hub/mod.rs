@@ -34,6 +34,7 @@
 //! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets, the bus carries frames between nodes |
 //! | pending acks (`acks`) | messages waiting for their commit | stay local: the node that took the message acks it |
 
+mod cluster;
 mod fanout;
 mod frames;
 mod presence;
@@ -41,17 +42,20 @@ mod private;
 pub mod rate;
 mod reads;
 pub mod rooms;
+mod wire;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::rc::Rc;
 
 use mio::Token;
 
-pub use fanout::{Bus, Channel, Inbound, LocalOnly};
+pub use fanout::{Bus, BusEvent, LocalOnly};
 
 use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER, PRESENCE_GRACE};
 use crate::outbox::ConnRef;
-use crate::store::{Desk, MsgId, PrivateRoomRow, Reply, Snapshot, Storage, Target, Ticket, UserId};
+use crate::store::{
+    Desk, MsgId, PrivateRoomRow, Reply, Seq, Snapshot, Storage, Target, Ticket, UserId,
+};
 use crate::users::Directory;
 use crate::ws::proto::Encoder;
 use rate::TokenBucket;
@@ -91,8 +95,10 @@ pub enum Delivery {
 }
 
 /// A message waiting for its commit. Nobody sees it before: its frame is
-/// published, and its `ack` sent, only once storage says it is durable, so
-/// a write that fails shows nothing that is not in the history.
+/// encoded, published, and its `ack` sent, only once storage says it is
+/// durable, so a write that fails shows nothing that is not in the history.
+/// The frame waits for the commit because the id it carries may come from
+/// storage (PostgreSQL numbers messages for the whole cluster).
 pub struct PendingAck {
     /// The sender, then any connection that resent the same `client_id`
     /// before the commit.
@@ -100,8 +106,8 @@ pub struct PendingAck {
     pub timestamp_ms: i64,
     pub from: UserId,
     pub delivery: Delivery,
-    /// Encoded once, when the message was taken.
-    pub frame: Rc<[u8]>,
+    /// The checked content, encoded once at the commit.
+    pub content: Box<str>,
 }
 
 impl PendingAck {
@@ -117,19 +123,19 @@ impl Stored {
     /// replies that are not about a message.
     pub fn of(reply: &Reply) -> Option<(MsgId, Stored)> {
         Some(match *reply {
-            Reply::MessageStored(id) => (id, Stored::Yes),
+            Reply::MessageStored { key, id, seq } => (key, Stored::Yes { id, seq }),
             Reply::MessageExists {
-                id,
+                key,
                 existing,
                 timestamp_ms,
             } => (
-                id,
+                key,
                 Stored::Already {
                     id: existing,
                     timestamp_ms,
                 },
             ),
-            Reply::MessageFailed(id) => (id, Stored::No),
+            Reply::MessageFailed { key, transient } => (key, Stored::No { transient }),
             _ => return None,
         })
     }
@@ -138,13 +144,14 @@ impl Stored {
 /// What storage said of a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
-    /// It is durable.
-    Yes,
+    /// It is durable, as message `id`, `seq`th of its target.
+    Yes { id: MsgId, seq: Seq },
     /// The sender's `client_id` was already stored with message `id`: the
     /// retry is answered with that message, and nothing is delivered again.
     Already { id: MsgId, timestamp_ms: i64 },
-    /// It could not be stored.
-    No,
+    /// It could not be stored; `transient` when the database was
+    /// unreachable (the sender is told `busy`).
+    No { transient: bool },
 }
 
 /// The newest client ids, for idempotent retries: at most
@@ -208,8 +215,8 @@ impl ClientIds {
     }
 }
 
-/// Messages waiting for their commit, in id order. Storage commits in the
-/// order the loop submitted, which is id order, so the answer for the oldest
+/// Messages waiting for their commit, in key order. Storage commits in the
+/// order the loop submitted, which is key order, so the answer for the oldest
 /// is almost always at the front: a deque beats a hash map here (no hashing,
 /// no tombstones), and the rare lookup by id is a binary search.
 #[derive(Default)]
@@ -271,6 +278,10 @@ enum Wait {
     },
     /// The `unread` frame after connect.
     Unread { conn: ConnRef },
+    /// A cluster node reads back messages it missed (`cluster.rs`).
+    Catchup { key: wire::TargetKey },
+    /// A cluster node reads everything back after a bus outage.
+    Resync,
 }
 
 /// Why a user may not read a room.
@@ -290,8 +301,12 @@ pub struct Hub {
     online: HashMap<UserId, Vec<Token>>,
     /// Sessions in `sessions` (the sum of `online`'s lists, kept up to date).
     sessions_open: usize,
-    /// The last message id handed out.
+    /// The newest message id this node knows of (its own commits, and in a
+    /// cluster what the bus and catch-ups brought).
     last_msg_id: MsgId,
+    /// The last key handed to a message for its storage reply (the message
+    /// id itself on a backend that takes the loop's ids: SQLite).
+    last_key: MsgId,
     client_ids: ClientIds,
     /// Client ids of messages not yet committed, per user: a resend joins
     /// the first copy's waiters; a failed write forgets them, so the retry is
@@ -315,6 +330,8 @@ pub struct Hub {
     next_ticket: u64,
     /// Frames to and from other nodes ([`LocalOnly`] on a single node).
     bus: Box<dyn Bus>,
+    /// The other nodes, when this one is in a cluster (`cluster.rs`).
+    cluster: Option<cluster::Cluster>,
     /// How long a user whose last connection closed stays shown (online,
     /// and in their rooms) before `offline` and `leave` go out; 0 = at once.
     presence_grace_ms: i64,
@@ -345,6 +362,7 @@ impl Hub {
             online: HashMap::new(),
             sessions_open: 0,
             last_msg_id: snapshot.max_message_id,
+            last_key: snapshot.max_message_id,
             client_ids: ClientIds::default(),
             uncommitted: HashMap::new(),
             acks: PendingAcks::default(),
@@ -356,6 +374,7 @@ impl Hub {
             waiting: HashMap::new(),
             next_ticket: 0,
             bus,
+            cluster: None,
             presence_grace_ms: PRESENCE_GRACE.as_millis() as i64,
             lingering: VecDeque::new(),
             read_bytes: 0,
@@ -400,10 +419,14 @@ impl Hub {
         self.sessions.get_mut(token.0)?.as_mut()
     }
 
-    /// The next message id: increasing, never reused, assigned without storage.
-    fn next_msg_id(&mut self) -> MsgId {
-        self.last_msg_id += 1;
-        self.last_msg_id
+    /// The next message key: increasing, never reused, assigned without
+    /// storage. SQLite stores it as the message id (one node numbers its
+    /// own messages, so fan-out never waits for the database to pick one);
+    /// PostgreSQL picks the id for the whole cluster and the key only pairs
+    /// its reply with the message.
+    fn next_key(&mut self) -> MsgId {
+        self.last_key += 1;
+        self.last_key
     }
 
     /// Parks `wait` and returns the ticket its answer will carry.
@@ -447,11 +470,12 @@ impl Hub {
         self.rooms.iter().map(|(_, r)| r)
     }
 
+    /// Online here or, in a cluster, on another node.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.online.contains_key(&user)
+        self.online.contains_key(&user) || self.shown_elsewhere(user)
     }
 
-    /// Distinct users with a WebSocket open.
+    /// Distinct users with a WebSocket open on this node.
     pub fn users_online(&self) -> usize {
         self.online.len()
     }

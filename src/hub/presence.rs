@@ -2,11 +2,14 @@
 //! with presence on a user's first and last connection, `since` replays, and
 //! the `unread` frame after connect.
 
+use std::borrow::Cow;
+
 use mio::Token;
 
 use super::fanout::{Except, Topic};
 use super::rate::TokenBucket;
 use super::rooms::{ROOM_NAME_RULE, RoomId, valid_room_name};
+use super::wire::Note;
 use super::{Ctx, Hub, Session, Wait};
 use crate::clock;
 use crate::config::{MAX_REPLAY, MAX_REPLY_BYTES, MAX_ROOMS_PER_CONN};
@@ -173,30 +176,43 @@ impl Hub {
         }
     }
 
-    /// `leave` to the room: `user` is no longer in it.
+    /// `user` is no longer in the room on this node: the other nodes are
+    /// told, and the room's connections here see `leave` unless the user is
+    /// still in it on another node.
     fn announce_leave(&mut self, cx: &mut Ctx<'_, impl Outbox>, user: UserId, id: RoomId) {
+        let room = self.rooms.get(id);
+        let elsewhere = room.is_elsewhere(user);
+        let name = room.name.clone();
+        self.note(&Note::Left {
+            room: Cow::Borrowed(&name),
+            user,
+        });
+        if elsewhere {
+            return;
+        }
         let frame = self.encoder.shared(&Out::Leave {
-            room: &self.rooms.get(id).name,
+            room: &name,
             user: cx.users.name(user),
         });
-        self.publish(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
+        self.deliver(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
     }
 
-    /// Records `last_seen` and tells every connection.
+    /// Records `last_seen`, tells the other nodes, and tells every
+    /// connection here unless another node already shows the user so.
     fn set_status(&mut self, cx: &mut Ctx<'_, impl Outbox>, user: UserId, status: &'static str) {
-        let now = clock::now_ms();
-        let Some(u) = cx.users.get_mut(user) else {
-            return;
-        };
-        u.last_seen_ms = Some(now);
         // Best effort: a full queue only loses a last-seen time.
-        let _ = cx.store.submit(Request::SetLastSeen { user, at_ms: now });
-        let frame = self.encoder.shared(&Out::UserStatus {
-            user: &u.name,
-            status,
-            last_seen: Ts(now),
+        let _ = cx.store.submit(Request::SetLastSeen {
+            user,
+            at_ms: clock::now_ms(),
         });
-        self.publish(Topic::Everyone, Except::Nobody, None, &frame, cx.out);
+        if status == "online" {
+            self.note(&Note::Online { user });
+        } else {
+            self.note(&Note::Offline { user });
+        }
+        if !self.shown_elsewhere(user) {
+            self.show_status(cx, user, status);
+        }
     }
 
     /// `join`: subscribe, tell others if this is the user's first connection
@@ -267,11 +283,17 @@ impl Hub {
             .rooms
             .push(id);
         if first {
+            self.note(&Note::Entered {
+                room: Cow::Borrowed(name),
+                user,
+            });
+        }
+        if first && !self.rooms.get(id).is_elsewhere(user) {
             let frame = self.encoder.shared(&Out::Join {
                 room: name,
                 user: cx.users.name(user),
             });
-            self.publish(Topic::Room(id), Except::Conn(conn), None, &frame, cx.out);
+            self.deliver(Topic::Room(id), Except::Conn(conn), None, &frame, cx.out);
         }
         if since.is_none() {
             self.send_online_users(cx, token, id, None);
@@ -286,7 +308,7 @@ impl Hub {
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         room: &str,
-        messages: Option<Vec<StoredMessage>>,
+        mut messages: Option<Vec<StoredMessage>>,
     ) {
         let token = conn.token;
         let Some(id) = self.rooms.id(room) else {
@@ -297,6 +319,11 @@ impl Hub {
             .is_some_and(|s| s.conn == conn && s.rooms.contains(&id))
             && self.rooms.get(id).replaying.contains(&token);
         if !ok || !cx.out.is_live(conn) {
+            return;
+        }
+        // In a cluster the replay may hold messages the bus has not brought
+        // here yet: it waits for them, or their live copies would repeat it.
+        if self.replay_must_wait(conn, room, &mut messages) {
             return;
         }
         let failed = messages.is_none();
@@ -401,7 +428,7 @@ impl Hub {
         recovered: Option<bool>,
     ) {
         let room = self.rooms.get(id);
-        let mut users: Vec<&str> = room.presence.keys().map(|u| cx.users.name(*u)).collect();
+        let mut users: Vec<&str> = room.shown().map(|u| cx.users.name(u)).collect();
         users.sort_unstable();
         let frame = Out::OnlineUsers {
             room: &room.name,

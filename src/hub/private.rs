@@ -2,11 +2,14 @@
 //! Membership is persistent (unlike subscriptions) and decides who may join
 //! the room or read its history.
 
+use std::borrow::Cow;
+
 use mio::Token;
 
 use super::fanout::{Except, Topic};
 use super::presence::FrameError;
 use super::rooms::{Private, ROOM_NAME_RULE, RoomId, valid_room_name};
+use super::wire::Note;
 use super::{Ctx, Hub, Wait};
 use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_ROOM_MEMBERS, RESERVED_ROOM_NAMES};
 use crate::outbox::Outbox;
@@ -185,6 +188,7 @@ impl Hub {
                     owner: row.owner,
                     members: row.members.iter().copied().collect(),
                 });
+                self.note(&Note::RoomMade(row.clone()));
                 let creator_here = self.session(conn.token).is_some_and(|s| s.conn == conn);
                 if creator_here && let Err(e) = self.join_room(cx, conn.token, &row.name, None) {
                     self.send_error(cx.out, conn.token, &e, None);
@@ -207,6 +211,11 @@ impl Hub {
                     );
                     return self.send_error(cx.out, conn.token, &e, None);
                 }
+                self.note(&Note::Member {
+                    room: Cow::Borrowed(&room),
+                    user,
+                    add,
+                });
                 if add {
                     self.add_member(cx, id, user);
                 } else {
@@ -237,6 +246,22 @@ impl Hub {
         }
         // Every connection of the removed member is told (joined to the room
         // or not, so each client can drop it), and the joined ones leave it.
+        self.drop_member_sessions(cx, id, user);
+        let frame = self.encoder.shared(&Out::Leave {
+            room: name,
+            user: cx.users.name(user),
+        });
+        self.publish(Topic::User(user), Except::Nobody, None, &frame, cx.out);
+        self.send_room_members(cx, id);
+    }
+
+    /// A removed member's connections here leave the room.
+    pub(super) fn drop_member_sessions(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        id: RoomId,
+        user: UserId,
+    ) {
         let conns: Vec<Token> = self.online.get(&user).cloned().unwrap_or_default();
         for t in conns {
             let joined = self.session_mut(t).and_then(|s| {
@@ -248,12 +273,6 @@ impl Hub {
                 self.unsubscribe(cx, t, user, id);
             }
         }
-        let frame = self.encoder.shared(&Out::Leave {
-            room: name,
-            user: cx.users.name(user),
-        });
-        self.publish(Topic::User(user), Except::Nobody, None, &frame, cx.out);
-        self.send_room_members(cx, id);
     }
 
     /// `room_members` to every connection of every member.

@@ -32,6 +32,11 @@ pub struct Room {
     /// *lingering*: their last connection here closed less than the
     /// presence grace ago, so they are still shown (see `presence.rs`).
     pub presence: BTreeMap<UserId, u32>,
+    /// Users in the room on other nodes of a cluster, with how many nodes
+    /// each is on (empty on a single node).
+    pub remote: HashMap<UserId, u32>,
+    /// Users in `remote` but not in `presence`: kept so `online` stays O(1).
+    remote_only: usize,
     pub private: Option<Private>,
     /// Whether the room has a stored message (public rooms are listed then).
     pub has_messages: bool,
@@ -47,15 +52,72 @@ impl Room {
             subscribers: Vec::new(),
             replaying: Vec::new(),
             presence: BTreeMap::new(),
+            remote: HashMap::new(),
+            remote_only: 0,
             private: None,
             has_messages: false,
             in_flight: 0,
         }
     }
 
-    /// Distinct users with a connection in the room.
+    /// Distinct users with a connection in the room, on any node.
     pub fn online(&self) -> usize {
-        self.presence.len()
+        self.presence.len() + self.remote_only
+    }
+
+    /// Whether `user` is in the room on another node.
+    pub fn is_elsewhere(&self, user: UserId) -> bool {
+        self.remote.contains_key(&user)
+    }
+
+    /// Every user shown in the room, each once, in no particular order.
+    pub fn shown(&self) -> impl Iterator<Item = UserId> + '_ {
+        let remote_only = self
+            .remote
+            .keys()
+            .filter(|u| !self.presence.contains_key(u));
+        self.presence.keys().chain(remote_only).copied()
+    }
+
+    /// Another node has `user` in the room. Returns true when they were not
+    /// shown here before (the room's connections are told `join`).
+    pub fn enter_remote(&mut self, user: UserId) -> bool {
+        let n = self.remote.entry(user).or_insert(0);
+        *n += 1;
+        if *n == 1 && !self.presence.contains_key(&user) {
+            self.remote_only += 1;
+            return true;
+        }
+        false
+    }
+
+    /// Another node no longer has `user` in the room. Returns true when they
+    /// are no longer shown at all (the room is told `leave`).
+    pub fn leave_remote(&mut self, user: UserId) -> bool {
+        let Some(n) = self.remote.get_mut(&user) else {
+            return false;
+        };
+        *n -= 1;
+        if *n > 0 {
+            return false;
+        }
+        self.remote.remove(&user);
+        if self.presence.contains_key(&user) {
+            return false;
+        }
+        self.remote_only -= 1;
+        true
+    }
+
+    /// Bookkeeping when `user` appears in or vanishes from `presence`.
+    fn presence_changed(&mut self, user: UserId, added: bool) {
+        if self.remote.contains_key(&user) {
+            if added {
+                self.remote_only -= 1;
+            } else {
+                self.remote_only += 1;
+            }
+        }
     }
 
     /// Whether `user` may join or read the room.
@@ -80,6 +142,7 @@ impl Room {
             }
             None => {
                 self.presence.insert(user, 1);
+                self.presence_changed(user, true);
                 true
             }
         }
@@ -110,6 +173,7 @@ impl Room {
         if *n == 0 {
             if !linger {
                 self.presence.remove(&user);
+                self.presence_changed(user, false);
             }
             return Some(true);
         }
@@ -121,6 +185,7 @@ impl Room {
     pub fn end_linger(&mut self, user: UserId) -> bool {
         if self.presence.get(&user) == Some(&0) {
             self.presence.remove(&user);
+            self.presence_changed(user, false);
             return true;
         }
         false
@@ -134,6 +199,7 @@ impl Room {
             && self.subscribers.is_empty()
             && self.replaying.is_empty()
             && self.presence.is_empty()
+            && self.remote.is_empty()
     }
 }
 

@@ -4,7 +4,7 @@
 //! storage thread would after a commit.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use mio::Token;
@@ -36,28 +36,50 @@ impl Storage for Queue {
     }
 }
 
-/// What the hub published to other nodes, and what they send it.
+/// What the hub published to other nodes (frames and messages by where
+/// they go, presence notes as `status:USER`), and what they send it.
 #[derive(Default)]
 struct Wire {
     published: Vec<(String, Option<UserId>)>,
-    inbound: VecDeque<Inbound>,
+    inbound: VecDeque<BusEvent>,
 }
 
 struct TestBus(Rc<RefCell<Wire>>);
 
 impl Bus for TestBus {
-    fn publish(&mut self, channel: Channel<'_>, except_user: Option<UserId>, _: &[u8]) {
-        let name = match channel {
-            Channel::Room(r) => format!("room:{r}"),
-            Channel::User(u) => format!("user:{u}"),
-            Channel::Everyone => "everyone".into(),
-        };
-        self.0.borrow_mut().published.push((name, except_user));
+    fn node_name(&self) -> Option<&str> {
+        Some("test")
     }
-    fn receive(&mut self) -> Option<Inbound> {
+    fn start(&mut self, _: std::sync::Arc<dyn Fn() + Send + Sync>) {}
+    fn send(&mut self, note: Vec<u8>) -> bool {
+        let env = wire::decode(&note).expect("the hub sends notes it can read");
+        let entry = match env.note {
+            wire::Note::Frame {
+                dest, except_user, ..
+            } => match dest {
+                wire::Dest::Room(r) => (format!("room:{r}"), except_user),
+                wire::Dest::User(u) => (format!("user:{u}"), except_user),
+                wire::Dest::Everyone => ("everyone".into(), except_user),
+            },
+            wire::Note::Message { target, .. } => match target {
+                wire::TargetKey::Room(r) => (format!("room:{r}"), None),
+                wire::TargetKey::Direct(a, b) => (format!("direct:{a}:{b}"), None),
+            },
+            wire::Note::Online { user } | wire::Note::Offline { user } => {
+                (format!("status:{user}"), None)
+            }
+            _ => return true,
+        };
+        self.0.borrow_mut().published.push(entry);
+        true
+    }
+    fn receive(&mut self) -> Option<BusEvent> {
         self.0.borrow_mut().inbound.pop_front()
     }
 }
+
+/// This test node's incarnation on the bus.
+const NODE: u64 = 7;
 
 const ALICE: UserId = 1;
 const BOB: UserId = 2;
@@ -70,6 +92,8 @@ struct Bench {
     out: Recorder,
     db: Sqlite,
     wire: Rc<RefCell<Wire>>,
+    /// Each target's last `seq` handed out by `settle`.
+    seqs: HashMap<wire::TargetKey, Seq>,
 }
 
 fn user(id: UserId, name: &str) -> UserRow {
@@ -92,6 +116,7 @@ impl Bench {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let snapshot = Snapshot::default();
         let mut hub = Hub::new(&snapshot, 0, Box::new(TestBus(wire.clone())));
+        hub.join_cluster("test", NODE, &[]);
         // Presence at once; `presence_grace_hides_a_reconnect` sets one.
         hub.set_presence_grace(std::time::Duration::ZERO);
         Bench {
@@ -105,6 +130,7 @@ impl Bench {
             out: Recorder::default(),
             db: Sqlite::open_in_memory().unwrap(),
             wire,
+            seqs: HashMap::new(),
         }
     }
 
@@ -153,7 +179,7 @@ impl Bench {
             let (hub, mut cx) = self.cx();
             match req {
                 Request::PutMessage { msg, .. } => {
-                    hub.on_message_stored(cx.out, msg.id, Stored::No)
+                    hub.on_message_stored(&mut cx, msg.id, Stored::No { transient: false })
                 }
                 Request::PutPrivateRoom { ticket, .. }
                 | Request::AddMember { ticket, .. }
@@ -170,12 +196,34 @@ impl Bench {
         let batch = std::mem::take(&mut self.queue.requests);
         let mut replies = Vec::new();
         apply_batch(&mut self.db, &batch, &mut replies);
-        for reply in replies {
+        // SQLite does not sequence; number each target's messages as
+        // PostgreSQL would, so the cluster path is the one under test.
+        let targets: HashMap<MsgId, wire::TargetKey> = batch
+            .iter()
+            .filter_map(|r| match r {
+                Request::PutMessage { msg, .. } => Some((
+                    msg.id,
+                    match (&msg.room, msg.to) {
+                        (Some(room), _) => wire::TargetKey::Room(room.as_str().into()),
+                        (None, to) => wire::TargetKey::direct(msg.from, to.unwrap_or(0)),
+                    },
+                )),
+                _ => None,
+            })
+            .collect();
+        for mut reply in replies {
+            if let Reply::MessageStored { key, seq, .. } = &mut reply {
+                let n = self.seqs.entry(targets[key].clone()).or_insert(0);
+                *n += 1;
+                *seq = *n;
+            }
             let (hub, mut cx) = self.cx();
             match reply {
-                Reply::MessageStored(_) | Reply::MessageExists { .. } | Reply::MessageFailed(_) => {
-                    let (id, stored) = Stored::of(&reply).expect("a message reply");
-                    hub.on_message_stored(cx.out, id, stored)
+                Reply::MessageStored { .. }
+                | Reply::MessageExists { .. }
+                | Reply::MessageFailed { .. } => {
+                    let (key, stored) = Stored::of(&reply).expect("a message reply");
+                    hub.on_message_stored(&mut cx, key, stored)
                 }
                 Reply::Done { ticket } => hub.on_room_stored(&mut cx, ticket, true),
                 Reply::Failed { ticket } => hub.on_room_stored(&mut cx, ticket, false),
@@ -184,7 +232,11 @@ impl Bench {
                 }
                 Reply::HistoryFailed { ticket } => hub.on_history(&mut cx, ticket, None),
                 Reply::Unread { ticket, counts } => hub.on_unread(&mut cx, ticket, &counts),
-                Reply::UserStored(_) | Reply::UserFailed(_) | Reply::Drained => {}
+                Reply::Resynced { ticket, snapshot } => {
+                    hub.on_resync(&mut cx, ticket, Some(snapshot))
+                }
+                Reply::ResyncFailed { ticket } => hub.on_resync(&mut cx, ticket, None),
+                Reply::UserStored { .. } | Reply::UserFailed { .. } | Reply::Drained => {}
             }
         }
     }
@@ -222,7 +274,7 @@ fn pending_acks_by_id() {
         timestamp_ms: 0,
         from: ALICE,
         delivery: Delivery::Private { peer: BOB },
-        frame: Rc::from(&b""[..]),
+        content: "".into(),
     };
     let mut acks = PendingAcks::default();
     for id in [3, 5, 9] {
@@ -384,9 +436,10 @@ fn user_status_on_first_and_last_connection() {
             .borrow()
             .published
             .iter()
-            .filter(|p| p.0 == "everyone")
+            .filter(|p| p.0.starts_with("status:"))
             .count(),
-        3
+        3,
+        "alice online, bob online, bob offline: told to the other nodes"
     );
 }
 
@@ -752,21 +805,39 @@ fn bus_frames_are_delivered_locally() {
         bytes
     };
     let typing = json!({"type": "typing", "room": "general", "user": "alice"});
+    let note = |dest, except_user, frame: Vec<u8>| {
+        BusEvent::Note(wire::encode(
+            NODE + 1,
+            &wire::Note::Frame {
+                dest,
+                except_user,
+                frame: frame.into(),
+            },
+        ))
+    };
     b.wire.borrow_mut().inbound.extend([
-        Inbound {
-            channel: Channel::Room("general".into()),
-            id: None,
-            except_user: Some(ALICE),
-            frame: frame(typing.clone()),
-        },
-        Inbound {
-            channel: Channel::Room("elsewhere".into()),
-            id: None,
-            except_user: None,
-            frame: frame(json!({"type": "x"})),
-        },
+        note(
+            wire::Dest::Room("general".into()),
+            Some(ALICE),
+            frame(typing.clone()),
+        ),
+        note(
+            wire::Dest::Room("elsewhere".into()),
+            None,
+            frame(json!({"type": "x"})),
+        ),
+        // Its own notes come back to a node from the bus: ignored.
+        BusEvent::Note(wire::encode(
+            NODE,
+            &wire::Note::Frame {
+                dest: wire::Dest::Room("general".into()),
+                except_user: None,
+                frame: frame(json!({"type": "mine"})).into(),
+            },
+        )),
     ]);
-    b.hub.receive_from_bus(&mut b.out);
+    let (hub, mut cx) = b.cx();
+    hub.on_bus(&mut cx);
     assert_eq!(b.frames(bob), [typing]);
     assert!(
         b.frames(a).is_empty(),

@@ -46,20 +46,28 @@
 
 pub mod sqlite;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-use crate::config::STORE_BATCH;
+use crate::config::{STORE_BATCH, STORE_PROBE};
 
-/// Users are numbered from 1 by the loop.
+/// Users are numbered from 1: by the loop on SQLite, by the database's
+/// sequence on PostgreSQL (where several nodes sign users up at once).
 pub type UserId = u32;
-/// Message ids: unique and increasing across the server.
+/// Message ids: unique across the server (the cluster), and increasing per
+/// room and per conversation in the order messages are delivered.
 pub type MsgId = u64;
+/// A message's place in its room or conversation: 1, 2, 3, ... with no gap
+/// among committed messages, assigned in the same transaction as the append
+/// by a backend that sequences (PostgreSQL). A node that sees a sequence
+/// jump on the bus knows it missed a message and reads it back. 0 from a
+/// backend that does not sequence (SQLite: one node, nothing to miss).
+pub type Seq = u64;
 
 /// A user as stored, password hash included (the loop keeps it to verify logins).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
     pub id: UserId,
     pub username: String,
@@ -79,7 +87,7 @@ pub struct PasswordHash {
 }
 
 /// A private room: only members may join it or read its history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrivateRoomRow {
     pub name: String,
     pub owner: UserId,
@@ -105,6 +113,8 @@ pub struct StoredMessage {
     pub to: Option<UserId>,
     pub content: String,
     pub timestamp_ms: i64,
+    /// The message's place in its target ([`Seq`]); 0 when not sequenced.
+    pub seq: Seq,
 }
 
 /// A window of history: the newest `limit` messages of `target` with
@@ -143,6 +153,18 @@ pub struct Snapshot {
     /// belong to a private room, or were sent a private message. For everyone
     /// else the `unread` frame is empty without asking storage.
     pub unread_sources: Vec<UserId>,
+    /// The newest [`Seq`] of every room and conversation that has messages,
+    /// from a backend that sequences (empty otherwise): where a cluster
+    /// node starts tracking each target's sequence.
+    pub heads: Vec<(Target, Seq)>,
+}
+
+/// Why a user row was refused: the name or email is already stored (by
+/// another node of a cluster, which this node's directory had not heard of).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conflict {
+    Username,
+    Email,
 }
 
 /// Which part of the loop asked: storage echoes the ticket, and the loop
@@ -166,11 +188,14 @@ pub struct Ticket {
 /// What the loop asks of storage.
 #[derive(Debug)]
 pub enum Request {
-    /// Reply: `UserStored` / `UserFailed`.
+    /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
+    /// for the reply; a backend that numbers users itself stores another.
     PutUser(UserRow),
     /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
-    /// is already stored: a retry the loop no longer remembered), or
-    /// `MessageFailed`.
+    /// is already stored: a retry the loop no longer remembered, perhaps
+    /// sent to another node), or `MessageFailed`. `msg.id` is the loop's key
+    /// for the reply (and the id itself on a backend that takes the loop's
+    /// ids); `msg.seq` is ignored.
     PutMessage {
         msg: StoredMessage,
         client_id: Option<String>,
@@ -204,6 +229,19 @@ pub enum Request {
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread`.
     Unread { ticket: Ticket, user: UserId },
+    /// The messages of `target` with `after < seq`, oldest first, at most
+    /// `limit`: what a cluster node missed on the bus. Reply: `History`
+    /// (messages carry their `seq`) / `HistoryFailed`.
+    Catchup {
+        ticket: Ticket,
+        target: Target,
+        after: Seq,
+        limit: usize,
+    },
+    /// Everything `load` reads, again: a cluster node lost the bus and may
+    /// have missed users, rooms and memberships made elsewhere. Reply:
+    /// `Resynced` / `ResyncFailed`.
+    Resync { ticket: Ticket },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -214,17 +252,35 @@ pub enum Request {
 /// for a read, from a snapshot that holds every commit already answered.
 #[derive(Debug)]
 pub enum Reply {
-    UserStored(UserId),
-    UserFailed(UserId),
-    MessageStored(MsgId),
+    /// `key` is the row's id as sent; `id` the one stored.
+    UserStored {
+        key: UserId,
+        id: UserId,
+    },
+    /// `conflict` when a unique name or email refused it.
+    UserFailed {
+        key: UserId,
+        conflict: Option<Conflict>,
+    },
+    /// `key` is `msg.id` as sent; `id` and `seq` what it was stored as.
+    MessageStored {
+        key: MsgId,
+        id: MsgId,
+        seq: Seq,
+    },
     /// Not stored again: `existing` is the message this user already stored
     /// under the same `client_id`, at `timestamp_ms`.
     MessageExists {
-        id: MsgId,
+        key: MsgId,
         existing: MsgId,
         timestamp_ms: i64,
     },
-    MessageFailed(MsgId),
+    /// `transient` when the whole batch failed (the database is down, the
+    /// disk is full): the client is told `busy`, not `internal`.
+    MessageFailed {
+        key: MsgId,
+        transient: bool,
+    },
     /// A request with a ticket and no data to return was stored.
     Done {
         ticket: Ticket,
@@ -244,6 +300,13 @@ pub enum Reply {
     Unread {
         ticket: Ticket,
         counts: Vec<UnreadCount>,
+    },
+    Resynced {
+        ticket: Ticket,
+        snapshot: Box<Snapshot>,
+    },
+    ResyncFailed {
+        ticket: Ticket,
     },
     Drained,
 }
@@ -374,6 +437,10 @@ pub trait Storage {
     fn submit(&mut self, req: Request) -> Result<(), Busy>;
     /// Requests waiting to be applied (a `/metrics` gauge).
     fn depth(&self) -> usize;
+    /// Whether the database is reachable (false: `/healthz` says `degraded`).
+    fn is_healthy(&self) -> bool {
+        true
+    }
 }
 
 impl Storage for StoreHandle {
@@ -382,6 +449,9 @@ impl Storage for StoreHandle {
     }
     fn depth(&self) -> usize {
         StoreHandle::depth(self)
+    }
+    fn is_healthy(&self) -> bool {
+        StoreHandle::is_healthy(self)
     }
 }
 
@@ -452,6 +522,9 @@ pub struct StoreHandle {
     rx: Receiver<Reply>,
     /// Requests in flight at most, in each queue; `submit` answers `Busy` past it.
     capacity: usize,
+    /// Whether the writer's last transaction reached the database (set by
+    /// the writer thread; `/healthz` says `degraded` while it is false).
+    health: Arc<AtomicBool>,
 }
 
 impl StoreHandle {
@@ -476,14 +549,25 @@ impl StoreHandle {
                 run_reader(reader, rx, replies, depth, &published, &*wake)
             })
         });
+        let health = Arc::new(AtomicBool::new(true));
+        let writer_health = health.clone();
         let writes = spawn_queue("hubbub-store", move |rx, depth| {
-            run_store(backend, rx, reply_tx, depth, &published, &*wake)
+            run_store(
+                backend,
+                rx,
+                reply_tx,
+                depth,
+                &published,
+                writer_health,
+                &*wake,
+            )
         });
         StoreHandle {
             writes,
             reads,
             rx,
             capacity,
+            health,
         }
     }
 
@@ -516,6 +600,11 @@ impl StoreHandle {
     /// Requests waiting for either storage thread (the `/metrics` gauge).
     pub fn depth(&self) -> usize {
         self.writes.depth() + self.read_depth()
+    }
+
+    /// The database answered the writer's last transaction.
+    pub fn is_healthy(&self) -> bool {
+        self.health.load(Ordering::Relaxed)
     }
 
     /// Reads waiting for the reader thread (0 without one).
@@ -558,7 +647,10 @@ fn spawn_queue(
 /// purpose: a new request must be classified.
 fn is_read(req: &Request) -> bool {
     match req {
-        Request::History { .. } | Request::Unread { .. } => true,
+        Request::History { .. }
+        | Request::Unread { .. }
+        | Request::Catchup { .. }
+        | Request::Resync { .. } => true,
         Request::PutUser(_)
         | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
@@ -579,12 +671,29 @@ fn run_store<B: Backend>(
     replies: Sender<Reply>,
     depth: Arc<AtomicUsize>,
     published: &Published,
+    health: Arc<AtomicBool>,
     wake: &dyn Fn(),
 ) {
     crate::priority::lower_current_thread(crate::priority::STORE_NICE);
     let mut batch = Vec::with_capacity(STORE_BATCH);
     let mut out = Vec::with_capacity(STORE_BATCH);
-    while let Ok(first) = rx.recv() {
+    loop {
+        let up = health.load(Ordering::Relaxed);
+        let first = if up {
+            rx.recv().map_err(|_| ())
+        } else {
+            // Down: probe every STORE_PROBE even without work, so `/healthz`
+            // turns healthy when the database is back, not at the next write.
+            match rx.recv_timeout(STORE_PROBE) {
+                Ok(r) => Ok(r),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    probe(&mut backend, &health);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => Err(()),
+            }
+        };
+        let Ok(first) = first else { break };
         batch.push(first);
         while batch.len() < STORE_BATCH {
             match rx.try_recv() {
@@ -593,7 +702,8 @@ fn run_store<B: Backend>(
             }
         }
         depth.fetch_sub(batch.len(), Ordering::Relaxed);
-        let guard = apply_batch_published(&mut backend, &batch, &mut out, published);
+        let (guard, reached) = apply_batch_published(&mut backend, &batch, &mut out, published, up);
+        set_health(&health, reached);
         batch.clear();
         let mut loop_gone = false;
         for reply in out.drain(..) {
@@ -606,6 +716,27 @@ fn run_store<B: Backend>(
         }
         wake();
     }
+}
+
+/// Records whether the database could be reached, logging only the changes
+/// (an outage is one line, not one per batch).
+fn set_health(health: &AtomicBool, up: bool) {
+    match (health.swap(up, Ordering::Relaxed), up) {
+        (true, false) => log::error!(
+            "storage: the database is unreachable; writes are refused as busy until it is back"
+        ),
+        (false, true) => log::info!("storage: the database is reachable again"),
+        _ => {}
+    }
+}
+
+/// An empty transaction, to see whether the database is back.
+fn probe<B: Backend>(backend: &mut B, health: &AtomicBool) {
+    let ok = backend.begin().and_then(|()| backend.commit()).is_ok();
+    if !ok {
+        backend.rollback();
+    }
+    set_health(health, ok);
 }
 
 /// The reader thread: one read at a time, each in its own snapshot, its
@@ -629,7 +760,7 @@ fn run_reader(
             Ok(reply) => Some(reply),
             Err(e) => {
                 log::error!("storage: {} failed: {e}", request_name(&req));
-                failure_reply(&req)
+                failure_reply(&req, false)
             }
         };
         reader.end();
@@ -650,21 +781,28 @@ fn run_reader(
 #[cfg(test)]
 pub(crate) fn apply_batch<B: Backend>(backend: &mut B, batch: &[Request], out: &mut Vec<Reply>) {
     let published = Published::new();
-    drop(apply_batch_published(backend, batch, out, &published));
+    drop(apply_batch_published(backend, batch, out, &published, true));
 }
 
 /// [`apply_batch`], returning with `published` held from the commit on, so
-/// the caller sends the replies before a reader may take a newer snapshot.
+/// the caller sends the replies before a reader may take a newer snapshot;
+/// and whether the batch reached the database (false when the transaction
+/// itself failed). `was_up` is false during an outage, whose failed `begin`s
+/// are not logged again.
 fn apply_batch_published<'a, B: Backend>(
     backend: &mut B,
     batch: &[Request],
     out: &mut Vec<Reply>,
     published: &'a Published,
-) -> MutexGuard<'a, ()> {
+    was_up: bool,
+) -> (MutexGuard<'a, ()>, bool) {
     if let Err(e) = backend.begin() {
-        log::error!("storage: begin failed: {e}");
-        out.extend(batch.iter().filter_map(failure_reply));
-        return published.lock();
+        if was_up {
+            log::error!("storage: begin failed: {e}");
+        }
+        backend.rollback();
+        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        return (published.lock(), false);
     }
     let start = out.len();
     for req in batch {
@@ -679,12 +817,12 @@ fn apply_batch_published<'a, B: Backend>(
                 );
                 backend.rollback();
                 out.truncate(start);
-                out.extend(batch.iter().filter_map(failure_reply));
-                return published.lock();
+                out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+                return (published.lock(), false);
             }
             Err(e) => {
                 log::error!("storage: {} failed: {e}", request_name(req));
-                out.extend(failure_reply(req));
+                out.extend(failure_reply(req, false));
             }
         }
     }
@@ -693,21 +831,31 @@ fn apply_batch_published<'a, B: Backend>(
         log::error!("storage: commit of {} requests failed: {e}", batch.len());
         backend.rollback();
         out.truncate(start);
-        out.extend(batch.iter().filter_map(failure_reply));
+        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        return (guard, false);
     }
-    guard
+    (guard, true)
 }
 
 /// The reply a request gets when it could not be applied (or its batch
 /// could not be committed).
-fn failure_reply(req: &Request) -> Option<Reply> {
+fn failure_reply(req: &Request, transient: bool) -> Option<Reply> {
     match req {
-        Request::PutUser(u) => Some(Reply::UserFailed(u.id)),
-        Request::PutMessage { msg, .. } => Some(Reply::MessageFailed(msg.id)),
+        Request::PutUser(u) => Some(Reply::UserFailed {
+            key: u.id,
+            conflict: None,
+        }),
+        Request::PutMessage { msg, .. } => Some(Reply::MessageFailed {
+            key: msg.id,
+            transient,
+        }),
         Request::PutPrivateRoom { ticket, .. }
         | Request::AddMember { ticket, .. }
         | Request::RemoveMember { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
-        Request::History { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
+        Request::History { ticket, .. } | Request::Catchup { ticket, .. } => {
+            Some(Reply::HistoryFailed { ticket: *ticket })
+        }
+        Request::Resync { ticket } => Some(Reply::ResyncFailed { ticket: *ticket }),
         Request::Unread { ticket, .. } => Some(Reply::Unread {
             ticket: *ticket,
             counts: Vec::new(),
@@ -731,6 +879,8 @@ fn request_name(req: &Request) -> &'static str {
         Request::MarkRead { .. } => "mark_read",
         Request::History { .. } => "history",
         Request::Unread { .. } => "unread",
+        Request::Catchup { .. } => "catchup",
+        Request::Resync { .. } => "resync",
         Request::Drain => "drain",
     }
 }
@@ -858,7 +1008,11 @@ mod tests {
         }
         fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
             Ok(match req {
-                Request::PutMessage { msg, .. } => Some(Reply::MessageStored(msg.id)),
+                Request::PutMessage { msg, .. } => Some(Reply::MessageStored {
+                    key: msg.id,
+                    id: msg.id,
+                    seq: 0,
+                }),
                 Request::Drain => Some(Reply::Drained),
                 Request::History { .. } | Request::Unread { .. } => {
                     Some(answer_read(req, &self.read_gate, &self.entered))
@@ -913,6 +1067,7 @@ mod tests {
                 to: None,
                 content: "x".into(),
                 timestamp_ms: 0,
+                seq: 0,
             },
             client_id: None,
         }
@@ -955,7 +1110,10 @@ mod tests {
             .expect("the read started");
         store.submit(put(7)).unwrap();
         assert!(
-            matches!(next_reply(&store, &woken), Reply::MessageStored(7)),
+            matches!(
+                next_reply(&store, &woken),
+                Reply::MessageStored { key: 7, .. }
+            ),
             "the commit was answered first"
         );
         assert_eq!(store.read_depth(), 0, "the read was taken, not queued");
@@ -1025,7 +1183,7 @@ mod tests {
         while read_seqs.len() < reads as usize || stored.len() < writes as usize {
             match next_reply(&store, &woken) {
                 Reply::History { ticket, .. } => read_seqs.push(ticket.seq),
-                Reply::MessageStored(id) => stored.push(id),
+                Reply::MessageStored { key, .. } => stored.push(key),
                 other => panic!("unexpected {other:?}"),
             }
         }

@@ -292,7 +292,10 @@ impl Sqlite {
                     u.created_ms,
                     u.last_seen_ms
                 ])?;
-                Some(Reply::UserStored(u.id))
+                Some(Reply::UserStored {
+                    key: u.id,
+                    id: u.id,
+                })
             }
             Request::PutMessage { msg, client_id } => {
                 let dm = msg.to.map(|to| dm_key(msg.from, to));
@@ -322,12 +325,16 @@ impl Sqlite {
                         )?
                         .query_row(params![msg.from, client_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
                     return Ok(Some(Reply::MessageExists {
-                        id: msg.id,
+                        key: msg.id,
                         existing: existing as MsgId,
                         timestamp_ms: ts,
                     }));
                 }
-                Some(Reply::MessageStored(msg.id))
+                Some(Reply::MessageStored {
+                    key: msg.id,
+                    id: msg.id,
+                    seq: 0,
+                })
             }
             Request::PutPublicRoom { name, creator } => {
                 // `owner_id` of a public room is who opened it (for the quota).
@@ -394,9 +401,20 @@ impl Sqlite {
                 ticket: *ticket,
                 counts: unread(&self.conn, *user)?,
             }),
+            Request::Catchup { .. } | Request::Resync { .. } => {
+                return Err(not_sequenced());
+            }
             Request::Drain => Some(Reply::Drained),
         })
     }
+}
+
+/// What a cluster-only read gets here: SQLite serves one node, which has
+/// no bus to miss traffic on (`--redis` needs `--postgres`).
+fn not_sequenced() -> rusqlite::Error {
+    rusqlite::Error::InvalidParameterName(
+        "catch-up and resync are cluster reads; SQLite serves a single node".into(),
+    )
 }
 
 /// Permission bits of the database files hubbub creates (the database, its
@@ -547,6 +565,8 @@ fn writes_several_statements(req: &Request) -> bool {
         // Reads: two statements at most, and nothing to undo.
         | Request::History { .. }
         | Request::Unread { .. }
+        | Request::Catchup { .. }
+        | Request::Resync { .. }
         | Request::Drain => false,
     }
 }
@@ -559,6 +579,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         to: r.get(3)?,
         content: r.get(4)?,
         timestamp_ms: r.get(5)?,
+        seq: 0,
     })
 }
 
@@ -838,6 +859,7 @@ mod tests {
             to,
             content: format!("m{id}"),
             timestamp_ms: id as i64,
+            seq: 0,
         }
     }
 
@@ -1012,7 +1034,7 @@ mod tests {
         };
         match db.execute(&dup).unwrap() {
             Some(Reply::MessageExists {
-                id: 2,
+                key: 2,
                 existing: 1,
                 timestamp_ms: 1,
             }) => {}
@@ -1369,7 +1391,7 @@ mod tests {
                 client_id: None,
             })
             .unwrap();
-        assert!(matches!(next(&store), Reply::MessageStored(1)));
+        assert!(matches!(next(&store), Reply::MessageStored { key: 1, .. }));
         store.submit(room_history(1)).unwrap();
         assert_eq!(history_ids(next(&store)), [1]);
         store.join();
@@ -1414,6 +1436,7 @@ mod fault_tests {
                 to: None,
                 content: "x".into(),
                 timestamp_ms: 0,
+                seq: 0,
             },
             client_id: Some(format!("c{id}")),
         }
@@ -1440,13 +1463,22 @@ mod fault_tests {
         let mut out = Vec::new();
         apply_batch(&mut db, &[put(1), put(2)], &mut out);
         assert!(
-            matches!(out[..], [Reply::MessageFailed(1), Reply::MessageFailed(2)]),
+            matches!(
+                out[..],
+                [
+                    Reply::MessageFailed { key: 1, .. },
+                    Reply::MessageFailed { key: 2, .. }
+                ]
+            ),
             "{out:?}"
         );
         other.execute_batch("ROLLBACK").unwrap();
         out.clear();
         apply_batch(&mut db, &[put(3)], &mut out);
-        assert!(matches!(out[..], [Reply::MessageStored(3)]), "{out:?}");
+        assert!(
+            matches!(out[..], [Reply::MessageStored { key: 3, .. }]),
+            "{out:?}"
+        );
         drop(db);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1491,9 +1523,9 @@ mod fault_tests {
             matches!(
                 out[..],
                 [
-                    Reply::MessageFailed(1),
-                    Reply::MessageFailed(2),
-                    Reply::MessageFailed(3)
+                    Reply::MessageFailed { key: 1, .. },
+                    Reply::MessageFailed { key: 2, .. },
+                    Reply::MessageFailed { key: 3, .. }
                 ]
             ),
             "{out:?}"
@@ -1505,7 +1537,7 @@ mod fault_tests {
         );
         out.clear();
         apply_batch(&mut db, &[put(4)], &mut out);
-        assert!(matches!(out[..], [Reply::MessageStored(4)]));
+        assert!(matches!(out[..], [Reply::MessageStored { key: 4, .. }]));
     }
 
     /// A removed member's read marker goes with its membership, so the room
