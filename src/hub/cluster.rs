@@ -171,7 +171,7 @@ impl Hub {
     }
 
     /// Everything this node shows of its own connections.
-    fn own_state(&self) -> Note<'_> {
+    pub(super) fn own_state(&self) -> Note<'_> {
         let users = self.online.keys().copied().collect();
         let rooms = self
             .rooms
@@ -574,14 +574,18 @@ impl Hub {
         except: Except,
     ) -> u64 {
         let now = clock::now_ms();
+        let interested = self.has_interest(&key);
         let c = self.cluster.as_mut().expect("sequence runs in a cluster");
-        let track = c.tracks.entry(key.clone()).or_insert_with(|| Track {
-            // A target this node never saw: nobody here missed its past.
-            delivered: seq - 1,
-            ..Track::default()
-        });
+        // A target missing from the snapshot's heads is newer than it: its
+        // first message is seq 1.
+        let track = c.tracks.entry(key.clone()).or_default();
         if seq <= track.delivered {
             return 0;
+        }
+        if seq > track.delivered + 1 && !interested {
+            // Nobody here could miss what came before: no need to read it.
+            track.delivered = seq - 1;
+            track.early.clear();
         }
         if seq > track.delivered + 1 {
             if track.early.len() < MAX_BUFFERED_PER_TARGET {
@@ -601,6 +605,17 @@ impl Hub {
         let mut n = self.deliver(topic, except, Some(id), frame, cx.out);
         n += self.advance(cx, &key, topic, seq);
         n
+    }
+
+    /// Whether a connection here receives `key`'s messages.
+    fn has_interest(&self, key: &TargetKey) -> bool {
+        match key {
+            TargetKey::Room(name) => self.rooms.id(name).is_some_and(|id| {
+                let r = self.rooms.get(id);
+                !r.subscribers.is_empty() || !r.replaying.is_empty()
+            }),
+            TargetKey::Direct(a, b) => self.online.contains_key(a) || self.online.contains_key(b),
+        }
     }
 
     /// `seq` of `key` was delivered: deliver what waited behind it, close
