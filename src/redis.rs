@@ -335,6 +335,10 @@ fn subscriber(shared: &Shared) {
         let Err(why) = subscriber_session(shared, &mut backoff) else {
             return;
         };
+        // `shutdown` closing the socket is not an outage.
+        if shared.stopping() {
+            return;
+        }
         shared.set(Side::Subscriber, Some(&why));
         shared.pause(backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
@@ -418,6 +422,10 @@ fn publisher(shared: &Shared, queue: &mpsc::Receiver<Vec<u8>>) {
         let Err(why) = publisher_session(shared, queue, &mut backoff) else {
             return;
         };
+        // `shutdown` closing the socket is not an outage.
+        if shared.stopping() {
+            return;
+        }
         shared.set(Side::Publisher, Some(&why));
         discard_queued(shared, queue);
         shared.pause(backoff);
