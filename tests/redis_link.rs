@@ -233,3 +233,28 @@ fn a_loop_that_falls_behind_sees_down_then_up() {
     assert!(feeder.link.publish(b"again".to_vec()));
     assert_eq!(slow.messages(1), vec![b"again".to_vec()]);
 }
+
+/// A password in the URL is sent with AUTH (alone, or with a user); a wrong
+/// one keeps the link down without an event, and retrying does not panic.
+#[test]
+fn the_urls_credentials_authenticate() {
+    let redis = Redis::start_with(&["--requirepass", "s3cret"]);
+    let port = redis.port();
+    let channel = unique_channel("auth");
+    let a = Probe::start(&format!("redis://:s3cret@127.0.0.1:{port}"), &channel);
+    let b = Probe::start(
+        &format!("redis://default:s3cret@127.0.0.1:{port}/0"),
+        &channel,
+    );
+    let wrong = Probe::start(&format!("redis://:nope@127.0.0.1:{port}"), &channel);
+    let none = Probe::start(&format!("redis://127.0.0.1:{port}"), &channel);
+    a.expect(LinkEvent::Up, UP_WITHIN);
+    b.expect(LinkEvent::Up, UP_WITHIN);
+    assert!(a.link.publish(b"authenticated".to_vec()));
+    assert_eq!(b.messages(1), vec![b"authenticated".to_vec()]);
+    thread::sleep(Duration::from_millis(300));
+    for p in [&wrong, &none] {
+        assert!(!p.link.is_up(), "a link without the password is down");
+        assert!(p.link.try_recv().is_none());
+    }
+}

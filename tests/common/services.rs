@@ -159,20 +159,30 @@ fn share<T>(slot: &Mutex<Weak<T>>, start: impl FnOnce() -> T) -> Arc<T> {
 pub struct Redis {
     dir: TempDir,
     port: u16,
+    /// Extra `redis-server` options, kept for `restart`.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With extra `redis-server` options, e.g. `["--requirepass", "pw"]`
+    /// (PING then needs AUTH, so readiness is checked by a NOAUTH answer).
+    pub fn start_with(args: &[&str]) -> Redis {
         let dir = TempDir::new("redis");
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match Redis::spawn(dir.path(), port) {
+            match Redis::spawn(dir.path(), port, &args) {
                 Ok(child) => {
                     return Redis {
                         dir,
                         port,
+                        args,
                         child: Some(child),
                     };
                 }
@@ -182,7 +192,7 @@ impl Redis {
         panic!("redis-server did not come up in {PORT_ATTEMPTS} attempts: {last}");
     }
 
-    fn spawn(dir: &Path, port: u16) -> Result<Child, String> {
+    fn spawn(dir: &Path, port: u16, args: &[String]) -> Result<Child, String> {
         let log_path = dir.join("redis.log");
         let log = fs::OpenOptions::new()
             .create(true)
@@ -194,13 +204,14 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
             .arg("--dir")
             .arg(dir)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log);
         let mut child = cmd
             .spawn()
             .map_err(|e| format!("spawn redis-server (is it installed?): {e}"))?;
-        match wait_until(&mut child, START_TIMEOUT, || ping(port)) {
+        match wait_until(&mut child, START_TIMEOUT, || answers(port)) {
             Ok(()) => Ok(child),
             Err(e) => {
                 terminate(&mut child, libc::SIGKILL);
@@ -231,7 +242,7 @@ impl Redis {
     /// nothing is persisted).
     pub fn restart(&mut self) {
         self.stop();
-        let child = Redis::spawn(self.dir.path(), self.port)
+        let child = Redis::spawn(self.dir.path(), self.port, &self.args)
             .unwrap_or_else(|e| panic!("redis-server restart: {e}"));
         self.child = Some(child);
     }
@@ -279,14 +290,24 @@ pub fn unique_channel(tag: &str) -> String {
 
 /// Whether a Redis on this loopback port answers PING (within 1 s).
 pub fn ping(port: u16) -> bool {
+    ping_reply(port).is_some_and(|r| r == b"+PONG\r\n")
+}
+
+/// Whether a Redis answers at all: PONG, or NOAUTH when it wants a password.
+fn answers(port: u16) -> bool {
+    ping_reply(port).is_some_and(|r| r == b"+PONG\r\n" || r.starts_with(b"-NOAUTH"))
+}
+
+/// The first bytes of the answer to an inline PING.
+fn ping_reply(port: u16) -> Option<Vec<u8>> {
     use std::io::{Read, Write};
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    s.write_all(b"PING\r\n").ok()?;
     let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    s.read_exact(&mut buf).ok()?;
+    Some(buf.to_vec())
 }
 
 // ---------------------------------------------------------------------------
