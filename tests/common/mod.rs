@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+pub mod services;
+
 /// The HS256 secret every test server gets through `HUBBUB_JWT_SECRET`
 /// (unless built with `no_jwt_secret`), so tests can craft tokens.
 pub const JWT_SECRET: &str = "hubbub-test-secret-0123456789abcdef";
