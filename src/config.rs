@@ -393,7 +393,13 @@ pub struct Options {
     pub redis: Option<String>,
     /// This node's name in logs and metrics (`--node-id`; default host:port).
     pub node_id: Option<String>,
+    /// The Redis pub/sub channel of the cluster (`--redis-channel`): two
+    /// clusters may share one Redis under different channels.
+    pub redis_channel: String,
 }
+
+/// The cluster's Redis channel when `--redis-channel` is not given.
+pub const DEFAULT_REDIS_CHANNEL: &str = "hubbub:cluster";
 
 impl Default for Options {
     fn default() -> Self {
@@ -403,6 +409,7 @@ impl Default for Options {
             postgres: None,
             redis: None,
             node_id: None,
+            redis_channel: DEFAULT_REDIS_CHANNEL.into(),
         }
     }
 }
@@ -420,7 +427,7 @@ impl Options {
 #[derive(Debug)]
 pub enum Parsed {
     /// Start the server with these options.
-    Run(Options),
+    Run(Box<Options>),
     /// `-h` / `--help`: print [`usage`] and exit successfully.
     Help,
     /// `hubbub backup PATH`: copy the database `db` (from `--db` or
@@ -509,6 +516,22 @@ const OPTIONS: &[Opt] = &[
                 return Err(format!("not a redis:// URL: {v}"));
             }
             o.redis = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--redis-channel"),
+        env: Some("HUBBUB_REDIS_CHANNEL"),
+        value: Some("NAME"),
+        help: || {
+            "the cluster's Redis pub/sub channel (clusters sharing a Redis differ here)".into()
+        },
+        default: Some(|o| o.redis_channel.clone()),
+        set: |o, v| {
+            if v.is_empty() || v.len() > 200 {
+                return Err("a channel name is 1-200 bytes".into());
+            }
+            o.redis_channel = v.to_string();
             Ok(())
         },
     },
@@ -809,7 +832,7 @@ pub fn parse_options(
         );
         c.pbkdf2_iterations = PBKDF2_FLOOR;
     }
-    Ok(Parsed::Run(opts))
+    Ok(Parsed::Run(Box::new(opts)))
 }
 
 /// Width of the usage's left column (flag and placeholder, or variable name).
@@ -881,7 +904,7 @@ mod tests {
 
     fn run(args: &[&str], vars: &[(&str, &str)]) -> Options {
         match parse(args, vars) {
-            Ok(Parsed::Run(o)) => o,
+            Ok(Parsed::Run(o)) => *o,
             other => panic!("{args:?} {vars:?}: {other:?}"),
         }
     }

@@ -25,6 +25,7 @@
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
+//! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
 //! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage thread; the SQLite backend | be called synchronously by the loop |
 //! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options; counters; SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
@@ -69,6 +70,7 @@ mod metrics;
 mod outbox;
 mod priority;
 pub mod redis;
+pub mod redis_bus;
 pub mod server;
 mod signal;
 pub mod store;

@@ -21,7 +21,7 @@ fn main() -> ExitCode {
         eprintln!("hubbub: cannot start logging: {e}");
     }
     let opts = match parse_options(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Parsed::Run(opts)) => opts,
+        Ok(Parsed::Run(opts)) => *opts,
         Ok(Parsed::Backup { db, to }) => return backup(&db, &to),
         Ok(Parsed::Help) => {
             print!("{}", usage());

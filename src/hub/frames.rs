@@ -313,13 +313,12 @@ impl Hub {
             msg,
             client_id: client_id.map(String::from),
         };
-        // While the database is unreachable nothing can be acked: say so now
-        // rather than after a batch that is bound to fail.
-        let busy = || FrameError::new("busy", "the server is busy; retry with the same client_id");
-        if !cx.store.is_healthy() {
-            return Err(busy());
-        }
-        cx.store.submit(req).map_err(|_| busy())?;
+        // Queued even while the database is unreachable: its batch fails at
+        // once (the sender hears `busy`), and the first retry after the
+        // database is back is stored, with no probe to wait for.
+        cx.store.submit(req).map_err(|_| {
+            FrameError::new("busy", "the server is busy; retry with the same client_id")
+        })?;
         if let Some(cid) = client_id {
             self.uncommitted.insert(uncommitted_key(from, cid), id);
         }

@@ -1120,9 +1120,12 @@ const PEER: u64 = NODE + 1;
 
 impl Bench {
     /// A note from the peer node, handled as the loop would.
-    fn from_peer(&mut self, note: wire::Note<'_>) {
+    fn hear_peer(&mut self, note: wire::Note<'_>) {
         let bytes = wire::encode(PEER, &note);
-        self.wire.borrow_mut().inbound.push_back(BusEvent::Note(bytes));
+        self.wire
+            .borrow_mut()
+            .inbound
+            .push_back(BusEvent::Note(bytes));
         let (hub, mut cx) = self.cx();
         hub.on_bus(&mut cx);
     }
@@ -1133,7 +1136,7 @@ impl Bench {
         let v = json!({"type": "message", "id": id, "room": room, "user": "carol",
                        "content": content, "timestamp": "2026-12-02T00:00:00.000Z"});
         crate::ws::codec::encode(&mut frame, crate::ws::codec::TEXT, v.to_string().as_bytes());
-        self.from_peer(wire::Note::Message {
+        self.hear_peer(wire::Note::Message {
             target: wire::TargetKey::Room(room.into()),
             seq,
             id,
@@ -1261,32 +1264,45 @@ fn presence_follows_the_whole_cluster() {
     let a = b.open(1, ALICE);
     b.send(a, json!({"type": "join", "room": "general"}));
     b.out.clear();
-    b.from_peer(wire::Note::Hello { name: "n2".into() });
-    b.from_peer(wire::Note::Online { user: CAROL });
-    b.from_peer(wire::Note::Entered {
+    b.hear_peer(wire::Note::Hello { name: "n2".into() });
+    b.hear_peer(wire::Note::Online { user: CAROL });
+    b.hear_peer(wire::Note::Entered {
         room: "general".into(),
         user: CAROL,
     });
     let status = b.of_type(a, "user_status");
-    assert_eq!((&status[0]["user"], &status[0]["status"]), (&json!("carol"), &json!("online")));
+    assert_eq!(
+        (&status[0]["user"], &status[0]["status"]),
+        (&json!("carol"), &json!("online"))
+    );
     assert_eq!(b.of_type(a, "join")[0]["user"], "carol");
     assert!(b.hub.is_online(CAROL));
     b.send(a, json!({"type": "join", "room": "general"}));
     let online = b.of_type(a, "online_users").pop().unwrap();
-    assert_eq!((&online["count"], &online["users"]), (&json!(2), &json!(["alice", "carol"])));
+    assert_eq!(
+        (&online["count"], &online["users"]),
+        (&json!(2), &json!(["alice", "carol"]))
+    );
     // Bob is here and on the peer: the peer's news about him is no news.
     let bob = b.open(2, BOB);
     b.out.clear();
-    b.from_peer(wire::Note::Online { user: BOB });
-    b.from_peer(wire::Note::Offline { user: BOB });
+    b.hear_peer(wire::Note::Online { user: BOB });
+    b.hear_peer(wire::Note::Offline { user: BOB });
     assert!(b.of_type(a, "user_status").is_empty());
     b.close(bob);
-    assert_eq!(b.of_type(a, "user_status").len(), 1, "his last connection anywhere");
+    assert_eq!(
+        b.of_type(a, "user_status").len(),
+        1,
+        "his last connection anywhere"
+    );
     // The peer restarts (a new incarnation with the same name): carol's old
     // connection there is gone.
     b.out.clear();
     let restarted = wire::encode(PEER + 1, &wire::Note::Hello { name: "n2".into() });
-    b.wire.borrow_mut().inbound.push_back(BusEvent::Note(restarted));
+    b.wire
+        .borrow_mut()
+        .inbound
+        .push_back(BusEvent::Note(restarted));
     let (hub, mut cx) = b.cx();
     hub.on_bus(&mut cx);
     assert_eq!(b.of_type(a, "leave")[0]["user"], "carol");
@@ -1302,15 +1318,22 @@ fn presence_is_told_to_the_other_nodes() {
     let a = b.open(1, ALICE);
     b.send(a, json!({"type": "join", "room": "general"}));
     let sent = b.wire.borrow().published.clone();
-    assert!(sent.contains(&(format!("status:{ALICE}"), None)), "{sent:?}");
-    b.from_peer(wire::Note::Hello { name: "n2".into() });
+    assert!(
+        sent.contains(&(format!("status:{ALICE}"), None)),
+        "{sent:?}"
+    );
+    b.hear_peer(wire::Note::Hello { name: "n2".into() });
     // The state note is not recorded by name; its effect is: a peer that
     // learns it shows alice (checked through a second hub below).
     let mut other = Bench::new();
     let carol = other.open(3, CAROL);
     other.out.clear();
     let state = wire::encode(PEER, &b.hub.own_state());
-    other.wire.borrow_mut().inbound.push_back(BusEvent::Note(state));
+    other
+        .wire
+        .borrow_mut()
+        .inbound
+        .push_back(BusEvent::Note(state));
     let (hub, mut cx) = other.cx();
     hub.on_bus(&mut cx);
     assert_eq!(other.of_type(carol, "user_status")[0]["user"], "alice");

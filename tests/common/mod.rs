@@ -158,6 +158,19 @@ impl Server {
         }
     }
 
+    /// A handle on something that serves hubbub at `addr` but is not our
+    /// child (a load balancer in front of nodes): the HTTP and WebSocket
+    /// conveniences work; nothing is killed on drop.
+    pub fn front(addr: SocketAddr) -> Server {
+        Server {
+            child: None,
+            addr,
+            dir: Arc::new(TempDir::new("front")),
+            logs: Arc::new(Mutex::new(VecDeque::new())),
+            builder: Server::builder(),
+        }
+    }
+
     /// A server with the test defaults (1000 PBKDF2 iterations, known JWT secret).
     pub fn start() -> Server {
         Server::builder().start()
