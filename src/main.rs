@@ -1,12 +1,14 @@
 //! The `hubbub` binary: logging, options (`config::parse_options`), the
 //! SQLite backend, then `Server::run`. Nothing per request happens here.
-//! `hubbub backup PATH` instead copies the database and exits.
+//! `hubbub backup PATH` instead copies the database and exits; `hubbub
+//! migrate --from-sqlite PATH --postgres URL` copies it into PostgreSQL.
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use hubbub::config::{Parsed, parse_options, usage};
 use hubbub::server::Server;
+use hubbub::store::migrate;
 use hubbub::store::sqlite::{self, Sqlite};
 
 /// Exit status for a bad flag or variable: the Unix convention for a usage error.
@@ -20,7 +22,11 @@ fn main() -> ExitCode {
     if let Err(e) = logger.init() {
         eprintln!("hubbub: cannot start logging: {e}");
     }
-    let opts = match parse_options(std::env::args().skip(1), |k| std::env::var(k).ok()) {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == migrate::COMMAND) {
+        return migrate_command(args.into_iter().skip(1));
+    }
+    let opts = match parse_options(args, |k| std::env::var(k).ok()) {
         Ok(Parsed::Run(opts)) => *opts,
         Ok(Parsed::Backup { db, to }) => return backup(&db, &to),
         Ok(Parsed::Help) => {
@@ -55,6 +61,36 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("event loop failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hubbub migrate`: the counts copied on stdout, or the reason on stderr
+/// and exit 1 (nothing was copied: it is one transaction); a bad command
+/// line is a usage error.
+fn migrate_command(args: impl Iterator<Item = String>) -> ExitCode {
+    let args = match migrate::parse_args(args) {
+        Ok(Some(args)) => args,
+        Ok(None) => {
+            print!("{}", migrate::USAGE);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("hubbub migrate: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match migrate::migrate(&args.from, &args.postgres) {
+        Ok(stats) => {
+            println!(
+                "migrate: copied {} into PostgreSQL: {stats}",
+                args.from.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hubbub migrate: {e}; nothing was copied");
             ExitCode::FAILURE
         }
     }

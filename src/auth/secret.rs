@@ -70,7 +70,10 @@ pub fn load_or_create(
         .fill(&mut secret)
         .map_err(|_| StoreError::request("no system random source"))?;
     backend.put_setting(SETTING, &secret)?;
-    Ok(secret)
+    // Read back: on a database shared by a cluster, another node starting
+    // at the same moment may have stored its secret first, and a backend
+    // shared like that keeps the first one (`Backend::put_setting`).
+    Ok(backend.setting(SETTING)?.unwrap_or(secret))
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@
 //! from the database's maximum at start), so fan-out never waits for SQLite;
 //! only the sender's `ack` waits for the commit that carries the message.
 
+pub mod migrate;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -379,7 +381,10 @@ pub trait Backend: Send + 'static {
     fn load(&mut self) -> Result<Snapshot, StoreError>;
     /// Reads a setting (e.g. the generated JWT secret).
     fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Writes a setting, durably, before returning.
+    /// Writes a setting, durably, before returning. A backend that several
+    /// nodes share (PostgreSQL) keeps the value already stored under `key`
+    /// instead, so that two nodes generating one at once agree on the
+    /// first: callers read it back with `setting`.
     fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
     /// Opens the one transaction of a batch, taking the write lock now (so a
     /// lock held elsewhere fails the batch up front, not halfway).

@@ -1,0 +1,2147 @@
+//! The PostgreSQL backend, for cluster mode: several nodes share one
+//! database. It owns the schema (and its migrations), the statements behind
+//! each [`Request`], the sequencing of messages within each room and
+//! conversation, and its two connections (the writer's, and the reader's
+//! from [`Postgres::reader`]), which it reconnects after a failure.
+//!
+//! Why the synchronous `postgres` client: the storage threads are blocking
+//! threads already (one batch, one read at a time), so a blocking client
+//! fits them as rusqlite does. It drives tokio-postgres on a small runtime
+//! private to the calling thread, so the reactor never sees a future and
+//! the rest of the crate stays free of async. No TLS: the database must be
+//! on loopback or a private network the operator trusts; a connection
+//! string asking for `sslmode=require` fails to connect rather than going
+//! out in clear (the default, `prefer`, connects in clear).
+//!
+//! Sequencing ([`crate::store::Seq`]): each room and each conversation has
+//! one row in `targets` (`r:<room>`, `d:<lo>:<hi>`) holding its newest
+//! `seq`. A batch's first append to a target locks that row until the
+//! batch commits (`INSERT … ON CONFLICT DO UPDATE … RETURNING seq`) and
+//! reads the seq; the batch counts on from there in memory ([`Batch`]) and
+//! writes every row it moved once, just before `COMMIT` ([`flush`]).
+//! Updating the row per message instead would cost a round trip each and
+//! leave one dead row version per message for the next update to walk.
+//! Message ids are drawn from the global `message_ids` sequence by each
+//! insert, while the row lock is held. So appends to one target serialize
+//! on its row across every node: seqs are 1, 2, 3, … without a gap among
+//! committed messages (a batch that rolls back takes its seqs with it; the
+//! unique `(target, seq)` index would refuse a duplicate), and ids increase
+//! within a target in seq order, which is the order messages are delivered
+//! in. Ids drawn by a batch that rolled back are skipped: ids have gaps,
+//! seqs have none.
+//!
+//! Deadlocks: a batch appends to its targets in arrival order, holding each
+//! row lock until it commits, so two nodes whose batches share targets
+//! would lock them in different orders and deadlock; PostgreSQL breaks that
+//! only after `deadlock_timeout` (1 s) by aborting one of them (40P01, a
+//! batch failure: every client told `busy`). `execute` sees one request at
+//! a time, so it cannot lock a batch's targets up front in key order.
+//! Instead a batch takes one advisory lock ([`APPEND_LOCK`]) at its first
+//! append and holds it to its commit: appending batches of all nodes take
+//! turns, and the row locks are never contended at all. Measured on two
+//! writers appending to 5 shared rooms in batches of 50 (the concurrency
+//! test): without the lock, 63 deadlocks for 160 batches and 62 messages/s;
+//! with it, none and about 2000 messages/s. The cost is that appends of two
+//! nodes never overlap, even to different rooms; batching makes up for it
+//! (a node waiting for its turn gathers a bigger batch, and one commit
+//! serves it). Batches without appends (read markers, last-seen times) do
+//! not take it.
+//!
+//! Atomic requests (the `Backend` contract): PostgreSQL aborts the whole
+//! transaction on any failed statement, so a request that can fail on its
+//! own (a unique name, a room that exists, a read) runs inside `SAVEPOINT
+//! r` and, on failure, `ROLLBACK TO SAVEPOINT r`, leaving the batch usable.
+//! The frequent writes (`PutMessage`, `MarkRead`, `SetLastSeen`,
+//! `PutPublicRoom`) run without one: their input is checked first (a NUL
+//! character, which PostgreSQL text cannot hold, is refused before any
+//! statement), after which their statements cannot fail on data (no
+//! foreign keys or checks they could break; a duplicate `client_id` is `ON
+//! CONFLICT DO NOTHING`), so any failure there is the transaction's own
+//! and aborts the batch. That saves two round trips per message and keeps
+//! a batch of 4096 appends from opening 4096 subtransactions (past 64 per
+//! transaction, every other session's snapshot checks get slower).
+//!
+//! Failures ([`classify`]): connection-level errors (a closed connection,
+//! I/O, class `08`, `57P01` admin shutdown and the rest of class `57`), the
+//! transaction's own (class `40`: serialization, deadlock; `25`), lock
+//! timeouts (`55P03`, a lock held elsewhere, as SQLite's `BUSY`), resources
+//! (`53`: disk full) and system errors (`58`, `XX`) abort the batch;
+//! constraint and data errors (`23`, `22`, …) fail one request.
+//!
+//! Reconnection: a connection that is closed, or whose last call failed at
+//! the connection level, is dropped; the next `Backend::begin` (writer) or
+//! `Reader::begin` (reader) connects again, once per call, failing fast with
+//! [`StoreError::batch`] while PostgreSQL is down (the writer's health probe
+//! calls `begin` every `STORE_PROBE`). A `BEGIN` that fails on an old
+//! connection (PostgreSQL restarted while the node was idle) is retried
+//! once on a new one, so an idle node's first batch after a restart does
+//! not fail.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use postgres::error::SqlState;
+use postgres::{Client, Config, NoTls, Row, Statement};
+
+use super::{
+    Backend, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader, Reply, Request,
+    Seq, Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow,
+};
+use crate::config::CLIENT_ID_WINDOW;
+
+/// Schema versions, applied in order; `schema_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+-- Ids come from the identity (several nodes sign users up at once) and are
+-- u32 in Rust, hence the check.
+CREATE TABLE users (
+    id           BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY
+                 CHECK (id BETWEEN 1 AND 4294967295),
+    username     TEXT NOT NULL,
+    email        TEXT NOT NULL,
+    pw_iter      BIGINT NOT NULL,
+    pw_salt      BYTEA NOT NULL,
+    pw_hash      BYTEA NOT NULL,
+    created_ms   BIGINT NOT NULL,
+    last_seen_ms BIGINT
+);
+CREATE UNIQUE INDEX users_username ON users (lower(username));
+CREATE UNIQUE INDEX users_email ON users (lower(email));
+-- Every room that ever had a message or was created; owner_id is the
+-- owner of a private room, the opener of a public one.
+CREATE TABLE rooms (
+    name     TEXT PRIMARY KEY,
+    private  BOOLEAN NOT NULL,
+    owner_id BIGINT
+);
+CREATE TABLE room_members (
+    room    TEXT NOT NULL,
+    user_id BIGINT NOT NULL,
+    PRIMARY KEY (room, user_id)
+);
+-- The newest seq of each room (`r:<room>`) and conversation (`d:<lo>:<hi>`);
+-- an append locks its target's row until its batch commits.
+CREATE TABLE targets (key TEXT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE SEQUENCE message_ids AS BIGINT;
+-- `target` is the key above: one index serves a room's history and a
+-- conversation's. A room message has `room`, a private one `to_id`.
+CREATE TABLE messages (
+    id        BIGINT PRIMARY KEY,
+    target    TEXT NOT NULL,
+    seq       BIGINT NOT NULL,
+    room      TEXT,
+    from_id   BIGINT NOT NULL,
+    to_id     BIGINT,
+    content   TEXT NOT NULL,
+    ts_ms     BIGINT NOT NULL,
+    client_id TEXT
+);
+CREATE INDEX messages_target_id ON messages (target, id);
+CREATE UNIQUE INDEX messages_target_seq ON messages (target, seq);
+CREATE INDEX messages_to ON messages (to_id, id) WHERE to_id IS NOT NULL;
+CREATE UNIQUE INDEX messages_client_id ON messages (from_id, client_id)
+    WHERE client_id IS NOT NULL;
+CREATE TABLE room_reads (
+    user_id BIGINT NOT NULL,
+    room    TEXT NOT NULL,
+    last_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, room)
+);
+CREATE TABLE dm_reads (
+    user_id BIGINT NOT NULL,
+    peer_id BIGINT NOT NULL,
+    last_id BIGINT NOT NULL,
+    PRIMARY KEY (user_id, peer_id)
+);
+"#];
+
+/// The advisory lock key held while migrating ("hubbub" in ASCII), so two
+/// nodes starting at once do not both run a migration.
+pub(crate) const MIGRATION_LOCK: i64 = 0x6875_6262_7562;
+
+/// The advisory lock a batch takes at its first append and holds until it
+/// commits ("append" in ASCII): appends from every node serialize, batch by
+/// batch, so their row locks on `targets` are never taken in two orders at
+/// once (see the module doc: without it, two nodes' batches over shared
+/// rooms deadlock nearly every time).
+pub(crate) const APPEND_LOCK: i64 = 0x6170_7065_6e64;
+
+/// How long connecting may take before `begin` gives up: short, because the
+/// writer retries every `STORE_PROBE` while the database is down, and a
+/// refused connection fails at once anyway.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long unacknowledged data may sit on a connection's socket before the
+/// kernel drops it (`TCP_USER_TIMEOUT`): a database host that vanished
+/// fails the batch in seconds instead of after TCP's quarter of an hour.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a statement waits for a row lock another node holds (its batch
+/// is slow or stuck) before the batch fails with `55P03`: the counterpart
+/// of SQLite's busy timeout. Deadlocks are found sooner, after
+/// PostgreSQL's `deadlock_timeout`.
+const LOCK_TIMEOUT: &str = "5s";
+
+/// What the server's `pg_stat_activity` shows for hubbub's connections.
+const APPLICATION_NAME: &str = "hubbub";
+
+/// The savepoint each failable request runs in.
+const SAVEPOINT: &str = "SAVEPOINT r";
+const RELEASE: &str = "RELEASE SAVEPOINT r";
+const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT r; RELEASE SAVEPOINT r";
+
+/// The room's or the conversation's key in `targets` and `messages.target`.
+pub(crate) fn target_key(t: &Target) -> String {
+    match t {
+        Target::Room(room) => format!("r:{room}"),
+        Target::Direct(a, b) => {
+            let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+            format!("d:{lo}:{hi}")
+        }
+    }
+}
+
+/// [`target_key`] read back; `None` for a key this binary did not write.
+fn parse_key(key: &str) -> Option<Target> {
+    if let Some(room) = key.strip_prefix("r:") {
+        return Some(Target::Room(room.to_string()));
+    }
+    let (lo, hi) = key.strip_prefix("d:")?.split_once(':')?;
+    Some(Target::Direct(lo.parse().ok()?, hi.parse().ok()?))
+}
+
+/// The target a message is appended to.
+pub(crate) fn message_target(
+    room: Option<&str>,
+    from: UserId,
+    to: Option<UserId>,
+) -> Option<String> {
+    match (room, to) {
+        (Some(room), _) => Some(target_key(&Target::Room(room.to_string()))),
+        (None, Some(to)) => Some(target_key(&Target::Direct(from, to))),
+        (None, None) => None,
+    }
+}
+
+/// Why a statement of this backend failed: PostgreSQL's (or the
+/// connection's) error, or data that cannot be stored or read as is.
+#[derive(Debug)]
+enum Fail {
+    Pg(postgres::Error),
+    Data(String),
+}
+
+impl From<postgres::Error> for Fail {
+    fn from(e: postgres::Error) -> Fail {
+        Fail::Pg(e)
+    }
+}
+
+type Res<T> = Result<T, Fail>;
+
+/// Whether a PostgreSQL error ends the transaction (and the batch), not just
+/// the request: see the module doc. An error that did not come from the
+/// server (I/O, a closed connection, a protocol error) always does.
+fn aborts_batch(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => {
+            *code == SqlState::LOCK_NOT_AVAILABLE
+                || matches!(
+                    &code.code()[..2],
+                    "08" | "25" | "40" | "53" | "57" | "58" | "F0" | "XX"
+                )
+        }
+    }
+}
+
+/// Whether the connection itself is gone after this error, so the next
+/// `begin` must make a new one.
+fn breaks_connection(e: &postgres::Error) -> bool {
+    match e.code() {
+        None => true,
+        Some(code) => matches!(&code.code()[..2], "08" | "57"),
+    }
+}
+
+/// The error as the caller sees it ([`classify`]d).
+fn classify(f: &Fail) -> StoreError {
+    match f {
+        Fail::Pg(e) => StoreError {
+            message: describe(e),
+            aborts_batch: aborts_batch(e),
+        },
+        Fail::Data(m) => StoreError::request(m.clone()),
+    }
+}
+
+/// The server's message with its SQLSTATE (and detail, which names the
+/// key of a unique violation), or the client's error.
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => match db.detail() {
+            Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
+            None => format!("{} ({})", db.message(), db.code().code()),
+        },
+        None => e.to_string(),
+    }
+}
+
+/// Refuses text PostgreSQL cannot store (a NUL character), before any
+/// statement runs, so that the request fails alone.
+fn check_text(texts: &[Option<&str>]) -> Res<()> {
+    if texts.iter().flatten().any(|t| t.contains('\0')) {
+        return Err(Fail::Data("text holds a NUL character".into()));
+    }
+    Ok(())
+}
+
+/// A stored user id (BIGINT) as the loop's [`UserId`].
+fn user_id(v: i64) -> Res<UserId> {
+    UserId::try_from(v).map_err(|_| Fail::Data(format!("user id {v} is out of range")))
+}
+
+fn opt_user_id(v: Option<i64>) -> Res<Option<UserId>> {
+    v.map(user_id).transpose()
+}
+
+fn blob<const N: usize>(v: Vec<u8>) -> Res<[u8; N]> {
+    v.try_into()
+        .map_err(|v: Vec<u8>| Fail::Data(format!("expected {N} bytes, found {}", v.len())))
+}
+
+/// The statements a connection prepares once (one round trip each call
+/// after that, instead of two).
+struct Statements {
+    append_lock: Statement,
+    lock_target: Statement,
+    set_heads: Statement,
+    insert_message: Statement,
+    existing: Statement,
+    put_user: Statement,
+    public_room: Statement,
+    last_seen: Statement,
+    private_room: Statement,
+    add_member: Statement,
+    remove_member: Statement,
+    remove_read: Statement,
+    mark_room: Statement,
+    mark_dm: Statement,
+    history: Statement,
+    catchup: Statement,
+    unread_rooms: Statement,
+    unread_dms: Statement,
+}
+
+impl Statements {
+    fn prepare(c: &mut Client) -> Result<Statements, postgres::Error> {
+        Ok(Statements {
+            append_lock: c.prepare("SELECT pg_advisory_xact_lock($1)")?,
+            lock_target: c.prepare(
+                "INSERT INTO targets (key, seq) VALUES ($1, 0)
+                 ON CONFLICT (key) DO UPDATE SET seq = targets.seq RETURNING seq",
+            )?,
+            set_heads: c.prepare(
+                "UPDATE targets AS t SET seq = v.seq
+                 FROM unnest($1::text[], $2::bigint[]) AS v(key, seq) WHERE t.key = v.key",
+            )?,
+            insert_message: c.prepare(
+                "INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id)
+                 VALUES (nextval('message_ids'), $1, $2, $3, $4, $5, $6, $7, $8)
+                 ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
+                 RETURNING id",
+            )?,
+            existing: c
+                .prepare("SELECT id, ts_ms FROM messages WHERE from_id = $1 AND client_id = $2")?,
+            put_user: c.prepare(
+                "INSERT INTO users (username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            )?,
+            public_room: c.prepare(
+                "INSERT INTO rooms (name, private, owner_id) VALUES ($1, false, $2)
+                 ON CONFLICT (name) DO NOTHING",
+            )?,
+            last_seen: c.prepare("UPDATE users SET last_seen_ms = $2 WHERE id = $1")?,
+            private_room: c
+                .prepare("INSERT INTO rooms (name, private, owner_id) VALUES ($1, true, $2)")?,
+            add_member: c.prepare(
+                "INSERT INTO room_members (room, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )?,
+            remove_member: c
+                .prepare("DELETE FROM room_members WHERE room = $1 AND user_id = $2")?,
+            remove_read: c.prepare("DELETE FROM room_reads WHERE room = $1 AND user_id = $2")?,
+            mark_room: c.prepare(
+                "INSERT INTO room_reads (user_id, room, last_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, room)
+                 DO UPDATE SET last_id = GREATEST(room_reads.last_id, excluded.last_id)",
+            )?,
+            mark_dm: c.prepare(
+                "INSERT INTO dm_reads (user_id, peer_id, last_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, peer_id)
+                 DO UPDATE SET last_id = GREATEST(dm_reads.last_id, excluded.last_id)",
+            )?,
+            history: c.prepare(
+                "SELECT id, room, from_id, to_id, content, ts_ms, seq FROM messages
+                 WHERE target = $1 AND id < $2 AND id > $3
+                 ORDER BY id DESC LIMIT $4 OFFSET $5",
+            )?,
+            catchup: c.prepare(
+                "SELECT id, room, from_id, to_id, content, ts_ms, seq FROM messages
+                 WHERE target = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )?,
+            unread_rooms: c.prepare(
+                "SELECT r.room, (SELECT COUNT(*) FROM messages m
+                                 WHERE m.target = 'r:' || r.room AND m.id > r.last_id
+                                   AND m.from_id <> $1)
+                 FROM (SELECT room, last_id FROM room_reads WHERE user_id = $1
+                       UNION ALL
+                       SELECT room, 0 FROM room_members WHERE user_id = $1
+                         AND room NOT IN (SELECT room FROM room_reads WHERE user_id = $1)) r
+                 ORDER BY r.room COLLATE \"C\"",
+            )?,
+            unread_dms: c.prepare(
+                "SELECT m.from_id, COUNT(*) FROM messages m
+                 LEFT JOIN dm_reads r ON r.user_id = $1 AND r.peer_id = m.from_id
+                 WHERE m.to_id = $1 AND m.from_id <> $1 AND m.id > COALESCE(r.last_id, 0)
+                 GROUP BY m.from_id ORDER BY m.from_id",
+            )?,
+        })
+    }
+}
+
+/// A target the open batch appended to: the seq its (locked) row holds,
+/// and the newest this batch assigned, which [`flush`] writes to the row.
+struct Head {
+    stored: i64,
+    newest: i64,
+}
+
+/// What the writer's open transaction holds besides its statements.
+#[derive(Default)]
+struct Batch {
+    /// [`APPEND_LOCK`] is held (taken at the batch's first append).
+    append_locked: bool,
+    /// Per target key.
+    heads: HashMap<String, Head>,
+}
+
+/// Writes the seqs the batch assigned to their `targets` rows, in one
+/// statement: before `COMMIT`, and before a read on the writer.
+fn flush(c: &mut Conn, batch: &mut Batch) -> Res<()> {
+    let (keys, seqs): (Vec<&str>, Vec<i64>) = batch
+        .heads
+        .iter()
+        .filter(|(_, h)| h.newest != h.stored)
+        .map(|(k, h)| (k.as_str(), h.newest))
+        .unzip();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    c.client.execute(&c.st.set_heads, &[&keys, &seqs])?;
+    for h in batch.heads.values_mut() {
+        h.stored = h.newest;
+    }
+    Ok(())
+}
+
+/// One connection and its prepared statements.
+struct Conn {
+    client: Client,
+    st: Statements,
+}
+
+impl Conn {
+    fn open(config: &Config) -> Result<Conn, StoreError> {
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::batch(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        })?;
+        let setup = (|| {
+            client.batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))?;
+            Statements::prepare(&mut client)
+        })();
+        match setup {
+            Ok(st) => Ok(Conn { client, st }),
+            Err(e) => Err(StoreError::batch(format!(
+                "cannot prepare the PostgreSQL connection: {}",
+                describe(&e)
+            ))),
+        }
+    }
+}
+
+/// Connection settings from `url` (a `postgresql://` URL or `key=value`
+/// pairs), with hubbub's timeouts where the URL names none.
+pub(crate) fn parse_config(url: &str) -> Result<Config, StoreError> {
+    let mut config: Config = url
+        .parse()
+        .map_err(|e| StoreError::request(format!("bad PostgreSQL URL: {e}")))?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    if config.get_application_name().is_none() {
+        config.application_name(APPLICATION_NAME);
+    }
+    Ok(config)
+}
+
+/// Brings the schema up to date: one transaction, under [`MIGRATION_LOCK`],
+/// so a second node starting at once waits and then finds nothing to do.
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let fail = |e: postgres::Error| StoreError::request(format!("migration: {}", describe(&e)));
+    let mut tx = client.transaction().map_err(fail)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(fail)?;
+    let exists: bool = tx
+        .query_one("SELECT to_regclass('schema_version') IS NOT NULL", &[])
+        .map_err(fail)?
+        .get(0);
+    if !exists {
+        tx.batch_execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .map_err(fail)?;
+    }
+    let version = tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .map_err(fail)?
+        .map_or(0, |r| r.get::<_, i32>(0)) as usize;
+    if version > MIGRATIONS.len() {
+        return Err(StoreError::request(format!(
+            "database schema version {version} is newer than this binary ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.batch_execute(sql).map_err(fail)?;
+        log::info!("database migrated to schema version {}", i + 1);
+    }
+    if version < MIGRATIONS.len() {
+        let v = MIGRATIONS.len() as i32;
+        tx.execute("DELETE FROM schema_version", &[])
+            .map_err(fail)?;
+        tx.execute("INSERT INTO schema_version (version) VALUES ($1)", &[&v])
+            .map_err(fail)?;
+    }
+    tx.commit().map_err(fail)
+}
+
+/// The writer's connection (and everything the server does outside the
+/// batches: `load`, settings).
+pub struct Postgres {
+    config: Config,
+    /// `None` after a connection-level failure, until `begin` reconnects.
+    conn: Option<Conn>,
+    /// A statement failed outside a savepoint since `begin`: PostgreSQL
+    /// will turn `COMMIT` into a rollback, so `commit` must fail.
+    spoiled: bool,
+    batch: Batch,
+}
+
+/// The reader thread's connection: one REPEATABLE READ transaction per read.
+pub struct PostgresReader {
+    config: Config,
+    conn: Option<Conn>,
+}
+
+impl Postgres {
+    /// Connects to `url` and migrates the schema.
+    pub fn open(url: &str) -> Result<Postgres, StoreError> {
+        Postgres::open_config(parse_config(url)?)
+    }
+
+    pub(crate) fn open_config(config: Config) -> Result<Postgres, StoreError> {
+        let mut client = config.connect(NoTls).map_err(|e| {
+            StoreError::request(format!("cannot connect to PostgreSQL: {}", describe(&e)))
+        })?;
+        migrate(&mut client)?;
+        drop(client);
+        let conn = Conn::open(&config).map_err(|e| StoreError::request(e.message))?;
+        Ok(Postgres {
+            config,
+            conn: Some(conn),
+            spoiled: false,
+            batch: Batch::default(),
+        })
+    }
+
+    /// The connection, reconnecting when it is gone (once per call).
+    fn connected(&mut self) -> Result<&mut Conn, StoreError> {
+        connected(&self.config, &mut self.conn).map(|(c, _)| c)
+    }
+
+    /// The raw client, for `hubbub migrate`.
+    pub(crate) fn client(&mut self) -> Result<&mut Client, StoreError> {
+        self.connected().map(|c| &mut c.client)
+    }
+
+    /// Records a failure of the transaction: `commit` must not pretend, and
+    /// a broken connection is dropped for `begin` to replace.
+    fn failed(&mut self, e: &Fail) {
+        self.spoiled = true;
+        if let Fail::Pg(e) = e
+            && breaks_connection(e)
+        {
+            self.conn = None;
+        }
+    }
+}
+
+/// `conn`, or a new connection when there is none or it is closed; and
+/// whether it is new.
+fn connected<'a>(
+    config: &Config,
+    conn: &'a mut Option<Conn>,
+) -> Result<(&'a mut Conn, bool), StoreError> {
+    if conn.as_ref().is_some_and(|c| c.client.is_closed()) {
+        *conn = None;
+    }
+    let fresh = conn.is_none();
+    if fresh {
+        *conn = Some(Conn::open(config)?);
+        log::info!("storage: connected to PostgreSQL");
+    }
+    Ok((conn.as_mut().expect("connected above"), fresh))
+}
+
+/// Starts a transaction with `sql` on `conn`, reconnecting first if needed,
+/// and once more if an old connection turns out to be dead.
+fn begin_on(config: &Config, conn: &mut Option<Conn>, sql: &str) -> Result<(), StoreError> {
+    let (c, fresh) = connected(config, conn)?;
+    let e = match c.client.batch_execute(sql) {
+        Ok(()) => return Ok(()),
+        Err(e) => e,
+    };
+    if !breaks_connection(&e) {
+        return Err(StoreError::batch(describe(&e)));
+    }
+    *conn = None;
+    if fresh {
+        return Err(StoreError::batch(describe(&e)));
+    }
+    let (c, _) = connected(config, conn)?;
+    c.client.batch_execute(sql).map_err(|e| {
+        let message = describe(&e);
+        if breaks_connection(&e) {
+            *conn = None;
+        }
+        StoreError::batch(message)
+    })
+}
+
+fn row_to_message(r: &Row) -> Res<StoredMessage> {
+    Ok(StoredMessage {
+        id: r.get::<_, i64>(0) as MsgId,
+        room: r.get(1),
+        from: user_id(r.get(2))?,
+        to: opt_user_id(r.get(3))?,
+        content: r.get(4),
+        timestamp_ms: r.get(5),
+        seq: r.get::<_, i64>(6) as Seq,
+    })
+}
+
+/// An id or count from the loop as a BIGINT parameter (ids stay far below
+/// `i64::MAX`; a larger one saturates, which only widens a window).
+fn big(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// `History`: see [`HistoryQuery`].
+fn history(c: &mut Conn, q: &HistoryQuery) -> Res<Vec<StoredMessage>> {
+    let key = target_key(&q.target);
+    check_text(&[Some(&key)])?;
+    let before = q.before.map_or(i64::MAX, big);
+    let after = q.after.map_or(0, big);
+    let (limit, offset) = (big(q.limit as u64), big(q.offset as u64));
+    let rows = c
+        .client
+        .query(&c.st.history, &[&key, &before, &after, &limit, &offset])?;
+    let mut out = rows.iter().map(row_to_message).collect::<Res<Vec<_>>>()?;
+    out.reverse();
+    Ok(out)
+}
+
+/// `Catchup`: the messages of `target` after `after`, by seq.
+fn catchup(c: &mut Conn, target: &Target, after: Seq, limit: usize) -> Res<Vec<StoredMessage>> {
+    let key = target_key(target);
+    check_text(&[Some(&key)])?;
+    let rows = c
+        .client
+        .query(&c.st.catchup, &[&key, &big(after), &big(limit as u64)])?;
+    rows.iter().map(row_to_message).collect()
+}
+
+/// `Unread`: as SQLite's — rooms the user has read in or belongs to, then
+/// people who wrote to the user, with the count of messages from others
+/// newer than the read marker.
+fn unread(c: &mut Conn, user: UserId) -> Res<Vec<UnreadCount>> {
+    let user = i64::from(user);
+    let mut counts = Vec::new();
+    for r in c.client.query(&c.st.unread_rooms, &[&user])? {
+        let n: i64 = r.get(1);
+        if n > 0 {
+            counts.push(UnreadCount::Room(r.get(0), n as u64));
+        }
+    }
+    for r in c.client.query(&c.st.unread_dms, &[&user])? {
+        counts.push(UnreadCount::Direct(
+            user_id(r.get(0))?,
+            r.get::<_, i64>(1) as u64,
+        ));
+    }
+    Ok(counts)
+}
+
+/// Everything `load` returns, read on `client` inside whatever transaction
+/// it is in (the caller's snapshot).
+fn snapshot(client: &mut Client) -> Res<Snapshot> {
+    let mut snap = Snapshot::default();
+    for r in client.query(
+        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
+         FROM users ORDER BY id",
+        &[],
+    )? {
+        snap.users.push(UserRow {
+            id: user_id(r.get(0))?,
+            username: r.get(1),
+            email: r.get(2),
+            password: PasswordHash {
+                iterations: u32::try_from(r.get::<_, i64>(3))
+                    .map_err(|_| Fail::Data("iteration count out of range".into()))?,
+                salt: blob(r.get(4))?,
+                hash: blob(r.get(5))?,
+            },
+            created_ms: r.get(6),
+            last_seen_ms: r.get(7),
+        });
+    }
+    let rooms = client.query(
+        "SELECT name, private, owner_id FROM rooms ORDER BY name COLLATE \"C\"",
+        &[],
+    )?;
+    let members = client.query(
+        "SELECT room, user_id FROM room_members ORDER BY room COLLATE \"C\", user_id",
+        &[],
+    )?;
+    let mut members = members.iter().peekable();
+    for r in &rooms {
+        let name: String = r.get(0);
+        let owner = opt_user_id(r.get(2))?;
+        if r.get::<_, bool>(1) {
+            // Members of rooms before this one (a membership whose room row
+            // is gone) are skipped; the rest are this room's.
+            let mut ids = Vec::new();
+            while let Some(m) = members.next_if(|m| m.get::<_, &str>(0) <= name.as_str()) {
+                if m.get::<_, &str>(0) == name {
+                    ids.push(user_id(m.get(1))?);
+                }
+            }
+            snap.private_rooms.push(PrivateRoomRow {
+                name,
+                owner: owner.unwrap_or(0),
+                members: ids,
+            });
+        } else {
+            snap.public_rooms.push((name, owner));
+        }
+    }
+    // A room with messages and no row (its write was lost in a failed
+    // batch): it may have been private, so nobody may read it. The
+    // `targets` table holds one row per target, so this is no scan of
+    // the messages.
+    for r in client.query(
+        "SELECT substr(key, 3) FROM targets WHERE key LIKE 'r:%' AND seq > 0
+           AND substr(key, 3) NOT IN (SELECT name FROM rooms)
+         ORDER BY substr(key, 3) COLLATE \"C\"",
+        &[],
+    )? {
+        snap.orphan_rooms.push(r.get(0));
+    }
+    snap.max_message_id = client
+        .query_one("SELECT COALESCE(MAX(id), 0) FROM messages", &[])?
+        .get::<_, i64>(0) as MsgId;
+    for r in client.query(
+        "SELECT from_id, client_id, id, ts_ms FROM messages WHERE client_id IS NOT NULL
+         ORDER BY id DESC LIMIT $1",
+        &[&(CLIENT_ID_WINDOW as i64)],
+    )? {
+        snap.recent_client_ids.push((
+            user_id(r.get(0))?,
+            r.get(1),
+            r.get::<_, i64>(2) as MsgId,
+            r.get(3),
+        ));
+    }
+    snap.recent_client_ids.reverse();
+    for r in client.query(
+        "SELECT user_id FROM room_reads UNION SELECT user_id FROM room_members
+         UNION SELECT DISTINCT to_id FROM messages WHERE to_id IS NOT NULL",
+        &[],
+    )? {
+        snap.unread_sources.push(user_id(r.get(0))?);
+    }
+    for r in client.query(
+        "SELECT key, seq FROM targets WHERE seq > 0 ORDER BY key COLLATE \"C\"",
+        &[],
+    )? {
+        let key: &str = r.get(0);
+        let target =
+            parse_key(key).ok_or_else(|| Fail::Data(format!("unknown target key {key:?}")))?;
+        snap.heads.push((target, r.get::<_, i64>(1) as Seq));
+    }
+    Ok(snap)
+}
+
+/// Whether a request runs in a savepoint: those that can fail on their own.
+/// The rest check their input first and then cannot (see the module doc),
+/// so a failure there aborts the batch. Exhaustive on purpose: a new
+/// request must be classified.
+fn needs_savepoint(req: &Request) -> bool {
+    match req {
+        Request::PutUser(_)
+        | Request::PutPrivateRoom { .. }
+        | Request::AddMember { .. }
+        | Request::RemoveMember { .. }
+        // Reads, when they run on the writer (no reader connection).
+        | Request::History { .. }
+        | Request::Unread { .. }
+        | Request::Catchup { .. }
+        | Request::Resync { .. } => true,
+        Request::PutMessage { .. }
+        | Request::PutPublicRoom { .. }
+        | Request::SetLastSeen { .. }
+        | Request::MarkRead { .. }
+        | Request::Drain => false,
+    }
+}
+
+/// The requests the reader answers (on the writer when there is none).
+fn is_read(req: &Request) -> bool {
+    matches!(
+        req,
+        Request::History { .. }
+            | Request::Unread { .. }
+            | Request::Catchup { .. }
+            | Request::Resync { .. }
+    )
+}
+
+/// The input of a request that runs without a savepoint, checked so that
+/// nothing it sends can fail on data.
+fn check_request(req: &Request) -> Res<()> {
+    match req {
+        Request::PutMessage { msg, client_id } => {
+            if msg.room.is_none() && msg.to.is_none() {
+                return Err(Fail::Data("a message needs a room or a recipient".into()));
+            }
+            check_text(&[
+                msg.room.as_deref(),
+                Some(&msg.content),
+                client_id.as_deref(),
+            ])
+        }
+        Request::PutPublicRoom { name, .. } => check_text(&[Some(name)]),
+        Request::MarkRead {
+            target: Target::Room(room),
+            ..
+        } => check_text(&[Some(room)]),
+        _ => Ok(()),
+    }
+}
+
+/// The reply to a failed `PutUser` when a unique index refused it.
+fn user_conflict(e: &Fail) -> Option<Conflict> {
+    let Fail::Pg(e) = e else { return None };
+    let db = e.as_db_error()?;
+    if *db.code() != SqlState::UNIQUE_VIOLATION {
+        return None;
+    }
+    match db.constraint()? {
+        "users_username" => Some(Conflict::Username),
+        "users_email" => Some(Conflict::Email),
+        _ => None,
+    }
+}
+
+/// Applies one request on the writer's open transaction.
+fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
+    Ok(match req {
+        Request::PutUser(u) => {
+            check_text(&[Some(&u.username), Some(&u.email)])?;
+            let row = c.client.query_one(
+                &c.st.put_user,
+                &[
+                    &u.username,
+                    &u.email,
+                    &i64::from(u.password.iterations),
+                    &&u.password.salt[..],
+                    &&u.password.hash[..],
+                    &u.created_ms,
+                    &u.last_seen_ms,
+                ],
+            )?;
+            Some(Reply::UserStored {
+                key: u.id,
+                id: user_id(row.get(0))?,
+            })
+        }
+        Request::PutMessage { msg, client_id } => {
+            let key = message_target(msg.room.as_deref(), msg.from, msg.to)
+                .ok_or_else(|| Fail::Data("a message needs a room or a recipient".into()))?;
+            if !batch.append_locked {
+                c.client.execute(&c.st.append_lock, &[&APPEND_LOCK])?;
+                batch.append_locked = true;
+            }
+            // First the target's row, once per batch: its lock orders this
+            // append after any other transaction's uncommitted one to the
+            // same target, and its seq is where this batch counts on from.
+            let head = match batch.heads.get_mut(&key) {
+                Some(head) => head,
+                None => {
+                    let base: i64 = c.client.query_one(&c.st.lock_target, &[&key])?.get(0);
+                    batch.heads.entry(key.clone()).or_insert(Head {
+                        stored: base,
+                        newest: base,
+                    })
+                }
+            };
+            let seq = head.newest + 1;
+            let (from, to) = (i64::from(msg.from), msg.to.map(i64::from));
+            let inserted = c.client.query_opt(
+                &c.st.insert_message,
+                &[
+                    &key,
+                    &seq,
+                    &msg.room,
+                    &from,
+                    &to,
+                    &msg.content,
+                    &msg.timestamp_ms,
+                    client_id,
+                ],
+            )?;
+            match inserted {
+                Some(row) => {
+                    head.newest = seq;
+                    Some(Reply::MessageStored {
+                        key: msg.id,
+                        id: row.get::<_, i64>(0) as MsgId,
+                        seq: seq as Seq,
+                    })
+                }
+                // A retry of a `client_id` already stored (perhaps by
+                // another node): it takes no seq, and is answered with the
+                // first message.
+                None => {
+                    let row = c.client.query_one(&c.st.existing, &[&from, client_id])?;
+                    Some(Reply::MessageExists {
+                        key: msg.id,
+                        existing: row.get::<_, i64>(0) as MsgId,
+                        timestamp_ms: row.get(1),
+                    })
+                }
+            }
+        }
+        Request::PutPublicRoom { name, creator } => {
+            c.client
+                .execute(&c.st.public_room, &[name, &i64::from(*creator)])?;
+            None
+        }
+        Request::SetLastSeen { user, at_ms } => {
+            c.client
+                .execute(&c.st.last_seen, &[&i64::from(*user), at_ms])?;
+            None
+        }
+        Request::PutPrivateRoom { ticket, row } => {
+            check_text(&[Some(&row.name)])?;
+            c.client
+                .execute(&c.st.private_room, &[&row.name, &i64::from(row.owner)])?;
+            for m in &row.members {
+                c.client
+                    .execute(&c.st.add_member, &[&row.name, &i64::from(*m)])?;
+            }
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::AddMember { ticket, room, user } => {
+            check_text(&[Some(room)])?;
+            c.client
+                .execute(&c.st.add_member, &[room, &i64::from(*user)])?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::RemoveMember { ticket, room, user } => {
+            check_text(&[Some(room)])?;
+            let user = i64::from(*user);
+            c.client.execute(&c.st.remove_member, &[room, &user])?;
+            // Its read marker goes too: unread counts are for rooms the
+            // user may read.
+            c.client.execute(&c.st.remove_read, &[room, &user])?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::MarkRead { user, target, id } => {
+            let (user, id) = (i64::from(*user), big(*id));
+            match target {
+                Target::Room(room) => c.client.execute(&c.st.mark_room, &[&user, room, &id])?,
+                Target::Direct(_, peer) => c
+                    .client
+                    .execute(&c.st.mark_dm, &[&user, &i64::from(*peer), &id])?,
+            };
+            None
+        }
+        Request::History { .. }
+        | Request::Unread { .. }
+        | Request::Catchup { .. }
+        | Request::Resync { .. } => Some(read(c, req)?),
+        Request::Drain => Some(Reply::Drained),
+    })
+}
+
+/// Answers a read from the transaction `c` is in.
+fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
+    match req {
+        Request::History { ticket, query } => Ok(Reply::History {
+            ticket: *ticket,
+            messages: history(c, query)?,
+        }),
+        Request::Unread { ticket, user } => Ok(Reply::Unread {
+            ticket: *ticket,
+            counts: unread(c, *user)?,
+        }),
+        Request::Catchup {
+            ticket,
+            target,
+            after,
+            limit,
+        } => Ok(Reply::History {
+            ticket: *ticket,
+            messages: catchup(c, target, *after, *limit)?,
+        }),
+        Request::Resync { ticket } => Ok(Reply::Resynced {
+            ticket: *ticket,
+            snapshot: Box::new(snapshot(&mut c.client)?),
+        }),
+        _ => Err(Fail::Data("not a read".into())),
+    }
+}
+
+/// Runs `req` inside the savepoint. `Ok(Err(_))`: the request failed alone
+/// and was rolled back; `Err(_)`: the transaction cannot go on.
+fn in_savepoint(
+    c: &mut Conn,
+    batch: &mut Batch,
+    req: &Request,
+) -> Result<Res<Option<Reply>>, Fail> {
+    c.client.batch_execute(SAVEPOINT)?;
+    match apply(c, batch, req) {
+        Ok(reply) => {
+            c.client.batch_execute(RELEASE)?;
+            Ok(Ok(reply))
+        }
+        Err(Fail::Pg(e)) if aborts_batch(&e) => Err(Fail::Pg(e)),
+        Err(f) => {
+            c.client.batch_execute(ROLLBACK_TO)?;
+            Ok(Err(f))
+        }
+    }
+}
+
+impl Backend for Postgres {
+    fn load(&mut self) -> Result<Snapshot, StoreError> {
+        let c = self
+            .connected()
+            .map_err(|e| StoreError::request(e.message))?;
+        let result = (|| {
+            c.client
+                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
+            let snap = snapshot(&mut c.client);
+            c.client.batch_execute("COMMIT")?;
+            snap
+        })();
+        result.map_err(|f| classify(&f))
+    }
+
+    fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let c = self.connected()?;
+        c.client
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .map(|r| r.map(|r| r.get(0)))
+            .map_err(|e| classify(&Fail::Pg(e)))
+    }
+
+    /// Keeps the first value stored under `key`: two nodes starting at once
+    /// both generate a JWT secret, and only one may win. The caller reads
+    /// the winner back with `setting`.
+    fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        let c = self.connected()?;
+        c.client
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+                &[&key, &value],
+            )
+            .map(|_| ())
+            .map_err(|e| classify(&Fail::Pg(e)))
+    }
+
+    fn begin(&mut self) -> Result<(), StoreError> {
+        self.spoiled = false;
+        self.batch = Batch::default();
+        begin_on(&self.config, &mut self.conn, "BEGIN")
+    }
+
+    fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(StoreError::batch("no connection to PostgreSQL"));
+        };
+        if self.spoiled {
+            return Err(StoreError::batch("the transaction already failed"));
+        }
+        let batch = &mut self.batch;
+        let result = if needs_savepoint(req) {
+            let flushed = if is_read(req) {
+                flush(c, batch)
+            } else {
+                Ok(())
+            };
+            match flushed.and_then(|()| in_savepoint(c, batch, req)) {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(f)) => match (req, user_conflict(&f)) {
+                    (Request::PutUser(u), Some(conflict)) => Ok(Some(Reply::UserFailed {
+                        key: u.id,
+                        conflict: Some(conflict),
+                    })),
+                    _ => return Err(classify(&f)),
+                },
+                Err(f) => Err(f),
+            }
+        } else {
+            // Checked input fails alone, before anything ran; past that,
+            // any failure is the transaction's.
+            check_request(req).map_err(|f| classify(&f))?;
+            apply(c, batch, req)
+        };
+        result.map_err(|f| {
+            let mut e = classify(&f);
+            e.aborts_batch = true;
+            self.failed(&f);
+            e
+        })
+    }
+
+    fn commit(&mut self) -> Result<(), StoreError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(StoreError::batch("no connection to PostgreSQL"));
+        };
+        if self.spoiled {
+            return Err(StoreError::batch("the transaction already failed"));
+        }
+        let flushed = flush(c, &mut self.batch);
+        flushed
+            .and_then(|()| Ok(c.client.batch_execute("COMMIT")?))
+            .map_err(|f| {
+                let mut err = classify(&f);
+                err.aborts_batch = true;
+                self.failed(&f);
+                err
+            })
+    }
+
+    fn rollback(&mut self) {
+        self.batch = Batch::default();
+        let Some(c) = self.conn.as_mut() else { return };
+        if let Err(e) = c.client.batch_execute("ROLLBACK") {
+            log::error!("storage: rollback failed: {}", describe(&e));
+            // Whatever state it is in, a new connection is clean.
+            self.conn = None;
+        }
+    }
+
+    /// A second connection to the same database; it sees every commit of
+    /// the writer's that finished before its `begin`.
+    fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
+        let conn = Conn::open(&self.config)?;
+        Ok(Some(Box::new(PostgresReader {
+            config: self.config.clone(),
+            conn: Some(conn),
+        })))
+    }
+}
+
+impl Reader for PostgresReader {
+    fn begin(&mut self) -> Result<(), StoreError> {
+        // One round trip: the first statement takes the snapshot, now.
+        begin_on(
+            &self.config,
+            &mut self.conn,
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1",
+        )
+    }
+
+    fn read(&mut self, req: &Request) -> Result<Reply, StoreError> {
+        let Some(c) = self.conn.as_mut() else {
+            return Err(StoreError::batch("no connection to PostgreSQL"));
+        };
+        read(c, req).map_err(|f| {
+            if let Fail::Pg(e) = &f
+                && breaks_connection(e)
+            {
+                self.conn = None;
+            }
+            classify(&f)
+        })
+    }
+
+    fn end(&mut self) {
+        let Some(c) = self.conn.as_mut() else { return };
+        if let Err(e) = c.client.batch_execute("COMMIT") {
+            log::error!("storage: ending a read failed: {}", describe(&e));
+            self.conn = None;
+        }
+    }
+}
+
+/// A fresh database per test on the server `HUBBUB_TEST_POSTGRES` names
+/// (shared with `store::migrate`'s tests).
+#[cfg(test)]
+pub(crate) mod testdb {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use postgres::{Client, Config, NoTls};
+
+    use super::{Postgres, parse_config};
+
+    /// The variable naming the test server: a base URL whose database is
+    /// only used to create and drop each test's own.
+    pub const ENV: &str = "HUBBUB_TEST_POSTGRES";
+
+    /// A database made for one test, dropped (connections and all) after it.
+    pub struct TestDb {
+        admin: Config,
+        name: String,
+        pub config: Config,
+    }
+
+    impl TestDb {
+        /// `None`, loudly, when no test server is configured.
+        pub fn new() -> Option<TestDb> {
+            static NEXT: AtomicUsize = AtomicUsize::new(0);
+            let Some(url) = std::env::var(ENV).ok().filter(|u| !u.is_empty()) else {
+                eprintln!("!!!!! {ENV} is unset: SKIPPING this PostgreSQL test (CI sets it) !!!!!");
+                return None;
+            };
+            let admin = parse_config(&url).expect("a valid test URL");
+            let name = format!(
+                "t_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            );
+            let mut c = admin.connect(NoTls).expect("the test server is up");
+            c.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .unwrap();
+            c.batch_execute(&format!("CREATE DATABASE {name}")).unwrap();
+            let mut config = admin.clone();
+            config.dbname(&name);
+            Some(TestDb {
+                admin,
+                name,
+                config,
+            })
+        }
+
+        pub fn open(&self) -> Postgres {
+            Postgres::open_config(self.config.clone()).unwrap()
+        }
+
+        /// A plain connection to this database, for checks and sabotage.
+        pub fn client(&self) -> Client {
+            self.config.connect(NoTls).unwrap()
+        }
+    }
+
+    impl Drop for TestDb {
+        fn drop(&mut self) {
+            if let Ok(mut c) = self.admin.connect(NoTls) {
+                let _ = c.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::testdb::TestDb;
+    use super::*;
+    use crate::store::sqlite::Sqlite;
+    use crate::store::{Desk, Ticket, apply_batch};
+
+    const TICKET: Ticket = Ticket {
+        desk: Desk::Hub,
+        seq: 1,
+    };
+
+    fn user(id: UserId, name: &str) -> UserRow {
+        UserRow {
+            id,
+            username: name.into(),
+            email: format!("{name}@example.com"),
+            password: PasswordHash {
+                iterations: 1000,
+                salt: [id as u8; 16],
+                hash: [7; 32],
+            },
+            created_ms: 1,
+            last_seen_ms: None,
+        }
+    }
+
+    fn msg(id: MsgId, room: Option<&str>, from: UserId, to: Option<UserId>) -> StoredMessage {
+        StoredMessage {
+            id,
+            room: room.map(String::from),
+            from,
+            to,
+            content: format!("m{id}"),
+            timestamp_ms: id as i64,
+            seq: 0,
+        }
+    }
+
+    fn put(id: MsgId, room: &str, client_id: Option<&str>) -> Request {
+        Request::PutMessage {
+            msg: msg(id, Some(room), 1, None),
+            client_id: client_id.map(String::from),
+        }
+    }
+
+    fn dm(id: MsgId, from: UserId, to: UserId) -> Request {
+        Request::PutMessage {
+            msg: msg(id, None, from, Some(to)),
+            client_id: None,
+        }
+    }
+
+    /// Runs `reqs` as one batch that must commit; the replies.
+    fn run<B: Backend>(db: &mut B, reqs: &[Request]) -> Vec<Reply> {
+        db.begin().unwrap();
+        let out = reqs.iter().filter_map(|r| db.execute(r).unwrap()).collect();
+        db.commit().unwrap();
+        out
+    }
+
+    fn count(c: &mut Client, sql: &str) -> i64 {
+        c.query_one(sql, &[]).unwrap().get(0)
+    }
+
+    fn private_room(name: &str, members: Vec<UserId>) -> Request {
+        Request::PutPrivateRoom {
+            ticket: TICKET,
+            row: PrivateRoomRow {
+                name: name.into(),
+                owner: 1,
+                members,
+            },
+        }
+    }
+
+    fn history_req(
+        target: Target,
+        before: Option<MsgId>,
+        after: Option<MsgId>,
+        limit: usize,
+        offset: usize,
+    ) -> Request {
+        Request::History {
+            ticket: TICKET,
+            query: HistoryQuery {
+                target,
+                before,
+                after,
+                limit,
+                offset,
+            },
+        }
+    }
+
+    fn messages(reply: Reply) -> Vec<StoredMessage> {
+        match reply {
+            Reply::History { messages, .. } => messages,
+            other => panic!("expected history, got {other:?}"),
+        }
+    }
+
+    fn read_one(db: &mut Postgres, req: &Request) -> Reply {
+        let mut reader = db.reader().unwrap().unwrap();
+        reader.begin().unwrap();
+        let reply = reader.read(req).unwrap();
+        reader.end();
+        reply
+    }
+
+    /// Users, rooms, memberships, the max id, client ids and heads come
+    /// back in the snapshot; user ids come from the database.
+    #[test]
+    fn snapshot_round_trips() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let out = run(
+            &mut db,
+            &[
+                Request::PutUser(user(41, "alice")),
+                Request::PutUser(user(42, "bob")),
+                private_room("ops", vec![1, 2]),
+                Request::PutPublicRoom {
+                    name: "general".into(),
+                    creator: 1,
+                },
+                put(5, "general", Some("k1")),
+                dm(6, 2, 1),
+                Request::SetLastSeen { user: 2, at_ms: 99 },
+            ],
+        );
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Reply::UserStored { key: 41, id: 1 },
+                    Reply::UserStored { key: 42, id: 2 },
+                    Reply::Done { .. },
+                    Reply::MessageStored {
+                        key: 5,
+                        id: 1,
+                        seq: 1
+                    },
+                    Reply::MessageStored {
+                        key: 6,
+                        id: 2,
+                        seq: 1
+                    },
+                ]
+            ),
+            "{out:?}"
+        );
+        let snap = db.load().unwrap();
+        assert_eq!(snap.users.len(), 2);
+        assert_eq!(snap.users[0].id, 1);
+        assert_eq!(snap.users[0].password, user(41, "alice").password);
+        assert_eq!(snap.users[1].last_seen_ms, Some(99));
+        assert_eq!(snap.private_rooms[0].members, vec![1, 2]);
+        assert_eq!(snap.public_rooms, vec![("general".to_string(), Some(1))]);
+        assert_eq!(snap.max_message_id, 2);
+        assert_eq!(snap.recent_client_ids, vec![(1, "k1".to_string(), 1, 5)]);
+        let mut sources = snap.unread_sources.clone();
+        sources.sort_unstable();
+        assert_eq!(sources, vec![1, 2]);
+        assert_eq!(
+            snap.heads,
+            vec![
+                (Target::Direct(1, 2), 1),
+                (Target::Room("general".into()), 1)
+            ]
+        );
+        assert!(snap.orphan_rooms.is_empty());
+    }
+
+    /// A taken name or email (in any case) is a `UserFailed` reply naming
+    /// it, not an error: the batch goes on, and nothing of it is stored.
+    #[test]
+    fn user_conflicts_are_replies_and_spare_the_batch() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let mut taken_email = user(9, "carol");
+        taken_email.email = "ALICE@example.com".into();
+        let out = run(
+            &mut db,
+            &[
+                Request::PutUser(user(7, "alice")),
+                Request::PutUser(user(8, "Alice")),
+                Request::PutUser(taken_email),
+                put(1, "r", None),
+                Request::PutUser(user(10, "dave")),
+            ],
+        );
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Reply::UserStored { key: 7, id: 1 },
+                    Reply::UserFailed {
+                        key: 8,
+                        conflict: Some(Conflict::Username)
+                    },
+                    Reply::UserFailed {
+                        key: 9,
+                        conflict: Some(Conflict::Email)
+                    },
+                    Reply::MessageStored { key: 1, .. },
+                    Reply::UserStored { key: 10, .. },
+                ]
+            ),
+            "{out:?}"
+        );
+        let mut c = t.client();
+        assert_eq!(count(&mut c, "SELECT COUNT(*) FROM users"), 2);
+    }
+
+    /// Makes inserting a membership of user 666 fail, the way a constraint
+    /// would fail one statement of a request.
+    fn refuse_member(c: &mut Client) {
+        c.batch_execute(
+            "CREATE FUNCTION refuse_member() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'member refused'; END $$;
+             CREATE TRIGGER refuse_member BEFORE INSERT ON room_members
+               FOR EACH ROW WHEN (NEW.user_id = 666) EXECUTE FUNCTION refuse_member();",
+        )
+        .unwrap();
+    }
+
+    /// A request that fails part way leaves nothing behind, and the
+    /// requests around it in the batch commit (PostgreSQL would otherwise
+    /// abort the whole transaction); the same room then succeeds in the
+    /// same transaction, and a room that exists fails alone too.
+    #[test]
+    fn a_failed_request_leaves_nothing_and_spares_the_batch() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        refuse_member(&mut t.client());
+        db.begin().unwrap();
+        db.execute(&Request::PutUser(user(1, "alice"))).unwrap();
+        let e = db
+            .execute(&private_room("ops", vec![1, 666, 2]))
+            .unwrap_err();
+        assert!(!e.aborts_batch, "{e}");
+        db.execute(&put(1, "general", None)).unwrap();
+        db.execute(&private_room("ops", vec![1, 2])).unwrap();
+        let e = db.execute(&private_room("ops", vec![3])).unwrap_err();
+        assert!(!e.aborts_batch, "{e}");
+        let nul = Request::PutMessage {
+            msg: StoredMessage {
+                content: "a\0b".into(),
+                ..msg(2, Some("general"), 1, None)
+            },
+            client_id: None,
+        };
+        let e = db.execute(&nul).unwrap_err();
+        assert!(!e.aborts_batch, "{e}");
+        db.execute(&put(3, "general", None)).unwrap();
+        db.commit().unwrap();
+        let mut c = t.client();
+        assert_eq!(
+            count(&mut c, "SELECT COUNT(*) FROM rooms WHERE name = 'ops'"),
+            1
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT COUNT(*) FROM room_members WHERE room = 'ops'"
+            ),
+            2
+        );
+        assert_eq!(count(&mut c, "SELECT COUNT(*) FROM users"), 1);
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT MAX(seq) FROM messages WHERE room = 'general'"
+            ),
+            2,
+            "the refused message took no seq"
+        );
+    }
+
+    /// A `client_id` already stored (by this node or another) is answered
+    /// with the first message and takes no seq: the next message of the
+    /// room gets the next seq.
+    #[test]
+    fn client_id_retry_is_message_exists_and_takes_no_seq() {
+        let Some(t) = TestDb::new() else { return };
+        let (mut a, mut b) = (t.open(), t.open());
+        let out = run(
+            &mut a,
+            &[put(100, "r", Some("k")), put(101, "r", Some("k"))],
+        );
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Reply::MessageStored {
+                        key: 100,
+                        id: 1,
+                        seq: 1
+                    },
+                    Reply::MessageExists {
+                        key: 101,
+                        existing: 1,
+                        timestamp_ms: 100
+                    },
+                ]
+            ),
+            "{out:?}"
+        );
+        // The retry reaches the other node.
+        let out = run(
+            &mut b,
+            &[put(7, "r", Some("k")), put(8, "r", Some("other"))],
+        );
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Reply::MessageExists {
+                        key: 7,
+                        existing: 1,
+                        timestamp_ms: 100
+                    },
+                    Reply::MessageStored { key: 8, seq: 2, .. },
+                ]
+            ),
+            "{out:?}"
+        );
+        let other_user = Request::PutMessage {
+            msg: msg(9, Some("r"), 2, None),
+            client_id: Some("k".into()),
+        };
+        assert!(matches!(
+            run(&mut b, &[other_user])[..],
+            [Reply::MessageStored { seq: 3, .. }]
+        ));
+    }
+
+    /// Each room and each conversation (from either side) counts its own
+    /// seqs from 1, and ids increase with them.
+    #[test]
+    fn seqs_are_per_target() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let out = run(
+            &mut db,
+            &[
+                put(1, "a", None),
+                put(2, "b", None),
+                dm(3, 1, 2),
+                put(4, "a", None),
+                dm(5, 2, 1),
+                dm(6, 1, 3),
+            ],
+        );
+        let seqs: Vec<(MsgId, Seq)> = out
+            .iter()
+            .map(|r| match r {
+                Reply::MessageStored { id, seq, .. } => (*id, *seq),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(seqs, [(1, 1), (2, 1), (3, 1), (4, 2), (5, 2), (6, 1)]);
+        let snap = db.load().unwrap();
+        assert_eq!(
+            snap.heads,
+            vec![
+                (Target::Direct(1, 2), 2),
+                (Target::Direct(1, 3), 1),
+                (Target::Room("a".into()), 2),
+                (Target::Room("b".into()), 1)
+            ]
+        );
+        let got = messages(read_one(
+            &mut db,
+            &history_req(Target::Direct(2, 1), None, None, 10, 0),
+        ));
+        assert_eq!(
+            got.iter().map(|m| (m.id, m.seq)).collect::<Vec<_>>(),
+            [(3, 1), (5, 2)]
+        );
+    }
+
+    /// Catch-up returns the messages after a seq, oldest first, at most
+    /// `limit`, each with its seq.
+    #[test]
+    fn catchup_reads_by_seq() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let reqs: Vec<Request> = (1..=10).map(|i| put(i, "r", None)).collect();
+        run(&mut db, &reqs);
+        run(&mut db, &[put(11, "other", None)]);
+        let req = Request::Catchup {
+            ticket: TICKET,
+            target: Target::Room("r".into()),
+            after: 4,
+            limit: 3,
+        };
+        let got = messages(read_one(&mut db, &req));
+        assert_eq!(
+            got.iter().map(|m| (m.id, m.seq)).collect::<Vec<_>>(),
+            [(5, 5), (6, 6), (7, 7)]
+        );
+        assert_eq!(got[0].room.as_deref(), Some("r"));
+        // On the writer too (a backend whose reader could not connect).
+        db.begin().unwrap();
+        let got = messages(db.execute(&req).unwrap().unwrap());
+        db.commit().unwrap();
+        assert_eq!(got.len(), 3);
+    }
+
+    /// The same requests through SQLite and PostgreSQL give the same
+    /// histories and unread counts (seqs aside: SQLite does not sequence).
+    #[test]
+    fn history_and_unread_match_sqlite() {
+        let Some(t) = TestDb::new() else { return };
+        let mut pg = t.open();
+        let mut lite = Sqlite::open_in_memory().unwrap();
+        let mut writes = vec![
+            Request::PutUser(user(1, "alice")),
+            Request::PutUser(user(2, "bob")),
+            Request::PutUser(user(3, "carol")),
+            private_room("ops", vec![1, 2, 3]),
+        ];
+        let mut id = 0;
+        let mut next = || {
+            id += 1;
+            id
+        };
+        for i in 0..60u32 {
+            let from = 1 + i % 3;
+            let n = next();
+            writes.push(match i % 5 {
+                0 | 1 => Request::PutMessage {
+                    msg: msg(n, Some("r"), from, None),
+                    client_id: None,
+                },
+                2 => Request::PutMessage {
+                    msg: msg(n, Some("ops"), from, None),
+                    client_id: None,
+                },
+                _ => Request::PutMessage {
+                    msg: msg(n, None, from, Some(1 + (from % 3))),
+                    client_id: None,
+                },
+            });
+            if i == 20 {
+                writes.push(Request::MarkRead {
+                    user: 2,
+                    target: Target::Room("r".into()),
+                    id: 15,
+                });
+                writes.push(Request::MarkRead {
+                    user: 1,
+                    target: Target::Direct(1, 3),
+                    id: 10,
+                });
+                writes.push(Request::MarkRead {
+                    user: 3,
+                    target: Target::Room("ops".into()),
+                    id: 12,
+                });
+            }
+            if i == 40 {
+                writes.push(Request::MarkRead {
+                    user: 2,
+                    target: Target::Room("r".into()),
+                    id: 5,
+                });
+                writes.push(Request::MarkRead {
+                    user: 3,
+                    target: Target::Direct(3, 2),
+                    id: 41,
+                });
+            }
+        }
+        writes.push(Request::RemoveMember {
+            ticket: TICKET,
+            room: "ops".into(),
+            user: 3,
+        });
+        run(&mut pg, &writes);
+        run(&mut lite, &writes);
+        let mut reads = Vec::new();
+        for target in [
+            Target::Room("r".into()),
+            Target::Room("ops".into()),
+            Target::Room("none".into()),
+            Target::Direct(1, 2),
+            Target::Direct(3, 1),
+            Target::Direct(2, 3),
+        ] {
+            for (before, after, limit, offset) in [
+                (None, None, 50, 0),
+                (None, None, 3, 0),
+                (Some(30), None, 4, 0),
+                (None, Some(20), 100, 0),
+                (Some(50), Some(10), 5, 2),
+                (None, None, 5, 1000),
+            ] {
+                reads.push(history_req(target.clone(), before, after, limit, offset));
+            }
+        }
+        for user in 1..=4 {
+            reads.push(Request::Unread {
+                ticket: TICKET,
+                user,
+            });
+        }
+        let lite_out = run(&mut lite, &reads);
+        for (req, want) in reads.iter().zip(lite_out) {
+            let got = read_one(&mut pg, req);
+            match (got, want) {
+                (Reply::History { messages: got, .. }, Reply::History { messages: want, .. }) => {
+                    let got: Vec<_> = got
+                        .into_iter()
+                        .map(|m| StoredMessage { seq: 0, ..m })
+                        .collect();
+                    assert_eq!(got, want, "{req:?}");
+                }
+                (Reply::Unread { counts: got, .. }, Reply::Unread { counts: want, .. }) => {
+                    assert_eq!(got, want, "{req:?}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A removed member's read marker goes with its membership, so the room
+    /// drops out of its unread counts.
+    #[test]
+    fn a_removed_member_has_nothing_unread_there() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let mut out = Vec::new();
+        let read = Request::MarkRead {
+            user: 2,
+            target: Target::Room("r".into()),
+            id: 1,
+        };
+        apply_batch(
+            &mut db,
+            &[
+                private_room("r", vec![1, 2]),
+                put(1, "r", None),
+                read,
+                put(2, "r", None),
+            ],
+            &mut out,
+        );
+        let unread = Request::Unread {
+            ticket: TICKET,
+            user: 2,
+        };
+        assert!(matches!(
+            read_one(&mut db, &unread),
+            Reply::Unread { counts, .. } if counts == [UnreadCount::Room("r".into(), 1)]
+        ));
+        let remove = Request::RemoveMember {
+            ticket: TICKET,
+            room: "r".into(),
+            user: 2,
+        };
+        apply_batch(&mut db, &[remove, put(3, "r", None)], &mut out);
+        assert!(matches!(
+            read_one(&mut db, &unread),
+            Reply::Unread { counts, .. } if counts.is_empty()
+        ));
+    }
+
+    /// Messages of a room with no room row load it as an orphan.
+    #[test]
+    fn rooms_without_a_row_load_as_orphans() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        run(&mut db, &[put(1, "lost", None)]);
+        let snap = db.load().unwrap();
+        assert_eq!(snap.orphan_rooms, vec!["lost".to_string()]);
+        assert!(snap.public_rooms.is_empty());
+    }
+
+    /// The reader's snapshot is taken by `begin`: a commit between `begin`
+    /// and the read is not seen (neither by `History` nor by `Resync`), and
+    /// the next read sees it.
+    #[test]
+    fn the_reader_snapshot_is_taken_at_begin() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        run(
+            &mut db,
+            &[Request::PutUser(user(1, "alice")), put(1, "r", None)],
+        );
+        let mut reader = db.reader().unwrap().unwrap();
+        let room = || history_req(Target::Room("r".into()), None, None, 50, 0);
+        reader.begin().unwrap();
+        run(
+            &mut db,
+            &[Request::PutUser(user(2, "bob")), put(2, "r", None)],
+        );
+        assert_eq!(messages(reader.read(&room()).unwrap()).len(), 1);
+        let Reply::Resynced { snapshot, .. } =
+            reader.read(&Request::Resync { ticket: TICKET }).unwrap()
+        else {
+            panic!("a resync")
+        };
+        assert_eq!((snapshot.users.len(), snapshot.max_message_id), (1, 1));
+        assert_eq!(snapshot.heads, vec![(Target::Room("r".into()), 1)]);
+        reader.end();
+        reader.begin().unwrap();
+        assert_eq!(messages(reader.read(&room()).unwrap()).len(), 2);
+        let Reply::Resynced { snapshot, .. } =
+            reader.read(&Request::Resync { ticket: TICKET }).unwrap()
+        else {
+            panic!("a resync")
+        };
+        let full = db.load().unwrap();
+        assert_eq!(snapshot.users.len(), full.users.len());
+        assert_eq!(snapshot.heads, full.heads);
+        assert_eq!(snapshot.max_message_id, 2);
+        reader.end();
+    }
+
+    /// Two nodes starting at once: both migrate without error (one waits
+    /// for the other's lock), and both sign with the one JWT secret that
+    /// was stored first, which a later `put_setting` does not replace.
+    #[test]
+    fn two_nodes_start_at_once() {
+        let Some(t) = TestDb::new() else { return };
+        let barrier = std::sync::Barrier::new(2);
+        let secrets: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let nodes: Vec<_> = (0..2u8)
+                .map(|i| {
+                    let (config, barrier) = (t.config.clone(), &barrier);
+                    s.spawn(move || {
+                        barrier.wait();
+                        let mut db = Postgres::open_config(config).unwrap();
+                        barrier.wait();
+                        // Both may find none and generate one; both must
+                        // come back with the one stored first.
+                        let mine = crate::auth::secret::load_or_create(None, &mut db).unwrap();
+                        if i == 0 {
+                            db.put_setting("jwt_secret", &[i; 32]).unwrap();
+                        }
+                        assert_eq!(db.setting("jwt_secret").unwrap().unwrap(), mine);
+                        mine
+                    })
+                })
+                .collect();
+            nodes.into_iter().map(|n| n.join().unwrap()).collect()
+        });
+        assert_eq!(secrets[0], secrets[1]);
+        let mut c = t.client();
+        assert_eq!(
+            count(&mut c, "SELECT version::bigint FROM schema_version"),
+            1
+        );
+        assert_eq!(count(&mut c, "SELECT COUNT(*) FROM schema_version"), 1);
+        // A restart finds the schema as it is.
+        drop(t.open());
+    }
+
+    /// The writer's connection killed mid-batch (`pg_terminate_backend`):
+    /// the batch fails as a whole, the next `begin` reconnects and its batch
+    /// commits. Killed while idle, the next batch does not even fail.
+    #[test]
+    fn reconnects_after_the_connection_is_killed() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let mut admin = t.client();
+        let kill = |admin: &mut Client| {
+            let n = count(
+                admin,
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                   AND application_name = 'hubbub'",
+            );
+            assert!(n >= 1, "killed {n}");
+        };
+        db.begin().unwrap();
+        db.execute(&put(1, "r", None)).unwrap();
+        kill(&mut admin);
+        let e = db.execute(&put(2, "r", None)).unwrap_err();
+        assert!(e.aborts_batch, "{e}");
+        db.rollback();
+        let mut out = Vec::new();
+        apply_batch(&mut db, &[put(3, "r", None)], &mut out);
+        assert!(
+            matches!(out[..], [Reply::MessageStored { key: 3, seq: 1, .. }]),
+            "{out:?}"
+        );
+        kill(&mut admin);
+        std::thread::sleep(Duration::from_millis(100));
+        out.clear();
+        apply_batch(&mut db, &[put(4, "r", None)], &mut out);
+        assert!(
+            matches!(out[..], [Reply::MessageStored { key: 4, seq: 2, .. }]),
+            "{out:?}"
+        );
+        // The reader reconnects the same way.
+        let mut reader = db.reader().unwrap().unwrap();
+        kill(&mut admin);
+        std::thread::sleep(Duration::from_millis(100));
+        db.begin().unwrap();
+        db.commit().unwrap();
+        reader.begin().unwrap();
+        let got = messages(
+            reader
+                .read(&history_req(Target::Room("r".into()), None, None, 9, 0))
+                .unwrap(),
+        );
+        reader.end();
+        assert_eq!(got.len(), 2);
+    }
+
+    /// While PostgreSQL cannot be reached, `begin` fails fast as a batch
+    /// failure (the health probe's case).
+    #[test]
+    fn begin_fails_fast_when_unreachable() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        // A port nobody listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        db.config = parse_config(&format!("host=127.0.0.1 port={port} user=hubbub")).unwrap();
+        db.conn = None;
+        let start = Instant::now();
+        let e = db.begin().unwrap_err();
+        assert!(e.aborts_batch, "{e}");
+        db.rollback();
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+
+    /// Rooms the concurrency test appends to.
+    const ROOMS: usize = 5;
+
+    /// Appends `n` messages in batches of `batch` from `writer` (its messages
+    /// spread over [`ROOMS`] rooms in an order of its own), retrying a batch
+    /// that failed as a whole; returns how many batches failed.
+    fn append(db: &mut Postgres, writer: u32, n: usize, batch: usize) -> usize {
+        let mut failed = 0;
+        let mut rng = 0x9e37_79b9u32.wrapping_mul(writer + 1);
+        let reqs: Vec<Request> = (0..n)
+            .map(|i| {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                Request::PutMessage {
+                    msg: msg(
+                        i as MsgId,
+                        Some(&format!("room{}", rng as usize % ROOMS)),
+                        writer,
+                        None,
+                    ),
+                    client_id: Some(format!("w{writer}-{i}")),
+                }
+            })
+            .collect();
+        let mut out = Vec::new();
+        for chunk in reqs.chunks(batch) {
+            loop {
+                out.clear();
+                apply_batch(db, chunk, &mut out);
+                if out.iter().all(|r| matches!(r, Reply::MessageStored { .. })) {
+                    break;
+                }
+                assert!(
+                    out.iter().all(|r| matches!(
+                        r,
+                        Reply::MessageFailed {
+                            transient: true,
+                            ..
+                        }
+                    )),
+                    "{out:?}"
+                );
+                failed += 1;
+            }
+        }
+        failed
+    }
+
+    /// Two nodes appending to the same rooms at once: every room's seqs are
+    /// 1..n without a gap, and the order by seq is the order by id.
+    #[test]
+    fn two_writers_sequence_shared_rooms() {
+        let Some(t) = TestDb::new() else { return };
+        const N: usize = 2000;
+        let start = Instant::now();
+        let failed: Vec<usize> = std::thread::scope(|s| {
+            let writers: Vec<_> = (1..=2u32)
+                .map(|w| {
+                    let mut db = t.open();
+                    s.spawn(move || append(&mut db, w, N, 50))
+                })
+                .collect();
+            writers.into_iter().map(|w| w.join().unwrap()).collect()
+        });
+        let elapsed = start.elapsed();
+        let mut c = t.client();
+        let rows = c
+            .query(
+                "SELECT target, seq, id FROM messages ORDER BY target, seq",
+                &[],
+            )
+            .unwrap();
+        assert_eq!(rows.len(), 2 * N);
+        let mut last: Option<(String, i64, i64)> = None;
+        for r in &rows {
+            let (target, seq, id): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            match &last {
+                Some((t, s, i)) if *t == target => {
+                    assert_eq!(seq, s + 1, "{target}: a gap");
+                    assert!(id > *i, "{target}: seq {seq} has id {id} <= {i}");
+                }
+                _ => assert_eq!(seq, 1, "{target} starts at 1"),
+            }
+            last = Some((target, seq, id));
+        }
+        let heads = t.open().load().unwrap().heads;
+        assert_eq!(heads.len(), ROOMS);
+        assert_eq!(heads.iter().map(|h| h.1).sum::<Seq>(), 2 * N as Seq);
+        std::thread::sleep(Duration::from_millis(600));
+        let deadlocks = count(
+            &mut c,
+            "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()",
+        );
+        eprintln!(
+            "two writers, {N} messages each in batches of 50 over {ROOMS} rooms: \
+             {:.0} msg/s, failed batches {failed:?}, deadlocks {deadlocks}",
+            (2 * N) as f64 / elapsed.as_secs_f64()
+        );
+    }
+
+    /// Throughput of one writer (run by hand: `cargo test -- --ignored`).
+    #[test]
+    #[ignore]
+    fn bench_single_writer() {
+        let Some(t) = TestDb::new() else { return };
+        const N: usize = 100_000;
+        for rooms in [1usize, 100] {
+            let mut db = t.open();
+            let reqs: Vec<Request> = (0..N)
+                .map(|i| Request::PutMessage {
+                    msg: msg(
+                        i as MsgId,
+                        Some(&format!("b{rooms}-{}", i % rooms)),
+                        1,
+                        None,
+                    ),
+                    client_id: Some(format!("b{rooms}-{i}")),
+                })
+                .collect();
+            let start = Instant::now();
+            let mut out = Vec::new();
+            for chunk in reqs.chunks(4096) {
+                out.clear();
+                apply_batch(&mut db, chunk, &mut out);
+                assert!(out.iter().all(|r| matches!(r, Reply::MessageStored { .. })));
+            }
+            let elapsed = start.elapsed();
+            eprintln!(
+                "one writer, {N} messages in batches of 4096 into {rooms} room(s): {:.0} msg/s",
+                N as f64 / elapsed.as_secs_f64()
+            );
+        }
+    }
+}
