@@ -1,15 +1,20 @@
 //! The `hubbub` binary: logging, options (`config::parse_options`), the
-//! SQLite backend, then `Server::run`. Nothing per request happens here.
+//! backend (SQLite, or PostgreSQL with `--postgres`), the bus (Redis with
+//! `--redis`), then `Server::run`. Nothing per request happens here.
 //! `hubbub backup PATH` instead copies the database and exits; `hubbub
 //! migrate --from-sqlite PATH --postgres URL` copies it into PostgreSQL.
 
 use std::path::Path;
 use std::process::ExitCode;
 
-use hubbub::config::{Parsed, parse_options, usage};
+use hubbub::config::{Options, Parsed, parse_options, usage};
+use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
+use hubbub::store::Backend;
 use hubbub::store::migrate;
+use hubbub::store::postgres::Postgres;
 use hubbub::store::sqlite::{self, Sqlite};
+use hubbub::{Bus, LocalOnly};
 
 /// Exit status for a bad flag or variable: the Unix convention for a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -38,15 +43,54 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let backend = match Sqlite::open(&opts.db) {
-        Ok(b) => b,
+    if let Some(url) = opts.postgres.clone() {
+        return match Postgres::open(&url) {
+            Ok(b) => serve(opts, b),
+            Err(e) => {
+                log::error!("cannot open PostgreSQL at {}: {e}", redact(&url));
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match Sqlite::open(&opts.db) {
+        Ok(b) => serve(opts, b),
         Err(e) => {
             log::error!("cannot open database {}: {e}", opts.db.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, starts the loop with `backend` (and the Redis bus when
+/// `--redis` is given), and runs it until a signal.
+fn serve(opts: Options, backend: impl Backend) -> ExitCode {
+    let addr = opts.config.addr;
+    let listener = match std::net::TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("cannot start on {addr}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let addr = opts.config.addr;
-    let mut server = match Server::bind(opts.config, backend) {
+    let bus: Box<dyn Bus> = match &opts.redis {
+        None => Box::new(LocalOnly),
+        Some(url) => {
+            // The default name is the real address (`--addr …:0` picks a port).
+            let name = match (&opts.node_id, listener.local_addr()) {
+                (Some(n), _) => n.clone(),
+                (None, Ok(a)) => a.to_string(),
+                (None, Err(_)) => opts.node_name(),
+            };
+            match RedisBus::new(url, &opts.redis_channel, &name) {
+                Ok(b) => Box::new(b),
+                Err(e) => {
+                    log::error!("cannot use Redis at {}: {e}", redact(url));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let mut server = match Server::start(listener, opts.config, backend, bus) {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot start on {addr}: {e}");
@@ -66,9 +110,39 @@ fn main() -> ExitCode {
     }
 }
 
-/// `hubbub migrate`: the counts copied on stdout, or the reason on stderr
-/// and exit 1 (nothing was copied: it is one transaction); a bad command
-/// line is a usage error.
+/// A database URL as it may be logged: without its password.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            let user = creds.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..s + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// `hubbub backup`: one line on stdout saying what was written, or the
+/// reason on stderr and exit 1 (not a usage error: the command was right,
+/// the copy could not be made).
+fn backup(db: &Path, to: &Path) -> ExitCode {
+    match sqlite::backup(db, to) {
+        Ok(stats) => {
+            println!(
+                "backup: wrote {} ({} messages, {} users)",
+                to.display(),
+                stats.messages,
+                stats.users
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hubbub backup: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn migrate_command(args: impl Iterator<Item = String>) -> ExitCode {
     let args = match migrate::parse_args(args) {
         Ok(Some(args)) => args,
@@ -91,27 +165,6 @@ fn migrate_command(args: impl Iterator<Item = String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("hubbub migrate: {e}; nothing was copied");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// `hubbub backup`: one line on stdout saying what was written, or the
-/// reason on stderr and exit 1 (not a usage error: the command was right,
-/// the copy could not be made).
-fn backup(db: &Path, to: &Path) -> ExitCode {
-    match sqlite::backup(db, to) {
-        Ok(stats) => {
-            println!(
-                "backup: wrote {} ({} messages, {} users)",
-                to.display(),
-                stats.messages,
-                stats.users
-            );
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hubbub backup: {e}");
             ExitCode::FAILURE
         }
     }

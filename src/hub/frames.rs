@@ -493,8 +493,10 @@ impl Hub {
                     });
                     let topic = Topic::Conversation(from, peer);
                     let n = self.publish_message(cx, topic, sender, id, seq, &frame);
-                    // Delivered when the peer has a connection anywhere.
-                    delivered = self.is_online(peer);
+                    // Delivered when the peer has a connection here (not
+                    // just lingering in its grace) or on another node.
+                    delivered = self.online.get(&peer).is_some_and(|c| !c.is_empty())
+                        || self.shown_elsewhere(peer);
                     n
                 }
             };

@@ -70,7 +70,9 @@ impl Hub {
             self.set_status(cx, user, "online");
         }
         let ticket = self.park(Wait::Unread { conn });
-        let ask = cx.users.get(user).is_some_and(|u| u.unread_sources);
+        // In a cluster another node may have made something unread (the
+        // flag is this node's knowledge only): always ask there.
+        let ask = self.cluster.is_some() || cx.users.get(user).is_some_and(|u| u.unread_sources);
         if !ask || cx.store.submit(Request::Unread { ticket, user }).is_err() {
             self.waiting.remove(&ticket);
             self.send_unread(cx, conn, &[]);
