@@ -855,6 +855,11 @@ pub fn usage() -> String {
         &format!("hubbub {BACKUP_COMMAND} PATH"),
         "copy the database (--db) to the new file PATH, mode 0600, while the server runs",
     );
+    line(
+        &mut out,
+        "hubbub migrate --from-sqlite PATH --postgres URL",
+        "copy a stopped server's SQLite database into an empty PostgreSQL (see --help there)",
+    );
     out.push_str("\nOPTIONS:\n");
     for opt in OPTIONS {
         let Some(flag) = opt.flag else { continue };

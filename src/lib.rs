@@ -1,7 +1,8 @@
 //! hubbub: a small, very fast, self-hostable real-time chat server.
 //!
 //! One thread owns everything live — a `mio::Poll`, a `Slab` of connections,
-//! the rooms — and never blocks: SQLite runs on a storage thread, password
+//! the rooms — and never blocks: SQLite (or PostgreSQL) runs on storage
+//! threads, a cluster's Redis link on two threads of its own, password
 //! hashing on a small pool, and both answer through a channel and the loop's
 //! `Waker`. A chat message is serialized and framed once; the same bytes are
 //! queued on every recipient and written with vectored writes, a bounded
@@ -14,11 +15,11 @@
 //!
 //! | module | owns | never does |
 //! |---|---|---|
-//! | `main.rs` | logging, options into a `Config`, the SQLite backend, `Server::run` | anything per request |
+//! | `main.rs` | logging, options into a `Config`, the backend (SQLite or PostgreSQL) and the bus, `Server::run`; `backup` and `migrate` | anything per request |
 //! | [`server`] | the reactor: tokens, accept, reads, frame cutting, the flush and close passes, timers, the `Waker`, shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
 //! | `app` | routing each event to its owner: requests to the HTTP desk, frames to the hub, storage replies by ticket | hold state of its own |
 //! | `http` | request heads (httparse), responses, the REST routes and their waiting list, the upgrade handshake, the embedded web client | wait for storage or hashing |
-//! | `hub` | rooms, sessions, presence, every client frame, acks, and the fan-out seam (`publish(Topic)` and the [`Bus`]) | touch sockets, know HTTP |
+//! | `hub` | rooms, sessions, presence, every client frame, acks, the fan-out seam (`publish(Topic)` and the [`Bus`]), and being one node of a cluster (`cluster.rs`: order by sequence, catch-up, presence per node; `wire.rs`: the notes) | touch sockets, know HTTP |
 //! | `conn` | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
 //! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the contract's JSON frames | fan-out |
@@ -26,7 +27,7 @@
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
-//! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage thread; the SQLite backend | be called synchronously by the loop |
+//! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them | be called synchronously by the loop |
 //! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options; counters; SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
 //! # The path of a chat message, in five files
@@ -37,13 +38,15 @@
 //! 2. `app.rs`: `on_ws_message` answers control frames (`ws::control`) and
 //!    gives text to the hub with its context.
 //! 3. `hub/frames.rs`: `on_text` → `on_message` validates, rate-limits,
-//!    assigns an id, encodes the frame once and submits the row to storage.
-//!    The storage thread commits the batch and rings the `Waker`; `app.rs`
-//!    routes `MessageStored` back to `Hub::on_message_stored`.
-//! 4. `hub/fanout.rs`: only now, with the message durable, `publish(Topic::Room)`
-//!    offers it to the bus and queues the same `Rc<[u8]>` on each local
-//!    subscriber through the `Outbox` (`server::Wires` → `Conn::queue_shared`);
-//!    the sender gets its `ack`.
+//!    gives it a key and submits the row to storage. The storage thread
+//!    commits the batch and rings the `Waker`; `app.rs` routes
+//!    `MessageStored` (with the id, and in a cluster the room's sequence
+//!    number) back to `Hub::on_message_stored`, which encodes the frame once.
+//! 4. `hub/fanout.rs`: only now, with the message durable,
+//!    `publish_message` hands it to the bus (a cluster) and queues the same
+//!    `Rc<[u8]>` on each local subscriber through the `Outbox`
+//!    (`server::Wires` → `Conn::queue_shared`), in sequence order
+//!    (`hub/cluster.rs`); the sender gets its `ack`.
 //! 5. `conn.rs`: in the flush pass, `write_turn` writes each connection's
 //!    queue with `writev`, within its budget.
 //!
@@ -53,8 +56,9 @@
 //!   thread; `main` builds it and hands it to [`Server::bind`]. The reactor
 //!   never names a backend.
 //! - Fan-out: every delivery to more than the asking connection goes through
-//!   `Hub::publish`; a cross-node [`Bus`] plugs in through [`Server::start`].
-//!   `hub`'s module doc lists the node-local state a cluster must replace.
+//!   `Hub::publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
+//!   (Redis: [`redis_bus`]). `hub`'s module doc lists the node-local state
+//!   and what a cluster does about each.
 //! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
 //!   [`Shutdown`] handle stops it from any thread (the in-process tests).
 

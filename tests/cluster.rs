@@ -571,3 +571,77 @@ fn behind_nginx_round_robin_without_sticky_sessions() {
     assert_eq!(ws_on(&c.nodes[0]) + ws_on(&c.nodes[1]), 2);
     assert_eq!(ws_on(&c.nodes[0]), 1, "round-robin spread the two sockets");
 }
+
+/// Moving up: `hubbub migrate` copies a single node's SQLite database into
+/// PostgreSQL, and a cluster node then serves the same accounts (old
+/// passwords and old tokens), history with the same ids, and unread
+/// counts; a second migrate into the same database is refused.
+#[test]
+fn migrate_moves_a_single_node_into_a_cluster() {
+    let mut single = Server::builder().no_jwt_secret().start();
+    let (mut alice, atoken) = single.user("alice");
+    let (mut bob, btoken) = single.user("bob");
+    alice.join("general");
+    bob.join("general");
+    let old = alice.say("general", "from the old days", "o1");
+    alice.send_json(
+        &json!({"type": "private_message", "to": "bob", "content": "dm", "client_id": "o2"}),
+    );
+    wait_for(&mut alice, CROSS, "ack", is("ack"));
+    drop((alice, bob));
+    assert!(single.sigterm().success());
+    let pg = Postgres::shared();
+    let migrate = |url: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_hubbub"))
+            .arg("migrate")
+            .arg("--from-sqlite")
+            .arg(single.db_path())
+            .arg("--postgres")
+            .arg(url)
+            .output()
+            .expect("run hubbub migrate")
+    };
+    let out = migrate(pg.url());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let redis = Redis::shared();
+    let n = Server::builder()
+        .no_jwt_secret()
+        .arg("--postgres")
+        .arg(pg.url())
+        .arg("--redis")
+        .arg(redis.url())
+        .arg("--redis-channel")
+        .arg(unique_channel("migrate"))
+        .start();
+    // The old token is still valid (the secret came along), and so is bob's password.
+    let history = n.messages(&atoken, "room=general");
+    assert_eq!(history.len(), 1);
+    assert_eq!(
+        (&history[0]["id"], &history[0]["content"]),
+        (&old["id"], &json!("from the old days"))
+    );
+    let btoken2 = n.login_token("bob");
+    let (_bob, frames) = n.ws_ready("bob", &btoken2, true);
+    let unread = frames.iter().find(|f| frame_type(f) == "unread").unwrap();
+    assert!(
+        unread.to_string().contains("alice"),
+        "bob's unread dm came along: {unread}"
+    );
+    let (mut alice, _) = n.ws_ready("alice", &atoken, true);
+    alice.join("general");
+    let new = alice.say("general", "on the cluster", "n1");
+    assert!(
+        new["id"].as_i64() > old["id"].as_i64(),
+        "ids go on after the copied ones"
+    );
+    let _ = btoken;
+    let again = migrate(pg.url());
+    assert!(
+        !again.status.success(),
+        "a second copy into a used database is refused"
+    );
+}

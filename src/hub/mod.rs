@@ -17,21 +17,27 @@
 //! - `reads`: the budgets storage reads are reserved against, and the frames
 //!   that wait for them;
 //! - `rooms`: who is in which room (pure bookkeeping);
-//! - `rate`: the per-connection token bucket.
+//! - `rate`: the per-connection token bucket;
+//! - `cluster`: this hub as one node of many — order by sequence, catch-up
+//!   from storage, presence per peer with beats, notes for users and rooms;
+//! - `wire`: the notes nodes send each other, and their byte encoding.
 //!
-//! # Node-local state, and what a cluster replaces it with
+//! # Node-local state, and what a cluster does about it
 //!
-//! Everything below lives in this process only. It is correct for one node;
-//! each item says what a cluster of nodes (shared storage plus a bus) needs
-//! instead.
+//! Everything below lives in this process. On one node it is the whole
+//! truth; in a cluster (`--redis`, see `cluster.rs`) each item is kept right
+//! as follows.
 //!
 //! | state | here | in a cluster |
 //! |---|---|---|
-//! | message ids (`last_msg_id`) | a counter continued from the database's maximum | ids from shared storage: a per-room sequence assigned with the append, so ids stay unique and ordered per room |
-//! | presence (`online`, `Room::presence`) | connections per user, per room | per-user presence with TTL heartbeats in the shared store, so a dead node's users go offline |
-//! | client-id window (`client_ids`) | the newest `CLIENT_ID_WINDOW` ids | the committed `(user, client_id)` in shared storage, checked by whichever node gets the retry |
-//! | private membership (`Room::private`) | loaded at start, changed by this node | changes published on the bus and applied by every node after they are stored |
-//! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets, the bus carries frames between nodes |
+//! | message ids (`last_msg_id`, `last_key`) | the loop's key is the id (SQLite) | PostgreSQL assigns the id and a per-room `seq` in the append's transaction; the key only pairs the reply |
+//! | delivery order | commit order of the one writer | each node delivers a room in `seq` order, waiting for an early message's predecessors and reading a lasting gap back (`Catchup`) |
+//! | presence (`online`, `Room::presence`) | connections per user, per room | plus each peer's users and rooms (`Room::remote`), from its notes and `State`; a peer silent for `PEER_TIMEOUT_MS` is dropped |
+//! | client-id window (`client_ids`) | the newest `CLIENT_ID_WINDOW` ids | the same, and a retry on another node is caught by the database's unique index (`MessageExists`) |
+//! | users (`Directory`) | loaded at start, added by signups here | plus `User` notes, and a `Resync` after a bus outage |
+//! | private membership (`Room::private`) | loaded at start, changed by this node | plus `RoomMade`/`Member` notes and the `Resync` |
+//! | unread hints (`unread_sources`) | skip the query for users with nothing to count | not trusted: every connect asks storage |
+//! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets |
 //! | pending acks (`acks`) | messages waiting for their commit | stay local: the node that took the message acks it |
 
 mod cluster;
