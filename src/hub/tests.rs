@@ -160,6 +160,25 @@ impl Bench {
             user,
             None,
         );
+        // A cluster node asks storage for every connect's unread counts;
+        // answered at once with nothing, as storage would for these users
+        // (the counts themselves are tested end to end, in ws_chat and cluster).
+        let asked: Vec<Ticket> = self
+            .queue
+            .requests
+            .iter()
+            .filter_map(|r| match r {
+                Request::Unread { ticket, user: u } if *u == user => Some(*ticket),
+                _ => None,
+            })
+            .collect();
+        self.queue
+            .requests
+            .retain(|r| !matches!(r, Request::Unread { ticket, .. } if asked.contains(ticket)));
+        for ticket in asked {
+            let (hub, mut cx) = self.cx();
+            hub.on_unread(&mut cx, ticket, &[]);
+        }
         t
     }
 

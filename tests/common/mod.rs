@@ -73,6 +73,9 @@ pub struct Builder {
     omit_db: bool,
     /// `RLIMIT_NOFILE` (soft and hard) for the server process.
     nofile: Option<u64>,
+    /// The PostgreSQL database this server (and its restarts) uses when the
+    /// suite runs on PostgreSQL (`HUBBUB_TEST_STORE=postgres`).
+    pg: Option<Arc<services::SharedPg>>,
 }
 
 impl Builder {
@@ -125,11 +128,25 @@ impl Builder {
     }
     pub fn start(self) -> Server {
         let dir = Arc::new(TempDir::new("srv"));
-        Server::spawn(self, dir)
+        Server::spawn(self.on_store(), dir)
     }
     /// Start on an existing data directory (db at `dir/hubbub.db`).
     pub fn start_in(self, dir: Arc<TempDir>) -> Server {
-        Server::spawn(self, dir)
+        Server::spawn(self.on_store(), dir)
+    }
+    /// With `HUBBUB_TEST_STORE=postgres` (`.ci/run` sets it for a second
+    /// pass of the protocol suites), a fresh PostgreSQL database instead of
+    /// the SQLite file, kept for restarts; a test that chose its own
+    /// `--postgres` keeps it.
+    fn on_store(mut self) -> Builder {
+        let wanted = std::env::var("HUBBUB_TEST_STORE").is_ok_and(|v| v == "postgres");
+        if wanted && self.pg.is_none() && !self.args.iter().any(|a| a == "--postgres") {
+            let pg = Arc::new(services::Postgres::shared());
+            self.args.push("--postgres".into());
+            self.args.push(pg.url().to_string());
+            self.pg = Some(pg);
+        }
+        self
     }
 }
 
@@ -155,6 +172,7 @@ impl Server {
             via_env: false,
             omit_db: false,
             nofile: None,
+            pg: None,
         }
     }
 
