@@ -2,7 +2,12 @@
 //!
 //! Run: `cargo bench --bench e2e` (all), or name scenarios:
 //! `cargo bench --bench e2e -- fanout_1x1000 persist`. Scenarios:
-//! `fanout_1x1000`, `fanout_100x10`, `idle_rss` (also upgrades/s), `persist`.
+//! `fanout_1x1000`, `fanout_100x10`, `idle_rss` (also upgrades/s), `persist`,
+//! `storm`; and, on a private PostgreSQL and Redis (skipped when either is not
+//! installed): `cluster_fanout`, `cluster_latency` (two nodes, one per core)
+//! and `persist_pg` (`persist` on `--postgres`). A filter that names a
+//! single-node scenario (`persist`, `fanout`) does not select these;
+//! `cluster`, `pg` or their full names do.
 //!
 //! Every scenario starts its own server (`--rate-limit 0 --pbkdf2-iterations
 //! 1000 --echo`, fresh temp database, 127.0.0.1:0) pinned to CPU 0, and drives
@@ -14,7 +19,8 @@
 //! throughput run, default 4), `HUBBUB_BENCH_CONNS` (largest idle-RSS size,
 //! default 50000), `HUBBUB_BENCH_HANDSHAKES` (upgrades in flight, default 64),
 //! `HUBBUB_BENCH_FRACTION` (offered load of the latency runs as a fraction of
-//! the measured peak, default 0.5), `HUBBUB_BENCH_NICE` (nice value for the
+//! the measured peak, default 0.5), `HUBBUB_BENCH_CLUSTER_RATE` (msgs/s of
+//! the `cluster_latency` run, default 200), `HUBBUB_BENCH_NICE` (nice value for the
 //! load generator and the server, e.g. -10 on a shared machine),
 //! `HUBBUB_BENCH_PERF` (record the server with `perf record -g` during the
 //! phases whose label contains it, e.g. `1x1000 flood`).
@@ -23,6 +29,7 @@ mod e2e {
     pub mod hist;
     pub mod load;
     pub mod server;
+    pub mod services;
     pub mod svg;
     pub mod sys;
 }
@@ -35,6 +42,7 @@ use std::time::{Duration, Instant};
 use e2e::hist::Hist;
 use e2e::load::{self, Load, Mode, Outcome, Plan, Target};
 use e2e::server::{self, Server};
+use e2e::services::{self, Postgres, Redis};
 use e2e::svg::{self, label};
 use e2e::sys;
 
@@ -126,6 +134,23 @@ fn main() {
         .filter(|a| !a.starts_with('-'))
         .collect();
     let want = |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
+    // The PostgreSQL/Redis scenarios: a filter that also names a
+    // single-node scenario (`persist`, `fanout`) leaves them out, so those
+    // filters run what they always ran.
+    const SINGLE: [&str; 6] = [
+        "fanout_1x1000",
+        "fanout_100x10",
+        "idle_rss",
+        "upgrades",
+        "persist",
+        "storm",
+    ];
+    let want_cluster = |name: &str| {
+        filters.is_empty()
+            || filters.iter().any(|f| {
+                name.contains(f.as_str()) && !SINGLE.iter().any(|s| s.contains(f.as_str()))
+            })
+    };
     let nofile = sys::raise_nofile();
     let cpus = sys::cpus();
     let (server_cpu, client_cpu) = if cpus >= 2 {
@@ -177,10 +202,37 @@ fn main() {
         idle_rss(&mut ctx);
     }
     if want("persist") {
-        persist(&mut ctx);
+        persist(&mut ctx, "persist", &[], None);
     }
     if want("storm") {
         storm(&mut ctx);
+    }
+    let cluster_wanted = ["cluster_fanout", "cluster_latency", "persist_pg"]
+        .into_iter()
+        .filter(|n| want_cluster(n))
+        .collect::<Vec<_>>();
+    if !cluster_wanted.is_empty() {
+        if let Some(why) = services::missing() {
+            eprintln!("skipping {cluster_wanted:?}: {why}");
+        } else {
+            eprintln!("starting a private PostgreSQL and Redis for {cluster_wanted:?}");
+            let pg = Postgres::start();
+            let redis = Redis::start();
+            eprintln!(
+                "  PostgreSQL pid {} on port {}, redis-server pid {} on port {}",
+                pg.pid, pg.port, redis.pid, redis.port
+            );
+            for n in cluster_wanted {
+                match n {
+                    "cluster_fanout" => cluster_fanout(&mut ctx, &pg, &redis),
+                    "cluster_latency" => cluster_latency(&mut ctx, &pg, &redis),
+                    _ => {
+                        let url = pg.database("persist_pg");
+                        persist(&mut ctx, "persist_pg", &["--postgres", &url], Some(&pg));
+                    }
+                }
+            }
+        }
     }
     eprintln!("e2e done in {:.0} s", t0.elapsed().as_secs_f64());
     report(&ctx, load_start, nice);
@@ -224,6 +276,7 @@ fn fanout(
                 tokens[c % tokens.len()]
             ),
             room: (c / per_room) as u32,
+            addr: None,
         })
         .collect();
     let mut load = Load::new(srv.addr, rooms);
@@ -576,6 +629,7 @@ fn idle_rss(ctx: &mut Ctx) {
         .map(|t| Target {
             path: format!("/ws?token={t}"),
             room: u32::MAX,
+            addr: None,
         })
         .collect();
     load.open(&warm, 100, Duration::from_secs(30));
@@ -592,6 +646,7 @@ fn idle_rss(ctx: &mut Ctx) {
             .map(|i| Target {
                 path: format!("/ws?token={}", tokens[i % tokens.len()]),
                 room: u32::MAX,
+                addr: None,
             })
             .collect();
         let prof = Profile::start(&format!("[idle_rss open {n}]"), srv.pid);
@@ -673,6 +728,7 @@ fn storm(ctx: &mut Ctx) {
             .map(|t| Target {
                 path: format!("/ws/room/general?token={t}"),
                 room: u32::MAX,
+                addr: None,
             })
             .collect();
         let mut load = Load::new(srv.addr, 0);
@@ -740,23 +796,27 @@ fn settle_quiet(load: &mut Load, quiet: Duration, limit: Duration) {
 
 // ---- Persistence: acked messages/s and the loop's latency ------------------
 
-fn persist(ctx: &mut Ctx) {
-    let name = "persist";
+/// `persist` on the server's own SQLite file; `persist_pg` passes
+/// `--postgres URL` (and the PostgreSQL pids, whose CPU is reported too).
+fn persist(ctx: &mut Ctx, name: &'static str, extra: &[&str], pg: Option<&Postgres>) {
     let senders = 100usize;
     eprintln!(
         "[{name}] {senders} connections, each alone in its room, flooding acked messages; /ws/echo probe every 1 ms"
     );
-    let srv = start(ctx);
+    let srv = Server::start_with(ctx.server_cpu, extra);
+    eprintln!("  server pid {} on {} {extra:?}", srv.pid, srv.addr);
     let tokens = server::users(srv.addr, senders);
     let mut targets: Vec<Target> = (0..senders)
         .map(|i| Target {
             path: format!("/ws/room/p{i}?token={}", tokens[i]),
             room: i as u32,
+            addr: None,
         })
         .collect();
     targets.push(Target {
         path: "/ws/echo".into(),
         room: u32::MAX,
+        addr: None,
     });
     let mut load = Load::new(srv.addr, senders);
     load.open(&targets, 128, Duration::from_secs(30));
@@ -787,6 +847,13 @@ fn persist(ctx: &mut Ctx) {
         ),
     );
     let echo_idle = std::mem::take(&mut load.echo);
+    // PostgreSQL's processes (postmaster, the server's backends, writers).
+    let pg_cpu = pg.map(|p| {
+        (
+            sys::GroupCpu::now(vec![("PostgreSQL".into(), p.pids())]),
+            p.next_xid(),
+        )
+    });
     let flood = run(
         &mut load,
         &plan(
@@ -817,19 +884,35 @@ fn persist(ctx: &mut Ctx) {
             flood.acked, flood.sent
         );
     }
+    let pg_note = match (pg_cpu, pg) {
+        (Some((g, x0)), Some(pg)) => {
+            let txs = pg.next_xid().saturating_sub(x0).max(1);
+            let cpu: String = g
+                .since()
+                .iter()
+                .map(|(n, c)| format!("; {n} {c:.0} % of a core (whole flood)"))
+                .collect();
+            format!(
+                "{cpu}; {txs} write transactions, {:.1} messages each",
+                flood.sent as f64 / txs as f64
+            )
+        }
+        _ => String::new(),
+    };
     let stored = srv.metric("hubbub_messages_stored_total");
     let rate = flood.acks_per_s;
-    ctx.rows.push(
-        Row::new(name, "messages persisted/s (acks)", rate, "acks/s", format!("{rate:.0}/s"))
-            .target("≥ 100,000/s", rate >= 100_000.0)
-            .out(&flood)
-            .note(format!(
-                "{senders} senders, 64 unacked each; {} acked of {} sent; server counter {stored}; {:.0} per server CPU-second",
-                flood.acked,
-                flood.sent,
-                rate / (flood.server_cpu / 100.0).max(0.01)
-            )),
-    );
+    let mut row = Row::new(name, "messages persisted/s (acks)", rate, "acks/s", format!("{rate:.0}/s"))
+        .out(&flood)
+        .note(format!(
+            "{senders} senders, 64 unacked each; {} acked of {} sent; server counter {stored}; {:.0} per server CPU-second{pg_note}",
+            flood.acked,
+            flood.sent,
+            rate / (flood.server_cpu / 100.0).max(0.01)
+        ));
+    if name == "persist" {
+        row = row.target("≥ 100,000/s", rate >= 100_000.0);
+    }
+    ctx.rows.push(row);
     let (i99, f99) = (echo_idle.quantile(0.99), echo_flood.quantile(0.99));
     ctx.rows.push(
         Row::new(
@@ -897,20 +980,374 @@ fn persist(ctx: &mut Ctx) {
             label(echo_paced.max as f64)
         )),
     );
+    let on = if name == "persist" {
+        ""
+    } else {
+        " (PostgreSQL)"
+    };
     ctx.series
-        .push(("/ws/echo RTT, idle server".into(), echo_idle));
+        .push((format!("/ws/echo RTT, idle server{on}"), echo_idle));
     ctx.series.push((
-        format!("/ws/echo RTT, flood of {:.0}k acked msgs/s", rate / 1e3),
+        format!("/ws/echo RTT, flood of {:.0}k acked msgs/s{on}", rate / 1e3),
         echo_flood,
     ));
     ctx.series.push((
         format!(
-            "/ws/echo RTT, {:.0}k persisted msgs/s paced",
+            "/ws/echo RTT, {:.0}k persisted msgs/s paced{on}",
             paced_rate / 1e3
         ),
         echo_paced,
     ));
     drop(srv);
+}
+
+// ---- Cluster: two nodes on one PostgreSQL, talking over Redis ---------------
+
+/// Two nodes of one cluster (node 1 on CPU 0, node 2 on CPU 1), each with
+/// the harness's flags plus `--postgres --redis --redis-channel --node-id
+/// --presence-grace 0`, on a fresh database and channel; returned once each
+/// node's `/metrics` shows the other as a peer.
+fn start_cluster(ctx: &Ctx, tag: &str, pg: &Postgres, redis: &Redis) -> Vec<Server> {
+    let url = pg.database(tag);
+    let channel = format!("hubbub-bench-{tag}-{}", std::process::id());
+    let redis_url = redis.url();
+    let cpus = sys::cpus();
+    let mut nodes = Vec::new();
+    for k in 0..2 {
+        let cpu = ctx.server_cpu.map(|_| k.min(cpus - 1));
+        let id = format!("n{}", k + 1);
+        // Node 1 first: it stores the JWT secret that node 2 then reads.
+        let s = Server::start_with(
+            cpu,
+            &[
+                "--postgres",
+                &url,
+                "--redis",
+                &redis_url,
+                "--redis-channel",
+                &channel,
+                "--node-id",
+                &id,
+                "--presence-grace",
+                "0",
+            ],
+        );
+        eprintln!(
+            "  node {id} pid {} on {} (CPU {}, {})",
+            s.pid,
+            s.addr,
+            cpu.map_or("any".into(), |c| c.to_string()),
+            if s.pinned { "pinned" } else { "not pinned" }
+        );
+        nodes.push(s);
+    }
+    for s in &nodes {
+        assert!(
+            s.wait_metric("hubbub_cluster_peers", 1, Duration::from_secs(30)),
+            "node {} did not see its peer within 30 s (hubbub_cluster_peers {})",
+            s.addr,
+            s.metric("hubbub_cluster_peers")
+        );
+    }
+    nodes
+}
+
+/// CPU of both nodes, redis-server and PostgreSQL (postmaster and every
+/// backend) over an interval.
+fn cluster_cpu(nodes: &[Server], pg: &Postgres, redis: &Redis) -> sys::GroupCpu {
+    sys::GroupCpu::now(vec![
+        ("node 1".into(), vec![nodes[0].pid]),
+        ("node 2".into(), vec![nodes[1].pid]),
+        ("redis-server".into(), vec![redis.pid]),
+        ("PostgreSQL".into(), pg.pids()),
+    ])
+}
+
+fn cpu_note(g: &sys::GroupCpu) -> String {
+    g.since()
+        .iter()
+        .map(|(n, c)| format!("{n} {:.0} %", c.max(0.0)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Opens `per_node` connections to `/ws/room/{room}` on each node (users
+/// `bench0..` round robin, so each user has a connection on both); all in
+/// room index 0. Connections `0..per_node` are node 1's.
+fn open_split(load: &mut Load, nodes: &[Server], tokens: &[String], room: &str, per_node: usize) {
+    let targets: Vec<Target> = (0..2 * per_node)
+        .map(|c| Target {
+            path: format!("/ws/room/{room}?token={}", tokens[c % tokens.len()]),
+            room: 0,
+            addr: Some(nodes[c / per_node].addr),
+        })
+        .collect();
+    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(up as usize, 2 * per_node, "every connection upgraded");
+    load.settle(Duration::from_secs(20), |l| {
+        l.c.unread >= 2 * per_node as u64
+    });
+    // Presence crosses the bus too: wait until nothing more arrives.
+    settle_quiet(load, Duration::from_millis(500), Duration::from_secs(20));
+}
+
+/// Every receiver got every message exactly once: per connection, the
+/// message frames it received over the run (`before` → now) against what
+/// it should have (all `sent`, less its own for a sender), and ids that
+/// only increase (checked as they arrive: `id_errors`). Returns a summary
+/// and whether it held.
+fn exactly_once(
+    name: &str,
+    load: &Load,
+    before: &[u64],
+    senders: usize,
+    per_node: usize,
+    o: &Outcome,
+) -> (String, bool) {
+    let n = before.len();
+    let mut short = [0u64; 2];
+    let mut extra = [0u64; 2];
+    let mut bad_conns = [0usize; 2];
+    let mut sender_total = 0;
+    for (i, &b) in before.iter().enumerate() {
+        let got = load.conn_messages(i) - b;
+        if i < senders {
+            sender_total += got;
+            continue;
+        }
+        let node = i / per_node;
+        if got != o.sent {
+            bad_conns[node] += 1;
+            if got < o.sent {
+                short[node] += o.sent - got;
+            } else {
+                extra[node] += got - o.sent;
+            }
+        }
+    }
+    // Senders (round robin) each miss only their own messages.
+    let sender_want = o.sent * (senders as u64 - 1);
+    let ok = bad_conns == [0, 0] && sender_total == sender_want && load.id_errors == 0;
+    let s = format!(
+        "{} msgs x {} receivers: node 1 {} frames ({} conns off, {} missing, {} extra), node 2 {} frames ({} conns off, {} missing, {} extra); senders {sender_total} of {sender_want}; {} ids out of order",
+        o.sent,
+        n - 1,
+        o.node_delivered.first().copied().unwrap_or(0),
+        bad_conns[0],
+        short[0],
+        extra[0],
+        o.node_delivered.get(1).copied().unwrap_or(0),
+        bad_conns[1],
+        short[1],
+        extra[1],
+        load.id_errors
+    );
+    if !ok {
+        eprintln!("  [{name}] EXACTLY-ONCE VIOLATED: {s}");
+    }
+    (s, ok)
+}
+
+/// One room of 1000 connections, 500 on each node, 10 senders on node 1:
+/// total deliveries/s and node 2's share (every one of those crossed Redis).
+fn cluster_fanout(ctx: &mut Ctx, pg: &Postgres, redis: &Redis) {
+    let name = "cluster_fanout";
+    let (per_node, senders, window) = (500usize, 10usize, ctx.window);
+    eprintln!(
+        "[{name}] 2 nodes; 1 room x {} connections ({per_node} per node), {senders} senders on node 1, window {window}",
+        2 * per_node
+    );
+    let nodes = start_cluster(ctx, name, pg, redis);
+    let tokens = server::users(nodes[0].addr, 100);
+    let mut load = Load::new(nodes[0].addr, 1);
+    open_split(&mut load, &nodes, &tokens, "r0", per_node);
+    load.track_ids = true;
+    let plan = |mode: Mode, warmup: f64, measure: f64, label: &str| Plan {
+        senders: vec![((0..senders).collect(), "r0".into())],
+        fan: vec![2 * per_node as u64 - 1],
+        mode,
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(measure),
+        probe: None,
+        drain: Duration::from_secs(10),
+        label: format!("[{name} {label}]"),
+        server_pid: nodes[0].pid,
+    };
+    let before: Vec<u64> = (0..2 * per_node).map(|i| load.conn_messages(i)).collect();
+    let cpu = cluster_cpu(&nodes, pg, redis);
+    let x0 = pg.next_xid();
+    let o = run(
+        &mut load,
+        &plan(
+            Mode::Flood {
+                window,
+                by_acks: false,
+            },
+            1.0,
+            ctx.secs as f64,
+            "flood",
+        ),
+    );
+    let cpus = cpu_note(&cpu);
+    let txs = pg.next_xid().saturating_sub(x0).max(1);
+    let (once, ok) = exactly_once(name, &load, &before, senders, per_node, &o);
+    let n2 = o.node_deliveries_per_s.get(1).copied().unwrap_or(0.0);
+    let n1 = o.node_deliveries_per_s.first().copied().unwrap_or(0.0);
+    let total = o.deliveries_per_s;
+    ctx.rows.push(
+        Row::new(
+            name,
+            "fan-out throughput, 2 nodes (both)",
+            total,
+            "deliveries/s",
+            format!("{total:.0} deliveries/s"),
+        )
+        .out(&o)
+        .note(format!(
+            "{:.0} msgs/s in on node 1; node 1 {n1:.0}/s, node 2 {n2:.0}/s; window {window}, {:.1} s; \
+             server CPU column = node 1; whole run: {cpus}; {txs} write transactions ({:.1} msgs each); \
+             load generator shares CPU 1 with node 2",
+            o.messages_per_s,
+            o.secs,
+            o.sent as f64 / txs as f64
+        )),
+    );
+    ctx.rows.push(
+        Row::new(
+            name,
+            "cross-node deliveries/s (node 2)",
+            n2,
+            "deliveries/s",
+            format!("{n2:.0} deliveries/s"),
+        )
+        .out(&o)
+        .note(format!(
+            "{per_node} receivers on node 2, every message via Redis; {:.0} msgs/s crossed",
+            n2 / per_node as f64
+        )),
+    );
+    ctx.rows.push(
+        Row::new(
+            name,
+            "every receiver got every message once",
+            if ok { 1.0 } else { 0.0 },
+            "",
+            if ok { "yes".into() } else { "NO".into() },
+        )
+        .target("exactly once, in id order", ok)
+        .note(once),
+    );
+    drop(load);
+    drop(nodes);
+}
+
+/// One room of 100 connections per node, 10 senders on node 1, paced at
+/// `HUBBUB_BENCH_CLUSTER_RATE` msgs/s (default 200): send→receive latency
+/// on node 1 (the sender's) against node 2 (one Redis hop more).
+fn cluster_latency(ctx: &mut Ctx, pg: &Postgres, redis: &Redis) {
+    let name = "cluster_latency";
+    let (per_node, senders) = (100usize, 10usize);
+    let per_sec = env_num("HUBBUB_BENCH_CLUSTER_RATE", 200).max(1) as f64;
+    eprintln!(
+        "[{name}] 2 nodes; 1 room x {} connections ({per_node} per node), {senders} senders on node 1, {per_sec:.0} msgs/s",
+        2 * per_node
+    );
+    let nodes = start_cluster(ctx, name, pg, redis);
+    let tokens = server::users(nodes[0].addr, 100);
+    let mut load = Load::new(nodes[0].addr, 1);
+    open_split(&mut load, &nodes, &tokens, "lat", per_node);
+    load.track_ids = true;
+    let plan = |warmup: f64, measure: f64, label: &str| Plan {
+        senders: vec![((0..senders).collect(), "lat".into())],
+        fan: vec![2 * per_node as u64 - 1],
+        mode: Mode::Paced { per_sec },
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(measure),
+        probe: None,
+        drain: Duration::from_secs(10),
+        label: format!("[{name} {label}]"),
+        server_pid: nodes[0].pid,
+    };
+    run(&mut load, &plan(0.0, 1.0, "paced warm-up"));
+    load.lat = Hist::default();
+    load.lat_node = vec![Hist::default(), Hist::default()];
+    load.record_latency = true;
+    let before: Vec<u64> = (0..2 * per_node).map(|i| load.conn_messages(i)).collect();
+    let cpu = cluster_cpu(&nodes, pg, redis);
+    let o = run(&mut load, &plan(0.5, 5.0, "paced"));
+    load.record_latency = false;
+    let cpus = cpu_note(&cpu);
+    let (once, ok) = exactly_once(name, &load, &before, senders, per_node, &o);
+    let hs = std::mem::take(&mut load.lat_node);
+    let q = |h: &Hist| (h.quantile(0.5), h.quantile(0.99), h.quantile(0.999));
+    let (a, b) = (q(&hs[0]), q(&hs[1]));
+    let shown = |(p50, p99, p999): (u64, u64, u64)| {
+        format!(
+            "{} / {} / {}",
+            label(p50 as f64),
+            label(p99 as f64),
+            label(p999 as f64)
+        )
+    };
+    for (k, (h, qs)) in [(&hs[0], a), (&hs[1], b)].into_iter().enumerate() {
+        ctx.rows.push(
+            Row::new(
+                name,
+                format!(
+                    "latency p50/p99/p999, receivers on node {} ({})",
+                    k + 1,
+                    if k == 0 { "the sender's" } else { "via Redis" }
+                ),
+                qs.1 as f64 / 1e6,
+                "ms (p99)",
+                shown(qs),
+            )
+            .out(&o)
+            .note(format!(
+                "{per_sec:.0} msgs/s, {} samples, max {}{}",
+                h.n,
+                label(h.max as f64),
+                if k == 0 {
+                    format!("; whole run: {cpus}")
+                } else {
+                    String::new()
+                }
+            )),
+        );
+    }
+    let add = |x: u64, y: u64| label(y.saturating_sub(x) as f64);
+    ctx.rows.push(
+        Row::new(
+            name,
+            "latency a second node adds (node 2 − node 1, p50 / p99)",
+            b.0 as f64 / 1e6 - a.0 as f64 / 1e6,
+            "ms (p50)",
+            format!("{} / {}", add(a.0, b.0), add(a.1, b.1)),
+        )
+        .note("differences of the quantiles above"),
+    );
+    ctx.rows.push(
+        Row::new(
+            name,
+            "every receiver got every message once",
+            if ok { 1.0 } else { 0.0 },
+            "",
+            if ok { "yes".into() } else { "NO".into() },
+        )
+        .target("exactly once, in id order", ok)
+        .note(once),
+    );
+    let [h1, h2]: [Hist; 2] = hs.try_into().unwrap_or_else(|_| unreachable!());
+    ctx.series.push((
+        format!("cluster, {per_sec:.0} msgs/s: receivers on the sender's node"),
+        h1,
+    ));
+    ctx.series.push((
+        format!("cluster, {per_sec:.0} msgs/s: receivers on the other node"),
+        h2,
+    ));
+    drop(load);
+    drop(nodes);
 }
 
 // ---- Output -----------------------------------------------------------------

@@ -117,13 +117,22 @@ struct C {
     out: Vec<u8>,
     room: u32,
     echo: bool,
+    /// Index of its server in `Load::nodes`.
+    node: usize,
+    /// Message frames received.
+    msgs: u64,
+    /// Id of the last message frame (with `Load::track_ids`).
+    last_id: u64,
 }
 
 /// What one socket should open: `path` with its query (token), the room
-/// index it will be in (`u32::MAX` for none).
+/// index it will be in (`u32::MAX` for none), and the server to open it on
+/// (`None`: the address given to [`Load::new`]; a cluster scenario names
+/// each node's).
 pub struct Target {
     pub path: String,
     pub room: u32,
+    pub addr: Option<SocketAddr>,
 }
 
 #[derive(Default, Clone)]
@@ -156,6 +165,19 @@ pub struct Load {
     /// Round-trip latency of echo probes.
     pub echo: Hist,
     in_flight: usize,
+    /// Server addresses connected to: the one given to `new` first, then
+    /// every other a [`Target`] named, in order of first use.
+    pub nodes: Vec<SocketAddr>,
+    /// Message frames received per server (index into `nodes`).
+    pub per_node: Vec<u64>,
+    /// With `record_latency`, latency again per receiving server.
+    pub lat_node: Vec<Hist>,
+    /// Check every connection's message ids increase (no duplicate, none
+    /// out of order); counts violations in `id_errors`. Off by default: a
+    /// byte scan per frame the single-node figures do not pay.
+    pub track_ids: bool,
+    /// Message frames whose id was not above the connection's previous one.
+    pub id_errors: u64,
 }
 
 /// How the senders send.
@@ -201,6 +223,10 @@ pub struct Outcome {
     pub expected: u64,
     pub delivered: u64,
     pub acked: u64,
+    /// Message frames received per server over the whole run (incl. drain).
+    pub node_delivered: Vec<u64>,
+    /// Message frames per second per server over the measured interval.
+    pub node_deliveries_per_s: Vec<f64>,
 }
 
 impl Load {
@@ -219,7 +245,28 @@ impl Load {
             record_latency: false,
             echo: Hist::default(),
             in_flight: 0,
+            nodes: vec![addr],
+            per_node: vec![0],
+            lat_node: vec![Hist::default()],
+            track_ids: false,
+            id_errors: 0,
         }
+    }
+
+    /// Index of `addr` in `nodes`, added if new.
+    pub fn node_index(&mut self, addr: SocketAddr) -> usize {
+        if let Some(i) = self.nodes.iter().position(|&a| a == addr) {
+            return i;
+        }
+        self.nodes.push(addr);
+        self.per_node.push(0);
+        self.lat_node.push(Hist::default());
+        self.nodes.len() - 1
+    }
+
+    /// Message frames connection `i` (in `open` order) has received.
+    pub fn conn_messages(&self, i: usize) -> u64 {
+        self.conns[i].msgs
     }
 
     /// Closes every connection at once, as a network failure would (the
@@ -278,7 +325,9 @@ impl Load {
     }
 
     fn connect(&mut self, t: &Target) -> io::Result<()> {
-        let mut stream = connect_from(next_source(), self.addr)?;
+        let node = self.node_index(t.addr.unwrap_or(self.addr));
+        let addr = self.nodes[node];
+        let mut stream = connect_from(next_source(), addr)?;
         let token = Token(self.conns.len());
         self.poll.registry().register(
             &mut stream,
@@ -288,7 +337,7 @@ impl Load {
         let echo = t.path.starts_with("/ws/echo");
         let req = format!(
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            t.path, self.addr
+            t.path, addr
         );
         self.conns.push(C {
             sock: stream,
@@ -297,6 +346,9 @@ impl Load {
             out: req.into_bytes(),
             room: t.room,
             echo,
+            node,
+            msgs: 0,
+            last_id: 0,
         });
         self.in_flight += 1;
         Ok(())
@@ -472,14 +524,32 @@ impl Load {
                         }
                     } else if p.starts_with(b"{\"type\":\"message\"") {
                         self.c.messages += 1;
+                        c.msgs += 1;
+                        self.per_node[c.node] += 1;
                         if let Some(r) = self.per_room.get_mut(c.room as usize) {
                             *r += 1;
+                        }
+                        if self.track_ids {
+                            let id = message_id(p);
+                            if id <= c.last_id {
+                                self.id_errors += 1;
+                                if self.id_errors <= 5 {
+                                    eprintln!(
+                                        "    id error: connection {i} (node {}) got id {id} after {}",
+                                        c.node, c.last_id
+                                    );
+                                }
+                            }
+                            c.last_id = c.last_id.max(id);
                         }
                         if self.record_latency
                             && let Some(t) =
                                 find(p, b"\"content\":\"T").and_then(|at| digits16(&p[at + 12..]))
                         {
                             self.lat.record(now.saturating_sub(t));
+                            if self.nodes.len() > 1 {
+                                self.lat_node[c.node].record(now.saturating_sub(t));
+                            }
                         }
                     } else if p.starts_with(b"{\"type\":\"ack\"") {
                         self.c.acks += 1;
@@ -546,6 +616,9 @@ impl Load {
         let start = Instant::now();
         let stop_at = plan.warmup + plan.measure;
         let mut mark: Option<(Instant, CpuMark, u64, u64, u64)> = None;
+        let base_node = self.per_node.clone();
+        let mut mark_node: Vec<u64> = Vec::new();
+        let mut node_rates: Vec<f64> = Vec::new();
         // (deliveries/s, messages/s, acks/s, CPU use, seconds) of the measured interval.
         let mut result: Option<Measured> = None;
         let mut next_probe = Duration::ZERO;
@@ -567,11 +640,18 @@ impl Load {
                     self.c.acks,
                     sent.iter().sum(),
                 ));
+                mark_node = self.per_node.clone();
             }
             if !sending && result.is_none() {
                 let (t, cpu, m0, a0, s0) = mark.expect("warm-up is shorter than the run");
                 let dt = t.elapsed().as_secs_f64();
                 let s1: u64 = sent.iter().sum();
+                node_rates = self
+                    .per_node
+                    .iter()
+                    .zip(&mark_node)
+                    .map(|(n, m)| (n - m) as f64 / dt)
+                    .collect();
                 result = Some((
                     (self.c.messages - m0) as f64 / dt,
                     (s1 - s0) as f64 / dt,
@@ -695,8 +775,30 @@ impl Load {
             expected,
             delivered,
             acked,
+            node_delivered: self
+                .per_node
+                .iter()
+                .zip(base_node.iter().chain(std::iter::repeat(&0)))
+                .map(|(n, b)| n - b)
+                .collect(),
+            node_deliveries_per_s: node_rates,
         }
     }
+}
+
+/// The `"id":N` of a message frame (`{"type":"message","id":N,…`); 0 if absent.
+fn message_id(p: &[u8]) -> u64 {
+    const HEAD: &[u8] = b"{\"type\":\"message\",\"id\":";
+    let mut v = 0u64;
+    if p.starts_with(HEAD) {
+        for &x in &p[HEAD.len()..] {
+            if !x.is_ascii_digit() {
+                break;
+            }
+            v = v * 10 + u64::from(x - b'0');
+        }
+    }
+    v
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

@@ -14,6 +14,16 @@ use super::sys;
 /// Pids of live children, killed by the panic hook.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
+/// Has the panic hook kill `pid` too (a service started for a scenario).
+pub fn register_child(pid: u32) {
+    CHILDREN.lock().unwrap().push(pid);
+}
+
+/// Undoes [`register_child`] once `pid` is stopped.
+pub fn unregister_child(pid: u32) {
+    CHILDREN.lock().unwrap().retain(|&p| p != pid);
+}
+
 /// Kills every child still running when anything panics.
 pub fn install_panic_hook() {
     let prev = std::panic::take_hook();
@@ -89,7 +99,7 @@ impl Server {
             .spawn()
             .expect("spawn the hubbub binary");
         let pid = child.id();
-        CHILDREN.lock().unwrap().push(pid);
+        register_child(pid);
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
         let slow_cuts = Arc::new(AtomicUsize::new(0));
@@ -157,13 +167,27 @@ impl Server {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
     }
+
+    /// Waits until the gauge `name` reads `want` (true), or `limit` passes.
+    pub fn wait_metric(&self, name: &str, want: u64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.metric(name) == want {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        CHILDREN.lock().unwrap().retain(|&p| p != self.pid);
+        unregister_child(self.pid);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -181,3 +181,57 @@ pub fn loadavg() -> f64 {
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Pids of the direct children of `pid` (from `/proc/*/stat`).
+pub fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p: u32 = e.file_name().to_str()?.parse().ok()?;
+            let s = std::fs::read_to_string(format!("/proc/{p}/stat")).ok()?;
+            // Field 4 (ppid) is the second after the command name's ')'.
+            let ppid: u32 = s[s.rfind(')')? + 2..]
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == pid).then_some(p)
+        })
+        .collect()
+}
+
+/// CPU seconds used by each of several groups of processes, to turn into
+/// % of one core over an interval (`ps -o %cpu`, but for the interval only).
+pub struct GroupCpu {
+    at: Instant,
+    groups: Vec<(String, Vec<u32>, f64)>,
+}
+
+impl GroupCpu {
+    pub fn now(groups: Vec<(String, Vec<u32>)>) -> GroupCpu {
+        GroupCpu {
+            at: Instant::now(),
+            groups: groups
+                .into_iter()
+                .map(|(n, pids)| {
+                    let t = pids.iter().map(|&p| proc_cpu(p)).sum();
+                    (n, pids, t)
+                })
+                .collect(),
+        }
+    }
+
+    /// (name, % of one core) of every group since `now`.
+    pub fn since(&self) -> Vec<(String, f64)> {
+        let dt = self.at.elapsed().as_secs_f64().max(1e-9);
+        self.groups
+            .iter()
+            .map(|(n, pids, t0)| {
+                let t: f64 = pids.iter().map(|&p| proc_cpu(p)).sum();
+                (n.clone(), (t - t0) / dt * 100.0)
+            })
+            .collect()
+    }
+}
