@@ -443,6 +443,10 @@ fn a_killed_nodes_users_go_offline_elsewhere_within_15_s() {
         "{:?}",
         killed.elapsed()
     );
+    eprintln!(
+        "node killed: its user shown offline elsewhere after {:?}",
+        killed.elapsed()
+    );
     // Carol is still connected on node 1: nothing about her.
     alice.expect_silence(500);
     let online = alice.join("general");
@@ -487,6 +491,7 @@ fn redis_restart_nodes_keep_serving_and_catch_up() {
     let local = messages_until(&mut alice2, "general", "during 4");
     assert_eq!(local.len(), 5);
     redis.restart();
+    let back = Instant::now();
     wait_until(
         Duration::from_secs(20),
         "both nodes back on the bus",
@@ -494,6 +499,10 @@ fn redis_restart_nodes_keep_serving_and_catch_up() {
     );
     // Bob, on node 2 throughout, gets what he missed, in order, by itself.
     let caught = messages_until(&mut bob, "general", "during 4");
+    eprintln!(
+        "redis restarted: bob had the 5 messages sent during the outage {:?} after",
+        back.elapsed()
+    );
     assert_eq!(
         caught
             .iter()
@@ -531,9 +540,11 @@ fn postgres_stop_answers_busy_and_recovers() {
         n1.get("/healthz", None).text().starts_with("degraded")
     });
     pg.start_again();
+    let back = Instant::now();
     wait_until(Duration::from_secs(20), "healthy again", || {
         n1.get("/healthz", None).text() == "ok"
     });
+    eprintln!("postgres back: /healthz ok after {:?}", back.elapsed());
     let ack = alice.say("general", "during", "d");
     assert!(ack["id"].as_i64().unwrap() > 0);
     let stored = n1.all_messages(&atoken, "general");
@@ -644,4 +655,53 @@ fn migrate_moves_a_single_node_into_a_cluster() {
         !again.status.success(),
         "a second copy into a used database is refused"
     );
+}
+
+/// The REST views and the remaining frames span the cluster: `/api/users`
+/// shows a user online on another node, `/api/rooms` lists a room opened
+/// elsewhere with its cluster-wide online count, a `history` frame on one
+/// node holds what was said on another, and `add_member` on one node lets
+/// the new member join on another.
+#[test]
+fn rest_views_history_and_add_member_span_the_cluster() {
+    let c = Cluster::start(2);
+    let (mut alice, atoken) = c.nodes[0].user("alice");
+    let btoken = c.nodes[0].token("bob");
+    let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
+    wait_for(&mut alice, CROSS, "bob online", is("user_status"));
+    let users = c.nodes[0].get("/api/users", Some(&atoken)).json();
+    let bob_row = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "bob")
+        .cloned()
+        .unwrap();
+    assert_eq!(bob_row["online"], true, "{users}");
+    alice.join("lobby");
+    alice.say("lobby", "said on node 1", "l1");
+    bob.join("lobby");
+    wait_for(&mut alice, CROSS, "bob's join", is("join"));
+    let rooms = c.nodes[1].get("/api/rooms", Some(&btoken)).json();
+    let lobby = rooms["rooms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "lobby")
+        .cloned()
+        .unwrap_or_else(|| panic!("lobby not listed on node 2: {rooms}"));
+    assert_eq!(lobby["online"], 2, "{lobby}");
+    bob.send_json(&json!({"type": "history", "room": "lobby", "limit": 10}));
+    let h = wait_for(&mut bob, CROSS, "history", is("history"));
+    assert_eq!(h["messages"][0]["content"], "said on node 1", "{h}");
+    // A private room with alice alone; bob is added on node 1, joins on node 2.
+    alice.create_room("ops", &[]);
+    bob.send_json(&json!({"type": "join", "room": "ops"}));
+    wait_for(&mut bob, CROSS, "forbidden", |v| {
+        frame_type(v) == "error" && v["code"] == "forbidden"
+    });
+    alice.send_json(&json!({"type": "add_member", "room": "ops", "user": "bob"}));
+    wait_for(&mut bob, CROSS, "room_members", is("room_members"));
+    let online = bob.join("ops");
+    assert_eq!(online["room"], "ops");
 }
