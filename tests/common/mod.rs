@@ -128,20 +128,30 @@ impl Builder {
     }
     pub fn start(self) -> Server {
         let dir = Arc::new(TempDir::new("srv"));
-        Server::spawn(self.on_store(), dir)
+        Server::spawn(self.on_store(&dir), dir)
     }
     /// Start on an existing data directory (db at `dir/hubbub.db`).
     pub fn start_in(self, dir: Arc<TempDir>) -> Server {
-        Server::spawn(self.on_store(), dir)
+        Server::spawn(self.on_store(&dir), dir)
     }
     /// With `HUBBUB_TEST_STORE=postgres` (`.ci/run` sets it for a second
-    /// pass of the protocol suites), a fresh PostgreSQL database instead of
-    /// the SQLite file, kept for restarts; a test that chose its own
-    /// `--postgres` keeps it.
-    fn on_store(mut self) -> Builder {
+    /// pass of the protocol suites), a PostgreSQL database instead of the
+    /// SQLite file: one per data directory, so a restart, or a new server
+    /// started in the same directory, finds the same data. A test that
+    /// chose its own `--postgres` keeps it.
+    fn on_store(mut self, dir: &TempDir) -> Builder {
+        static BY_DIR: Mutex<Vec<(PathBuf, Arc<services::SharedPg>)>> = Mutex::new(Vec::new());
         let wanted = std::env::var("HUBBUB_TEST_STORE").is_ok_and(|v| v == "postgres");
         if wanted && self.pg.is_none() && !self.args.iter().any(|a| a == "--postgres") {
-            let pg = Arc::new(services::Postgres::shared());
+            let mut known = BY_DIR.lock().unwrap();
+            let pg = match known.iter().find(|(p, _)| p == dir.path()) {
+                Some((_, pg)) => pg.clone(),
+                None => {
+                    let pg = Arc::new(services::Postgres::shared());
+                    known.push((dir.path().to_path_buf(), pg.clone()));
+                    pg
+                }
+            };
             self.args.push("--postgres".into());
             self.args.push(pg.url().to_string());
             self.pg = Some(pg);
