@@ -352,10 +352,11 @@ impl std::error::Error for StoreError {}
 
 /// A storage engine. Startup calls (`load`, settings, `reader`) run before
 /// the loop exists, outside any batch. The rest run on the writer thread, for
-/// every batch in this order: `begin`, `execute` once per request, `commit`,
-/// and `rollback` only when that `commit` failed. With a [`Reader`], the
-/// batches hold no reads; without one they hold reads too, answered from
-/// the batch's own transaction.
+/// every batch in this order: `begin`, `execute_batch` once (by default
+/// `execute` once per request, in order: [`execute_each`]), `commit`, and
+/// `rollback` only when `execute_batch` aborted the batch or that `commit`
+/// failed. With a [`Reader`], the batches hold no reads; without one they
+/// hold reads too, answered from the batch's own transaction.
 ///
 /// The contract every engine honours, because the replies depend on it: a
 /// request is atomic, and the batch is one transaction of the requests that
@@ -376,6 +377,13 @@ impl std::error::Error for StoreError {}
 /// transaction on any failed statement (every later one fails until
 /// `ROLLBACK`), so a PostgreSQL backend needs the same per-request
 /// savepoint around every request that can fail.
+///
+/// An engine may apply several requests of a batch per statement
+/// ([`Backend::execute_batch`]; PostgreSQL does, for runs of messages), as
+/// long as it keeps all of the above: every request's effects and reply are
+/// exactly those `execute` would give it at its place in the batch, a
+/// request that fails alone still fails alone, and replies come in request
+/// order.
 pub trait Backend: Send + 'static {
     /// Reads the state the loop keeps in memory.
     fn load(&mut self) -> Result<Snapshot, StoreError>;
@@ -394,13 +402,23 @@ pub trait Backend: Send + 'static {
     /// request's effects remain and the transaction is still usable: the
     /// requests after it execute, and those before it still commit.
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError>;
+    /// Applies the whole batch inside the open transaction, appending the
+    /// replies to `out` in request order: the same effects and the same
+    /// replies as [`execute_each`] (`execute` once per request, in order),
+    /// which is the default. A request that fails alone gets its failure
+    /// reply (logged) and the rest goes on. `Err` aborts the batch: the
+    /// caller calls `rollback`, drops whatever this pushed to `out` and
+    /// answers every request of the batch as failed.
+    fn execute_batch(&mut self, batch: &[Request], out: &mut Vec<Reply>) -> Result<(), StoreError> {
+        execute_each(self, batch, out)
+    }
     /// Makes every request of the batch that succeeded durable at once. On
     /// `Err` none of them is; the caller then calls `rollback` and reports
     /// every write of the batch as failed.
     fn commit(&mut self) -> Result<(), StoreError>;
-    /// Ends the transaction after a failed `commit` or an `execute` that
-    /// aborted the batch, so the next `begin` starts clean. It has no caller
-    /// to answer; failures are logged.
+    /// Ends the transaction after a failed `commit` or an `execute_batch`
+    /// that aborted the batch, so the next `begin` starts clean. It has no
+    /// caller to answer; failures are logged.
     fn rollback(&mut self);
     /// A second connection for the reads (`History`, `Unread`), to run on
     /// their own thread beside the writer; called once, before the threads
@@ -810,26 +828,12 @@ fn apply_batch_published<'a, B: Backend>(
         return (published.lock(), false);
     }
     let start = out.len();
-    for req in batch {
-        match backend.execute(req) {
-            Ok(Some(reply)) => out.push(reply),
-            Ok(None) => {}
-            Err(e) if e.aborts_batch => {
-                log::error!(
-                    "storage: {} failed, so the batch of {} fails: {e}",
-                    request_name(req),
-                    batch.len()
-                );
-                backend.rollback();
-                out.truncate(start);
-                out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
-                return (published.lock(), false);
-            }
-            Err(e) => {
-                log::error!("storage: {} failed: {e}", request_name(req));
-                out.extend(failure_reply(req, false));
-            }
-        }
+    if let Err(e) = backend.execute_batch(batch, out) {
+        log::error!("storage: the batch of {} fails: {e}", batch.len());
+        backend.rollback();
+        out.truncate(start);
+        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        return (published.lock(), false);
     }
     let guard = published.lock();
     if let Err(e) = backend.commit() {
@@ -840,6 +844,47 @@ fn apply_batch_published<'a, B: Backend>(
         return (guard, false);
     }
     (guard, true)
+}
+
+/// The default [`Backend::execute_batch`]: [`execute_one`] per request, in
+/// order, stopping at the first that aborts the batch.
+pub fn execute_each<B: Backend + ?Sized>(
+    backend: &mut B,
+    batch: &[Request],
+    out: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    batch
+        .iter()
+        .try_for_each(|req| execute_one(backend, req, out))
+}
+
+/// `execute` of one request: its reply, if any, goes to `out`; a failure of
+/// the request alone is logged and answered with its failure reply
+/// ([`failed_alone`]); a failure that aborts the batch is returned, naming
+/// the request.
+pub fn execute_one<B: Backend + ?Sized>(
+    backend: &mut B,
+    req: &Request,
+    out: &mut Vec<Reply>,
+) -> Result<(), StoreError> {
+    match backend.execute(req) {
+        Ok(reply) => out.extend(reply),
+        Err(e) if e.aborts_batch => {
+            return Err(StoreError::batch(format!(
+                "{} failed: {e}",
+                request_name(req)
+            )));
+        }
+        Err(e) => failed_alone(req, &e, out),
+    }
+    Ok(())
+}
+
+/// A request that failed on its own (the batch goes on): logged, and
+/// answered with its failure reply, if it has one.
+pub fn failed_alone(req: &Request, e: &StoreError, out: &mut Vec<Reply>) {
+    log::error!("storage: {} failed: {e}", request_name(req));
+    out.extend(failure_reply(req, false));
 }
 
 /// The reply a request gets when it could not be applied (or its batch

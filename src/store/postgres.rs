@@ -21,7 +21,7 @@
 //! writes every row it moved once, just before `COMMIT` ([`flush`]).
 //! Updating the row per message instead would cost a round trip each and
 //! leave one dead row version per message for the next update to walk.
-//! Message ids are drawn from the global `message_ids` sequence by each
+//! Message ids are drawn from the global `message_ids` sequence by the
 //! insert, while the row lock is held. So appends to one target serialize
 //! on its row across every node: seqs are 1, 2, 3, … without a gap among
 //! committed messages (a batch that rolls back takes its seqs with it; the
@@ -35,7 +35,8 @@
 //! would lock them in different orders and deadlock; PostgreSQL breaks that
 //! only after `deadlock_timeout` (1 s) by aborting one of them (40P01, a
 //! batch failure: every client told `busy`). `execute` sees one request at
-//! a time, so it cannot lock a batch's targets up front in key order.
+//! a time, and the bulk path below one run of messages, so neither can
+//! lock a whole batch's targets up front in key order.
 //! Instead a batch takes one advisory lock ([`APPEND_LOCK`]) at its first
 //! append and holds it to its commit: appending batches of all nodes take
 //! turns, and the row locks are never contended at all. Measured on two
@@ -45,7 +46,35 @@
 //! nodes never overlap, even to different rooms; batching makes up for it
 //! (a node waiting for its turn gathers a bigger batch, and one commit
 //! serves it). Batches without appends (read markers, last-seen times) do
-//! not take it.
+//! not take it. The lock is also what makes the bulk path's look-up of
+//! client ids before its insert race-free (see [`append_run`]).
+//!
+//! Bulk appends ([`Backend::execute_batch`], [`append_run`]): the per-request
+//! path costs one round trip per message (`insert_message`, answered before
+//! the next is sent), which capped a busy node at about 7.5 k messages/s
+//! however large its batches (240-430 messages per transaction in the
+//! `persist_pg` benchmark; BENCHMARKS.md, "Cluster"). So a run of
+//! [`BULK_MIN`] or more consecutive `PutMessage` requests is appended in at
+//! most four statements, whatever its length: the append lock (once per
+//! batch); the rows of the targets the batch had not appended to yet
+//! (`lock_targets`, one statement for all of them); the client ids of the
+//! run already stored (`existing_many`, only when a message has one); and
+//! one `INSERT … SELECT … FROM unnest(…) WITH ORDINALITY` of every new row
+//! (`insert_messages`). Seqs are assigned in memory, in request order, as
+//! the per-request path does; ids are drawn by the insert, ranked, and
+//! given out in array order, so they increase with seq within a target. A
+//! client id stored before (by any node, or earlier in this batch) or
+//! repeated within the run is `MessageExists` and takes no seq (nor an id:
+//! the per-request path draws one for a retry and drops it; ids have gaps
+//! anyway). Other requests keep their own path and their place: a run ends
+//! at the first request that is not a message, which is applied before the
+//! next run, so a `PutPublicRoom` or a read on the writer sees every
+//! message before it. The replies, and the rows, are the per-request
+//! path's (a test runs the same batches through both). The costs: the run's
+//! columns travel as arrays (one parameter each, the whole run in memory
+//! twice, a few megabytes at most for [`crate::config::STORE_BATCH`]
+//! messages), and a failure of any of those statements fails the whole batch
+//! — as any failure of a message's statements already did.
 //!
 //! Atomic requests (the `Backend` contract): PostgreSQL aborts the whole
 //! transaction on any failed statement, so a request that can fail on its
@@ -57,7 +86,9 @@
 //! statement), after which their statements cannot fail on data (no
 //! foreign keys or checks they could break; a duplicate `client_id` is `ON
 //! CONFLICT DO NOTHING`), so any failure there is the transaction's own
-//! and aborts the batch. That saves two round trips per message and keeps
+//! and aborts the batch (in the bulk path too: a message refused on its
+//! input is answered as failed and left out of the run's statements). That
+//! saves two round trips per message and keeps
 //! a batch of 4096 appends from opening 4096 subtransactions (past 64 per
 //! transaction, every other session's snapshot checks get slower).
 //!
@@ -85,7 +116,8 @@ use postgres::{Client, Config, NoTls, Row, Statement};
 
 use super::{
     Backend, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader, Reply, Request,
-    Seq, Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow,
+    Seq, Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow, execute_one,
+    failed_alone,
 };
 use crate::config::CLIENT_ID_WINDOW;
 
@@ -184,6 +216,13 @@ const LOCK_TIMEOUT: &str = "5s";
 
 /// What the server's `pg_stat_activity` shows for hubbub's connections.
 const APPLICATION_NAME: &str = "hubbub";
+
+/// The shortest run of consecutive `PutMessage` requests that
+/// [`append_run`] appends in bulk; shorter runs (a lone message, the usual
+/// batch of a quiet server) go through `execute`, whose one `INSERT … ON
+/// CONFLICT DO NOTHING` needs no separate look-up of the client id, so a
+/// lone message costs one round trip instead of two.
+const BULK_MIN: usize = 2;
 
 /// The savepoint each failable request runs in.
 const SAVEPOINT: &str = "SAVEPOINT r";
@@ -318,6 +357,10 @@ struct Statements {
     set_heads: Statement,
     insert_message: Statement,
     existing: Statement,
+    /// The bulk path's ([`append_run`]) counterparts of the three above.
+    lock_targets: Statement,
+    existing_many: Statement,
+    insert_messages: Statement,
     put_user: Statement,
     public_room: Statement,
     last_seen: Statement,
@@ -353,6 +396,51 @@ impl Statements {
             )?,
             existing: c
                 .prepare("SELECT id, ts_ms FROM messages WHERE from_id = $1 AND client_id = $2")?,
+            // Keys distinct (ON CONFLICT DO UPDATE may not touch a row twice)
+            // and sorted, so row locks are taken in key order.
+            lock_targets: c.prepare(
+                "INSERT INTO targets (key, seq) SELECT k.key, 0 FROM unnest($1::text[]) AS k(key)
+                 ON CONFLICT (key) DO UPDATE SET seq = targets.seq RETURNING key, seq",
+            )?,
+            // One probe of the partial unique index `messages_client_id`
+            // per client id (`client_id IS NOT NULL` lets the planner use
+            // it). LATERAL … LIMIT 1 keeps it a probe: as a plain join, a
+            // run of thousands of client ids makes the planner prefer a
+            // hash join over a scan of every message (measured: 300 k
+            // messages, 4000 client ids: 187 ms against 23 ms).
+            existing_many: c.prepare(
+                "SELECT v.from_id, v.client_id, m.id, m.ts_ms
+                 FROM unnest($1::bigint[], $2::text[]) AS v(from_id, client_id)
+                 CROSS JOIN LATERAL (
+                     SELECT id, ts_ms FROM messages
+                     WHERE from_id = v.from_id AND client_id = v.client_id
+                       AND client_id IS NOT NULL
+                     LIMIT 1) AS m",
+            )?,
+            // One row per array element. The ids are drawn first (`ids`,
+            // materialized: `nextval` is volatile) and ranked, and the k-th
+            // smallest goes to the k-th row (`ord`): ids increase in array
+            // order whatever order `nextval` ran in, and the caller gets
+            // them back in that order by sorting what `RETURNING` gives. No
+            // `ON CONFLICT`: the caller looked the client ids up under the
+            // append lock, so a conflict here is a broken invariant, and it
+            // must fail the batch rather than skip a row and leave its seq
+            // a gap.
+            insert_messages: c.prepare(
+                "WITH ids AS MATERIALIZED (
+                     SELECT id, row_number() OVER (ORDER BY id) AS ord
+                     FROM (SELECT nextval('message_ids') AS id
+                           FROM generate_series(1, cardinality($1::text[]))) AS drawn)
+                 INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id)
+                 SELECT ids.id, v.target, v.seq, v.room, v.from_id, v.to_id, v.content, v.ts_ms,
+                        v.client_id
+                 FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                             $6::text[], $7::bigint[], $8::text[])
+                      WITH ORDINALITY AS v(target, seq, room, from_id, to_id, content, ts_ms,
+                                           client_id, ord)
+                 JOIN ids USING (ord)
+                 RETURNING id",
+            )?,
             put_user: c.prepare(
                 "INSERT INTO users (username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -996,6 +1084,210 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
     })
 }
 
+/// A `PutMessage` of a run that [`append_run`] appends.
+struct Put<'a> {
+    req: &'a Request,
+    msg: &'a StoredMessage,
+    client_id: Option<&'a str>,
+}
+
+impl<'a> Put<'a> {
+    fn of(req: &'a Request) -> Option<Put<'a>> {
+        match req {
+            Request::PutMessage { msg, client_id } => Some(Put {
+                req,
+                msg,
+                client_id: client_id.as_deref(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// What [`append_run`] does with each message of its run.
+enum Planned<'a> {
+    /// Refused on its input before any statement (why): fails alone.
+    Invalid(&'a StoreError),
+    /// Its `client_id` was already stored (by an earlier batch, an earlier
+    /// request of this batch, or another node): `MessageExists`, no seq.
+    Exists { id: i64, ts_ms: i64 },
+    /// Its `client_id` is that of the run's `n`-th new row, before it.
+    SameAs(usize),
+    /// Appended as the run's `n`-th new row, at `seq`.
+    New(usize, i64),
+}
+
+/// The run's new rows, one array per column of `insert_messages`.
+#[derive(Default)]
+struct NewRows<'a> {
+    targets: Vec<&'a str>,
+    seqs: Vec<i64>,
+    rooms: Vec<Option<&'a str>>,
+    froms: Vec<i64>,
+    tos: Vec<Option<i64>>,
+    contents: Vec<&'a str>,
+    ts_ms: Vec<i64>,
+    client_ids: Vec<Option<&'a str>>,
+}
+
+/// The bulk path (see the module doc): appends a run of consecutive
+/// `PutMessage` requests in at most four statements, with the same replies
+/// and rows `apply` would give them one by one (ids aside: a retry draws
+/// none here), pushed to `out` in request order. A message refused on its
+/// input fails alone, answered and logged here; `Err` is the transaction's
+/// failure, and nothing was pushed.
+fn append_run(c: &mut Conn, batch: &mut Batch, run: &[Put<'_>], out: &mut Vec<Reply>) -> Res<()> {
+    // Input first, as for one message: a refusal runs no statement.
+    let checked: Vec<Result<String, StoreError>> = run
+        .iter()
+        .map(|p| {
+            check_request(p.req).map_err(|f| classify(&f))?;
+            message_target(p.msg.room.as_deref(), p.msg.from, p.msg.to)
+                .ok_or_else(|| StoreError::request("a message needs a room or a recipient"))
+        })
+        .collect();
+    let keys = || checked.iter().filter_map(|k| k.as_deref().ok());
+    if keys().next().is_some() && !batch.append_locked {
+        c.client.execute(&c.st.append_lock, &[&APPEND_LOCK])?;
+        batch.append_locked = true;
+    }
+    // The row (lock and seq) of every target this batch has not appended
+    // to yet, in one statement.
+    let mut fresh: Vec<&str> = keys().filter(|k| !batch.heads.contains_key(*k)).collect();
+    fresh.sort_unstable();
+    fresh.dedup();
+    if !fresh.is_empty() {
+        for row in c.client.query(&c.st.lock_targets, &[&fresh])? {
+            let seq: i64 = row.get(1);
+            batch.heads.insert(
+                row.get(0),
+                Head {
+                    stored: seq,
+                    newest: seq,
+                },
+            );
+        }
+    }
+    // Client ids already stored. Checking first and inserting after is
+    // race-free because every append holds APPEND_LOCK until it commits
+    // (`apply`, this function, and `hubbub migrate`, which takes it too), and
+    // PostgreSQL releases a transaction's locks only after its commit is
+    // visible (`CommitTransaction` in xact.c ends it in the proc array
+    // first, then releases its locks): this statement, which runs after the lock was granted, sees
+    // every client id any other node stored, and none can be stored
+    // elsewhere before this batch commits or rolls back.
+    let (froms, cids): (Vec<i64>, Vec<&str>) = run
+        .iter()
+        .zip(&checked)
+        .filter(|(_, k)| k.is_ok())
+        .filter_map(|(p, _)| Some((i64::from(p.msg.from), p.client_id?)))
+        .unzip();
+    let rows = if froms.is_empty() {
+        Vec::new()
+    } else {
+        c.client.query(&c.st.existing_many, &[&froms, &cids])?
+    };
+    let stored: HashMap<(i64, &str), (i64, i64)> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), (r.get(2), r.get(3))))
+        .collect();
+    // Seqs, in request order, counted on from each target's head.
+    let mut in_run: HashMap<(i64, &str), usize> = HashMap::new();
+    let mut new = NewRows::default();
+    let mut plan = Vec::with_capacity(run.len());
+    for (p, key) in run.iter().zip(&checked) {
+        let key = match key {
+            Ok(key) => key,
+            Err(e) => {
+                plan.push(Planned::Invalid(e));
+                continue;
+            }
+        };
+        let from = i64::from(p.msg.from);
+        if let Some(cid) = p.client_id {
+            if let Some(&(id, ts_ms)) = stored.get(&(from, cid)) {
+                plan.push(Planned::Exists { id, ts_ms });
+                continue;
+            }
+            if let Some(&n) = in_run.get(&(from, cid)) {
+                plan.push(Planned::SameAs(n));
+                continue;
+            }
+            in_run.insert((from, cid), new.seqs.len());
+        }
+        let head = batch
+            .heads
+            .get_mut(key)
+            .ok_or_else(|| Fail::Data(format!("no row locked for target {key:?}")))?;
+        head.newest += 1;
+        plan.push(Planned::New(new.seqs.len(), head.newest));
+        new.targets.push(key);
+        new.seqs.push(head.newest);
+        new.rooms.push(p.msg.room.as_deref());
+        new.froms.push(from);
+        new.tos.push(p.msg.to.map(i64::from));
+        new.contents.push(&p.msg.content);
+        new.ts_ms.push(p.msg.timestamp_ms);
+        new.client_ids.push(p.client_id);
+    }
+    let mut ids: Vec<i64> = if new.seqs.is_empty() {
+        Vec::new()
+    } else {
+        let n = &new;
+        c.client
+            .query(
+                &c.st.insert_messages,
+                &[
+                    &n.targets,
+                    &n.seqs,
+                    &n.rooms,
+                    &n.froms,
+                    &n.tos,
+                    &n.contents,
+                    &n.ts_ms,
+                    &n.client_ids,
+                ],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    if ids.len() != new.seqs.len() {
+        return Err(Fail::Data(format!(
+            "inserted {} of {} messages",
+            ids.len(),
+            new.seqs.len()
+        )));
+    }
+    // The k-th smallest id is the k-th row's (see `insert_messages`).
+    ids.sort_unstable();
+    for (p, planned) in run.iter().zip(plan) {
+        let key = p.msg.id;
+        out.push(match planned {
+            Planned::Invalid(e) => {
+                failed_alone(p.req, e, out);
+                continue;
+            }
+            Planned::Exists { id, ts_ms } => Reply::MessageExists {
+                key,
+                existing: id as MsgId,
+                timestamp_ms: ts_ms,
+            },
+            Planned::SameAs(n) => Reply::MessageExists {
+                key,
+                existing: ids[n] as MsgId,
+                timestamp_ms: new.ts_ms[n],
+            },
+            Planned::New(n, seq) => Reply::MessageStored {
+                key,
+                id: ids[n] as MsgId,
+                seq: seq as Seq,
+            },
+        });
+    }
+    Ok(())
+}
+
 /// Answers a read from the transaction `c` is in.
 fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
     match req {
@@ -1125,6 +1417,34 @@ impl Backend for Postgres {
             self.failed(&f);
             e
         })
+    }
+
+    /// Runs of [`BULK_MIN`] or more consecutive messages go to
+    /// [`append_run`], one run at a time; every other request, in its
+    /// place between them, to `execute`.
+    fn execute_batch(&mut self, batch: &[Request], out: &mut Vec<Reply>) -> Result<(), StoreError> {
+        let mut rest = batch;
+        while let Some(first) = rest.first() {
+            let run: Vec<Put<'_>> = rest.iter().map_while(Put::of).collect();
+            if run.len() < BULK_MIN {
+                execute_one(self, first, out)?;
+                rest = &rest[1..];
+                continue;
+            }
+            rest = &rest[run.len()..];
+            let Some(c) = self.conn.as_mut() else {
+                return Err(StoreError::batch("no connection to PostgreSQL"));
+            };
+            if self.spoiled {
+                return Err(StoreError::batch("the transaction already failed"));
+            }
+            append_run(c, &mut self.batch, &run, out).map_err(|f| {
+                let e = classify(&f);
+                self.failed(&f);
+                StoreError::batch(format!("appending {} messages failed: {e}", run.len()))
+            })?;
+        }
+        Ok(())
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
@@ -1324,10 +1644,12 @@ mod tests {
         }
     }
 
-    /// Runs `reqs` as one batch that must commit; the replies.
+    /// Runs `reqs` as one batch that must commit, the way the writer does
+    /// (`execute_batch`: runs of messages in bulk); the replies.
     fn run<B: Backend>(db: &mut B, reqs: &[Request]) -> Vec<Reply> {
         db.begin().unwrap();
-        let out = reqs.iter().filter_map(|r| db.execute(r).unwrap()).collect();
+        let mut out = Vec::new();
+        db.execute_batch(reqs, &mut out).unwrap();
         db.commit().unwrap();
         out
     }
@@ -2109,6 +2431,398 @@ mod tests {
              {:.0} msg/s, failed batches {failed:?}, deadlocks {deadlocks}",
             (2 * N) as f64 / elapsed.as_secs_f64()
         );
+    }
+
+    /// The per-request path, to compare the bulk path with: `Postgres`
+    /// with the default `execute_batch` (`execute` once per request).
+    struct PerRequest(Postgres);
+
+    impl Backend for PerRequest {
+        fn load(&mut self) -> Result<Snapshot, StoreError> {
+            self.0.load()
+        }
+        fn setting(&mut self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+            self.0.setting(key)
+        }
+        fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+            self.0.put_setting(key, value)
+        }
+        fn begin(&mut self) -> Result<(), StoreError> {
+            self.0.begin()
+        }
+        fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
+            self.0.execute(req)
+        }
+        fn commit(&mut self) -> Result<(), StoreError> {
+            self.0.commit()
+        }
+        fn rollback(&mut self) {
+            self.0.rollback()
+        }
+    }
+
+    /// A message from `from` to `room` with `content` and `client_id`.
+    fn put_as(
+        id: MsgId,
+        from: UserId,
+        room: &str,
+        content: &str,
+        client_id: Option<&str>,
+    ) -> Request {
+        Request::PutMessage {
+            msg: StoredMessage {
+                content: content.into(),
+                ..msg(id, Some(room), from, None)
+            },
+            client_id: client_id.map(String::from),
+        }
+    }
+
+    /// Makes inserting a message whose content is `boom` fail, the way a
+    /// failing statement would spoil the transaction.
+    fn refuse_boom(c: &mut Client) {
+        c.batch_execute(
+            "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS
+               $$ BEGIN RAISE EXCEPTION 'boom refused'; END $$;
+             CREATE TRIGGER refuse_boom BEFORE INSERT ON messages
+               FOR EACH ROW WHEN (NEW.content = 'boom') EXECUTE FUNCTION refuse_boom();",
+        )
+        .unwrap();
+    }
+
+    /// Every table a write can touch, as text, message ids replaced by
+    /// their rank (ids may differ between the paths: the per-request path
+    /// draws one for a retry and drops it; their order may not).
+    fn dump(c: &mut Client) -> (Vec<String>, HashMap<i64, usize>) {
+        let rank: HashMap<i64, usize> = c
+            .query("SELECT id FROM messages ORDER BY id", &[])
+            .unwrap()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.get(0), i))
+            .collect();
+        let mut out = Vec::new();
+        for r in c
+            .query(
+                "SELECT id, target, seq, room, from_id, to_id, content, ts_ms, client_id
+                 FROM messages ORDER BY id",
+                &[],
+            )
+            .unwrap()
+        {
+            let (room, to, cid): (Option<String>, Option<i64>, Option<String>) =
+                (r.get(3), r.get(5), r.get(8));
+            out.push(format!(
+                "message #{} {} seq {} room {room:?} from {} to {to:?} {:?} at {} cid {cid:?}",
+                rank[&r.get::<_, i64>(0)],
+                r.get::<_, String>(1),
+                r.get::<_, i64>(2),
+                r.get::<_, i64>(4),
+                r.get::<_, String>(6),
+                r.get::<_, i64>(7),
+            ));
+        }
+        for sql in [
+            "SELECT key || '=' || seq FROM targets ORDER BY key",
+            "SELECT name || ' ' || private || ' ' || COALESCE(owner_id::text, '-') FROM rooms ORDER BY name",
+            "SELECT room || ' ' || user_id FROM room_members ORDER BY room, user_id",
+            "SELECT user_id || ' ' || room || ' ' || last_id FROM room_reads ORDER BY 1",
+            "SELECT user_id || ' ' || peer_id || ' ' || last_id FROM dm_reads ORDER BY 1",
+            "SELECT id || ' ' || username || ' ' || COALESCE(last_seen_ms::text, '-') FROM users ORDER BY id",
+        ] {
+            for r in c.query(sql, &[]).unwrap() {
+                out.push(r.get(0));
+            }
+        }
+        (out, rank)
+    }
+
+    /// A reply as text, message ids replaced by their rank (see [`dump`]).
+    fn normal(reply: &Reply, rank: &HashMap<i64, usize>) -> String {
+        let r = |id: &MsgId| rank[&(*id as i64)];
+        match reply {
+            Reply::MessageStored { key, id, seq } => format!("stored {key} #{} seq {seq}", r(id)),
+            Reply::MessageExists {
+                key,
+                existing,
+                timestamp_ms,
+            } => format!("exists {key} #{} at {timestamp_ms}", r(existing)),
+            Reply::History { messages, .. } => messages
+                .iter()
+                .map(|m| format!("#{} {:?} seq {}", r(&m.id), m.content, m.seq))
+                .collect::<Vec<_>>()
+                .join(", "),
+            other => format!("{other:?}"),
+        }
+    }
+
+    /// The same mixed batches through the per-request path and the bulk
+    /// path, each on its own database, give the same replies and the same
+    /// rows: client-id retries within a run, across runs of one batch
+    /// (around a request that is not a message), across batches and from
+    /// another user; messages refused on their input among the rest; a run
+    /// of one; reads on the writer between runs; a statement failure that
+    /// aborts the whole batch and takes its seqs back.
+    #[test]
+    fn bulk_appends_match_the_per_request_path() {
+        let (Some(t_each), Some(t_bulk)) = (TestDb::new(), TestDb::new()) else {
+            return;
+        };
+        let mut each = PerRequest(t_each.open());
+        let mut bulk = t_bulk.open();
+        refuse_boom(&mut t_each.client());
+        refuse_boom(&mut t_bulk.client());
+        let nul_client_id = Request::PutMessage {
+            msg: msg(17, Some("general"), 1, None),
+            client_id: Some("k\0".into()),
+        };
+        let no_target = Request::PutMessage {
+            msg: msg(18, None, 1, None),
+            client_id: Some("k5".into()),
+        };
+        let room = |r: &str| Target::Room(r.into());
+        let mut batches = vec![
+            vec![
+                Request::PutUser(user(1, "alice")),
+                Request::PutUser(user(2, "bob")),
+                Request::PutUser(user(3, "carol")),
+                Request::PutPublicRoom {
+                    name: "general".into(),
+                    creator: 1,
+                },
+                put_as(10, 1, "general", "hello", Some("k1")),
+                put_as(11, 1, "general", "hello again", Some("k1")),
+                put(12, "general", None),
+                dm(13, 1, 2),
+                dm(14, 2, 1),
+                Request::MarkRead {
+                    user: 2,
+                    target: room("general"),
+                    id: 1,
+                },
+                put_as(15, 1, "general", "a\0b", Some("k9")),
+                put_as(16, 1, "general", "ok", Some("k9")),
+                nul_client_id,
+                no_target,
+                put_as(19, 1, "general", "two", Some("k2")),
+                put_as(20, 2, "general", "bob's k1", Some("k1")),
+                private_room("ops", vec![1, 2]),
+                put(21, "ops", None),
+                put(22, "ops", Some("k2")),
+                Request::SetLastSeen { user: 1, at_ms: 5 },
+                put_as(23, 1, "general", "two, retried", Some("k2")),
+                put(24, "general", None),
+                history_req(room("general"), None, None, 50, 0),
+                put(25, "general", None),
+                Request::Catchup {
+                    ticket: TICKET,
+                    target: room("general"),
+                    after: 2,
+                    limit: 100,
+                },
+                dm(26, 3, 1),
+                dm(27, 1, 3),
+            ],
+            vec![
+                put_as(30, 1, "general", "hello, third try", Some("k1")),
+                put_as(31, 2, "general", "bob's k1 again", Some("k1")),
+                put_as(32, 1, "general", "three", Some("k3")),
+                put_as(33, 1, "general", "three again", Some("k3")),
+                put_as(34, 1, "general", "three, third", Some("k3")),
+                Request::MarkRead {
+                    user: 1,
+                    target: Target::Direct(1, 2),
+                    id: 3,
+                },
+                put_as(35, 3, "x\0y", "bad room", Some("k4")),
+                put_as(36, 3, "ops", "good room", Some("k4")),
+            ],
+            // A run of one goes through `execute` on both paths.
+            vec![put_as(40, 1, "general", "three, fourth", Some("k3"))],
+            vec![put(41, "general", None)],
+            // Only refusals: no statement at all.
+            vec![
+                put_as(42, 1, "general", "\0", None),
+                put_as(43, 1, "general", "\0", Some("k6")),
+            ],
+            // A failed insert fails the batch, private room and all.
+            vec![
+                put(50, "general", Some("k7")),
+                private_room("dev", vec![3]),
+                put_as(51, 1, "general", "boom", None),
+                put(52, "general", None),
+            ],
+            vec![
+                put(53, "general", Some("k7")),
+                put(54, "general", Some("k7")),
+                put(55, "new", None),
+                put(56, "new", None),
+            ],
+        ];
+        // A big run over several targets, with repeats.
+        batches.push(
+            (0..300u64)
+                .map(|i| {
+                    let cid = format!("big{}", i % 250);
+                    match i % 4 {
+                        0 => dm(100 + i, 1 + (i % 3) as UserId, 2),
+                        _ => put_as(
+                            100 + i,
+                            1,
+                            &format!("room{}", i % 5),
+                            "x",
+                            (i % 2 == 0).then_some(cid.as_str()),
+                        ),
+                    }
+                })
+                .collect(),
+        );
+        let mut replies = (Vec::new(), Vec::new());
+        for batch in &batches {
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            apply_batch(&mut each, batch, &mut a);
+            apply_batch(&mut bulk, batch, &mut b);
+            replies.0.push(a);
+            replies.1.push(b);
+        }
+        let (rows_each, rank_each) = dump(&mut t_each.client());
+        let (rows_bulk, rank_bulk) = dump(&mut t_bulk.client());
+        for (i, (a, b)) in replies.0.iter().zip(&replies.1).enumerate() {
+            let a: Vec<_> = a.iter().map(|r| normal(r, &rank_each)).collect();
+            let b: Vec<_> = b.iter().map(|r| normal(r, &rank_bulk)).collect();
+            assert_eq!(a, b, "batch {i}");
+        }
+        assert_eq!(rows_each, rows_bulk);
+        // The cases the batches were written to exercise.
+        let b0: Vec<_> = replies.1[0].iter().map(|r| normal(r, &rank_bulk)).collect();
+        assert_eq!(b0[3..5], ["stored 10 #0 seq 1", "exists 11 #0 at 10"]);
+        assert!(b0.contains(&"exists 23 #5 at 19".to_string()), "{b0:#?}");
+        assert!(
+            replies.1[5].iter().all(|r| matches!(
+                r,
+                Reply::MessageFailed {
+                    transient: true,
+                    ..
+                } | Reply::Failed { .. }
+            )),
+            "{:?}",
+            replies.1[5]
+        );
+        assert!(
+            matches!(
+                replies.1[6][..],
+                [
+                    Reply::MessageStored { key: 53, .. },
+                    Reply::MessageExists { key: 54, .. },
+                    Reply::MessageStored {
+                        key: 55,
+                        seq: 1,
+                        ..
+                    },
+                    Reply::MessageStored {
+                        key: 56,
+                        seq: 2,
+                        ..
+                    },
+                ]
+            ),
+            "{:?}",
+            replies.1[6]
+        );
+        assert!(
+            rows_bulk.contains(&"r:general=10".to_string()),
+            "{rows_bulk:#?}"
+        );
+    }
+
+    /// Bulk appends number each target on from its head, batch after batch,
+    /// with ids that increase with seq (and in request order: the order the
+    /// loop delivers in), around other requests and retries.
+    #[test]
+    fn bulk_ids_increase_with_seq_per_target() {
+        let Some(t) = TestDb::new() else { return };
+        let mut db = t.open();
+        let mut rng = 0x2545_f491u32;
+        let mut heads: HashMap<String, Seq> = HashMap::new();
+        let mut last_id = 0;
+        for b in 0..4u64 {
+            let mut reqs = Vec::new();
+            let mut targets = Vec::new();
+            for i in 0..400u64 {
+                rng ^= rng << 13;
+                rng ^= rng >> 17;
+                rng ^= rng << 5;
+                let (id, from) = (b * 1000 + i, 1 + rng % 3);
+                let cid = rng.is_multiple_of(3).then(|| format!("c{}", rng % 500));
+                let (room, to) = match rng % 7 {
+                    0 => (None, Some(1 + (rng >> 8) % 3)),
+                    r => (Some(format!("room{r}")), None),
+                };
+                let key = message_target(room.as_deref(), from, to).unwrap();
+                reqs.push(Request::PutMessage {
+                    msg: msg(id, room.as_deref(), from, to),
+                    client_id: cid,
+                });
+                targets.push(Some(key));
+                if i % 97 == 0 {
+                    reqs.push(Request::MarkRead {
+                        user: from,
+                        target: Target::Room("room1".into()),
+                        id: 1,
+                    });
+                    targets.push(None);
+                }
+            }
+            let out = run(&mut db, &reqs);
+            let keys = targets.into_iter().flatten();
+            assert_eq!(out.len(), 400);
+            for (reply, key) in out.iter().zip(keys) {
+                match reply {
+                    Reply::MessageStored { id, seq, .. } => {
+                        let head = heads.entry(key.clone()).or_default();
+                        assert_eq!(*seq, *head + 1, "{key}: seq after {head}");
+                        *head = *seq;
+                        assert!(*id > last_id, "id {id} after {last_id}");
+                        last_id = *id;
+                    }
+                    Reply::MessageExists { existing, .. } => assert!(*existing <= last_id),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        let mut c = t.client();
+        let rows = c
+            .query(
+                "SELECT target, seq, id FROM messages ORDER BY target, seq",
+                &[],
+            )
+            .unwrap();
+        let mut last: Option<(String, i64, i64)> = None;
+        for r in &rows {
+            let (target, seq, id): (String, i64, i64) = (r.get(0), r.get(1), r.get(2));
+            match &last {
+                Some((t, s, i)) if *t == target => {
+                    assert_eq!(seq, s + 1, "{target}: a gap");
+                    assert!(id > *i, "{target}: seq {seq} has id {id} <= {i}");
+                }
+                _ => assert_eq!(seq, 1, "{target} starts at 1"),
+            }
+            last = Some((target, seq, id));
+        }
+        let stored: Seq = heads.values().sum();
+        assert_eq!(rows.len() as Seq, stored);
+        let mut heads: Vec<_> = heads.into_iter().collect();
+        heads.sort();
+        let loaded: Vec<_> = db
+            .load()
+            .unwrap()
+            .heads
+            .iter()
+            .map(|(t, s)| (target_key(t), *s))
+            .collect::<std::collections::BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        assert_eq!(loaded, heads);
     }
 
     /// Throughput of one writer (run by hand: `cargo test -- --ignored`).
