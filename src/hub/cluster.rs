@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use super::fanout::{BusEvent, Except, Topic};
-use super::rooms::{Private, RoomId};
+use super::rooms::RoomId;
 use super::wire::{self, Dest, Envelope, Note, TargetKey};
 use super::{Ctx, Hub, Wait};
 use crate::clock;
@@ -376,14 +376,7 @@ impl Hub {
             return;
         }
         self.created.entry(row.owner).or_default().private += 1;
-        for m in &row.members {
-            cx.users.mark_unread_source(*m);
-        }
-        let id = self.rooms.open(&row.name);
-        self.rooms.get_mut(id).private = Some(Private {
-            owner: row.owner,
-            members: row.members.iter().copied().collect(),
-        });
+        self.install_private_room(cx, row);
     }
 
     /// A membership change made elsewhere: the frames about it came as

@@ -180,14 +180,7 @@ impl Hub {
                     let e = FrameError::new("internal", format!("could not create {}", row.name));
                     return self.send_error(cx.out, conn.token, &e, None);
                 }
-                for m in &row.members {
-                    cx.users.mark_unread_source(*m);
-                }
-                let id = self.rooms.open(&row.name);
-                self.rooms.get_mut(id).private = Some(Private {
-                    owner: row.owner,
-                    members: row.members.iter().copied().collect(),
-                });
+                let id = self.install_private_room(cx, &row);
                 self.note(&Note::RoomMade(row.clone()));
                 let creator_here = self.session(conn.token).is_some_and(|s| s.conn == conn);
                 if creator_here && let Err(e) = self.join_room(cx, conn.token, &row.name, None) {
@@ -253,6 +246,23 @@ impl Hub {
         });
         self.publish(Topic::User(user), Except::Nobody, None, &frame, cx.out);
         self.send_room_members(cx, id);
+    }
+
+    /// A stored private room, in memory: made here, or on another node.
+    pub(super) fn install_private_room(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        row: &PrivateRoomRow,
+    ) -> RoomId {
+        for m in &row.members {
+            cx.users.mark_unread_source(*m);
+        }
+        let id = self.rooms.open(&row.name);
+        self.rooms.get_mut(id).private = Some(Private {
+            owner: row.owner,
+            members: row.members.iter().copied().collect(),
+        });
+        id
     }
 
     /// A removed member's connections here leave the room.

@@ -433,16 +433,12 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures::TICKET;
     use crate::store::postgres::testdb::TestDb;
     use crate::store::sqlite::Sqlite;
     use crate::store::{
-        Backend, Desk, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request,
-        StoredMessage, Target, Ticket, UserId, UserRow,
-    };
-
-    const TICKET: Ticket = Ticket {
-        desk: Desk::Hub,
-        seq: 1,
+        Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, StoredMessage,
+        Target, UserId, UserRow,
     };
 
     fn user(id: UserId, name: &str) -> UserRow {

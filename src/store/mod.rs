@@ -44,6 +44,8 @@
 //! from the database's maximum at start), so fan-out never waits for SQLite;
 //! only the sender's `ack` waits for the commit that carries the message.
 
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

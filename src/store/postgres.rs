@@ -1591,44 +1591,13 @@ pub(crate) mod testdb {
 
 #[cfg(test)]
 mod tests {
+    use crate::store::fixtures::{TICKET, msg, user};
     use std::time::Instant;
 
     use super::testdb::TestDb;
     use super::*;
+    use crate::store::apply_batch;
     use crate::store::sqlite::Sqlite;
-    use crate::store::{Desk, Ticket, apply_batch};
-
-    const TICKET: Ticket = Ticket {
-        desk: Desk::Hub,
-        seq: 1,
-    };
-
-    fn user(id: UserId, name: &str) -> UserRow {
-        UserRow {
-            id,
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password: PasswordHash {
-                iterations: 1000,
-                salt: [id as u8; 16],
-                hash: [7; 32],
-            },
-            created_ms: 1,
-            last_seen_ms: None,
-        }
-    }
-
-    fn msg(id: MsgId, room: Option<&str>, from: UserId, to: Option<UserId>) -> StoredMessage {
-        StoredMessage {
-            id,
-            room: room.map(String::from),
-            from,
-            to,
-            content: format!("m{id}"),
-            timestamp_ms: id as i64,
-            seq: 0,
-        }
-    }
 
     fn put(id: MsgId, room: &str, client_id: Option<&str>) -> Request {
         Request::PutMessage {

@@ -828,40 +828,8 @@ impl Reader for SqliteReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures::{TICKET, msg, user};
     use crate::store::{Desk, Ticket};
-
-    /// Any ticket: these tests check what is stored, not who is answered.
-    const TICKET: Ticket = Ticket {
-        desk: Desk::Hub,
-        seq: 1,
-    };
-
-    fn user(id: UserId, name: &str) -> UserRow {
-        UserRow {
-            id,
-            username: name.into(),
-            email: format!("{name}@example.com"),
-            password: PasswordHash {
-                iterations: 1000,
-                salt: [id as u8; 16],
-                hash: [7; 32],
-            },
-            created_ms: 1,
-            last_seen_ms: None,
-        }
-    }
-
-    fn msg(id: MsgId, room: Option<&str>, from: UserId, to: Option<UserId>) -> StoredMessage {
-        StoredMessage {
-            id,
-            room: room.map(String::from),
-            from,
-            to,
-            content: format!("m{id}"),
-            timestamp_ms: id as i64,
-            seq: 0,
-        }
-    }
 
     fn run(db: &mut Sqlite, reqs: Vec<Request>) -> Vec<Reply> {
         db.begin().unwrap();
