@@ -2793,38 +2793,4 @@ mod tests {
             .collect();
         assert_eq!(loaded, heads);
     }
-
-    /// Throughput of one writer (run by hand: `cargo test -- --ignored`).
-    #[test]
-    #[ignore]
-    fn bench_single_writer() {
-        let Some(t) = TestDb::new() else { return };
-        const N: usize = 100_000;
-        for rooms in [1usize, 100] {
-            let mut db = t.open();
-            let reqs: Vec<Request> = (0..N)
-                .map(|i| Request::PutMessage {
-                    msg: msg(
-                        i as MsgId,
-                        Some(&format!("b{rooms}-{}", i % rooms)),
-                        1,
-                        None,
-                    ),
-                    client_id: Some(format!("b{rooms}-{i}")),
-                })
-                .collect();
-            let start = Instant::now();
-            let mut out = Vec::new();
-            for chunk in reqs.chunks(4096) {
-                out.clear();
-                apply_batch(&mut db, chunk, &mut out);
-                assert!(out.iter().all(|r| matches!(r, Reply::MessageStored { .. })));
-            }
-            let elapsed = start.elapsed();
-            eprintln!(
-                "one writer, {N} messages in batches of 4096 into {rooms} room(s): {:.0} msg/s",
-                N as f64 / elapsed.as_secs_f64()
-            );
-        }
-    }
 }
