@@ -184,6 +184,12 @@ impl App {
                 Reply::Resynced { ticket, snapshot } => {
                     self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, Some(snapshot)))
                 }
+                Reply::UserFound { ticket, row } => {
+                    self.with_http(out, |http, cx| http.on_user_found(cx, ticket, Some(row)))
+                }
+                Reply::RoomInfo { ticket, private } => {
+                    self.with_hub(out, |hub, cx| hub.on_room_info(cx, ticket, Some(private)))
+                }
                 Reply::ResyncFailed { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, None))
                 }

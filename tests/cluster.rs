@@ -316,17 +316,15 @@ fn signups_are_unique_across_nodes_and_log_in_anywhere() {
     assert_eq!(codes, [201, 409], "{} / {}", a.text(), b.text());
     let loser = if a.status == 409 { &a } else { &b };
     loser.assert_error(409, "taken");
+    // At once, before node 2 can have heard of her: it asks storage.
     c.nodes[0].signup("erin");
-    wait_until(CROSS, "erin to be known on node 2", || {
-        c.nodes[1]
-            .post_json(
-                "/api/login",
-                &json!({"username": "erin", "password": common::PASSWORD}),
-                None,
-            )
-            .status
-            == 200
-    });
+    c.nodes[1].login_token("erin");
+    let wrong = c.nodes[1].post_json(
+        "/api/login",
+        &json!({"username": "nobody-here", "password": common::PASSWORD}),
+        None,
+    );
+    wrong.assert_error(401, "invalid_credentials");
 }
 
 /// Private messages cross nodes with `delivered`; typing and read receipts

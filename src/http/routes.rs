@@ -233,6 +233,14 @@ enum Wait {
         keep_alive: bool,
         head_only: bool,
     },
+    /// Login of a name this cluster node has not heard of: storage is asked
+    /// whether another node just signed it up.
+    FindUser {
+        conn: ConnRef,
+        keep_alive: bool,
+        client: ClientKey,
+        body: LoginBody,
+    },
 }
 
 /// The HTTP desk: the routes and the requests they wait on.
@@ -541,6 +549,9 @@ impl Http {
                 }
                 Wait::History {
                     conn, keep_alive, ..
+                }
+                | Wait::FindUser {
+                    conn, keep_alive, ..
                 } => (conn, keep_alive),
             };
             match skip {
@@ -673,6 +684,72 @@ impl Http {
                 return Handled::Done;
             }
         };
+        if cx.users.find(&body.username).is_none() && cx.hub.in_cluster() {
+            let ticket = self.park(Wait::FindUser {
+                conn,
+                keep_alive,
+                client,
+                body,
+            });
+            let Wait::FindUser { body, .. } = &self.waiting[&ticket] else {
+                unreachable!("just parked")
+            };
+            let req = StoreRequest::FindUser {
+                ticket,
+                name: body.username.clone(),
+            };
+            if cx.store.submit(req).is_err() {
+                self.waiting.remove(&ticket);
+                send(cx.out, conn.token, busy(), keep_alive, false);
+                return Handled::Done;
+            }
+            return Handled::Waiting;
+        }
+        self.verify_login(cx, conn, client, keep_alive, body)
+    }
+
+    /// Storage answered whether a name unknown here is a user (signed up on
+    /// another node a moment ago); the login goes on either way (`None`:
+    /// the read failed, answered `busy`).
+    pub fn on_user_found(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        row: Option<Option<UserRow>>,
+    ) {
+        let Some(Wait::FindUser {
+            conn,
+            keep_alive,
+            client,
+            body,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        if !cx.out.is_live(conn) {
+            return;
+        }
+        let Some(row) = row else {
+            return send(cx.out, conn.token, busy(), keep_alive, false);
+        };
+        if let Some(row) = row
+            && cx.users.get(row.id).is_none()
+            && cx.users.find(&row.username).is_none()
+        {
+            cx.users.insert(row);
+        }
+        self.verify_login(cx, conn, client, keep_alive, body);
+    }
+
+    /// The password check of a login, against the user's hash or a decoy.
+    fn verify_login(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        client: ClientKey,
+        keep_alive: bool,
+        body: LoginBody,
+    ) -> Handled {
         // An unknown user costs the same PBKDF2 work as a wrong password.
         let user = cx
             .users
@@ -799,6 +876,10 @@ impl Http {
         ticket: Ticket,
         messages: Option<Vec<StoredMessage>>,
     ) {
+        if matches!(self.waiting.get(&ticket), Some(Wait::FindUser { .. })) {
+            // A failed user look-up is answered as a failed read.
+            return self.on_user_found(cx, ticket, None);
+        }
         let Some(Wait::History {
             conn,
             keep_alive,

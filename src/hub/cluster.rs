@@ -145,6 +145,12 @@ impl Hub {
         self.cluster.as_ref().map_or(0, |c| c.me)
     }
 
+    /// Whether this node is one of a cluster (its memory may lag what
+    /// other nodes just stored).
+    pub fn in_cluster(&self) -> bool {
+        self.cluster.is_some()
+    }
+
     /// Whether this node is in a cluster whose bus is down (`/healthz`).
     pub fn bus_down(&self) -> bool {
         self.cluster.as_ref().is_some_and(|c| !c.up)

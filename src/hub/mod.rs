@@ -288,6 +288,12 @@ enum Wait {
     Catchup { key: wire::TargetKey },
     /// A cluster node reads everything back after a bus outage.
     Resync,
+    /// `join` of a room this node has not heard of: is it private elsewhere?
+    RoomLookup {
+        conn: ConnRef,
+        room: Box<str>,
+        since: Option<u64>,
+    },
 }
 
 /// Why a user may not read a room.

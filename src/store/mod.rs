@@ -246,6 +246,14 @@ pub enum Request {
     /// have missed users, rooms and memberships made elsewhere. Reply:
     /// `Resynced` / `ResyncFailed`.
     Resync { ticket: Ticket },
+    /// Whether room `name` is stored as a private room: a cluster node asks
+    /// before it opens a room it has not heard of, since another node may
+    /// have just created it. Reply: `RoomInfo` / `HistoryFailed`.
+    RoomInfo { ticket: Ticket, name: String },
+    /// The stored user called `name` (any case): a cluster node asks when a
+    /// login names someone its directory has not heard of, since another
+    /// node may have just signed them up. Reply: `UserFound` / `HistoryFailed`.
+    FindUser { ticket: Ticket, name: String },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -308,6 +316,15 @@ pub enum Reply {
     Resynced {
         ticket: Ticket,
         snapshot: Box<Snapshot>,
+    },
+    UserFound {
+        ticket: Ticket,
+        row: Option<UserRow>,
+    },
+    /// `private`: the room's row when it is a stored private room.
+    RoomInfo {
+        ticket: Ticket,
+        private: Option<PrivateRoomRow>,
     },
     ResyncFailed {
         ticket: Ticket,
@@ -675,7 +692,9 @@ fn is_read(req: &Request) -> bool {
         Request::History { .. }
         | Request::Unread { .. }
         | Request::Catchup { .. }
-        | Request::Resync { .. } => true,
+        | Request::Resync { .. }
+        | Request::RoomInfo { .. }
+        | Request::FindUser { .. } => true,
         Request::PutUser(_)
         | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
@@ -904,9 +923,10 @@ fn failure_reply(req: &Request, transient: bool) -> Option<Reply> {
         Request::PutPrivateRoom { ticket, .. }
         | Request::AddMember { ticket, .. }
         | Request::RemoveMember { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
-        Request::History { ticket, .. } | Request::Catchup { ticket, .. } => {
-            Some(Reply::HistoryFailed { ticket: *ticket })
-        }
+        Request::History { ticket, .. }
+        | Request::Catchup { ticket, .. }
+        | Request::RoomInfo { ticket, .. }
+        | Request::FindUser { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
         Request::Resync { ticket } => Some(Reply::ResyncFailed { ticket: *ticket }),
         Request::Unread { ticket, .. } => Some(Reply::Unread {
             ticket: *ticket,
@@ -933,6 +953,8 @@ fn request_name(req: &Request) -> &'static str {
         Request::Unread { .. } => "unread",
         Request::Catchup { .. } => "catchup",
         Request::Resync { .. } => "resync",
+        Request::RoomInfo { .. } => "room_info",
+        Request::FindUser { .. } => "find_user",
         Request::Drain => "drain",
     }
 }

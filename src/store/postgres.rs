@@ -783,6 +783,24 @@ fn unread(c: &mut Conn, user: UserId) -> Res<Vec<UnreadCount>> {
 
 /// Everything `load` returns, read on `client` inside whatever transaction
 /// it is in (the caller's snapshot).
+/// A `users` row selected as `id, username, email, pw_iter, pw_salt,
+/// pw_hash, created_ms, last_seen_ms`.
+fn user_row(r: &postgres::Row) -> Res<UserRow> {
+    Ok(UserRow {
+        id: user_id(r.get(0))?,
+        username: r.get(1),
+        email: r.get(2),
+        password: PasswordHash {
+            iterations: u32::try_from(r.get::<_, i64>(3))
+                .map_err(|_| Fail::Data("iteration count out of range".into()))?,
+            salt: blob(r.get(4))?,
+            hash: blob(r.get(5))?,
+        },
+        created_ms: r.get(6),
+        last_seen_ms: r.get(7),
+    })
+}
+
 fn snapshot(client: &mut Client) -> Res<Snapshot> {
     let mut snap = Snapshot::default();
     for r in client.query(
@@ -790,19 +808,7 @@ fn snapshot(client: &mut Client) -> Res<Snapshot> {
          FROM users ORDER BY id",
         &[],
     )? {
-        snap.users.push(UserRow {
-            id: user_id(r.get(0))?,
-            username: r.get(1),
-            email: r.get(2),
-            password: PasswordHash {
-                iterations: u32::try_from(r.get::<_, i64>(3))
-                    .map_err(|_| Fail::Data("iteration count out of range".into()))?,
-                salt: blob(r.get(4))?,
-                hash: blob(r.get(5))?,
-            },
-            created_ms: r.get(6),
-            last_seen_ms: r.get(7),
-        });
+        snap.users.push(user_row(&r)?);
     }
     let rooms = client.query(
         "SELECT name, private, owner_id FROM rooms ORDER BY name COLLATE \"C\"",
@@ -895,7 +901,9 @@ fn needs_savepoint(req: &Request) -> bool {
         | Request::History { .. }
         | Request::Unread { .. }
         | Request::Catchup { .. }
-        | Request::Resync { .. } => true,
+        | Request::Resync { .. }
+        | Request::RoomInfo { .. }
+        | Request::FindUser { .. } => true,
         Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
         | Request::SetLastSeen { .. }
@@ -912,6 +920,8 @@ fn is_read(req: &Request) -> bool {
             | Request::Unread { .. }
             | Request::Catchup { .. }
             | Request::Resync { .. }
+            | Request::RoomInfo { .. }
+            | Request::FindUser { .. }
     )
 }
 
@@ -1079,7 +1089,9 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         Request::History { .. }
         | Request::Unread { .. }
         | Request::Catchup { .. }
-        | Request::Resync { .. } => Some(read(c, req)?),
+        | Request::Resync { .. }
+        | Request::RoomInfo { .. }
+        | Request::FindUser { .. } => Some(read(c, req)?),
         Request::Drain => Some(Reply::Drained),
     })
 }
@@ -1288,6 +1300,32 @@ fn append_run(c: &mut Conn, batch: &mut Batch, run: &[Put<'_>], out: &mut Vec<Re
     Ok(())
 }
 
+/// Room `name`'s row and members, when it is a stored private room.
+fn private_room(c: &mut Conn, name: &str) -> Res<Option<PrivateRoomRow>> {
+    let Some(row) = c.client.query_opt(
+        "SELECT owner_id FROM rooms WHERE name = $1 AND private",
+        &[&name],
+    )?
+    else {
+        return Ok(None);
+    };
+    let owner = opt_user_id(row.get(0))?.unwrap_or(0);
+    let members = c
+        .client
+        .query(
+            "SELECT user_id FROM room_members WHERE room = $1 ORDER BY user_id",
+            &[&name],
+        )?
+        .iter()
+        .map(|m| user_id(m.get(0)))
+        .collect::<Res<Vec<_>>>()?;
+    Ok(Some(PrivateRoomRow {
+        name: name.to_string(),
+        owner,
+        members,
+    }))
+}
+
 /// Answers a read from the transaction `c` is in.
 fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
     match req {
@@ -1312,6 +1350,21 @@ fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
             ticket: *ticket,
             snapshot: Box::new(snapshot(&mut c.client)?),
         }),
+        Request::RoomInfo { ticket, name } => Ok(Reply::RoomInfo {
+            ticket: *ticket,
+            private: private_room(c, name)?,
+        }),
+        Request::FindUser { ticket, name } => {
+            let row = c.client.query_opt(
+                "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
+                 FROM users WHERE lower(username) = lower($1)",
+                &[name],
+            )?;
+            Ok(Reply::UserFound {
+                ticket: *ticket,
+                row: row.as_ref().map(user_row).transpose()?,
+            })
+        }
         _ => Err(Fail::Data("not a read".into())),
     }
 }

@@ -401,12 +401,67 @@ impl Sqlite {
                 ticket: *ticket,
                 counts: unread(&self.conn, *user)?,
             }),
+            Request::RoomInfo { ticket, name } => Some(Reply::RoomInfo {
+                ticket: *ticket,
+                private: private_room(&self.conn, name)?,
+            }),
+            Request::FindUser { ticket, name } => Some(Reply::UserFound {
+                ticket: *ticket,
+                row: find_user(&self.conn, name)?,
+            }),
             Request::Catchup { .. } | Request::Resync { .. } => {
                 return Err(not_sequenced());
             }
             Request::Drain => Some(Reply::Drained),
         })
     }
+}
+
+/// A `users` row selected as `id, username, email, pw_iter, pw_salt,
+/// pw_hash, created_ms, last_seen_ms`.
+fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
+    Ok(UserRow {
+        id: r.get(0)?,
+        username: r.get(1)?,
+        email: r.get(2)?,
+        password: PasswordHash {
+            iterations: r.get(3)?,
+            salt: blob(r.get(4)?)?,
+            hash: blob(r.get(5)?)?,
+        },
+        created_ms: r.get(6)?,
+        last_seen_ms: r.get(7)?,
+    })
+}
+
+/// The user called `name`, in any case.
+fn find_user(c: &Connection, name: &str) -> rusqlite::Result<Option<UserRow>> {
+    c.prepare_cached(
+        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
+         FROM users WHERE username = ?1 COLLATE NOCASE",
+    )?
+    .query_row(params![name], user_row)
+    .optional()
+}
+
+/// Room `name`'s row and members, when it is a stored private room.
+fn private_room(c: &Connection, name: &str) -> rusqlite::Result<Option<PrivateRoomRow>> {
+    let Some(owner) = c
+        .prepare_cached("SELECT owner_id FROM rooms WHERE name = ?1 AND private = 1")?
+        .query_row(params![name], |r| r.get::<_, Option<UserId>>(0))
+        .optional()?
+    else {
+        return Ok(None);
+    };
+    let members = c
+        .prepare_cached("SELECT user_id FROM room_members WHERE room = ?1 ORDER BY user_id")?
+        .query_map(params![name], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<UserId>>>()?;
+    Ok(Some(PrivateRoomRow {
+        name: name.to_string(),
+        owner: owner.unwrap_or(0),
+        members,
+    }))
 }
 
 /// What a cluster-only read gets here: SQLite serves one node, which has
@@ -567,6 +622,8 @@ fn writes_several_statements(req: &Request) -> bool {
         | Request::Unread { .. }
         | Request::Catchup { .. }
         | Request::Resync { .. }
+        | Request::RoomInfo { .. }
+        | Request::FindUser { .. }
         | Request::Drain => false,
     }
 }
@@ -604,20 +661,7 @@ impl Backend for Sqlite {
             )
             .map_err(err)?;
         snap.users = st
-            .query_map([], |r| {
-                Ok(UserRow {
-                    id: r.get(0)?,
-                    username: r.get(1)?,
-                    email: r.get(2)?,
-                    password: PasswordHash {
-                        iterations: r.get(3)?,
-                        salt: blob(r.get(4)?)?,
-                        hash: blob(r.get(5)?)?,
-                    },
-                    created_ms: r.get(6)?,
-                    last_seen_ms: r.get(7)?,
-                })
-            })
+            .query_map([], user_row)
             .and_then(|rows| rows.collect())
             .map_err(err)?;
         let mut st = c
@@ -806,6 +850,14 @@ impl Reader for SqliteReader {
             Request::Unread { ticket, user } => Ok(Reply::Unread {
                 ticket: *ticket,
                 counts: unread(&self.conn, *user).map_err(err)?,
+            }),
+            Request::RoomInfo { ticket, name } => Ok(Reply::RoomInfo {
+                ticket: *ticket,
+                private: private_room(&self.conn, name).map_err(err)?,
+            }),
+            Request::FindUser { ticket, name } => Ok(Reply::UserFound {
+                ticket: *ticket,
+                row: find_user(&self.conn, name).map_err(err)?,
             }),
             _ => Err(StoreError::request("not a read")),
         }
