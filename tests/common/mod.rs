@@ -30,8 +30,10 @@ pub const WAIT: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------
 // Temp dirs
 
-/// A unique directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+/// A unique directory under the system temp dir, removed on drop; with
+/// the PostgreSQL database its servers use when the suite runs on
+/// PostgreSQL (see `Builder::on_store`), kept exactly as long.
+pub struct TempDir(PathBuf, Mutex<Option<Arc<services::SharedPg>>>);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
@@ -46,7 +48,7 @@ impl TempDir {
             std::process::id()
         ));
         std::fs::create_dir_all(&path).expect("create temp dir");
-        TempDir(path)
+        TempDir(path, Mutex::new(None))
     }
     pub fn path(&self) -> &Path {
         &self.0
@@ -140,18 +142,14 @@ impl Builder {
     /// started in the same directory, finds the same data. A test that
     /// chose its own `--postgres` keeps it.
     fn on_store(mut self, dir: &TempDir) -> Builder {
-        static BY_DIR: Mutex<Vec<(PathBuf, Arc<services::SharedPg>)>> = Mutex::new(Vec::new());
         let wanted = std::env::var("HUBBUB_TEST_STORE").is_ok_and(|v| v == "postgres");
         if wanted && self.pg.is_none() && !self.args.iter().any(|a| a == "--postgres") {
-            let mut known = BY_DIR.lock().unwrap();
-            let pg = match known.iter().find(|(p, _)| p == dir.path()) {
-                Some((_, pg)) => pg.clone(),
-                None => {
-                    let pg = Arc::new(services::Postgres::shared());
-                    known.push((dir.path().to_path_buf(), pg.clone()));
-                    pg
-                }
-            };
+            let pg = dir
+                .1
+                .lock()
+                .unwrap()
+                .get_or_insert_with(|| Arc::new(services::Postgres::shared()))
+                .clone();
             self.args.push("--postgres".into());
             self.args.push(pg.url().to_string());
             self.pg = Some(pg);
