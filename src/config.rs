@@ -1172,4 +1172,33 @@ mod tests {
         let env_section = &text[text.find("ENVIRONMENT:").expect("section")..];
         assert!(env_section.contains("\n    HUBBUB_JWT_SECRET        HS256 secret"));
     }
+
+    /// The cluster options: URLs checked by scheme, `--redis` refused
+    /// without `--postgres`, flags over variables, and the channel and node
+    /// name defaults.
+    #[test]
+    fn cluster_options() {
+        let o = run(
+            &["--postgres", "postgres://hubbub@127.0.0.1:5432/hubbub"],
+            &[
+                ("HUBBUB_REDIS", "redis://127.0.0.1:6379"),
+                ("HUBBUB_NODE_ID", "n7"),
+            ],
+        );
+        assert_eq!(
+            o.postgres.as_deref(),
+            Some("postgres://hubbub@127.0.0.1:5432/hubbub")
+        );
+        assert_eq!(o.redis.as_deref(), Some("redis://127.0.0.1:6379"));
+        assert_eq!(o.redis_channel, DEFAULT_REDIS_CHANNEL);
+        assert_eq!(o.node_name(), "n7");
+        let unnamed = run(&["--addr", "127.0.0.1:9000"], &[]);
+        assert_eq!(unnamed.node_name(), "127.0.0.1:9000");
+        let e = parse(&["--redis", "redis://127.0.0.1:6379"], &[]).unwrap_err();
+        assert!(e.contains("--redis needs --postgres"), "{e}");
+        let e = parse(&["--postgres", "mysql://x"], &[]).unwrap_err();
+        assert!(e.starts_with("--postgres: not a postgres:// URL"), "{e}");
+        let e = parse(&["--node-id", ""], &[]).unwrap_err();
+        assert!(e.contains("1-64 bytes"), "{e}");
+    }
 }

@@ -685,19 +685,14 @@ impl Http {
             }
         };
         if cx.users.find(&body.username).is_none() && cx.hub.in_cluster() {
+            let name = body.username.clone();
             let ticket = self.park(Wait::FindUser {
                 conn,
                 keep_alive,
                 client,
                 body,
             });
-            let Wait::FindUser { body, .. } = &self.waiting[&ticket] else {
-                unreachable!("just parked")
-            };
-            let req = StoreRequest::FindUser {
-                ticket,
-                name: body.username.clone(),
-            };
+            let req = StoreRequest::FindUser { ticket, name };
             if cx.store.submit(req).is_err() {
                 self.waiting.remove(&ticket);
                 send(cx.out, conn.token, busy(), keep_alive, false);

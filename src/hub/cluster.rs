@@ -44,6 +44,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use super::fanout::{BusEvent, Except, Topic};
+use super::presence::FrameError;
 use super::rooms::RoomId;
 use super::wire::{self, Dest, Envelope, Note, TargetKey};
 use super::{Ctx, Hub, Wait};
@@ -52,6 +53,7 @@ use crate::config::{
     BEAT_INTERVAL_MS, CATCHUP_LIMIT, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, PEER_TIMEOUT_MS,
 };
 use crate::outbox::{ConnRef, Outbox};
+use crate::store::Busy;
 use crate::store::{
     MsgId, PrivateRoomRow, Request, Seq, Snapshot, StoredMessage, Target, Ticket, UserId, UserRow,
 };
@@ -73,6 +75,9 @@ pub struct Cluster {
     /// `join … since` replays that saw messages not yet delivered here:
     /// finished once the room's sequence reaches their newest.
     replays: Vec<WaitingReplay>,
+    /// Rooms looked up for a note that named them (one read per room, not
+    /// one per note of a burst).
+    looking_up: HashSet<Box<str>>,
     /// The bus is connected.
     up: bool,
     next_beat_ms: i64,
@@ -135,6 +140,7 @@ impl Hub {
             tracks,
             gaps: HashSet::new(),
             replays: Vec::new(),
+            looking_up: HashSet::new(),
             up: false,
             next_beat_ms: 0,
         });
@@ -174,6 +180,24 @@ impl Hub {
             let bytes = wire::encode(c.me, note);
             self.bus.send(bytes);
         }
+    }
+
+    /// Asks every peer for its `State`.
+    fn say_hello(&mut self) {
+        let Some(c) = &self.cluster else { return };
+        let hello = wire::encode(
+            c.me,
+            &Note::Hello {
+                name: Cow::Borrowed(&c.name),
+            },
+        );
+        self.bus.send(hello);
+    }
+
+    /// Tells every peer everything this node shows.
+    fn send_state(&mut self) {
+        let state = wire::encode(self.node(), &self.own_state());
+        self.bus.send(state);
     }
 
     /// Everything this node shows of its own connections.
@@ -240,13 +264,9 @@ impl Hub {
     fn on_bus_up(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
         let Some(c) = &mut self.cluster else { return };
         c.up = true;
-        let name = c.name.clone();
-        log::info!("cluster: node {name} is on the bus");
-        self.note(&Note::Hello {
-            name: Cow::Borrowed(&name),
-        });
-        let state = wire::encode(self.node(), &self.own_state());
-        self.bus.send(state);
+        log::info!("cluster: node {} is on the bus", c.name);
+        self.say_hello();
+        self.send_state();
         let ticket = self.park(Wait::Resync);
         if cx.store.submit(Request::Resync { ticket }).is_err() {
             // Storage is full: the tick's gap checks still catch up by
@@ -273,10 +293,7 @@ impl Hub {
                 if !known {
                     // A peer this node never heard say hello (a note was
                     // lost): ask everyone for their state again.
-                    let name = c.name.clone();
-                    self.note(&Note::Hello {
-                        name: Cow::Borrowed(&name),
-                    });
+                    self.say_hello();
                 }
             }
             Note::Hello { name } => {
@@ -295,8 +312,7 @@ impl Hub {
                 if !known {
                     log::info!("cluster: node {name} joined");
                 }
-                let state = wire::encode(self.node(), &self.own_state());
-                self.bus.send(state);
+                self.send_state();
             }
             Note::State { users, rooms } => {
                 let rooms = rooms
@@ -317,11 +333,19 @@ impl Hub {
             } => {
                 self.last_msg_id = self.last_msg_id.max(id);
                 let topic = match &target {
-                    TargetKey::Room(name) => {
-                        let rid = self.rooms.open(name);
-                        self.rooms.get_mut(rid).has_messages = true;
-                        Topic::Room(rid)
-                    }
+                    TargetKey::Room(name) => match self.rooms.id(name) {
+                        Some(rid) => {
+                            self.rooms.get_mut(rid).has_messages = true;
+                            Topic::Room(rid)
+                        }
+                        None => {
+                            // Nobody here is in it, and it may be private (its
+                            // `RoomMade` comes from another node, in no set
+                            // order with this): storage says what it is.
+                            let _ = self.look_up_room(cx, name, None, true);
+                            return self.pass(target, seq);
+                        }
+                    },
                     TargetKey::Direct(a, b) => Topic::Conversation(*a, *b),
                 };
                 let frame: Rc<[u8]> = frame.into_owned().into();
@@ -382,7 +406,142 @@ impl Hub {
             return;
         }
         self.created.entry(row.owner).or_default().private += 1;
-        self.install_private_room(cx, row);
+        let was_public = self.rooms.id(&row.name);
+        let id = self.install_private_room(cx, row);
+        if was_public.is_some() {
+            // Joined here as public before the news came: non-members go.
+            self.drop_non_members(cx, id);
+        }
+    }
+
+    /// Every connection here in room `id` whose user is not a member leaves
+    /// it, and is told so (as a removed member is).
+    fn drop_non_members(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: RoomId) {
+        let room = self.rooms.get(id);
+        let Some(p) = &room.private else { return };
+        let outsiders: Vec<UserId> = room
+            .presence
+            .keys()
+            .filter(|u| !p.members.contains(u))
+            .copied()
+            .collect();
+        let name = room.name.clone();
+        for user in outsiders {
+            self.drop_member_sessions(cx, id, user);
+            let frame = self.encoder.shared(&Out::Leave {
+                room: &name,
+                user: cx.users.name(user),
+            });
+            self.deliver(Topic::User(user), Except::Nobody, None, &frame, cx.out);
+        }
+    }
+
+    /// Asks storage whether room `name`, unknown here, is private, before
+    /// it is opened: for a `join` (`joiner`), or for a note that named it.
+    /// `Err` when storage is full.
+    pub(super) fn look_up_room(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        name: &str,
+        joiner: Option<(ConnRef, Option<u64>)>,
+        has_messages: bool,
+    ) -> Result<(), Busy> {
+        if joiner.is_none()
+            && let Some(c) = &mut self.cluster
+            && !c.looking_up.insert(name.into())
+        {
+            return Ok(());
+        }
+        let ticket = self.park(Wait::RoomLookup {
+            room: name.into(),
+            joiner,
+            has_messages,
+        });
+        let req = Request::RoomInfo {
+            ticket,
+            name: name.to_string(),
+        };
+        cx.store.submit(req).inspect_err(|_| {
+            self.waiting.remove(&ticket);
+            if let Some(c) = &mut self.cluster {
+                c.looking_up.remove(name);
+            }
+        })
+    }
+
+    /// Storage said whether a room this node had not heard of is private
+    /// (`None`: the read failed). The room is opened as what it is, with
+    /// the presence the peers have shown in it, and a waiting `join` goes on
+    /// as if the room had been known all along.
+    pub fn on_room_info(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        info: Option<Option<PrivateRoomRow>>,
+    ) {
+        let Some(Wait::RoomLookup {
+            room,
+            joiner,
+            has_messages,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        if joiner.is_none()
+            && let Some(c) = &mut self.cluster
+        {
+            c.looking_up.remove(&room);
+        }
+        let Some(private) = info else {
+            if let Some((conn, _)) = joiner {
+                let e = FrameError::new("busy", "the server is busy; join again shortly");
+                self.send_error(cx.out, conn.token, &e, None);
+            }
+            return;
+        };
+        if self.rooms.id(&room).is_none() {
+            let id = match private {
+                Some(row) => {
+                    self.created.entry(row.owner).or_default().private += 1;
+                    self.install_private_room(cx, &row)
+                }
+                None => self.rooms.open(&room),
+            };
+            self.rooms.get_mut(id).has_messages |= has_messages;
+            let c = self.cluster.as_ref().expect("looked up in a cluster");
+            let shown: Vec<UserId> = c
+                .peers
+                .values()
+                .filter_map(|p| p.rooms.get(&room))
+                .flatten()
+                .copied()
+                .collect();
+            for user in shown {
+                self.rooms.get_mut(id).enter_remote(user);
+            }
+        }
+        if let Some((conn, since)) = joiner
+            && self.session(conn.token).is_some_and(|s| s.conn == conn)
+            && let Err(e) = self.join_room(cx, conn.token, &room, since)
+        {
+            self.send_error(cx.out, conn.token, &e, None);
+        }
+        if let Some(id) = self.rooms.id(&room) {
+            self.rooms.collect(id);
+        }
+    }
+
+    /// A message of a target nobody here receives: only its place in the
+    /// sequence is kept.
+    fn pass(&mut self, key: TargetKey, seq: Seq) {
+        let Some(c) = &mut self.cluster else { return };
+        let track = c.tracks.entry(key.clone()).or_default();
+        track.delivered = track.delivered.max(seq);
+        track.early.retain(|s, _| *s > seq);
+        if track.early.is_empty() {
+            track.gap_since_ms = None;
+            c.gaps.remove(&key);
+        }
     }
 
     /// A membership change made elsewhere: the frames about it came as
@@ -457,7 +616,12 @@ impl Hub {
             if !peer.rooms.entry(room.into()).or_default().insert(user) {
                 return;
             }
-            let id = self.rooms.open(room);
+            let Some(id) = self.rooms.id(room) else {
+                // Recorded above; the room's presence is built from the
+                // peers' sets once storage says what the room is.
+                let _ = self.look_up_room(cx, room, None, false);
+                return;
+            };
             if self.rooms.get_mut(id).enter_remote(user) {
                 let frame = self.encoder.shared(&Out::Join {
                     room,

@@ -288,11 +288,13 @@ enum Wait {
     Catchup { key: wire::TargetKey },
     /// A cluster node reads everything back after a bus outage.
     Resync,
-    /// `join` of a room this node has not heard of: is it private elsewhere?
+    /// A room this node has not heard of: is it private? Asked for a `join`
+    /// (`joiner`: the connection and its `since`), or for a note naming it
+    /// (`has_messages` when the note was a message).
     RoomLookup {
-        conn: ConnRef,
         room: Box<str>,
-        since: Option<u64>,
+        joiner: Option<(ConnRef, Option<u64>)>,
+        has_messages: bool,
     },
 }
 

@@ -14,9 +14,7 @@ use super::{Ctx, Hub, Session, Wait};
 use crate::clock;
 use crate::config::{MAX_REPLAY, MAX_REPLY_BYTES, MAX_ROOMS_PER_CONN};
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{
-    HistoryQuery, PrivateRoomRow, Request, StoredMessage, Target, Ticket, UnreadCount, UserId,
-};
+use crate::store::{HistoryQuery, Request, StoredMessage, Target, Ticket, UnreadCount, UserId};
 use crate::ws::proto::{Out, Ts, UnreadEntry};
 
 /// A client frame that cannot be carried out: answered with an `error` frame.
@@ -250,23 +248,9 @@ impl Hub {
         if self.cluster.is_some() && self.rooms.id(name).is_none() {
             // Another node may have created it as private a moment ago (its
             // note still on the way): storage says, before anyone is let in.
-            let ticket = self.park(Wait::RoomLookup {
-                conn,
-                room: name.into(),
-                since,
-            });
-            let req = Request::RoomInfo {
-                ticket,
-                name: name.to_string(),
-            };
-            if cx.store.submit(req).is_err() {
-                self.waiting.remove(&ticket);
-                return Err(FrameError::new(
-                    "busy",
-                    "the server is busy; join again shortly",
-                ));
-            }
-            return Ok(());
+            return self
+                .look_up_room(cx, name, Some((conn, since)), false)
+                .map_err(|_| FrameError::new("busy", "the server is busy; join again shortly"));
         }
         if session.rooms.len() >= MAX_ROOMS_PER_CONN {
             return Err(FrameError::new(
@@ -324,42 +308,6 @@ impl Hub {
             self.send_online_users(cx, token, id, None);
         }
         Ok(())
-    }
-
-    /// Storage said whether a room this node had not heard of is private
-    /// (`None`: the read failed). The `join` then goes on as if the room had
-    /// been known all along.
-    pub fn on_room_info(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        ticket: Ticket,
-        info: Option<Option<PrivateRoomRow>>,
-    ) {
-        let Some(Wait::RoomLookup { conn, room, since }) = self.waiting.remove(&ticket) else {
-            return;
-        };
-        let Some(private) = info else {
-            let e = FrameError::new("busy", "the server is busy; join again shortly");
-            return self.send_error(cx.out, conn.token, &e, None);
-        };
-        if self.rooms.id(&room).is_none() {
-            match private {
-                Some(row) => {
-                    self.created.entry(row.owner).or_default().private += 1;
-                    self.install_private_room(cx, &row);
-                }
-                None => {
-                    self.rooms.open(&room);
-                }
-            }
-        }
-        let here = self.session(conn.token).is_some_and(|s| s.conn == conn);
-        if here && let Err(e) = self.join_room(cx, conn.token, &room, since) {
-            self.send_error(cx.out, conn.token, &e, None);
-        }
-        if let Some(id) = self.rooms.id(&room) {
-            self.rooms.collect(id);
-        }
     }
 
     /// The replay for `join … since` came back: send it, then `online_users`,

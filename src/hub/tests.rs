@@ -1417,3 +1417,79 @@ fn a_room_made_elsewhere_is_looked_up_before_a_join() {
     );
     assert_eq!(b.of_type(carol, "error")[1]["code"], "not_member");
 }
+
+/// A note naming a room this node has not heard of (a message, or a
+/// member's presence from another node) does not open it as public: the
+/// room stays unknown until storage says what it is, and a non-member's
+/// `join` of a private room is refused even when the messages came first.
+#[test]
+fn notes_do_not_open_unknown_rooms_as_public() {
+    let mut b = Bench::new();
+    let carol = b.open(3, CAROL);
+    let made = Request::PutPrivateRoom {
+        ticket: crate::store::fixtures::TICKET,
+        row: PrivateRoomRow {
+            name: "ops".into(),
+            owner: ALICE,
+            members: vec![ALICE, BOB],
+        },
+    };
+    apply_batch(&mut b.db, &[made], &mut Vec::new());
+    b.hear_peer(wire::Note::Hello { name: "n2".into() });
+    b.hear_peer(wire::Note::Entered {
+        room: "ops".into(),
+        user: BOB,
+    });
+    b.peer_message("ops", 1, 1, "secret");
+    b.peer_message("ops", 2, 2, "more");
+    assert!(
+        b.hub.rooms.id("ops").is_none(),
+        "not opened before storage says"
+    );
+    let lookups = b
+        .queue
+        .requests
+        .iter()
+        .filter(|r| matches!(r, Request::RoomInfo { .. }))
+        .count();
+    assert_eq!(lookups, 1, "one read for the burst of notes");
+    b.out.clear();
+    b.send(carol, json!({"type": "join", "room": "ops"}));
+    assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden");
+    let ops = b.hub.rooms.id("ops").expect("opened by the answers");
+    assert!(b.hub.rooms.get(ops).private.is_some());
+    assert_eq!(
+        b.hub.rooms.get(ops).online(),
+        1,
+        "bob, from the peer's note"
+    );
+}
+
+/// A room joined here as public before the news that another node made it
+/// private: at the news, non-members leave it (and are told), and its
+/// messages no longer reach them.
+#[test]
+fn a_room_turning_private_drops_non_members() {
+    let mut b = Bench::new();
+    let carol = b.open(3, CAROL);
+    let bob = b.open(2, BOB);
+    for t in [carol, bob] {
+        b.send(t, json!({"type": "join", "room": "ops"}));
+    }
+    b.out.clear();
+    b.hear_peer(wire::Note::Hello { name: "n2".into() });
+    b.hear_peer(wire::Note::RoomMade(PrivateRoomRow {
+        name: "ops".into(),
+        owner: ALICE,
+        members: vec![ALICE, BOB],
+    }));
+    let left = b.of_type(carol, "leave");
+    assert_eq!(
+        left,
+        [json!({"type": "leave", "room": "ops", "user": "carol"})]
+    );
+    b.out.clear();
+    b.peer_message("ops", 1, 1, "members only");
+    assert_eq!(b.contents(bob), ["members only"]);
+    assert!(b.contents(carol).is_empty());
+}
