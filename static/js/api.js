@@ -47,4 +47,5 @@ export const api = {
   me: () => request('GET', '/api/me'),
   users: () => request('GET', '/api/users'),
   rooms: () => request('GET', '/api/rooms'),
+  search: (q, limit = 30) => request('GET', `/api/search?q=${encodeURIComponent(q)}&limit=${limit}`),
 };

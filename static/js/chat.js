@@ -14,7 +14,7 @@ import { Connection } from './socket.js';
 import { Conversation, PAGE_SIZE, roomKey, dmKey } from './conversation.js';
 import { MAX_CONTENT_CHARS, contentLength } from './content.js';
 import { newClientId } from './ids.js';
-import { frameHandlers } from './frames.js';
+import { frameHandlers, toMessage } from './frames.js';
 import { userPref, setUserPref } from './session.js';
 
 export const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
@@ -29,6 +29,8 @@ const READ_DEBOUNCE_MS = 400;
 // A hidden tab gets no animation frames; it still renders this often, so its
 // title keeps counting unread messages.
 const HIDDEN_RENDER_MS = 1000;
+// A reply's parent is sought through at most this many older pages.
+const SEEK_MAX_PAGES = 40;
 
 export class Chat extends EventTarget {
   /** @param {{token: string, user: {username: string}}} session @param {() => void} onRejected */
@@ -53,6 +55,10 @@ export class Chat extends EventTarget {
     this.renderQueued = false;
     this.dialogOp = null; // {kind, room}: routes the next matching `error` frame to the open dialog
     this.typingState = { key: null, lastSent: 0, idleTimer: null };
+    this.messageOp = null; // {kind, id}: the last edit/delete/react asked, for the `error` that may answer it
+    this.replyTo = null; // {key, id, user, content}: the composer's quote bar
+    /** Message ids already announced (a mention arrives as its own frame and as the message). */
+    this.alerted = new Set();
     this.conn = new Connection({
       url: () => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(this.token)}`,
       onFrame: (f) => this.onFrame(f),
@@ -173,6 +179,14 @@ export class Chat extends EventTarget {
     return conv.joined || conv.online.size ? conv.online.size : conv.onlineCount;
   }
 
+  /** A private message or a mention for the user: announced once per message id (title badge, notification). */
+  alert(c, msg, kind) {
+    if (this.alerted.has(msg.id) || msg.user.toLowerCase() === this.me.toLowerCase()) return;
+    this.alerted.add(msg.id);
+    if (this.alerted.size > 1000) this.alerted.delete(this.alerted.values().next().value);
+    this.dispatchEvent(new CustomEvent('alert', { detail: { key: c.key, conv: c, msg, kind } }));
+  }
+
   totalUnread() {
     let n = 0;
     for (const c of this.convs.values()) n += c.unread;
@@ -201,6 +215,8 @@ export class Chat extends EventTarget {
     const c = this.active;
     this.follow(c);
     if (!c.loaded) this.requestHistory(c, 'initial');
+    else this.refreshIfStale(c);
+    if (this.replyTo && this.replyTo.key !== key) this.setReply(null);
     this.markRead(c);
     this.changed();
   }
@@ -218,6 +234,18 @@ export class Chat extends EventTarget {
     }
     this.joinIfOpen(c);
     this.open(c.key);
+  }
+
+  /** Mentioned in a public room not in the sidebar: it is added (and joined) so the badge has a place. */
+  mentionedIn(name) {
+    if (!ROOM_NAME.test(name)) return;
+    const c = this.room(name);
+    if (!c.private && !this.roomNames.includes(name)) {
+      this.roomNames.push(name);
+      setUserPref(this.me, 'rooms', this.roomNames);
+    }
+    this.joinIfOpen(c);
+    this.changed();
   }
 
   leaveRoom(conv) {
@@ -250,10 +278,140 @@ export class Chat extends EventTarget {
     if (!c || !content || contentLength(content) > MAX_CONTENT_CHARS) return false;
     // The user sees what they sent: the view goes to the newest messages.
     this.follow(c);
-    const p = c.addPending(newClientId(), content);
+    const replyTo = this.replyTo?.key === c.key ? this.replyTo.id : null;
+    this.setReply(null);
+    const p = c.addPending(newClientId(), content, replyTo);
     this.stopTyping();
     this.transmit(c, p);
     return true;
+  }
+
+  // ---- edits, deletes, reactions, replies -------------------------------------
+
+  /** Whether the user may edit `m` (their own) and delete it (their own, or anything in a private room they own). */
+  mayEdit(m) {
+    return !!m && m.user.toLowerCase() === this.me.toLowerCase();
+  }
+
+  mayDelete(c, m) {
+    return this.mayEdit(m) || (!!c?.private && !!c.owner && c.owner.toLowerCase() === this.me.toLowerCase());
+  }
+
+  /**
+   * Ask for an edit. The server confirms with `message_edited` (to this
+   * connection too); an `error` meanwhile is routed back to the editor.
+   */
+  editMessage(id, content) {
+    const text = content.trim();
+    if (!text || contentLength(text) > MAX_CONTENT_CHARS) return false;
+    if (!this.conn.send({ type: 'edit', id, content: text })) return false;
+    this.messageOp = { kind: 'edit', id };
+    return true;
+  }
+
+  deleteMessage(id) {
+    if (!this.conn.send({ type: 'delete', id })) return false;
+    this.messageOp = { kind: 'delete', id };
+    return true;
+  }
+
+  /** Toggle the user's reaction; the `reaction` frame that answers changes the chips. */
+  react(id, emoji) {
+    if (!this.conn.send({ type: 'react', id, emoji })) {
+      this.toast('You are offline: the reaction was not sent.');
+      return false;
+    }
+    this.messageOp = { kind: 'react', id };
+    return true;
+  }
+
+  /** The message the next one sent here replies to (null: none). */
+  setReply(msg) {
+    const c = this.active;
+    this.replyTo = msg && c ? { key: c.key, id: msg.id, user: msg.user, content: msg.content } : null;
+    this.dispatchEvent(new CustomEvent('reply'));
+  }
+
+  /**
+   * Bring message `id` of the open conversation into view and highlight it:
+   * at once when it is held; a reply's parent (`older`) by loading older pages
+   * until it is there or known to be gone; a search result by reading the page
+   * that ends at it.
+   */
+  reveal(id, how = 'focus') {
+    const c = this.active;
+    if (!c) return;
+    if (!c.loaded || (c.kind === 'room' && !c.joined)) {
+      // The first page is on its way: the message is sought once it lands.
+      c.revealAfterLoad = id;
+      return;
+    }
+    if (c.newer.some((m) => m.id === id)) c.jumpToNewest();
+    if (c.messages.some((m) => m.id === id)) {
+      c.seek = null;
+      c.following = false;
+      this.touch(c);
+      this.dispatchEvent(new CustomEvent('reveal', { detail: { key: c.key, id } }));
+      return;
+    }
+    // The window is one unbroken run of ids: a missing id inside it was deleted.
+    if (c.deleted.has(id) || (c.firstId && id > c.firstId && id < c.windowLastId)) return this.gone(c);
+    if (how === 'older' && c.firstId && id < c.firstId) {
+      if (!c.hasMore) return this.gone(c);
+      c.seek = { id, pages: 0 };
+      c.following = false;
+      if (!c.historyRequest) this.requestHistory(c, 'older');
+    } else {
+      c.seek = { id, pages: 0 };
+      this.requestHistory(c, 'focus', id + 1);
+    }
+    this.touch(c);
+  }
+
+  /** After a history page: a sought message is shown, sought further, or gone. */
+  continueSeek(c) {
+    const s = c.seek;
+    if (!s) return;
+    if (c.messages.some((m) => m.id === s.id)) {
+      c.seek = null;
+      this.dispatchEvent(new CustomEvent('reveal', { detail: { key: c.key, id: s.id } }));
+    } else if ((c.firstId && c.firstId < s.id) || !c.hasMore || ++s.pages > SEEK_MAX_PAGES) {
+      c.seek = null;
+      this.gone(c);
+    } else {
+      c.following = false;
+      this.requestHistory(c, 'older');
+    }
+  }
+
+  gone(c) {
+    c.seek = null;
+    this.toast('That message was deleted, or is no longer there.');
+    this.touch(c);
+  }
+
+  // ---- search ------------------------------------------------------------------
+
+  /** Messages matching `q` in everything the user may read, newest first. */
+  async search(q) {
+    const { messages } = await api.search(q);
+    return messages.map((m) => ({ ...toMessage(m), room: m.room, from: m.from, to: m.to }));
+  }
+
+  /** Open a search result's conversation and show the message in context. */
+  openResult(msg) {
+    const key = msg.room ? roomKey(msg.room) : dmKey(this.peerOf(msg));
+    if (msg.room) {
+      if (!this.convs.has(key)) this.joinRoom(msg.room);
+    } else this.dm(this.peerOf(msg));
+    if (this.activeKey !== key) this.open(key);
+    this.reveal(msg.id, 'focus');
+  }
+
+  /** The other person of a private message. */
+  peerOf(m) {
+    const from = m.from ?? m.user;
+    return from.toLowerCase() === this.me.toLowerCase() ? m.to : from;
   }
 
   /** Drop a message the server refused. */
@@ -265,6 +423,7 @@ export class Chat extends EventTarget {
   follow(c) {
     if (!c) return;
     c.jumpToNewest();
+    if (!c.loaded && c.key === this.activeKey && !c.historyRequest) this.requestHistory(c, 'initial');
     c.following = true;
     this.touch(c);
     this.markRead(c);
@@ -338,7 +497,9 @@ export class Chat extends EventTarget {
         c.joined = false;
         c.joining = false;
         c.replaying = false;
-        c.historyRequest = null;
+        c.historyQueue = [];
+        c.seek = null;
+        if (c.loaded) c.stale = true;
         for (const t of c.typing.values()) clearTimeout(t);
         c.typing.clear();
       }
@@ -353,7 +514,11 @@ export class Chat extends EventTarget {
     for (const c of this.convs.values()) {
       if (c.kind === 'room') this.joinIfOpen(c);
       else {
-        if (c.loaded) this.requestHistory(c, 'catchup');
+        if (c.loaded) {
+          // The catch-up page doubles as the re-read of what was shown.
+          c.stale = false;
+          this.requestHistory(c, 'catchup');
+        }
         this.flushPending(c);
       }
     }
@@ -374,12 +539,20 @@ export class Chat extends EventTarget {
     this.conn.send(frame);
   }
 
-  requestHistory(c, kind) {
+  requestHistory(c, kind, before) {
     if (c.kind === 'room' && !c.joined) return; // asked again once online_users confirms the join
     const frame = { type: 'history', limit: kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE };
     frame[c.kind === 'room' ? 'room' : 'with'] = c.name;
     if (kind === 'older') frame.before = c.firstId;
-    if (this.conn.send(frame)) c.historyRequest = kind;
+    if (kind === 'focus') frame.before = before;
+    if (this.conn.send(frame)) c.historyQueue.push(kind);
+  }
+
+  /** Edits and deletes made while this tab was away are in no replay: the shown page is read again. */
+  refreshIfStale(c) {
+    if (!c?.stale || !c.loaded || (c.kind === 'room' && !c.joined)) return;
+    c.stale = false;
+    this.requestHistory(c, 'refresh');
   }
 
   transmit(c, p) {
@@ -388,6 +561,7 @@ export class Chat extends EventTarget {
       c.kind === 'room'
         ? { type: 'message', room: c.name, content: p.content, client_id: p.clientId }
         : { type: 'private_message', to: c.name, content: p.content, client_id: p.clientId };
+    if (p.replyTo) frame.reply_to = p.replyTo;
     this.conn.send(frame);
   }
 
@@ -408,8 +582,9 @@ export class Chat extends EventTarget {
   /** The open conversation is on screen: clear its badge and (soon) move the server's read marker. */
   markRead(c) {
     if (!this.canSee(c)) return;
-    if (c.unread) {
+    if (c.unread || c.mentions) {
       c.unread = 0;
+      c.mentions = 0;
       this.touch(c);
     }
     // Remember what was seen now: messages arriving before the flush may not be.

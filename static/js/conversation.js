@@ -82,7 +82,13 @@ export class Conversation {
     this.notices = [];
     this.loaded = false; // the newest page has been fetched
     this.hasMore = true; // older messages may exist on the server
-    this.historyRequest = null; // 'initial' | 'older' | 'catchup' while a history request is in flight
+    /** History requests in flight, oldest first ('initial' | 'older' | 'catchup' | 'refresh' | 'focus'): replies come in order. */
+    this.historyQueue = [];
+    this.stale = false; // reconnected since the window was read: edits and deletes meanwhile are not in a replay
+    this.seek = null; // {id, pages}: loading older pages until message `id` is in the window (a reply's parent)
+    this.mentions = 0; // unread mentions of the user (rooms)
+    /** Ids deleted while this tab watched: a reply to one says its parent is gone, not "not loaded". */
+    this.deleted = new Set();
     this.unread = 0;
     this.readSeen = 0; // highest id the user has had on screen
     this.readTimer = null; // pending batched read marker
@@ -106,6 +112,11 @@ export class Conversation {
   /** The newest stored id this tab has seen. */
   get lastId() {
     return this.newestId;
+  }
+
+  /** The kind of the oldest history request in flight, or null. */
+  get historyRequest() {
+    return this.historyQueue[0] ?? null;
   }
 
   /** The oldest message in the window: where the next older page starts. */
@@ -166,8 +177,129 @@ export class Conversation {
     insertSorted(this.messages, msg);
     this.byKey.set(rowKey(msg), msg);
     this.touch(rowKey(msg));
+    this.touchReplies(msg.id);
     this.enforceCap();
     return true;
+  }
+
+  // ---- edits, deletes, reactions ------------------------------------------
+
+  /** The stored message with this id, in the window or waiting below it. */
+  get(id) {
+    return this.byId.get(id) || null;
+  }
+
+  /** A message was edited: new content and when. Returns whether it is held here. */
+  edit(id, content, editedAt) {
+    const m = this.byId.get(id);
+    if (!m) return false;
+    m.content = content;
+    m.editedAt = editedAt;
+    this.touchMessage(m);
+    this.touchReplies(id);
+    return true;
+  }
+
+  /** A message was deleted: it leaves the window (or `newer`), and replies to it say so. */
+  remove(id) {
+    this.deleted.add(id);
+    const m = this.byId.get(id);
+    if (!m) return false;
+    this.byId.delete(id);
+    this.delivered.delete(id);
+    const i = this.messages.indexOf(m);
+    if (i >= 0) {
+      this.messages.splice(i, 1);
+      this.byKey.delete(rowKey(m));
+      this.touch(rowKey(m));
+    } else {
+      this.newer = this.newer.filter((x) => x !== m);
+      this.onChange(this);
+    }
+    this.touchReplies(id);
+    return true;
+  }
+
+  /** Someone's reaction went on or off. */
+  react(id, emoji, user, on) {
+    const m = this.byId.get(id);
+    if (!m) return false;
+    const list = (m.reactions = m.reactions ? m.reactions.map((r) => ({ emoji: r.emoji, users: [...r.users] })) : []);
+    let r = list.find((x) => x.emoji === emoji);
+    const has = !!r && r.users.some((u) => u.toLowerCase() === user.toLowerCase());
+    if (on && !has) {
+      if (!r) list.push((r = { emoji, users: [] }));
+      r.users.push(user);
+    } else if (!on && has) {
+      r.users = r.users.filter((u) => u.toLowerCase() !== user.toLowerCase());
+      if (!r.users.length) list.splice(list.indexOf(r), 1);
+    }
+    this.touchMessage(m);
+    return true;
+  }
+
+  /**
+   * A page read again after a reconnect: what changed meanwhile (edits,
+   * reactions) replaces the held copies, and held messages within the page's
+   * id range that the page lacks were deleted. New ones are added as usual.
+   */
+  refresh(messages) {
+    if (!messages.length) return;
+    const lo = messages[0].id;
+    const hi = messages[messages.length - 1].id;
+    const fresh = new Map(messages.map((m) => [m.id, m]));
+    for (const held of [...this.messages, ...this.newer]) {
+      if (held.id < lo || held.id > hi) continue;
+      const now = fresh.get(held.id);
+      if (!now) this.remove(held.id);
+      else if (now.content !== held.content || now.editedAt !== held.editedAt || reactionsKey(now) !== reactionsKey(held)) {
+        held.content = now.content;
+        held.editedAt = now.editedAt;
+        held.reactions = now.reactions;
+        held.replyTo = now.replyTo;
+        this.touchMessage(held);
+        this.touchReplies(held.id);
+      }
+    }
+    for (const m of messages) this.add(m);
+  }
+
+  touchMessage(m) {
+    if (this.byKey.get(rowKey(m)) === m) this.touch(rowKey(m));
+    else this.onChange(this);
+  }
+
+  /** Replies quote their parent: they are redrawn when it appears, changes or goes. */
+  touchReplies(parentId) {
+    for (const m of this.messages) if (m.replyTo === parentId) this.touch(rowKey(m));
+    for (const p of this.pending) if (p.replyTo === parentId) this.touch(p.key);
+  }
+
+  /**
+   * Show a page that ends at message `id` (a search result) in place of the
+   * window: detached, with older pages above as usual and live messages kept
+   * below until the user jumps to the newest.
+   */
+  focusPage(messages) {
+    for (const m of this.messages) this.byId.delete(m.id);
+    for (const m of this.newer) this.byId.delete(m.id);
+    this.messages = [];
+    this.newer = [];
+    this.notices = [];
+    this.byKey.clear();
+    for (const p of this.pending) this.byKey.set(p.key, p);
+    for (const m of messages) {
+      if (this.byId.has(m.id)) continue;
+      this.byId.set(m.id, m);
+      insertSorted(this.messages, m);
+      this.byKey.set(rowKey(m), m);
+    }
+    this.detached = this.windowLastId < this.newestId;
+    this.newerGap = this.detached;
+    this.following = !this.detached;
+    this.hasMore = messages.length >= PAGE_SIZE;
+    this.loaded = true;
+    this.redrawAll();
   }
 
   /**
@@ -254,6 +386,8 @@ export class Conversation {
       for (const m of this.messages) this.byId.delete(m.id);
       this.messages = this.newer;
       this.hasMore = true;
+      // Nothing arrived live since a focused page: the newest page is read again.
+      if (!this.messages.length) this.loaded = false;
     } else {
       this.messages = this.messages.concat(this.newer);
       const excess = this.messages.length - TIMELINE_CAP;
@@ -295,8 +429,8 @@ export class Conversation {
 
   // ---- pending messages -------------------------------------------------
 
-  addPending(clientId, content) {
-    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, time: new Date(), state: 'pending' };
+  addPending(clientId, content, replyTo = null) {
+    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, replyTo, time: new Date(), state: 'pending' };
     this.pending.push(p);
     this.byKey.set(p.key, p);
     this.touch(p.key);
@@ -310,7 +444,7 @@ export class Conversation {
     const [p] = this.pending.splice(i, 1);
     this.byKey.delete(p.key);
     this.touch(p.key);
-    this.add({ id, user, content: p.content, time, clientId });
+    this.add({ id, user, content: p.content, time, clientId, replyTo: p.replyTo });
     return true;
   }
 
@@ -420,6 +554,11 @@ export function rowOrder(row) {
   if (row.msg) return [row.msg.id, 0, 0];
   if (row.notice) return [row.notice.afterId, 1, row.notice.seq];
   return [Infinity, 2, row.pending.seq];
+}
+
+/** Reactions compared by value: a refresh redraws only messages whose reactions changed. */
+function reactionsKey(m) {
+  return (m.reactions || []).map((r) => `${r.emoji}:${r.users.join(',')}`).join('|');
 }
 
 function insertSorted(list, msg) {

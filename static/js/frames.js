@@ -8,12 +8,28 @@
 // `chat.touchUser(name)` a person, and `chat.changed()` is kept for the rare
 // frames that reshape the screen (a room appearing or going away).
 
-import { roomKey } from './conversation.js';
+import { roomKey, dmKey } from './conversation.js';
 
 const TYPING_SHOWN_MS = 3000;
 const RATE_LIMIT_RETRY_MS = 1000;
 
-const toMessage = (m) => ({ id: m.id, user: m.user ?? m.from, content: m.content, time: new Date(m.timestamp) });
+/** A message object of the wire as the client keeps it. */
+export const toMessage = (m) => ({
+  id: m.id,
+  user: m.user ?? m.from,
+  content: m.content,
+  time: new Date(m.timestamp),
+  replyTo: m.reply_to ?? null,
+  editedAt: m.edited_at ?? null,
+  reactions: Array.isArray(m.reactions) && m.reactions.length ? m.reactions.map((r) => ({ emoji: r.emoji, users: [...r.users] })) : null,
+});
+
+/** The conversation a frame about a message names (`room`, or `from`/`to`), if this tab has it. */
+function convOf(chat, f) {
+  if (f.room) return chat.convs.get(roomKey(f.room)) || null;
+  if (f.from && f.to) return chat.convs.get(dmKey(chat.peerOf(f))) || null;
+  return null;
+}
 
 export const frameHandlers = {
   message(chat, f) {
@@ -22,7 +38,45 @@ export const frameHandlers = {
   },
   private_message(chat, f) {
     const peer = f.from.toLowerCase() === chat.me.toLowerCase() ? f.to : f.from;
-    receive(chat, chat.dm(peer), toMessage(f));
+    const c = chat.dm(peer);
+    const msg = toMessage(f);
+    receive(chat, c, msg);
+    chat.alert(c, msg, 'private');
+  },
+  message_edited(chat, f) {
+    const c = convOf(chat, f);
+    if (chat.messageOp?.id === f.id) chat.messageOp = null;
+    if (c?.edit(f.id, f.content, f.edited_at ?? new Date().toISOString())) chat.dispatchEvent(new CustomEvent('edited', { detail: { key: c.key, id: f.id } }));
+  },
+  message_deleted(chat, f) {
+    const c = convOf(chat, f);
+    if (chat.messageOp?.id === f.id) chat.messageOp = null;
+    if (!c) return;
+    c.remove(f.id);
+    if (chat.replyTo?.key === c.key && chat.replyTo.id === f.id) chat.setReply(null);
+    chat.dispatchEvent(new CustomEvent('deleted', { detail: { key: c.key, id: f.id } }));
+  },
+  reaction(chat, f) {
+    const c = convOf(chat, f);
+    if (chat.messageOp?.id === f.id && f.user.toLowerCase() === chat.me.toLowerCase()) chat.messageOp = null;
+    c?.react(f.id, f.emoji, f.user, f.on !== false);
+  },
+  mention(chat, f) {
+    const m = f.message;
+    if (!m || typeof m.id !== 'number') return;
+    const msg = toMessage(m);
+    if (m.room) {
+      // A room not in the sidebar appears there, with the mention counted.
+      if (!chat.convs.has(roomKey(m.room))) chat.mentionedIn(m.room);
+      const c = chat.room(m.room);
+      if (!chat.alerted.has(m.id) && !chat.canSee(c) && msg.user.toLowerCase() !== chat.me.toLowerCase()) {
+        c.mentions += 1;
+        chat.touch(c);
+      }
+      chat.alert(c, msg, 'mention');
+    } else if (m.from && m.to) {
+      chat.alert(chat.dm(chat.peerOf(m)), msg, 'private');
+    }
   },
   ack(chat, f) {
     // A replay after a reconnect may already have brought the stored copy.
@@ -42,6 +96,14 @@ export const frameHandlers = {
       c.reset();
     }
     if (!c.loaded && c.key === chat.activeKey) chat.requestHistory(c, 'initial');
+    else if (c.key === chat.activeKey) {
+      chat.refreshIfStale(c);
+      if (c.revealAfterLoad) {
+        const id = c.revealAfterLoad;
+        c.revealAfterLoad = null;
+        chat.reveal(id, 'focus');
+      }
+    }
     chat.flushPending(c);
     chat.markRead(c);
     chat.touch(c);
@@ -90,9 +152,13 @@ export const frameHandlers = {
   unread(chat, f) {
     // The server's count is authoritative after each connect; live counting continues from it.
     for (const c of chat.convs.values()) c.unread = 0;
+    for (const c of chat.convs.values()) c.mentions = 0;
     for (const u of f.counts || []) {
+      if (u.room && u.mentions && !chat.convs.has(roomKey(u.room))) chat.mentionedIn(u.room);
       const c = u.room ? chat.convs.get(roomKey(u.room)) : chat.dm(u.with);
-      if (c) c.unread = u.count;
+      if (!c) continue;
+      c.unread = u.count;
+      c.mentions = u.mentions || 0;
     }
     chat.markRead(chat.active);
     chat.changed();
@@ -111,9 +177,18 @@ export const frameHandlers = {
   },
   history(chat, f) {
     const c = f.room ? chat.room(f.room) : chat.dm(f.with);
-    const kind = c.historyRequest;
-    c.historyRequest = null;
-    c.addHistory(kind, f.messages.map(toMessage));
+    const kind = c.historyQueue.shift() ?? null;
+    const messages = f.messages.map(toMessage);
+    if (kind === 'focus') c.focusPage(messages);
+    else if (kind === 'refresh' || kind === 'catchup') c.refresh(messages);
+    else c.addHistory(kind, messages);
+    if (kind === 'initial' && c.revealAfterLoad) {
+      const id = c.revealAfterLoad;
+      c.revealAfterLoad = null;
+      if (chat.activeKey === c.key) chat.reveal(id, 'focus');
+    } else if (c.seek && (kind === 'older' || kind === 'focus')) {
+      chat.continueSeek(c);
+    }
     chat.markRead(c);
     chat.touch(c);
   },
@@ -133,6 +208,13 @@ export const frameHandlers = {
   },
   error(chat, f) {
     if (f.client_id) return failPending(chat, f);
+    if (chat.messageOp) {
+      const op = chat.messageOp;
+      chat.messageOp = null;
+      chat.dispatchEvent(new CustomEvent('message-error', { detail: { ...op, code: f.code, message: f.message } }));
+      chat.toast(opError(op, f));
+      return;
+    }
     if (chat.dialogOp) {
       const op = chat.dialogOp;
       chat.dialogOp = null;
@@ -153,6 +235,13 @@ function receive(chat, c, msg) {
   if (chat.canSee(c)) chat.markRead(c);
   else if (!c.replaying) c.unread += 1;
   chat.touch(c);
+}
+
+function opError(op, f) {
+  const what = { edit: 'edit that message', delete: 'delete that message', react: 'react to that message' }[op.kind];
+  if (f.code === 'forbidden') return `You may not ${what}.`;
+  if (f.code === 'busy') return `Could not ${what} right now. Please try again.`;
+  return `Could not ${what}: ${f.message || f.code}`;
 }
 
 function failPending(chat, f) {

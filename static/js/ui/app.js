@@ -9,6 +9,9 @@ import { renderSidebar } from './sidebar.js';
 import { TimelineView } from './timeline.js';
 import { setupComposer, renderComposer } from './composer.js';
 import { setupDialogs } from './dialogs.js';
+import { setupMessageActions } from './actions.js';
+import { setupSearch } from './search.js';
+import { setupNotifications } from './notify.js';
 import { formatLastSeen } from '../format.js';
 
 const TOAST_MS = 5000;
@@ -18,8 +21,10 @@ const CLOCK_TICK_MS = 30_000;
 export function mountApp(chat, onLogout) {
   $('app').hidden = false;
   const timeline = new TimelineView(chat);
-  setupComposer(chat);
+  const actions = setupMessageActions(chat, timeline);
+  setupComposer(chat, actions);
   setupDialogs(chat);
+  setupSearch(chat);
   const menu = setupMenu();
 
   const pick = (key, username) => {
@@ -28,6 +33,7 @@ export function mountApp(chat, onLogout) {
     menu.close();
     $('composer-input').focus();
   };
+  const alerts = setupNotifications(chat, pick, () => chat.changed());
 
   let shownKey = chat.activeKey;
   /** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
@@ -48,7 +54,9 @@ export function mountApp(chat, onLogout) {
     }
     timeline.render(changes);
     const unread = chat.totalUnread();
-    const pageTitle = `${unread ? `(${unread}) ` : ''}${active ? title(active) : 'hubbub'} · hubbub`;
+    // In the background the title counts what is for the user (mentions, private messages) since it was hidden.
+    const count = document.visibilityState === 'hidden' ? alerts.hiddenCount : unread;
+    const pageTitle = `${count ? `(${count}) ` : ''}${active ? title(active) : 'hubbub'} · hubbub`;
     if (document.title !== pageTitle) document.title = pageTitle;
     const menuBadge = $('menu-badge');
     menuBadge.hidden = !unread;

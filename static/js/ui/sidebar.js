@@ -76,8 +76,10 @@ function updateRoom(node, c, chat) {
   setText(meta, online ? String(online) : '');
   setAttr(meta, 'title', `${online} online`);
   meta.classList.toggle('has-online', online > 0);
-  setBadge(button.querySelector('.side-badge'), c.unread);
-  setAttr(button, 'aria-label', `${c.private ? 'Private room' : 'Room'} ${c.name}, ${online} online${c.unread ? `, ${c.unread} unread` : ''}`);
+  setBadge(button.querySelector('.side-badge'), c.unread, c.mentions);
+  button.classList.toggle('mentioned', c.mentions > 0);
+  const mentions = c.mentions ? `, ${c.mentions} mention${c.mentions === 1 ? '' : 's'}` : '';
+  setAttr(button, 'aria-label', `${c.private ? 'Private room' : 'Room'} ${c.name}, ${online} online${c.unread ? `, ${c.unread} unread` : ''}${mentions}`);
 }
 
 function personItem(u, chat, onPick) {
@@ -108,11 +110,15 @@ function updatePerson(node, u, chat) {
   setAttr(button, 'aria-label', `${u.username}, ${sub}${unread ? `, ${unread} unread` : ''}`);
 }
 
-function setBadge(slot, count) {
-  const shown = String(Math.max(0, count));
+/** Unread count, and before it an "@N" badge for mentions of the user. */
+function setBadge(slot, count, mentions = 0) {
+  const shown = `${Math.max(0, count)}|${mentions}`;
   if (slot.dataset.count === shown) return;
   slot.dataset.count = shown;
-  slot.replaceChildren(...(count > 0 ? [badge(count, `${count} unread`)] : []));
+  const parts = [];
+  if (mentions > 0) parts.push(h('span', { className: 'badge badge-mention', 'aria-label': `${mentions} mention${mentions === 1 ? '' : 's'}` }, `@${mentions > 99 ? '99+' : mentions}`));
+  if (count > 0) parts.push(badge(count, `${count} unread`));
+  slot.replaceChildren(...parts);
 }
 
 function renderStatus(chat) {

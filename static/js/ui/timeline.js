@@ -20,6 +20,7 @@
 
 import { $, h, avatar, setText } from './dom.js';
 import { renderRichText } from './richtext.js';
+import { plainText } from '../markdown.js';
 import { rowKey, rowOrder } from '../conversation.js';
 import { formatTime, formatFull, formatDay, dayKey } from '../format.js';
 
@@ -40,6 +41,17 @@ const FRAME_ROWS = 20;
 const FRAME_BUDGET_MS = 12;
 const RECEIPT_TEXT = { sent: 'Sent', delivered: 'Delivered', read: 'Read' };
 const RECEIPT_TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
+// How long a revealed message (a search result, a reply's parent) stays highlighted.
+const FLASH_MS = 2200;
+
+/** "you", "alice and you", "alice, bob and carol": who reacted, for a chip's tooltip. */
+function listNames(users, me) {
+  const names = users.map((u) => (u.toLowerCase() === me.toLowerCase() ? 'You' : u));
+  names.sort((a, b) => (a === 'You' ? -1 : b === 'You' ? 1 : 0));
+  if (names.length <= 1) return names.join('');
+  if (names.length > 10) return `${names.slice(0, 10).join(', ')} and ${names.length - 10} others`;
+  return `${names.slice(0, -1).join(', ')} and ${names[names.length - 1]}`;
+}
 
 /** Display order of two rows, by their rowOrder tuples. */
 function compareOrder(a, b) {
@@ -59,6 +71,12 @@ export class TimelineView {
     this.byKey = new Map();
     this.latestOwn = null; // private chats: the row whose receipt is spelled out
     this.behind = false; // the last render left rows for the next frame
+    this.revealId = null; // a message to scroll to and highlight once drawn
+    // Mentions of known people are highlighted; the user's own stronger.
+    this.textOpts = { me: chat.me, isUser: (name) => chat.user(name)?.username || (name.toLowerCase() === chat.me.toLowerCase() ? chat.me : null) };
+    chat.addEventListener('reveal', (ev) => {
+      if (ev.detail.key === chat.activeKey) this.reveal(ev.detail.id);
+    });
     this.el.addEventListener('scroll', () => this.onScroll(), { passive: true });
     this.newBtn.addEventListener('click', () => {
       this.chat.jumpToNewest();
@@ -134,6 +152,18 @@ export class TimelineView {
 
     if (stick) this.scrollToBottom();
     else this.restoreAnchor(anchor);
+    this.tryReveal();
+    this.dispatchRendered();
+  }
+
+  /** Other parts of the screen (the hover toolbar, an open editor) follow the rows. */
+  dispatchRendered() {
+    this.list.dispatchEvent(new CustomEvent('rendered'));
+  }
+
+  /** The row object of the stored message `id`, if drawn. */
+  rowOf(id) {
+    return this.rows.find((r) => r.kind === 'msg' && !r.pending && r.item.id === id) || null;
   }
 
   // ---- rows ------------------------------------------------------------------
@@ -282,27 +312,39 @@ export class TimelineView {
   }
 
   messageNode(row) {
-    const text = h('div', { className: 'msg-text' });
-    renderRichText(text, row.item.content);
-    return h(
-      'li',
-      { className: 'msg' },
-      h('div', { className: 'msg-gutter' }, avatar(row.user), h('time', { className: 'msg-side-time', 'aria-hidden': 'true' })),
-      h(
-        'div',
-        { className: 'msg-body' },
-        h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, row.user), h('time', { className: 'msg-time' })),
-        text,
-        h('div', { className: 'msg-foot' }),
-      ),
+    // The parts that change later are kept by reference: the hover toolbar and
+    // the editor come and go inside the node, so positions are no guide.
+    const els = {
+      sideTime: h('time', { className: 'msg-side-time', 'aria-hidden': 'true' }),
+      time: h('time', { className: 'msg-time' }),
+      quote: h('button', { type: 'button', className: 'msg-quote', hidden: true }),
+      text: h('div', { className: 'msg-text' }),
+      edited: h('span', { className: 'msg-edited', hidden: true }, '(edited)'),
+      reactions: h('div', { className: 'msg-reactions', hidden: true }),
+      foot: h('div', { className: 'msg-foot' }),
+    };
+    const body = h(
+      'div',
+      { className: 'msg-body' },
+      h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, row.user), els.time),
+      els.quote,
+      els.text,
+      els.edited,
+      els.reactions,
+      els.foot,
     );
+    const node = h('li', { className: 'msg' }, h('div', { className: 'msg-gutter' }, avatar(row.user), els.sideTime), body);
+    row.els = els;
+    els.body = body;
+    return node;
   }
 
-  /** The parts of a message node that change over its life: state, time (set by the ack), id, foot. */
+  /** The parts of a message node that change over its life: state, time (set by the ack), id, content, quote, reactions, foot. */
   fill(row, c) {
     if (row.kind !== 'msg') return;
     const m = row.item;
     const node = row.node;
+    const els = row.els;
     node.classList.toggle('own', row.own);
     node.classList.toggle('pending', row.pending && m.state === 'pending');
     node.classList.toggle('failed', row.pending && m.state === 'failed');
@@ -311,14 +353,107 @@ export class TimelineView {
       const iso = m.time.toISOString();
       const text = formatTime(m.time);
       const full = formatFull(m.time);
-      for (const t of [node.firstChild.lastChild, node.lastChild.firstChild.lastChild]) {
+      for (const t of [els.sideTime, els.time]) {
         t.dateTime = iso;
         t.textContent = text;
         t.title = full;
       }
     }
     if (!row.pending && node.dataset.id !== String(m.id)) node.dataset.id = String(m.id);
+    if (row.shownContent !== m.content) {
+      row.shownContent = m.content;
+      renderRichText(els.text, m.content, this.textOpts);
+      node.classList.toggle('mentions-me', !row.own && !!els.text.querySelector('.mention-me'));
+    }
+    const edited = m.editedAt || null;
+    if (row.shownEdited !== edited) {
+      row.shownEdited = edited;
+      els.edited.hidden = !edited;
+      node.classList.toggle('edited', !!edited);
+      if (edited) els.edited.title = `Edited ${formatFull(new Date(edited))}`;
+    }
+    this.updateQuote(row, c);
+    this.updateReactions(row);
     this.updateFoot(row, c);
+  }
+
+  /** A reply quotes its parent: author and first line, or why it cannot. */
+  updateQuote(row, c) {
+    const parentId = row.item.replyTo || null;
+    const parent = parentId ? c.get(parentId) : null;
+    const state = !parentId ? '' : parent ? `p|${parent.user}|${parent.content}` : c.deleted.has(parentId) ? 'gone' : 'missing';
+    if (row.shownQuote === state) return;
+    row.shownQuote = state;
+    const q = row.els.quote;
+    q.hidden = !parentId;
+    row.node.classList.toggle('reply', !!parentId);
+    if (!parentId) return;
+    q.dataset.parent = String(parentId);
+    q.classList.toggle('missing', !parent);
+    q.disabled = state === 'gone';
+    if (parent) {
+      const line = plainText(parent.content).split('\n').find((l) => l.trim()) || '';
+      q.title = 'Show the original message';
+      q.replaceChildren(avatar(parent.user, 'avatar-xs'), h('span', { className: 'quote-author' }, parent.user), h('span', { className: 'quote-text' }, line));
+    } else if (state === 'gone') {
+      q.title = '';
+      q.replaceChildren(h('span', { className: 'quote-text' }, 'The original message was deleted'));
+    } else {
+      q.title = 'Load older messages until the original is found';
+      q.replaceChildren(h('span', { className: 'quote-text' }, 'Original message not loaded — click to show it'));
+    }
+  }
+
+  /** Chips under the message: emoji, count, who (in the title), the user's own highlighted. */
+  updateReactions(row) {
+    const list = row.pending ? [] : row.item.reactions || [];
+    const me = this.chat.me.toLowerCase();
+    const state = list.map((r) => `${r.emoji}:${r.users.join(',')}`).join('|');
+    if (row.shownReactions === state) return;
+    row.shownReactions = state;
+    const box = row.els.reactions;
+    box.hidden = !list.length;
+    box.replaceChildren(
+      ...list.map((r) => {
+        const mine = r.users.some((u) => u.toLowerCase() === me);
+        return h(
+          'button',
+          {
+            type: 'button',
+            className: mine ? 'chip mine' : 'chip',
+            title: `${listNames(r.users, this.chat.me)} reacted with ${r.emoji}`,
+            'aria-pressed': String(mine),
+            'aria-label': `${r.emoji} ${r.users.length}, ${mine ? 'remove your reaction' : 'react'}`,
+            dataset: { emoji: r.emoji },
+          },
+          h('span', { className: 'chip-emoji' }, r.emoji),
+          h('span', { className: 'chip-count' }, String(r.users.length)),
+        );
+      }),
+      ...(list.length ? [h('button', { type: 'button', className: 'chip chip-add', title: 'Add a reaction', 'aria-label': 'Add a reaction' }, '+')] : []),
+    );
+  }
+
+  /** Scroll to message `id` and highlight it briefly, once its row is drawn. */
+  reveal(id) {
+    this.revealId = id;
+    this.tryReveal();
+  }
+
+  tryReveal() {
+    if (this.revealId == null || this.behind) return;
+    const row = this.rows.find((r) => r.kind === 'msg' && !r.pending && r.item.id === this.revealId);
+    if (!row) return;
+    this.revealId = null;
+    const node = row.node;
+    this.el.scrollTop += node.getBoundingClientRect().top - this.el.getBoundingClientRect().top - this.el.clientHeight / 3;
+    node.classList.remove('flash');
+    // Restarting the animation needs a style flush between the two class changes.
+    void node.offsetWidth;
+    node.classList.add('flash');
+    clearTimeout(this.flashTimer);
+    this.flashTimer = setTimeout(() => node.classList.remove('flash'), FLASH_MS);
+    this.chat.setAtBottom(this.isAtBottom());
   }
 
   /** Private chats: the newest own stored message spells its receipt out; ticks on the others. */
@@ -341,7 +476,7 @@ export class TimelineView {
   /** Pending / failed state for own messages; sent → delivered → read for own private messages. */
   updateFoot(row, c) {
     const m = row.item;
-    const foot = row.node.lastChild.lastChild;
+    const foot = row.els.foot;
     let state = '';
     if (row.pending) state = m.state === 'failed' ? 'failed' : 'pending';
     else if (row.own && c.kind === 'dm') state = c.receipt(m);
