@@ -252,3 +252,72 @@ export function rowOffset(page, id) {
     return row ? row.getBoundingClientRect().top - document.getElementById('timeline').getBoundingClientRect().top : null;
   }, id);
 }
+
+/**
+ * Send `frames` over a second socket with `page`'s session and resolve with
+ * every frame received once `count` frames of one of the `types` came (or
+ * `ms` passed). For what a person cannot do through the UI: messages older
+ * than a page, a hostile reaction, a frame the client would never send.
+ */
+export function rawSocket(page, frames, { types = ['ack', 'error'], count = frames.length, ms = 5000, room = null } = {}) {
+  return page.evaluate(
+    async ({ frames, types, count, ms, room }) => {
+      const { token } = JSON.parse(localStorage.getItem('hubbub.session'));
+      const ws = new WebSocket(`ws://${location.host}/ws${room ? `/room/${room}` : ''}?token=${encodeURIComponent(token)}`);
+      await new Promise((resolve) => (ws.onopen = resolve));
+      const received = [];
+      let seen = 0;
+      const done = new Promise((resolve) => {
+        const timer = setTimeout(resolve, ms);
+        ws.onmessage = (ev) => {
+          const f = JSON.parse(ev.data);
+          received.push(f);
+          if (types.includes(f.type) && ++seen >= count) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+      });
+      for (const f of frames) ws.send(JSON.stringify(f));
+      await done;
+      ws.close();
+      return received;
+    },
+    { frames, types, count, ms, room },
+  );
+}
+
+/** Point at a message row like a person, so its hover toolbar shows. */
+export async function hoverMessage(page, text) {
+  const row = messageRow(page, text);
+  await row.hover();
+  await row.locator('.msg-actions').waitFor();
+  return row;
+}
+
+/**
+ * Route `page`'s WebSockets through a relay that the test can cut: `cut()`
+ * closes the open one and refuses new ones until `restore()`.
+ */
+export async function cuttableSocket(page) {
+  let blocked = false;
+  let open = null;
+  await page.routeWebSocket(/\/ws\b/, (ws) => {
+    if (blocked) return ws.close({ code: 4001, reason: 'test: network cut' });
+    const upstream = ws.connectToServer();
+    open = { ws, upstream };
+    ws.onMessage((m) => upstream.send(m));
+    upstream.onMessage((m) => ws.send(m));
+  });
+  return {
+    cut() {
+      blocked = true;
+      open?.ws.close({ code: 4001, reason: 'test: network cut' });
+      open?.upstream.close();
+      open = null;
+    },
+    restore() {
+      blocked = false;
+    },
+  };
+}
