@@ -164,7 +164,9 @@ impl App {
             match reply {
                 Reply::MessageStored { .. }
                 | Reply::MessageExists { .. }
-                | Reply::MessageFailed { .. } => {}
+                | Reply::MessageFailed { .. }
+                | Reply::MessageRefused { .. }
+                | Reply::Changed { .. } => {}
                 // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))

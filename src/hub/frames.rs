@@ -312,6 +312,7 @@ impl Hub {
         let req = Request::PutMessage {
             msg,
             client_id: client_id.map(String::from),
+            mentions: Vec::new(),
         };
         // Queued even while the database is unreachable: its batch fails at
         // once (the sender hears `busy`), and the first retry after the
@@ -396,7 +397,7 @@ impl Hub {
             to: None,
             content: content.to_string(),
             timestamp_ms: ts,
-            seq: 0,
+            ..StoredMessage::default()
         };
         self.persist(cx, conn, msg, client_id, Delivery::Room(room_id))
     }
@@ -430,7 +431,7 @@ impl Hub {
             to: Some(peer),
             content: content.to_string(),
             timestamp_ms: ts,
-            seq: 0,
+            ..StoredMessage::default()
         };
         self.persist(cx, conn, msg, client_id, Delivery::Private { peer })?;
         cx.users.mark_unread_source(peer);

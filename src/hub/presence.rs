@@ -473,7 +473,7 @@ impl Hub {
         let counts = counts
             .iter()
             .map(|c| match c {
-                UnreadCount::Room(room, n) => UnreadEntry {
+                UnreadCount::Room(room, n, _) => UnreadEntry {
                     room: Some(room),
                     with: None,
                     count: *n,

@@ -286,6 +286,8 @@ impl Bench {
                 Reply::UserStored { .. }
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }
+                | Reply::MessageRefused { .. }
+                | Reply::Changed { .. }
                 | Reply::Drained => {}
             }
         }
@@ -1293,6 +1295,7 @@ fn a_lasting_gap_is_read_back_from_storage() {
         content: content.into(),
         timestamp_ms: 0,
         seq,
+        ..StoredMessage::default()
     };
     let (hub, mut cx) = b.cx();
     hub.on_history(
