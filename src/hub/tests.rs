@@ -327,6 +327,8 @@ fn pending_acks_by_id() {
         from: ALICE,
         delivery: Delivery::Private { peer: BOB },
         content: "".into(),
+        reply_to: None,
+        mentions: Vec::new(),
     };
     let mut acks = PendingAcks::default();
     for id in [3, 5, 9] {
