@@ -164,7 +164,11 @@ impl App {
             match reply {
                 Reply::MessageStored { .. }
                 | Reply::MessageExists { .. }
-                | Reply::MessageFailed { .. } => {}
+                | Reply::MessageFailed { .. }
+                | Reply::MessageRefused { .. } => {}
+                Reply::Changed { ticket, outcome } => {
+                    self.with_hub(out, |hub, cx| hub.on_changed(cx, ticket, outcome))
+                }
                 // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))

@@ -70,7 +70,7 @@ pub const READ_PAUSE_BYTES: usize = 1024 * 1024;
 /// ([`MAX_REPLY_BYTES`]): storage reads are reserved against it before they
 /// start (see `hub/reads.rs`), so a client that asks and never reads is
 /// stopped by the reservation, not by this cut.
-pub const OUTPUT_CEILING: usize = 8 * 1024 * 1024;
+pub const OUTPUT_CEILING: usize = OUTPUT_HARD_LIMIT + READ_PAUSE_BYTES + MAX_REPLY_BYTES;
 /// How long a connection may stay above [`OUTPUT_SOFT_LIMIT`].
 pub const OUTPUT_SOFT_SECONDS: Duration = Duration::from_secs(10);
 /// Bytes written to one socket per loop turn at most. A connection with more
@@ -124,14 +124,41 @@ pub const CLIENT_ID_WINDOW: usize = 100_000;
 /// A client retries what it sent since it lost its connection: its unacked
 /// messages, far fewer than this.
 pub const CLIENT_IDS_PER_USER: usize = 1000;
+/// Different emoji one message may carry (Discord's bound): a reaction
+/// bar stays one line, and a message object stays bounded in size.
+pub const MAX_REACTION_KINDS: usize = 20;
+/// Reactions one message may carry in all (every user's every emoji). A
+/// bound because every message object lists who reacted: without it one
+/// popular message could grow a history page past any reservation. 200
+/// is a whole busy room answering one announcement.
+pub const MAX_REACTIONS: usize = 200;
+/// Longest reaction, in bytes: one emoji (a family or a flag is up to 28
+/// bytes of UTF-8) or a `:name:`.
+pub const MAX_EMOJI_BYTES: usize = 32;
+/// Most `@name` mentions one message notifies: a message naming the whole
+/// room is a broadcast, not a mention.
+pub const MAX_MENTIONS: usize = 20;
+/// Words a search matches at most; more are ignored (each is one more
+/// index list to intersect).
+pub const MAX_SEARCH_WORDS: usize = 8;
+/// Longest search text, in bytes: past it the query is refused.
+pub const MAX_SEARCH_BYTES: usize = 500;
+/// Default and largest number of search results (the contract's).
+pub const DEFAULT_SEARCH_LIMIT: usize = 20;
+pub const MAX_SEARCH_LIMIT: usize = 100;
 /// The most bytes one message object can take in a reply: every content
-/// character escaped to six (`\u0001`), plus the other fields. A read is
-/// reserved at this size per message it may return, before it is read.
-pub const MESSAGE_REPLY_MAX: usize = 6 * MAX_CONTENT_CHARS + 256;
+/// character escaped to six (`\u0001`); its reactions at their bounds
+/// (each emoji escaped, each reactor a longest name in quotes); plus the
+/// other fields. A read is reserved at this size per message it may
+/// return, before it is read.
+pub const MESSAGE_REPLY_MAX: usize = 6 * MAX_CONTENT_CHARS
+    + MAX_REACTION_KINDS * (6 * MAX_EMOJI_BYTES + 24)
+    + MAX_REACTIONS * (crate::config::USERNAME_MAX + 3)
+    + 320;
 /// The largest reply to one storage read. A history page always fits
-/// (`MAX_HISTORY_LIMIT × MESSAGE_REPLY_MAX` is 4.85 MB); a `since` replay
+/// (`MAX_HISTORY_LIMIT × MESSAGE_REPLY_MAX` is 7.1 MB); a `since` replay
 /// stops at this many bytes (keeping the newest) and says `recovered: false`.
-pub const MAX_REPLY_BYTES: usize = 5 * 1024 * 1024;
+pub const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
 /// History pages and replays one connection may have in flight. Two keep a
 /// client that pages back while it rejoins a room from waiting; more would
 /// only let one client queue more of the reader's time. A third waits, and

@@ -38,15 +38,16 @@ use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
 use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
 use crate::clock;
 use crate::config::{
-    Config, DEFAULT_HISTORY_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT, PASSWORD_MAX, PASSWORD_MIN,
+    Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT,
+    MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN,
 };
 use crate::hub::rooms::ROOM_NAME_RULE;
 use crate::hub::{Denied, Hub};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Conflict, Desk, HistoryQuery, Request as StoreRequest, Storage, StoredMessage, Target, Ticket,
-    UserId, UserRow,
+    Conflict, Desk, HistoryQuery, Request as StoreRequest, SearchQuery, Storage, StoredMessage,
+    Target, Ticket, UserId, UserRow, search_words,
 };
 use crate::users::{Directory, Taken, valid_username};
 use crate::ws::proto::{Ts, echo, message_objects};
@@ -72,9 +73,8 @@ pub struct Upgrade {
 fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/api/signup" | "/api/login" => "POST",
-        "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/healthz" | "/metrics" => {
-            "GET, HEAD"
-        }
+        "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz"
+        | "/metrics" => "GET, HEAD",
         "/ws" | "/ws/echo" => "GET",
         p if p.starts_with("/ws/room/") => "GET",
         p if p.starts_with("/api/") => return None,
@@ -227,7 +227,8 @@ enum Wait {
         client: ClientKey,
         pass: LoginPass,
     },
-    /// `GET /api/messages`.
+    /// `GET /api/messages` and `GET /api/search` (both answer
+    /// `{"messages": [...]}`).
     History {
         conn: ConnRef,
         keep_alive: bool,
@@ -384,6 +385,7 @@ impl Http {
                 return self.upgrade(cx, conn, req, Some(room));
             }
             "/api/messages" => return self.messages(cx, conn, req),
+            "/api/search" => return self.search(cx, conn, req),
             "/healthz" => {
                 // Still 200 when degraded: the node serves its connections
                 // (a bus outage) or answers `busy` (storage), and a load
@@ -864,6 +866,43 @@ impl Http {
         Handled::Done
     }
 
+    /// `GET /api/search`: a read on the storage reader, answered like a
+    /// history page (newest first, as storage returns it).
+    fn search(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        req: &Request<'_>,
+    ) -> Handled {
+        let keep_alive = req.keep_alive();
+        let head_only = req.method == "HEAD";
+        let resp = match self.authenticate(cx.users, req.bearer()) {
+            None => unauthorized(),
+            Some(me) => match search_query(cx.hub, cx.users, me, req) {
+                Err(resp) => resp,
+                Ok(None) => Response::json(200, &json!({"messages": []})),
+                Ok(Some(query)) => {
+                    let ticket = self.park(Wait::History {
+                        conn,
+                        keep_alive,
+                        head_only,
+                    });
+                    if cx
+                        .store
+                        .submit(StoreRequest::Search { ticket, query })
+                        .is_ok()
+                    {
+                        return Handled::Waiting;
+                    }
+                    self.waiting.remove(&ticket);
+                    busy()
+                }
+            },
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        Handled::Done
+    }
+
     /// A history page came back from storage (`None`: the read failed).
     pub fn on_history(
         &mut self,
@@ -1114,6 +1153,61 @@ fn history_query(
         after: None,
         limit,
         offset,
+    }))
+}
+
+/// `GET /api/search`'s parameters: `q` (its words, [`search_words`]),
+/// `limit` (default 20, at most 100), and at most one of `room` and `with`.
+/// `Ok(None)` for a room with no messages yet. A private room the caller is
+/// not in is 403, like its history; without a scope, storage itself keeps
+/// to what the caller may read.
+fn search_query(
+    hub: &Hub,
+    users: &Directory,
+    me: UserId,
+    req: &Request<'_>,
+) -> Result<Option<SearchQuery>, Response> {
+    let q = req
+        .query_param("q")
+        .ok_or_else(|| bad_input("q is required"))?;
+    if q.len() > MAX_SEARCH_BYTES {
+        return Err(bad_input(format!("q is over {MAX_SEARCH_BYTES} bytes")));
+    }
+    let words = search_words(&q, MAX_SEARCH_WORDS);
+    if words.is_empty() {
+        return Err(bad_input("q must contain a word (letters or digits)"));
+    }
+    let limit = match req.query_param("limit") {
+        None => DEFAULT_SEARCH_LIMIT,
+        Some(v) => match v.parse::<u64>() {
+            Ok(n) if n > 0 => (n as usize).min(MAX_SEARCH_LIMIT),
+            _ => return Err(bad_input("limit must be a positive integer")),
+        },
+    };
+    let scope = match (req.query_param("room"), req.query_param("with")) {
+        (None, None) => None,
+        (Some(room), None) => match hub.may_read(me, &room) {
+            Ok(true) => Some(Target::Room(room.to_string())),
+            Ok(false) => return Ok(None),
+            Err(denied) => return Err(denied_response(&room, denied)),
+        },
+        (None, Some(with)) => match users.find(&with) {
+            Some(u) => Some(Target::Direct(me, u.id)),
+            None => {
+                return Err(Response::error(
+                    404,
+                    "no_such_user",
+                    format!("no user called {}", echo(&with)),
+                ));
+            }
+        },
+        (Some(_), Some(_)) => return Err(bad_input("give at most one of room or with")),
+    };
+    Ok(Some(SearchQuery {
+        user: me,
+        words,
+        scope,
+        limit,
     }))
 }
 

@@ -57,7 +57,7 @@ use crate::store::Busy;
 use crate::store::{
     MsgId, PrivateRoomRow, Request, Seq, Snapshot, StoredMessage, Target, Ticket, UserId, UserRow,
 };
-use crate::ws::proto::{Out, Ts};
+use crate::ws::proto::{Out, Ts, stored_frame};
 
 /// This node's view of the others.
 pub struct Cluster {
@@ -992,24 +992,13 @@ impl Hub {
         }
     }
 
-    /// A stored message as its live frame.
+    /// A stored message as its live frame, as it is now. A message deleted
+    /// before this node caught up is delivered as its `message_deleted`:
+    /// the sequence steps past it, and a client that never saw the message
+    /// ignores the deletion of an id it does not have.
     fn message_frame(&mut self, cx: &mut Ctx<'_, impl Outbox>, m: &StoredMessage) -> Rc<[u8]> {
-        match (&m.room, m.to) {
-            (Some(room), _) => self.encoder.shared(&Out::Message {
-                id: m.id,
-                room,
-                user: cx.users.name(m.from),
-                content: &m.content,
-                timestamp: Ts(m.timestamp_ms),
-            }),
-            (None, to) => self.encoder.shared(&Out::PrivateMessage {
-                id: m.id,
-                from: cx.users.name(m.from),
-                to: cx.users.name(to.unwrap_or(0)),
-                content: &m.content,
-                timestamp: Ts(m.timestamp_ms),
-            }),
-        }
+        let users = &*cx.users;
+        self.encoder.shared(&stored_frame(m, &|u| users.name(u)))
     }
 
     /// Everything read again after the bus came back: users, rooms and

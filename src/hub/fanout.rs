@@ -141,6 +141,33 @@ impl Hub {
         self.deliver(topic, except, id, frame, out)
     }
 
+    /// [`publish`](Self::publish) to room `name` whether or not this node
+    /// has it open: a change to a message of a room nobody here has joined
+    /// still reaches the room's subscribers on other nodes.
+    pub(super) fn publish_room_named(
+        &mut self,
+        name: &str,
+        except: Except,
+        frame: &Rc<[u8]>,
+        out: &mut impl Outbox,
+    ) -> u64 {
+        if let Some(id) = self.rooms.id(name) {
+            return self.publish(Topic::Room(id), except, None, frame, out);
+        }
+        if self.cluster.is_some() {
+            let note = wire::encode(
+                self.node(),
+                &Note::Frame {
+                    dest: Dest::Room(Cow::Borrowed(name)),
+                    except_user: None,
+                    frame: Cow::Borrowed(frame),
+                },
+            );
+            self.bus.send(note);
+        }
+        0
+    }
+
     /// Publishes a stored chat message: `id` lets a replaying connection
     /// skip it; in a cluster, `seq` puts it in order on every node (see
     /// `cluster.rs`), this one included.

@@ -22,7 +22,9 @@ use crate::config::{
 };
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, MsgId, Request, StoredMessage, Target, UserId};
-use crate::ws::proto::{ClientFrame, Out, Ts, Unparsed, echo, message_objects, parse_client};
+use crate::ws::proto::{
+    ClientFrame, MessageObj, Out, Ts, Unparsed, echo, message_objects, parse_client,
+};
 
 /// Content: 1-4000 characters after trimming; returns the trimmed text.
 pub fn check_content(content: Option<&str>) -> Result<&str, FrameError> {
@@ -155,14 +157,25 @@ impl Hub {
                 frame.since,
             ),
             "leave" => self.leave_room(cx, token, frame.room.as_deref().unwrap_or_default()),
-            "message" => self.on_message(cx, token, room, frame.content.as_deref(), client_id),
+            "message" => self.on_message(
+                cx,
+                token,
+                room,
+                frame.content.as_deref(),
+                client_id,
+                frame.reply_to,
+            ),
             "private_message" => self.on_private(
                 cx,
                 token,
                 frame.to.as_deref(),
                 frame.content.as_deref(),
                 client_id,
+                frame.reply_to,
             ),
+            "edit" => self.on_edit(cx, token, &frame),
+            "delete" => self.on_delete(cx, token, &frame),
+            "react" => self.on_react(cx, token, &frame),
             "typing" | "stop_typing" => self.on_typing(cx, token, room, frame.kind == "typing"),
             "history" => self.on_history_request(cx, token, &frame),
             "read" => self.on_read(cx, token, &frame),
@@ -307,11 +320,18 @@ impl Hub {
         client_id: Option<&str>,
         delivery: Delivery,
     ) -> Result<(), FrameError> {
-        let (id, ts, from) = (msg.id, msg.timestamp_ms, msg.from);
+        let (id, ts, from, reply_to) = (msg.id, msg.timestamp_ms, msg.from, msg.reply_to);
         let content = msg.content.as_str().into();
+        let mentions = self.mentions_of(cx.users, from, &msg.content, delivery);
         let req = Request::PutMessage {
             msg,
             client_id: client_id.map(String::from),
+            // A conversation's unread count already counts what mentions
+            // the peer: only room mentions are kept for counting.
+            mentions: match delivery {
+                Delivery::Room(_) => mentions.clone(),
+                Delivery::Private { .. } => Vec::new(),
+            },
         };
         // Queued even while the database is unreachable: its batch fails at
         // once (the sender hears `busy`), and the first retry after the
@@ -325,6 +345,9 @@ impl Hub {
         if let Delivery::Room(room) = delivery {
             self.rooms.get_mut(room).in_flight += 1;
         }
+        for &u in &mentions {
+            cx.users.mark_unread_source(u);
+        }
         let waiters = vec![(conn, client_id.map(Into::into))];
         self.acks.push(
             id,
@@ -334,9 +357,23 @@ impl Hub {
                 from,
                 delivery,
                 content,
+                reply_to,
+                mentions,
             },
         );
         Ok(())
+    }
+
+    /// A frame's `reply_to`: absent, or a message id (storage checks that
+    /// it is a message of the same room or conversation).
+    fn check_reply_to(&self, reply_to: Option<u64>) -> Result<Option<MsgId>, FrameError> {
+        match reply_to {
+            Some(id) if !(1..=self.last_msg_id).contains(&id) => Err(FrameError::new(
+                "invalid_input",
+                "reply_to must be the id of a message",
+            )),
+            other => Ok(other),
+        }
     }
 
     fn on_message(
@@ -346,9 +383,11 @@ impl Hub {
         room: Option<&str>,
         content: Option<&str>,
         client_id: Option<&str>,
+        reply_to: Option<u64>,
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let room_id = self.joined_room(token, room)?;
+        let reply_to = self.check_reply_to(reply_to)?;
         let Some(Admitted {
             content,
             client_id,
@@ -396,7 +435,8 @@ impl Hub {
             to: None,
             content: content.to_string(),
             timestamp_ms: ts,
-            seq: 0,
+            reply_to,
+            ..StoredMessage::default()
         };
         self.persist(cx, conn, msg, client_id, Delivery::Room(room_id))
     }
@@ -408,9 +448,11 @@ impl Hub {
         to: Option<&str>,
         content: Option<&str>,
         client_id: Option<&str>,
+        reply_to: Option<u64>,
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let to = to.ok_or_else(|| FrameError::new("invalid_input", "to is required"))?;
+        let reply_to = self.check_reply_to(reply_to)?;
         let peer = cx.users.find(to).map(|u| u.id).ok_or_else(|| {
             FrameError::new("no_such_user", format!("no user called {}", echo(to)))
         })?;
@@ -430,7 +472,8 @@ impl Hub {
             to: Some(peer),
             content: content.to_string(),
             timestamp_ms: ts,
-            seq: 0,
+            reply_to,
+            ..StoredMessage::default()
         };
         self.persist(cx, conn, msg, client_id, Delivery::Private { peer })?;
         cx.users.mark_unread_source(peer);
@@ -452,7 +495,7 @@ impl Hub {
                 self.uncommitted.remove(&ukey);
             }
         }
-        let failed = matches!(stored, Stored::No { .. });
+        let failed = matches!(stored, Stored::No { .. } | Stored::Refused);
         if let Delivery::Room(room) = pending.delivery {
             let r = self.rooms.get_mut(room);
             r.in_flight -= 1;
@@ -461,7 +504,7 @@ impl Hub {
         let (ack_id, ack_ts) = match stored {
             Stored::Yes { id, .. } => (id, pending.timestamp_ms),
             Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
-            Stored::No { .. } => (0, 0),
+            Stored::No { .. } | Stored::Refused => (0, 0),
         };
         if let (Some(cid), false) = (pending.client_id(), failed) {
             self.client_ids.insert(from, cid, ack_id, ack_ts);
@@ -480,6 +523,9 @@ impl Hub {
                         user: cx.users.name(from),
                         content: &pending.content,
                         timestamp: ts,
+                        reply_to: pending.reply_to,
+                        edited_at: None,
+                        reactions: Vec::new(),
                     });
                     self.publish_message(cx, Topic::Room(room), sender, id, seq, &frame)
                 }
@@ -490,6 +536,9 @@ impl Hub {
                         to: cx.users.name(peer),
                         content: &pending.content,
                         timestamp: ts,
+                        reply_to: pending.reply_to,
+                        edited_at: None,
+                        reactions: Vec::new(),
                     });
                     let topic = Topic::Conversation(from, peer);
                     let n = self.publish_message(cx, topic, sender, id, seq, &frame);
@@ -501,12 +550,24 @@ impl Hub {
                 }
             };
             cx.out.metrics().deliveries += n;
+            if !pending.mentions.is_empty() {
+                self.send_mentions(cx, id, &pending);
+            }
         }
         for (conn, client_id) in &pending.waiters {
             if !cx.out.is_live(*conn) {
                 continue;
             }
             let cid = client_id.as_deref();
+            if let Stored::Refused = stored {
+                let e = Out::Error {
+                    code: "invalid_input",
+                    message: "reply_to must be a message of the same room or conversation",
+                    client_id: cid,
+                };
+                cx.out.reply(conn.token, self.encoder.bytes(&e));
+                continue;
+            }
             if let Stored::No { transient } = stored {
                 let e = if transient {
                     Out::Error {
@@ -539,6 +600,33 @@ impl Hub {
         }
         if let Delivery::Room(room) = pending.delivery {
             self.rooms.collect(room);
+        }
+    }
+
+    /// The `mention` frame, once, to every connection of each user the
+    /// message names (on every node), joined to the room or not.
+    fn send_mentions(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: MsgId, pending: &PendingAck) {
+        let user = cx.users.name(pending.from);
+        let (room, from, to) = match pending.delivery {
+            Delivery::Room(room) => (Some(&*self.rooms.get(room).name), None, None),
+            Delivery::Private { peer } => (None, Some(user), Some(cx.users.name(peer))),
+        };
+        let frame = self.encoder.shared(&Out::Mention {
+            message: MessageObj {
+                id,
+                room,
+                from,
+                to,
+                user,
+                content: &pending.content,
+                timestamp: Ts(pending.timestamp_ms),
+                reply_to: pending.reply_to,
+                edited_at: None,
+                reactions: Vec::new(),
+            },
+        });
+        for &u in &pending.mentions {
+            self.publish(Topic::User(u), Except::Nobody, None, &frame, cx.out);
         }
     }
 

@@ -40,9 +40,11 @@
 //! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets |
 //! | pending acks (`acks`) | messages waiting for their commit | stay local: the node that took the message acks it |
 
+mod changes;
 mod cluster;
 mod fanout;
 mod frames;
+mod mentions;
 mod presence;
 mod private;
 pub mod rate;
@@ -114,6 +116,10 @@ pub struct PendingAck {
     pub delivery: Delivery,
     /// The checked content, encoded once at the commit.
     pub content: Box<str>,
+    /// The message this one answers (checked by storage).
+    pub reply_to: Option<MsgId>,
+    /// Who gets a `mention` frame once it is stored (`mentions.rs`).
+    pub mentions: Vec<UserId>,
 }
 
 impl PendingAck {
@@ -142,6 +148,7 @@ impl Stored {
                 },
             ),
             Reply::MessageFailed { key, transient } => (key, Stored::No { transient }),
+            Reply::MessageRefused { key } => (key, Stored::Refused),
             _ => return None,
         })
     }
@@ -158,6 +165,9 @@ pub enum Stored {
     /// It could not be stored; `transient` when the database was
     /// unreachable (the sender is told `busy`).
     No { transient: bool },
+    /// Storage refused it: its `reply_to` is not a message of its room or
+    /// conversation (the sender is told `invalid_input`).
+    Refused,
 }
 
 /// The newest client ids, for idempotent retries: at most
@@ -284,6 +294,8 @@ enum Wait {
     },
     /// The `unread` frame after connect.
     Unread { conn: ConnRef },
+    /// An `edit`, `delete` or `react` is being applied (`changes.rs`).
+    Change { conn: ConnRef, kind: changes::Kind },
     /// A cluster node reads back messages it missed (`cluster.rs`).
     Catchup { key: wire::TargetKey },
     /// A cluster node reads everything back after a bus outage.

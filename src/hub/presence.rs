@@ -15,7 +15,7 @@ use crate::clock;
 use crate::config::{MAX_REPLAY, MAX_REPLY_BYTES, MAX_ROOMS_PER_CONN};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{HistoryQuery, Request, StoredMessage, Target, Ticket, UnreadCount, UserId};
-use crate::ws::proto::{Out, Ts, UnreadEntry};
+use crate::ws::proto::{Out, UnreadEntry, stored_frame};
 
 /// A client frame that cannot be carried out: answered with an `error` frame.
 #[derive(Debug)]
@@ -342,14 +342,9 @@ impl Hub {
         // what the client missed most recently matters most.
         let mut frames: Vec<Vec<u8>> = Vec::new();
         let mut bytes = 0;
+        let users = &*cx.users;
         for m in messages.iter().rev().take(MAX_REPLAY) {
-            let frame = self.encoder.bytes(&Out::Message {
-                id: m.id,
-                room,
-                user: cx.users.name(m.from),
-                content: &m.content,
-                timestamp: Ts(m.timestamp_ms),
-            });
+            let frame = self.encoder.bytes(&stored_frame(m, &|u| users.name(u)));
             bytes += frame.len();
             if bytes > MAX_REPLY_BYTES {
                 missed_more = true;
@@ -473,15 +468,17 @@ impl Hub {
         let counts = counts
             .iter()
             .map(|c| match c {
-                UnreadCount::Room(room, n) => UnreadEntry {
+                UnreadCount::Room(room, n, mentions) => UnreadEntry {
                     room: Some(room),
                     with: None,
                     count: *n,
+                    mentions: (*mentions > 0).then_some(*mentions),
                 },
                 UnreadCount::Direct(from, n) => UnreadEntry {
                     room: None,
                     with: Some(cx.users.name(*from)),
                     count: *n,
+                    mentions: None,
                 },
             })
             .collect();

@@ -171,6 +171,8 @@ impl Hub {
     /// owner it failed (and change nothing).
     pub fn on_room_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
         match self.waiting.remove(&ticket) {
+            // A change's only success reply is `Changed`.
+            Some(Wait::Change { conn, .. }) => self.on_change_failed(cx, conn),
             Some(Wait::CreateRoom { conn, row }) => {
                 self.creating.remove(row.name.as_str());
                 if !ok {

@@ -286,6 +286,8 @@ impl Bench {
                 Reply::UserStored { .. }
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }
+                | Reply::MessageRefused { .. }
+                | Reply::Changed { .. }
                 | Reply::Drained => {}
             }
         }
@@ -325,6 +327,8 @@ fn pending_acks_by_id() {
         from: ALICE,
         delivery: Delivery::Private { peer: BOB },
         content: "".into(),
+        reply_to: None,
+        mentions: Vec::new(),
     };
     let mut acks = PendingAcks::default();
     for id in [3, 5, 9] {
@@ -1293,6 +1297,7 @@ fn a_lasting_gap_is_read_back_from_storage() {
         content: content.into(),
         timestamp_ms: 0,
         seq,
+        ..StoredMessage::default()
     };
     let (hub, mut cx) = b.cx();
     hub.on_history(

@@ -35,5 +35,6 @@ pub fn msg(id: MsgId, room: Option<&str>, from: UserId, to: Option<UserId>) -> S
         content: format!("m{id}"),
         timestamp_ms: id as i64,
         seq: 0,
+        ..StoredMessage::default()
     }
 }

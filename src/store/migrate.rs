@@ -466,8 +466,10 @@ mod tests {
                 content: format!("m{id}"),
                 timestamp_ms: 10 * id as i64,
                 seq: 0,
+                ..StoredMessage::default()
             },
             client_id: id.is_multiple_of(7).then(|| format!("c{id}")),
+            mentions: Vec::new(),
         }
     }
 
@@ -693,8 +695,10 @@ mod tests {
                     content: "nul\0here".into(),
                     timestamp_ms: 1,
                     seq: 0,
+                    ..StoredMessage::default()
                 },
                 client_id: None,
+                mentions: Vec::new(),
             }],
         );
         let e = migrate_config(&path, t.config.clone()).unwrap_err();

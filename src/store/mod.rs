@@ -106,8 +106,16 @@ pub enum Target {
     Direct(UserId, UserId),
 }
 
-/// One chat message as stored and as read back.
+/// One emoji's reactions on a message: the users, in the order they reacted.
+/// A message's reactions are kept in the order each emoji first appeared.
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reaction {
+    pub emoji: String,
+    pub users: Vec<UserId>,
+}
+
+/// One chat message as stored and as read back.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StoredMessage {
     pub id: MsgId,
     /// `Some` for a room message.
@@ -119,6 +127,156 @@ pub struct StoredMessage {
     pub timestamp_ms: i64,
     /// The message's place in its target ([`Seq`]); 0 when not sequenced.
     pub seq: Seq,
+    /// The message this one answers, in the same room or conversation.
+    pub reply_to: Option<MsgId>,
+    /// When its author last edited it.
+    pub edited_ms: Option<i64>,
+    /// Who reacted with what; empty when nobody did.
+    pub reactions: Vec<Reaction>,
+    /// Deleted: only `Catchup` answers carry deleted messages (with empty
+    /// content), so a node can step its sequence past them; every other
+    /// read leaves them out.
+    pub deleted: bool,
+}
+
+/// What `GET /api/search` asks: messages `user` may read whose content has
+/// every one of `words` (whole words, any case, any order), newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchQuery {
+    pub user: UserId,
+    /// Lower-case words, as [`search_words`] cut them: 1 to
+    /// `MAX_SEARCH_WORDS`.
+    pub words: Vec<String>,
+    /// Only this room or conversation (`Direct(user, peer)`); `None`: all
+    /// the caller may read.
+    pub scope: Option<Target>,
+    pub limit: usize,
+}
+
+/// The words of a search: runs of letters and digits (any script), lower
+/// case, at most `max` of them, duplicates dropped. Punctuation separates
+/// words, as both engines' tokenizers do (SQLite's `unicode61`,
+/// PostgreSQL's `simple` parser), so `"don't"` is `don` and `t`; the
+/// query has no operators, so nothing a user types is a syntax error.
+pub fn search_words(q: &str, max: usize) -> Vec<String> {
+    let mut words: Vec<String> = Vec::new();
+    for w in q.split(|c: char| !c.is_alphanumeric()) {
+        if w.is_empty() {
+            continue;
+        }
+        let w = w.to_lowercase();
+        if !words.contains(&w) {
+            words.push(w);
+            if words.len() == max {
+                break;
+            }
+        }
+    }
+    words
+}
+
+/// Why storage refused an edit, a delete or a reaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// No message with that id, or it was deleted.
+    NoSuchMessage,
+    /// Not the author (edit); neither the author nor the private room's
+    /// owner (delete); someone who may not read the message (react).
+    Forbidden,
+    /// The message already has `MAX_REACTION_KINDS` different emoji, or
+    /// `MAX_REACTIONS` reactions in all.
+    TooManyReactions,
+}
+
+/// What an edit, a delete or a reaction changed, with where the message
+/// lives, so the hub can tell whoever may read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub id: MsgId,
+    pub room: Option<String>,
+    pub from: UserId,
+    pub to: Option<UserId>,
+    pub what: ChangeKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    Edited {
+        content: String,
+        at_ms: i64,
+    },
+    Deleted,
+    Reacted {
+        emoji: String,
+        user: UserId,
+        on: bool,
+    },
+}
+
+/// Toggles `user`'s `emoji` on a message's reactions (the one rule both
+/// backends apply): returns whether it is now on, or the refusal when a
+/// new reaction would pass a bound. Removing one is always allowed.
+pub fn toggle_reaction(
+    reactions: &mut Vec<Reaction>,
+    emoji: &str,
+    user: UserId,
+) -> Result<bool, Refusal> {
+    use crate::config::{MAX_REACTION_KINDS, MAX_REACTIONS};
+    if let Some(i) = reactions.iter().position(|r| r.emoji == emoji) {
+        if let Some(j) = reactions[i].users.iter().position(|&u| u == user) {
+            reactions[i].users.remove(j);
+            if reactions[i].users.is_empty() {
+                reactions.remove(i);
+            }
+            return Ok(false);
+        }
+    } else if reactions.len() >= MAX_REACTION_KINDS {
+        return Err(Refusal::TooManyReactions);
+    }
+    if reactions.iter().map(|r| r.users.len()).sum::<usize>() >= MAX_REACTIONS {
+        return Err(Refusal::TooManyReactions);
+    }
+    match reactions.iter_mut().find(|r| r.emoji == emoji) {
+        Some(r) => r.users.push(user),
+        None => reactions.push(Reaction {
+            emoji: emoji.to_string(),
+            users: vec![user],
+        }),
+    }
+    Ok(true)
+}
+
+/// A message's reactions as the backends store them: one text column,
+/// `[["👍",[1,2]],[":tada:",[3]]]`, `None` when there are none. One
+/// column, not a table, because reactions are only ever read with their
+/// message and written by toggling one; the bounds keep it small.
+pub fn encode_reactions(reactions: &[Reaction]) -> Option<String> {
+    if reactions.is_empty() {
+        return None;
+    }
+    let v: Vec<(&str, &[UserId])> = reactions
+        .iter()
+        .map(|r| (r.emoji.as_str(), r.users.as_slice()))
+        .collect();
+    Some(serde_json::to_string(&v).expect("serializing to a String cannot fail"))
+}
+
+/// The reverse of [`encode_reactions`]; a column that does not parse (it
+/// never should) reads as no reactions rather than failing the read.
+pub fn decode_reactions(text: Option<&str>) -> Vec<Reaction> {
+    let Some(text) = text else {
+        return Vec::new();
+    };
+    match serde_json::from_str::<Vec<(String, Vec<UserId>)>>(text) {
+        Ok(v) => v
+            .into_iter()
+            .map(|(emoji, users)| Reaction { emoji, users })
+            .collect(),
+        Err(e) => {
+            log::error!("storage: a message's reactions do not parse ({e}); read as none");
+            Vec::new()
+        }
+    }
 }
 
 /// A window of history: the newest `limit` messages of `target` with
@@ -135,7 +293,8 @@ pub struct HistoryQuery {
 /// Unread count of one room or one conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UnreadCount {
-    Room(String, u64),
+    /// A room: unread messages, and how many of them mention the user.
+    Room(String, u64, u64),
     /// Messages from this user to the caller not yet read.
     Direct(UserId, u64),
 }
@@ -200,9 +359,15 @@ pub enum Request {
     /// sent to another node), or `MessageFailed`. `msg.id` is the loop's key
     /// for the reply (and the id itself on a backend that takes the loop's
     /// ids); `msg.seq` is ignored.
+    /// `MessageRefused` when `msg.reply_to` is not a message of the same
+    /// room or conversation (or was deleted). `mentions`: the users whose
+    /// `@name` it carries and who may read it, for their unread mention
+    /// counts (kept for room messages only: a conversation's unread count
+    /// already is the mention count).
     PutMessage {
         msg: StoredMessage,
         client_id: Option<String>,
+        mentions: Vec<UserId>,
     },
     /// A public room is getting its first message (sent until one commits;
     /// storing it twice is harmless; the first `creator` stays). No reply.
@@ -254,6 +419,39 @@ pub enum Request {
     /// login names someone its directory has not heard of, since another
     /// node may have just signed them up. Reply: `UserFound` / `HistoryFailed`.
     FindUser { ticket: Ticket, name: String },
+    /// The author replaces a message's content. Reply: `Changed` (refused
+    /// unless `user` wrote it) / `Failed`.
+    EditMessage {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        content: String,
+        at_ms: i64,
+    },
+    /// Deletes a message: its content is emptied, its reactions and
+    /// mentions dropped, and it leaves every read but `Catchup`. Reply:
+    /// `Changed` (refused unless `user` wrote it or owns its private room)
+    /// / `Failed`.
+    DeleteMessage {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        at_ms: i64,
+    },
+    /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`]). Reply:
+    /// `Changed` (refused when `user` may not read the message: a private
+    /// room they are not a member of, a conversation not theirs) / `Failed`.
+    React {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        emoji: String,
+    },
+    /// Reply: `History` with the matches *newest first* (at most
+    /// `query.limit`) / `HistoryFailed`. Only messages `query.user` may
+    /// read: conversations they are in, public rooms, private rooms they
+    /// are a member of.
+    Search { ticket: Ticket, query: SearchQuery },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -292,6 +490,16 @@ pub enum Reply {
     MessageFailed {
         key: MsgId,
         transient: bool,
+    },
+    /// Not stored: the message's `reply_to` is not a live message of
+    /// its room or conversation.
+    MessageRefused {
+        key: MsgId,
+    },
+    /// An edit, delete or reaction was applied (`Ok`) or refused.
+    Changed {
+        ticket: Ticket,
+        outcome: Result<Change, Refusal>,
     },
     /// A request with a ticket and no data to return was stored.
     Done {
@@ -694,7 +902,8 @@ fn is_read(req: &Request) -> bool {
         | Request::Catchup { .. }
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
-        | Request::FindUser { .. } => true,
+        | Request::FindUser { .. }
+        | Request::Search { .. } => true,
         Request::PutUser(_)
         | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
@@ -703,6 +912,9 @@ fn is_read(req: &Request) -> bool {
         | Request::AddMember { .. }
         | Request::RemoveMember { .. }
         | Request::MarkRead { .. }
+        | Request::EditMessage { .. }
+        | Request::DeleteMessage { .. }
+        | Request::React { .. }
         | Request::Drain => false,
     }
 }
@@ -922,8 +1134,12 @@ fn failure_reply(req: &Request, transient: bool) -> Option<Reply> {
         }),
         Request::PutPrivateRoom { ticket, .. }
         | Request::AddMember { ticket, .. }
-        | Request::RemoveMember { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
+        | Request::RemoveMember { ticket, .. }
+        | Request::EditMessage { ticket, .. }
+        | Request::DeleteMessage { ticket, .. }
+        | Request::React { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
         Request::History { ticket, .. }
+        | Request::Search { ticket, .. }
         | Request::Catchup { ticket, .. }
         | Request::RoomInfo { ticket, .. }
         | Request::FindUser { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
@@ -955,6 +1171,10 @@ fn request_name(req: &Request) -> &'static str {
         Request::Resync { .. } => "resync",
         Request::RoomInfo { .. } => "room_info",
         Request::FindUser { .. } => "find_user",
+        Request::EditMessage { .. } => "edit_message",
+        Request::DeleteMessage { .. } => "delete_message",
+        Request::React { .. } => "react",
+        Request::Search { .. } => "search",
         Request::Drain => "drain",
     }
 }
@@ -1142,8 +1362,10 @@ mod tests {
                 content: "x".into(),
                 timestamp_ms: 0,
                 seq: 0,
+                ..StoredMessage::default()
             },
             client_id: None,
+            mentions: Vec::new(),
         }
     }
 

@@ -726,6 +726,7 @@ fn row_to_message(r: &Row) -> Res<StoredMessage> {
         content: r.get(4),
         timestamp_ms: r.get(5),
         seq: r.get::<_, i64>(6) as Seq,
+        ..StoredMessage::default()
     })
 }
 
@@ -769,7 +770,7 @@ fn unread(c: &mut Conn, user: UserId) -> Res<Vec<UnreadCount>> {
     for r in c.client.query(&c.st.unread_rooms, &[&user])? {
         let n: i64 = r.get(1);
         if n > 0 {
-            counts.push(UnreadCount::Room(r.get(0), n as u64));
+            counts.push(UnreadCount::Room(r.get(0), n as u64, 0));
         }
     }
     for r in c.client.query(&c.st.unread_dms, &[&user])? {
@@ -903,7 +904,11 @@ fn needs_savepoint(req: &Request) -> bool {
         | Request::Catchup { .. }
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
-        | Request::FindUser { .. } => true,
+        | Request::FindUser { .. }
+        | Request::Search { .. }
+        | Request::EditMessage { .. }
+        | Request::DeleteMessage { .. }
+        | Request::React { .. } => true,
         Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
         | Request::SetLastSeen { .. }
@@ -929,7 +934,7 @@ fn is_read(req: &Request) -> bool {
 /// nothing it sends can fail on data.
 fn check_request(req: &Request) -> Res<()> {
     match req {
-        Request::PutMessage { msg, client_id } => {
+        Request::PutMessage { msg, client_id, .. } => {
             if msg.room.is_none() && msg.to.is_none() {
                 return Err(Fail::Data("a message needs a room or a recipient".into()));
             }
@@ -984,7 +989,7 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
                 id: user_id(row.get(0))?,
             })
         }
-        Request::PutMessage { msg, client_id } => {
+        Request::PutMessage { msg, client_id, .. } => {
             let key = message_target(msg.room.as_deref(), msg.from, msg.to)
                 .ok_or_else(|| Fail::Data("a message needs a room or a recipient".into()))?;
             if !batch.append_locked {
@@ -1092,6 +1097,11 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
         | Request::FindUser { .. } => Some(read(c, req)?),
+        // Issue 13's requests: implemented by the PostgreSQL half of the work.
+        Request::EditMessage { .. }
+        | Request::DeleteMessage { .. }
+        | Request::React { .. }
+        | Request::Search { .. } => return Err(Fail::Data("not implemented yet".into())),
         Request::Drain => Some(Reply::Drained),
     })
 }
@@ -1106,7 +1116,7 @@ struct Put<'a> {
 impl<'a> Put<'a> {
     fn of(req: &'a Request) -> Option<Put<'a>> {
         match req {
-            Request::PutMessage { msg, client_id } => Some(Put {
+            Request::PutMessage { msg, client_id, .. } => Some(Put {
                 req,
                 msg,
                 client_id: client_id.as_deref(),
@@ -1656,6 +1666,7 @@ mod tests {
         Request::PutMessage {
             msg: msg(id, Some(room), 1, None),
             client_id: client_id.map(String::from),
+            mentions: Vec::new(),
         }
     }
 
@@ -1663,6 +1674,7 @@ mod tests {
         Request::PutMessage {
             msg: msg(id, None, from, Some(to)),
             client_id: None,
+            mentions: Vec::new(),
         }
     }
 
@@ -1867,6 +1879,7 @@ mod tests {
                 ..msg(2, Some("general"), 1, None)
             },
             client_id: None,
+            mentions: Vec::new(),
         };
         let e = db.execute(&nul).unwrap_err();
         assert!(!e.aborts_batch, "{e}");
@@ -1946,6 +1959,7 @@ mod tests {
         let other_user = Request::PutMessage {
             msg: msg(9, Some("r"), 2, None),
             client_id: Some("k".into()),
+            mentions: Vec::new(),
         };
         assert!(matches!(
             run(&mut b, &[other_user])[..],
@@ -2051,14 +2065,17 @@ mod tests {
                 0 | 1 => Request::PutMessage {
                     msg: msg(n, Some("r"), from, None),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 2 => Request::PutMessage {
                     msg: msg(n, Some("ops"), from, None),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 _ => Request::PutMessage {
                     msg: msg(n, None, from, Some(1 + (from % 3))),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
             });
             if i == 20 {
@@ -2171,7 +2188,7 @@ mod tests {
         };
         assert!(matches!(
             read_one(&mut db, &unread),
-            Reply::Unread { counts, .. } if counts == [UnreadCount::Room("r".into(), 1)]
+            Reply::Unread { counts, .. } if counts == [UnreadCount::Room("r".into(), 1, 0)]
         ));
         let remove = Request::RemoveMember {
             ticket: TICKET,
@@ -2376,6 +2393,7 @@ mod tests {
                         None,
                     ),
                     client_id: Some(format!("w{writer}-{i}")),
+                    mentions: Vec::new(),
                 }
             })
             .collect();
@@ -2497,6 +2515,7 @@ mod tests {
                 ..msg(id, Some(room), from, None)
             },
             client_id: client_id.map(String::from),
+            mentions: Vec::new(),
         }
     }
 
@@ -2597,10 +2616,12 @@ mod tests {
         let nul_client_id = Request::PutMessage {
             msg: msg(17, Some("general"), 1, None),
             client_id: Some("k\0".into()),
+            mentions: Vec::new(),
         };
         let no_target = Request::PutMessage {
             msg: msg(18, None, 1, None),
             client_id: Some("k5".into()),
+            mentions: Vec::new(),
         };
         let room = |r: &str| Target::Room(r.into());
         let mut batches = vec![
@@ -2784,6 +2805,7 @@ mod tests {
                 reqs.push(Request::PutMessage {
                     msg: msg(id, room.as_deref(), from, to),
                     client_id: cid,
+                    mentions: Vec::new(),
                 });
                 targets.push(Some(key));
                 if i % 97 == 0 {

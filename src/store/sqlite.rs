@@ -33,13 +33,15 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader, Reply, Request, Snapshot,
-    StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow,
+    Backend, Change, ChangeKind, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader,
+    Refusal, Reply, Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount,
+    UserId, UserRow, decode_reactions, encode_reactions, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE users (
     id          INTEGER PRIMARY KEY,
@@ -92,7 +94,69 @@ CREATE TABLE dm_reads (
     last_id INTEGER NOT NULL,
     PRIMARY KEY (user_id, peer_id)
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- Issue 13: replies, edits, deletes, reactions (one JSON column, see
+-- `store::encode_reactions`), mentions for unread counts, and full-text search.
+-- A deleted message keeps its row (its id stays taken, a retry of its
+-- client_id still finds it) with empty content.
+ALTER TABLE messages ADD COLUMN reply_to INTEGER;
+ALTER TABLE messages ADD COLUMN edited_ms INTEGER;
+ALTER TABLE messages ADD COLUMN deleted_ms INTEGER;
+ALTER TABLE messages ADD COLUMN reactions TEXT;
+-- Who a room message mentions (`@name`), for unread mention counts.
+CREATE TABLE mentions (
+    user_id    INTEGER NOT NULL,
+    room       TEXT NOT NULL,
+    message_id INTEGER NOT NULL,
+    PRIMARY KEY (user_id, room, message_id)
+) WITHOUT ROWID;
+CREATE INDEX mentions_message ON mentions(message_id);
+-- An external-content FTS5 index over messages.content: the text is kept
+-- once, in `messages`; the index holds only the words. `unicode61` folds
+-- case and splits on anything that is not a letter or digit, as
+-- `store::search_words` does; diacritics are kept (PostgreSQL's `simple`
+-- configuration keeps them too), so both stores match the same words.
+CREATE VIRTUAL TABLE messages_fts USING fts5(
+    content, content = 'messages', content_rowid = 'id',
+    tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER messages_fts_insert AFTER INSERT ON messages BEGIN
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+CREATE TRIGGER messages_fts_update AFTER UPDATE OF content ON messages BEGIN
+    INSERT INTO messages_fts (messages_fts, rowid, content) VALUES ('delete', old.id, old.content);
+    INSERT INTO messages_fts (rowid, content) VALUES (new.id, new.content);
+END;
+INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+"#,
+];
+
+/// The columns `row_to_message` reads, in its order.
+macro_rules! message_columns {
+    ($m:literal) => {
+        concat!(
+            $m,
+            "id, ",
+            $m,
+            "room, ",
+            $m,
+            "from_id, ",
+            $m,
+            "to_id, ",
+            $m,
+            "content, ",
+            $m,
+            "ts_ms, ",
+            $m,
+            "reply_to, ",
+            $m,
+            "edited_ms, ",
+            $m,
+            "reactions"
+        )
+    };
+}
 
 /// The conversation key of two users, whatever their order.
 fn dm_key(a: UserId, b: UserId) -> i64 {
@@ -192,20 +256,24 @@ fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMe
     let (limit, offset) = (q.limit as i64, q.offset as i64);
     let mut rows = match &q.target {
         Target::Room(room) => {
-            let mut st = conn.prepare_cached(
-                "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
-                 WHERE room = ?1 AND id < ?2 AND id > ?3
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5",
-            )?;
+            let mut st = conn.prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(""),
+                " FROM messages
+                 WHERE room = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
+                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+            ))?;
             st.query_map(params![room, before, after, limit, offset], row_to_message)?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         }
         Target::Direct(a, b) => {
-            let mut st = conn.prepare_cached(
-                "SELECT id, room, from_id, to_id, content, ts_ms FROM messages
-                 WHERE dm = ?1 AND id < ?2 AND id > ?3
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5",
-            )?;
+            let mut st = conn.prepare_cached(concat!(
+                "SELECT ",
+                message_columns!(""),
+                " FROM messages
+                 WHERE dm = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
+                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
+            ))?;
             st.query_map(
                 params![dm_key(*a, *b), before, after, limit, offset],
                 row_to_message,
@@ -221,27 +289,38 @@ fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMe
 /// user, with how many messages from others are newer than the read marker.
 fn unread(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<UnreadCount>> {
     let mut counts = Vec::new();
+    // Rooms with a read marker, rooms the user belongs to, and rooms where
+    // someone mentioned them; the last two count from the start.
     let mut st = conn.prepare_cached(
-        "SELECT r.room, (SELECT COUNT(*) FROM messages m
-                         WHERE m.room = r.room AND m.id > r.last_id AND m.from_id != ?1)
+        "SELECT r.room,
+                (SELECT COUNT(*) FROM messages m WHERE m.room = r.room AND m.id > r.last_id
+                   AND m.from_id != ?1 AND m.deleted_ms IS NULL),
+                (SELECT COUNT(*) FROM mentions n WHERE n.user_id = ?1 AND n.room = r.room
+                   AND n.message_id > r.last_id)
          FROM (SELECT room, last_id FROM room_reads WHERE user_id = ?1
                UNION ALL
-               SELECT room, 0 FROM room_members WHERE user_id = ?1
-                 AND room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
+               SELECT room, 0 FROM (SELECT room FROM room_members WHERE user_id = ?1
+                                    UNION SELECT room FROM mentions WHERE user_id = ?1)
+                 WHERE room NOT IN (SELECT room FROM room_reads WHERE user_id = ?1)) r
          ORDER BY r.room",
     )?;
     for row in st.query_map([user], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })? {
-        let (room, n) = row?;
+        let (room, n, mentions) = row?;
         if n > 0 {
-            counts.push(UnreadCount::Room(room, n as u64));
+            counts.push(UnreadCount::Room(room, n as u64, mentions as u64));
         }
     }
     let mut st = conn.prepare_cached(
         "SELECT m.from_id, COUNT(*) FROM messages m
          LEFT JOIN dm_reads r ON r.user_id = ?1 AND r.peer_id = m.from_id
          WHERE m.to_id = ?1 AND m.from_id != ?1 AND m.id > COALESCE(r.last_id, 0)
+           AND m.deleted_ms IS NULL
          GROUP BY m.from_id ORDER BY m.from_id",
     )?;
     for row in st.query_map([user], |r| Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)?)))? {
@@ -249,6 +328,173 @@ fn unread(conn: &Connection, user: UserId) -> rusqlite::Result<Vec<UnreadCount>>
         counts.push(UnreadCount::Direct(from, n as u64));
     }
     Ok(counts)
+}
+
+/// Which messages a user may read, as SQL over `messages m` with the user
+/// as `?2`: their conversations, public rooms, private rooms they belong
+/// to. A room with messages but no row (its write was lost) is readable by
+/// nobody, as the loop treats it.
+const MAY_READ: &str = "((m.room IS NULL AND (m.from_id = ?2 OR m.to_id = ?2))
+     OR EXISTS (SELECT 1 FROM rooms r WHERE r.name = m.room
+                AND (r.private = 0 OR r.owner_id = ?2
+                     OR EXISTS (SELECT 1 FROM room_members rm
+                                WHERE rm.room = m.room AND rm.user_id = ?2))))";
+
+/// Full-text search, newest first. The FTS5 index yields its matches in
+/// descending rowid (= message id) order, so the newest `limit` readable
+/// matches are found without sorting every match.
+fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMessage>> {
+    // Each word quoted: a phrase of one token, so nothing in it is syntax.
+    let fts: String = q
+        .words
+        .iter()
+        .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let (scope_sql, scope) = match &q.scope {
+        None => ("", None),
+        Some(Target::Room(room)) => (
+            "AND m.room = ?4",
+            Some(rusqlite::types::Value::from(room.clone())),
+        ),
+        Some(Target::Direct(a, b)) => (
+            "AND m.dm = ?4",
+            Some(rusqlite::types::Value::from(dm_key(*a, *b))),
+        ),
+    };
+    let sql = format!(
+        "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
+         WHERE messages_fts MATCH ?1 AND m.deleted_ms IS NULL AND {MAY_READ} {scope_sql}
+         ORDER BY f.rowid DESC LIMIT ?3",
+        message_columns!("m.")
+    );
+    let mut st = conn.prepare_cached(&sql)?;
+    let limit = q.limit as i64;
+    let rows = match scope {
+        None => st.query_map(params![fts, q.user, limit], row_to_message)?,
+        Some(v) => st.query_map(params![fts, q.user, limit, v], row_to_message)?,
+    };
+    rows.collect()
+}
+
+/// What an edit, delete or reaction needs to know about its message.
+struct Located {
+    room: Option<String>,
+    from: UserId,
+    to: Option<UserId>,
+    /// The room is private, and who owns it.
+    private_owner: Option<Option<UserId>>,
+    reactions: Option<String>,
+}
+
+/// The live (not deleted) message `id`, if there is one.
+fn live_message(c: &Connection, id: MsgId) -> rusqlite::Result<Option<Located>> {
+    c.prepare_cached(
+        "SELECT m.room, m.from_id, m.to_id, r.private, r.owner_id, m.reactions
+         FROM messages m LEFT JOIN rooms r ON r.name = m.room
+         WHERE m.id = ?1 AND m.deleted_ms IS NULL",
+    )?
+    .query_row([id as i64], |r| {
+        let private: Option<bool> = r.get(3)?;
+        Ok(Located {
+            room: r.get(0)?,
+            from: r.get(1)?,
+            to: r.get(2)?,
+            private_owner: private.filter(|p| *p).map(|_| r.get(4)).transpose()?,
+            reactions: r.get(5)?,
+        })
+    })
+    .optional()
+}
+
+/// Whether `user` may read the message `t` (the reaction rule; search's
+/// is [`MAY_READ`]).
+fn may_read(c: &Connection, t: &Located, user: UserId) -> rusqlite::Result<bool> {
+    let Some(room) = &t.room else {
+        return Ok(t.from == user || t.to == Some(user));
+    };
+    Ok(c.prepare_cached(
+        "SELECT 1 FROM rooms r WHERE r.name = ?1 AND (r.private = 0 OR r.owner_id = ?2
+           OR EXISTS (SELECT 1 FROM room_members rm WHERE rm.room = ?1 AND rm.user_id = ?2))",
+    )?
+    .query_row(params![room, user], |_| Ok(()))
+    .optional()?
+    .is_some())
+}
+
+/// An edit, delete or reaction, checked and applied.
+fn change(c: &Connection, req: &Request) -> rusqlite::Result<Result<Change, Refusal>> {
+    let (Request::EditMessage { id, user, .. }
+    | Request::DeleteMessage { id, user, .. }
+    | Request::React { id, user, .. }) = req
+    else {
+        unreachable!("change() is only called for changes");
+    };
+    let Some(t) = live_message(c, *id)? else {
+        return Ok(Err(Refusal::NoSuchMessage));
+    };
+    let what = match req {
+        Request::EditMessage { content, at_ms, .. } => {
+            if t.from != *user {
+                return Ok(Err(Refusal::Forbidden));
+            }
+            c.prepare_cached("UPDATE messages SET content = ?2, edited_ms = ?3 WHERE id = ?1")?
+                .execute(params![*id as i64, content, at_ms])?;
+            ChangeKind::Edited {
+                content: content.clone(),
+                at_ms: *at_ms,
+            }
+        }
+        Request::DeleteMessage { at_ms, .. } => {
+            let owner = t.private_owner.flatten();
+            if t.from != *user && owner != Some(*user) {
+                return Ok(Err(Refusal::Forbidden));
+            }
+            c.prepare_cached(
+                "UPDATE messages SET content = '', reactions = NULL, deleted_ms = ?2 WHERE id = ?1",
+            )?
+            .execute(params![*id as i64, at_ms])?;
+            c.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
+                .execute([*id as i64])?;
+            ChangeKind::Deleted
+        }
+        Request::React { emoji, .. } => {
+            if !may_read(c, &t, *user)? {
+                return Ok(Err(Refusal::Forbidden));
+            }
+            let mut reactions = decode_reactions(t.reactions.as_deref());
+            let on = match toggle_reaction(&mut reactions, emoji, *user) {
+                Ok(on) => on,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            c.prepare_cached("UPDATE messages SET reactions = ?2 WHERE id = ?1")?
+                .execute(params![*id as i64, encode_reactions(&reactions)])?;
+            ChangeKind::Reacted {
+                emoji: emoji.clone(),
+                user: *user,
+                on,
+            }
+        }
+        _ => unreachable!(),
+    };
+    Ok(Ok(Change {
+        id: *id,
+        room: t.room,
+        from: t.from,
+        to: t.to,
+        what,
+    }))
+}
+
+/// Whether `reply_to` names a live, earlier message of the same room or
+/// conversation as `msg`.
+fn reply_target_ok(c: &Connection, msg: &StoredMessage, parent: MsgId) -> rusqlite::Result<bool> {
+    let found: Option<(Option<String>, Option<i64>)> = c
+        .prepare_cached("SELECT room, dm FROM messages WHERE id = ?1 AND deleted_ms IS NULL")?
+        .query_row([parent as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let dm = msg.to.map(|to| dm_key(msg.from, to));
+    Ok(parent < msg.id && found.is_some_and(|(room, d)| room == msg.room && d == dm))
 }
 
 impl Sqlite {
@@ -297,15 +543,24 @@ impl Sqlite {
                     id: u.id,
                 })
             }
-            Request::PutMessage { msg, client_id } => {
+            Request::PutMessage {
+                msg,
+                client_id,
+                mentions,
+            } => {
+                if let Some(parent) = msg.reply_to
+                    && !reply_target_ok(c, msg, parent)?
+                {
+                    return Ok(Some(Reply::MessageRefused { key: msg.id }));
+                }
                 let dm = msg.to.map(|to| dm_key(msg.from, to));
                 // A `client_id` this user already stored is not an error: it
                 // is a retry the loop's window had forgotten, answered with
                 // the first message (found through the same unique index).
                 let inserted = c
                     .prepare_cached(
-                        "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                        "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id, reply_to)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                      ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
                     )?
                     .execute(params![
@@ -316,7 +571,8 @@ impl Sqlite {
                     dm,
                     msg.content,
                     msg.timestamp_ms,
-                    client_id
+                    client_id,
+                    msg.reply_to.map(|r| r as i64)
                 ])?;
                 if inserted == 0 {
                     let (existing, ts): (i64, i64) = c
@@ -329,6 +585,14 @@ impl Sqlite {
                         existing: existing as MsgId,
                         timestamp_ms: ts,
                     }));
+                }
+                if let Some(room) = &msg.room {
+                    let mut st = c.prepare_cached(
+                        "INSERT OR IGNORE INTO mentions (user_id, room, message_id) VALUES (?1, ?2, ?3)",
+                    )?;
+                    for u in mentions {
+                        st.execute(params![u, room, msg.id as i64])?;
+                    }
                 }
                 Some(Reply::MessageStored {
                     key: msg.id,
@@ -374,6 +638,8 @@ impl Sqlite {
                 // user may read.
                 c.prepare_cached("DELETE FROM room_reads WHERE room = ?1 AND user_id = ?2")?
                     .execute(params![room, user])?;
+                c.prepare_cached("DELETE FROM mentions WHERE room = ?1 AND user_id = ?2")?
+                    .execute(params![room, user])?;
                 Some(Reply::Done { ticket: *ticket })
             }
             Request::MarkRead { user, target, id } => {
@@ -408,6 +674,16 @@ impl Sqlite {
             Request::FindUser { ticket, name } => Some(Reply::UserFound {
                 ticket: *ticket,
                 row: find_user(&self.conn, name)?,
+            }),
+            Request::Search { ticket, query } => Some(Reply::History {
+                ticket: *ticket,
+                messages: search(&self.conn, query)?,
+            }),
+            Request::EditMessage { ticket, .. }
+            | Request::DeleteMessage { ticket, .. }
+            | Request::React { ticket, .. } => Some(Reply::Changed {
+                ticket: *ticket,
+                outcome: change(c, req)?,
             }),
             Request::Catchup { .. } | Request::Resync { .. } => {
                 return Err(not_sequenced());
@@ -610,9 +886,14 @@ fn backup_stats(copy: &Path) -> rusqlite::Result<BackupStats> {
 /// request must be classified.
 fn writes_several_statements(req: &Request) -> bool {
     match req {
-        Request::PutPrivateRoom { .. } | Request::RemoveMember { .. } => true,
+        Request::PutPrivateRoom { .. }
+        | Request::RemoveMember { .. }
+        | Request::DeleteMessage { .. } => true,
+        // The insert and its mention rows.
+        Request::PutMessage { mentions, msg, .. } => !mentions.is_empty() && msg.room.is_some(),
+        // One check, then one update.
+        Request::EditMessage { .. } | Request::React { .. } => false,
         Request::PutUser(_)
-        | Request::PutMessage { .. }
         | Request::PutPublicRoom { .. }
         | Request::SetLastSeen { .. }
         | Request::AddMember { .. }
@@ -624,6 +905,7 @@ fn writes_several_statements(req: &Request) -> bool {
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
         | Request::FindUser { .. }
+        | Request::Search { .. }
         | Request::Drain => false,
     }
 }
@@ -637,6 +919,10 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         content: r.get(4)?,
         timestamp_ms: r.get(5)?,
         seq: 0,
+        reply_to: r.get::<_, Option<i64>>(6)?.map(|r| r as MsgId),
+        edited_ms: r.get(7)?,
+        reactions: decode_reactions(r.get::<_, Option<String>>(8)?.as_deref()),
+        deleted: false,
     })
 }
 
@@ -728,7 +1014,8 @@ impl Backend for Sqlite {
         let mut st = c
             .prepare(
                 "SELECT user_id FROM room_reads UNION SELECT user_id FROM room_members
-                 UNION SELECT DISTINCT to_id FROM messages WHERE to_id IS NOT NULL",
+                 UNION SELECT DISTINCT to_id FROM messages WHERE to_id IS NOT NULL
+                 UNION SELECT user_id FROM mentions",
             )
             .map_err(err)?;
         snap.unread_sources = st
@@ -859,6 +1146,10 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 row: find_user(&self.conn, name).map_err(err)?,
             }),
+            Request::Search { ticket, query } => Ok(Reply::History {
+                ticket: *ticket,
+                messages: search(&self.conn, query).map_err(err)?,
+            }),
             _ => Err(StoreError::request("not a read")),
         }
     }
@@ -914,6 +1205,7 @@ mod tests {
                 Request::PutMessage {
                     msg: msg(5, Some("general"), 1, None),
                     client_id: Some("k1".into()),
+                    mentions: Vec::new(),
                 },
                 Request::SetLastSeen { user: 2, at_ms: 99 },
             ],
@@ -941,15 +1233,18 @@ mod tests {
             reqs.push(Request::PutMessage {
                 msg: msg(id, Some("r"), 1, None),
                 client_id: None,
+                mentions: Vec::new(),
             });
         }
         reqs.push(Request::PutMessage {
             msg: msg(11, None, 1, Some(2)),
             client_id: None,
+            mentions: Vec::new(),
         });
         reqs.push(Request::PutMessage {
             msg: msg(12, None, 2, Some(1)),
             client_id: None,
+            mentions: Vec::new(),
         });
         run(&mut db, reqs);
         let q = |target, before, after, limit, offset| HistoryQuery {
@@ -994,6 +1289,7 @@ mod tests {
                 Request::PutMessage {
                     msg: msg(1, Some("r"), 2, None),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 Request::MarkRead {
                     user: 1,
@@ -1003,18 +1299,22 @@ mod tests {
                 Request::PutMessage {
                     msg: msg(2, Some("r"), 2, None),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 Request::PutMessage {
                     msg: msg(3, Some("r"), 1, None),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 Request::PutMessage {
                     msg: msg(4, None, 2, Some(1)),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 Request::PutMessage {
                     msg: msg(5, None, 2, Some(1)),
                     client_id: None,
+                    mentions: Vec::new(),
                 },
                 Request::MarkRead {
                     user: 1,
@@ -1030,7 +1330,10 @@ mod tests {
         );
         assert_eq!(
             unread(&db.conn, 1).unwrap(),
-            vec![UnreadCount::Room("r".into(), 1), UnreadCount::Direct(2, 1)]
+            vec![
+                UnreadCount::Room("r".into(), 1, 0),
+                UnreadCount::Direct(2, 1)
+            ]
         );
     }
 
@@ -1045,12 +1348,14 @@ mod tests {
             vec![Request::PutMessage {
                 msg: msg(1, Some("r"), 1, None),
                 client_id: Some("k".into()),
+                mentions: Vec::new(),
             }],
         );
         db.begin().unwrap();
         let dup = Request::PutMessage {
             msg: msg(2, Some("r"), 1, None),
             client_id: Some("k".into()),
+            mentions: Vec::new(),
         };
         match db.execute(&dup).unwrap() {
             Some(Reply::MessageExists {
@@ -1063,6 +1368,7 @@ mod tests {
         let other_user = Request::PutMessage {
             msg: msg(3, Some("r"), 2, None),
             client_id: Some("k".into()),
+            mentions: Vec::new(),
         };
         assert!(db.execute(&other_user).is_ok());
         db.commit().unwrap();
@@ -1129,6 +1435,7 @@ mod tests {
         db.execute(&Request::PutMessage {
             msg: msg(1, Some("general"), 1, None),
             client_id: None,
+            mentions: Vec::new(),
         })
         .unwrap();
         db.commit().unwrap();
@@ -1223,6 +1530,7 @@ mod tests {
             reqs.push(Request::PutMessage {
                 msg: msg(id, Some("r"), 1, None),
                 client_id: None,
+                mentions: Vec::new(),
             });
         }
         run(db, reqs);
@@ -1269,6 +1577,7 @@ mod tests {
         db.execute(&Request::PutMessage {
             msg: msg(11, Some("r"), 1, None),
             client_id: None,
+            mentions: Vec::new(),
         })
         .unwrap();
         let copy = dir.join("copy.db");
@@ -1409,6 +1718,7 @@ mod tests {
             .submit(Request::PutMessage {
                 msg: msg(1, Some("r"), 1, None),
                 client_id: None,
+                mentions: Vec::new(),
             })
             .unwrap();
         assert!(matches!(next(&store), Reply::MessageStored { key: 1, .. }));
@@ -1457,8 +1767,10 @@ mod fault_tests {
                 content: "x".into(),
                 timestamp_ms: 0,
                 seq: 0,
+                ..StoredMessage::default()
             },
             client_id: Some(format!("c{id}")),
+            mentions: Vec::new(),
         }
     }
 
@@ -1592,7 +1904,7 @@ mod fault_tests {
         );
         assert_eq!(
             unread(&db.conn, 2).unwrap(),
-            vec![UnreadCount::Room("r".into(), 1)]
+            vec![UnreadCount::Room("r".into(), 1, 0)]
         );
         let remove = Request::RemoveMember {
             ticket,

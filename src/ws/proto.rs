@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
 use crate::config::ECHO_MAX_CHARS;
-use crate::store::{StoredMessage, UserId};
+use crate::store::{Reaction, StoredMessage, UserId};
 
 /// Every field any client frame may carry; which ones matter depends on `type`.
 #[derive(Debug, Default, Deserialize)]
@@ -44,6 +44,10 @@ pub struct ClientFrame<'a> {
     pub private: Option<bool>,
     #[serde(borrow, default)]
     pub members: Option<Vec<Cow<'a, str>>>,
+    #[serde(default)]
+    pub reply_to: Option<u64>,
+    #[serde(borrow, default)]
+    pub emoji: Option<Cow<'a, str>>,
 }
 
 /// How a text frame that did not parse as a [`ClientFrame`] is treated.
@@ -122,6 +126,100 @@ pub struct MessageObj<'a> {
     pub user: &'a str,
     pub content: &'a str,
     pub timestamp: Ts,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Ts>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub reactions: Vec<ReactionObj<'a>>,
+}
+
+/// One emoji's reactions in a message object: who, by name.
+#[derive(Debug, Serialize)]
+pub struct ReactionObj<'a> {
+    pub emoji: &'a str,
+    pub users: Vec<&'a str>,
+}
+
+/// A message's reactions as the contract lists them.
+pub fn reaction_objects<'a>(
+    reactions: &'a [Reaction],
+    name: &impl Fn(UserId) -> &'a str,
+) -> Vec<ReactionObj<'a>> {
+    reactions
+        .iter()
+        .map(|r| ReactionObj {
+            emoji: &r.emoji,
+            users: r.users.iter().map(|&u| name(u)).collect(),
+        })
+        .collect()
+}
+
+/// One stored message as the contract's message object.
+pub fn message_object<'a>(
+    m: &'a StoredMessage,
+    name: &impl Fn(UserId) -> &'a str,
+) -> MessageObj<'a> {
+    let user = name(m.from);
+    let (from, to) = match m.to {
+        Some(to) => (Some(user), Some(name(to))),
+        None => (None, None),
+    };
+    MessageObj {
+        id: m.id,
+        room: m.room.as_deref(),
+        from,
+        to,
+        user,
+        content: &m.content,
+        timestamp: Ts(m.timestamp_ms),
+        reply_to: m.reply_to,
+        edited_at: m.edited_ms.map(Ts),
+        reactions: reaction_objects(&m.reactions, name),
+    }
+}
+
+/// A stored message as the frame a subscriber gets (a replay, a cluster's
+/// catch-up): `message` for a room, `private_message` for a conversation,
+/// with whatever edits and reactions it has by now; a deleted one (only
+/// catch-ups carry those) as `message_deleted`.
+pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str) -> Out<'a> {
+    let (room, from, to) = match (&m.room, m.to) {
+        (Some(room), _) => (Some(room.as_str()), None, None),
+        (None, to) => (None, Some(name(m.from)), Some(name(to.unwrap_or(0)))),
+    };
+    if m.deleted {
+        return Out::MessageDeleted {
+            id: m.id,
+            room,
+            from,
+            to,
+        };
+    }
+    let (reply_to, edited_at) = (m.reply_to, m.edited_ms.map(Ts));
+    let reactions = reaction_objects(&m.reactions, name);
+    match (room, from, to) {
+        (Some(room), _, _) => Out::Message {
+            id: m.id,
+            room,
+            user: name(m.from),
+            content: &m.content,
+            timestamp: Ts(m.timestamp_ms),
+            reply_to,
+            edited_at,
+            reactions,
+        },
+        (None, from, to) => Out::PrivateMessage {
+            id: m.id,
+            from: from.unwrap_or_default(),
+            to: to.unwrap_or_default(),
+            content: &m.content,
+            timestamp: Ts(m.timestamp_ms),
+            reply_to,
+            edited_at,
+            reactions,
+        },
+    }
 }
 
 /// Stored messages as the contract's message objects; `name` gives a user's name.
@@ -129,25 +227,7 @@ pub fn message_objects<'a>(
     messages: &'a [StoredMessage],
     name: impl Fn(UserId) -> &'a str,
 ) -> Vec<MessageObj<'a>> {
-    messages
-        .iter()
-        .map(|m| {
-            let user = name(m.from);
-            let (from, to) = match m.to {
-                Some(to) => (Some(user), Some(name(to))),
-                None => (None, None),
-            };
-            MessageObj {
-                id: m.id,
-                room: m.room.as_deref(),
-                from,
-                to,
-                user,
-                content: &m.content,
-                timestamp: Ts(m.timestamp_ms),
-            }
-        })
-        .collect()
+    messages.iter().map(|m| message_object(m, &name)).collect()
 }
 
 /// One entry of an `unread` frame.
@@ -158,18 +238,30 @@ pub struct UnreadEntry<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub with: Option<&'a str>,
     pub count: u64,
+    /// Unread messages that mention the user (rooms only; absent when none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mentions: Option<u64>,
 }
 
 /// Every frame the server sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Out<'a> {
+    /// A room message. `reply_to` on replies; `edited_at` and `reactions`
+    /// only in replays and catch-ups of messages that have them (a live
+    /// message is new: never edited, no reactions yet).
     Message {
         id: u64,
         room: &'a str,
         user: &'a str,
         content: &'a str,
         timestamp: Ts,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        edited_at: Option<Ts>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        reactions: Vec<ReactionObj<'a>>,
     },
     PrivateMessage {
         id: u64,
@@ -177,6 +269,49 @@ pub enum Out<'a> {
         to: &'a str,
         content: &'a str,
         timestamp: Ts,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        edited_at: Option<Ts>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        reactions: Vec<ReactionObj<'a>>,
+    },
+    /// `room` for a room message, `from`/`to` for a private one.
+    MessageEdited {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+        content: &'a str,
+        edited_at: Ts,
+    },
+    MessageDeleted {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+    },
+    Reaction {
+        id: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        room: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        from: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
+        emoji: &'a str,
+        user: &'a str,
+        on: bool,
+    },
+    /// To the connections of a user named by `@name` in `message`.
+    Mention {
+        message: MessageObj<'a>,
     },
     Ack {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -327,6 +462,9 @@ mod tests {
             user: "alice",
             content: "hi \"there\"",
             timestamp: Ts(1_768_473_000_123),
+            reply_to: None,
+            edited_at: None,
+            reactions: Vec::new(),
         });
         assert_eq!(f[0], 0x81);
         assert_eq!(
@@ -334,6 +472,42 @@ mod tests {
             r#"{"type":"message","id":42,"room":"general","user":"alice","content":"hi \"there\"","timestamp":"2026-01-15T10:30:00.123Z"}"#
         );
         assert_eq!(f[1] as usize, payload(&f).len());
+    }
+
+    /// A replayed message carries `reply_to`, `edited_at` and `reactions`
+    /// after the live fields; a deleted one replays as `message_deleted`.
+    #[test]
+    fn encodes_stored_messages_as_they_are_now() {
+        let mut enc = Encoder::default();
+        let m = StoredMessage {
+            id: 7,
+            room: Some("general".into()),
+            from: 1,
+            content: "fixed".into(),
+            timestamp_ms: 1_768_473_000_123,
+            reply_to: Some(3),
+            edited_ms: Some(1_768_473_060_000),
+            reactions: vec![Reaction {
+                emoji: "👍".into(),
+                users: vec![2, 1],
+            }],
+            ..StoredMessage::default()
+        };
+        let name = |u: UserId| ["", "alice", "bob"][u as usize];
+        let out = enc.bytes(&stored_frame(&m, &name)).to_vec();
+        assert_eq!(
+            payload(&out),
+            r#"{"type":"message","id":7,"room":"general","user":"alice","content":"fixed","timestamp":"2026-01-15T10:30:00.123Z","reply_to":3,"edited_at":"2026-01-15T10:31:00.000Z","reactions":[{"emoji":"👍","users":["bob","alice"]}]}"#
+        );
+        let gone = StoredMessage {
+            deleted: true,
+            ..m.clone()
+        };
+        let out = enc.bytes(&stored_frame(&gone, &name)).to_vec();
+        assert_eq!(
+            payload(&out),
+            r#"{"type":"message_deleted","id":7,"room":"general"}"#
+        );
     }
 
     /// Optional fields are left out, not sent as null.
