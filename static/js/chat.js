@@ -11,15 +11,13 @@
 
 import { api } from './api.js';
 import { Connection } from './socket.js';
-import { Conversation, PAGE_SIZE, roomKey, dmKey } from './conversation.js';
+import { Conversation, PAGE_SIZE, DM_CATCHUP, roomKey, dmKey } from './conversation.js';
 import { MAX_CONTENT_CHARS, contentLength } from './content.js';
 import { newClientId } from './ids.js';
 import { frameHandlers, toMessage } from './frames.js';
 import { userPref, setUserPref } from './session.js';
 
 export const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
-// Catch-up after a reconnect for private chats, which have no `since` replay.
-const DM_CATCHUP = 200;
 const TYPING_RESEND_MS = 2000; // a typing frame at most this often while keys keep coming
 const TYPING_IDLE_MS = 2500; // then stop_typing when the keys stop
 const DEFAULT_ROOMS = ['general'];

@@ -18,6 +18,8 @@
 
 // Messages per history request: the newest page on open, then older pages on scroll.
 export const PAGE_SIZE = 50;
+// Catch-up after a reconnect for private chats, which have no `since` replay.
+export const DM_CATCHUP = 200;
 
 // The most stored messages one conversation keeps in the window, and so in the
 // DOM (`newer` may hold as many again while the user reads older messages).
@@ -239,14 +241,15 @@ export class Conversation {
   }
 
   /**
-   * A page read again after a reconnect: what changed meanwhile (edits,
-   * reactions) replaces the held copies, and held messages within the page's
-   * id range that the page lacks were deleted. New ones are added as usual.
+   * The newest page read again after a reconnect (`limit` asked): what
+   * changed meanwhile (edits, reactions) replaces the held copies, and held
+   * messages within the page's id range that it lacks were deleted. New ones
+   * are added as usual.
    */
-  refresh(messages) {
-    if (!messages.length) return;
-    const lo = messages[0].id;
-    const hi = messages[messages.length - 1].id;
+  refresh(messages, limit) {
+    // The newest page covers every id from its first one on; a short page covers them all.
+    const lo = messages.length >= limit ? messages[0].id : 0;
+    const hi = Infinity;
     const fresh = new Map(messages.map((m) => [m.id, m]));
     for (const held of [...this.messages, ...this.newer]) {
       if (held.id < lo || held.id > hi) continue;

@@ -8,7 +8,7 @@
 // `chat.touchUser(name)` a person, and `chat.changed()` is kept for the rare
 // frames that reshape the screen (a room appearing or going away).
 
-import { roomKey, dmKey } from './conversation.js';
+import { roomKey, dmKey, PAGE_SIZE, DM_CATCHUP } from './conversation.js';
 
 const TYPING_SHOWN_MS = 3000;
 const RATE_LIMIT_RETRY_MS = 1000;
@@ -180,7 +180,7 @@ export const frameHandlers = {
     const kind = c.historyQueue.shift() ?? null;
     const messages = f.messages.map(toMessage);
     if (kind === 'focus') c.focusPage(messages);
-    else if (kind === 'refresh' || kind === 'catchup') c.refresh(messages);
+    else if (kind === 'refresh' || kind === 'catchup') c.refresh(messages, kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE);
     else c.addHistory(kind, messages);
     if (kind === 'initial' && c.revealAfterLoad) {
       const id = c.revealAfterLoad;

@@ -14,7 +14,11 @@ test('a reply quotes its parent, and the quote leads back to it', async (t) => {
   const bob = await person();
   await signUp(alice, server.url, 'alice');
   await signUp(bob, server.url, 'bob');
-  await sendMessage(bob, 'who owns the release notes?\nasking for the 2.0 launch');
+  await bob.click('#composer-input');
+  await bob.keyboard.type('who owns the release notes?');
+  await bob.keyboard.press('Shift+Enter');
+  await bob.keyboard.type('asking for the 2.0 launch');
+  await bob.keyboard.press('Enter');
   await sendMessage(bob, 'something else entirely');
   await messageRow(alice, 'something else entirely').waitFor();
 
