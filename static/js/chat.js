@@ -27,8 +27,10 @@ const READ_DEBOUNCE_MS = 400;
 // A hidden tab gets no animation frames; it still renders this often, so its
 // title keeps counting unread messages.
 const HIDDEN_RENDER_MS = 1000;
-// A reply's parent is sought through at most this many older pages.
-const SEEK_MAX_PAGES = 40;
+// A message older than the window is sought through at most this many older
+// pages of SEEK_PAGE (the server's largest) before its own page is read instead.
+const SEEK_MAX_PAGES = 5;
+const SEEK_PAGE = 200;
 
 export class Chat extends EventTarget {
   /** @param {{token: string, user: {username: string}}} session @param {() => void} onRejected */
@@ -331,12 +333,13 @@ export class Chat extends EventTarget {
   }
 
   /**
-   * Bring message `id` of the open conversation into view and highlight it:
-   * at once when it is held; a reply's parent (`older`) by loading older pages
-   * until it is there or known to be gone; a search result by reading the page
-   * that ends at it.
+   * Bring message `id` of the open conversation into view and highlight it.
+   * Held: at once. Older than the window: older pages are loaded until it is
+   * there (so the messages after it stay below it, as context), or known to
+   * be gone; past SEEK_MAX_PAGES of them, the page that ends at it is read
+   * instead, in place of the window.
    */
-  reveal(id, how = 'focus') {
+  reveal(id) {
     const c = this.active;
     if (!c) return;
     if (!c.loaded || (c.kind === 'room' && !c.joined)) {
@@ -354,31 +357,32 @@ export class Chat extends EventTarget {
     }
     // The window is one unbroken run of ids: a missing id inside it was deleted.
     if (c.deleted.has(id) || (c.firstId && id > c.firstId && id < c.windowLastId)) return this.gone(c);
-    if (how === 'older' && c.firstId && id < c.firstId) {
+    c.seek = { id, pages: 0 };
+    if (c.firstId && id < c.firstId) {
       if (!c.hasMore) return this.gone(c);
-      c.seek = { id, pages: 0 };
       c.following = false;
-      if (!c.historyRequest) this.requestHistory(c, 'older');
+      if (!c.historyRequest) this.requestHistory(c, 'older', undefined, SEEK_PAGE);
     } else {
-      c.seek = { id, pages: 0 };
       this.requestHistory(c, 'focus', id + 1);
     }
     this.touch(c);
   }
 
   /** After a history page: a sought message is shown, sought further, or gone. */
-  continueSeek(c) {
+  continueSeek(c, kind) {
     const s = c.seek;
     if (!s) return;
     if (c.messages.some((m) => m.id === s.id)) {
       c.seek = null;
       this.dispatchEvent(new CustomEvent('reveal', { detail: { key: c.key, id: s.id } }));
-    } else if ((c.firstId && c.firstId < s.id) || !c.hasMore || ++s.pages > SEEK_MAX_PAGES) {
-      c.seek = null;
+    } else if (kind === 'focus' || (c.firstId && c.firstId < s.id) || !c.hasMore) {
       this.gone(c);
+    } else if (++s.pages >= SEEK_MAX_PAGES) {
+      // Far back: the page that ends at it, rather than every page in between.
+      this.requestHistory(c, 'focus', s.id + 1);
     } else {
       c.following = false;
-      this.requestHistory(c, 'older');
+      this.requestHistory(c, 'older', undefined, SEEK_PAGE);
     }
   }
 
@@ -403,7 +407,7 @@ export class Chat extends EventTarget {
       if (!this.convs.has(key)) this.joinRoom(msg.room);
     } else this.dm(this.peerOf(msg));
     if (this.activeKey !== key) this.open(key);
-    this.reveal(msg.id, 'focus');
+    this.reveal(msg.id);
   }
 
   /** The other person of a private message. */
@@ -433,7 +437,7 @@ export class Chat extends EventTarget {
 
   loadOlder() {
     const c = this.active;
-    if (c && c.loaded && c.hasMore && !c.historyRequest) {
+    if (c && c.loaded && c.hasMore && !c.historyRequest && !c.seek) {
       this.requestHistory(c, 'older');
       this.touch(c);
     }
@@ -441,6 +445,8 @@ export class Chat extends EventTarget {
 
   /** Scrolled to the end of a window that does not reach the newest messages: the next page, from memory. */
   loadNewer() {
+    // While older pages land for a sought message, the bottom of the list is no place to pull from.
+    if (this.active?.seek) return;
     this.active?.advance();
   }
 
@@ -475,7 +481,8 @@ export class Chat extends EventTarget {
   setAtBottom(atBottom) {
     const c = this.active;
     if (!c) return;
-    const following = atBottom && !c.detached;
+    // While an older message is sought, pages land above: the window must keep them, not its newest end.
+    const following = atBottom && !c.detached && !c.seek;
     if (c.following === following) return;
     c.following = following;
     if (following) {
@@ -537,9 +544,9 @@ export class Chat extends EventTarget {
     this.conn.send(frame);
   }
 
-  requestHistory(c, kind, before) {
+  requestHistory(c, kind, before, limit = kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE) {
     if (c.kind === 'room' && !c.joined) return; // asked again once online_users confirms the join
-    const frame = { type: 'history', limit: kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE };
+    const frame = { type: 'history', limit };
     frame[c.kind === 'room' ? 'room' : 'with'] = c.name;
     if (kind === 'older') frame.before = c.firstId;
     if (kind === 'focus') frame.before = before;

@@ -101,7 +101,7 @@ export const frameHandlers = {
       if (c.revealAfterLoad) {
         const id = c.revealAfterLoad;
         c.revealAfterLoad = null;
-        chat.reveal(id, 'focus');
+        chat.reveal(id);
       }
     }
     chat.flushPending(c);
@@ -185,9 +185,9 @@ export const frameHandlers = {
     if (kind === 'initial' && c.revealAfterLoad) {
       const id = c.revealAfterLoad;
       c.revealAfterLoad = null;
-      if (chat.activeKey === c.key) chat.reveal(id, 'focus');
+      if (chat.activeKey === c.key) chat.reveal(id);
     } else if (c.seek && (kind === 'older' || kind === 'focus')) {
-      chat.continueSeek(c);
+      chat.continueSeek(c, kind);
     }
     chat.markRead(c);
     chat.touch(c);

@@ -105,7 +105,7 @@ export function setupMessageActions(chat, timeline) {
     if (btn.dataset.action === 'edit') return startEditing(it.id);
     if (btn.dataset.action === 'delete') return confirmDelete(it.c, it.m);
     if (btn.classList.contains('chip')) return chat.react(it.id, btn.dataset.emoji);
-    if (btn.classList.contains('msg-quote') && btn.dataset.parent) return chat.reveal(Number(btn.dataset.parent), 'older');
+    if (btn.classList.contains('msg-quote') && btn.dataset.parent) return chat.reveal(Number(btn.dataset.parent));
   });
 
   // ---- the picker ----------------------------------------------------------------

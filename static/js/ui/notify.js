@@ -60,7 +60,7 @@ export function setupNotifications(chat, onPick, rerender) {
         window.focus();
         if (conv.kind === 'dm') onPick(key, conv.name);
         else onPick(key);
-        chat.reveal(msg.id, 'focus');
+        chat.reveal(msg.id);
         n.close();
       };
     } catch {

@@ -43,6 +43,8 @@ const RECEIPT_TEXT = { sent: 'Sent', delivered: 'Delivered', read: 'Read' };
 const RECEIPT_TICKS = { sent: '✓', delivered: '✓✓', read: '✓✓' };
 // How long a revealed message (a search result, a reply's parent) stays highlighted.
 const FLASH_MS = 2200;
+// A message to reveal that is not drawn by then (it was never found) is given up.
+const REVEAL_WAIT_MS = 5000;
 
 /** "you", "alice and you", "alice, bob and carol": who reacted, for a chip's tooltip. */
 function listNames(users, me) {
@@ -99,7 +101,8 @@ export class TimelineView {
   onScroll() {
     this.chat.setAtBottom(this.isAtBottom());
     // Rows still waiting to be drawn come first; the list's edges are not its ends yet.
-    if (this.behind) return;
+    // A message about to be revealed decides the position itself.
+    if (this.behind || this.revealId != null) return;
     if (this.el.scrollTop < LOAD_PAGE_PX) this.chat.loadOlder();
     if (this.chat.active?.detached && this.el.scrollHeight - this.el.scrollTop - this.el.clientHeight < LOAD_PAGE_PX) this.chat.loadNewer();
   }
@@ -437,10 +440,13 @@ export class TimelineView {
   /** Scroll to message `id` and highlight it briefly, once its row is drawn. */
   reveal(id) {
     this.revealId = id;
+    this.revealUntil = performance.now() + REVEAL_WAIT_MS;
     this.tryReveal();
   }
 
   tryReveal() {
+    if (this.revealId == null) return;
+    if (performance.now() > this.revealUntil || this.shownKey !== this.chat.activeKey) this.revealId = null;
     if (this.revealId == null || this.behind) return;
     const row = this.rows.find((r) => r.kind === 'msg' && !r.pending && r.item.id === this.revealId);
     if (!row) return;
