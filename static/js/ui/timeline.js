@@ -441,13 +441,14 @@ export class TimelineView {
   reveal(id) {
     this.revealId = id;
     this.revealUntil = performance.now() + REVEAL_WAIT_MS;
+    this.revealKey = this.chat.activeKey;
     this.tryReveal();
   }
 
   tryReveal() {
     if (this.revealId == null) return;
-    if (performance.now() > this.revealUntil || this.shownKey !== this.chat.activeKey) this.revealId = null;
-    if (this.revealId == null || this.behind) return;
+    if (performance.now() > this.revealUntil || this.revealKey !== this.chat.activeKey) this.revealId = null;
+    if (this.revealId == null || this.behind || this.shownKey !== this.revealKey) return;
     const row = this.rows.find((r) => r.kind === 'msg' && !r.pending && r.item.id === this.revealId);
     if (!row) return;
     this.revealId = null;
