@@ -105,8 +105,8 @@ export function parseInline(src, depth = 0) {
         emit({ type: 'strong', children: parseInline(src.slice(i + 2, close), depth + 1) }, close + 2);
         continue;
       }
-    } else if ((ch === '*' || ch === '_') && depth < MAX_DEPTH && !isSpace(src[i + 1]) && !(ch === '_' && isWordChar(prev))) {
-      // `_` inside a word (snake_case) is not emphasis; `*` needs no space inside.
+    } else if ((ch === '*' || ch === '_') && depth < MAX_DEPTH && !isSpace(src[i + 1]) && !(ch === '_' && (isWordChar(prev) || prev === '_' || src[i + 1] === '_'))) {
+      // `_` inside a word (snake_case) or a run of them (__init__) is not emphasis; `*` needs no space inside.
       const close = findClose(src, ch, i + 1);
       if (close > 0 && !(ch === '_' && isWordChar(src[close + 1]))) {
         emit({ type: 'em', children: parseInline(src.slice(i + 1, close), depth + 1) }, close + 1);
@@ -149,7 +149,8 @@ export function parseInline(src, depth = 0) {
 function findClose(src, delim, from) {
   let j = from;
   while ((j = src.indexOf(delim, j)) > 0) {
-    if (j > from && !isSpace(src[j - 1]) && (delim !== '*' || src[j + 1] !== '*')) return j;
+    const single = delim.length === 1 && src[j + 1] !== delim && src[j - 1] !== delim;
+    if (j > from && !isSpace(src[j - 1]) && (delim.length === 2 || single)) return j;
     j += delim.length;
   }
   return -1;

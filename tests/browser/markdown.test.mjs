@@ -21,7 +21,7 @@ test('the parser turns the subset into a tree and leaves everything else as text
     { type: 'code', text: 'e' },
   ]);
   // Not markup: snake_case, arithmetic, unclosed delimiters, a lone backtick.
-  for (const s of ['snake_case_name', '2 * 3 * 4', '**open', 'a ` b', 'x__y__z']) assert.deepEqual(inline(s), [{ type: 'text', text: s }], s);
+  for (const s of ['snake_case_name', '2 * 3 * 4', '**open', 'a ` b', 'x__y__z', '__init__', 'a _ b _ c']) assert.deepEqual(inline(s), [{ type: 'text', text: s }], s);
   // Links: http(s) only; anything else stays the text typed.
   assert.deepEqual(inline('[x](https://example.com/a)'), [{ type: 'link', href: 'https://example.com/a', children: [{ type: 'text', text: 'x' }] }]);
   assert.deepEqual(inline('[x](javascript:alert(1))'), [{ type: 'text', text: '[x](javascript:alert(1))' }]);

@@ -103,9 +103,9 @@ export function setupSearch(chat) {
   });
 }
 
-/** The words of a query as the server matches them: whole words, any case. */
+/** The words of a query as the server matches them: runs of letters and digits, any case. */
 export function queryWords(q) {
-  return [...new Set(q.toLowerCase().match(/[\p{L}\p{N}_]+/gu) || [])];
+  return [...new Set(q.toLowerCase().match(/[\p{L}\p{N}]+/gu) || [])];
 }
 
 function resultItem(chat, m, words) {
@@ -145,7 +145,7 @@ function snippet(text, words) {
 export function highlight(text, words) {
   if (!words.length) return [text];
   const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'));
-  const re = new RegExp(`(?<![\\p{L}\\p{N}_])(?:${escaped.join('|')})(?![\\p{L}\\p{N}_])`, 'giu');
+  const re = new RegExp(`(?<![\\p{L}\\p{N}])(?:${escaped.join('|')})(?![\\p{L}\\p{N}])`, 'giu');
   const out = [];
   let last = 0;
   for (const match of text.matchAll(re)) {
