@@ -135,7 +135,9 @@ export function setupMessageActions(chat, timeline) {
     const id = pickerFor;
     const m = chat.active?.get(id);
     const mine = m?.reactions?.find((r) => r.emoji === b.dataset.emoji)?.users.some((u) => u.toLowerCase() === chat.me.toLowerCase());
+    const within = picker.contains(document.activeElement);
     closePicker();
+    if (within) $('composer-input').focus();
     // Picking a reaction the user already has leaves it on (as in Slack); the chip takes it off.
     if (!mine) chat.react(id, b.dataset.emoji);
   });
@@ -153,8 +155,10 @@ export function setupMessageActions(chat, timeline) {
   });
   document.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape' && !picker.hidden) {
+      const within = picker.contains(document.activeElement);
       closePicker();
       ev.stopPropagation();
+      if (within) $('composer-input').focus();
     }
   });
   $('timeline').addEventListener('scroll', closePicker, { passive: true });
