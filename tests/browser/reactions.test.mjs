@@ -57,6 +57,23 @@ test('people react with the picker and toggle reactions with the chips', async (
   await chip(alice, 'we shipped it', '🎉').waitFor({ state: 'detached' });
   assert.equal(await chip(alice, 'we shipped it', '❤️').textContent(), '❤️1');
 
+  // From the keyboard alone: Up in the timeline focuses the last message, Tab reaches its toolbar.
+  await sendMessage(alice, 'keyboard people welcome');
+  await messageRow(bob, 'keyboard people welcome').waitFor();
+  await bob.focus('#timeline');
+  await bob.keyboard.press('ArrowUp');
+  const focused = messageRow(bob, 'keyboard people welcome');
+  await focused.locator('.msg-actions').waitFor();
+  assert.ok(await focused.evaluate((li) => li === document.activeElement), 'the newest message has the focus');
+  await bob.keyboard.press('ArrowUp');
+  assert.ok(await messageRow(bob, 'we shipped it').evaluate((li) => li === document.activeElement), 'Up again: the one before');
+  await bob.keyboard.press('ArrowDown');
+  await bob.keyboard.press('Tab');
+  assert.equal(await bob.evaluate(() => document.activeElement.getAttribute('aria-label')), 'Add reaction');
+  await bob.keyboard.press('Enter');
+  await bob.keyboard.press('Enter'); // 👍, the first in the picker
+  await chip(alice, 'keyboard people welcome', '👍').filter({ hasText: '1' }).waitFor();
+
   // Reactions are kept: a reload shows them from history.
   await alice.reload();
   await chip(alice, 'we shipped it', '❤️').filter({ hasText: '1' }).waitFor();

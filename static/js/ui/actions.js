@@ -83,12 +83,36 @@ export function setupMessageActions(chat, timeline) {
     if (li && !li.classList.contains('pending')) place(li);
   });
   list.addEventListener('mouseleave', () => {
-    if (picker.hidden && !bar.contains(document.activeElement)) bar.remove();
+    if (picker.hidden && !bar.parentNode?.contains(document.activeElement)) bar.remove();
   });
-  // Keyboard users reach the toolbar by tabbing onto a message's quote or chips.
   list.addEventListener('focusin', (ev) => {
     const li = ev.target.closest('li.msg[data-id]');
     if (li && !bar.contains(ev.target)) place(li);
+  });
+  list.addEventListener('focusout', (ev) => {
+    if (!list.contains(ev.relatedTarget) && picker.hidden && !list.matches(':hover')) bar.remove();
+  });
+
+  // From the keyboard: Up/Down in the timeline walk the messages (each one,
+  // focused, shows its toolbar; Tab reaches its buttons), Escape goes back to
+  // the composer. Page Up/Down, Home and End still scroll.
+  $('timeline').addEventListener('keydown', (ev) => {
+    if (ev.altKey || ev.ctrlKey || ev.metaKey || ev.target.closest('textarea, .emoji-picker')) return;
+    const current = ev.target.closest('li.msg[data-id]');
+    if (ev.key === 'Escape' && current) {
+      ev.preventDefault();
+      return $('composer-input').focus();
+    }
+    if (ev.key !== 'ArrowUp' && ev.key !== 'ArrowDown') return;
+    if (ev.target !== ev.currentTarget && ev.target !== current) return;
+    const rows = [...list.querySelectorAll('li.msg[data-id]')];
+    if (!rows.length) return;
+    const up = ev.key === 'ArrowUp';
+    const i = current ? rows.indexOf(current) + (up ? -1 : 1) : up ? rows.length - 1 : 0;
+    const next = rows[Math.max(0, Math.min(rows.length - 1, i))];
+    ev.preventDefault();
+    next.tabIndex = -1;
+    next.focus();
   });
 
   list.addEventListener('click', (ev) => {
