@@ -310,9 +310,10 @@ fn sqlite_insert(c: &mut Criterion) {
                                     to: None,
                                     content: content.clone(),
                                     timestamp_ms: 1_768_473_000_123 + next_id as i64,
-                                    seq: 0,
+                                    ..StoredMessage::default()
                                 },
                                 client_id: Some(format!("c{next_id}")),
+                                mentions: Vec::new(),
                             }
                         })
                         .collect::<Vec<_>>()
