@@ -1219,6 +1219,49 @@ mod tests {
         out
     }
 
+    /// Edits, deletes, reactions, replies, mentions and search follow the
+    /// rules every backend shares (`store::conformance`).
+    #[test]
+    fn conforms_on_changes_mentions_and_search() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        crate::store::conformance::check_all(&mut db);
+    }
+
+    /// A database made by the first schema (before search) migrates in
+    /// place: its messages become searchable and keep their content.
+    #[test]
+    fn a_version_1_database_gains_search() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users VALUES (1, 'alice', 'a@x', 1, x'00', x'00', 0, NULL);
+             INSERT INTO rooms VALUES ('general', 0, 1);
+             INSERT INTO messages (id, room, from_id, content, ts_ms)
+               VALUES (1, 'general', 1, 'Old Words here', 0);",
+        )
+        .unwrap();
+        let mut db = Sqlite::init(conn).unwrap();
+        let query = SearchQuery {
+            user: 1,
+            words: vec!["words".into()],
+            scope: None,
+            limit: 5,
+        };
+        let found = run(
+            &mut db,
+            vec![Request::Search {
+                ticket: TICKET,
+                query,
+            }],
+        );
+        assert!(
+            matches!(&found[..], [Reply::History { messages, .. }] if messages.len() == 1
+                && messages[0].content == "Old Words here"),
+            "{found:?}"
+        );
+    }
+
     /// Users, rooms, memberships, the max id and client ids come back in the snapshot.
     #[test]
     fn snapshot_round_trips() {
