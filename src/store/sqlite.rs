@@ -365,7 +365,7 @@ fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMess
         .collect::<Vec<_>>()
         .join(" ");
     let limit = q.limit as i64;
-    let rows = match &q.scope {
+    match &q.scope {
         None => {
             let sql = format!(
                 "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
@@ -411,8 +411,7 @@ fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMess
             st.query_map(params![fts, q.user, limit, dm], row_to_message)?
                 .collect()
         }
-    };
-    rows
+    }
 }
 
 /// What an edit, delete or reaction needs to know about its message.
