@@ -164,6 +164,9 @@ fn encode(c: &mut Criterion) {
                 user: "alice",
                 content: black_box("hello everyone, how is it going today?"),
                 timestamp: Ts(1_768_473_000_123),
+                reply_to: None,
+                edited_at: None,
+                reactions: Vec::new(),
             }))
         })
     });
@@ -246,6 +249,9 @@ fn fanout(c: &mut Criterion) {
         user: "alice",
         content: "hello everyone, how is it going today?",
         timestamp: Ts(1_768_473_000_123),
+        reply_to: None,
+        edited_at: None,
+        reactions: Vec::new(),
     });
     let mut buf = vec![0u8; 256 * 1024];
     g.throughput(Throughput::Elements(N as u64));
@@ -310,9 +316,10 @@ fn sqlite_insert(c: &mut Criterion) {
                                     to: None,
                                     content: content.clone(),
                                     timestamp_ms: 1_768_473_000_123 + next_id as i64,
-                                    seq: 0,
+                                    ..StoredMessage::default()
                                 },
                                 client_id: Some(format!("c{next_id}")),
+                                mentions: Vec::new(),
                             }
                         })
                         .collect::<Vec<_>>()

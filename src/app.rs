@@ -171,10 +171,10 @@ impl App {
                 }
                 // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
-                    self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, true))
+                    self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, true))
                 }
                 Reply::Failed { ticket } => {
-                    self.with_hub(out, |hub, cx| hub.on_room_stored(cx, ticket, false))
+                    self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, false))
                 }
                 Reply::UserStored { key, id } => {
                     let new = self.with_http(out, |http, cx| http.on_user_stored(cx, key, Ok(id)));

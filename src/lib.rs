@@ -18,8 +18,8 @@
 //! | `main.rs` | logging, options into a `Config`, the backend (SQLite or PostgreSQL) and the bus, `Server::run`; `backup` and `migrate` | anything per request |
 //! | [`server`] | the reactor: tokens, accept, reads, frame cutting, the flush and close passes, timers, the `Waker`, shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
 //! | `app` | routing each event to its owner: requests to the HTTP desk, frames to the hub, storage replies by ticket | hold state of its own |
-//! | `http` | request heads (httparse), responses, the REST routes and their waiting list, the upgrade handshake, the embedded web client | wait for storage or hashing |
-//! | `hub` | rooms, sessions, presence, every client frame, acks, the fan-out seam (`publish(Topic)` and the [`Bus`]), and being one node of a cluster (`cluster.rs`: order by sequence, catch-up, presence per node; `wire.rs`: the notes) | touch sockets, know HTTP |
+//! | `http` | request heads (httparse), responses, the REST routes (search included) and their waiting list, the upgrade handshake, the embedded web client | wait for storage or hashing |
+//! | `hub` | rooms, sessions, presence, every client frame, acks, the fan-out seam (`publish(Topic)` and the [`Bus`]), edits, deletes, reactions and mentions (`changes.rs`, `mentions.rs`), and being one node of a cluster (`cluster.rs`: order by sequence, catch-up, presence per node; `wire.rs`: the notes) | touch sockets, know HTTP |
 //! | `conn` | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
 //! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the contract's JSON frames | fan-out |

@@ -703,3 +703,66 @@ fn rest_views_history_and_add_member_span_the_cluster() {
     let online = bob.join("ops");
     assert_eq!(online["room"], "ops");
 }
+
+/// Edits, deletes, reactions and mentions made on one node reach the
+/// connections on another (each frame once), a reply's `reply_to` crosses
+/// with its message, and a search on either node sees the same stored
+/// state: the edited words, not the deleted message.
+#[test]
+fn edits_reactions_mentions_and_search_span_the_cluster() {
+    let c = Cluster::start(2);
+    let (mut alice, ta) = c.nodes[0].user("alice");
+    let btoken = c.nodes[0].token("bob");
+    let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
+    wait_for(&mut alice, CROSS, "bob online", is("user_status"));
+    alice.join("general");
+    bob.join("general");
+    let id = alice.say("general", "helo wrold", "e1")["id"].clone();
+    wait_for(&mut bob, CROSS, "the message", is("message"));
+
+    alice.send_json(&json!({"type": "edit", "id": id, "content": "hello world"}));
+    let mine = wait_for(&mut alice, CROSS, "the edit", is("message_edited"));
+    assert_eq!(
+        wait_for(&mut bob, CROSS, "the edit on node 2", is("message_edited")),
+        mine
+    );
+    bob.send_json(&json!({"type": "react", "id": id, "emoji": "👍"}));
+    let r = wait_for(&mut alice, CROSS, "bob's reaction", is("reaction"));
+    assert_eq!((&r["user"], &r["on"]), (&json!("bob"), &json!(true)));
+    wait_for(&mut bob, CROSS, "bob's own reaction", is("reaction"));
+
+    bob.send_json(
+        &json!({"type": "message", "room": "general", "content": "@alice look",
+                          "reply_to": id, "client_id": "b1"}),
+    );
+    wait_for(&mut bob, CROSS, "bob's ack", is("ack"));
+    let m = wait_for(&mut alice, CROSS, "bob's reply", is("message"));
+    assert_eq!(m["reply_to"], id);
+    let mention = wait_for(&mut alice, CROSS, "the mention", is("mention"));
+    assert_eq!(mention["message"]["id"], m["id"]);
+
+    let gone = alice.say("general", "oops wrong room", "e2")["id"].clone();
+    wait_for(&mut bob, CROSS, "the mistake", is("message"));
+    alice.send_json(&json!({"type": "delete", "id": gone}));
+    wait_for(&mut alice, CROSS, "the delete", is("message_deleted"));
+    let d = wait_for(
+        &mut bob,
+        CROSS,
+        "the delete on node 2",
+        is("message_deleted"),
+    );
+    assert_eq!(d["id"], gone);
+
+    for (node, token) in [(&c.nodes[0], &ta), (&c.nodes[1], &btoken)] {
+        let found = node.get("/api/search?q=world", Some(token)).json();
+        assert_eq!(found["messages"][0]["content"], "hello world");
+        assert_eq!(
+            found["messages"][0]["reactions"][0]["users"],
+            json!(["bob"])
+        );
+        for q in ["wrold", "oops"] {
+            let none = node.get(&format!("/api/search?q={q}"), Some(token)).json();
+            assert_eq!(none["messages"], json!([]), "{q}");
+        }
+    }
+}

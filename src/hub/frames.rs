@@ -364,11 +364,13 @@ impl Hub {
         Ok(())
     }
 
-    /// A frame's `reply_to`: absent, or a message id (storage checks that
-    /// it is a message of the same room or conversation).
-    fn check_reply_to(&self, reply_to: Option<u64>) -> Result<Option<MsgId>, FrameError> {
+    /// A frame's `reply_to`: absent, or a message id. Storage checks that
+    /// it is a live message of the same room or conversation, in the
+    /// message's own transaction (in a cluster it may be one this node has
+    /// not seen yet).
+    fn check_reply_to(reply_to: Option<u64>) -> Result<Option<MsgId>, FrameError> {
         match reply_to {
-            Some(id) if !(1..=self.last_msg_id).contains(&id) => Err(FrameError::new(
+            Some(0) => Err(FrameError::new(
                 "invalid_input",
                 "reply_to must be the id of a message",
             )),
@@ -387,7 +389,7 @@ impl Hub {
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let room_id = self.joined_room(token, room)?;
-        let reply_to = self.check_reply_to(reply_to)?;
+        let reply_to = Self::check_reply_to(reply_to)?;
         let Some(Admitted {
             content,
             client_id,
@@ -452,7 +454,7 @@ impl Hub {
     ) -> Result<(), FrameError> {
         let (user, conn) = self.user_of(token)?;
         let to = to.ok_or_else(|| FrameError::new("invalid_input", "to is required"))?;
-        let reply_to = self.check_reply_to(reply_to)?;
+        let reply_to = Self::check_reply_to(reply_to)?;
         let peer = cx.users.find(to).map(|u| u.id).ok_or_else(|| {
             FrameError::new("no_such_user", format!("no user called {}", echo(to)))
         })?;

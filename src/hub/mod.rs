@@ -14,6 +14,9 @@
 //! - `fanout`: the one way out — `publish(Topic, frame)` — and the bus seam;
 //! - `presence`: sessions opening and closing, `join`/`leave`, replays, status;
 //! - `private`: private rooms and their members;
+//! - `changes`: `edit`, `delete` and `react` — storage checks and applies
+//!   them, the hub publishes the result;
+//! - `mentions`: who a message's `@name`s notify;
 //! - `reads`: the budgets storage reads are reserved against, and the frames
 //!   that wait for them;
 //! - `rooms`: who is in which room (pure bookkeeping);

@@ -74,7 +74,7 @@ impl Hub {
             members,
         };
         let conn = self.session_of(token)?.conn;
-        // The room exists only once its row is stored (`on_room_stored`);
+        // The room exists only once its row is stored (`on_write_answered`);
         // until then its name is reserved.
         let ticket = self.park(Wait::CreateRoom {
             conn,
@@ -167,9 +167,11 @@ impl Hub {
         Ok(())
     }
 
-    /// Storage answered a private-room change: apply it now, or tell the
-    /// owner it failed (and change nothing).
-    pub fn on_room_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
+    /// Storage answered a write with a ticket and no data (`Done` /
+    /// `Failed`): a private-room change is applied now, or the owner is
+    /// told it failed (and nothing changes); a message change that failed
+    /// is answered `busy` (its success comes as `Changed`).
+    pub fn on_write_answered(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
         match self.waiting.remove(&ticket) {
             // A change's only success reply is `Changed`.
             Some(Wait::Change { conn, .. }) => self.on_change_failed(cx, conn),

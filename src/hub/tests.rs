@@ -228,7 +228,7 @@ impl Bench {
                 Request::PutPrivateRoom { ticket, .. }
                 | Request::AddMember { ticket, .. }
                 | Request::RemoveMember { ticket, .. } => {
-                    hub.on_room_stored(&mut cx, ticket, false)
+                    hub.on_write_answered(&mut cx, ticket, false)
                 }
                 _ => {}
             }
@@ -269,8 +269,8 @@ impl Bench {
                     let (key, stored) = Stored::of(&reply).expect("a message reply");
                     hub.on_message_stored(&mut cx, key, stored)
                 }
-                Reply::Done { ticket } => hub.on_room_stored(&mut cx, ticket, true),
-                Reply::Failed { ticket } => hub.on_room_stored(&mut cx, ticket, false),
+                Reply::Done { ticket } => hub.on_write_answered(&mut cx, ticket, true),
+                Reply::Failed { ticket } => hub.on_write_answered(&mut cx, ticket, false),
                 Reply::History { ticket, messages } => {
                     hub.on_history(&mut cx, ticket, Some(messages))
                 }

@@ -45,6 +45,8 @@
 //! only the sender's `ack` waits for the commit that carries the message.
 
 #[cfg(test)]
+pub(crate) mod conformance;
+#[cfg(test)]
 pub(crate) mod fixtures;
 pub mod migrate;
 pub mod postgres;

@@ -340,9 +340,22 @@ const MAY_READ: &str = "((m.room IS NULL AND (m.from_id = ?2 OR m.to_id = ?2))
                      OR EXISTS (SELECT 1 FROM room_members rm
                                 WHERE rm.room = m.room AND rm.user_id = ?2))))";
 
-/// Full-text search, newest first. The FTS5 index yields its matches in
-/// descending rowid (= message id) order, so the newest `limit` readable
-/// matches are found without sorting every match.
+/// A conversation with at most this many messages is searched by checking
+/// each of its messages against the index; a bigger one by intersecting
+/// with the words' matches. Each check costs about 25 µs, so this bounds
+/// the first way at a few milliseconds.
+const PROBE_CONVERSATION_MAX: i64 = 256;
+
+/// Full-text search, newest first. Unscoped or in a room, the FTS5 index
+/// drives: it yields its matches in descending rowid (= message id) order,
+/// so the newest `limit` readable ones are found without sorting every
+/// match, and a rare word costs its few matches. A conversation is small
+/// next to the whole index, and an index-first walk would read every match
+/// of a common word in other conversations before giving up; so a small
+/// conversation checks each of its messages against the index by rowid,
+/// and a big one intersects its own index with the words' matches (a cost
+/// that grows with how common the words are: measured in
+/// `benches/search.rs`).
 fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMessage>> {
     // Each word quoted: a phrase of one token, so nothing in it is syntax.
     let fts: String = q
@@ -351,30 +364,54 @@ fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMess
         .map(|w| format!("\"{}\"", w.replace('"', "\"\"")))
         .collect::<Vec<_>>()
         .join(" ");
-    let (scope_sql, scope) = match &q.scope {
-        None => ("", None),
-        Some(Target::Room(room)) => (
-            "AND m.room = ?4",
-            Some(rusqlite::types::Value::from(room.clone())),
-        ),
-        Some(Target::Direct(a, b)) => (
-            "AND m.dm = ?4",
-            Some(rusqlite::types::Value::from(dm_key(*a, *b))),
-        ),
-    };
-    let sql = format!(
-        "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
-         WHERE messages_fts MATCH ?1 AND m.deleted_ms IS NULL AND {MAY_READ} {scope_sql}
-         ORDER BY f.rowid DESC LIMIT ?3",
-        message_columns!("m.")
-    );
-    let mut st = conn.prepare_cached(&sql)?;
     let limit = q.limit as i64;
-    let rows = match scope {
-        None => st.query_map(params![fts, q.user, limit], row_to_message)?,
-        Some(v) => st.query_map(params![fts, q.user, limit, v], row_to_message)?,
-    };
-    rows.collect()
+    match &q.scope {
+        None => {
+            let sql = format!(
+                "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
+                 WHERE messages_fts MATCH ?1 AND m.deleted_ms IS NULL AND {MAY_READ}
+                 ORDER BY f.rowid DESC LIMIT ?3",
+                message_columns!("m.")
+            );
+            let mut st = conn.prepare_cached(&sql)?;
+            st.query_map(params![fts, q.user, limit], row_to_message)?
+                .collect()
+        }
+        Some(Target::Room(room)) => {
+            let sql = format!(
+                "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
+                 WHERE messages_fts MATCH ?1 AND m.room = ?4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY f.rowid DESC LIMIT ?3",
+                message_columns!("m.")
+            );
+            let mut st = conn.prepare_cached(&sql)?;
+            st.query_map(params![fts, q.user, limit, room], row_to_message)?
+                .collect()
+        }
+        Some(Target::Direct(a, b)) => {
+            let dm = dm_key(*a, *b);
+            let size: i64 = conn
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM messages WHERE dm = ?1 LIMIT ?2)",
+                )?
+                .query_row(params![dm, PROBE_CONVERSATION_MAX + 1], |r| r.get(0))?;
+            let words = if size <= PROBE_CONVERSATION_MAX {
+                "EXISTS (SELECT 1 FROM messages_fts WHERE messages_fts MATCH ?1 AND rowid = m.id)"
+            } else {
+                "m.id IN (SELECT rowid FROM messages_fts WHERE messages_fts MATCH ?1)"
+            };
+            let sql = format!(
+                "SELECT {} FROM messages m INDEXED BY messages_dm
+                 WHERE m.dm = ?4 AND m.deleted_ms IS NULL AND {MAY_READ} AND {words}
+                 ORDER BY m.id DESC LIMIT ?3",
+                message_columns!("m.")
+            );
+            let mut st = conn.prepare_cached(&sql)?;
+            st.query_map(params![fts, q.user, limit, dm], row_to_message)?
+                .collect()
+        }
+    }
 }
 
 /// What an edit, delete or reaction needs to know about its message.
@@ -1179,6 +1216,49 @@ mod tests {
         let out = reqs.iter().filter_map(|r| db.execute(r).unwrap()).collect();
         db.commit().unwrap();
         out
+    }
+
+    /// Edits, deletes, reactions, replies, mentions and search follow the
+    /// rules every backend shares (`store::conformance`).
+    #[test]
+    fn conforms_on_changes_mentions_and_search() {
+        let mut db = Sqlite::open_in_memory().unwrap();
+        crate::store::conformance::check_all(&mut db);
+    }
+
+    /// A database made by the first schema (before search) migrates in
+    /// place: its messages become searchable and keep their content.
+    #[test]
+    fn a_version_1_database_gains_search() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO users VALUES (1, 'alice', 'a@x', 1, x'00', x'00', 0, NULL);
+             INSERT INTO rooms VALUES ('general', 0, 1);
+             INSERT INTO messages (id, room, from_id, content, ts_ms)
+               VALUES (1, 'general', 1, 'Old Words here', 0);",
+        )
+        .unwrap();
+        let mut db = Sqlite::init(conn).unwrap();
+        let query = SearchQuery {
+            user: 1,
+            words: vec!["words".into()],
+            scope: None,
+            limit: 5,
+        };
+        let found = run(
+            &mut db,
+            vec![Request::Search {
+                ticket: TICKET,
+                query,
+            }],
+        );
+        assert!(
+            matches!(&found[..], [Reply::History { messages, .. }] if messages.len() == 1
+                && messages[0].content == "Old Words here"),
+            "{found:?}"
+        );
     }
 
     /// Users, rooms, memberships, the max id and client ids come back in the snapshot.

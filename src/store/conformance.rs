@@ -1,0 +1,433 @@
+//! What every backend must do with edits, deletes, reactions, replies,
+//! mentions and search: one suite, run against SQLite and PostgreSQL alike
+//! (each backend's tests call [`check_all`] on a fresh database), so the
+//! two stores cannot drift apart on the rules the hub relies on.
+//!
+//! Everything goes through [`Backend::execute`], reads included (a backend
+//! answers them on the writer when it has no reader), one request per
+//! transaction.
+
+use super::fixtures::{TICKET, msg, user};
+use super::{
+    Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reaction, Refusal, Reply, Request,
+    SearchQuery, StoredMessage, Target, UnreadCount, UserId,
+};
+
+const ALICE: UserId = 1;
+const BOB: UserId = 2;
+const CAROL: UserId = 3;
+
+fn one(db: &mut dyn Backend, req: Request) -> Option<Reply> {
+    db.begin().expect("begin");
+    let reply = db.execute(&req).expect("execute");
+    db.commit().expect("commit");
+    reply
+}
+
+fn put(db: &mut dyn Backend, m: StoredMessage, mentions: Vec<UserId>) -> Reply {
+    one(
+        db,
+        Request::PutMessage {
+            msg: m,
+            client_id: None,
+            mentions,
+        },
+    )
+    .expect("a message reply")
+}
+
+fn said(id: MsgId, room: &str, from: UserId, content: &str) -> StoredMessage {
+    StoredMessage {
+        content: content.into(),
+        ..msg(id, Some(room), from, None)
+    }
+}
+
+fn change(db: &mut dyn Backend, req: Request) -> Result<ChangeKind, Refusal> {
+    match one(db, req) {
+        Some(Reply::Changed { outcome, .. }) => outcome.map(|c| c.what),
+        other => panic!("expected Changed, got {other:?}"),
+    }
+}
+
+fn edit(
+    db: &mut dyn Backend,
+    id: MsgId,
+    user: UserId,
+    content: &str,
+) -> Result<ChangeKind, Refusal> {
+    change(
+        db,
+        Request::EditMessage {
+            ticket: TICKET,
+            id,
+            user,
+            content: content.into(),
+            at_ms: 5_000,
+        },
+    )
+}
+
+fn delete(db: &mut dyn Backend, id: MsgId, user: UserId) -> Result<ChangeKind, Refusal> {
+    change(
+        db,
+        Request::DeleteMessage {
+            ticket: TICKET,
+            id,
+            user,
+            at_ms: 6_000,
+        },
+    )
+}
+
+fn react(db: &mut dyn Backend, id: MsgId, user: UserId, emoji: &str) -> Result<bool, Refusal> {
+    change(
+        db,
+        Request::React {
+            ticket: TICKET,
+            id,
+            user,
+            emoji: emoji.into(),
+        },
+    )
+    .map(|k| match k {
+        ChangeKind::Reacted { on, .. } => on,
+        other => panic!("expected Reacted, got {other:?}"),
+    })
+}
+
+fn history(db: &mut dyn Backend, target: Target) -> Vec<StoredMessage> {
+    let query = HistoryQuery {
+        target,
+        before: None,
+        after: None,
+        limit: 100,
+        offset: 0,
+    };
+    match one(
+        db,
+        Request::History {
+            ticket: TICKET,
+            query,
+        },
+    ) {
+        Some(Reply::History { messages, .. }) => messages,
+        other => panic!("expected History, got {other:?}"),
+    }
+}
+
+fn room(db: &mut dyn Backend, name: &str) -> Vec<StoredMessage> {
+    history(db, Target::Room(name.into()))
+}
+
+fn search(db: &mut dyn Backend, user: UserId, q: &str, scope: Option<Target>) -> Vec<MsgId> {
+    let query = SearchQuery {
+        user,
+        words: super::search_words(q, 8),
+        scope,
+        limit: 20,
+    };
+    match one(
+        db,
+        Request::Search {
+            ticket: TICKET,
+            query,
+        },
+    ) {
+        Some(Reply::History { messages, .. }) => messages.iter().map(|m| m.id).collect(),
+        other => panic!("expected History, got {other:?}"),
+    }
+}
+
+fn unread(db: &mut dyn Backend, user: UserId) -> Vec<UnreadCount> {
+    match one(
+        db,
+        Request::Unread {
+            ticket: TICKET,
+            user,
+        },
+    ) {
+        Some(Reply::Unread { counts, .. }) => counts,
+        other => panic!("expected Unread, got {other:?}"),
+    }
+}
+
+/// Three users, public `general`, private `ops` (alice owns it, bob is in
+/// it), and no messages yet.
+fn setup(db: &mut dyn Backend) {
+    for (id, name) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
+        one(db, Request::PutUser(user(id, name)));
+    }
+    one(
+        db,
+        Request::PutPublicRoom {
+            name: "general".into(),
+            creator: ALICE,
+        },
+    );
+    one(
+        db,
+        Request::PutPrivateRoom {
+            ticket: TICKET,
+            row: PrivateRoomRow {
+                name: "ops".into(),
+                owner: ALICE,
+                members: vec![ALICE, BOB],
+            },
+        },
+    );
+}
+
+/// Runs every check below on `db`, a fresh database with no users.
+pub fn check_all(db: &mut dyn Backend) {
+    setup(db);
+    edits(db);
+    deletes(db);
+    reactions(db);
+    replies(db);
+    mentions(db);
+    searches(db);
+}
+
+/// Only the author edits; a missing message is refused; history shows the
+/// new content with `edited_ms`.
+fn edits(db: &mut dyn Backend) {
+    put(db, said(10, "general", ALICE, "helo"), vec![]);
+    assert_eq!(edit(db, 10, BOB, "x"), Err(Refusal::Forbidden));
+    assert_eq!(edit(db, 99, ALICE, "x"), Err(Refusal::NoSuchMessage));
+    assert_eq!(
+        edit(db, 10, ALICE, "hello"),
+        Ok(ChangeKind::Edited {
+            content: "hello".into(),
+            at_ms: 5_000
+        })
+    );
+    let h = room(db, "general");
+    assert_eq!(
+        (h[0].content.as_str(), h[0].edited_ms),
+        ("hello", Some(5_000))
+    );
+}
+
+/// The author or the private room's owner deletes; the message leaves
+/// history and can be neither edited nor deleted again.
+fn deletes(db: &mut dyn Backend) {
+    put(db, said(20, "ops", BOB, "bob's"), vec![]);
+    put(db, said(21, "ops", BOB, "bob's too"), vec![]);
+    put(db, said(22, "general", BOB, "public"), vec![]);
+    assert_eq!(delete(db, 20, CAROL), Err(Refusal::Forbidden));
+    assert_eq!(
+        delete(db, 22, ALICE),
+        Err(Refusal::Forbidden),
+        "general has no owner"
+    );
+    assert_eq!(delete(db, 20, ALICE), Ok(ChangeKind::Deleted), "the owner");
+    assert_eq!(delete(db, 21, BOB), Ok(ChangeKind::Deleted), "the author");
+    assert_eq!(delete(db, 21, BOB), Err(Refusal::NoSuchMessage));
+    assert_eq!(edit(db, 21, BOB, "back"), Err(Refusal::NoSuchMessage));
+    assert!(room(db, "ops").is_empty());
+}
+
+/// Toggling on and off, in first-came order, by readers only, within the
+/// bounds.
+fn reactions(db: &mut dyn Backend) {
+    put(db, said(30, "ops", ALICE, "vote"), vec![]);
+    assert_eq!(
+        react(db, 30, CAROL, "👍"),
+        Err(Refusal::Forbidden),
+        "not a member"
+    );
+    assert_eq!(react(db, 30, BOB, "👍"), Ok(true));
+    assert_eq!(react(db, 30, ALICE, ":tada:"), Ok(true));
+    assert_eq!(react(db, 30, ALICE, "👍"), Ok(true));
+    assert_eq!(
+        room(db, "ops")[0].reactions,
+        [
+            Reaction {
+                emoji: "👍".into(),
+                users: vec![BOB, ALICE]
+            },
+            Reaction {
+                emoji: ":tada:".into(),
+                users: vec![ALICE]
+            }
+        ]
+    );
+    assert_eq!(react(db, 30, BOB, "👍"), Ok(false));
+    assert_eq!(react(db, 30, ALICE, ":tada:"), Ok(false));
+    assert_eq!(
+        room(db, "ops")[0].reactions,
+        [Reaction {
+            emoji: "👍".into(),
+            users: vec![ALICE]
+        }]
+    );
+    for i in 1..crate::config::MAX_REACTION_KINDS {
+        assert_eq!(react(db, 30, ALICE, &format!(":e{i}:")), Ok(true));
+    }
+    assert_eq!(
+        react(db, 30, ALICE, ":one-more:"),
+        Err(Refusal::TooManyReactions)
+    );
+    assert_eq!(
+        react(db, 30, ALICE, ":e1:"),
+        Ok(false),
+        "taking back is allowed"
+    );
+    // A conversation: its two users react, nobody else.
+    put(db, msg(31, None, ALICE, Some(BOB)), vec![]);
+    assert_eq!(react(db, 31, CAROL, "👀"), Err(Refusal::Forbidden));
+    assert_eq!(react(db, 31, BOB, "👀"), Ok(true));
+    assert_eq!(react(db, 99, BOB, "👀"), Err(Refusal::NoSuchMessage));
+    // A deleted message has no reactions and takes none.
+    assert_eq!(delete(db, 31, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(react(db, 31, BOB, "👀"), Err(Refusal::NoSuchMessage));
+}
+
+/// A reply names a live, earlier message of the same room or conversation.
+fn replies(db: &mut dyn Backend) {
+    put(db, said(40, "general", ALICE, "question"), vec![]);
+    let reply = |id, parent, room: Option<&str>, to| StoredMessage {
+        reply_to: Some(parent),
+        ..msg(id, room, BOB, to)
+    };
+    assert!(matches!(
+        put(db, reply(41, 40, Some("general"), None), vec![]),
+        Reply::MessageStored { key: 41, .. }
+    ));
+    for (id, parent, room, to) in [
+        (42, 40, Some("ops"), None),
+        (43, 40, None, Some(ALICE)),
+        (44, 9_999, Some("general"), None),
+        (45, 20, Some("ops"), None),
+    ] {
+        assert!(
+            matches!(
+                put(db, reply(id, parent, room, to), vec![]),
+                Reply::MessageRefused { key } if key == id
+            ),
+            "reply {id} to {parent}"
+        );
+    }
+    let h = room(db, "general");
+    let r = h.iter().find(|m| m.id == 41).expect("the reply");
+    assert_eq!(r.reply_to, Some(40));
+    assert!(!h.iter().any(|m| m.id == 44));
+}
+
+/// Room mentions count in `unread` (with the room listed even for a user
+/// who never read there), stop counting once read past, and go with a
+/// deleted message or a removed member.
+fn mentions(db: &mut dyn Backend) {
+    put(db, said(50, "general", ALICE, "@carol hi"), vec![CAROL]);
+    put(db, said(51, "general", ALICE, "@carol again"), vec![CAROL]);
+    let counts = unread(db, CAROL);
+    let general = counts
+        .iter()
+        .find(|c| matches!(c, UnreadCount::Room(r, ..) if r == "general"))
+        .expect("general is listed for carol");
+    let UnreadCount::Room(_, n, m) = general else {
+        unreachable!()
+    };
+    assert_eq!(*m, 2);
+    assert!(*n >= 2);
+    assert_eq!(delete(db, 51, ALICE), Ok(ChangeKind::Deleted));
+    one(
+        db,
+        Request::MarkRead {
+            user: CAROL,
+            target: Target::Room("general".into()),
+            id: 50,
+        },
+    );
+    assert!(
+        !unread(db, CAROL)
+            .iter()
+            .any(|c| matches!(c, UnreadCount::Room(r, _, m) if r == "general" && *m > 0)),
+        "{:?}",
+        unread(db, CAROL)
+    );
+    put(db, said(52, "ops", ALICE, "@bob look"), vec![BOB]);
+    assert!(
+        unread(db, BOB)
+            .iter()
+            .any(|c| matches!(c, UnreadCount::Room(r, _, 1) if r == "ops")),
+        "{:?}",
+        unread(db, BOB)
+    );
+    one(
+        db,
+        Request::RemoveMember {
+            ticket: TICKET,
+            room: "ops".into(),
+            user: BOB,
+        },
+    );
+    assert!(
+        !unread(db, BOB)
+            .iter()
+            .any(|c| matches!(c, UnreadCount::Room(r, ..) if r == "ops"))
+    );
+    one(
+        db,
+        Request::AddMember {
+            ticket: TICKET,
+            room: "ops".into(),
+            user: BOB,
+        },
+    );
+    assert!(db.load().expect("load").unread_sources.contains(&CAROL));
+}
+
+/// Whole words, any case and order, newest first, only what the user may
+/// read, within a scope; edited words and deleted messages as they are now.
+fn searches(db: &mut dyn Backend) {
+    put(db, said(60, "general", ALICE, "Deploy the RELEASE"), vec![]);
+    put(db, said(61, "ops", ALICE, "release the kraken"), vec![]);
+    put(
+        db,
+        StoredMessage {
+            content: "secret release".into(),
+            ..msg(62, None, ALICE, Some(BOB))
+        },
+        vec![],
+    );
+    put(db, said(63, "general", BOB, "released, deployed"), vec![]);
+    assert_eq!(search(db, ALICE, "release", None), [62, 61, 60]);
+    assert_eq!(search(db, BOB, "RELEASE", None), [62, 61, 60]);
+    assert_eq!(
+        search(db, CAROL, "release", None),
+        [60],
+        "no private room, no conversation"
+    );
+    assert_eq!(search(db, ALICE, "release deploy", None), [60]);
+    assert_eq!(search(db, ALICE, "deploy release", None), [60]);
+    assert!(
+        search(db, ALICE, "releas", None).is_empty(),
+        "whole words only"
+    );
+    assert_eq!(
+        search(db, BOB, "release", Some(Target::Room("ops".into()))),
+        [61]
+    );
+    assert_eq!(
+        search(db, BOB, "release", Some(Target::Direct(BOB, ALICE))),
+        [62]
+    );
+    assert!(search(db, CAROL, "release", Some(Target::Direct(CAROL, ALICE))).is_empty());
+    assert_eq!(
+        edit(db, 60, ALICE, "ship it"),
+        Ok(ChangeKind::Edited {
+            content: "ship it".into(),
+            at_ms: 5_000
+        })
+    );
+    assert_eq!(search(db, ALICE, "release", None), [62, 61]);
+    assert_eq!(search(db, ALICE, "ship", None), [60]);
+    assert_eq!(delete(db, 61, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(search(db, ALICE, "release", None), [62]);
+    assert!(search(db, ALICE, "kraken", None).is_empty());
+    // A message whose room has no row (its write was lost) is nobody's.
+    put(db, said(64, "lost", ALICE, "release orphan"), vec![]);
+    assert_eq!(search(db, ALICE, "orphan", None), Vec::<MsgId>::new());
+}
