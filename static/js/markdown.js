@@ -128,7 +128,8 @@ export function parseInline(src, depth = 0) {
           continue;
         }
       }
-    } else if (ch === '@' && !isWordChar(prev) && prev !== '@') {
+    } else if (ch === '@' && !(prev && /[A-Za-z0-9_.@-]/.test(prev))) {
+      // As the server counts mentions: at the start or after a character no name can hold.
       const m = src.slice(i).match(MENTION_RE);
       if (m) {
         // A sentence's full stop after a name is not part of it.

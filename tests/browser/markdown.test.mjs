@@ -33,6 +33,7 @@ test('the parser turns the subset into a tree and leaves everything else as text
   // Mentions: a name after a space or the start, without a sentence's full stop; not an e-mail address.
   assert.deepEqual(inline('hi @alice.'), [{ type: 'text', text: 'hi ' }, { type: 'mention', name: 'alice' }, { type: 'text', text: '.' }]);
   assert.deepEqual(inline('mail bob@example.com'), [{ type: 'text', text: 'mail bob@example.com' }]);
+  assert.deepEqual(inline('(@Bob)'), [{ type: 'text', text: '(' }, { type: 'mention', name: 'Bob' }, { type: 'text', text: ')' }]);
   // Code keeps markup and HTML as text.
   assert.deepEqual(inline('`**<b>x</b>**`'), [{ type: 'code', text: '**<b>x</b>**' }]);
   // Blocks: quotes and fenced code; an unclosed fence is text.
@@ -52,7 +53,7 @@ test('a person mentions another with @ completion and writes Markdown', async (t
   const { server, person } = await setup(t);
   const alice = await person();
   const bob = await person();
-  const carol = await person();
+  const carol = await person({ colorScheme: 'dark' });
   await signUp(alice, server.url, 'alice');
   await signUp(bob, server.url, 'bob');
   await signUp(carol, server.url, 'bobby');
@@ -118,5 +119,7 @@ test('a person mentions another with @ completion and writes Markdown', async (t
   assert.equal(await carolRow.locator('.mention-me').textContent(), '@bobby');
   assert.equal(await alice.locator('#message-list li.msg .mention-me').count(), 0);
   await screenshot(bob, 'markdown-and-mentions');
+  await carol.mouse.move(700, 200);
+  await screenshot(carol, 'markdown-and-mentions-dark');
   assertNoPageErrors(assert, alice, bob, carol);
 });
