@@ -305,13 +305,13 @@ export class Chat extends EventTarget {
     const text = content.trim();
     if (!text || contentLength(text) > MAX_CONTENT_CHARS) return false;
     if (!this.conn.send({ type: 'edit', id, content: text })) return false;
-    this.messageOp = { kind: 'edit', id };
+    this.messageOp = { kind: 'edit', id, at: performance.now() };
     return true;
   }
 
   deleteMessage(id) {
     if (!this.conn.send({ type: 'delete', id })) return false;
-    this.messageOp = { kind: 'delete', id };
+    this.messageOp = { kind: 'delete', id, at: performance.now() };
     return true;
   }
 
@@ -321,7 +321,7 @@ export class Chat extends EventTarget {
       this.toast('You are offline: the reaction was not sent.');
       return false;
     }
-    this.messageOp = { kind: 'react', id };
+    this.messageOp = { kind: 'react', id, at: performance.now() };
     return true;
   }
 

@@ -12,6 +12,8 @@ import { roomKey, dmKey, PAGE_SIZE, DM_CATCHUP } from './conversation.js';
 
 const TYPING_SHOWN_MS = 3000;
 const RATE_LIMIT_RETRY_MS = 1000;
+// An edit, delete or reaction not answered within this long is not waited for.
+const MESSAGE_OP_MS = 10_000;
 
 /** A message object of the wire as the client keeps it. */
 export const toMessage = (m) => ({
@@ -208,17 +210,18 @@ export const frameHandlers = {
   },
   error(chat, f) {
     if (f.client_id) return failPending(chat, f);
-    if (chat.messageOp) {
-      const op = chat.messageOp;
-      chat.messageOp = null;
-      chat.dispatchEvent(new CustomEvent('message-error', { detail: { ...op, code: f.code, message: f.message } }));
-      chat.toast(opError(op, f));
-      return;
-    }
     if (chat.dialogOp) {
       const op = chat.dialogOp;
       chat.dialogOp = null;
       chat.dispatchEvent(new CustomEvent('dialog-error', { detail: { ...op, code: f.code, message: f.message } }));
+      return;
+    }
+    // Errors carry no id: one soon after an edit, delete or reaction is that one's answer.
+    if (chat.messageOp && performance.now() - chat.messageOp.at < MESSAGE_OP_MS) {
+      const op = chat.messageOp;
+      chat.messageOp = null;
+      chat.dispatchEvent(new CustomEvent('message-error', { detail: { ...op, code: f.code, message: f.message } }));
+      chat.toast(opError(op, f));
       return;
     }
     chat.toast(f.message || `Error: ${f.code}`);

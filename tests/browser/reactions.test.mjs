@@ -4,7 +4,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, signUp, sendMessage, messageRow, hoverMessage, screenshot, assertNoPageErrors } from './helpers.mjs';
+import { setup, signUp, sendMessage, messageRow, hoverMessage, rawSocket, screenshot, assertNoPageErrors } from './helpers.mjs';
 
 const chip = (page, text, emoji) => messageRow(page, text).locator('.chip:not(.chip-add)', { hasText: emoji });
 
@@ -73,6 +73,16 @@ test('people react with the picker and toggle reactions with the chips', async (
   await bob.keyboard.press('Enter');
   await bob.keyboard.press('Enter'); // 👍, the first in the picker
   await chip(alice, 'keyboard people welcome', '👍').filter({ hasText: '1' }).waitFor();
+
+  // Past the server's limit (20 different emoji on a message) the refusal is shown, not swallowed.
+  const id = Number(await messageRow(alice, 'keyboard people welcome').getAttribute('data-id'));
+  const more = [...'😀😁🤣😃😄😅😆😉😊😋😎😍😘🥰😗😙😚🙂🤗'];
+  await rawSocket(bob, more.map((emoji) => ({ type: 'react', id, emoji })), { types: ['reaction', 'error'], count: more.length });
+  await messageRow(alice, 'keyboard people welcome').locator('.chip:not(.chip-add)').nth(19).waitFor();
+  await (await hoverMessage(alice, 'keyboard people welcome')).locator('.tool-react').click();
+  await alice.locator('.emoji-picker .emoji-btn', { hasText: '🔥' }).click();
+  await alice.locator('.toast', { hasText: 'Could not react to that message' }).waitFor();
+  assert.equal(await messageRow(alice, 'keyboard people welcome').locator('.chip', { hasText: '🔥' }).count(), 0);
 
   // Reactions are kept: a reload shows them from history.
   await alice.reload();
