@@ -356,10 +356,10 @@ export class Chat extends EventTarget {
       return;
     }
     // The window is one unbroken run of ids: a missing id inside it was deleted.
-    if (c.deleted.has(id) || (c.firstId && id > c.firstId && id < c.windowLastId)) return this.gone(c);
+    if (c.deleted.has(id) || (c.firstId && id > c.firstId && id < c.windowLastId)) return this.gone(c, id);
     c.seek = { id, pages: 0 };
     if (c.firstId && id < c.firstId) {
-      if (!c.hasMore) return this.gone(c);
+      if (!c.hasMore) return this.gone(c, id);
       c.following = false;
       if (!c.historyRequest) this.requestHistory(c, 'older', undefined, SEEK_PAGE);
     } else {
@@ -376,7 +376,7 @@ export class Chat extends EventTarget {
       c.seek = null;
       this.dispatchEvent(new CustomEvent('reveal', { detail: { key: c.key, id: s.id } }));
     } else if (kind === 'focus' || (c.firstId && c.firstId < s.id) || !c.hasMore) {
-      this.gone(c);
+      this.gone(c, s.id);
     } else if (++s.pages >= SEEK_MAX_PAGES) {
       // Far back: the page that ends at it, rather than every page in between.
       this.requestHistory(c, 'focus', s.id + 1);
@@ -386,8 +386,11 @@ export class Chat extends EventTarget {
     }
   }
 
-  gone(c) {
+  /** A sought message is not there: said once, and replies quoting it say so from now on. */
+  gone(c, id) {
     c.seek = null;
+    c.deleted.add(id);
+    c.touchReplies(id);
     this.toast('That message was deleted, or is no longer there.');
     this.touch(c);
   }

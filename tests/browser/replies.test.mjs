@@ -2,7 +2,7 @@
 // Escape cancels), the sent message quotes its parent (author and first
 // line) for everyone, and clicking the quote scrolls to the parent and
 // highlights it — loading older history first when the parent is not loaded,
-// and saying so when it was deleted.
+// and saying so when it was deleted (seen live, or found missing).
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -95,5 +95,13 @@ test('a quote of a parent not loaded loads older messages until it is found', as
   assert.ok(box.y >= timeline.y && box.y + box.height <= timeline.y + timeline.height, 'the parent is scrolled into view');
   await screenshot(alice, 'reply-parent-found');
   assert.equal(await quote.locator('.quote-text').textContent(), 'the very old question');
+
+  // Deleted while alice was not looking, and not loaded after a reload: the search says it is gone.
+  await rawSocket(bob, [{ type: 'delete', id: ack.id }], { types: ['message_deleted', 'error'], count: 1 });
+  await alice.reload();
+  await waitOnline(alice);
+  await quote.filter({ hasText: 'not loaded' }).click();
+  await quote.filter({ hasText: 'The original message was deleted' }).waitFor({ timeout: 15000 });
+  await alice.locator('.toast', { hasText: 'deleted' }).waitFor();
   assertNoPageErrors(assert, alice, bob);
 });
