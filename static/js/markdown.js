@@ -14,10 +14,12 @@
 //   inline = {type:'text', text} | {type:'strong'|'em', children: inline[]} | {type:'code', text}
 //          | {type:'link', href, children: inline[]} | {type:'mention', name}
 
-const URL_RE = /^https?:\/\/[^\s<>"'`]+/i;
+// Sticky (`y`) patterns are tried at one position without copying the rest of the text.
+const URL_RE = /https?:\/\/[^\s<>"'`]+/iy;
+const LINK_RE = /\[([^\]\n]+)\]\((https?:\/\/[^\s()<>"'`]+)\)/iy;
 // Punctuation that ends a sentence rather than the URL ("see https://x.org.").
 const URL_TRAILING = /[.,;:!?'")\]}]+$/;
-const MENTION_RE = /^@([A-Za-z0-9_.-]{3,32})/;
+const MENTION_RE = /@([A-Za-z0-9_.-]{3,32})/y;
 // Nested emphasis is bounded so a hostile message cannot cost deep recursion.
 const MAX_DEPTH = 6;
 
@@ -75,6 +77,16 @@ export function parseInline(src, depth = 0) {
   const out = [];
   let textStart = 0;
   let i = 0;
+  // Where a search for each closing delimiter found none: none lies further on
+  // either, so a hostile "*a *a *a …" costs one scan, not one per opener.
+  const noClose = { '*': Infinity, _: Infinity, '**': Infinity };
+  const hasLinks = src.includes('](');
+  const close = (delim, from) => {
+    if (from >= noClose[delim]) return -1;
+    const j = findClose(src, delim, from);
+    if (j < 0) noClose[delim] = from;
+    return j;
+  };
   const pushText = (end) => {
     if (end > textStart) {
       const last = out[out.length - 1];
@@ -100,26 +112,26 @@ export function parseInline(src, depth = 0) {
         continue;
       }
     } else if (ch === '*' && src[i + 1] === '*' && depth < MAX_DEPTH) {
-      const close = findClose(src, '**', i + 2);
-      if (close > 0) {
-        emit({ type: 'strong', children: parseInline(src.slice(i + 2, close), depth + 1) }, close + 2);
+      const end = close('**', i + 2);
+      if (end > 0) {
+        emit({ type: 'strong', children: parseInline(src.slice(i + 2, end), depth + 1) }, end + 2);
         continue;
       }
     } else if ((ch === '*' || ch === '_') && depth < MAX_DEPTH && !isSpace(src[i + 1]) && !(ch === '_' && (isWordChar(prev) || prev === '_' || src[i + 1] === '_'))) {
       // `_` inside a word (snake_case) or a run of them (__init__) is not emphasis; `*` needs no space inside.
-      const close = findClose(src, ch, i + 1);
-      if (close > 0 && !(ch === '_' && isWordChar(src[close + 1]))) {
-        emit({ type: 'em', children: parseInline(src.slice(i + 1, close), depth + 1) }, close + 1);
+      const end = close(ch, i + 1);
+      if (end > 0 && !(ch === '_' && isWordChar(src[end + 1]))) {
+        emit({ type: 'em', children: parseInline(src.slice(i + 1, end), depth + 1) }, end + 1);
         continue;
       }
-    } else if (ch === '[') {
-      const link = src.slice(i).match(/^\[([^\]\n]+)\]\((https?:\/\/[^\s()<>"'`]+)\)/i);
+    } else if (ch === '[' && hasLinks) {
+      const link = matchAt(LINK_RE, src, i);
       if (link && safeHref(link[2])) {
         emit({ type: 'link', href: safeHref(link[2]), children: parseInline(link[1], MAX_DEPTH) }, i + link[0].length);
         continue;
       }
     } else if ((ch === 'h' || ch === 'H') && !isWordChar(prev)) {
-      const m = src.slice(i).match(URL_RE);
+      const m = matchAt(URL_RE, src, i);
       if (m) {
         const raw = m[0].replace(URL_TRAILING, '');
         const href = safeHref(raw);
@@ -130,7 +142,7 @@ export function parseInline(src, depth = 0) {
       }
     } else if (ch === '@' && !(prev && /[A-Za-z0-9_.@-]/.test(prev))) {
       // As the server counts mentions: at the start or after a character no name can hold.
-      const m = src.slice(i).match(MENTION_RE);
+      const m = matchAt(MENTION_RE, src, i);
       if (m) {
         // A sentence's full stop after a name is not part of it.
         const name = m[1].replace(/[.-]+$/, '');
@@ -144,6 +156,11 @@ export function parseInline(src, depth = 0) {
   }
   pushText(src.length);
   return out;
+}
+
+function matchAt(re, src, i) {
+  re.lastIndex = i;
+  return re.exec(src);
 }
 
 /** The closing delimiter of an emphasis opened before `from`: not after a space, not empty. */

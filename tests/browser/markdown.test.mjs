@@ -44,6 +44,13 @@ test('the parser turns the subset into a tree and leaves everything else as text
   assert.deepEqual(parseMarkdown('```\n<b>x</b>\n  y\n```'), [{ type: 'code', text: '<b>x</b>\n  y' }]);
   assert.deepEqual(parseMarkdown('```\nnever closed'), [{ type: 'text', children: [{ type: 'text', text: '```\nnever closed' }] }]);
   assert.equal(plainText('**bold** and `code`\n> quoted'), 'bold and code\nquoted');
+  // Hostile 4,000-character messages cost about a linear scan, not one per delimiter
+  // (a room full of them must not stall every reader's tab).
+  for (const s of ['*a '.repeat(1333), '**a '.repeat(1000), '_a '.repeat(1333), '['.repeat(4000), '`'.repeat(4000), 'a*'.repeat(2000), '@'.repeat(4000), 'h'.repeat(4000)]) {
+    const started = performance.now();
+    parseMarkdown(s);
+    assert.ok(performance.now() - started < 50, `${JSON.stringify(s.slice(0, 4))}… took ${performance.now() - started} ms`);
+  }
   // Deep nesting is bounded, not recursed without end.
   assert.ok(parseMarkdown('>'.repeat(5000) + ' x').length >= 1);
   assert.ok(parseInline('**'.repeat(3000) + 'x' + '**'.repeat(3000)).length >= 1);
