@@ -210,7 +210,7 @@ export function setupMessageActions(chat, timeline) {
     );
     const box = h('div', { className: 'msg-editor' }, input, hint);
     row.els.text.hidden = true;
-    row.els.edited.after(box);
+    (row.els.edited || row.els.text).after(box);
     row.node.classList.add('editing');
     editing = { id, li: row.node, row, box, input, error };
     const fit = () => {

@@ -316,24 +316,24 @@ export class TimelineView {
 
   messageNode(row) {
     // The parts that change later are kept by reference: the hover toolbar and
-    // the editor come and go inside the node, so positions are no guide.
+    // the editor come and go inside the node, so positions are no guide. A
+    // reply's quote, the "(edited)" mark and the reaction chips are made only
+    // for the messages that have them (most have none, and a busy window holds
+    // hundreds of rows).
     const els = {
       sideTime: h('time', { className: 'msg-side-time', 'aria-hidden': 'true' }),
       time: h('time', { className: 'msg-time' }),
-      quote: h('button', { type: 'button', className: 'msg-quote', hidden: true }),
+      quote: null,
       text: h('div', { className: 'msg-text' }),
-      edited: h('span', { className: 'msg-edited', hidden: true }, '(edited)'),
-      reactions: h('div', { className: 'msg-reactions', hidden: true }),
+      edited: null,
+      reactions: null,
       foot: h('div', { className: 'msg-foot' }),
     };
     const body = h(
       'div',
       { className: 'msg-body' },
       h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, row.user), els.time),
-      els.quote,
       els.text,
-      els.edited,
-      els.reactions,
       els.foot,
     );
     const node = h('li', { className: 'msg' }, h('div', { className: 'msg-gutter' }, avatar(row.user), els.sideTime), body);
@@ -369,9 +369,10 @@ export class TimelineView {
       node.classList.toggle('mentions-me', !row.own && !!els.text.querySelector('.mention-me'));
     }
     const edited = m.editedAt || null;
-    if (row.shownEdited !== edited) {
+    if ((row.shownEdited ?? null) !== edited) {
       row.shownEdited = edited;
-      els.edited.hidden = !edited;
+      if (edited && !els.edited) els.text.after((els.edited = h('span', { className: 'msg-edited' }, '(edited)')));
+      if (els.edited) els.edited.hidden = !edited;
       node.classList.toggle('edited', !!edited);
       if (edited) els.edited.title = `Edited ${formatFull(new Date(edited))}`;
     }
@@ -385,12 +386,16 @@ export class TimelineView {
     const parentId = row.item.replyTo || null;
     const parent = parentId ? c.get(parentId) : null;
     const state = !parentId ? '' : parent ? `p|${parent.user}|${parent.content}` : c.deleted.has(parentId) ? 'gone' : 'missing';
-    if (row.shownQuote === state) return;
+    if ((row.shownQuote ?? '') === state) return;
     row.shownQuote = state;
-    const q = row.els.quote;
-    q.hidden = !parentId;
     row.node.classList.toggle('reply', !!parentId);
-    if (!parentId) return;
+    if (!parentId) {
+      if (row.els.quote) row.els.quote.hidden = true;
+      return;
+    }
+    if (!row.els.quote) row.els.text.before((row.els.quote = h('button', { type: 'button', className: 'msg-quote' })));
+    const q = row.els.quote;
+    q.hidden = false;
     q.dataset.parent = String(parentId);
     q.classList.toggle('missing', !parent);
     q.disabled = state === 'gone';
@@ -412,8 +417,9 @@ export class TimelineView {
     const list = row.pending ? [] : row.item.reactions || [];
     const me = this.chat.me.toLowerCase();
     const state = list.map((r) => `${r.emoji}:${r.users.join(',')}`).join('|');
-    if (row.shownReactions === state) return;
+    if ((row.shownReactions ?? '') === state) return;
     row.shownReactions = state;
+    if (!row.els.reactions) row.els.foot.before((row.els.reactions = h('div', { className: 'msg-reactions' })));
     const box = row.els.reactions;
     box.hidden = !list.length;
     box.replaceChildren(
