@@ -188,7 +188,8 @@ export const frameHandlers = {
       const id = c.revealAfterLoad;
       c.revealAfterLoad = null;
       if (chat.activeKey === c.key) chat.reveal(id);
-    } else if (c.seek && (kind === 'older' || kind === 'focus')) {
+    } else if (c.seek && !c.historyQueue.length) {
+      // The last page in flight decides (one asked before the seek may land first).
       chat.continueSeek(c, kind);
     }
     chat.markRead(c);
