@@ -59,9 +59,11 @@ test('search finds messages everywhere and a result opens in context', async (t)
   await alice.locator('#new-messages-btn', { hasText: 'Jump to newest' }).waitFor();
   await screenshot(alice, 'search-result-in-context');
 
-  // Back to the newest, then the private one: the conversation with bob opens at it.
+  // The panel made way; back in the box, the results are there again.
+  assert.ok(await alice.locator('#search-panel').isHidden());
   await alice.click('#new-messages-btn');
   await messageRow(alice, 'unrelated news').waitFor();
+  await alice.click('#search-input');
   await results.nth(0).click();
   await alice.locator('#conv-name', { hasText: 'bob' }).waitFor();
   await messageRow(alice, 'can you deploy tonight? the checklist is ready').and(alice.locator('.flash')).waitFor();

@@ -2,7 +2,8 @@
 // under it. Enter (or a pause in typing) asks GET /api/search; each result
 // shows its author, where it was said, when, and a snippet with the matched
 // words marked (text nodes and <mark> elements only). Clicking one opens that
-// conversation with the message in context, scrolled to and highlighted.
+// conversation with the message in context, scrolled to and highlighted; the
+// panel makes way and comes back when the box is focused again.
 
 import { $, h, avatar, setText } from './dom.js';
 import { formatTime, formatDay, formatFull } from '../format.js';
@@ -65,6 +66,9 @@ export function setupSearch(chat) {
     clearTimeout(timer);
     timer = setTimeout(() => run(input.value), DEBOUNCE_MS);
   });
+  input.addEventListener('focus', () => {
+    if (input.value.trim() && panel.hidden && results.childElementCount) open();
+  });
   input.addEventListener('keydown', (ev) => {
     if (ev.key === 'Escape') {
       ev.preventDefault();
@@ -96,10 +100,9 @@ export function setupSearch(chat) {
   results.addEventListener('click', (ev) => {
     const b = ev.target.closest('button.result');
     if (!b) return;
-    const m = b.result;
-    // On a narrow screen the panel covers the conversation: it makes way for the result.
-    if (window.matchMedia('(max-width: 760px)').matches) close();
-    chat.openResult(m);
+    // The panel would cover the message shown: it makes way, and Enter in the box brings the results back.
+    close();
+    chat.openResult(b.result);
   });
 }
 
