@@ -3,11 +3,12 @@
 // in place (Enter saves, Escape cancels, Up in an empty composer edits the
 // last one), the other person sees the new text marked "(edited)", a delete is
 // confirmed and the message goes for everyone, and a client that was away
-// catches up with edits, deletes and reactions made meanwhile.
+// catches up with edits, deletes and reactions made meanwhile; all of it in a
+// private conversation too.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { setup, signUp, sendMessage, messages, messageRow, hoverMessage, cuttableSocket, waitOnline, screenshot, assertNoPageErrors } from './helpers.mjs';
+import { setup, signUp, sendMessage, messages, messageRow, hoverMessage, cuttableSocket, personButton, waitOnline, screenshot, assertNoPageErrors } from './helpers.mjs';
 
 const acked = (page, text) => messageRow(page, text).and(page.locator('[data-id]')).waitFor();
 
@@ -156,5 +157,39 @@ test('a client that was away shows the edits, deletes and reactions made meanwhi
   await messageRow(bob, 'delete me').waitFor({ state: 'detached' });
   await messageRow(bob, 'keep me').locator('.chip', { hasText: '🎉1' }).waitFor();
   assert.deepEqual((await messages(bob)).map((m) => m.text), ['keep me', 'changed while bob was away']);
+  assertNoPageErrors(assert, alice, bob);
+});
+
+test('in a private conversation too: edit, react, reply and delete reach the other person', async (t) => {
+  const { server, person } = await setup(t);
+  const alice = await person();
+  const bob = await person();
+  await signUp(alice, server.url, 'alice');
+  await signUp(bob, server.url, 'bob');
+  await personButton(alice, 'bob').click();
+  await sendMessage(alice, 'lunch at 12?');
+  await acked(alice, 'lunch at 12?');
+  await personButton(bob, 'alice').click();
+  await messageRow(bob, 'lunch at 12?').waitFor();
+
+  await alice.click('#composer-input');
+  await alice.keyboard.press('ArrowUp');
+  await alice.locator('#message-list .edit-input').fill('lunch at 12:30?');
+  await alice.keyboard.press('Enter');
+  await messageRow(bob, 'lunch at 12:30?').locator('.msg-edited').waitFor();
+
+  await (await hoverMessage(bob, 'lunch at 12:30?')).locator('.tool-react').click();
+  await bob.locator('.emoji-picker .emoji-btn', { hasText: '👍' }).click();
+  await messageRow(alice, 'lunch at 12:30?').locator('.chip', { hasText: '👍1' }).waitFor();
+
+  await (await hoverMessage(bob, 'lunch at 12:30?')).locator('.tool-reply').click();
+  await bob.keyboard.type('works for me');
+  await bob.keyboard.press('Enter');
+  await messageRow(alice, 'works for me').locator('.msg-quote', { hasText: 'lunch at 12:30?' }).waitFor();
+
+  await (await hoverMessage(alice, 'lunch at 12:30?')).locator('.tool-delete').click();
+  await alice.locator('#delete-dialog').getByRole('button', { name: 'Delete' }).click();
+  await messageRow(bob, 'lunch at 12:30?').waitFor({ state: 'detached' });
+  await messageRow(bob, 'works for me').locator('.msg-quote', { hasText: 'The original message was deleted' }).waitFor();
   assertNoPageErrors(assert, alice, bob);
 });
