@@ -388,22 +388,15 @@ fn search(conn: &Connection, q: &SearchQuery) -> rusqlite::Result<Vec<StoredMess
         .join(" ");
     let limit = q.limit as i64;
     match &q.scope {
-        None => {
+        None | Some(Target::Room(_)) => {
+            let room = match &q.scope {
+                Some(Target::Room(room)) => Some(room.as_str()),
+                _ => None,
+            };
             let sql = format!(
                 "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
-                 WHERE messages_fts MATCH ?1 AND m.deleted_ms IS NULL AND {MAY_READ}
-                 ORDER BY f.rowid DESC LIMIT ?3",
-                message_columns!("m.")
-            );
-            let mut st = conn.prepare_cached(&sql)?;
-            st.query_map(params![fts, q.user, limit], row_to_message)?
-                .collect()
-        }
-        Some(Target::Room(room)) => {
-            let sql = format!(
-                "SELECT {} FROM messages_fts f JOIN messages m ON m.id = f.rowid
-                 WHERE messages_fts MATCH ?1 AND m.room = ?4 AND m.deleted_ms IS NULL
-                   AND {MAY_READ}
+                 WHERE messages_fts MATCH ?1 AND (?4 IS NULL OR m.room = ?4)
+                   AND m.deleted_ms IS NULL AND {MAY_READ}
                  ORDER BY f.rowid DESC LIMIT ?3",
                 message_columns!("m.")
             );
