@@ -384,8 +384,8 @@ impl Http {
                 let room = &p["/ws/room/".len()..];
                 return self.upgrade(cx, conn, req, Some(room));
             }
-            "/api/messages" => return self.messages(cx, conn, req),
-            "/api/search" => return self.search(cx, conn, req),
+            "/api/messages" => return self.messages(cx, conn, req, false),
+            "/api/search" => return self.messages(cx, conn, req, true),
             "/healthz" => {
                 // Still 200 when degraded: the node serves its connections
                 // (a bus outage) or answers `busy` (storage), and a load
@@ -831,73 +831,42 @@ impl Http {
         answer(cx.out, conn, resp, keep_alive);
     }
 
+    /// `GET /api/messages` and `GET /api/search`: authenticate, read the
+    /// query string into a storage read (`Ok(None)`: nothing to read), park
+    /// it and submit it; `on_history` answers. `search` is newest first, as
+    /// storage returns it.
     fn messages(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         req: &Request<'_>,
+        search: bool,
     ) -> Handled {
         let keep_alive = req.keep_alive();
         let head_only = req.method == "HEAD";
-        let resp = match self.authenticate(cx.users, req.bearer()) {
-            None => unauthorized(),
-            Some(me) => match history_query(cx.hub, cx.users, me, req) {
-                Err(resp) => resp,
-                Ok(None) => Response::json(200, &json!({"messages": []})),
-                Ok(Some(query)) => {
-                    let ticket = self.park(Wait::History {
-                        conn,
-                        keep_alive,
-                        head_only,
-                    });
-                    if cx
-                        .store
-                        .submit(StoreRequest::History { ticket, query })
-                        .is_ok()
-                    {
-                        return Handled::Waiting;
-                    }
-                    self.waiting.remove(&ticket);
-                    busy()
-                }
-            },
+        let read = match self.authenticate(cx.users, req.bearer()) {
+            None => Err(unauthorized()),
+            Some(me) if search => search_query(cx.hub, cx.users, me, req)
+                .map(|q| q.map(|query| MessagesRead::Search(query))),
+            Some(me) => {
+                history_query(cx.hub, cx.users, me, req).map(|q| q.map(MessagesRead::History))
+            }
         };
-        send(cx.out, conn.token, resp, keep_alive, head_only);
-        Handled::Done
-    }
-
-    /// `GET /api/search`: a read on the storage reader, answered like a
-    /// history page (newest first, as storage returns it).
-    fn search(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        conn: ConnRef,
-        req: &Request<'_>,
-    ) -> Handled {
-        let keep_alive = req.keep_alive();
-        let head_only = req.method == "HEAD";
-        let resp = match self.authenticate(cx.users, req.bearer()) {
-            None => unauthorized(),
-            Some(me) => match search_query(cx.hub, cx.users, me, req) {
-                Err(resp) => resp,
-                Ok(None) => Response::json(200, &json!({"messages": []})),
-                Ok(Some(query)) => {
-                    let ticket = self.park(Wait::History {
-                        conn,
-                        keep_alive,
-                        head_only,
-                    });
-                    if cx
-                        .store
-                        .submit(StoreRequest::Search { ticket, query })
-                        .is_ok()
-                    {
-                        return Handled::Waiting;
-                    }
-                    self.waiting.remove(&ticket);
-                    busy()
+        let resp = match read {
+            Err(resp) => resp,
+            Ok(None) => Response::json(200, &json!({"messages": []})),
+            Ok(Some(read)) => {
+                let ticket = self.park(Wait::History {
+                    conn,
+                    keep_alive,
+                    head_only,
+                });
+                if cx.store.submit(read.request(ticket)).is_ok() {
+                    return Handled::Waiting;
                 }
-            },
+                self.waiting.remove(&ticket);
+                busy()
+            }
         };
         send(cx.out, conn.token, resp, keep_alive, head_only);
         Handled::Done
@@ -1154,6 +1123,21 @@ fn history_query(
         limit,
         offset,
     }))
+}
+
+/// The storage read behind a `{"messages": [...]}` answer.
+enum MessagesRead {
+    History(HistoryQuery),
+    Search(SearchQuery),
+}
+
+impl MessagesRead {
+    fn request(self, ticket: Ticket) -> StoreRequest {
+        match self {
+            MessagesRead::History(query) => StoreRequest::History { ticket, query },
+            MessagesRead::Search(query) => StoreRequest::Search { ticket, query },
+        }
+    }
 }
 
 /// `GET /api/search`'s parameters: `q` (its words, [`search_words`]),

@@ -31,7 +31,7 @@ use crate::clock;
 use crate::config::{MAX_EMOJI_BYTES, MAX_REACTION_KINDS, MAX_REACTIONS};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{Change, ChangeKind, Refusal, Request, Ticket};
-use crate::ws::proto::{ClientFrame, Out, Ts};
+use crate::ws::proto::{ClientFrame, Out, Place, Ts};
 
 /// Which change a parked request is, for its error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,21 +144,15 @@ impl Hub {
         token: Token,
         f: &ClientFrame<'_>,
     ) -> Result<(), FrameError> {
-        let (user, conn) = self.user_of(token)?;
         let id = message_id(f)?;
         let content = super::frames::check_content(f.content.as_deref())?.to_string();
-        let ticket = self.park(Wait::Change {
-            conn,
-            kind: Kind::Edit,
-        });
-        let req = Request::EditMessage {
+        self.submit_change(cx, token, Kind::Edit, |ticket, user| Request::EditMessage {
             ticket,
             id,
             user,
             content,
             at_ms: clock::now_ms(),
-        };
-        self.submit_change(cx, ticket, req)
+        })
     }
 
     pub(super) fn on_delete(
@@ -167,19 +161,15 @@ impl Hub {
         token: Token,
         f: &ClientFrame<'_>,
     ) -> Result<(), FrameError> {
-        let (user, conn) = self.user_of(token)?;
         let id = message_id(f)?;
-        let ticket = self.park(Wait::Change {
-            conn,
-            kind: Kind::Delete,
-        });
-        let req = Request::DeleteMessage {
-            ticket,
-            id,
-            user,
-            at_ms: clock::now_ms(),
-        };
-        self.submit_change(cx, ticket, req)
+        self.submit_change(cx, token, Kind::Delete, |ticket, user| {
+            Request::DeleteMessage {
+                ticket,
+                id,
+                user,
+                at_ms: clock::now_ms(),
+            }
+        })
     }
 
     pub(super) fn on_react(
@@ -188,29 +178,28 @@ impl Hub {
         token: Token,
         f: &ClientFrame<'_>,
     ) -> Result<(), FrameError> {
-        let (user, conn) = self.user_of(token)?;
         let id = message_id(f)?;
         let emoji = check_emoji(f.emoji.as_deref())?.to_string();
-        let ticket = self.park(Wait::Change {
-            conn,
-            kind: Kind::React,
-        });
-        let req = Request::React {
+        self.submit_change(cx, token, Kind::React, |ticket, user| Request::React {
             ticket,
             id,
             user,
             emoji,
-        };
-        self.submit_change(cx, ticket, req)
+        })
     }
 
+    /// Parks the change (storage answers `Changed`) and submits the request
+    /// `make` builds for the connection's user.
     fn submit_change(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
-        ticket: Ticket,
-        req: Request,
+        token: Token,
+        kind: Kind,
+        make: impl FnOnce(Ticket, crate::store::UserId) -> Request,
     ) -> Result<(), FrameError> {
-        cx.store.submit(req).map_err(|_| {
+        let (user, conn) = self.user_of(token)?;
+        let ticket = self.park(Wait::Change { conn, kind });
+        cx.store.submit(make(ticket, user)).map_err(|_| {
             self.waiting.remove(&ticket);
             FrameError::new("busy", "the server is busy; try again shortly")
         })
@@ -237,31 +226,29 @@ impl Hub {
             }
         };
         let users = &*cx.users;
-        let room = change.room.as_deref();
         let (from, to) = match change.to {
             Some(to) => (Some(users.name(change.from)), Some(users.name(to))),
             None => (None, None),
         };
+        let place = Place {
+            room: change.room.as_deref(),
+            from,
+            to,
+        };
         let frame = match &change.what {
             ChangeKind::Edited { content, at_ms } => Out::MessageEdited {
                 id: change.id,
-                room,
-                from,
-                to,
+                place,
                 content,
                 edited_at: Ts(*at_ms),
             },
             ChangeKind::Deleted => Out::MessageDeleted {
                 id: change.id,
-                room,
-                from,
-                to,
+                place,
             },
             ChangeKind::Reacted { emoji, user, on } => Out::Reaction {
                 id: change.id,
-                room,
-                from,
-                to,
+                place,
                 emoji,
                 user: users.name(*user),
                 on: *on,

@@ -191,9 +191,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
     if m.deleted {
         return Out::MessageDeleted {
             id: m.id,
-            room,
-            from,
-            to,
+            place: Place { room, from, to },
         };
     }
     let (reply_to, edited_at) = (m.reply_to, m.edited_ms.map(Ts));
@@ -243,6 +241,18 @@ pub struct UnreadEntry<'a> {
     pub mentions: Option<u64>,
 }
 
+/// Where a changed message lives, as its change frames name it: `room`,
+/// or `from` and `to` for a conversation.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Place<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to: Option<&'a str>,
+}
+
 /// Every frame the server sends.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -279,32 +289,20 @@ pub enum Out<'a> {
     /// `room` for a room message, `from`/`to` for a private one.
     MessageEdited {
         id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        from: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        to: Option<&'a str>,
+        #[serde(flatten)]
+        place: Place<'a>,
         content: &'a str,
         edited_at: Ts,
     },
     MessageDeleted {
         id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        from: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        to: Option<&'a str>,
+        #[serde(flatten)]
+        place: Place<'a>,
     },
     Reaction {
         id: u64,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        room: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        from: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        to: Option<&'a str>,
+        #[serde(flatten)]
+        place: Place<'a>,
         emoji: &'a str,
         user: &'a str,
         on: bool,
