@@ -553,7 +553,8 @@ export class Chat extends EventTarget {
     frame[c.kind === 'room' ? 'room' : 'with'] = c.name;
     if (kind === 'older') frame.before = c.firstId;
     if (kind === 'focus') frame.before = before;
-    if (this.conn.send(frame)) c.historyQueue.push(kind);
+    // A re-read judges only what was held when it was asked: later messages (an ack racing the read) are newer than the page.
+    if (this.conn.send(frame)) c.historyQueue.push({ kind, upTo: c.newestId, changes: c.changes });
   }
 
   /** Edits and deletes made while this tab was away are in no replay: the shown page is read again. */

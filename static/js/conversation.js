@@ -84,13 +84,14 @@ export class Conversation {
     this.notices = [];
     this.loaded = false; // the newest page has been fetched
     this.hasMore = true; // older messages may exist on the server
-    /** History requests in flight, oldest first ('initial' | 'older' | 'catchup' | 'refresh' | 'focus'): replies come in order. */
+    /** History requests in flight, oldest first, as {kind: 'initial'|'older'|'catchup'|'refresh'|'focus', upTo: newest id held when asked}: replies come in order. */
     this.historyQueue = [];
     this.stale = false; // reconnected since the window was read: edits and deletes meanwhile are not in a replay
     this.seek = null; // {id, pages}: loading older pages until message `id` is in the window (a reply's parent)
     this.mentions = 0; // unread mentions of the user (rooms)
     /** Ids deleted while this tab watched: a reply to one says its parent is gone, not "not loaded". */
     this.deleted = new Set();
+    this.changes = 0; // counts live edits and reactions: a page read before one must not undo it
     this.unread = 0;
     this.readSeen = 0; // highest id the user has had on screen
     this.readTimer = null; // pending batched read marker
@@ -118,7 +119,7 @@ export class Conversation {
 
   /** The kind of the oldest history request in flight, or null. */
   get historyRequest() {
-    return this.historyQueue[0] ?? null;
+    return this.historyQueue[0]?.kind ?? null;
   }
 
   /** The oldest message in the window: where the next older page starts. */
@@ -163,7 +164,8 @@ export class Conversation {
 
   /** Adds a stored message unless its id is already here; returns true when it was new. */
   add(msg) {
-    if (this.byId.has(msg.id)) return false;
+    // A page read before a delete may still carry the message: it stays gone.
+    if (this.byId.has(msg.id) || this.deleted.has(msg.id)) return false;
     this.byId.set(msg.id, msg);
     this.newestId = Math.max(this.newestId, msg.id);
     if (this.detached && msg.id > this.windowLastId) {
@@ -197,6 +199,7 @@ export class Conversation {
     if (!m) return false;
     m.content = content;
     m.editedAt = editedAt;
+    m.changed = ++this.changes;
     this.touchMessage(m);
     this.touchReplies(id);
     return true;
@@ -236,24 +239,30 @@ export class Conversation {
       r.users = r.users.filter((u) => u.toLowerCase() !== user.toLowerCase());
       if (!r.users.length) list.splice(list.indexOf(r), 1);
     }
+    m.changed = ++this.changes;
     this.touchMessage(m);
     return true;
   }
 
   /**
-   * The newest page read again after a reconnect (`limit` asked): what
+   * The newest page read again after a reconnect (`limit` asked, when this
+   * tab held messages up to `upTo` and had seen `changes` live changes): what
    * changed meanwhile (edits, reactions) replaces the held copies, and held
    * messages within the page's id range that it lacks were deleted. New ones
    * are added as usual.
    */
-  refresh(messages, limit) {
-    // The newest page covers every id from its first one on; a short page covers them all.
+  refresh(messages, limit, upTo = Infinity, changes = Infinity) {
+    // The newest page covers every id from its first one on (a short page all
+    // of them) up to what was held when it was asked: a message that arrived
+    // since (an ack racing the read) may be newer than the page.
     const lo = messages.length >= limit ? messages[0].id : 0;
-    const hi = Infinity;
+    const hi = upTo;
     const fresh = new Map(messages.map((m) => [m.id, m]));
     for (const held of [...this.messages, ...this.newer]) {
       if (held.id < lo || held.id > hi) continue;
       const now = fresh.get(held.id);
+      // Changed live since the page was asked: the frame is newer than the page.
+      if (held.changed > changes) continue;
       if (!now) this.remove(held.id);
       else if (now.content !== held.content || now.editedAt !== held.editedAt || reactionsKey(now) !== reactionsKey(held)) {
         held.content = now.content;
@@ -292,7 +301,7 @@ export class Conversation {
     this.byKey.clear();
     for (const p of this.pending) this.byKey.set(p.key, p);
     for (const m of messages) {
-      if (this.byId.has(m.id)) continue;
+      if (this.byId.has(m.id) || this.deleted.has(m.id)) continue;
       this.byId.set(m.id, m);
       insertSorted(this.messages, m);
       this.byKey.set(rowKey(m), m);

@@ -179,10 +179,11 @@ export const frameHandlers = {
   },
   history(chat, f) {
     const c = f.room ? chat.room(f.room) : chat.dm(f.with);
-    const kind = c.historyQueue.shift() ?? null;
+    const request = c.historyQueue.shift() ?? null;
+    const kind = request?.kind ?? null;
     const messages = f.messages.map(toMessage);
     if (kind === 'focus') c.focusPage(messages);
-    else if (kind === 'refresh' || kind === 'catchup') c.refresh(messages, kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE);
+    else if (kind === 'refresh' || kind === 'catchup') c.refresh(messages, kind === 'catchup' ? DM_CATCHUP : PAGE_SIZE, request.upTo, request.changes);
     else c.addHistory(kind, messages);
     if (kind === 'initial' && c.revealAfterLoad) {
       const id = c.revealAfterLoad;

@@ -59,6 +59,20 @@ test('a page read again after a reconnect applies edits, deletes and reactions m
   // The newest message deleted: a short page covers every id, so it goes too.
   c.refresh([msg(1), msg(2)], PAGE_SIZE);
   assert.deepEqual(c.messages.map((m) => m.id), [1, 2]);
+  // What arrived after the page was asked is newer than the page: an ack racing the read stays,
+  // a live edit is not undone, a live delete not brought back.
+  const r = conv([1, 2, 3]);
+  const upTo = r.newestId;
+  const changes = r.changes;
+  r.add(msg(4));
+  r.edit(2, 'edited live', '2026-01-01T00:00:00.000Z');
+  r.remove(3);
+  r.refresh([msg(1), msg(2), msg(3)], PAGE_SIZE, upTo, changes);
+  assert.deepEqual(r.messages.map((m) => [m.id, m.content]), [
+    [1, 'm1'],
+    [2, 'edited live'],
+    [4, 'm4'],
+  ]);
   // A full page covers only its own range: older held messages are left alone.
   const d = conv(Array.from({ length: 60 }, (_, i) => i + 1));
   d.refresh(Array.from({ length: PAGE_SIZE }, (_, i) => msg(i + 11)), PAGE_SIZE);
