@@ -3033,6 +3033,10 @@ mod tests {
                 .map(|m| format!("#{} {:?} seq {}", r(&m.id), m.content, m.seq))
                 .collect::<Vec<_>>()
                 .join(", "),
+            Reply::Changed {
+                outcome: Ok(change),
+                ..
+            } => format!("changed #{} {:?}", r(&change.id), change.what),
             other => format!("{other:?}"),
         }
     }
@@ -3168,8 +3172,147 @@ mod tests {
             replies.0.push(a);
             replies.1.push(b);
         }
+        // Issue 13: replies (valid, to another target, to a deleted parent,
+        // to none, a valid one that is a client-id retry, a refused one that
+        // is one), mentions (room and conversation), a delete, an edit and a
+        // reaction between runs, a search on the writer. Parents are named
+        // by their stored ids, which may differ between the two databases.
+        let issue_13 = |c: &mut Client| {
+            let mut id = |content: &str| -> MsgId {
+                c.query_one("SELECT id FROM messages WHERE content = $1", &[&content])
+                    .unwrap()
+                    .get::<_, i64>(0) as MsgId
+            };
+            let (hello, two, m21, m13) = (id("hello"), id("two"), id("m21"), id("m13"));
+            let with_cid = |mut r: Request, cid: &str| {
+                if let Request::PutMessage { client_id, .. } = &mut r {
+                    *client_id = Some(cid.into());
+                }
+                r
+            };
+            vec![
+                put13(
+                    60,
+                    Some("general"),
+                    2,
+                    None,
+                    "re hello",
+                    Some(hello),
+                    vec![1, 3],
+                ),
+                put13(
+                    61,
+                    Some("ops"),
+                    1,
+                    None,
+                    "re hello from ops",
+                    Some(hello),
+                    vec![],
+                ),
+                put13(62, Some("ops"), 1, None, "re m21", Some(m21), vec![2]),
+                put13(63, None, 1, Some(2), "re m13", Some(m13), vec![2]),
+                put13(64, None, 2, Some(3), "re m13 elsewhere", Some(m13), vec![]),
+                Request::DeleteMessage {
+                    ticket: TICKET,
+                    id: two,
+                    user: 1,
+                    at_ms: 6000,
+                },
+                put13(65, Some("general"), 2, None, "re two", Some(two), vec![1]),
+                with_cid(
+                    put13(
+                        66,
+                        Some("general"),
+                        1,
+                        None,
+                        "k1 again",
+                        Some(hello),
+                        vec![2],
+                    ),
+                    "k1",
+                ),
+                with_cid(
+                    put13(67, Some("general"), 1, None, "k2 again", Some(two), vec![2]),
+                    "k2",
+                ),
+                put13(68, Some("general"), 1, None, "plain", None, vec![]),
+                Request::EditMessage {
+                    ticket: TICKET,
+                    id: hello,
+                    user: 1,
+                    content: "hello, edited".into(),
+                    at_ms: 5000,
+                },
+                react(hello, 2, "👍"),
+                put13(69, Some("general"), 3, None, "plain too", None, vec![2]),
+                put13(
+                    70,
+                    Some("general"),
+                    3,
+                    None,
+                    "re nothing",
+                    Some(999_999),
+                    vec![],
+                ),
+                search_req(2, "hello", None, 10),
+                put13(
+                    71,
+                    Some("general"),
+                    3,
+                    None,
+                    "re hello again",
+                    Some(hello),
+                    vec![],
+                ),
+                put13(72, Some("general"), 3, None, "last", None, vec![]),
+            ]
+        };
+        for (db, t, out) in [
+            (&mut each as &mut dyn Backend, &t_each, &mut replies.0),
+            (&mut bulk as &mut dyn Backend, &t_bulk, &mut replies.1),
+        ] {
+            let batch = issue_13(&mut t.client());
+            let mut got = Vec::new();
+            db.begin().unwrap();
+            db.execute_batch(&batch, &mut got).unwrap();
+            db.commit().unwrap();
+            out.push(got);
+        }
         let (rows_each, rank_each) = dump(&mut t_each.client());
         let (rows_bulk, rank_bulk) = dump(&mut t_bulk.client());
+        let last: Vec<_> = replies.1[replies.1.len() - 1]
+            .iter()
+            .map(|r| match r {
+                Reply::MessageStored { key, .. } => format!("stored {key}"),
+                Reply::MessageExists { key, .. } => format!("exists {key}"),
+                Reply::MessageRefused { key } => format!("refused {key}"),
+                Reply::Changed { outcome, .. } => format!("changed {}", outcome.is_ok()),
+                Reply::History { messages, .. } => format!("found {}", messages.len()),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            last,
+            [
+                "stored 60",
+                "refused 61",
+                "stored 62",
+                "stored 63",
+                "refused 64",
+                "changed true",
+                "refused 65",
+                "exists 66",
+                "refused 67",
+                "stored 68",
+                "changed true",
+                "changed true",
+                "stored 69",
+                "refused 70",
+                "found 2",
+                "stored 71",
+                "stored 72"
+            ]
+        );
         for (i, (a, b)) in replies.0.iter().zip(&replies.1).enumerate() {
             let a: Vec<_> = a.iter().map(|r| normal(r, &rank_each)).collect();
             let b: Vec<_> = b.iter().map(|r| normal(r, &rank_bulk)).collect();
@@ -3213,7 +3356,8 @@ mod tests {
             replies.1[6]
         );
         assert!(
-            rows_bulk.contains(&"r:general=10".to_string()),
+            // 10, and 5 more from the issue-13 batch.
+            rows_bulk.contains(&"r:general=15".to_string()),
             "{rows_bulk:#?}"
         );
     }
