@@ -230,6 +230,10 @@ CREATE TABLE dm_reads (
 -- space first; the `simple` configuration then only lower-cases. Stored
 -- (computed once per write, never per search) and indexed with GIN; a
 -- deleted message's empty content has no words, so it leaves the index.
+-- Beyond ASCII, letters and case follow the database's LC_CTYPE: with a
+-- UTF-8 locale (C.UTF-8, en_US.UTF-8) the words are SQLite's; a database
+-- in the C locale folds only ASCII case and reads every other non-ASCII
+-- character (an emoji, a curly quote) as a letter.
 ALTER TABLE messages
     ADD COLUMN reply_to   BIGINT,
     ADD COLUMN edited_ms  BIGINT,
@@ -4374,5 +4378,50 @@ mod tests {
             [2]
         );
         drop(t.open());
+    }
+
+    /// A reply checked on one node while another node's uncommitted batch
+    /// deletes its parent: the delete holds the append lock, so the reply's
+    /// check waits for its commit, sees the parent deleted and is refused
+    /// (never a reply to a deleted message).
+    #[test]
+    fn a_reply_waits_for_a_delete_of_its_parent_elsewhere() {
+        let Some(t) = TestDb::new() else { return };
+        let mut a = t.open();
+        world(&mut a);
+        a.begin().unwrap();
+        assert!(matches!(
+            a.execute(&delete(6, 1)).unwrap(),
+            Some(Reply::Changed { outcome: Ok(_), .. })
+        ));
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let mut b = t.open();
+        let node_b = std::thread::spawn(move || {
+            let out = run(
+                &mut b,
+                &[
+                    put13(7, Some("general"), 2, None, "re", Some(6), vec![]),
+                    put13(8, Some("general"), 2, None, "x", None, vec![]),
+                ],
+            );
+            done_tx.send(()).unwrap();
+            out
+        });
+        assert!(
+            done.recv_timeout(Duration::from_millis(300)).is_err(),
+            "the reply did not wait for the delete's batch"
+        );
+        a.commit().unwrap();
+        let out = node_b.join().unwrap();
+        assert!(
+            matches!(
+                out[..],
+                [
+                    Reply::MessageRefused { key: 7 },
+                    Reply::MessageStored { key: 8, seq: 3, .. }
+                ]
+            ),
+            "{out:?}"
+        );
     }
 }
