@@ -30,7 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 use super::postgres::{
-    APPEND_LOCK, MIGRATION_LOCK, Postgres, describe, message_target, parse_config,
+    APPEND_LOCK, MIGRATION_LOCK, Postgres, describe, message_target, parse_config, search_text,
 };
 
 /// The subcommand, as the binary's first argument.
@@ -335,13 +335,24 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
             "NULL, NULL, NULL, NULL"
         }
     );
+    // Through a staging table with each message's search words as text
+    // (`search_text`), which one `INSERT … SELECT` turns into `tsv` (binary
+    // COPY has no way to write a tsvector from here).
+    tx.batch_execute(
+        "CREATE TEMP TABLE staged_messages (
+             id BIGINT, target TEXT, seq BIGINT, room TEXT, from_id BIGINT, to_id BIGINT,
+             content TEXT, ts_ms BIGINT, client_id TEXT, reply_to BIGINT, edited_ms BIGINT,
+             deleted_ms BIGINT, reactions TEXT, words TEXT
+         ) ON COMMIT DROP",
+    )
+    .map_err(pg_err("messages"))?;
     let messages = copy(
         src,
         tx,
         &select_messages,
-        "messages",
+        "staged_messages",
         "id, target, seq, room, from_id, to_id, content, ts_ms, client_id, \
-         reply_to, edited_ms, deleted_ms, reactions",
+         reply_to, edited_ms, deleted_ms, reactions, words",
         &[
             T::INT8,
             T::TEXT,
@@ -355,6 +366,7 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
             T::INT8,
             T::INT8,
             T::INT8,
+            T::TEXT,
             T::TEXT,
         ],
         |r| {
@@ -381,6 +393,7 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
                 })?;
             let seq = heads.entry(target.clone()).or_insert(0);
             *seq += 1;
+            let words = search_text(&content);
             Ok(vec![
                 boxed(id),
                 boxed(target),
@@ -395,9 +408,20 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
                 boxed(r.get::<_, Option<i64>>(8).map_err(&e)?),
                 boxed(r.get::<_, Option<i64>>(9).map_err(&e)?),
                 boxed(reactions),
+                boxed(words),
             ])
         },
     )?;
+    tx.batch_execute(
+        "INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
+                               reply_to, edited_ms, deleted_ms, reactions, tsv)
+         SELECT id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
+                reply_to, edited_ms, deleted_ms, reactions,
+                array_to_tsvector(string_to_array(words, ' '))
+         FROM staged_messages ORDER BY id;
+         DROP TABLE staged_messages",
+    )
+    .map_err(pg_err("messages"))?;
     let targets = {
         let sink = tx
             .copy_in("COPY targets (key, seq) FROM STDIN BINARY")

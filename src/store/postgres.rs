@@ -108,16 +108,23 @@
 //! - An edit, delete or reaction reads its message `FOR UPDATE` (the row
 //!   stays locked to the commit), so a reaction's read-modify-write of the
 //!   `reactions` column is never interleaved with another node's.
-//! - Search ([`search`]): a stored `tsv` column (the words of `content`,
-//!   cut as SQLite cuts them) with a GIN index; see `search` for the plans.
-//!   Measured on 1 M messages (`EXPLAIN ANALYZE`, 20 results): a word in 10
-//!   messages 0.3 ms (GIN), in 300: 3 ms; a word in 37 % of them 1.1 ms
-//!   (backward scan of the primary key, stopping at the 20th match). The
-//!   weak case: a word frequent only where the user may not read (5 % of all
+//! - Search ([`search`]): a `tsv` column (the words of `content`, cut by
+//!   hubbub's rule, [`search_text`], which queries are cut by too, so a
+//!   search matches what SQLite's matches whatever the database's locale)
+//!   with a GIN index; see `search` for the plans. Measured on 1 M
+//!   messages (`EXPLAIN ANALYZE`, 20 results): a word in 10 messages
+//!   0.3 ms (GIN), in 300: 3 ms; a word in 37 % of them 1.1 ms (backward
+//!   scan of the primary key, stopping at the 20th match). The weak case:
+//!   a word frequent only where the user may not read (5 % of all
 //!   messages, all in private rooms): the backward scan reads every row,
 //!   1.1 s; the GIN index is no cure (0.44 s: every match is fetched to be
 //!   refused). Scoped to a room or conversation, every case measured is
-//!   under 40 ms.
+//!   under 40 ms. GiST instead of GIN: 28 ms for the rare word, twice the
+//!   size. The cost on the bulk path (release build, batches of 4096):
+//!   about 50 ms a batch instead of 33. A generated column (`to_tsvector`
+//!   of `content`, ASCII punctuation translated to spaces) added about
+//!   twice as much (debug build: +65 ms a batch against +33), and its
+//!   words still depended on the locale.
 //!
 //! Failures ([`classify`]): connection-level errors (a closed connection,
 //! I/O, class `08`, `57P01` admin shutdown and the rest of class `57`), the
@@ -222,27 +229,21 @@ CREATE TABLE dm_reads (
 -- taken, `Catchup` still steps past it, a retry of its client_id still
 -- finds it) with empty content.
 --
--- `tsv`: the words of `content` as SQLite's `unicode61` tokenizer and
--- `store::search_words` cut them. PostgreSQL's default parser keeps some
--- ASCII punctuation inside tokens (`alice@example.com`, `3.14`, `x.com/a`
--- are one token each, so `example` would not find the first), hence every
--- ASCII character that is neither a letter nor a digit is turned into a
--- space first; the `simple` configuration then only lower-cases. Stored
--- (computed once per write, never per search) and indexed with GIN; a
--- deleted message's empty content has no words, so it leaves the index.
--- Beyond ASCII, letters and case follow the database's LC_CTYPE: with a
--- UTF-8 locale (C.UTF-8, en_US.UTF-8) the words are SQLite's; a database
--- in the C locale folds only ASCII case and reads every other non-ASCII
--- character (an emoji, a curly quote) as a letter.
+-- `tsv`: the words of `content` for search, cut by hubbub
+-- (`search_text`: `store::search_words`' rule, the one queries are cut by)
+-- and stored as lexemes (`array_to_tsvector`), not by PostgreSQL's parser:
+-- that one keeps `alice@example.com`, `3.14` or `x.com/a` as one token
+-- each (so `example` would not find the first), and its letters and case
+-- depend on the database's locale (in the C locale `ÉCOLE` stays upper
+-- case and `great👍` is one word). Written with the row by every insert,
+-- edit and delete; filled for the messages already stored, and indexed
+-- with GIN, by `migrate` right after this script (`fill_search_words`).
 ALTER TABLE messages
     ADD COLUMN reply_to   BIGINT,
     ADD COLUMN edited_ms  BIGINT,
     ADD COLUMN deleted_ms BIGINT,
     ADD COLUMN reactions  TEXT,
-    ADD COLUMN tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple'::regconfig,
-        translate(content, '!"#$%&''()*+,-./:;<=>?@[\]^_`{|}~',
-                           '                                '))) STORED;
-CREATE INDEX messages_tsv ON messages USING GIN (tsv);
+    ADD COLUMN tsv        tsvector;
 -- Who a room message mentions (`@name`), for unread mention counts.
 CREATE TABLE mentions (
     user_id    BIGINT NOT NULL,
@@ -484,8 +485,9 @@ impl Statements {
             )?,
             insert_message: c.prepare(
                 "INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
-                                       reply_to)
-                 VALUES (nextval('message_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                       reply_to, tsv)
+                 VALUES (nextval('message_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9,
+                         array_to_tsvector(string_to_array($10::text, ' ')))
                  ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
                  RETURNING id",
             )?,
@@ -527,13 +529,13 @@ impl Statements {
                      FROM (SELECT nextval('message_ids') AS id
                            FROM generate_series(1, cardinality($1::text[]))) AS drawn)
                  INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
-                                       reply_to)
+                                       reply_to, tsv)
                  SELECT ids.id, v.target, v.seq, v.room, v.from_id, v.to_id, v.content, v.ts_ms,
-                        v.client_id, v.reply_to
+                        v.client_id, v.reply_to, array_to_tsvector(string_to_array(v.words, ' '))
                  FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
-                             $6::text[], $7::bigint[], $8::text[], $9::bigint[])
+                             $6::text[], $7::bigint[], $8::text[], $9::bigint[], $10::text[])
                       WITH ORDINALITY AS v(target, seq, room, from_id, to_id, content, ts_ms,
-                                           client_id, reply_to, ord)
+                                           client_id, reply_to, words, ord)
                  JOIN ids USING (ord)
                  RETURNING id",
             )?,
@@ -622,9 +624,15 @@ impl Statements {
             is_member: c.prepare(
                 "SELECT EXISTS (SELECT 1 FROM room_members WHERE room = $1 AND user_id = $2)",
             )?,
-            edit: c.prepare("UPDATE messages SET content = $2, edited_ms = $3 WHERE id = $1")?,
+            edit: c.prepare(
+                "UPDATE messages SET content = $2, edited_ms = $3,
+                        tsv = array_to_tsvector(string_to_array($4::text, ' '))
+                 WHERE id = $1",
+            )?,
             delete: c.prepare(
-                "UPDATE messages SET content = '', reactions = NULL, deleted_ms = $2 WHERE id = $1",
+                "UPDATE messages SET content = '', reactions = NULL, deleted_ms = $2,
+                        tsv = ''::tsvector
+                 WHERE id = $1",
             )?,
             delete_mentions: c.prepare("DELETE FROM mentions WHERE message_id = $1")?,
             set_reactions: c.prepare("UPDATE messages SET reactions = $2 WHERE id = $1")?,
@@ -710,6 +718,77 @@ pub(crate) fn parse_config(url: &str) -> Result<Config, StoreError> {
     Ok(config)
 }
 
+/// The schema version that added `messages.tsv`.
+const SEARCH_SCHEMA: usize = 2;
+
+/// Messages whose words [`fill_search_words`] writes per statement.
+const FILL_CHUNK: i64 = 10_000;
+
+/// The longest word PostgreSQL stores as a lexeme (`MAXSTRLEN` − 1 bytes);
+/// a longer one is left out of a message's words, as `to_tsvector` leaves
+/// it out ("word is too long to be indexed"), and a search for one finds
+/// nothing.
+const MAX_LEXEME_BYTES: usize = 2046;
+
+/// A message's words as `messages.tsv` stores them, one space between
+/// each: [`search_words`](super::search_words)' rule (runs of letters and
+/// digits, lower case), with no bound on their number, sorted and without
+/// repeats. Turned into lexemes by `array_to_tsvector(string_to_array(…,
+/// ' '))`, which parses nothing: a search matches exactly the words its
+/// query was cut into by the same rule.
+pub(crate) fn search_text(content: &str) -> String {
+    let mut words: Vec<String> = content
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .map(str::to_lowercase)
+        .filter(|w| w.len() <= MAX_LEXEME_BYTES)
+        .collect();
+    words.sort_unstable();
+    words.dedup();
+    words.join(" ")
+}
+
+/// The `tsquery` of a search's words: each one quoted (a quoted lexeme is
+/// taken as it is, never as an operator, and `'` and `\` are escaped), all
+/// of them required. `None` when nothing can match (no words, or one too
+/// long to have been stored).
+fn search_query(words: &[String]) -> Option<String> {
+    if words.is_empty() || words.iter().any(|w| w.len() > MAX_LEXEME_BYTES) {
+        return None;
+    }
+    let quoted: Vec<String> = words
+        .iter()
+        .map(|w| format!("'{}'", w.replace('\\', "\\\\").replace('\'', "''")))
+        .collect();
+    Some(quoted.join(" & "))
+}
+
+/// Writes the words of every message already stored (schema 1 had none),
+/// a chunk of ids per statement, then builds the GIN index over them (once,
+/// after: faster than keeping it up to date row by row). Returns how many
+/// messages it read.
+fn fill_search_words(tx: &mut postgres::Transaction<'_>) -> Result<u64, postgres::Error> {
+    let (mut last, mut n) = (0i64, 0u64);
+    loop {
+        let rows = tx.query(
+            "SELECT id, content FROM messages WHERE id > $1 ORDER BY id LIMIT $2",
+            &[&last, &FILL_CHUNK],
+        )?;
+        let Some(end) = rows.last() else { break };
+        last = end.get(0);
+        n += rows.len() as u64;
+        let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        let words: Vec<String> = rows.iter().map(|r| search_text(r.get(1))).collect();
+        tx.execute(
+            "UPDATE messages AS m SET tsv = array_to_tsvector(string_to_array(v.words, ' '))
+             FROM unnest($1::bigint[], $2::text[]) AS v(id, words) WHERE m.id = v.id",
+            &[&ids, &words],
+        )?;
+    }
+    tx.batch_execute("CREATE INDEX messages_tsv ON messages USING GIN (tsv)")?;
+    Ok(n)
+}
+
 /// Brings the schema up to date: one transaction, under [`MIGRATION_LOCK`],
 /// so a second node starting at once waits and then finds nothing to do.
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
@@ -737,6 +816,10 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
         tx.batch_execute(sql).map_err(fail)?;
+        if i + 1 == SEARCH_SCHEMA {
+            let n = fill_search_words(&mut tx).map_err(fail)?;
+            log::info!("search words of {n} stored messages indexed");
+        }
         log::info!("database migrated to schema version {}", i + 1);
     }
     if version < MIGRATIONS.len() {
@@ -1204,6 +1287,7 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
                     &msg.timestamp_ms,
                     client_id,
                     &msg.reply_to.map(big),
+                    &search_text(&msg.content),
                 ],
             )?;
             match inserted {
@@ -1368,7 +1452,10 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
                 return Ok(Err(Refusal::Forbidden));
             }
             check_text(&[Some(content)])?;
-            c.client.execute(&c.st.edit, &[&big(*id), content, at_ms])?;
+            c.client.execute(
+                &c.st.edit,
+                &[&big(*id), content, at_ms, &search_text(content)],
+            )?;
             ChangeKind::Edited {
                 content: content.clone(),
                 at_ms: *at_ms,
@@ -1415,10 +1502,9 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
     }))
 }
 
-/// `Search`: see [`SearchQuery`]. The words become one `plainto_tsquery`
-/// of their text, which parses words and never operators, so nothing a user
-/// typed is tsquery syntax (and [`search_words`](super::search_words) left
-/// only letters and digits anyway).
+/// `Search`: see [`SearchQuery`]: `tsv` holds every word of the
+/// message ([`search_text`]), the query requires each of the search's
+/// words ([`search_query`]; nothing the user typed is tsquery syntax).
 ///
 /// Plans (measured with `EXPLAIN ANALYZE` on a million messages; see the
 /// module doc): for a rare word the GIN index on `tsv` finds its few rows
@@ -1431,24 +1517,26 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
 /// word: 1.8 s instead of 1 ms for the commonest). The cost is one more
 /// round trip per search.
 fn search(c: &mut Conn, q: &SearchQuery) -> Res<Vec<StoredMessage>> {
-    let words = q.words.join(" ");
+    let Some(query) = search_query(&q.words) else {
+        return Ok(Vec::new());
+    };
     let (user, limit) = (i64::from(q.user), big(q.limit as u64));
-    check_text(&[Some(&words)])?;
+    check_text(&[Some(&query)])?;
     let sql = |scope: &str| {
         format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages m
-             WHERE m.tsv @@ plainto_tsquery('simple', $1) AND m.deleted_ms IS NULL
+             WHERE m.tsv @@ $1::text::tsquery AND m.deleted_ms IS NULL
                AND {MAY_READ} {scope}
              ORDER BY m.id DESC LIMIT $3"
         )
     };
     let rows = match &q.scope {
-        None => c.client.query(&sql(""), &[&words, &user, &limit])?,
+        None => c.client.query(&sql(""), &[&query, &user, &limit])?,
         Some(target) => {
             let key = target_key(target);
             check_text(&[Some(&key)])?;
             c.client
-                .query(&sql("AND m.target = $4"), &[&words, &user, &limit, &key])?
+                .query(&sql("AND m.target = $4"), &[&query, &user, &limit, &key])?
         }
     };
     rows.iter().map(row_to_message).collect()
@@ -1508,6 +1596,7 @@ struct NewRows<'a> {
     ts_ms: Vec<i64>,
     client_ids: Vec<Option<&'a str>>,
     reply_tos: Vec<Option<i64>>,
+    words: Vec<String>,
 }
 
 /// The bulk path (see the module doc): appends a run of consecutive
@@ -1650,6 +1739,7 @@ fn append_run(c: &mut Conn, batch: &mut Batch, run: &[Put<'_>], out: &mut Vec<Re
         new.ts_ms.push(p.msg.timestamp_ms);
         new.client_ids.push(p.client_id);
         new.reply_tos.push(p.msg.reply_to.map(big));
+        new.words.push(search_text(&p.msg.content));
     }
     let mut ids: Vec<i64> = if new.seqs.is_empty() {
         Vec::new()
@@ -1668,6 +1758,7 @@ fn append_run(c: &mut Conn, batch: &mut Batch, run: &[Put<'_>], out: &mut Vec<Re
                     &n.ts_ms,
                     &n.client_ids,
                     &n.reply_tos,
+                    &n.words,
                 ],
             )?
             .iter()
@@ -4423,5 +4514,34 @@ mod tests {
             ),
             "{out:?}"
         );
+    }
+
+    /// A message's stored words and a search's tsquery follow
+    /// `search_words`' rule (no PostgreSQL parsing): runs of letters and
+    /// digits, lower case, sorted and unique; every query word quoted (so
+    /// tsquery operators typed by a user are plain words, and were cut away
+    /// by `search_words` anyway); too long a word is never stored and a
+    /// search for it finds nothing.
+    #[test]
+    fn search_words_are_hubbubs_not_the_parsers() {
+        assert_eq!(
+            search_text("Mail alice@Example.COM: 3.14, x.com/a b-b ÉCOLE great👍 a"),
+            "14 3 a alice b com example great mail x école"
+        );
+        assert_eq!(search_text(""), "");
+        assert_eq!(search_text("!!! ..."), "");
+        let long = "x".repeat(MAX_LEXEME_BYTES + 1);
+        assert_eq!(search_text(&format!("{long} ok")), "ok");
+        let words = |q: &str| search_words(q, MAX_SEARCH_WORDS);
+        assert_eq!(
+            search_query(&words("Fox & !trot | 'x':*")).as_deref(),
+            Some("'fox' & 'trot' & 'x'")
+        );
+        assert_eq!(
+            search_query(&["it's".into(), "a\\b".into()]).as_deref(),
+            Some("'it''s' & 'a\\\\b'")
+        );
+        assert_eq!(search_query(&[]), None);
+        assert_eq!(search_query(&[long]), None);
     }
 }
