@@ -4434,13 +4434,32 @@ mod tests {
              INSERT INTO messages (id, target, seq, room, from_id, content, ts_ms)
                  VALUES (1, 'r:general', 1, 'general', 1, 'Old news', 1),
                         (2, 'r:general', 2, 'general', 2, 'older news', 2);
-             SELECT setval('message_ids', 2);",
+             INSERT INTO targets VALUES ('r:bulk', 25000);
+             INSERT INTO messages (id, target, seq, room, from_id, content, ts_ms)
+                 SELECT 2 + i, 'r:bulk', i, 'bulk', 1, 'Bulk, number ' || i, i
+                 FROM generate_series(1, 25000) AS i;
+             SELECT setval('message_ids', 25002);",
         )
         .unwrap();
         let mut db = t.open();
         assert_eq!(
             count(&mut c, "SELECT version::bigint FROM schema_version"),
             2
+        );
+        // Every chunk of the fill, to the last message.
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT COUNT(*) FROM messages WHERE tsv @@ 'bulk'::tsquery"
+            ),
+            25000
+        );
+        assert_eq!(
+            count(
+                &mut c,
+                "SELECT COUNT(*) FROM messages WHERE tsv @@ '25000'::tsquery"
+            ),
+            1
         );
         assert_eq!(
             ids(&read_messages(&mut db, &search_req(3, "NEWS", None, 9))),
@@ -4456,7 +4475,14 @@ mod tests {
             ],
         );
         assert!(
-            matches!(out[0], Reply::MessageStored { id: 3, seq: 3, .. }),
+            matches!(
+                out[0],
+                Reply::MessageStored {
+                    id: 25003,
+                    seq: 3,
+                    ..
+                }
+            ),
             "{out:?}"
         );
         assert!(
