@@ -2250,6 +2250,15 @@ mod tests {
         reply
     }
 
+    /// Edits, deletes, reactions, replies, mentions and search follow the
+    /// rules every backend shares (`store::conformance`, also run on
+    /// SQLite).
+    #[test]
+    fn conforms_on_changes_mentions_and_search() {
+        let Some(t) = TestDb::new() else { return };
+        crate::store::conformance::check_all(&mut t.open());
+    }
+
     /// Users, rooms, memberships, the max id, client ids and heads come
     /// back in the snapshot; user ids come from the database.
     #[test]
