@@ -44,6 +44,26 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// Signs `name` up on the first node and returns its token once every
+    /// node has heard of the user. (A WebSocket upgrade on a node the
+    /// signup's note has not reached yet is refused as an unknown user: a
+    /// window of bus latency, admitted in the README; these tests are about
+    /// what follows, not about that window.)
+    fn token(&self, name: &str) -> String {
+        let token = self.nodes[0].token(name);
+        self.wait_known(&token);
+        token
+    }
+
+    /// Until every node accepts `token` (has heard of its user).
+    fn wait_known(&self, token: &str) {
+        for n in &self.nodes {
+            wait_until(CROSS, "the signup to reach every node", || {
+                n.get("/api/users", Some(token)).status == 200
+            });
+        }
+    }
+
     fn start(n: usize) -> Cluster {
         let pg = Postgres::shared();
         let redis = Redis::shared();
@@ -139,6 +159,7 @@ fn messages_reach_every_node_once_in_the_same_order() {
     let c = Cluster::start(3);
     let (mut alice, _) = c.nodes[0].user("alice");
     let token = c.nodes[1].login_token("alice");
+    c.wait_known(&token);
     let (mut bob, _) = c.nodes[1].user("bob");
     let (mut carol, _) = c.nodes[2].user("carol");
     let (mut alice2, _) = c.nodes[2].ws_ready("alice", &token, false);
@@ -212,7 +233,7 @@ fn messages_reach_every_node_once_in_the_same_order() {
 fn since_on_another_node_is_gap_free_while_others_send() {
     let c = Cluster::start(2);
     let (mut alice, _) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     alice.join("general");
     let (mut bob, _) = c.nodes[0].ws_ready("bob", &btoken, true);
     bob.join("general");
@@ -255,7 +276,7 @@ fn presence_and_online_counts_span_the_cluster() {
     let c = Cluster::start(2);
     let (mut alice, _) = c.nodes[0].user("alice");
     alice.join("general");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     let st = wait_for(&mut alice, CROSS, "bob online", is("user_status"));
     assert_eq!(
@@ -291,6 +312,7 @@ fn a_client_id_retry_on_another_node_is_recognised() {
     alice.join("general");
     bob.join("general");
     let first = alice.say("general", "once", "k-1");
+    c.wait_known(&atoken);
     let (mut again, _) = c.nodes[1].ws_ready("alice", &atoken, false);
     again.join("general");
     let retry = again.say("general", "once", "k-1");
@@ -333,7 +355,7 @@ fn signups_are_unique_across_nodes_and_log_in_anywhere() {
 fn private_messages_typing_and_receipts_cross_nodes() {
     let c = Cluster::start(2);
     let (mut alice, _) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     wait_for(&mut alice, CROSS, "bob online", is("user_status"));
     alice.send_json(
@@ -378,7 +400,7 @@ fn private_messages_typing_and_receipts_cross_nodes() {
 fn private_room_membership_follows_across_nodes() {
     let c = Cluster::start(2);
     let (mut alice, _) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     alice.create_room("ops", &["bob"]);
     wait_for(&mut bob, CROSS, "room_members", is("room_members"));
@@ -405,8 +427,8 @@ fn private_room_membership_follows_across_nodes() {
 fn a_killed_nodes_users_go_offline_elsewhere_within_15_s() {
     let mut c = Cluster::start(2);
     let (mut alice, _) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
-    let ctoken = c.nodes[0].token("carol");
+    let btoken = c.token("bob");
+    let ctoken = c.token("carol");
     alice.join("general");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     bob.join("general");
@@ -473,6 +495,9 @@ fn redis_restart_nodes_keep_serving_and_catch_up() {
     });
     let (mut alice, _) = n1.user("alice");
     let btoken = n1.token("bob");
+    wait_until(CROSS, "the signup to reach node 2", || {
+        n2.get("/api/users", Some(&btoken)).status == 200
+    });
     let (mut bob, _) = n2.ws_ready("bob", &btoken, true);
     alice.join("general");
     bob.join("general");
@@ -664,7 +689,7 @@ fn migrate_moves_a_single_node_into_a_cluster() {
 fn rest_views_history_and_add_member_span_the_cluster() {
     let c = Cluster::start(2);
     let (mut alice, atoken) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     wait_for(&mut alice, CROSS, "bob online", is("user_status"));
     let users = c.nodes[0].get("/api/users", Some(&atoken)).json();
@@ -712,7 +737,7 @@ fn rest_views_history_and_add_member_span_the_cluster() {
 fn edits_reactions_mentions_and_search_span_the_cluster() {
     let c = Cluster::start(2);
     let (mut alice, ta) = c.nodes[0].user("alice");
-    let btoken = c.nodes[0].token("bob");
+    let btoken = c.token("bob");
     let (mut bob, _) = c.nodes[1].ws_ready("bob", &btoken, true);
     wait_for(&mut alice, CROSS, "bob online", is("user_status"));
     alice.join("general");

@@ -846,8 +846,9 @@ impl Http {
         let head_only = req.method == "HEAD";
         let read = match self.authenticate(cx.users, req.bearer()) {
             None => Err(unauthorized()),
-            Some(me) if search => search_query(cx.hub, cx.users, me, req)
-                .map(|q| q.map(|query| MessagesRead::Search(query))),
+            Some(me) if search => {
+                search_query(cx.hub, cx.users, me, req).map(|q| q.map(MessagesRead::Search))
+            }
             Some(me) => {
                 history_query(cx.hub, cx.users, me, req).map(|q| q.map(MessagesRead::History))
             }

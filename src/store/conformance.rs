@@ -24,7 +24,7 @@ fn one(db: &mut dyn Backend, req: Request) -> Option<Reply> {
     reply
 }
 
-fn put(db: &mut dyn Backend, m: StoredMessage, mentions: Vec<UserId>) -> Reply {
+fn store(db: &mut dyn Backend, m: StoredMessage, mentions: Vec<UserId>) -> Reply {
     one(
         db,
         Request::PutMessage {
@@ -34,6 +34,15 @@ fn put(db: &mut dyn Backend, m: StoredMessage, mentions: Vec<UserId>) -> Reply {
         },
     )
     .expect("a message reply")
+}
+
+/// Stores a message and returns its id as stored (PostgreSQL numbers
+/// messages itself; `m.id` is only the key of the reply).
+fn put(db: &mut dyn Backend, m: StoredMessage, mentions: Vec<UserId>) -> MsgId {
+    match store(db, m, mentions) {
+        Reply::MessageStored { id, .. } => id,
+        other => panic!("expected MessageStored, got {other:?}"),
+    }
 }
 
 fn said(id: MsgId, room: &str, from: UserId, content: &str) -> StoredMessage {
@@ -182,9 +191,9 @@ fn setup(db: &mut dyn Backend) {
 pub fn check_all(db: &mut dyn Backend) {
     setup(db);
     edits(db);
-    deletes(db);
+    let deleted = deletes(db);
     reactions(db);
-    replies(db);
+    replies(db, deleted);
     mentions(db);
     searches(db);
 }
@@ -192,11 +201,11 @@ pub fn check_all(db: &mut dyn Backend) {
 /// Only the author edits; a missing message is refused; history shows the
 /// new content with `edited_ms`.
 fn edits(db: &mut dyn Backend) {
-    put(db, said(10, "general", ALICE, "helo"), vec![]);
-    assert_eq!(edit(db, 10, BOB, "x"), Err(Refusal::Forbidden));
-    assert_eq!(edit(db, 99, ALICE, "x"), Err(Refusal::NoSuchMessage));
+    let m = put(db, said(10, "general", ALICE, "helo"), vec![]);
+    assert_eq!(edit(db, m, BOB, "x"), Err(Refusal::Forbidden));
+    assert_eq!(edit(db, m + 1000, ALICE, "x"), Err(Refusal::NoSuchMessage));
     assert_eq!(
-        edit(db, 10, ALICE, "hello"),
+        edit(db, m, ALICE, "hello"),
         Ok(ChangeKind::Edited {
             content: "hello".into(),
             at_ms: 5_000
@@ -211,35 +220,36 @@ fn edits(db: &mut dyn Backend) {
 
 /// The author or the private room's owner deletes; the message leaves
 /// history and can be neither edited nor deleted again.
-fn deletes(db: &mut dyn Backend) {
-    put(db, said(20, "ops", BOB, "bob's"), vec![]);
-    put(db, said(21, "ops", BOB, "bob's too"), vec![]);
-    put(db, said(22, "general", BOB, "public"), vec![]);
-    assert_eq!(delete(db, 20, CAROL), Err(Refusal::Forbidden));
+fn deletes(db: &mut dyn Backend) -> MsgId {
+    let m20 = put(db, said(20, "ops", BOB, "bob's"), vec![]);
+    let m21 = put(db, said(21, "ops", BOB, "bob's too"), vec![]);
+    let m22 = put(db, said(22, "general", BOB, "public"), vec![]);
+    assert_eq!(delete(db, m20, CAROL), Err(Refusal::Forbidden));
     assert_eq!(
-        delete(db, 22, ALICE),
+        delete(db, m22, ALICE),
         Err(Refusal::Forbidden),
         "general has no owner"
     );
-    assert_eq!(delete(db, 20, ALICE), Ok(ChangeKind::Deleted), "the owner");
-    assert_eq!(delete(db, 21, BOB), Ok(ChangeKind::Deleted), "the author");
-    assert_eq!(delete(db, 21, BOB), Err(Refusal::NoSuchMessage));
-    assert_eq!(edit(db, 21, BOB, "back"), Err(Refusal::NoSuchMessage));
+    assert_eq!(delete(db, m20, ALICE), Ok(ChangeKind::Deleted), "the owner");
+    assert_eq!(delete(db, m21, BOB), Ok(ChangeKind::Deleted), "the author");
+    assert_eq!(delete(db, m21, BOB), Err(Refusal::NoSuchMessage));
+    assert_eq!(edit(db, m21, BOB, "back"), Err(Refusal::NoSuchMessage));
     assert!(room(db, "ops").is_empty());
+    m20
 }
 
 /// Toggling on and off, in first-came order, by readers only, within the
 /// bounds.
 fn reactions(db: &mut dyn Backend) {
-    put(db, said(30, "ops", ALICE, "vote"), vec![]);
+    let m = put(db, said(30, "ops", ALICE, "vote"), vec![]);
     assert_eq!(
-        react(db, 30, CAROL, "👍"),
+        react(db, m, CAROL, "👍"),
         Err(Refusal::Forbidden),
         "not a member"
     );
-    assert_eq!(react(db, 30, BOB, "👍"), Ok(true));
-    assert_eq!(react(db, 30, ALICE, ":tada:"), Ok(true));
-    assert_eq!(react(db, 30, ALICE, "👍"), Ok(true));
+    assert_eq!(react(db, m, BOB, "👍"), Ok(true));
+    assert_eq!(react(db, m, ALICE, ":tada:"), Ok(true));
+    assert_eq!(react(db, m, ALICE, "👍"), Ok(true));
     assert_eq!(
         room(db, "ops")[0].reactions,
         [
@@ -253,8 +263,8 @@ fn reactions(db: &mut dyn Backend) {
             }
         ]
     );
-    assert_eq!(react(db, 30, BOB, "👍"), Ok(false));
-    assert_eq!(react(db, 30, ALICE, ":tada:"), Ok(false));
+    assert_eq!(react(db, m, BOB, "👍"), Ok(false));
+    assert_eq!(react(db, m, ALICE, ":tada:"), Ok(false));
     assert_eq!(
         room(db, "ops")[0].reactions,
         [Reaction {
@@ -263,64 +273,62 @@ fn reactions(db: &mut dyn Backend) {
         }]
     );
     for i in 1..crate::config::MAX_REACTION_KINDS {
-        assert_eq!(react(db, 30, ALICE, &format!(":e{i}:")), Ok(true));
+        assert_eq!(react(db, m, ALICE, &format!(":e{i}:")), Ok(true));
     }
     assert_eq!(
-        react(db, 30, ALICE, ":one-more:"),
+        react(db, m, ALICE, ":one-more:"),
         Err(Refusal::TooManyReactions)
     );
     assert_eq!(
-        react(db, 30, ALICE, ":e1:"),
+        react(db, m, ALICE, ":e1:"),
         Ok(false),
         "taking back is allowed"
     );
     // A conversation: its two users react, nobody else.
-    put(db, msg(31, None, ALICE, Some(BOB)), vec![]);
-    assert_eq!(react(db, 31, CAROL, "👀"), Err(Refusal::Forbidden));
-    assert_eq!(react(db, 31, BOB, "👀"), Ok(true));
-    assert_eq!(react(db, 99, BOB, "👀"), Err(Refusal::NoSuchMessage));
+    let dm = put(db, msg(31, None, ALICE, Some(BOB)), vec![]);
+    assert_eq!(react(db, dm, CAROL, "👀"), Err(Refusal::Forbidden));
+    assert_eq!(react(db, dm, BOB, "👀"), Ok(true));
+    assert_eq!(react(db, dm + 1000, BOB, "👀"), Err(Refusal::NoSuchMessage));
     // A deleted message has no reactions and takes none.
-    assert_eq!(delete(db, 31, ALICE), Ok(ChangeKind::Deleted));
-    assert_eq!(react(db, 31, BOB, "👀"), Err(Refusal::NoSuchMessage));
+    assert_eq!(delete(db, dm, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(react(db, dm, BOB, "👀"), Err(Refusal::NoSuchMessage));
 }
 
 /// A reply names a live, earlier message of the same room or conversation.
-fn replies(db: &mut dyn Backend) {
-    put(db, said(40, "general", ALICE, "question"), vec![]);
+fn replies(db: &mut dyn Backend, deleted: MsgId) {
+    let q = put(db, said(40, "general", ALICE, "question"), vec![]);
     let reply = |id, parent, room: Option<&str>, to| StoredMessage {
         reply_to: Some(parent),
+        content: format!("reply {id}"),
         ..msg(id, room, BOB, to)
     };
-    assert!(matches!(
-        put(db, reply(41, 40, Some("general"), None), vec![]),
-        Reply::MessageStored { key: 41, .. }
-    ));
+    let r = put(db, reply(41, q, Some("general"), None), vec![]);
     for (id, parent, room, to) in [
-        (42, 40, Some("ops"), None),
-        (43, 40, None, Some(ALICE)),
-        (44, 9_999, Some("general"), None),
-        (45, 20, Some("ops"), None),
+        (42, q, Some("ops"), None),
+        (43, q, None, Some(ALICE)),
+        (44, q + 9_999, Some("general"), None),
+        (45, deleted, Some("ops"), None),
     ] {
         assert!(
             matches!(
-                put(db, reply(id, parent, room, to), vec![]),
+                store(db, reply(id, parent, room, to), vec![]),
                 Reply::MessageRefused { key } if key == id
             ),
             "reply {id} to {parent}"
         );
     }
     let h = room(db, "general");
-    let r = h.iter().find(|m| m.id == 41).expect("the reply");
-    assert_eq!(r.reply_to, Some(40));
-    assert!(!h.iter().any(|m| m.id == 44));
+    let found = h.iter().find(|m| m.id == r).expect("the reply");
+    assert_eq!(found.reply_to, Some(q));
+    assert!(!h.iter().any(|m| m.content == "reply 44"));
 }
 
 /// Room mentions count in `unread` (with the room listed even for a user
 /// who never read there), stop counting once read past, and go with a
 /// deleted message or a removed member.
 fn mentions(db: &mut dyn Backend) {
-    put(db, said(50, "general", ALICE, "@carol hi"), vec![CAROL]);
-    put(db, said(51, "general", ALICE, "@carol again"), vec![CAROL]);
+    let first = put(db, said(50, "general", ALICE, "@carol hi"), vec![CAROL]);
+    let again = put(db, said(51, "general", ALICE, "@carol again"), vec![CAROL]);
     let counts = unread(db, CAROL);
     let general = counts
         .iter()
@@ -331,13 +339,13 @@ fn mentions(db: &mut dyn Backend) {
     };
     assert_eq!(*m, 2);
     assert!(*n >= 2);
-    assert_eq!(delete(db, 51, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(delete(db, again, ALICE), Ok(ChangeKind::Deleted));
     one(
         db,
         Request::MarkRead {
             user: CAROL,
             target: Target::Room("general".into()),
-            id: 50,
+            id: first,
         },
     );
     assert!(
@@ -382,9 +390,9 @@ fn mentions(db: &mut dyn Backend) {
 /// Whole words, any case and order, newest first, only what the user may
 /// read, within a scope; edited words and deleted messages as they are now.
 fn searches(db: &mut dyn Backend) {
-    put(db, said(60, "general", ALICE, "Deploy the RELEASE"), vec![]);
-    put(db, said(61, "ops", ALICE, "release the kraken"), vec![]);
-    put(
+    let m60 = put(db, said(60, "general", ALICE, "Deploy the RELEASE"), vec![]);
+    let m61 = put(db, said(61, "ops", ALICE, "release the kraken"), vec![]);
+    let m62 = put(
         db,
         StoredMessage {
             content: "secret release".into(),
@@ -393,39 +401,39 @@ fn searches(db: &mut dyn Backend) {
         vec![],
     );
     put(db, said(63, "general", BOB, "released, deployed"), vec![]);
-    assert_eq!(search(db, ALICE, "release", None), [62, 61, 60]);
-    assert_eq!(search(db, BOB, "RELEASE", None), [62, 61, 60]);
+    assert_eq!(search(db, ALICE, "release", None), [m62, m61, m60]);
+    assert_eq!(search(db, BOB, "RELEASE", None), [m62, m61, m60]);
     assert_eq!(
         search(db, CAROL, "release", None),
-        [60],
+        [m60],
         "no private room, no conversation"
     );
-    assert_eq!(search(db, ALICE, "release deploy", None), [60]);
-    assert_eq!(search(db, ALICE, "deploy release", None), [60]);
+    assert_eq!(search(db, ALICE, "release deploy", None), [m60]);
+    assert_eq!(search(db, ALICE, "deploy release", None), [m60]);
     assert!(
         search(db, ALICE, "releas", None).is_empty(),
         "whole words only"
     );
     assert_eq!(
         search(db, BOB, "release", Some(Target::Room("ops".into()))),
-        [61]
+        [m61]
     );
     assert_eq!(
         search(db, BOB, "release", Some(Target::Direct(BOB, ALICE))),
-        [62]
+        [m62]
     );
     assert!(search(db, CAROL, "release", Some(Target::Direct(CAROL, ALICE))).is_empty());
     assert_eq!(
-        edit(db, 60, ALICE, "ship it"),
+        edit(db, m60, ALICE, "ship it"),
         Ok(ChangeKind::Edited {
             content: "ship it".into(),
             at_ms: 5_000
         })
     );
-    assert_eq!(search(db, ALICE, "release", None), [62, 61]);
-    assert_eq!(search(db, ALICE, "ship", None), [60]);
-    assert_eq!(delete(db, 61, ALICE), Ok(ChangeKind::Deleted));
-    assert_eq!(search(db, ALICE, "release", None), [62]);
+    assert_eq!(search(db, ALICE, "release", None), [m62, m61]);
+    assert_eq!(search(db, ALICE, "ship", None), [m60]);
+    assert_eq!(delete(db, m61, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(search(db, ALICE, "release", None), [m62]);
     assert!(search(db, ALICE, "kraken", None).is_empty());
     // A message whose room has no row (its write was lost) is nobody's.
     put(db, said(64, "lost", ALICE, "release orphan"), vec![]);

@@ -6,7 +6,10 @@
 //! hashes and times; settings (the generated JWT secret, so tokens stay
 //! valid); rooms and memberships; messages with their ids and client ids,
 //! numbered per room and per conversation in id order (`seq`), with each
-//! target's newest seq in `targets`; and the read markers. The identity of
+//! target's newest seq in `targets`, their replies, edits, deletions and
+//! reactions (SQLite schema 2; a schema-1 source has none); the mentions;
+//! and the read markers. Search needs no copy: PostgreSQL computes each
+//! message's words (`messages.tsv`) as the row is written. The identity of
 //! `users.id` and the `message_ids` sequence are moved past the copied
 //! maxima, so new rows continue after them.
 //!
@@ -27,7 +30,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 use super::postgres::{
-    APPEND_LOCK, MIGRATION_LOCK, Postgres, describe, message_target, parse_config,
+    APPEND_LOCK, MIGRATION_LOCK, Postgres, describe, message_target, parse_config, search_text,
 };
 
 /// The subcommand, as the binary's first argument.
@@ -93,6 +96,7 @@ pub struct Stats {
     pub targets: u64,
     pub room_reads: u64,
     pub dm_reads: u64,
+    pub mentions: u64,
 }
 
 impl std::fmt::Display for Stats {
@@ -100,7 +104,7 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "{} users, {} settings, {} rooms, {} memberships, {} messages in {} rooms and \
-             conversations, {} room read markers, {} conversation read markers",
+             conversations, {} room read markers, {} conversation read markers, {} mentions",
             self.users,
             self.settings,
             self.rooms,
@@ -108,7 +112,8 @@ impl std::fmt::Display for Stats {
             self.messages,
             self.targets,
             self.room_reads,
-            self.dm_reads
+            self.dm_reads,
+            self.mentions
         )
     }
 }
@@ -160,7 +165,7 @@ pub(crate) fn migrate_config(from: &Path, config: Config) -> Result<Stats, Store
              migrate only into an empty one"
         )));
     }
-    let stats = copy_all(&src, &mut tx)?;
+    let stats = copy_all(&src, version, &mut tx)?;
     tx.commit().map_err(pg_err("commit"))?;
     Ok(stats)
 }
@@ -222,7 +227,11 @@ fn boxed<T: ToSql + Sync + 'static>(v: T) -> Box<dyn ToSql + Sync> {
     Box::new(v)
 }
 
-fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreError> {
+/// The SQLite schema that added replies, edits, deletions, reactions and
+/// mentions (`sqlite::MIGRATIONS[1]`).
+const ISSUE_13_SCHEMA: i64 = 2;
+
+fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<Stats, StoreError> {
     use Type as T;
     let users = copy(
         src,
@@ -317,12 +326,33 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
         },
     )?;
     let mut heads: HashMap<String, i64> = HashMap::new();
+    let issue_13 = version >= ISSUE_13_SCHEMA;
+    let select_messages = format!(
+        "SELECT id, room, from_id, to_id, content, ts_ms, client_id, {} FROM messages ORDER BY id",
+        if issue_13 {
+            "reply_to, edited_ms, deleted_ms, reactions"
+        } else {
+            "NULL, NULL, NULL, NULL"
+        }
+    );
+    // Through a staging table with each message's search words as text
+    // (`search_text`), which one `INSERT … SELECT` turns into `tsv` (binary
+    // COPY has no way to write a tsvector from here).
+    tx.batch_execute(
+        "CREATE TEMP TABLE staged_messages (
+             id BIGINT, target TEXT, seq BIGINT, room TEXT, from_id BIGINT, to_id BIGINT,
+             content TEXT, ts_ms BIGINT, client_id TEXT, reply_to BIGINT, edited_ms BIGINT,
+             deleted_ms BIGINT, reactions TEXT, words TEXT
+         ) ON COMMIT DROP",
+    )
+    .map_err(pg_err("messages"))?;
     let messages = copy(
         src,
         tx,
-        "SELECT id, room, from_id, to_id, content, ts_ms, client_id FROM messages ORDER BY id",
-        "messages",
-        "id, target, seq, room, from_id, to_id, content, ts_ms, client_id",
+        &select_messages,
+        "staged_messages",
+        "id, target, seq, room, from_id, to_id, content, ts_ms, client_id, \
+         reply_to, edited_ms, deleted_ms, reactions, words",
         &[
             T::INT8,
             T::TEXT,
@@ -332,6 +362,11 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
             T::INT8,
             T::TEXT,
             T::INT8,
+            T::TEXT,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+            T::TEXT,
             T::TEXT,
         ],
         |r| {
@@ -345,6 +380,8 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
             check_text("message", &id, room.as_deref())?;
             check_text("message", &id, Some(&content))?;
             check_text("message", &id, client_id.as_deref())?;
+            let reactions: Option<String> = r.get(10).map_err(&e)?;
+            check_text("message", &id, reactions.as_deref())?;
             let user = |v: i64| {
                 u32::try_from(v).map_err(|_| {
                     StoreError::request(format!("message {id}: user id {v} is out of range"))
@@ -356,6 +393,7 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
                 })?;
             let seq = heads.entry(target.clone()).or_insert(0);
             *seq += 1;
+            let words = search_text(&content);
             Ok(vec![
                 boxed(id),
                 boxed(target),
@@ -366,9 +404,24 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
                 boxed(content),
                 boxed(r.get::<_, i64>(5).map_err(&e)?),
                 boxed(client_id),
+                boxed(r.get::<_, Option<i64>>(7).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(8).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(9).map_err(&e)?),
+                boxed(reactions),
+                boxed(words),
             ])
         },
     )?;
+    tx.batch_execute(
+        "INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
+                               reply_to, edited_ms, deleted_ms, reactions, tsv)
+         SELECT id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
+                reply_to, edited_ms, deleted_ms, reactions,
+                array_to_tsvector(string_to_array(words, ' '))
+         FROM staged_messages ORDER BY id;
+         DROP TABLE staged_messages",
+    )
+    .map_err(pg_err("messages"))?;
     let targets = {
         let sink = tx
             .copy_in("COPY targets (key, seq) FROM STDIN BINARY")
@@ -418,6 +471,28 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
             ])
         },
     )?;
+    let mentions = if issue_13 {
+        copy(
+            src,
+            tx,
+            "SELECT user_id, room, message_id FROM mentions",
+            "mentions",
+            "user_id, room, message_id",
+            &[T::INT8, T::TEXT, T::INT8],
+            |r| {
+                let e = lite_err("mentions");
+                let room: String = r.get(1).map_err(&e)?;
+                check_text("mention in room", &room, Some(&room))?;
+                Ok(vec![
+                    boxed(r.get::<_, i64>(0).map_err(&e)?),
+                    boxed(room),
+                    boxed(r.get::<_, i64>(2).map_err(&e)?),
+                ])
+            },
+        )?
+    } else {
+        0
+    };
     Ok(Stats {
         users,
         settings: settings.len() as u64,
@@ -427,6 +502,7 @@ fn copy_all(src: &Connection, tx: &mut Transaction<'_>) -> Result<Stats, StoreEr
         targets,
         room_reads,
         dm_reads,
+        mentions,
     })
 }
 
@@ -546,6 +622,48 @@ mod tests {
             id: 2500,
         });
         run(&mut db, &reqs);
+        // Issue 13: a reply (3001, to 3000) that mentions two users, an
+        // edited message (1), a deleted one (5), a reacted one (6).
+        let mut reply = put(3001, Some("general"), 1, None);
+        if let Request::PutMessage { msg, mentions, .. } = &mut reply {
+            msg.reply_to = Some(3000);
+            *mentions = vec![2, 3];
+        }
+        let out = run(
+            &mut db,
+            &[
+                reply,
+                Request::EditMessage {
+                    ticket: TICKET,
+                    id: 1,
+                    user: 2,
+                    content: "m1, edited".into(),
+                    at_ms: 77,
+                },
+                Request::DeleteMessage {
+                    ticket: TICKET,
+                    id: 5,
+                    user: 2,
+                    at_ms: 78,
+                },
+                Request::React {
+                    ticket: TICKET,
+                    id: 6,
+                    user: 1,
+                    emoji: "👍".into(),
+                },
+            ],
+        );
+        assert!(
+            matches!(out[0], Reply::MessageStored { key: 3001, .. }),
+            "{out:?}"
+        );
+        assert!(
+            out[1..]
+                .iter()
+                .all(|r| matches!(r, Reply::Changed { outcome: Ok(_), .. })),
+            "{out:?}"
+        );
         db.put_setting("jwt_secret", &[9; 32]).unwrap();
         db
     }
@@ -581,10 +699,11 @@ mod tests {
                 settings: 1,
                 rooms: 2,
                 members: 2,
-                messages: 3000,
+                messages: 3001,
                 targets: 6,
                 room_reads: 2,
                 dm_reads: 1,
+                mentions: 2,
             }
         );
         let mut pg = t.open();
@@ -594,7 +713,7 @@ mod tests {
         assert_eq!(got.public_rooms, want.public_rooms);
         assert_eq!(got.orphan_rooms, vec!["lost".to_string()]);
         assert_eq!(got.orphan_rooms, want.orphan_rooms);
-        assert_eq!(got.max_message_id, 3000);
+        assert_eq!(got.max_message_id, 3001);
         assert_eq!(got.recent_client_ids, want.recent_client_ids);
         let sorted = |mut v: Vec<UserId>| {
             v.sort_unstable();
@@ -607,12 +726,12 @@ mod tests {
                 (Target::Direct(1, 2), 300),
                 (Target::Direct(1, 3), 150),
                 (Target::Direct(1, 5), 150),
-                (Target::Room("general".into()), 1200),
+                (Target::Room("general".into()), 1201),
                 (Target::Room("lost".into()), 600),
                 (Target::Room("ops".into()), 600),
             ]
         );
-        assert_eq!(got.heads.iter().map(|h| h.1).sum::<u64>(), 3000);
+        assert_eq!(got.heads.iter().map(|h| h.1).sum::<u64>(), 3001);
         assert_eq!(pg.setting("jwt_secret").unwrap(), Some(vec![9; 32]));
         let mut reads = Vec::new();
         for target in [
@@ -630,15 +749,71 @@ mod tests {
                 user,
             });
         }
+        // The issue-13 state, read back: the edit, the deletion (gone from
+        // history, kept by `Catchup` with its seq), the reaction, the reply
+        // and its mentions (in the unread counts below), and search.
+        reads.push(history(Target::Room("general".into()), Some(10), 10));
+        reads.push(history(Target::Room("general".into()), None, 2));
+        for user in [2, 3] {
+            reads.push(Request::Search {
+                ticket: TICKET,
+                query: crate::store::SearchQuery {
+                    user,
+                    words: vec!["edited".into()],
+                    scope: None,
+                    limit: 10,
+                },
+            });
+        }
         let want = run(&mut lite, &reads);
         let got = run(&mut pg, &reads);
+        let edited = got.iter().rev().find_map(|r| match r {
+            Reply::History { messages, .. } if messages.len() == 1 => Some(messages[0].clone()),
+            _ => None,
+        });
+        assert_eq!(
+            edited.map(|m| (m.id, m.content, m.edited_ms)),
+            Some((1, "m1, edited".to_string(), Some(77)))
+        );
+        let catchup = Request::Catchup {
+            ticket: TICKET,
+            target: Target::Room("general".into()),
+            after: 1,
+            limit: 3,
+        };
+        let caught = match run(&mut pg, &[catchup]).pop() {
+            Some(Reply::History { messages, .. }) => messages,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            caught
+                .iter()
+                .map(|m| (m.id, m.seq, m.deleted, m.content.as_str()))
+                .collect::<Vec<_>>(),
+            [(5, 2, true, ""), (6, 3, false, "m6"), (10, 4, false, "m10")]
+        );
+        assert_eq!(caught[1].reactions.len(), 1);
+        let mut c = t.client();
+        let reply: Option<i64> = c
+            .query_one("SELECT reply_to FROM messages WHERE id = 3001", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(reply, Some(3000));
+        let n: i64 = c
+            .query_one("SELECT COUNT(*) FROM mentions WHERE message_id = 3001", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 2);
         for ((req, got), want) in reads.iter().zip(got).zip(want) {
             match (got, want) {
                 (Reply::History { messages: got, .. }, Reply::History { messages: want, .. }) => {
                     assert!(!got.is_empty(), "{req:?}");
                     let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+                    // Increasing (a deleted message leaves a gap in a
+                    // history's seqs; a search is newest first).
                     assert!(
-                        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+                        seqs.windows(2).all(|w| w[1] > w[0])
+                            || seqs.windows(2).all(|w| w[1] < w[0]),
                         "{req:?}: {seqs:?}"
                     );
                     let got: Vec<_> = got
@@ -667,8 +842,8 @@ mod tests {
                     Reply::UserStored { key: 77, id: 6 },
                     Reply::MessageStored {
                         key: 1,
-                        id: 3001,
-                        seq: 1201
+                        id: 3002,
+                        seq: 1202
                     }
                 ]
             ),
