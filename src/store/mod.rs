@@ -215,6 +215,26 @@ pub enum ChangeKind {
     },
 }
 
+/// Whether the user of an edit, delete or reaction may make it: the one
+/// rule both backends apply, once they have found the live message
+/// (`author`, and `private_owner` when it is in a private room). An edit is
+/// its author's; a delete its author's or the private room's owner's; a
+/// reaction anyone's who may read the message (`may_read`, asked only for
+/// a reaction, since it may cost a query).
+pub fn may_change<E>(
+    req: &Request,
+    author: UserId,
+    private_owner: Option<UserId>,
+    may_read: impl FnOnce() -> Result<bool, E>,
+) -> Result<bool, E> {
+    Ok(match req {
+        Request::EditMessage { user, .. } => *user == author,
+        Request::DeleteMessage { user, .. } => *user == author || private_owner == Some(*user),
+        Request::React { .. } => may_read()?,
+        _ => false,
+    })
+}
+
 /// Toggles `user`'s `emoji` on a message's reactions (the one rule both
 /// backends apply): returns whether it is now on, or the refusal when a
 /// new reaction would pass a bound. Removing one is always allowed.

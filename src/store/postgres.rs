@@ -152,7 +152,7 @@ use super::{
     Backend, Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow,
     Reader, Refusal, Reply, Request, SearchQuery, Seq, Snapshot, StoreError, StoredMessage, Target,
     UnreadCount, UserId, UserRow, decode_reactions, encode_reactions, execute_one, failed_alone,
-    toggle_reaction,
+    may_change, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
 
@@ -1446,11 +1446,15 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
     let Some(t) = live_message(c, *id)? else {
         return Ok(Err(Refusal::NoSuchMessage));
     };
+    let owner = match t.room_row {
+        Some((true, owner)) => owner,
+        _ => None,
+    };
+    if !may_change(req, t.from, owner, || may_read(c, &t, *user))? {
+        return Ok(Err(Refusal::Forbidden));
+    }
     let what = match req {
         Request::EditMessage { content, at_ms, .. } => {
-            if t.from != *user {
-                return Ok(Err(Refusal::Forbidden));
-            }
             check_text(&[Some(content)])?;
             c.client.execute(
                 &c.st.edit,
@@ -1462,21 +1466,11 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
             }
         }
         Request::DeleteMessage { at_ms, .. } => {
-            let owner = match t.room_row {
-                Some((true, owner)) => owner,
-                _ => None,
-            };
-            if t.from != *user && owner != Some(*user) {
-                return Ok(Err(Refusal::Forbidden));
-            }
             c.client.execute(&c.st.delete, &[&big(*id), at_ms])?;
             c.client.execute(&c.st.delete_mentions, &[&big(*id)])?;
             ChangeKind::Deleted
         }
         Request::React { emoji, .. } => {
-            if !may_read(c, &t, *user)? {
-                return Ok(Err(Refusal::Forbidden));
-            }
             let mut reactions = decode_reactions(t.reactions.as_deref());
             let on = match toggle_reaction(&mut reactions, emoji, *user) {
                 Ok(on) => on,

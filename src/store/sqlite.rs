@@ -35,7 +35,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{
     Backend, Change, ChangeKind, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader,
     Refusal, Reply, Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount,
-    UserId, UserRow, decode_reactions, encode_reactions, toggle_reaction,
+    UserId, UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
 
@@ -434,8 +434,8 @@ struct Located {
     room: Option<String>,
     from: UserId,
     to: Option<UserId>,
-    /// The room is private, and who owns it.
-    private_owner: Option<Option<UserId>>,
+    /// The owner, when the message is in a private room.
+    private_owner: Option<UserId>,
     reactions: Option<String>,
     /// Its words are in the search index under this text.
     content: String,
@@ -450,11 +450,12 @@ fn live_message(c: &Connection, id: MsgId) -> rusqlite::Result<Option<Located>> 
     )?
     .query_row([id as i64], |r| {
         let private: Option<bool> = r.get(3)?;
+        let owner: Option<UserId> = r.get(4)?;
         Ok(Located {
             room: r.get(0)?,
             from: r.get(1)?,
             to: r.get(2)?,
-            private_owner: private.filter(|p| *p).map(|_| r.get(4)).transpose()?,
+            private_owner: owner.filter(|_| private == Some(true)),
             reactions: r.get(5)?,
             content: r.get(6)?,
         })
@@ -492,11 +493,11 @@ fn change(
     let Some(t) = live_message(c, *id)? else {
         return Ok(Err(Refusal::NoSuchMessage));
     };
+    if !may_change(req, t.from, t.private_owner, || may_read(c, &t, *user))? {
+        return Ok(Err(Refusal::Forbidden));
+    }
     let what = match req {
         Request::EditMessage { content, at_ms, .. } => {
-            if t.from != *user {
-                return Ok(Err(Refusal::Forbidden));
-            }
             c.prepare_cached("UPDATE messages SET content = ?2, edited_ms = ?3 WHERE id = ?1")?
                 .execute(params![*id as i64, content, at_ms])?;
             fts.push(FtsOp::Remove {
@@ -513,10 +514,6 @@ fn change(
             }
         }
         Request::DeleteMessage { at_ms, .. } => {
-            let owner = t.private_owner.flatten();
-            if t.from != *user && owner != Some(*user) {
-                return Ok(Err(Refusal::Forbidden));
-            }
             c.prepare_cached(
                 "UPDATE messages SET content = '', reactions = NULL, deleted_ms = ?2 WHERE id = ?1",
             )?
@@ -530,9 +527,6 @@ fn change(
             ChangeKind::Deleted
         }
         Request::React { emoji, .. } => {
-            if !may_read(c, &t, *user)? {
-                return Ok(Err(Refusal::Forbidden));
-            }
             let mut reactions = decode_reactions(t.reactions.as_deref());
             let on = match toggle_reaction(&mut reactions, emoji, *user) {
                 Ok(on) => on,
