@@ -503,13 +503,21 @@ fn jobs_of_vanished_connections_are_not_hashed() {
     let t = Instant::now();
     let mut busy = conn_from([127, 0, 0, 2], s.addr);
     busy.send_raw(&raw).unwrap();
-    thread::sleep(Duration::from_millis(50));
-    for i in 0..5u8 {
-        let mut gone = conn_from([127, 0, 0, 10 + i], s.addr);
-        gone.send_raw(&raw).unwrap();
-        thread::sleep(Duration::from_millis(20));
-        drop(gone);
-    }
+    thread::sleep(Duration::from_millis(20));
+    // All five queue behind the busy hash and hang up well inside it (the
+    // hash takes about 150 ms on a fast core): their lifetimes once ran
+    // one after the other, and on a fast machine the last hang-up came as
+    // the busy hash ended, so its job was hashed.
+    let gone: Vec<_> = (0..5u8)
+        .map(|i| {
+            let mut c = conn_from([127, 0, 0, 10 + i], s.addr);
+            c.send_raw(&raw).unwrap();
+            c
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(20));
+    drop(gone);
+    let hung_up = t.elapsed();
     let mut live = conn_from([127, 0, 0, 3], s.addr);
     live.stream()
         .set_read_timeout(Some(Duration::from_secs(60)))
@@ -522,6 +530,11 @@ fn jobs_of_vanished_connections_are_not_hashed() {
         .unwrap()
         .assert_error(401, "invalid_credentials");
     let one_hash = t.elapsed();
+    assert!(
+        one_hash > hung_up * 2,
+        "the busy hash ({one_hash:?}) ended too soon after the hang-ups ({hung_up:?}) \
+         for this test to tell dropped jobs from hashed ones"
+    );
     let t = Instant::now();
     live.read_response()
         .unwrap()
