@@ -268,45 +268,28 @@ impl<'a> Command<'a> {
     /// in on `/ws/room/{name}`, so `websocat` works as a client); without
     /// it such text is `bad_json`.
     pub fn parse(text: &'a str, plain: bool) -> Result<Command<'a>, Refused<'a>> {
+        // serde's derive also reads a struct from a JSON array, field by
+        // position; a frame is an object, so anything else is plain text.
+        let fields = if text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
+            serde_json::from_str::<Fields<'a>>(text).map_err(|e| malformed(text, &e))
+        } else {
+            Err(Malformed::NotAnObject)
+        };
         let refused = |error| Refused {
             error,
             client_id: None,
         };
-        // serde's derive also reads a struct from a JSON array, field by
-        // position; a frame is an object, so anything else is plain text.
-        let mut fields = match text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
-            true => serde_json::from_str::<Fields<'a>>(text).map_err(|e| malformed(text, &e)),
-            false => Err(Malformed::NotAnObject),
-        };
-        if plain && matches!(fields, Err(Malformed::NotAnObject)) {
-            let content = Content::new(Cow::Borrowed(text)).map_err(refused)?;
-            return Ok(Command::Message(Message {
-                room: None,
-                content,
-                client_id: None,
-                reply_to: None,
-            }));
-        }
-        let fields = match &mut fields {
+        let mut fields = match fields {
             Ok(f) => f,
-            Err(Malformed::NotAnObject) => {
-                return Err(refused(FrameError::new(
-                    "bad_json",
-                    "expected a JSON object (or connect to /ws/room/{name} to send plain text)",
-                )));
+            Err(Malformed::NotAnObject) if plain => {
+                return Ok(Command::Message(Message {
+                    room: None,
+                    content: Content::new(Cow::Borrowed(text)).map_err(refused)?,
+                    client_id: None,
+                    reply_to: None,
+                }));
             }
-            Err(Malformed::NoType) => {
-                return Err(refused(FrameError::new(
-                    "unknown_type",
-                    "a frame needs a string \"type\"",
-                )));
-            }
-            Err(Malformed::BadField(why)) => {
-                return Err(refused(FrameError::new(
-                    "invalid_input",
-                    std::mem::take(why),
-                )));
-            }
+            Err(m) => return Err(refused(m.error())),
         };
         fields.command().map_err(|error| Refused {
             error,
@@ -410,6 +393,20 @@ enum Malformed {
     /// An object with a `type` but a field of the wrong shape (serde's
     /// words for it).
     BadField(String),
+}
+
+impl Malformed {
+    /// The `error` a malformed frame gets.
+    fn error(self) -> FrameError {
+        match self {
+            Malformed::NotAnObject => FrameError::new(
+                "bad_json",
+                "expected a JSON object (or connect to /ws/room/{name} to send plain text)",
+            ),
+            Malformed::NoType => FrameError::new("unknown_type", "a frame needs a string \"type\""),
+            Malformed::BadField(why) => FrameError::new("invalid_input", why),
+        }
+    }
 }
 
 /// Tells apart what went wrong, by reading the text again as a generic
