@@ -5,6 +5,13 @@
 //! and both backends ask the request instead of keeping lists of their
 //! own, so a new request is classified here, once, where the compiler
 //! makes sure it is.
+//!
+//! Adding a request: its variant here, with its row in `facts` and its arm
+//! in `failure` (the compiler asks for both); a new [`Reply`] only when
+//! none carries its answer, with its failure beside it and its route to
+//! the waiter in `app.rs`; its statements in each backend (`sqlite.rs`:
+//! `apply`, and for a read the reader's `read`; PostgreSQL: `apply` in
+//! `postgres.rs`, and for a read `postgres/reads.rs`).
 
 use super::rows::{
     Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, Refusal, SearchQuery, Seq, Snapshot,
