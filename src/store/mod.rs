@@ -160,8 +160,9 @@ pub trait Backend: Send + 'static {
     /// instead, so that two nodes generating one at once agree on the
     /// first: callers read it back with `setting`.
     fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    /// Opens the one transaction of a batch, taking the write lock now (so a
-    /// lock held elsewhere fails the batch up front, not halfway).
+    /// Opens the one transaction of a batch. An engine with one write lock
+    /// for the whole database (SQLite) takes it now, so that a lock held
+    /// elsewhere fails the batch up front, not halfway.
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Applies one request inside the open transaction, wholly or not at
     /// all, and returns its reply, if it has one. On `Err` none of this

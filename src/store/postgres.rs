@@ -60,6 +60,12 @@ mod tests;
 use postgres::error::SqlState;
 use postgres::{Client, Config};
 
+use super::{
+    Backend, Change, ChangeKind, Conflict, MsgId, Reader, Refusal, Reply, Request, Snapshot,
+    StoreError, Target, UserId, decode_reactions, encode_reactions, execute_one, may_change,
+    toggle_reaction,
+};
+
 use append::{BULK_MIN, Batch, Put, append_lock, append_one, append_run, flush};
 use conn::{
     Conn, Fail, Res, aborts_batch, begin_on, big, breaks_connection, check_request, check_text,
@@ -72,13 +78,7 @@ pub(crate) use append::APPEND_LOCK;
 pub(crate) use conn::{describe, parse_config};
 pub(crate) use schema::{MIGRATION_LOCK, message_target, search_text};
 
-use super::{
-    Backend, Change, ChangeKind, Conflict, MsgId, Reader, Refusal, Reply, Request, Snapshot,
-    StoreError, Target, UserId, decode_reactions, encode_reactions, execute_one, may_change,
-    toggle_reaction,
-};
-
-/// The savepoint each failable request runs in.
+/// The savepoint each request that may fail alone runs in.
 const SAVEPOINT: &str = "SAVEPOINT r";
 const RELEASE: &str = "RELEASE SAVEPOINT r";
 const ROLLBACK_TO: &str = "ROLLBACK TO SAVEPOINT r; RELEASE SAVEPOINT r";

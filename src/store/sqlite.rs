@@ -216,8 +216,8 @@ pub struct Sqlite {
 /// 250,000 with none, while plain statements at the end of the batch keep
 /// the pending words in memory and write one segment per commit. The cost,
 /// admitted: a search on the writer's own connection within the batch
-/// (only an in-memory database has no reader) does not see that batch's
-/// messages yet.
+/// (only when there is no reader: an in-memory database, or a file not in
+/// WAL mode) does not see that batch's messages yet.
 #[derive(Debug)]
 enum FtsOp {
     Add { id: MsgId, content: String },
