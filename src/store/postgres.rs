@@ -279,7 +279,7 @@ fn live_message(c: &mut Conn, id: MsgId) -> Res<Option<Located>> {
 }
 
 /// Whether `user` may read the message `t` (the reaction rule; search's
-/// is [`MAY_READ`], the same rule in SQL).
+/// is [`MAY_READ`](conn::MAY_READ), the same rule in SQL).
 fn may_read(c: &mut Conn, t: &Located, user: UserId) -> Res<bool> {
     let Some(room) = &t.room else {
         return Ok(t.from == user || t.to == Some(user));

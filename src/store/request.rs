@@ -129,7 +129,7 @@ pub enum Request {
         user: UserId,
         at_ms: i64,
     },
-    /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`]). Reply:
+    /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`](super::toggle_reaction)). Reply:
     /// `Changed` (refused when `user` may not read the message: a private
     /// room they are not a member of, a conversation not theirs) / `Failed`.
     React {

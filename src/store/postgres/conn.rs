@@ -147,7 +147,7 @@ pub(super) struct Statements {
     pub(super) set_heads: Statement,
     pub(super) insert_message: Statement,
     pub(super) existing: Statement,
-    /// The bulk path's ([`append_run`]) counterparts of the three above.
+    /// The bulk path's ([`append_run`](super::append::append_run)) counterparts of the three above.
     pub(super) lock_targets: Statement,
     pub(super) existing_many: Statement,
     pub(super) insert_messages: Statement,
@@ -179,7 +179,7 @@ pub(super) struct Statements {
     pub(super) set_reactions: Statement,
 }
 
-/// The columns [`row_to_message`] reads, in its order.
+/// The columns [`row_to_message`](super::reads::row_to_message) reads, in its order.
 pub(super) const MESSAGE_COLUMNS: &str =
     "id, room, from_id, to_id, content, ts_ms, seq, reply_to, edited_ms, reactions, deleted_ms";
 

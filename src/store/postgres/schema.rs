@@ -162,7 +162,7 @@ pub(super) const FILL_CHUNK: i64 = 10_000;
 pub(super) const MAX_LEXEME_BYTES: usize = 2046;
 
 /// A message's words as `messages.tsv` stores them, one space between
-/// each: [`search_words`](super::search_words)' rule (runs of letters and
+/// each: [`search_words`](crate::store::search_words)' rule (runs of letters and
 /// digits, lower case), with no bound on their number, sorted and without
 /// repeats. Turned into lexemes by `array_to_tsvector(string_to_array(…,
 /// ' '))`, which parses nothing: a search matches exactly the words its
