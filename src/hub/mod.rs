@@ -343,12 +343,6 @@ impl Hub {
                 parts.reads.release(conn, reserved);
             }
             Some(Wait::Catchup { key }) => return order::caught_up(parts, cx, key, messages),
-            // Only a failed look-up is answered as history.
-            Some(Wait::RoomLookup {
-                room,
-                joiner,
-                has_messages,
-            }) => return peers::on_room_info(parts, cx, &room, joiner, has_messages, None),
             Some(_) | None => return,
         }
         self.retry_deferred(cx);
@@ -366,7 +360,8 @@ impl Hub {
         }
     }
 
-    /// Storage said whether a room this node had not heard of is private.
+    /// Storage said whether a room this node had not heard of is private
+    /// (`None`: it could not say).
     pub fn on_room_info(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
