@@ -22,7 +22,7 @@
 //! | `hub` | chat as one node sees it: each client frame parsed once into a typed command (`command.rs`) and carried out by its handler (`commands/`); state in parts that own it (`sessions`, `rooms`, `acks`, `reads`, `waits`, and `cluster` on a node of a cluster); the fan-out seam (`publish(Topic)` and the [`Bus`]); being one node of a cluster (`peers.rs`, `order.rs`; `wire.rs`: the notes). Its module doc draws its floors | touch sockets, know HTTP |
 //! | `conn` | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
-//! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the contract's JSON frames | fan-out |
+//! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the server's JSON frames, encoded once | fan-out, parse client frames (the hub does) |
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
@@ -60,7 +60,7 @@
 //!   thread; `main` builds it and hands it to [`Server::bind`]. The reactor
 //!   never names a backend.
 //! - Fan-out: every delivery to more than the asking connection goes through
-//!   `Hub::publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
+//!   `hub/fanout.rs`'s `publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
 //!   (Redis: [`redis_bus`]). `hub`'s module doc lists the node-local state
 //!   and what a cluster does about each.
 //! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
