@@ -190,21 +190,22 @@ pub struct Content<'a>(Cow<'a, str>);
 
 impl<'a> Content<'a> {
     pub fn new(text: Cow<'a, str>) -> Result<Content<'a>, FrameError> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
+        let text = match text {
+            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
+            Cow::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
+            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
+        };
+        if text.is_empty() {
             return Err(FrameError::new("invalid_input", "content is empty"));
         }
-        if trimmed.chars().count() > MAX_CONTENT_CHARS {
+        // Bytes bound characters from above: most content is not counted.
+        if text.len() > MAX_CONTENT_CHARS && text.chars().count() > MAX_CONTENT_CHARS {
             return Err(FrameError::new(
                 "too_long",
                 format!("content is over {MAX_CONTENT_CHARS} characters"),
             ));
         }
-        Ok(Content(match text {
-            Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
-            Cow::Owned(s) if s.len() == trimmed.len() => Cow::Owned(s),
-            Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
-        }))
+        Ok(Content(text))
     }
 }
 
@@ -214,7 +215,7 @@ pub struct ClientId<'a>(Cow<'a, str>);
 
 impl<'a> ClientId<'a> {
     pub fn new(id: Cow<'a, str>) -> Result<ClientId<'a>, FrameError> {
-        if id.is_empty() || id.chars().count() > MAX_CLIENT_ID {
+        if id.is_empty() || (id.len() > MAX_CLIENT_ID && id.chars().count() > MAX_CLIENT_ID) {
             return Err(FrameError::new(
                 "invalid_input",
                 format!("client_id must be 1-{MAX_CLIENT_ID} characters"),
