@@ -94,7 +94,7 @@
 //! consistent; nothing else touches the field. If it is a subject of its
 //! own (roles, uploads), make it a part: `hub/<part>.rs` with a struct whose
 //! fields are private, a field of `Parts` (`hub/parts.rs`) built in
-//! `Parts::new`, and its unit tests beside it. A part knows no other part:
+//! `Parts::new`, and its unit tests beside it. A part never calls another:
 //! what needs two (who is told when a pin changes) is a handler's or a
 //! shared step's (`presence.rs`, `members.rs`). State that exists only in
 //! a cluster belongs to the cluster part (`hub/cluster.rs`), which is
