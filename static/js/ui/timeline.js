@@ -289,7 +289,8 @@ export class TimelineView {
     const prev = this.rows[i - 1];
     const needSep = !prev || prev.day !== row.day;
     if (needSep && !row.sep) {
-      row.sep = h('li', { className: 'day-sep', role: 'separator' }, h('span', {}, formatDay(row.time)));
+      // A list item like every child of the list (a separator role would make it none).
+      row.sep = h('li', { className: 'day-sep' }, h('span', {}, formatDay(row.time)));
       if (frag) frag.append(row.sep);
       else this.list.insertBefore(row.sep, row.node);
     } else if (!needSep && row.sep) {
