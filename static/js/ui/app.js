@@ -95,8 +95,9 @@ function renderHeader(chat) {
     sub = `${n} online`;
     if (c.private) sub += ` · private · ${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
   } else if (c) {
+    // Unknown (the people list has not loaded, e.g. offline): nothing rather than a wrong "never online".
     const u = chat.user(c.name);
-    sub = u?.online ? 'Online' : formatLastSeen(u?.lastSeen || null);
+    sub = !u ? '' : u.online ? 'Online' : formatLastSeen(u.lastSeen || null);
   }
   setText($('conv-sub'), sub);
   setAttr($('conv-sub'), 'data-online', String(c?.kind === 'dm' && !!chat.user(c.name)?.online));

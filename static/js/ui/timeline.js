@@ -567,7 +567,8 @@ export class TimelineView {
       const label = c.kind === 'room' ? `#${c.name}` : `your conversation with ${c.name}`;
       let text = '';
       if (c.historyRequest === 'older') text = 'Loading older messages…';
-      else if (!c.loaded) text = this.chat.status === 'online' ? 'Loading messages…' : '';
+      else if (!c.loaded && this.chat.status === 'online') text = 'Loading messages…';
+      else if (!c.loaded && this.chat.status === 'offline') text = 'The messages here load once the connection is back.';
       else if (!c.hasMore && c.messages.length) text = `This is the beginning of ${label}.`;
       setText(status, text);
       empty.hidden = !(c.loaded && this.rows.length === 0);
