@@ -133,6 +133,8 @@ test('axe finds no critical or serious violation on any screen', async (t) => {
   await bob.setViewportSize({ width: 390, height: 760 });
   await bob.click('#menu-btn');
   await bob.locator('#sidebar.open').waitFor();
+  // Once it has slid in: axe judges what is on screen.
+  await bob.waitForFunction(() => document.getElementById('sidebar').getBoundingClientRect().left >= 0);
   await audit.check(bob, 'phone-menu-dark');
   await bob.keyboard.press('Escape');
   await bob.setViewportSize({ width: 1200, height: 760 });

@@ -180,6 +180,21 @@ test('a hidden tab counts mentions and private messages; the worker notifies onc
   assertNoPageErrors(assert, alice, bob, phone);
 });
 
+test('the browser asks for permission only when the switch is turned on', async (t) => {
+  const { server, person } = await setup(t);
+  const alice = await person();
+  await alice.addInitScript(countPermissionAsks);
+  await signUp(alice, server.url, 'alice');
+  await alice.waitForTimeout(300);
+  assert.equal(await alice.evaluate(() => window.__asked), 0, 'nothing asked on load');
+  await alice.click('#settings-btn');
+  await alice.locator('#notify-toggle').click();
+  // Headless Chromium leaves the prompt unanswered: the switch says what it waits for.
+  await alice.locator('#notify-state', { hasText: 'Allow notifications in the browser’s prompt' }).waitFor();
+  assert.equal(await alice.evaluate(() => window.__asked), 1, 'asked once, from the switch');
+  assertNoPageErrors(assert, alice);
+});
+
 test('a notification opens its conversation in a new window when none is open', async (t) => {
   const { server, person } = await setup(t);
   const alice = await person();

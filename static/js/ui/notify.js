@@ -40,7 +40,10 @@ export function setupNotifications(chat, route, rerender) {
   toggle.addEventListener('change', async () => {
     if (toggle.checked) {
       let permission = Notification.permission;
-      if (permission === 'default') permission = await Notification.requestPermission();
+      if (permission === 'default') {
+        $('notify-state').textContent = 'Allow notifications in the browser’s prompt to turn them on.';
+        permission = await Notification.requestPermission();
+      }
       wanted = permission === 'granted';
     } else {
       wanted = false;
