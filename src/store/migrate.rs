@@ -8,8 +8,9 @@
 //! numbered per room and per conversation in id order (`seq`), with each
 //! target's newest seq in `targets`, their replies, edits, deletions and
 //! reactions (SQLite schema 2; a schema-1 source has none); the mentions;
-//! and the read markers. Search needs no copy: PostgreSQL computes each
-//! message's words (`messages.tsv`) as the row is written. The identity of
+//! and the read markers. SQLite's search index is not copied: each
+//! message's words (`messages.tsv`) are cut from its content as it is
+//! copied, by the rule every append uses (`search_text`). The identity of
 //! `users.id` and the `message_ids` sequence are moved past the copied
 //! maxima, so new rows continue after them.
 //!
