@@ -128,7 +128,7 @@ fn build(db: &mut dyn Backend, total: u64) -> f64 {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let setup: Vec<Request> = (1..=USERS)
         .map(|id| {
-            Request::PutUser(hubbub::store::UserRow {
+            Request::put_user(hubbub::store::UserRow {
                 id,
                 username: format!("user{id}"),
                 email: format!("user{id}@example.org"),
@@ -139,6 +139,7 @@ fn build(db: &mut dyn Backend, total: u64) -> f64 {
                 },
                 created_ms: 0,
                 last_seen_ms: None,
+                account: Default::default(),
             })
         })
         .chain((0..PUBLIC_ROOMS).map(|r| Request::PutPublicRoom {

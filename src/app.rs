@@ -13,7 +13,6 @@ use std::sync::Arc;
 
 use mio::{Token, Waker};
 
-use crate::auth::jwt::Tokens;
 use crate::auth::pool::HashPool;
 use crate::auth::secret;
 use crate::config::Config;
@@ -58,6 +57,7 @@ impl App {
             hub.join_cluster(bus, &name, incarnation(), &snapshot.heads);
         }
         hub.set_presence_grace(config.presence_grace);
+        let accounts = snapshot.accounts;
         let mut users = Directory::from_rows(snapshot.users);
         for id in snapshot.unread_sources {
             users.mark_unread_source(id);
@@ -72,7 +72,7 @@ impl App {
         Ok(App {
             users,
             hub,
-            http: Http::new(config, Tokens::new(&secret), hasher),
+            http: Http::new(config, &secret, hasher, &accounts),
             store,
         })
     }
@@ -91,7 +91,8 @@ impl App {
         f(&mut self.hub, &mut cx)
     }
 
-    /// Runs `f` on the HTTP desk with its context.
+    /// Runs `f` on the HTTP desk with its context; what it did to
+    /// accounts then reaches the hub.
     fn with_http<O: Outbox, R>(
         &mut self,
         out: &mut O,
@@ -103,7 +104,11 @@ impl App {
             store: &mut self.store,
             out,
         };
-        f(&mut self.http, &mut cx)
+        let r = f(&mut self.http, &mut cx);
+        for event in self.http.take_events() {
+            self.with_hub(out, |hub, cx| hub.on_account(cx, event));
+        }
+        r
     }
 
     /// One parsed HTTP request from TCP peer `peer`.
@@ -125,7 +130,9 @@ impl App {
     /// The 101 went out: a chat connection gets its session.
     pub fn on_upgraded(&mut self, out: &mut impl Outbox, conn: ConnRef, up: Upgrade) {
         if let Some(user) = up.user {
-            self.with_hub(out, |hub, cx| hub.open_session(cx, conn, user, up.room));
+            self.with_hub(out, |hub, cx| {
+                hub.open_session(cx, conn, user, up.sid, up.room)
+            });
         }
     }
 
@@ -169,15 +176,29 @@ impl App {
                 Reply::Changed { ticket, outcome } => {
                     self.with_hub(out, |hub, cx| hub.on_changed(cx, ticket, outcome))
                 }
-                // Only the hub parks requests that are answered this way.
                 Reply::Done { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, true))
+                }
+                // An account write that failed is the HTTP desk's; the rest
+                // of these, the hub's.
+                Reply::Failed { ticket } if ticket.desk == Desk::Http => {
+                    self.with_http(out, |http, cx| http.on_account_written(cx, ticket, None))
                 }
                 Reply::Failed { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, false))
                 }
-                Reply::UserStored { key, id } => {
-                    let new = self.with_http(out, |http, cx| http.on_user_stored(cx, key, Ok(id)));
+                Reply::AccountWritten { ticket, outcome } => self.with_http(out, |http, cx| {
+                    http.on_account_written(cx, ticket, Some(outcome))
+                }),
+                Reply::AccountRead { ticket, answer } => self.with_http(out, |http, cx| {
+                    http.on_account_read(cx, ticket, Some(answer))
+                }),
+                Reply::AccountReadFailed { ticket } => {
+                    self.with_http(out, |http, cx| http.on_account_read(cx, ticket, None))
+                }
+                Reply::UserStored { key, id, role } => {
+                    let new = self
+                        .with_http(out, |http, cx| http.on_user_stored(cx, key, Ok((id, role))));
                     if let Some(id) = new {
                         self.with_hub(out, |hub, cx| hub.announce_user(cx, id));
                     }
@@ -213,6 +234,9 @@ impl App {
         }
         self.with_http(out, |http, cx| http.on_hashed(cx));
         self.with_hub(out, |hub, cx| hub.on_bus(cx));
+        for note in self.hub.take_peer_notes() {
+            self.with_http(out, |http, cx| http.on_peer_note(cx, note));
+        }
         drained
     }
 
@@ -238,6 +262,7 @@ impl App {
     /// Once a second, from the reactor's timer sweep.
     pub fn on_tick(&mut self, out: &mut impl Outbox) {
         self.with_hub(out, |hub, cx| hub.on_tick(cx));
+        self.with_http(out, |http, cx| http.on_tick(cx));
     }
 
     /// Storage is behind: the reactor stops reading chat input.

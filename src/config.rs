@@ -210,6 +210,90 @@ pub const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
 /// PBKDF2 iterations never go below this, whatever the flag says.
 pub const PBKDF2_FLOOR: u32 = 1000;
 pub const PBKDF2_DEFAULT: u32 = 600_000;
+/// Longest display name, in characters after trimming (the contract's).
+pub const DISPLAY_NAME_MAX: usize = 64;
+/// Longest status text, in characters after trimming (the contract's).
+pub const STATUS_MAX: usize = 140;
+/// Longest reason a moderator gives for a ban or another moderation
+/// action, in characters: a sentence or two, kept in the audit log and
+/// shown to a banned user.
+pub const REASON_MAX: usize = 500;
+/// How long a WebSocket ticket (`POST /api/ws-ticket`) opens a socket: the
+/// contract's 30 s, time for the page to open it at once, too short for a
+/// ticket copied out of a log to be of use.
+pub const WS_TICKET_TTL: Duration = Duration::from_secs(30);
+/// Tickets remembered as used at most, per node. A used ticket is kept
+/// until it expires, so this is the upgrades with tickets one node takes in
+/// [`WS_TICKET_TTL`]; past it the oldest are forgotten early (a forgotten
+/// ticket is still dead within 30 s of being issued).
+pub const WS_TICKETS_USED_MAX: usize = 100_000;
+/// Invites: uses one invite may have at most, and how long it may live.
+/// An invite for a whole conference fits; one that never expires does not
+/// exist (a link forwarded beyond its audience must die on its own).
+pub const INVITE_USES_MAX: u32 = 10_000;
+pub const INVITE_TTL_MAX: Duration = Duration::from_secs(90 * 24 * 3600);
+/// What `POST /api/invites` makes when a field is left out: one use, for a
+/// week (Discord's and Zulip's defaults are of this order).
+pub const INVITE_USES_DEFAULT: u32 = 1;
+pub const INVITE_TTL_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Sessions `GET /api/sessions` lists at most, newest first.
+pub const SESSIONS_LISTED_MAX: usize = 200;
+/// Invites `GET /api/invites` lists at most, newest first (usable ones only).
+pub const INVITES_LISTED_MAX: usize = 500;
+/// Bytes of a `User-Agent` kept with a session (to tell sessions apart in
+/// the list), cut at a character boundary.
+pub const USER_AGENT_MAX: usize = 200;
+/// Audit log entries per `GET /api/admin/audit` page: default and most.
+pub const AUDIT_PAGE_DEFAULT: usize = 50;
+pub const AUDIT_PAGE_MAX: usize = 200;
+/// Every node asks storage this often whether an account changed elsewhere
+/// (a node of a cluster, or `hubbub user ...` on the command line). A
+/// change made by a node is also announced on the bus, so the others ask
+/// at once; this bounds how late a command line's change is seen.
+pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
+/// How long a hole in the account change log is asked about again. On
+/// PostgreSQL ids come from a sequence and commit in any order, so change
+/// 12 may be seen before change 11 commits; 11 is asked for until it
+/// appears or this passes (a rolled-back change leaves a hole for good).
+pub const ACCOUNT_GAP_WAIT: Duration = Duration::from_secs(30);
+/// Account changes kept in the log: a node away longer reads everything
+/// again when it starts, so older entries serve nobody.
+pub const ACCOUNT_CHANGES_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The name an account takes when it is deleted, followed by its id. Its
+/// messages stay, under this name; signups may not start with it.
+pub const DELETED_USER_PREFIX: &str = "deleted-user-";
+
+/// Who may sign up (`--signup`, or the admin setting when the flag is not
+/// given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SignupMode {
+    /// Anyone who can reach the server.
+    #[default]
+    Open,
+    /// Only with an invite code.
+    Invite,
+    /// Nobody; accounts come from the command line.
+    Closed,
+}
+
+impl SignupMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignupMode::Open => "open",
+            SignupMode::Invite => "invite",
+            SignupMode::Closed => "closed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<SignupMode> {
+        Some(match s {
+            "open" => SignupMode::Open,
+            "invite" => SignupMode::Invite,
+            "closed" => SignupMode::Closed,
+            _ => return None,
+        })
+    }
+}
 
 // ---- Threads and queues -----------------------------------------------------
 
@@ -377,6 +461,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Chat WebSockets one user may hold on this node; 0 = unlimited.
     pub max_conns_per_user: usize,
+    /// Who may sign up (`--signup`). `None`: the operator did not say, so
+    /// an admin's setting decides (open until one is made); given, it wins
+    /// and the admin setting is shown as set by the operator.
+    pub signup: Option<SignupMode>,
 }
 
 impl Default for Config {
@@ -400,6 +488,7 @@ impl Default for Config {
             trust_proxy: Vec::new(),
             allowed_origins: Vec::new(),
             max_conns_per_user: DEFAULT_MAX_CONNS_PER_USER,
+            signup: None,
         }
     }
 }
@@ -772,6 +861,23 @@ const OPTIONS: &[Opt] = &[
         default: Some(|o| o.config.max_conns_per_user.to_string()),
         set: |o, v| {
             o.config.max_conns_per_user = number(v)?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--signup"),
+        env: Some("HUBBUB_SIGNUP"),
+        value: Some("MODE"),
+        help: || {
+            "who may sign up: open, invite (with an invite code) or closed; \
+             when not given, an admin sets it in the web client (default open)"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.config.signup = Some(
+                SignupMode::parse(v).ok_or_else(|| format!("not open, invite or closed: {v}"))?,
+            );
             Ok(())
         },
     },

@@ -24,7 +24,8 @@
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
 //! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the server's JSON frames, encoded once | fan-out, parse client frames (the hub does) |
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
-//! | `users` | the user directory in memory | storage calls |
+//! | `users` | the user directory in memory, each user's role, ban and profile | storage calls |
+//! | `accounts` | keeping accounts in step with storage's change log; the events a change raises for the hub | touch sockets |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
 //! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them | be called synchronously by the loop |
@@ -101,6 +102,7 @@
 //! `None` on a single node. A part never imports from a floor above it
 //! (handlers, `Parts`, `Hub`); the hub's module doc draws the floors.
 
+mod accounts;
 mod admission;
 mod app;
 mod auth;

@@ -58,6 +58,10 @@ pub struct Gauges {
     pub bus_down: usize,
     /// Other cluster nodes heard from recently.
     pub peers: usize,
+    /// Sessions that ended before their tokens expired (kept until then).
+    pub sessions_ended: usize,
+    /// WebSocket tickets remembered as used (until they expire).
+    pub ws_tickets_used: usize,
 }
 
 impl Metrics {
@@ -151,7 +155,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
-        let gauges: [(&str, &str, usize); 11] = [
+        let gauges: [(&str, &str, usize); 13] = [
             (
                 "hubbub_connections_open",
                 "Open TCP connections.",
@@ -203,6 +207,16 @@ impl Metrics {
                 "Other cluster nodes heard from recently.",
                 g.peers,
             ),
+            (
+                "hubbub_sessions_ended",
+                "Ended sessions whose tokens have not expired (refused in memory).",
+                g.sessions_ended,
+            ),
+            (
+                "hubbub_ws_tickets_used",
+                "WebSocket tickets remembered as used until they expire.",
+                g.ws_tickets_used,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -234,12 +248,14 @@ mod tests {
             store_down: 0,
             bus_down: 0,
             peers: 0,
+            sessions_ended: 0,
+            ws_tickets_used: 0,
         };
         let text = m.render(&g);
         assert!(
             text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 27);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 29);
     }
 }

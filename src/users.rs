@@ -6,11 +6,16 @@
 //! self-hosted sizes hubbub is for. Signups reserve their name and email
 //! while the password is hashed and the row is written, so two concurrent
 //! signups cannot both win.
+//!
+//! Each user carries their [`Account`] (role, ban, deletion, profile), so
+//! every permission check is a look-up here, never a query. Rows read back
+//! after a change ([`Directory::apply`]) replace a user only when newer
+//! (`Account::version`), and say what changed for the others to see.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{USERNAME_MAX, USERNAME_MIN};
-use crate::store::{PasswordHash, UserId, UserRow};
+use crate::config::{DELETED_USER_PREFIX, USERNAME_MAX, USERNAME_MIN};
+use crate::store::{Account, PasswordHash, Role, UserId, UserRow};
 
 /// Usernames (the signup rule; the login throttle tracks only names that
 /// could exist): 3-32 of `[A-Za-z0-9_.-]`.
@@ -20,9 +25,17 @@ pub fn valid_username(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Whether a signup may take this name: `deleted-user-…` is what deleted
+/// accounts are renamed to.
+pub fn reserved_username(s: &str) -> bool {
+    s.len() >= DELETED_USER_PREFIX.len()
+        && s[..DELETED_USER_PREFIX.len()].eq_ignore_ascii_case(DELETED_USER_PREFIX)
+}
+
 pub struct User {
     pub id: UserId,
     pub name: Box<str>,
+    /// Empty: none given.
     pub email: Box<str>,
     pub password: PasswordHash,
     pub last_seen_ms: Option<i64>,
@@ -30,6 +43,49 @@ pub struct User {
     /// only then does connecting cost a storage query. Never reset: `true`
     /// only means "ask".
     pub unread_sources: bool,
+    pub account: Account,
+}
+
+impl User {
+    pub fn role(&self) -> Role {
+        self.account.role
+    }
+
+    /// A moderator or an admin.
+    pub fn moderates(&self) -> bool {
+        self.account.role >= Role::Moderator
+    }
+
+    pub fn is_banned(&self) -> bool {
+        self.account.ban.is_some()
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.account.deleted_ms.is_some()
+    }
+
+    /// The name shown for the user: the display name, else the username.
+    pub fn shown_name(&self) -> &str {
+        self.account.display_name.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// What a row read back changed about a user, for the hub to act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Changed {
+    pub id: UserId,
+    /// Not known here before.
+    pub new: bool,
+    /// Banned now, and was not.
+    pub banned: bool,
+    /// Deleted now, and was not.
+    pub deleted: bool,
+    /// What others see of the user changed: name, display name, status,
+    /// role, deletion (a ban is the moderators' business: not shown).
+    pub shown: bool,
+    /// Their tokens from before sessions were cut off (`sessions_after_ms`
+    /// moved on).
+    pub legacy_ended: bool,
 }
 
 #[derive(Default)]
@@ -81,9 +137,79 @@ impl Directory {
         (u.id == id).then_some(u)
     }
 
-    /// The user with this name, in any case.
+    /// The user with this name, in any case; never a deleted account.
     pub fn find(&self, name: &str) -> Option<&User> {
-        self.by_name.get(&*key(name)).and_then(|id| self.get(*id))
+        self.by_name
+            .get(&*key(name))
+            .and_then(|id| self.get(*id))
+            .filter(|u| !u.is_deleted())
+    }
+
+    /// Admins who are not deleted (a count of a few; a walk is fine for
+    /// the rare admin request that asks).
+    pub fn admins(&self) -> usize {
+        self.all()
+            .filter(|u| u.role() == Role::Admin && !u.is_deleted())
+            .count()
+    }
+
+    /// A row read back from storage after a change (here, on another node,
+    /// or on the command line): applied when the user is new or the row is
+    /// newer than what is held. Returns what changed, if anything.
+    pub fn apply(&mut self, row: UserRow) -> Option<Changed> {
+        let Some(u) = self.get(row.id) else {
+            let id = row.id;
+            if self.by_name.contains_key(&*key(&row.username)) {
+                // The name is held by another id here: a row from a newer
+                // state than this directory's (a rename by deletion that
+                // has not reached it). Skip; the next read has both.
+                return None;
+            }
+            self.next_id = self.next_id.max(id);
+            let deleted = row.account.deleted_ms.is_some();
+            self.insert(row);
+            return Some(Changed {
+                id,
+                new: true,
+                deleted,
+                shown: true,
+                ..Changed::default()
+            });
+        };
+        if row.account.version <= u.account.version {
+            return None;
+        }
+        let (was, now) = (&u.account, &row.account);
+        let changed = Changed {
+            id: row.id,
+            new: false,
+            banned: now.ban.is_some() && was.ban.is_none(),
+            deleted: now.deleted_ms.is_some() && was.deleted_ms.is_none(),
+            legacy_ended: now.sessions_after_ms > was.sessions_after_ms,
+            shown: *u.name != *row.username
+                || was.display_name != now.display_name
+                || was.status != now.status
+                || was.role != now.role
+                || was.deleted_ms != now.deleted_ms,
+        };
+        let (old_name, old_email) = (key(&u.name), email_key(&u.email));
+        let had_email = !u.email.is_empty();
+        if *old_name != *key(&row.username) {
+            self.by_name.remove(&old_name);
+            self.by_name.insert(key(&row.username), row.id);
+        }
+        if had_email && *old_email != *email_key(&row.email) {
+            self.emails.remove(&old_email);
+        }
+        if !row.email.is_empty() {
+            self.emails.insert(email_key(&row.email));
+        }
+        let u = self.get_mut(row.id).expect("checked above");
+        u.name = row.username.into_boxed_str();
+        u.email = row.email.into_boxed_str();
+        u.password = row.password;
+        u.account = row.account;
+        Some(changed)
     }
 
     /// Every user, by id.
@@ -104,17 +230,20 @@ impl Directory {
         self.get(id).map_or("", |u| &u.name)
     }
 
-    /// Claims a name and email for a signup in progress, and its future id.
+    /// Claims a name and email (if any: `""` is none) for a signup in
+    /// progress, and a key for its storage reply.
     pub fn reserve(&mut self, name: &str, email: &str) -> Result<UserId, Taken> {
         let (n, e) = (key(name), email_key(email));
         if self.by_name.contains_key(&n) || self.reserved.contains(&n) {
             return Err(Taken::Username);
         }
-        if self.emails.contains(&e) || self.reserved.contains(&e) {
+        if !email.is_empty() && (self.emails.contains(&e) || self.reserved.contains(&e)) {
             return Err(Taken::Email);
         }
         self.reserved.insert(n);
-        self.reserved.insert(e);
+        if !email.is_empty() {
+            self.reserved.insert(e);
+        }
         self.next_id += 1;
         Ok(self.next_id)
     }
@@ -122,7 +251,9 @@ impl Directory {
     /// Gives a reservation back (the signup failed).
     pub fn release(&mut self, name: &str, email: &str) {
         self.reserved.remove(&key(name));
-        self.reserved.remove(&email_key(email));
+        if !email.is_empty() {
+            self.reserved.remove(&email_key(email));
+        }
     }
 
     /// Adds a stored user, ending its reservation.
@@ -141,10 +272,13 @@ impl Directory {
                 },
                 last_seen_ms: None,
                 unread_sources: false,
+                account: Account::default(),
             });
         }
         self.by_name.insert(key(&row.username), row.id);
-        self.emails.insert(email_key(&row.email));
+        if !row.email.is_empty() {
+            self.emails.insert(email_key(&row.email));
+        }
         self.users[idx] = User {
             id: row.id,
             name: row.username.into_boxed_str(),
@@ -152,6 +286,7 @@ impl Directory {
             password: row.password,
             last_seen_ms: row.last_seen_ms,
             unread_sources: false,
+            account: row.account,
         };
     }
 }
@@ -172,6 +307,7 @@ mod tests {
             },
             created_ms: 0,
             last_seen_ms: None,
+            account: Account::default(),
         }
     }
 
@@ -191,5 +327,67 @@ mod tests {
         assert_eq!(d.get(3).unwrap().name.as_ref(), "bob");
         assert!(d.get(2).is_none(), "the failed signup's id stays a gap");
         assert_eq!(d.all().count(), 2);
+    }
+
+    /// Without an email, a signup reserves only its name, and any number
+    /// of users may have none.
+    #[test]
+    fn email_is_optional() {
+        let mut d = Directory::from_rows(vec![UserRow {
+            email: String::new(),
+            ..row(1, "alice")
+        }]);
+        assert_eq!(d.reserve("bob", ""), Ok(2));
+        assert_eq!(d.reserve("carol", ""), Ok(3));
+        d.release("bob", "");
+        assert_eq!(d.reserve("bob", ""), Ok(4));
+    }
+
+    /// A newer row replaces the user and says what changed; an older or
+    /// equal one changes nothing; a deletion renames the user, frees the
+    /// old name and hides it from `find`.
+    #[test]
+    fn applies_newer_rows_only() {
+        let mut d = Directory::from_rows(vec![row(1, "alice"), row(2, "bob")]);
+        let mut banned = row(2, "bob");
+        banned.account.version = 2;
+        banned.account.ban = Some(crate::store::Ban {
+            at_ms: 5,
+            reason: "spam".into(),
+        });
+        let c = d.apply(banned.clone()).expect("newer");
+        assert!(c.banned && !c.shown && !c.deleted && !c.new);
+        assert!(d.find("bob").unwrap().is_banned());
+        let mut older = row(2, "bob");
+        older.account.version = 1;
+        assert_eq!(d.apply(older), None, "older: ignored");
+        assert_eq!(d.apply(banned), None, "the same version: nothing new");
+        let mut gone = row(1, &crate::store::accounts::deleted_name(1));
+        gone.account.version = 1;
+        gone.account.deleted_ms = Some(9);
+        gone.email = String::new();
+        let c = d.apply(gone).expect("deleted");
+        assert!(c.deleted && c.shown);
+        assert!(d.find("alice").is_none() && d.find("deleted-user-1").is_none());
+        assert_eq!(
+            d.reserve("alice", "alice@x.org"),
+            Ok(3),
+            "name and email free"
+        );
+        assert_eq!(&*d.get(1).unwrap().name, "deleted-user-1");
+        let c = d.apply(row(7, "dave")).expect("new");
+        assert!(c.new);
+        assert_eq!(
+            d.reserve("erin", "e@x.org"),
+            Ok(8),
+            "keys pass every id seen"
+        );
+    }
+
+    /// Signups may not take the name deleted accounts are given.
+    #[test]
+    fn reserves_the_deleted_prefix() {
+        assert!(reserved_username("deleted-user-3") && reserved_username("Deleted-User-x"));
+        assert!(!reserved_username("deleted-use") && !reserved_username("alice"));
     }
 }

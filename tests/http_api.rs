@@ -10,7 +10,8 @@ fn signup_body(u: &str, e: &str, p: &str) -> Value {
     json!({"username": u, "email": e, "password": p})
 }
 
-/// `POST /api/signup` answers 201 `{"user":{"id","username","email"}}` and nothing more (no hash, no salt).
+/// `POST /api/signup` answers 201 `{"user"}`: the contract's user object and nothing more
+/// (no hash, no salt); the first account of a server is its admin.
 #[test]
 fn signup_returns_201_and_the_user() {
     let s = Server::start();
@@ -27,16 +28,34 @@ fn signup_returns_201_and_the_user() {
     );
     let v = r.json();
     assert_keys(&v, &["user"]);
-    assert_keys(&v["user"], &["email", "id", "username"]);
+    assert_keys(
+        &v["user"],
+        &[
+            "avatar",
+            "display_name",
+            "email",
+            "id",
+            "role",
+            "status",
+            "username",
+        ],
+    );
     assert_eq!(v["user"]["username"], "Alice", "case preserved");
     assert_eq!(v["user"]["email"], "alice@example.com");
+    assert_eq!(
+        v["user"]["display_name"], "Alice",
+        "the username until one is set"
+    );
+    assert_eq!(v["user"]["role"], "admin", "the first account administers");
+    assert!(v["user"]["avatar"].is_null());
     assert!(!v["user"]["id"].is_null());
     let bob = s.signup("bob");
     assert_ne!(bob["id"], v["user"]["id"], "user ids are distinct");
 }
 
-/// Signup validation: username 3-32 of `[A-Za-z0-9_.-]`, email with exactly one `@`,
-/// password 8-128 characters; every violation (and a malformed body) is 400 `invalid_input`.
+/// Signup validation: username 3-32 of `[A-Za-z0-9_.-]`, email (optional) with exactly
+/// one `@`, password 8-128 characters; every violation (and a malformed body) is 400
+/// `invalid_input`.
 #[test]
 fn signup_rejects_each_invalid_field_with_400() {
     let s = Server::start();
@@ -53,8 +72,9 @@ fn signup_rejects_each_invalid_field_with_400() {
         signup_body("valid_4", "a@x.io", "short7!"),
         signup_body("valid_5", "a@x.io", &"p".repeat(129)),
         json!({"email": "a@x.io", "password": "password123"}),
-        json!({"username": "valid_6", "password": "password123"}),
         json!({"username": "valid_7", "email": "a@x.io"}),
+        json!({"username": "valid_8", "email": 7, "password": "password123"}),
+        signup_body("deleted-user-9", "a@x.io", "password123"),
         json!({"username": 42, "email": "a@x.io", "password": "password123"}),
     ];
     for b in &bad {
@@ -291,7 +311,19 @@ fn users_lists_presence_and_last_seen() {
     let v = s.get("/api/users", Some(&tok)).json();
     assert_eq!(v["users"].as_array().unwrap().len(), 2, "{v}");
     let a = find(&v, "alice");
-    assert_keys(&a, &["id", "last_seen", "online", "username"]);
+    assert_keys(
+        &a,
+        &[
+            "avatar",
+            "display_name",
+            "id",
+            "last_seen",
+            "online",
+            "role",
+            "status",
+            "username",
+        ],
+    );
     assert_eq!(a["online"], false);
     assert!(a["last_seen"].is_null(), "never connected: {a}");
 

@@ -1,6 +1,10 @@
 //! Tokens: HS256 JWTs with claims `sub` (user id as a string), `name`, `iat`,
-//! `exp`. Only HS256 is accepted: `alg: none`, other algorithms, a bad
-//! signature or an expired token all fail [`Tokens::verify`].
+//! `exp`, and `sid`, the server-side session the token belongs to (its
+//! revocation is `auth::sessions`' business). Only HS256 is accepted:
+//! `alg: none`, other algorithms, a bad signature, an expired token or a
+//! malformed `sid` all fail [`Tokens::verify`]. A token without `sid` (one
+//! issued before sessions existed) verifies; the caller decides what it
+//! belongs to.
 //!
 //! jsonwebtoken parses and validates; the HMAC itself comes from ring through
 //! a small `CryptoProvider` below, so the binary carries one crypto library
@@ -14,7 +18,7 @@ use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TOKEN_TTL;
-use crate::store::UserId;
+use crate::store::{Sid, UserId};
 
 /// The claims the contract names, nothing more.
 #[derive(Debug, Serialize, Deserialize)]
@@ -23,13 +27,21 @@ struct Claims {
     name: String,
     iat: u64,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sid: Option<String>,
 }
 
-/// A token that passed every check. Only the id: callers look the user up
-/// in the user directory, which owns names, so the `name` claim is not kept.
+/// A token that passed every check. No name: callers look the user up in
+/// the user directory, which owns names, so the `name` claim is not kept.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Verified {
     pub user: UserId,
+    /// `None` for a token issued before sessions existed.
+    pub sid: Option<Sid>,
+    /// When it was issued (Unix seconds).
+    pub iat: u64,
+    /// When it expires (Unix seconds).
+    pub exp: u64,
 }
 
 /// Issues and checks tokens with one secret.
@@ -53,14 +65,20 @@ impl Tokens {
         }
     }
 
-    /// A token for `user`, and its expiry in Unix seconds.
-    pub fn issue(&self, user: UserId, name: &str, now_secs: u64) -> (String, u64) {
-        let exp = now_secs + TOKEN_TTL.as_secs();
+    /// When a token issued at `now_secs` expires (Unix seconds).
+    pub fn expiry(now_secs: u64) -> u64 {
+        now_secs + TOKEN_TTL.as_secs()
+    }
+
+    /// A token of session `sid` for `user`, and its expiry in Unix seconds.
+    pub fn issue(&self, user: UserId, name: &str, sid: Sid, now_secs: u64) -> (String, u64) {
+        let exp = Tokens::expiry(now_secs);
         let claims = Claims {
             sub: user.to_string(),
             name: name.to_string(),
             iat: now_secs,
             exp,
+            sid: Some(sid.to_string()),
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .expect("HS256 signing with an in-memory key cannot fail");
@@ -71,8 +89,18 @@ impl Tokens {
     /// is the caller's question (it owns the user directory).
     pub fn verify(&self, token: &str) -> Option<Verified> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).ok()?;
-        let user = data.claims.sub.parse().ok()?;
-        Some(Verified { user })
+        let c = data.claims;
+        let user = c.sub.parse().ok()?;
+        let sid = match c.sid {
+            None => None,
+            Some(s) => Some(Sid::parse(&s)?),
+        };
+        Some(Verified {
+            user,
+            sid,
+            iat: c.iat,
+            exp: c.exp,
+        })
     }
 }
 
@@ -164,28 +192,58 @@ mod tests {
         crate::clock::now_ms() as u64 / 1000
     }
 
-    /// A fresh token verifies to its user and carries the contract's claims,
-    /// the name included.
+    const SID: Sid = Sid(0xfeed);
+
+    /// A fresh token verifies to its user and session and carries the
+    /// contract's claims, the name included.
     #[test]
     fn issued_token_verifies() {
         let t = Tokens::new(b"secret");
-        let (token, exp) = t.issue(7, "alice", now());
+        let (token, exp) = t.issue(7, "alice", SID, now());
         assert_eq!(exp, now() + 86_400);
-        assert_eq!(t.verify(&token), Some(Verified { user: 7 }));
+        let v = t.verify(&token).unwrap();
+        assert_eq!((v.user, v.sid, v.exp), (7, Some(SID), exp));
         let claims = jsonwebtoken::decode::<Claims>(&token, &t.decoding, &t.validation)
             .unwrap()
             .claims;
         assert_eq!((&*claims.sub, &*claims.name), ("7", "alice"));
+        assert_eq!(
+            claims.sid.as_deref(),
+            Some("0000000000000000000000000000feed")
+        );
         assert_eq!(claims.exp - claims.iat, TOKEN_TTL.as_secs());
+    }
+
+    /// A token without `sid` verifies with none; one with a `sid` that is
+    /// not 32 hex digits does not verify at all.
+    #[test]
+    fn sid_is_optional_but_never_malformed() {
+        let t = Tokens::new(b"secret");
+        let sign = |sid: Option<&str>| {
+            let claims = Claims {
+                sub: "7".into(),
+                name: "alice".into(),
+                iat: now(),
+                exp: now() + 60,
+                sid: sid.map(String::from),
+            };
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &t.encoding).unwrap()
+        };
+        assert_eq!(t.verify(&sign(None)).unwrap().sid, None);
+        assert_eq!(t.verify(&sign(Some("xyz"))), None);
+        assert_eq!(
+            t.verify(&sign(Some(&SID.to_string()))).unwrap().sid,
+            Some(SID)
+        );
     }
 
     /// Another secret's signature, an expired token and `alg: none` are refused.
     #[test]
     fn refuses_bad_tokens() {
         let t = Tokens::new(b"secret");
-        let (other, _) = Tokens::new(b"other").issue(7, "alice", now());
+        let (other, _) = Tokens::new(b"other").issue(7, "alice", SID, now());
         assert_eq!(t.verify(&other), None);
-        let (old, _) = t.issue(7, "alice", now() - 86_401);
+        let (old, _) = t.issue(7, "alice", SID, now() - 86_401);
         assert_eq!(t.verify(&old), None);
         let claims = format!(
             r#"{{"sub":"7","name":"alice","iat":{},"exp":{}}}"#,

@@ -1,15 +1,20 @@
 //! HTTP/1.1: request heads (`request`), responses (`response`), the REST API
-//! and the WebSocket upgrade routes (`routes`), the client address behind a
+//! and the WebSocket upgrade routes (`routes`; accounts and sessions in
+//! `account`, moderation and administration in `admin`, the lines for an
+//! operator's tools in `seclog`), the client address behind a
 //! reverse proxy (`proxy`), and the embedded web client (`static_files`, with
 //! the service worker's app shell in `shell`).
 //! Nothing here blocks: a route that needs hashing or storage submits the
 //! work and answers later through the loop.
 
+mod account;
+mod admin;
 pub mod mime;
 pub mod proxy;
 pub mod request;
 pub mod response;
 pub mod routes;
+mod seclog;
 pub mod shell;
 pub mod static_files;
 pub mod upgrade;

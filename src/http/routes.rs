@@ -29,27 +29,34 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::account::{
+    AfterRead, AfterWrite, Authed, Recheck, banned, cursor_from, login_agent, own,
+};
 use super::request::{HeadError, Request};
 use super::response::Response;
-use super::{proxy, static_files, upgrade};
+use super::{proxy, seclog, static_files, upgrade};
+use crate::accounts::{AccountEvent, ChangeCursor};
 use crate::auth::jwt::Tokens;
 use crate::auth::password;
 use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
+use crate::auth::sessions::Revocations;
 use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
+use crate::auth::tickets::Tickets;
 use crate::clock;
 use crate::config::{
     Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT,
-    MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN,
+    MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN, SignupMode,
 };
 use crate::hub::{Denied, Hub, ROOM_NAME_RULE};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Conflict, Desk, HistoryQuery, Request as StoreRequest, SearchQuery, Storage, StoredMessage,
-    Target, Ticket, UserId, UserRow, search_words,
+    Account, AccountSettings, AccountsSnapshot, Audit, Conflict, Desk, HistoryQuery,
+    Request as StoreRequest, Role, SearchQuery, Sid, Storage, StoredMessage, Target, Ticket,
+    UserId, UserRow, search_words,
 };
-use crate::users::{Directory, Taken, valid_username};
-use crate::ws::proto::{Ts, echo, message_objects};
+use crate::users::{Directory, Taken, reserved_username, valid_username};
+use crate::ws::proto::{Profile, echo, message_objects, profile};
 
 /// What became of a request.
 pub enum Handled {
@@ -65,38 +72,64 @@ pub enum Handled {
 pub struct Upgrade {
     /// `None` for `/ws/echo`.
     pub user: Option<UserId>,
+    /// The session of the token or ticket it opened with.
+    pub sid: Option<Sid>,
     pub room: Option<String>,
 }
 
 /// The methods each known path accepts, for 405 and `Allow`.
 fn allowed(path: &str) -> Option<&'static str> {
+    fn admin_user(p: &str) -> Option<&str> {
+        let rest = p.strip_prefix("/api/admin/users/")?;
+        let (name, what) = rest.split_once('/')?;
+        (!name.is_empty()).then_some(what)
+    }
     Some(match path {
-        "/api/signup" | "/api/login" => "POST",
-        "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz"
-        | "/metrics" => "GET, HEAD",
-        "/ws" | "/ws/echo" => "GET",
-        p if p.starts_with("/ws/room/") => "GET",
-        p if p.starts_with("/api/") => return None,
-        _ => "GET, HEAD",
+        "/api/signup" | "/api/login" | "/api/logout" | "/api/ws-ticket" | "/api/password"
+        | "/api/me/delete" => "POST",
+        "/api/me" => "GET, HEAD, PUT",
+        "/api/server" => "GET, HEAD",
+        "/api/sessions" => "GET, HEAD, DELETE",
+        "/api/invites" => "GET, HEAD, POST",
+        "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz" | "/metrics"
+        | "/api/admin/users" | "/api/admin/audit" => "GET, HEAD",
+        "/api/admin/settings" => "GET, HEAD, PUT",
+        p if p.starts_with("/api/sessions/") || p.starts_with("/api/invites/") => "DELETE",
+        p => match admin_user(p) {
+            Some("ban") => "POST, DELETE",
+            Some("role" | "password") => "PUT",
+            Some("sessions") => "DELETE",
+            Some(_) => return None,
+            None => match p {
+                "/ws" | "/ws/echo" => "GET",
+                p if p.starts_with("/ws/room/") => "GET",
+                p if p.starts_with("/api/") => return None,
+                _ => "GET, HEAD",
+            },
+        },
     })
 }
 
 #[derive(Deserialize)]
 struct SignupBody {
     username: String,
-    email: String,
+    /// Optional: missing, `null` or `""` is none.
+    #[serde(default)]
+    email: Option<String>,
     password: String,
+    #[serde(default)]
+    invite: Option<String>,
 }
 
 #[derive(Deserialize)]
-struct LoginBody {
+pub(super) struct LoginBody {
     username: String,
     password: String,
 }
 
 /// A body that is a JSON object of the expected shape. serde would also
 /// accept an array of the fields in order; the contract's bodies are objects.
-fn json_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ()> {
+pub(super) fn json_object<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ()> {
     if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(());
     }
@@ -116,20 +149,20 @@ pub fn valid_password(s: &str) -> bool {
     (PASSWORD_MIN..=PASSWORD_MAX).contains(&s.chars().count())
 }
 
-fn bad_input(message: impl Into<String>) -> Response {
+pub(super) fn bad_input(message: impl Into<String>) -> Response {
     Response::error(400, "invalid_input", message)
 }
 
-fn unauthorized() -> Response {
+pub(super) fn unauthorized() -> Response {
     Response::error(401, "unauthorized", "missing, invalid or expired token")
 }
 
-fn busy() -> Response {
+pub(super) fn busy() -> Response {
     Response::error(503, "busy", "the server is busy; try again shortly")
 }
 
 /// 429 for a request over a throttle budget, with the time until it fits.
-fn throttled(r: Refused) -> Response {
+pub(super) fn throttled(r: Refused) -> Response {
     let secs = r.retry_after_secs();
     let why = match r.by {
         By::Address => "too many password attempts from your address",
@@ -156,34 +189,13 @@ fn is_json(content_type: Option<&[u8]>) -> bool {
         })
 }
 
-/// A user as the API shows it to that user (typed, so fields keep the
-/// contract's order on the wire).
-#[derive(Serialize)]
-struct UserOut<'a> {
-    id: UserId,
-    username: &'a str,
-    email: &'a str,
-}
-
-#[derive(Serialize)]
-struct UserEnvelope<'a> {
-    user: UserOut<'a>,
-}
-
-#[derive(Serialize)]
-struct LoginOut<'a> {
-    token: &'a str,
-    expires_at: Ts,
-    user: UserOut<'a>,
-}
-
-/// A row of `GET /api/users`.
+/// A row of `GET /api/users`: everyone's view of a user and their presence.
 #[derive(Serialize)]
 struct Listed<'a> {
-    id: UserId,
-    username: &'a str,
+    #[serde(flatten)]
+    profile: Profile<'a>,
     online: bool,
-    last_seen: Option<Ts>,
+    last_seen: Option<crate::ws::proto::Ts>,
 }
 
 /// A row of `GET /api/rooms`; private rooms add their owner and members.
@@ -208,7 +220,7 @@ pub struct Ctx<'a, O> {
 }
 
 /// Who waits for an asynchronous answer, and what to do with it.
-enum Wait {
+pub(super) enum Wait {
     /// Signup: the password is being hashed.
     SignupHash {
         conn: ConnRef,
@@ -216,6 +228,7 @@ enum Wait {
         id: UserId,
         username: String,
         email: String,
+        invite: Option<String>,
     },
     /// Login: the password is being verified (against a decoy for unknown users).
     Login {
@@ -225,6 +238,47 @@ enum Wait {
         /// What the throttle is owed once the outcome is known.
         client: ClientKey,
         pass: LoginPass,
+        /// For the log and the session: the name tried, the client and its
+        /// `User-Agent`.
+        name: String,
+        addr: IpAddr,
+        agent: String,
+    },
+    /// An account write (`account.rs`), answered by `then`; `log` is its
+    /// audit entry and the client address, logged once it committed.
+    Account {
+        conn: ConnRef,
+        keep_alive: bool,
+        then: AfterWrite,
+        log: Option<(Audit, IpAddr)>,
+    },
+    /// An account read: sessions, invites, the audit log.
+    AccountRead {
+        conn: ConnRef,
+        keep_alive: bool,
+        head_only: bool,
+        then: AfterRead,
+    },
+    /// The change-log poll (nobody's request).
+    Poll,
+    /// The caller's password is being checked before `next`.
+    Recheck {
+        conn: ConnRef,
+        keep_alive: bool,
+        me: Authed,
+        client: ClientKey,
+        addr: IpAddr,
+        pass: LoginPass,
+        next: Recheck,
+    },
+    /// A new password is being hashed (a change: every session but `keep`
+    /// ends; an admin's reset: all of them).
+    NewPassword {
+        conn: ConnRef,
+        keep_alive: bool,
+        user: UserId,
+        keep: Option<Sid>,
+        audit: Option<(Audit, IpAddr)>,
     },
     /// `GET /api/messages` and `GET /api/search` (both answer
     /// `{"messages": [...]}`).
@@ -239,15 +293,17 @@ enum Wait {
         conn: ConnRef,
         keep_alive: bool,
         client: ClientKey,
+        addr: IpAddr,
+        agent: String,
         body: LoginBody,
     },
 }
 
 /// The HTTP desk: the routes and the requests they wait on.
 pub struct Http {
-    tokens: Tokens,
-    hasher: HashPool,
-    waiting: HashMap<Ticket, Wait>,
+    pub(super) tokens: Tokens,
+    pub(super) hasher: HashPool,
+    pub(super) waiting: HashMap<Ticket, Wait>,
     /// Signups whose user row is being stored, by user id.
     signups: HashMap<UserId, (ConnRef, bool, UserRow)>,
     next_ticket: u64,
@@ -259,13 +315,28 @@ pub struct Http {
     /// a signup's cost in the throttle.
     pbkdf2_iterations: u32,
     /// Who may start password work now.
-    throttle: Throttle,
+    pub(super) throttle: Throttle,
     /// `--trust-proxy`: peers whose `X-Forwarded-For` names the client.
     trust_proxy: Vec<IpAddr>,
     /// `--allowed-origin`: browser origins besides the server's own host.
     allowed_origins: Vec<String>,
     /// `--max-conns-per-user` (0 = unlimited).
     max_conns_per_user: usize,
+    /// Sessions that ended before their tokens expired.
+    pub(super) revoked: Revocations,
+    /// WebSocket tickets, and the used ones.
+    pub(super) tickets: Tickets,
+    /// `--signup`, when the operator gave it (it then wins over `settings`).
+    pub(super) signup_flag: Option<SignupMode>,
+    /// The account settings an admin made.
+    pub(super) settings: AccountSettings,
+    /// Where this node stands in the account change log.
+    pub(super) cursor: ChangeCursor,
+    /// A poll of the change log is out; asked again meanwhile.
+    pub(super) polling: bool,
+    pub(super) poll_again: bool,
+    /// Account changes for the hub, until the application hands them over.
+    pub(super) events: Vec<AccountEvent>,
 }
 
 /// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
@@ -288,9 +359,24 @@ pub fn send(
 }
 
 impl Http {
-    pub fn new(config: &Config, tokens: Tokens, hasher: HashPool) -> Http {
+    /// `secret` signs tokens and tickets; `accounts` is what storage held
+    /// of sessions and settings at start.
+    pub fn new(
+        config: &Config,
+        secret: &[u8],
+        hasher: HashPool,
+        accounts: &AccountsSnapshot,
+    ) -> Http {
         Http {
-            tokens,
+            tokens: Tokens::new(secret),
+            tickets: Tickets::new(secret),
+            revoked: Revocations::new(&accounts.ended),
+            signup_flag: config.signup,
+            settings: accounts.settings,
+            cursor: cursor_from(&accounts.recent_changes),
+            polling: false,
+            poll_again: false,
+            events: Vec::new(),
             hasher,
             waiting: HashMap::new(),
             signups: HashMap::new(),
@@ -305,7 +391,7 @@ impl Http {
         }
     }
 
-    fn park(&mut self, wait: Wait) -> Ticket {
+    pub(super) fn park(&mut self, wait: Wait) -> Ticket {
         self.next_ticket += 1;
         let ticket = Ticket {
             desk: Desk::Http,
@@ -318,12 +404,6 @@ impl Http {
     /// Shutdown: waits for the hashing threads.
     pub fn join(&mut self) {
         self.hasher.join();
-    }
-
-    /// The user a request's token names, if the token is valid and the user exists.
-    fn authenticate(&self, users: &Directory, token: Option<&str>) -> Option<UserId> {
-        let v = self.tokens.verify(token?)?;
-        users.get(v.user).map(|u| u.id)
     }
 
     /// A request the parser refused: answered, then the connection closes.
@@ -359,7 +439,11 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
-        if method == "POST" && !is_json(req.header("content-type")) {
+        // A body must be JSON; so must a signup's or a login's, even empty
+        // (they are the routes a hostile page could aim a browser at).
+        let needs_json = (!req.body.is_empty() && matches!(method, "POST" | "PUT" | "DELETE"))
+            || (method == "POST" && matches!(req.path, "/api/signup" | "/api/login"));
+        if needs_json && !is_json(req.header("content-type")) {
             cx.out.metrics().http_unsupported_media += 1;
             let resp = Response::error(
                 415,
@@ -369,19 +453,20 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, false);
             return Handled::Done;
         }
+        let addr = proxy::client_addr(peer, req, &self.trust_proxy);
+        if let Some(handled) = self.account_route(cx, conn, addr, req) {
+            return handled;
+        }
+        if let Some(handled) = self.admin_route(cx, conn, addr, req) {
+            return handled;
+        }
         let resp = match req.path {
-            "/api/signup" | "/api/login" => {
-                let client = ClientKey::of(proxy::client_addr(peer, req, &self.trust_proxy));
-                return if req.path == "/api/signup" {
-                    self.signup(cx, conn, client, req)
-                } else {
-                    self.login(cx, conn, client, req)
-                };
-            }
-            "/ws" | "/ws/echo" => return self.upgrade(cx, conn, req, None),
+            "/api/signup" => return self.signup(cx, conn, addr, req),
+            "/api/login" => return self.login(cx, conn, addr, req),
+            "/ws" | "/ws/echo" => return self.upgrade(cx, conn, addr, req, None),
             p if p.starts_with("/ws/room/") => {
                 let room = &p["/ws/room/".len()..];
-                return self.upgrade(cx, conn, req, Some(room));
+                return self.upgrade(cx, conn, addr, req, Some(room));
             }
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
@@ -411,6 +496,8 @@ impl Http {
                     store_down: usize::from(!cx.store.is_healthy()),
                     bus_down: usize::from(cx.hub.bus_down()),
                     peers: cx.hub.peers(),
+                    sessions_ended: self.revoked.len(),
+                    ws_tickets_used: self.tickets.used(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(
@@ -419,16 +506,14 @@ impl Http {
                     text.into_bytes(),
                 )
             }
-            "/api/me" | "/api/users" | "/api/rooms" => {
-                match self.authenticate(cx.users, req.bearer()) {
-                    None => unauthorized(),
-                    Some(me) => match req.path {
-                        "/api/me" => me_response(cx.users, me),
-                        "/api/users" => list_users(cx.hub, cx.users),
-                        _ => list_rooms(cx.hub, cx.users, me),
-                    },
-                }
-            }
+            "/api/me" | "/api/users" | "/api/rooms" => match self.caller(cx.users, req) {
+                Err(resp) => resp,
+                Ok(me) => match req.path {
+                    "/api/me" => me_response(cx.users, me.user),
+                    "/api/users" => list_users(cx.hub, cx.users),
+                    _ => list_rooms(cx.hub, cx.users, me.user),
+                },
+            },
             path => static_files::serve(
                 path,
                 req.header("if-none-match"),
@@ -439,62 +524,102 @@ impl Http {
         Handled::Done
     }
 
+    /// `POST /api/signup`: cheap refusals first (the body, the signup
+    /// mode, a taken name), then the throttle, then the hash; the invite,
+    /// if the mode needs one, is spent when the row is stored.
     fn signup(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
-        client: ClientKey,
+        addr: IpAddr,
         req: &Request<'_>,
     ) -> Handled {
-        let keep_alive = req.keep_alive();
+        let (keep_alive, client) = (req.keep_alive(), ClientKey::of(addr));
+        let mode = self.signup_mode();
         let resp = match json_object::<SignupBody>(req.body) {
-            Err(_) => {
-                bad_input("expected a JSON object with string fields username, email and password")
-            }
+            Err(_) => bad_input(
+                "expected a JSON object with string fields username and password \
+                 (and optionally email and invite)",
+            ),
             Ok(b) if !valid_username(&b.username) => {
                 bad_input("username must be 3-32 characters of letters, digits, '_', '.' or '-'")
             }
-            Ok(b) if !valid_email(&b.email) => bad_input("email must contain exactly one '@'"),
+            Ok(b) if reserved_username(&b.username) => bad_input(format!(
+                "usernames may not start with {}: deleted accounts are called that",
+                crate::config::DELETED_USER_PREFIX
+            )),
+            Ok(b)
+                if b.email
+                    .as_deref()
+                    .is_some_and(|e| !e.is_empty() && !valid_email(e)) =>
+            {
+                bad_input("email must contain exactly one '@'")
+            }
             Ok(b) if !valid_password(&b.password) => bad_input("password must be 8-128 characters"),
-            Ok(b) => match cx.users.reserve(&b.username, &b.email) {
-                Err(Taken::Username) => Response::error(409, "taken", "that username is taken"),
-                Err(Taken::Email) => {
-                    Response::error(409, "taken", "that email is already registered")
-                }
-                Ok(id) => {
-                    let (username, email) = (b.username, b.email);
-                    let admitted =
-                        self.throttle
-                            .admit(client, self.pbkdf2_iterations, None, Instant::now());
-                    if let Err(refused) = admitted {
-                        cx.users.release(&username, &email);
-                        cx.out.metrics().auth_throttled_address += 1;
-                        send(cx.out, conn.token, throttled(refused), keep_alive, false);
-                        return Handled::Done;
+            Ok(_) if mode == SignupMode::Closed => Response::error(
+                403,
+                "signup_closed",
+                "this server does not take new accounts; ask its admin",
+            ),
+            Ok(b)
+                if mode == SignupMode::Invite && b.invite.as_deref().is_none_or(str::is_empty) =>
+            {
+                Response::error(
+                    403,
+                    "invite_required",
+                    "this server takes new accounts by invite only: sign up with an invite code",
+                )
+            }
+            Ok(b) => {
+                let email = b.email.unwrap_or_default();
+                // Open signups need no invite: a code that comes along is
+                // not looked at (nor spent).
+                let invite = b.invite.filter(|_| mode == SignupMode::Invite);
+                match cx.users.reserve(&b.username, &email) {
+                    Err(Taken::Username) => Response::error(409, "taken", "that username is taken"),
+                    Err(Taken::Email) => {
+                        Response::error(409, "taken", "that email is already registered")
                     }
-                    let ticket = self.park(Wait::SignupHash {
-                        conn,
-                        keep_alive,
-                        id,
-                        username: username.clone(),
-                        email: email.clone(),
-                    });
-                    let job = Job::Hash {
-                        password: b.password,
-                    };
-                    match self.hasher.submit(ticket, conn, client, job) {
-                        Ok(()) => {
-                            self.dispatch(cx);
-                            return Handled::Waiting;
-                        }
-                        Err(full) => {
-                            self.waiting.remove(&ticket);
+                    Ok(id) => {
+                        let username = b.username;
+                        let admitted = self.throttle.admit(
+                            client,
+                            self.pbkdf2_iterations,
+                            None,
+                            Instant::now(),
+                        );
+                        if let Err(refused) = admitted {
                             cx.users.release(&username, &email);
-                            self.queue_full(cx.out, full)
+                            cx.out.metrics().auth_throttled_address += 1;
+                            seclog::throttled("signup", addr, &username, refused.by);
+                            send(cx.out, conn.token, throttled(refused), keep_alive, false);
+                            return Handled::Done;
+                        }
+                        let ticket = self.park(Wait::SignupHash {
+                            conn,
+                            keep_alive,
+                            id,
+                            username: username.clone(),
+                            email: email.clone(),
+                            invite,
+                        });
+                        let job = Job::Hash {
+                            password: b.password,
+                        };
+                        match self.hasher.submit(ticket, conn, client, job) {
+                            Ok(()) => {
+                                self.dispatch(cx);
+                                return Handled::Waiting;
+                            }
+                            Err(full) => {
+                                self.waiting.remove(&ticket);
+                                cx.users.release(&username, &email);
+                                self.queue_full(cx.out, full)
+                            }
                         }
                     }
                 }
-            },
+            }
         };
         send(cx.out, conn.token, resp, keep_alive, false);
         Handled::Done
@@ -502,7 +627,7 @@ impl Http {
 
     /// 429 when the client's share of the hashing queue is full (it is
     /// flooding: the share drains in a few hashes), 503 when the whole queue is.
-    fn queue_full(&self, out: &mut impl Outbox, full: Full) -> Response {
+    pub(super) fn queue_full(&self, out: &mut impl Outbox, full: Full) -> Response {
         match full {
             Full::Client => {
                 out.metrics().auth_throttled_address += 1;
@@ -518,7 +643,7 @@ impl Http {
     /// Feeds idle hashing threads from the fair queue; jobs whose
     /// connection has gone are forgotten (a signup's names released, a
     /// login's throttle reservation returned) without being hashed.
-    fn dispatch(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+    pub(super) fn dispatch(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
         let out = &*cx.out;
         let skipped = self.hasher.dispatch(|c| out.is_live(c));
         for skip in skipped {
@@ -548,12 +673,33 @@ impl Http {
                         .settle_login(pass, client, None, Instant::now());
                     (conn, keep_alive)
                 }
+                Wait::Recheck {
+                    conn,
+                    keep_alive,
+                    client,
+                    pass,
+                    ..
+                } => {
+                    self.throttle
+                        .settle_login(pass, client, None, Instant::now());
+                    (conn, keep_alive)
+                }
                 Wait::History {
                     conn, keep_alive, ..
                 }
                 | Wait::FindUser {
                     conn, keep_alive, ..
+                }
+                | Wait::NewPassword {
+                    conn, keep_alive, ..
+                }
+                | Wait::Account {
+                    conn, keep_alive, ..
+                }
+                | Wait::AccountRead {
+                    conn, keep_alive, ..
                 } => (conn, keep_alive),
+                Wait::Poll => continue,
             };
             match skip {
                 Skipped::Gone(_) => cx.out.metrics().hash_jobs_dropped += 1,
@@ -577,6 +723,7 @@ impl Http {
                         id,
                         username,
                         email,
+                        invite,
                     },
                     Outcome::Hashed(password),
                 ) => {
@@ -587,8 +734,9 @@ impl Http {
                         password,
                         created_ms: clock::now_ms(),
                         last_seen_ms: None,
+                        account: Account::default(),
                     };
-                    self.store_user(cx, conn, keep_alive, row);
+                    self.store_user(cx, conn, keep_alive, row, invite);
                 }
                 (
                     Wait::Login {
@@ -597,14 +745,42 @@ impl Http {
                         user,
                         client,
                         pass,
+                        name,
+                        addr,
+                        agent,
                     },
                     Outcome::Verified(ok),
                 ) => {
                     let ok = ok && user.is_some();
                     self.throttle
                         .settle_login(pass, client, Some(ok), Instant::now());
-                    self.finish_login(cx, conn, keep_alive, user.filter(|_| ok));
+                    if !ok {
+                        seclog::login_failed("login", addr, &name);
+                    }
+                    self.finish_login(cx, conn, keep_alive, user.filter(|_| ok), addr, agent);
                 }
+                (
+                    Wait::Recheck {
+                        conn,
+                        keep_alive,
+                        me,
+                        client,
+                        addr,
+                        pass,
+                        next,
+                    },
+                    Outcome::Verified(ok),
+                ) => self.on_rechecked(cx, conn, keep_alive, me, client, addr, pass, next, ok),
+                (
+                    Wait::NewPassword {
+                        conn,
+                        keep_alive,
+                        user,
+                        keep,
+                        audit,
+                    },
+                    Outcome::Hashed(password),
+                ) => self.on_new_password(cx, conn, keep_alive, user, keep, audit, password),
                 _ => log::error!("hashing outcome of the wrong kind for ticket {ticket:?}"),
             }
         }
@@ -618,8 +794,13 @@ impl Http {
         conn: ConnRef,
         keep_alive: bool,
         row: UserRow,
+        invite: Option<String>,
     ) {
-        if cx.store.submit(StoreRequest::PutUser(row.clone())).is_err() {
+        let req = StoreRequest::PutUser {
+            row: row.clone(),
+            invite,
+        };
+        if cx.store.submit(req).is_err() {
             cx.users.release(&row.username, &row.email);
             answer(cx.out, conn, busy(), keep_alive);
             return;
@@ -635,19 +816,23 @@ impl Http {
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         key: UserId,
-        stored: Result<UserId, Option<Conflict>>,
+        stored: Result<(UserId, Role), Option<Conflict>>,
     ) -> Option<UserId> {
         let (conn, keep_alive, mut row) = self.signups.remove(&key)?;
         let (resp, new) = match stored {
-            Ok(id) => {
+            Ok((id, role)) => {
                 row.id = id;
-                let user = UserOut {
-                    id: row.id,
-                    username: &row.username,
-                    email: &row.email,
+                row.account.role = role;
+                let (name, email) = (row.username.clone(), row.email.clone());
+                if cx.users.get(id).is_none() {
+                    cx.users.insert(row);
+                } else {
+                    cx.users.release(&name, &email);
+                }
+                let resp = match cx.users.get(id) {
+                    Some(u) => Response::json(201, &json!({ "user": own(u) })),
+                    None => Response::error(500, "internal", "could not store the account"),
                 };
-                let resp = Response::json(201, &UserEnvelope { user });
-                cx.users.insert(row);
                 (resp, Some(id))
             }
             Err(conflict) => {
@@ -659,6 +844,11 @@ impl Http {
                     Some(Conflict::Email) => {
                         Response::error(409, "taken", "that email is already registered")
                     }
+                    Some(Conflict::Invite) => Response::error(
+                        403,
+                        "invalid_invite",
+                        "that invite code is unknown, used up, expired or revoked",
+                    ),
                     None => Response::error(500, "internal", "could not store the account"),
                 };
                 (resp, None)
@@ -672,7 +862,7 @@ impl Http {
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
-        client: ClientKey,
+        addr: IpAddr,
         req: &Request<'_>,
     ) -> Handled {
         let keep_alive = req.keep_alive();
@@ -685,12 +875,15 @@ impl Http {
                 return Handled::Done;
             }
         };
+        let (client, agent) = (ClientKey::of(addr), login_agent(req));
         if cx.users.find(&body.username).is_none() && cx.hub.in_cluster() {
             let name = body.username.clone();
             let ticket = self.park(Wait::FindUser {
                 conn,
                 keep_alive,
                 client,
+                addr,
+                agent,
                 body,
             });
             let req = StoreRequest::FindUser { ticket, name };
@@ -701,7 +894,7 @@ impl Http {
             }
             return Handled::Waiting;
         }
-        self.verify_login(cx, conn, client, keep_alive, body)
+        self.verify_login(cx, conn, client, addr, agent, keep_alive, body)
     }
 
     /// Storage answered whether a name unknown here is a user (signed up on
@@ -717,6 +910,8 @@ impl Http {
             conn,
             keep_alive,
             client,
+            addr,
+            agent,
             body,
         }) = self.waiting.remove(&ticket)
         else {
@@ -728,21 +923,22 @@ impl Http {
         let Some(row) = row else {
             return send(cx.out, conn.token, busy(), keep_alive, false);
         };
-        if let Some(row) = row
-            && cx.users.get(row.id).is_none()
-            && cx.users.find(&row.username).is_none()
-        {
-            cx.users.insert(row);
+        if let Some(row) = row {
+            // A row newer than what is held (or unknown here) is applied.
+            let _ = cx.users.apply(row);
         }
-        self.verify_login(cx, conn, client, keep_alive, body);
+        self.verify_login(cx, conn, client, addr, agent, keep_alive, body);
     }
 
     /// The password check of a login, against the user's hash or a decoy.
+    #[allow(clippy::too_many_arguments)]
     fn verify_login(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         client: ClientKey,
+        addr: IpAddr,
+        agent: String,
         keep_alive: bool,
         body: LoginBody,
     ) -> Handled {
@@ -768,6 +964,7 @@ impl Http {
                     By::Address => m.auth_throttled_address += 1,
                     By::Username => m.auth_throttled_username += 1,
                 }
+                seclog::throttled("login", addr, &body.username, refused.by);
                 send(cx.out, conn.token, throttled(refused), keep_alive, false);
                 return Handled::Done;
             }
@@ -778,6 +975,9 @@ impl Http {
             user: user.map(|u| u.0),
             client,
             pass: pass.clone(),
+            name: body.username,
+            addr,
+            agent,
         });
         let job = Job::Verify {
             password: body.password,
@@ -794,32 +994,29 @@ impl Http {
         Handled::Waiting
     }
 
-    /// The password check is done: a token, or the one answer for every failure.
+    /// The password check is done: the one answer for every failure; for a
+    /// banned user (right password only, so a ban reveals nothing to a
+    /// guesser) 403 `banned`; else a session is stored and its token sent.
     fn finish_login(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         keep_alive: bool,
         user: Option<UserId>,
+        addr: IpAddr,
+        agent: String,
     ) {
         let resp = match user.and_then(|id| cx.users.get(id)) {
+            Some(u) if u.is_banned() => {
+                seclog::banned("login", addr, &u.name);
+                banned(u)
+            }
             Some(u) => {
-                let (token, exp) = self
-                    .tokens
-                    .issue(u.id, &u.name, clock::now_ms() as u64 / 1000);
-                let user = UserOut {
-                    id: u.id,
-                    username: &u.name,
-                    email: &u.email,
-                };
-                Response::json(
-                    200,
-                    &LoginOut {
-                        token: &token,
-                        expires_at: Ts(exp as i64 * 1000),
-                        user,
-                    },
-                )
+                let id = u.id;
+                if cx.out.is_live(conn) {
+                    self.open_session(cx, conn, keep_alive, id, addr, agent);
+                }
+                return;
             }
             None => Response::error(
                 401,
@@ -843,15 +1040,14 @@ impl Http {
     ) -> Handled {
         let keep_alive = req.keep_alive();
         let head_only = req.method == "HEAD";
-        let read = match self.authenticate(cx.users, req.bearer()) {
-            None => Err(unauthorized()),
-            Some(me) if search => {
-                search_query(cx.hub, cx.users, me, req).map(|q| q.map(MessagesRead::Search))
-            }
-            Some(me) => {
-                history_query(cx.hub, cx.users, me, req).map(|q| q.map(MessagesRead::History))
-            }
-        };
+        let read =
+            match self.caller(cx.users, req) {
+                Err(resp) => Err(resp),
+                Ok(me) if search => search_query(cx.hub, cx.users, me.user, req)
+                    .map(|q| q.map(MessagesRead::Search)),
+                Ok(me) => history_query(cx.hub, cx.users, me.user, req)
+                    .map(|q| q.map(MessagesRead::History)),
+            };
         let resp = match read {
             Err(resp) => resp,
             Ok(None) => Response::json(200, &json!({"messages": []})),
@@ -906,6 +1102,7 @@ impl Http {
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
+        addr: IpAddr,
         req: &Request<'_>,
         room: Option<&str>,
     ) -> Handled {
@@ -928,15 +1125,24 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, false);
             return Handled::Done;
         }
-        let user = if echo {
-            None
+        let (user, sid) = if echo {
+            (None, None)
         } else {
-            let token: Option<Cow<'_, str>> =
-                req.query_param("token").or(req.bearer().map(Cow::Borrowed));
-            match self.authenticate(cx.users, token.as_deref()) {
-                Some(u) => Some(u),
+            let authed = match req.query_param("ticket") {
+                Some(ticket) => self.redeem_ticket(cx.users, &ticket),
                 None => {
-                    send(cx.out, conn.token, unauthorized(), keep_alive, false);
+                    let token: Option<Cow<'_, str>> =
+                        req.query_param("token").or(req.bearer().map(Cow::Borrowed));
+                    self.check_token(cx.users, token.as_deref())
+                }
+            };
+            match authed {
+                Ok(a) => (Some(a.user), a.sid),
+                Err(resp) => {
+                    if resp.status == 403 {
+                        seclog::banned("upgrade", addr, "");
+                    }
+                    send(cx.out, conn.token, resp, keep_alive, false);
                     return Handled::Done;
                 }
             }
@@ -979,6 +1185,7 @@ impl Http {
                 cx.out.metrics().ws_upgrades += 1;
                 Handled::Upgrade(Upgrade {
                     user,
+                    sid,
                     room: room.map(String::from),
                 })
             }
@@ -986,8 +1193,42 @@ impl Http {
     }
 }
 
+impl Http {
+    /// A WebSocket ticket, used up: who it opens a socket as, if it is good
+    /// and its session and user still are. Every node hears it was used.
+    fn redeem_ticket(&mut self, users: &Directory, ticket: &str) -> Result<Authed, Response> {
+        let now = clock::now_ms();
+        let r = self.tickets.redeem(ticket, now).ok_or_else(|| {
+            Response::error(401, "unauthorized", "unknown, used or expired ticket")
+        })?;
+        self.events.push(AccountEvent::TicketUsed {
+            id: r.id,
+            expires_ms: r.expires_ms,
+        });
+        let u = users
+            .get(r.user)
+            .filter(|u| !u.is_deleted())
+            .ok_or_else(unauthorized)?;
+        let issued_ms = r.expires_ms - crate::config::WS_TICKET_TTL.as_millis() as i64;
+        let alive = match r.sid {
+            Some(sid) => !self.revoked.is_ended(sid),
+            None => issued_ms > u.account.sessions_after_ms,
+        };
+        if !alive {
+            return Err(unauthorized());
+        }
+        if u.is_banned() {
+            return Err(banned(u));
+        }
+        Ok(Authed {
+            user: u.id,
+            sid: r.sid,
+        })
+    }
+}
+
 /// Queues an asynchronous answer if its connection is still there.
-fn answer(out: &mut impl Outbox, conn: ConnRef, resp: Response, keep_alive: bool) {
+pub(super) fn answer(out: &mut impl Outbox, conn: ConnRef, resp: Response, keep_alive: bool) {
     if out.is_live(conn) {
         send(out, conn.token, resp, keep_alive, false);
         out.resume_http(conn.token);
@@ -1004,26 +1245,18 @@ fn denied_response(room: &str, denied: Denied) -> Response {
 
 fn me_response(users: &Directory, me: UserId) -> Response {
     let u = users.get(me).expect("authenticated users exist");
-    Response::json(
-        200,
-        &UserEnvelope {
-            user: UserOut {
-                id: u.id,
-                username: &u.name,
-                email: &u.email,
-            },
-        },
-    )
+    Response::json(200, &json!({ "user": own(u) }))
 }
 
+/// Everyone, deleted accounts included (their messages still name them;
+/// they carry `"deleted": true`).
 fn list_users(hub: &Hub, users: &Directory) -> Response {
     let users: Vec<_> = users
         .all()
         .map(|u| Listed {
-            id: u.id,
-            username: &u.name,
+            profile: profile(u),
             online: hub.is_online(u.id),
-            last_seen: u.last_seen_ms.map(Ts),
+            last_seen: u.last_seen_ms.map(crate::ws::proto::Ts),
         })
         .collect();
     Response::json(200, &json!({ "users": users }))

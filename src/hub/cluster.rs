@@ -50,6 +50,7 @@ use std::rc::Rc;
 
 use super::bus::{Bus, BusEvent};
 use super::wire::{self, Envelope, Note, TargetKey};
+use crate::accounts::PeerNote;
 use crate::config::{BEAT_INTERVAL_MS, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, PEER_TIMEOUT_MS};
 use crate::outbox::ConnRef;
 use crate::store::{MsgId, Seq, StoredMessage, Target, UserId};
@@ -78,6 +79,9 @@ pub struct Cluster {
     /// The bus is connected.
     up: bool,
     next_beat_ms: i64,
+    /// Notes for the HTTP desk (accounts changed elsewhere, tickets used
+    /// elsewhere), until the application hands them over.
+    for_desk: Vec<PeerNote>,
 }
 
 /// What one peer shows of its own connections.
@@ -154,7 +158,22 @@ impl Cluster {
             looking_up: HashSet::new(),
             up: false,
             next_beat_ms: 0,
+            for_desk: Vec::new(),
         }
+    }
+
+    /// A peer said something the HTTP desk must act on.
+    pub fn for_desk(&mut self, note: PeerNote) {
+        // One poll is enough for any number of changes heard meanwhile.
+        if note == PeerNote::Poll && self.for_desk.contains(&note) {
+            return;
+        }
+        self.for_desk.push(note);
+    }
+
+    /// What peers said for the HTTP desk since the last call.
+    pub fn take_peer_notes(&mut self) -> Vec<PeerNote> {
+        std::mem::take(&mut self.for_desk)
     }
 
     /// `--node-id`.

@@ -89,6 +89,35 @@ pub fn drop_sessions(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: RoomI
     }
 }
 
+/// A deleted account leaves every private room it was in (storage did it
+/// already, on every node's behalf): its members here get the new list.
+/// Local only: every node applies a deletion itself.
+pub fn forget(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, user: UserId) {
+    let rooms: Vec<RoomId> = parts
+        .rooms
+        .iter()
+        .filter(|(_, r)| r.private().is_some_and(|p| p.is_member(user)))
+        .map(|(id, _)| id)
+        .collect();
+    for id in rooms {
+        parts.rooms.get_mut(id).remove_member(user);
+        drop_sessions(parts, cx, id, user);
+        let room = parts.rooms.get(id);
+        let Some(p) = room.private() else { continue };
+        let mut names: Vec<&str> = p.members().map(|m| cx.users.name(m)).collect();
+        names.sort_unstable();
+        let frame = parts.encoder.shared(&Out::RoomMembers {
+            room: room.name(),
+            owner: cx.users.name(p.owner()),
+            members: names,
+        });
+        let members: Vec<UserId> = p.members().collect();
+        for m in members {
+            fanout::deliver(parts, Topic::User(m), Except::Nobody, None, &frame, cx.out);
+        }
+    }
+}
+
 /// `room_members` to every connection of every member.
 pub fn send_room_members(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: RoomId) {
     let room = parts.rooms.get(id);

@@ -22,7 +22,7 @@
 //! | floor | files | what they are |
 //! |---|---|---|
 //! | door | `mod.rs` | [`Hub`]: routing |
-//! | handlers | `commands/*.rs`, `peers.rs` | one file per client command, with its continuations; what notes from other nodes make this node do |
+//! | handlers | `commands/*.rs`, `peers.rs`, `accounts.rs` | one file per client command, with its continuations; what notes from other nodes make this node do; what an account change does to connections |
 //! | behaviour shared by handlers | `presence.rs`, `members.rs`, `order.rs`, `fanout.rs` | who is told when people come and go; private rooms' members; stored messages out in order; the one way out (`publish`) |
 //! | composition | `parts.rs` | `Parts`, every part in one struct, and `Ctx` |
 //! | parts | `sessions.rs`, `rooms.rs`, `acks.rs`, `reads.rs`, `waits.rs`, `cluster.rs` | state, each with its fields private and the methods that keep them right |
@@ -51,6 +51,7 @@
 //! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets |
 //! | pending acks (acks part) | messages waiting for their commit | stay local: the node that took the message acks it |
 
+mod accounts;
 mod acks;
 mod bus;
 mod cluster;
@@ -80,9 +81,10 @@ pub use bus::{Bus, BusEvent, LocalOnly};
 pub use command::ROOM_NAME_RULE;
 pub use parts::{Ctx, Denied};
 
+use crate::accounts::{AccountEvent, PeerNote};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Change, MsgId, PrivateRoomRow, Refusal, Seq, Snapshot, StoredMessage, Target, Ticket,
+    Change, MsgId, PrivateRoomRow, Refusal, Seq, Sid, Snapshot, StoredMessage, Target, Ticket,
     UnreadCount, UserId,
 };
 use cluster::Cluster;
@@ -150,10 +152,11 @@ impl Hub {
         cx: &mut Ctx<'_, impl Outbox>,
         conn: ConnRef,
         user: UserId,
+        sid: Option<Sid>,
         url_room: Option<String>,
     ) {
         let parts = &mut self.parts;
-        presence::open_session(parts, cx, conn, user, url_room.as_deref());
+        presence::open_session(parts, cx, conn, user, sid, url_room.as_deref());
         let Some(room) = url_room else { return };
         let me = Caller { conn, user };
         let joined = RoomName::new(room.into()).and_then(|r| join::join(parts, cx, me, &r, None));
@@ -400,6 +403,22 @@ impl Hub {
     /// A user signed up here: every other node learns of them.
     pub fn announce_user(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
         peers::announce_user(&mut self.parts, cx, id);
+    }
+
+    /// An account changed (the directory and the HTTP desk hold it
+    /// already): the connections it concerns hear of it, here; other nodes
+    /// apply the same change themselves.
+    pub fn on_account(&mut self, cx: &mut Ctx<'_, impl Outbox>, event: AccountEvent) {
+        accounts::on_account(&mut self.parts, cx, event);
+    }
+
+    /// What other nodes said that the HTTP desk must act on.
+    pub fn take_peer_notes(&mut self) -> Vec<PeerNote> {
+        self.parts
+            .cluster
+            .as_mut()
+            .map(|c| c.take_peer_notes())
+            .unwrap_or_default()
     }
 
     /// Once a second: graces that are over end, deferred reads retry, and a

@@ -21,6 +21,7 @@ use super::rooms::{RoomId, Rooms};
 use super::sessions::Sessions;
 use super::waits::Wait;
 use super::wire::{Dest, Envelope, Note, TargetKey};
+use crate::accounts::PeerNote;
 use crate::clock;
 use crate::config::PEER_TIMEOUT_MS;
 use crate::outbox::{ConnRef, Outbox};
@@ -154,6 +155,10 @@ fn on_note(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, env: Envelope<'stat
             if let Some(id) = parts.rooms.id(&room) {
                 members::apply(parts, cx, id, user, add);
             }
+        }
+        Note::AccountsChanged => c.for_desk(PeerNote::Poll),
+        Note::TicketUsed { id, expires_ms } => {
+            c.for_desk(PeerNote::TicketUsed { id, expires_ms });
         }
     }
 }
@@ -468,5 +473,6 @@ pub fn announce_user(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: UserI
         password: u.password.clone(),
         created_ms: clock::now_ms(),
         last_seen_ms: u.last_seen_ms,
+        account: Default::default(),
     }));
 }

@@ -20,7 +20,7 @@ use super::wire::Note;
 use crate::clock;
 use crate::config::{MAX_REPLAY, MAX_REPLY_BYTES};
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{Request, StoredMessage, UnreadCount, UserId};
+use crate::store::{Request, Sid, StoredMessage, UnreadCount, UserId};
 use crate::ws::proto::{Out, Ts, UnreadEntry, stored_frame};
 
 /// A chat connection opened for `user`: everyone hears they are online if
@@ -30,11 +30,12 @@ pub fn open_session(
     cx: &mut Ctx<'_, impl Outbox>,
     conn: ConnRef,
     user: UserId,
+    sid: Option<Sid>,
     url_room: Option<&str>,
 ) {
     // A user lingering in their grace is still shown online: coming back
     // within it is not news.
-    if parts.sessions.open(conn, user, url_room) {
+    if parts.sessions.open(conn, user, sid, url_room) {
         set_status(parts, cx, user, "online");
     }
     // In a cluster another node may have made something unread (the flag

@@ -17,7 +17,7 @@ use super::rooms::RoomId;
 use crate::clock;
 use crate::config::{MAX_HELD_FRAMES, PRESENCE_GRACE};
 use crate::outbox::ConnRef;
-use crate::store::{MsgId, UserId};
+use crate::store::{MsgId, Sid, UserId};
 
 /// Who sent the frame being handled: its connection and user.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +36,9 @@ impl Caller {
 pub struct Session {
     conn: ConnRef,
     user: UserId,
+    /// The server-side session its token or ticket belongs to (`None`: a
+    /// token from before sessions), so ending it closes this socket.
+    sid: Option<Sid>,
     /// The room named in `/ws/room/{name}`: plain-text frames go there.
     url_room: Option<Rc<str>>,
     /// Rooms this connection is joined to (live or still replaying).
@@ -63,6 +66,10 @@ impl Session {
 
     pub fn user(&self) -> UserId {
         self.user
+    }
+
+    pub fn sid(&self) -> Option<Sid> {
+        self.sid
     }
 
     /// The room in the connection's URL, shared so handling a frame can
@@ -199,7 +206,13 @@ impl Sessions {
 
     /// A chat connection opened for `user`. True when the user was not
     /// shown online before (not even lingering): the others are told.
-    pub fn open(&mut self, conn: ConnRef, user: UserId, url_room: Option<&str>) -> bool {
+    pub fn open(
+        &mut self,
+        conn: ConnRef,
+        user: UserId,
+        sid: Option<Sid>,
+        url_room: Option<&str>,
+    ) -> bool {
         let idx = conn.token.0;
         if self.slots.len() <= idx {
             self.slots.resize_with(idx + 1, || None);
@@ -207,6 +220,7 @@ impl Sessions {
         self.slots[idx] = Some(Session {
             conn,
             user,
+            sid,
             url_room: url_room.map(Into::into),
             rooms: Vec::new(),
             bucket: TokenBucket::new(self.rate_limit, clock::now_ms()),
@@ -330,12 +344,12 @@ mod tests {
     #[test]
     fn online_from_first_connection_to_grace_end() {
         let mut s = Sessions::new(0);
-        assert!(s.open(conn(1), 7, None), "first: news");
-        assert!(!s.open(conn(2), 7, None), "second: not");
+        assert!(s.open(conn(1), 7, None, None), "first: news");
+        assert!(!s.open(conn(2), 7, None, None), "second: not");
         assert!(!s.drop_conn(7, Token(1), true));
         assert!(s.drop_conn(7, Token(2), true), "the last");
         assert!(s.is_online(7) && s.conns(7).is_empty(), "lingering");
-        assert!(!s.open(conn(3), 7, None), "back within the grace");
+        assert!(!s.open(conn(3), 7, None, None), "back within the grace");
         assert!(!s.end_grace(7), "came back: stays online");
         assert!(s.drop_conn(7, Token(3), false));
         assert!(!s.is_online(7), "no grace: gone at once");
@@ -347,7 +361,7 @@ mod tests {
     #[test]
     fn held_frames_skip_what_the_replay_carried() {
         let mut s = Sessions::new(0);
-        s.open(conn(1), 7, None);
+        s.open(conn(1), 7, None, None);
         let session = s.get_mut(Token(1)).unwrap();
         let frame: Rc<[u8]> = Rc::from(&b"x"[..]);
         session.join(4);

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 
 use super::*;
 use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_PUBLIC_ROOMS_PER_USER};
-use crate::outbox::recorder::Recorder;
+use crate::outbox::recorder::{Recorder, Sent};
 use crate::store::sqlite::Sqlite;
 use crate::store::{Busy, PasswordHash, Reply, Request, Storage, UserRow, apply_batch};
 use crate::users::Directory;
@@ -114,6 +114,7 @@ fn user(id: UserId, name: &str) -> UserRow {
         },
         created_ms: 0,
         last_seen_ms: None,
+        account: Default::default(),
     }
 }
 
@@ -153,6 +154,16 @@ impl Bench {
 
     /// A chat connection of `user` on `token`.
     pub(super) fn open(&mut self, token: usize, user: UserId) -> Token {
+        self.open_as(token, user, Some(crate::store::Sid(token as u128)))
+    }
+
+    /// A chat connection of `user`'s session `sid` on `token`.
+    pub(super) fn open_as(
+        &mut self,
+        token: usize,
+        user: UserId,
+        sid: Option<crate::store::Sid>,
+    ) -> Token {
         let t = Token(token);
         let (hub, mut cx) = self.cx();
         hub.open_session(
@@ -162,6 +173,7 @@ impl Bench {
                 serial: 1,
             },
             user,
+            sid,
             None,
         );
         // A cluster node asks storage for every connect's unread counts;
@@ -184,6 +196,24 @@ impl Bench {
             hub.on_unread(&mut cx, ticket, &[]);
         }
         t
+    }
+
+    /// An account change, as the HTTP desk hands it over.
+    pub(super) fn account(&mut self, event: crate::accounts::AccountEvent) {
+        let (hub, mut cx) = self.cx();
+        hub.on_account(&mut cx, event);
+    }
+
+    /// Every close asked for so far: the connection and its code.
+    pub(super) fn closes(&self) -> Vec<(Token, u16)> {
+        self.out
+            .sent
+            .iter()
+            .filter_map(|(t, s)| match s {
+                Sent::Close(code) => Some((*t, *code)),
+                _ => None,
+            })
+            .collect()
     }
 
     pub(super) fn close(&mut self, t: Token) {
@@ -294,6 +324,9 @@ impl Bench {
                 | Reply::UserFound { .. }
                 | Reply::FindUserFailed { .. }
                 | Reply::MessageRefused { .. }
+                | Reply::AccountWritten { .. }
+                | Reply::AccountRead { .. }
+                | Reply::AccountReadFailed { .. }
                 | Reply::Drained => {}
             }
         }

@@ -100,6 +100,11 @@ pub enum Note<'a> {
         user: UserId,
         add: bool,
     },
+    /// Accounts changed on the sender: read the change log now (what
+    /// changed is read from storage, never taken from the bus).
+    AccountsChanged,
+    /// The sender opened a socket with this WebSocket ticket: it is used.
+    TicketUsed { id: [u8; 16], expires_ms: i64 },
 }
 
 /// A note with who sent it.
@@ -206,6 +211,12 @@ pub fn encode(node: u64, note: &Note<'_>) -> Vec<u8> {
             w.u32(*user);
             w.u8(u8::from(*add));
         }
+        Note::AccountsChanged => w.u8(13),
+        Note::TicketUsed { id, expires_ms } => {
+            w.u8(14);
+            w.0.extend_from_slice(id);
+            w.u64(*expires_ms as u64);
+        }
     }
     w.0
 }
@@ -273,6 +284,9 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'static>, String> {
             },
             created_ms: r.u64()? as i64,
             last_seen_ms: Some(r.u64()?).filter(|t| *t != u64::MAX).map(|t| t as i64),
+            // Roles, bans and profiles come from storage (the change log),
+            // never from the bus.
+            account: Default::default(),
         }),
         11 => Note::RoomMade(PrivateRoomRow {
             name: r.string()?.into_owned(),
@@ -283,6 +297,11 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'static>, String> {
             room: r.string()?,
             user: r.u32()?,
             add: r.u8()? != 0,
+        },
+        13 => Note::AccountsChanged,
+        14 => Note::TicketUsed {
+            id: r.array()?,
+            expires_ms: r.u64()? as i64,
         },
         k => return Err(format!("unknown note kind {k}")),
     };
@@ -449,6 +468,7 @@ mod tests {
                 },
                 created_ms: 1_700_000_000_000,
                 last_seen_ms: None,
+                account: Default::default(),
             }),
             Note::RoomMade(PrivateRoomRow {
                 name: "ops".into(),
@@ -459,6 +479,11 @@ mod tests {
                 room: "ops".into(),
                 user: 2,
                 add: false,
+            },
+            Note::AccountsChanged,
+            Note::TicketUsed {
+                id: [3; 16],
+                expires_ms: 1_700_000_030_000,
             },
         ]
     }

@@ -165,7 +165,7 @@ fn unread(db: &mut dyn Backend, user: UserId) -> Vec<UnreadCount> {
 /// it), and no messages yet.
 fn setup(db: &mut dyn Backend) {
     for (id, name) in [(ALICE, "alice"), (BOB, "bob"), (CAROL, "carol")] {
-        one(db, Request::PutUser(user(id, name)));
+        one(db, Request::put_user(user(id, name)));
     }
     one(
         db,

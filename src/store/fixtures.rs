@@ -22,6 +22,7 @@ pub fn user(id: UserId, name: &str) -> UserRow {
         },
         created_ms: 1,
         last_seen_ms: None,
+        account: Default::default(),
     }
 }
 

@@ -232,15 +232,29 @@ fn boxed<T: ToSql + Sync + 'static>(v: T) -> Box<dyn ToSql + Sync> {
 /// mentions (`sqlite::MIGRATIONS[1]`).
 const ISSUE_13_SCHEMA: i64 = 2;
 
+/// The SQLite schema that added roles, bans, profiles, sessions, invites,
+/// the audit log and archived rooms (`sqlite::MIGRATIONS[2]`).
+const ISSUE_22_SCHEMA: i64 = 3;
+
 fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<Stats, StoreError> {
     use Type as T;
+    let issue_22 = version >= ISSUE_22_SCHEMA;
+    let account_columns = if issue_22 {
+        "role, banned_ms, ban_reason, deleted_ms, display_name, status, sessions_after_ms, version"
+    } else {
+        "'member', NULL, NULL, NULL, NULL, '', 0, 0"
+    };
     let users = copy(
         src,
         tx,
-        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-         FROM users ORDER BY id",
+        &format!(
+            "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms,
+                    {account_columns}
+             FROM users ORDER BY id"
+        ),
         "users",
-        "id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms",
+        "id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms, \
+         role, banned_ms, ban_reason, deleted_ms, display_name, status, sessions_after_ms, version",
         &[
             T::INT8,
             T::TEXT,
@@ -250,24 +264,47 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
             T::BYTEA,
             T::INT8,
             T::INT8,
+            T::TEXT,
+            T::INT8,
+            T::TEXT,
+            T::INT8,
+            T::TEXT,
+            T::TEXT,
+            T::INT8,
+            T::INT8,
         ],
         |r| {
-            let id: i64 = r.get(0).map_err(lite_err("users"))?;
-            let (name, email): (String, String) = (
-                r.get(1).map_err(lite_err("users"))?,
-                r.get(2).map_err(lite_err("users"))?,
-            );
-            check_text("user", &id, Some(&name))?;
-            check_text("user", &id, Some(&email))?;
+            let e = lite_err("users");
+            let id: i64 = r.get(0).map_err(&e)?;
+            let texts: [Option<String>; 6] = [
+                r.get(1).map_err(&e)?,
+                r.get(2).map_err(&e)?,
+                r.get(8).map_err(&e)?,
+                r.get(10).map_err(&e)?,
+                r.get(12).map_err(&e)?,
+                r.get(13).map_err(&e)?,
+            ];
+            for t in &texts {
+                check_text("user", &id, t.as_deref())?;
+            }
+            let [name, email, role, ban_reason, display_name, status] = texts;
             Ok(vec![
                 boxed(id),
                 boxed(name),
                 boxed(email),
-                boxed(r.get::<_, i64>(3).map_err(lite_err("users"))?),
-                boxed(r.get::<_, Vec<u8>>(4).map_err(lite_err("users"))?),
-                boxed(r.get::<_, Vec<u8>>(5).map_err(lite_err("users"))?),
-                boxed(r.get::<_, i64>(6).map_err(lite_err("users"))?),
-                boxed(r.get::<_, Option<i64>>(7).map_err(lite_err("users"))?),
+                boxed(r.get::<_, i64>(3).map_err(&e)?),
+                boxed(r.get::<_, Vec<u8>>(4).map_err(&e)?),
+                boxed(r.get::<_, Vec<u8>>(5).map_err(&e)?),
+                boxed(r.get::<_, i64>(6).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(7).map_err(&e)?),
+                boxed(role),
+                boxed(r.get::<_, Option<i64>>(9).map_err(&e)?),
+                boxed(ban_reason),
+                boxed(r.get::<_, Option<i64>>(11).map_err(&e)?),
+                boxed(display_name),
+                boxed(status),
+                boxed(r.get::<_, i64>(14).map_err(&e)?),
+                boxed(r.get::<_, i64>(15).map_err(&e)?),
             ])
         },
     )?;
@@ -298,10 +335,13 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
     let rooms = copy(
         src,
         tx,
-        "SELECT name, private, owner_id FROM rooms",
+        &format!(
+            "SELECT name, private, owner_id, {} FROM rooms",
+            if issue_22 { "archived" } else { "0" }
+        ),
         "rooms",
-        "name, private, owner_id",
-        &[T::TEXT, T::BOOL, T::INT8],
+        "name, private, owner_id, archived",
+        &[T::TEXT, T::BOOL, T::INT8, T::BOOL],
         |r| {
             let name: String = r.get(0).map_err(lite_err("rooms"))?;
             check_text("room", &name, Some(&name))?;
@@ -309,6 +349,7 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
                 boxed(name),
                 boxed(r.get::<_, i64>(1).map_err(lite_err("rooms"))? != 0),
                 boxed(r.get::<_, Option<i64>>(2).map_err(lite_err("rooms"))?),
+                boxed(r.get::<_, i64>(3).map_err(lite_err("rooms"))? != 0),
             ])
         },
     )?;
@@ -494,6 +535,9 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
     } else {
         0
     };
+    if issue_22 {
+        copy_accounts(src, tx)?;
+    }
     Ok(Stats {
         users,
         settings: settings.len() as u64,
@@ -505,6 +549,111 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
         dm_reads,
         mentions,
     })
+}
+
+/// Sessions (so tokens stay valid and ended ones stay ended), invites and
+/// the audit log. The change log is not copied: every node reads
+/// everything when it starts.
+fn copy_accounts(src: &Connection, tx: &mut Transaction<'_>) -> Result<(), StoreError> {
+    use Type as T;
+    let texts =
+        |what: &'static str, key: &dyn std::fmt::Display, r: &rusqlite::Row<'_>, at: &[usize]| {
+            let mut out = Vec::new();
+            for &i in at {
+                let t: String = r.get(i).map_err(lite_err(what))?;
+                check_text(what, key, Some(&t))?;
+                out.push(t);
+            }
+            Ok::<_, StoreError>(out)
+        };
+    copy(
+        src,
+        tx,
+        "SELECT id, user_id, created_ms, expires_ms, address, agent, ended_ms FROM sessions",
+        "sessions",
+        "id, user_id, created_ms, expires_ms, address, agent, ended_ms",
+        &[
+            T::TEXT,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+            T::TEXT,
+            T::TEXT,
+            T::INT8,
+        ],
+        |r| {
+            let e = lite_err("sessions");
+            let t = texts("session", &"", r, &[0, 4, 5])?;
+            let [id, address, agent]: [String; 3] = t.try_into().expect("three texts");
+            Ok(vec![
+                boxed(id),
+                boxed(r.get::<_, i64>(1).map_err(&e)?),
+                boxed(r.get::<_, i64>(2).map_err(&e)?),
+                boxed(r.get::<_, i64>(3).map_err(&e)?),
+                boxed(address),
+                boxed(agent),
+                boxed(r.get::<_, Option<i64>>(6).map_err(&e)?),
+            ])
+        },
+    )?;
+    copy(
+        src,
+        tx,
+        "SELECT code, created_by, created_ms, expires_ms, uses, used, revoked_ms FROM invites",
+        "invites",
+        "code, created_by, created_ms, expires_ms, uses, used, revoked_ms",
+        &[
+            T::TEXT,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+            T::INT8,
+        ],
+        |r| {
+            let e = lite_err("invites");
+            let [code]: [String; 1] = texts("invite", &"", r, &[0])?.try_into().expect("one text");
+            Ok(vec![
+                boxed(code),
+                boxed(r.get::<_, Option<i64>>(1).map_err(&e)?),
+                boxed(r.get::<_, i64>(2).map_err(&e)?),
+                boxed(r.get::<_, i64>(3).map_err(&e)?),
+                boxed(r.get::<_, i64>(4).map_err(&e)?),
+                boxed(r.get::<_, i64>(5).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(6).map_err(&e)?),
+            ])
+        },
+    )?;
+    copy(
+        src,
+        tx,
+        "SELECT id, at_ms, actor_id, action, target, reason FROM audit ORDER BY id",
+        "audit",
+        "id, at_ms, actor_id, action, target, reason",
+        &[T::INT8, T::INT8, T::INT8, T::TEXT, T::TEXT, T::TEXT],
+        |r| {
+            let e = lite_err("audit");
+            let id: i64 = r.get(0).map_err(&e)?;
+            let [action, target, reason]: [String; 3] = texts("audit entry", &id, r, &[3, 4, 5])?
+                .try_into()
+                .expect("three texts");
+            Ok(vec![
+                boxed(id),
+                boxed(r.get::<_, i64>(1).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(2).map_err(&e)?),
+                boxed(action),
+                boxed(target),
+                boxed(reason),
+            ])
+        },
+    )?;
+    tx.execute(
+        "SELECT setval(pg_get_serial_sequence('audit', 'id'), GREATEST((SELECT MAX(id) FROM audit), 1))",
+        &[],
+    )
+    .map_err(pg_err("audit"))?;
+    Ok(())
 }
 
 #[cfg(test)]
@@ -530,6 +679,7 @@ mod tests {
             },
             created_ms: 1000 + id as i64,
             last_seen_ms: id.is_multiple_of(2).then_some(5000),
+            account: Default::default(),
         }
     }
 
@@ -581,10 +731,10 @@ mod tests {
     fn source(path: &Path) -> Sqlite {
         let mut db = Sqlite::open(path).unwrap();
         let mut reqs = vec![
-            Request::PutUser(user(1, "alice")),
-            Request::PutUser(user(2, "bob")),
-            Request::PutUser(user(3, "carol")),
-            Request::PutUser(user(5, "erin")),
+            Request::put_user(user(1, "alice")),
+            Request::put_user(user(2, "bob")),
+            Request::put_user(user(3, "carol")),
+            Request::put_user(user(5, "erin")),
             Request::PutPrivateRoom {
                 ticket: TICKET,
                 row: PrivateRoomRow {
@@ -832,7 +982,7 @@ mod tests {
         let out = run(
             &mut pg,
             &[
-                Request::PutUser(user(77, "frank")),
+                Request::put_user(user(77, "frank")),
                 put(1, Some("general"), 1, None),
             ],
         );
@@ -840,7 +990,7 @@ mod tests {
             matches!(
                 out[..],
                 [
-                    Reply::UserStored { key: 77, id: 6 },
+                    Reply::UserStored { key: 77, id: 6, .. },
                     Reply::MessageStored {
                         key: 1,
                         id: 3002,
@@ -885,7 +1035,7 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(n, 0, "the users copied before the failure were rolled back");
-        run(&mut t.open(), &[Request::PutUser(user(1, "zed"))]);
+        run(&mut t.open(), &[Request::put_user(user(1, "zed"))]);
         let e = migrate_config(&path, t.config.clone()).unwrap_err();
         assert!(e.message.contains("already holds 1 users"), "{e}");
         let e = migrate_config(&dir.0.join("typo.db"), t.config.clone()).unwrap_err();

@@ -53,6 +53,9 @@
 //! transaction and answers it in `MessageStored`. Either way a message is
 //! delivered, and acked, only when the commit that holds it comes back.
 
+pub mod accounts;
+#[cfg(test)]
+pub(crate) mod accounts_conformance;
 #[cfg(test)]
 pub(crate) mod conformance;
 #[cfg(test)]
@@ -68,6 +71,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+pub use accounts::{
+    Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
+    AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, Role, SessionRow, Sid,
+};
 pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
 pub use rows::{
     Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reaction,

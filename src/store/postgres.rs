@@ -44,6 +44,7 @@
 //! reaction's read-modify-write of the `reactions` column is never
 //! interleaved with another node's.
 
+mod accounts;
 mod append;
 #[cfg(test)]
 mod append_tests;
@@ -161,25 +162,17 @@ fn user_conflict(e: &Fail) -> Option<Conflict> {
 /// Applies one request on the writer's open transaction.
 fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
     Ok(match req {
-        Request::PutUser(u) => {
-            check_text(&[Some(&u.username), Some(&u.email)])?;
-            let row = c.client.query_one(
-                &c.st.put_user,
-                &[
-                    &u.username,
-                    &u.email,
-                    &i64::from(u.password.iterations),
-                    &&u.password.salt[..],
-                    &&u.password.hash[..],
-                    &u.created_ms,
-                    &u.last_seen_ms,
-                ],
-            )?;
-            Some(Reply::UserStored {
-                key: u.id,
-                id: user_id(row.get(0))?,
-            })
+        Request::PutUser { row, invite } => {
+            Some(accounts::put_user(&mut c.client, row, invite.as_deref())?)
         }
+        Request::Account {
+            ticket,
+            write,
+            audit,
+        } => Some(Reply::AccountWritten {
+            ticket: *ticket,
+            outcome: accounts::write(&mut c.client, write, audit.as_ref())?,
+        }),
         Request::PutMessage {
             msg,
             client_id,
@@ -238,7 +231,8 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
         | Request::FindUser { .. }
-        | Request::Search { .. } => Some(read(c, req)?),
+        | Request::Search { .. }
+        | Request::AccountRead { .. } => Some(read(c, req)?),
         Request::EditMessage { ticket, .. }
         | Request::DeleteMessage { ticket, .. }
         | Request::React { ticket, .. } => Some(Reply::Changed {
@@ -443,8 +437,8 @@ impl Backend for Postgres {
             match flushed.and_then(|()| in_savepoint(c, batch, req)) {
                 Ok(Ok(reply)) => Ok(reply),
                 Ok(Err(f)) => match (req, user_conflict(&f)) {
-                    (Request::PutUser(u), Some(conflict)) => Ok(Some(Reply::UserFailed {
-                        key: u.id,
+                    (Request::PutUser { row, .. }, Some(conflict)) => Ok(Some(Reply::UserFailed {
+                        key: row.id,
                         conflict: Some(conflict),
                     })),
                     _ => return Err(classify(&f)),

@@ -13,6 +13,9 @@
 //! `apply`, and for a read the reader's `read`; PostgreSQL: `apply` in
 //! `postgres.rs`, and for a read `postgres/reads.rs`).
 
+use super::accounts::{
+    AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountWrite, Audit, Role,
+};
 use super::rows::{
     Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, Refusal, SearchQuery, Seq, Snapshot,
     StoredMessage, Target, UnreadCount, UserId, UserRow,
@@ -43,8 +46,15 @@ pub struct Ticket {
 #[derive(Debug)]
 pub enum Request {
     /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
-    /// for the reply; a backend that numbers users itself stores another.
-    PutUser(UserRow),
+    /// for the reply; the database numbers users itself (a command line
+    /// may add one while the server runs). The first user of an empty
+    /// server is stored as an admin, whatever `row.account.role` says.
+    /// With `invite`, one use of that invite is spent in the same
+    /// transaction, or the row is refused (`Conflict::Invite`).
+    PutUser {
+        row: UserRow,
+        invite: Option<String>,
+    },
     /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
     /// is already stored: a retry the loop no longer remembered, perhaps
     /// sent to another node), or `MessageFailed`. `msg.id` is the loop's key
@@ -143,6 +153,16 @@ pub enum Request {
     /// read: conversations they are in, public rooms, private rooms they
     /// are a member of.
     Search { ticket: Ticket, query: SearchQuery },
+    /// An account change (`accounts.rs`), with its change-log rows and its
+    /// audit entry in the same transaction. Reply: `AccountWritten` /
+    /// `Failed`.
+    Account {
+        ticket: Ticket,
+        write: AccountWrite,
+        audit: Option<Audit>,
+    },
+    /// Reply: `AccountRead` / `AccountReadFailed`.
+    AccountRead { ticket: Ticket, read: AccountRead },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -157,10 +177,11 @@ pub enum Request {
 /// same waiter as the answer.
 #[derive(Debug)]
 pub enum Reply {
-    /// `key` is the row's id as sent; `id` the one stored.
+    /// `key` is the row's id as sent; `id` and `role` what was stored.
     UserStored {
         key: UserId,
         id: UserId,
+        role: Role,
     },
     /// `conflict` when a unique name or email refused it.
     UserFailed {
@@ -243,6 +264,19 @@ pub enum Reply {
     /// `RoomInfo` could not be read (a `join` waiting for it is answered
     /// `busy`).
     RoomInfoFailed {
+        ticket: Ticket,
+    },
+    /// An account write was applied (with what it changed, as it is now)
+    /// or refused.
+    AccountWritten {
+        ticket: Ticket,
+        outcome: Result<AccountNews, AccountRefusal>,
+    },
+    AccountRead {
+        ticket: Ticket,
+        answer: AccountAnswer,
+    },
+    AccountReadFailed {
         ticket: Ticket,
     },
     Drained,
@@ -328,12 +362,20 @@ impl Facts {
 }
 
 impl Request {
+    /// `PutUser` without an invite.
+    pub fn put_user(row: UserRow) -> Request {
+        Request::PutUser { row, invite: None }
+    }
+
     /// This request's facts. Exhaustive on purpose: a new request gets its
     /// row here, and nowhere else.
     pub fn facts(&self) -> Facts {
         use Facts as F;
         match self {
-            Request::PutUser(_) => F::write("put_user").failing_alone(),
+            // The invite, the row and its change-log entry.
+            Request::PutUser { .. } => F::write("put_user")
+                .failing_alone()
+                .several_statements(true),
             Request::PutMessage { msg, mentions, .. } => F::write("put_message")
                 .several_statements(msg.room.is_some() && !mentions.is_empty()),
             Request::PutPublicRoom { .. } => F::write("put_public_room"),
@@ -357,6 +399,8 @@ impl Request {
             Request::EditMessage { .. } => F::change("edit_message"),
             Request::DeleteMessage { .. } => F::change("delete_message").several_statements(true),
             Request::React { .. } => F::change("react"),
+            Request::Account { .. } => F::write("account").failing_alone().several_statements(true),
+            Request::AccountRead { .. } => F::read("account_read"),
             Request::Drain => F::write("drain"),
         }
     }
@@ -367,8 +411,8 @@ impl Request {
     /// for the writes nobody waits for.
     pub fn failure(&self, transient: bool) -> Option<Reply> {
         Some(match self {
-            Request::PutUser(u) => Reply::UserFailed {
-                key: u.id,
+            Request::PutUser { row, .. } => Reply::UserFailed {
+                key: row.id,
                 conflict: None,
             },
             Request::PutMessage { msg, .. } => Reply::MessageFailed {
@@ -380,7 +424,9 @@ impl Request {
             | Request::RemoveMember { ticket, .. }
             | Request::EditMessage { ticket, .. }
             | Request::DeleteMessage { ticket, .. }
-            | Request::React { ticket, .. } => Reply::Failed { ticket: *ticket },
+            | Request::React { ticket, .. }
+            | Request::Account { ticket, .. } => Reply::Failed { ticket: *ticket },
+            Request::AccountRead { ticket, .. } => Reply::AccountReadFailed { ticket: *ticket },
             Request::History { ticket, .. }
             | Request::Search { ticket, .. }
             | Request::Catchup { ticket, .. } => Reply::HistoryFailed { ticket: *ticket },

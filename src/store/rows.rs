@@ -3,7 +3,10 @@
 //! and the rules about them that both engines apply the same way (how a
 //! reaction toggles, how reactions are stored, how a search is cut into
 //! words). Plain data, no I/O: the requests that carry it are in
-//! `request.rs`, the threads that move it in `mod.rs`.
+//! `request.rs`, the threads that move it in `mod.rs`; accounts beyond a
+//! name and a password in `accounts.rs`.
+
+use super::accounts::{Account, AccountsSnapshot};
 
 /// Users are numbered from 1: by the loop on SQLite, by the database's
 /// sequence on PostgreSQL (where several nodes sign users up at once).
@@ -27,6 +30,8 @@ pub struct UserRow {
     pub password: PasswordHash,
     pub created_ms: i64,
     pub last_seen_ms: Option<i64>,
+    /// Role, ban, deletion, profile, session cut-off, version.
+    pub account: Account,
 }
 
 /// PBKDF2-HMAC-SHA256 output with the parameters that produced it, so the
@@ -268,12 +273,18 @@ pub struct Snapshot {
     /// from a backend that sequences (empty otherwise): where a cluster
     /// node starts tracking each target's sequence.
     pub heads: Vec<(Target, Seq)>,
+    /// Rooms a moderator archived: readable, closed to new messages.
+    pub archived_rooms: Vec<String>,
+    /// Ended sessions, account settings, where the change log stands.
+    pub accounts: AccountsSnapshot,
 }
 
 /// Why a user row was refused: the name or email is already stored (by
-/// another node of a cluster, which this node's directory had not heard of).
+/// another node of a cluster, which this node's directory had not heard
+/// of), or the invite it came with is unknown, used up, expired or revoked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Conflict {
     Username,
     Email,
+    Invite,
 }

@@ -37,11 +37,12 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, Change, ChangeKind, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader,
-    Refusal, Reply, Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount,
-    UserId, UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
+    Backend, Change, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reader, Refusal, Reply,
+    Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId,
+    UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
+use accounts::{USER_COLUMNS, user_row};
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -130,6 +131,60 @@ CREATE VIRTUAL TABLE messages_fts USING fts5(
     detail = none, columnsize = 0
 );
 INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
+"#,
+    r#"
+-- Issue 22: roles, bans, deleted accounts, profiles, server-side sessions,
+-- invites, the audit log, archived rooms, and the account change log every
+-- node (and a running server, for the command line's writes) polls. See
+-- `store/accounts.rs`.
+ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'member';
+ALTER TABLE users ADD COLUMN banned_ms INTEGER;
+ALTER TABLE users ADD COLUMN ban_reason TEXT;
+ALTER TABLE users ADD COLUMN deleted_ms INTEGER;
+ALTER TABLE users ADD COLUMN display_name TEXT;
+ALTER TABLE users ADD COLUMN status TEXT NOT NULL DEFAULT '';
+ALTER TABLE users ADD COLUMN sessions_after_ms INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE users ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+-- Email is optional now: '' is none, and only real ones must be unique.
+DROP INDEX users_email;
+CREATE UNIQUE INDEX users_email ON users(email COLLATE NOCASE) WHERE email != '';
+-- `id`: the `sid` claim, 32 hex digits.
+CREATE TABLE sessions (
+    id         TEXT PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    address    TEXT NOT NULL,
+    agent      TEXT NOT NULL,
+    ended_ms   INTEGER
+) WITHOUT ROWID;
+CREATE INDEX sessions_user ON sessions(user_id, created_ms);
+CREATE INDEX sessions_ended ON sessions(expires_ms) WHERE ended_ms IS NOT NULL;
+CREATE TABLE invites (
+    code        TEXT PRIMARY KEY,
+    created_by  INTEGER,
+    created_ms  INTEGER NOT NULL,
+    expires_ms  INTEGER NOT NULL,
+    uses        INTEGER NOT NULL,
+    used        INTEGER NOT NULL DEFAULT 0,
+    revoked_ms  INTEGER
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id       INTEGER PRIMARY KEY,
+    at_ms    INTEGER NOT NULL,
+    actor_id INTEGER,
+    action   TEXT NOT NULL,
+    target   TEXT NOT NULL,
+    reason   TEXT NOT NULL
+);
+CREATE TABLE account_changes (
+    id      INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    kind    TEXT NOT NULL,
+    user_id INTEGER,
+    sid     TEXT
+);
+ALTER TABLE rooms ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
 "#,
 ];
 
@@ -613,26 +668,21 @@ impl Sqlite {
     fn apply(&self, req: &Request) -> rusqlite::Result<Option<Reply>> {
         let c = &self.conn;
         Ok(match req {
-            Request::PutUser(u) => {
-                c.prepare_cached(
-                    "INSERT INTO users (id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    u.id,
-                    u.username,
-                    u.email,
-                    u.password.iterations,
-                    &u.password.salt[..],
-                    &u.password.hash[..],
-                    u.created_ms,
-                    u.last_seen_ms
-                ])?;
-                Some(Reply::UserStored {
-                    key: u.id,
-                    id: u.id,
-                })
+            Request::PutUser { row, invite } => {
+                Some(accounts::put_user(c, row, invite.as_deref())?)
             }
+            Request::Account {
+                ticket,
+                write,
+                audit,
+            } => Some(Reply::AccountWritten {
+                ticket: *ticket,
+                outcome: accounts::write(c, write, audit.as_ref())?,
+            }),
+            Request::AccountRead { ticket, read } => Some(Reply::AccountRead {
+                ticket: *ticket,
+                answer: accounts::read(c, read)?,
+            }),
             Request::PutMessage {
                 msg,
                 client_id,
@@ -787,29 +837,11 @@ impl Sqlite {
     }
 }
 
-/// A `users` row selected as `id, username, email, pw_iter, pw_salt,
-/// pw_hash, created_ms, last_seen_ms`.
-fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
-    Ok(UserRow {
-        id: r.get(0)?,
-        username: r.get(1)?,
-        email: r.get(2)?,
-        password: PasswordHash {
-            iterations: r.get(3)?,
-            salt: blob(r.get(4)?)?,
-            hash: blob(r.get(5)?)?,
-        },
-        created_ms: r.get(6)?,
-        last_seen_ms: r.get(7)?,
-    })
-}
-
 /// The user called `name`, in any case.
 fn find_user(c: &Connection, name: &str) -> rusqlite::Result<Option<UserRow>> {
-    c.prepare_cached(
-        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-         FROM users WHERE username = ?1 COLLATE NOCASE",
-    )?
+    c.prepare_cached(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username = ?1 COLLATE NOCASE"
+    ))?
     .query_row(params![name], user_row)
     .optional()
 }
@@ -989,6 +1021,15 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     })
 }
 
+/// Whether a statement failed on a unique index.
+fn err_code_is_unique(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
 fn blob<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
     v.try_into().map_err(|v: Vec<u8>| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -1004,10 +1045,7 @@ impl Backend for Sqlite {
         let c = &self.conn;
         let mut snap = Snapshot::default();
         let mut st = c
-            .prepare(
-                "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-                 FROM users ORDER BY id",
-            )
+            .prepare(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
             .map_err(err)?;
         snap.users = st
             .query_map([], user_row)
@@ -1085,6 +1123,7 @@ impl Backend for Sqlite {
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(err)?;
+        (snap.accounts, snap.archived_rooms) = accounts::snapshot(c).map_err(err)?;
         Ok(snap)
     }
 
@@ -1224,6 +1263,10 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 messages: search(&self.conn, query).map_err(err)?,
             }),
+            Request::AccountRead { ticket, read } => Ok(Reply::AccountRead {
+                ticket: *ticket,
+                answer: accounts::read(&self.conn, read).map_err(err)?,
+            }),
             _ => Err(StoreError::request("not a read")),
         }
     }
@@ -1241,6 +1284,8 @@ impl Reader for SqliteReader {
         }
     }
 }
+
+mod accounts;
 
 #[cfg(test)]
 mod tests;

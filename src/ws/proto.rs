@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 use super::codec::{MAX_HEADER, TEXT, header_before};
 use crate::config::ECHO_MAX_CHARS;
 use crate::store::{Reaction, StoredMessage, UserId};
+use crate::users::User;
 
 /// Unix milliseconds that serialize as RFC 3339 without an intermediate String.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,44 @@ pub fn message_objects<'a>(
     name: impl Fn(UserId) -> &'a str,
 ) -> Vec<MessageObj<'a>> {
     messages.iter().map(|m| message_object(m, &name)).collect()
+}
+
+/// What is shown for a deleted account, whatever it was called.
+pub const DELETED_USER_SHOWN: &str = "Deleted user";
+
+/// A user as everyone sees them: the contract's user object without
+/// presence (`GET /api/users` adds `online` and `last_seen`; `GET /api/me`
+/// adds the email).
+#[derive(Debug, Serialize)]
+pub struct Profile<'a> {
+    pub id: UserId,
+    pub username: &'a str,
+    /// The display name, else the username.
+    pub display_name: &'a str,
+    pub status: &'a str,
+    pub role: &'static str,
+    /// Avatars come later (issue 23): always `null` for now.
+    pub avatar: Option<&'a str>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+}
+
+/// `u` as everyone sees them.
+pub fn profile(u: &User) -> Profile<'_> {
+    let deleted = u.is_deleted();
+    Profile {
+        id: u.id,
+        username: &u.name,
+        display_name: if deleted {
+            DELETED_USER_SHOWN
+        } else {
+            u.shown_name()
+        },
+        status: &u.account.status,
+        role: u.role().as_str(),
+        avatar: None,
+        deleted,
+    }
 }
 
 /// One entry of an `unread` frame.
@@ -288,6 +327,11 @@ pub enum Out<'a> {
         room: &'a str,
         owner: &'a str,
         members: Vec<&'a str>,
+    },
+    /// What others see of a user changed (display name, status, role, a
+    /// ban, a deletion): to every connection.
+    UserUpdated {
+        user: Profile<'a>,
     },
     Error {
         code: &'static str,

@@ -170,9 +170,9 @@ fn bulk_appends_match_the_per_request_path() {
     let room = |r: &str| Target::Room(r.into());
     let mut batches = vec![
         vec![
-            Request::PutUser(user(1, "alice")),
-            Request::PutUser(user(2, "bob")),
-            Request::PutUser(user(3, "carol")),
+            Request::put_user(user(1, "alice")),
+            Request::put_user(user(2, "bob")),
+            Request::put_user(user(3, "carol")),
             Request::PutPublicRoom {
                 name: "general".into(),
                 creator: 1,

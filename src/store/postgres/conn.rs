@@ -151,7 +151,6 @@ pub(super) struct Statements {
     pub(super) lock_targets: Statement,
     pub(super) existing_many: Statement,
     pub(super) insert_messages: Statement,
-    pub(super) put_user: Statement,
     pub(super) public_room: Statement,
     pub(super) last_seen: Statement,
     pub(super) private_room: Statement,
@@ -260,10 +259,6 @@ impl Statements {
                                            client_id, reply_to, words, ord)
                  JOIN ids USING (ord)
                  RETURNING id",
-            )?,
-            put_user: c.prepare(
-                "INSERT INTO users (username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
             )?,
             public_room: c.prepare(
                 "INSERT INTO rooms (name, private, owner_id) VALUES ($1, false, $2)

@@ -16,14 +16,15 @@
 
 use postgres::{Client, Row};
 
+use super::accounts::{self, USER_COLUMNS, user_row};
 use super::conn::{
-    Conn, Fail, MAY_READ, MESSAGE_COLUMNS, Res, big, blob, check_text, opt_user_id, user_id,
+    Conn, Fail, MAY_READ, MESSAGE_COLUMNS, Res, big, check_text, opt_user_id, user_id,
 };
 use super::schema::{parse_key, search_query, target_key};
 use crate::config::CLIENT_ID_WINDOW;
 use crate::store::{
-    HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, SearchQuery, Seq, Snapshot,
-    StoredMessage, Target, UnreadCount, UserId, UserRow, decode_reactions,
+    HistoryQuery, MsgId, PrivateRoomRow, Reply, Request, SearchQuery, Seq, Snapshot, StoredMessage,
+    Target, UnreadCount, UserId, decode_reactions,
 };
 
 pub(super) fn row_to_message(r: &Row) -> Res<StoredMessage> {
@@ -98,31 +99,12 @@ pub(super) fn unread(c: &mut Conn, user: UserId) -> Res<Vec<UnreadCount>> {
     Ok(counts)
 }
 
-/// A `users` row selected as `id, username, email, pw_iter, pw_salt,
-/// pw_hash, created_ms, last_seen_ms`.
-pub(super) fn user_row(r: &postgres::Row) -> Res<UserRow> {
-    Ok(UserRow {
-        id: user_id(r.get(0))?,
-        username: r.get(1),
-        email: r.get(2),
-        password: PasswordHash {
-            iterations: u32::try_from(r.get::<_, i64>(3))
-                .map_err(|_| Fail::Data("iteration count out of range".into()))?,
-            salt: blob(r.get(4))?,
-            hash: blob(r.get(5))?,
-        },
-        created_ms: r.get(6),
-        last_seen_ms: r.get(7),
-    })
-}
-
 /// Everything `load` returns, read on `client` inside whatever transaction
 /// it is in (the caller's snapshot).
 pub(super) fn snapshot(client: &mut Client) -> Res<Snapshot> {
     let mut snap = Snapshot::default();
     for r in client.query(
-        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-         FROM users ORDER BY id",
+        &format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"),
         &[],
     )? {
         snap.users.push(user_row(&r)?);
@@ -202,6 +184,7 @@ pub(super) fn snapshot(client: &mut Client) -> Res<Snapshot> {
             parse_key(key).ok_or_else(|| Fail::Data(format!("unknown target key {key:?}")))?;
         snap.heads.push((target, r.get::<_, i64>(1) as Seq));
     }
+    (snap.accounts, snap.archived_rooms) = accounts::snapshot(client)?;
     Ok(snap)
 }
 
@@ -304,17 +287,14 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
             ticket: *ticket,
             messages: search(c, query)?,
         }),
-        Request::FindUser { ticket, name } => {
-            let row = c.client.query_opt(
-                "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-                 FROM users WHERE lower(username) = lower($1)",
-                &[name],
-            )?;
-            Ok(Reply::UserFound {
-                ticket: *ticket,
-                row: row.as_ref().map(user_row).transpose()?,
-            })
-        }
+        Request::FindUser { ticket, name } => Ok(Reply::UserFound {
+            ticket: *ticket,
+            row: accounts::find_user(&mut c.client, name)?,
+        }),
+        Request::AccountRead { ticket, read } => Ok(Reply::AccountRead {
+            ticket: *ticket,
+            answer: accounts::read(&mut c.client, read)?,
+        }),
         _ => Err(Fail::Data("not a read".into())),
     }
 }

@@ -282,6 +282,14 @@ fn conforms_on_changes_mentions_and_search() {
     crate::store::conformance::check_all(&mut t.open());
 }
 
+/// Accounts follow the rules every backend shares
+/// (`store::accounts_conformance`, also run on SQLite).
+#[test]
+fn conforms_on_accounts() {
+    let Some(t) = TestDb::new() else { return };
+    crate::store::accounts_conformance::check_all(&mut t.open());
+}
+
 /// Users, rooms, memberships, the max id, client ids and heads come
 /// back in the snapshot; user ids come from the database.
 #[test]
@@ -291,8 +299,8 @@ fn snapshot_round_trips() {
     let out = run(
         &mut db,
         &[
-            Request::PutUser(user(41, "alice")),
-            Request::PutUser(user(42, "bob")),
+            Request::put_user(user(41, "alice")),
+            Request::put_user(user(42, "bob")),
             private_room("ops", vec![1, 2]),
             Request::PutPublicRoom {
                 name: "general".into(),
@@ -307,8 +315,8 @@ fn snapshot_round_trips() {
         matches!(
             out[..],
             [
-                Reply::UserStored { key: 41, id: 1 },
-                Reply::UserStored { key: 42, id: 2 },
+                Reply::UserStored { key: 41, id: 1, .. },
+                Reply::UserStored { key: 42, id: 2, .. },
                 Reply::Done { .. },
                 Reply::MessageStored {
                     key: 5,
@@ -357,18 +365,18 @@ fn user_conflicts_are_replies_and_spare_the_batch() {
     let out = run(
         &mut db,
         &[
-            Request::PutUser(user(7, "alice")),
-            Request::PutUser(user(8, "Alice")),
-            Request::PutUser(taken_email),
+            Request::put_user(user(7, "alice")),
+            Request::put_user(user(8, "Alice")),
+            Request::put_user(taken_email),
             put(1, "r", None),
-            Request::PutUser(user(10, "dave")),
+            Request::put_user(user(10, "dave")),
         ],
     );
     assert!(
         matches!(
             out[..],
             [
-                Reply::UserStored { key: 7, id: 1 },
+                Reply::UserStored { key: 7, id: 1, .. },
                 Reply::UserFailed {
                     key: 8,
                     conflict: Some(Conflict::Username)
@@ -409,7 +417,7 @@ fn a_failed_request_leaves_nothing_and_spares_the_batch() {
     let mut db = t.open();
     refuse_member(&mut t.client());
     db.begin().unwrap();
-    db.execute(&Request::PutUser(user(1, "alice"))).unwrap();
+    db.execute(&Request::put_user(user(1, "alice"))).unwrap();
     let e = db
         .execute(&private_room("ops", vec![1, 666, 2]))
         .unwrap_err();
@@ -593,9 +601,9 @@ fn history_and_unread_match_sqlite() {
     let mut pg = t.open();
     let mut lite = Sqlite::open_in_memory().unwrap();
     let mut writes = vec![
-        Request::PutUser(user(1, "alice")),
-        Request::PutUser(user(2, "bob")),
-        Request::PutUser(user(3, "carol")),
+        Request::put_user(user(1, "alice")),
+        Request::put_user(user(2, "bob")),
+        Request::put_user(user(3, "carol")),
         private_room("ops", vec![1, 2, 3]),
     ];
     let mut id = 0;
@@ -767,14 +775,14 @@ fn the_reader_snapshot_is_taken_at_begin() {
     let mut db = t.open();
     run(
         &mut db,
-        &[Request::PutUser(user(1, "alice")), put(1, "r", None)],
+        &[Request::put_user(user(1, "alice")), put(1, "r", None)],
     );
     let mut reader = db.reader().unwrap().unwrap();
     let room = || history_req(Target::Room("r".into()), None, None, 50, 0);
     reader.begin().unwrap();
     run(
         &mut db,
-        &[Request::PutUser(user(2, "bob")), put(2, "r", None)],
+        &[Request::put_user(user(2, "bob")), put(2, "r", None)],
     );
     assert_eq!(messages(reader.read(&room()).unwrap()).len(), 1);
     let Reply::Resynced { snapshot, .. } =

@@ -20,6 +20,15 @@ fn conforms_on_changes_mentions_and_search() {
     crate::store::conformance::check_all(&mut db);
 }
 
+/// Roles, bans, sessions, invites, profiles, deletion, settings, the
+/// audit log and the change log follow the rules every backend shares
+/// (`store::accounts_conformance`).
+#[test]
+fn conforms_on_accounts() {
+    let mut db = Sqlite::open_in_memory().unwrap();
+    crate::store::accounts_conformance::check_all(&mut db);
+}
+
 /// The index is written at the commit, in request order, so changes
 /// within one batch land right (an edit or delete of a message stored
 /// in the same batch), and a rolled-back batch leaves nothing behind:
@@ -27,7 +36,7 @@ fn conforms_on_changes_mentions_and_search() {
 #[test]
 fn the_search_index_follows_each_batch_exactly() {
     let mut db = Sqlite::open_in_memory().unwrap();
-    run(&mut db, vec![Request::PutUser(user(1, "alice"))]);
+    run(&mut db, vec![Request::put_user(user(1, "alice"))]);
     run(
         &mut db,
         vec![Request::PutPublicRoom {
@@ -150,8 +159,8 @@ fn snapshot_round_trips() {
     run(
         &mut db,
         vec![
-            Request::PutUser(user(1, "alice")),
-            Request::PutUser(user(2, "bob")),
+            Request::put_user(user(1, "alice")),
+            Request::put_user(user(2, "bob")),
             Request::PutPrivateRoom {
                 ticket: TICKET,
                 row: PrivateRoomRow {
@@ -389,7 +398,7 @@ fn failed_private_room_leaves_nothing_and_spares_the_batch() {
     let mut db = Sqlite::open_in_memory().unwrap();
     refuse_member(&db);
     db.begin().unwrap();
-    db.execute(&Request::PutUser(user(1, "alice"))).unwrap();
+    db.execute(&Request::put_user(user(1, "alice"))).unwrap();
     assert!(
         db.execute(&private_room("ops", vec![1, REFUSED_MEMBER, 2]))
             .is_err()
@@ -485,8 +494,8 @@ fn mode(path: &Path) -> u32 {
 fn fill(db: &mut Sqlite, first_id: MsgId, n: u64) {
     let mut reqs = vec![];
     if first_id == 1 {
-        reqs.push(Request::PutUser(user(1, "alice")));
-        reqs.push(Request::PutUser(user(2, "bob")));
+        reqs.push(Request::put_user(user(1, "alice")));
+        reqs.push(Request::put_user(user(2, "bob")));
     }
     for id in first_id..first_id + n {
         reqs.push(Request::PutMessage {
