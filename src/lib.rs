@@ -78,6 +78,8 @@ pub mod redis_bus;
 pub mod server;
 mod signal;
 pub mod store;
+pub mod tls;
+mod transport;
 mod users;
 mod ws;
 
@@ -89,6 +91,7 @@ pub use server::{Server, Shutdown};
 #[doc(hidden)]
 pub mod bench {
     pub use crate::conn::{Conn, Flushed};
+    pub use crate::transport::Transport;
     pub use crate::http::request::parse as parse_request;
     pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
     pub use crate::ws::proto::{Encoder, Out, Ts, parse_client};

@@ -38,7 +38,7 @@ use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
 use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
 use crate::clock;
 use crate::config::{
-    Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT,
+    Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, HSTS, MAX_HISTORY_LIMIT,
     MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN,
 };
 use crate::hub::rooms::ROOM_NAME_RULE;
@@ -277,6 +277,11 @@ pub fn send(
     keep_alive: bool,
     head_only: bool,
 ) {
+    let resp = if out.is_tls(token) {
+        resp.with_header("Strict-Transport-Security", HSTS)
+    } else {
+        resp
+    };
     let mut head = Vec::with_capacity(256);
     resp.write_head(&mut head, keep_alive);
     let close = !keep_alive || resp.close;
