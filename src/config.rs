@@ -1342,7 +1342,10 @@ mod tests {
         assert_eq!(o.config.rate_limit, 0);
         assert_eq!(o.config.pbkdf2_iterations, 5000);
         assert_eq!(o.config.store_queue, 100);
-        assert_eq!(o.config.jwt_secret.as_deref(), Some(&b"s3cret-s3cret-s3cret-s3cret-s3cret"[..]));
+        assert_eq!(
+            o.config.jwt_secret.as_deref(),
+            Some(&b"s3cret-s3cret-s3cret-s3cret-s3cret"[..])
+        );
         let o = run(&[], &[]);
         assert_eq!(o.config.addr.to_string(), DEFAULT_ADDR);
         assert_eq!(o.db, PathBuf::from(DEFAULT_DB));

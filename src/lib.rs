@@ -91,8 +91,8 @@ pub use server::{Server, Shutdown};
 #[doc(hidden)]
 pub mod bench {
     pub use crate::conn::{Conn, Flushed};
-    pub use crate::transport::Transport;
     pub use crate::http::request::parse as parse_request;
+    pub use crate::transport::Transport;
     pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
     pub use crate::ws::proto::{Encoder, Out, Ts, parse_client};
 }

@@ -11,14 +11,15 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hubbub::config::{Options, Parsed, VERSION, parse_options, usage};
 use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
-use hubbub::store::Backend;
 use hubbub::store::migrate;
 use hubbub::store::postgres::Postgres;
 use hubbub::store::sqlite::{self, Sqlite};
+use hubbub::store::{Backend, StoreError};
 use hubbub::tls::acme::{self, Challenges};
 use hubbub::tls::{Acceptor, CertStore};
 use hubbub::{Bus, LocalOnly};
@@ -100,7 +101,7 @@ fn main() -> ExitCode {
     };
     if let Some(url) = opts.postgres.clone() {
         log_start(&opts, &started, &format!("PostgreSQL at {}", redact(&url)));
-        return match Postgres::open(&url) {
+        return match open_postgres(&url, opts.postgres_wait) {
             Ok(b) => serve(opts, started, b),
             Err(e) => {
                 log::error!("cannot open PostgreSQL at {}: {e}", redact(&url));
@@ -124,6 +125,33 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Opens PostgreSQL, retrying with backoff for up to `wait`: a database
+/// started beside the server (systemd, a compose file) may not accept
+/// connections yet. Each failure is logged with its cause (refused, timed
+/// out, authentication, TLS) as it happens; the last one is returned.
+fn open_postgres(url: &str, wait: Duration) -> Result<Postgres, StoreError> {
+    let deadline = Instant::now() + wait;
+    let mut pause = PG_RETRY_MIN;
+    loop {
+        match Postgres::open(url) {
+            Ok(b) => return Ok(b),
+            Err(e) if Instant::now() + pause < deadline => {
+                log::warn!(
+                    "PostgreSQL at {} is not ready ({e}); retrying in {pause:?} (--postgres-wait)",
+                    redact(url)
+                );
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(PG_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The first and the longest pause between PostgreSQL attempts at start.
+const PG_RETRY_MIN: Duration = Duration::from_millis(100);
+const PG_RETRY_MAX: Duration = Duration::from_secs(2);
 
 /// What was checked and made before storage was opened.
 struct Started {

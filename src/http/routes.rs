@@ -74,7 +74,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/api/signup" | "/api/login" => "POST",
         "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz"
-        | "/metrics" => "GET, HEAD",
+        | "/readyz" | "/metrics" => "GET, HEAD",
         "/ws" | "/ws/echo" => "GET",
         p if p.starts_with("/ws/room/") => "GET",
         p if p.starts_with("/api/") => return None,
@@ -392,17 +392,33 @@ impl Http {
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
             "/healthz" => {
-                // Still 200 when degraded: the node serves its connections
-                // (a bus outage) or answers `busy` (storage), and a load
-                // balancer has no better node to send them to (all share
-                // the same PostgreSQL and Redis).
-                let body: &'static [u8] = match (cx.store.is_healthy(), cx.hub.bus_down()) {
-                    (true, false) => b"ok",
-                    (false, false) => b"degraded: storage unreachable",
-                    (true, true) => b"degraded: bus unreachable",
-                    (false, true) => b"degraded: storage and bus unreachable",
-                };
-                Response::new(200, "text/plain; charset=utf-8", body)
+                // Storage unreachable is 503: nothing can be sent or signed
+                // up for, and a load balancer that reads status codes sends
+                // traffic elsewhere. A bus outage alone stays 200: the node
+                // still serves its own connections and acks what it stores,
+                // and every node shares the same bus, so no other is better
+                // (`/readyz` says it).
+                let (status, body): (u16, &'static [u8]) =
+                    match (cx.store.is_healthy(), cx.hub.bus_down()) {
+                        (true, false) => (200, b"ok"),
+                        (true, true) => (200, b"degraded: bus unreachable"),
+                        (false, false) => (503, b"degraded: storage unreachable"),
+                        (false, true) => (503, b"degraded: storage and bus unreachable"),
+                    };
+                Response::new(status, "text/plain; charset=utf-8", body)
+            }
+            "/readyz" => {
+                // Readiness: everything this node depends on is reachable,
+                // the bus included (a node whose bus is down shows other
+                // nodes' users offline: an orchestrator may prefer to wait).
+                let (status, body): (u16, &'static [u8]) =
+                    match (cx.store.is_healthy(), cx.hub.bus_down()) {
+                        (true, false) => (200, b"ready"),
+                        (true, true) => (503, b"not ready: bus unreachable"),
+                        (false, false) => (503, b"not ready: storage unreachable"),
+                        (false, true) => (503, b"not ready: storage and bus unreachable"),
+                    };
+                Response::new(status, "text/plain; charset=utf-8", body)
             }
             "/metrics" => {
                 let gauges = Gauges {
