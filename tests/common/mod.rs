@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+pub mod pebble;
 pub mod services;
 pub mod tls;
 
