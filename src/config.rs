@@ -476,6 +476,10 @@ pub struct Options {
     pub config_file: Option<PathBuf>,
     /// Seconds to keep retrying PostgreSQL at start (`--postgres-wait`).
     pub postgres_wait: Duration,
+    /// The CA for `rediss://` (`--redis-ca`).
+    pub redis_ca: Option<PathBuf>,
+    /// The CA for PostgreSQL's TLS (`--postgres-ca`).
+    pub postgres_ca: Option<PathBuf>,
 }
 
 /// Default of `--postgres-wait`: a PostgreSQL started at the same time
@@ -510,6 +514,8 @@ impl Default for Options {
             log_level: log::LevelFilter::Info,
             config_file: None,
             postgres_wait: POSTGRES_WAIT,
+            redis_ca: None,
+            postgres_ca: None,
         }
     }
 }
@@ -616,13 +622,42 @@ const OPTIONS: &[Opt] = &[
         flag: Some("--redis"),
         env: Some("HUBBUB_REDIS"),
         value: Some("URL"),
-        help: || "join a cluster over this Redis (redis://host:port); needs --postgres".into(),
+        help: || {
+            "join a cluster over this Redis (redis://host:port, rediss:// for TLS); needs --postgres"
+                .into()
+        },
         default: None,
         set: |o, v| {
-            if !v.starts_with("redis://") {
-                return Err(format!("not a redis:// URL: {v}"));
+            if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+                return Err(format!("not a redis:// or rediss:// URL: {v}"));
             }
             o.redis = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--redis-ca"),
+        env: Some("HUBBUB_REDIS_CA"),
+        value: Some("FILE"),
+        help: || "trust this PEM CA for rediss:// (default: the system's roots)".into(),
+        default: None,
+        set: |o, v| {
+            o.redis_ca = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--postgres-ca"),
+        env: Some("HUBBUB_POSTGRES_CA"),
+        value: Some("FILE"),
+        help: || {
+            "trust this PEM CA for PostgreSQL with sslmode=require or verify-full \
+             (default: the system's roots)"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.postgres_ca = Some(PathBuf::from(v));
             Ok(())
         },
     },

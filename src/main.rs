@@ -93,10 +93,30 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // TLS to the services: the CA files load now, or the start stops here.
+    if let Some(ca) = &opts.postgres_ca
+        && let Err(e) = hubbub::tls::services::use_postgres_ca(Some(ca))
+    {
+        log::error!("--postgres-ca: {e}");
+        return ExitCode::FAILURE;
+    }
+    let redis_tls = match &opts.redis {
+        Some(url) if url.starts_with("rediss://") => {
+            match hubbub::tls::client_config(opts.redis_ca.as_deref()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::error!("--redis-ca: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        _ => None,
+    };
     let started = Started {
         listener,
         plain,
         tls,
+        redis_tls,
         args,
     };
     if let Some(url) = opts.postgres.clone() {
@@ -158,6 +178,8 @@ struct Started {
     listener: TcpListener,
     plain: Option<TcpListener>,
     tls: Option<Tls>,
+    /// TLS for `rediss://`.
+    redis_tls: Option<Arc<rustls::ClientConfig>>,
     /// The command line, read again with the config file on SIGHUP.
     args: Vec<String>,
 }
@@ -276,6 +298,7 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
         listener,
         plain,
         tls,
+        redis_tls,
         args,
     } = started;
     let addr = opts.config.addr;
@@ -288,7 +311,7 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
                 (None, Ok(a)) => a.to_string(),
                 (None, Err(_)) => opts.node_name(),
             };
-            match RedisBus::new(url, &opts.redis_channel, &name) {
+            match RedisBus::new(url, &opts.redis_channel, &name, redis_tls) {
                 Ok(b) => Box::new(b),
                 Err(e) => {
                     log::error!("cannot use Redis at {}: {e}", redact(url));

@@ -173,7 +173,7 @@ fn websocket_framing_over_tls() {
     let mask = [0xa1u8, 0xb2, 0xc3, 0xd4];
     let mut frame = vec![0x81, 0x80 | 100];
     frame.extend_from_slice(&mask);
-    let mut payload = vec![b'x'; 100];
+    let mut payload = [b'x'; 100];
     payload[10] = 0xff;
     payload[11] = 0xfe;
     frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));

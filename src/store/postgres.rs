@@ -146,7 +146,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Row, Statement};
+use postgres::{Client, Config, Row, Statement};
 
 use super::{
     Backend, Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow,
@@ -155,6 +155,7 @@ use super::{
     may_change, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
+use crate::tls::services::{connect_postgres, postgres_url};
 
 /// Schema versions, applied in order; `schema_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -697,7 +698,7 @@ struct Conn {
 
 impl Conn {
     fn open(config: &Config) -> Result<Conn, StoreError> {
-        let mut client = config.connect(NoTls).map_err(|e| {
+        let mut client = connect_postgres(config).map_err(|e| {
             StoreError::batch(format!("cannot connect to PostgreSQL: {}", describe(&e)))
         })?;
         let setup = (|| {
@@ -717,7 +718,7 @@ impl Conn {
 /// Connection settings from `url` (a `postgresql://` URL or `key=value`
 /// pairs), with hubbub's timeouts where the URL names none.
 pub(crate) fn parse_config(url: &str) -> Result<Config, StoreError> {
-    let mut config: Config = url
+    let mut config: Config = postgres_url(url)
         .parse()
         .map_err(|e| StoreError::request(format!("bad PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
@@ -871,7 +872,7 @@ impl Postgres {
     }
 
     pub(crate) fn open_config(config: Config) -> Result<Postgres, StoreError> {
-        let mut client = config.connect(NoTls).map_err(|e| {
+        let mut client = connect_postgres(&config).map_err(|e| {
             StoreError::request(format!("cannot connect to PostgreSQL: {}", describe(&e)))
         })?;
         migrate(&mut client)?;

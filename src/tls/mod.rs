@@ -12,6 +12,7 @@
 //! PEM is read with `rustls-pki-types`.
 
 pub mod acme;
+pub mod services;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -121,6 +122,44 @@ impl Acceptor {
             Err(e) => log::error!("TLS: reload failed, keeping the old certificate: {e}"),
         }
     }
+}
+
+/// A TLS client configuration for the services the server connects to
+/// (`rediss://`, PostgreSQL with `sslmode=require`): trusting the CA
+/// certificates in the PEM file `ca`, or the system's roots without one.
+pub fn client_config(ca: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs = CertificateDer::pem_file_iter(path)
+                .and_then(|c| c.collect::<Result<Vec<_>, _>>())
+                .map_err(|e| format!("{}: {}", path.display(), pem_error(e)))?;
+            if certs.is_empty() {
+                return Err(format!("{}: no certificate in it", path.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+            if roots.is_empty() {
+                return Err(
+                    "no CA certificates found on this system; name one with the CA file option"
+                        .into(),
+                );
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A certificate chain and its private key from PEM files, checked to

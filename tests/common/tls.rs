@@ -70,7 +70,7 @@ impl TestCa {
 
     /// A client configuration that trusts this CA alone.
     pub fn client_config(&self) -> Arc<ClientConfig> {
-        client_config(&[self.der.clone()])
+        client_config(std::slice::from_ref(&self.der))
     }
 }
 
