@@ -1198,11 +1198,12 @@ fn apply_file(opts: &mut Options, given: &[bool], text: &str, backup: bool) -> R
         if given[i] || !applies {
             continue;
         }
-        let value = match (opt.value, value) {
-            (Some(_), v) => v,
-            (None, "true") => "",
-            (None, "false") => continue,
-            (None, v) => return Err(format!("{n}: {key}: true or false, not {v:?}")),
+        let switch = opt.flag.is_some() && opt.value.is_none();
+        let value = match (switch, value) {
+            (false, v) => v,
+            (true, "true") => "",
+            (true, "false") => continue,
+            (true, v) => return Err(format!("{n}: {key}: true or false, not {v:?}")),
         };
         (opt.set)(opts, value).map_err(|e| format!("{n}: {key}: {e}"))?;
     }
@@ -1269,6 +1270,16 @@ pub fn usage() -> String {
         &mut out,
         "hubbub migrate --from-sqlite PATH --postgres URL",
         "copy a stopped server's SQLite database into an empty PostgreSQL (see --help there)",
+    );
+    line(
+        &mut out,
+        "hubbub restore BACKUP",
+        "put a backup in place of the stopped server's database, ids raised (see --help there)",
+    );
+    line(
+        &mut out,
+        "hubbub systemd-unit",
+        "print a sandboxed systemd unit for this binary",
     );
     out.push_str("\nOPTIONS:\n");
     for opt in OPTIONS {
@@ -1461,6 +1472,49 @@ mod tests {
             "unknown argument \"--jwt-secret\" (see --help)",
             "the secret is environment-only"
         );
+    }
+
+    /// A `--config` file sets what no flag or variable sets: flags over
+    /// environment over file, repeatable keys repeat, switches take
+    /// true/false, quotes are stripped, and errors carry the line number.
+    #[test]
+    fn config_file_is_the_third_source() {
+        let file = "# comment\n\
+                    addr = 10.0.0.9:9\n\
+                    rate-limit = 7\n\
+                    store-queue = \"300\"\n\
+                    tls-domain = a.example.com\n\
+                    tls-domain = b.example.com\n\
+                    http-addr = 0.0.0.0:80\n\
+                    echo = false\n\
+                    jwt-secret = 0123456789abcdef0123456789abcdef\n";
+        let o = match parse_with_file(
+            &["--config", "x.conf", "--rate-limit", "3"],
+            &[("HUBBUB_STORE_QUEUE", "200")],
+            file,
+        ) {
+            Ok(Parsed::Run(o)) => *o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(o.config.addr.to_string(), "10.0.0.9:9", "file");
+        assert_eq!(o.config.rate_limit, 3, "flag over file");
+        assert_eq!(o.config.store_queue, 200, "env over file");
+        assert_eq!(o.tls_domains, ["a.example.com", "b.example.com"]);
+        assert!(!o.config.echo);
+        assert_eq!(o.config_file, Some(PathBuf::from("x.conf")));
+        assert_eq!(o.config.jwt_secret.as_deref().map(<[u8]>::len), Some(32));
+        let err = |file: &str| parse_with_file(&["--config=c.conf"], &[], file).unwrap_err();
+        assert_eq!(
+            err("\n\nbogus\n"),
+            "c.conf:3: expected `key = value`, got \"bogus\""
+        );
+        assert_eq!(err("addr = x\n"), "c.conf:1: addr: not an address: x");
+        assert_eq!(
+            err("echo = yes\n"),
+            "c.conf:1: echo: true or false, not \"yes\""
+        );
+        assert_eq!(err("nope = 1\n"), "c.conf:1: unknown key \"nope\"");
+        assert!(matches!(parse(&["--version"], &[]), Ok(Parsed::Version)));
     }
 
     /// `-h` and `--help` ask for the usage, even with a bad variable set.

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 use hubbub::config::{Options, Parsed, VERSION, parse_options, usage};
 use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
-use hubbub::store::migrate;
 use hubbub::store::postgres::Postgres;
 use hubbub::store::sqlite::{self, Sqlite};
 use hubbub::store::{Backend, StoreError};
+use hubbub::store::{migrate, ops};
 use hubbub::tls::acme::{self, Challenges};
 use hubbub::tls::{Acceptor, CertStore};
 use hubbub::{Bus, LocalOnly};
@@ -48,8 +48,11 @@ fn main() -> ExitCode {
     }
     log::set_max_level(log::LevelFilter::Info);
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().is_some_and(|a| a == migrate::COMMAND) {
-        return migrate_command(args.into_iter().skip(1));
+    match args.first().map(String::as_str) {
+        Some(migrate::COMMAND) => return migrate_command(args.into_iter().skip(1)),
+        Some(RESTORE_COMMAND) => return restore_command(&args[1..]),
+        Some(UNIT_COMMAND) => return print_unit(),
+        _ => {}
     }
     let opts = match read_options(&args) {
         Ok(Parsed::Run(opts)) => *opts,
@@ -137,10 +140,110 @@ fn main() -> ExitCode {
         }
     };
     log_start(&opts, &started, &format!("SQLite at {}", db.display()));
+    if let Err(e) = ops::check_not_in_use(&db) {
+        log::error!("{e}");
+        return ExitCode::FAILURE;
+    }
     match Sqlite::open(&db) {
-        Ok(b) => serve(opts, started, b),
+        // Held while the server runs: `migrate` and `restore` refuse it.
+        Ok(b) => match ops::hold(&db) {
+            Ok(_held) => serve(opts, started, b),
+            Err(e) => {
+                log::error!("{e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             log::error!("cannot open the database {}: {e}", db.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `hubbub restore`: a backup back in place, with the id floor raised.
+const RESTORE_COMMAND: &str = "restore";
+const RESTORE_USAGE: &str = "\
+USAGE:
+    hubbub restore BACKUP [--db PATH]     put a `hubbub backup` copy in place of the (stopped)
+                                          server's SQLite database (--db or HUBBUB_DB)
+    hubbub restore --postgres URL         after pg_restore into URL: raise the id floor
+
+Either way, new messages get ids above every id issued before the restore,
+so clients that resume with `since` get what is new (README: Restores).
+";
+
+/// `hubbub systemd-unit`: the sandboxed unit, for /etc/systemd/system.
+const UNIT_COMMAND: &str = "systemd-unit";
+const UNIT: &str = include_str!("hubbub.service");
+
+fn print_unit() -> ExitCode {
+    let exe = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.to_str().map(str::to_string))
+        .unwrap_or_else(|| "/usr/local/bin/hubbub".into());
+    print!("{}", UNIT.replace("/usr/local/bin/hubbub", &exe));
+    ExitCode::SUCCESS
+}
+
+fn restore_command(args: &[String]) -> ExitCode {
+    let mut backup = None;
+    let mut db = std::env::var("HUBBUB_DB").ok().filter(|v| !v.is_empty());
+    let mut postgres = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-h" | "--help" => {
+                print!("{RESTORE_USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            "--db" | "--postgres" => {
+                let Some(v) = it.next() else {
+                    eprintln!("hubbub restore: {a} needs a value");
+                    return ExitCode::from(EXIT_USAGE);
+                };
+                if a == "--db" {
+                    db = Some(v.clone());
+                } else {
+                    postgres = Some(v.clone());
+                }
+            }
+            other if !other.starts_with('-') && backup.is_none() => {
+                backup = Some(other.to_string())
+            }
+            other => {
+                eprintln!("hubbub restore: unexpected {other:?}\n\n{RESTORE_USAGE}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let done = match (&backup, &postgres) {
+        (Some(b), None) => {
+            let db = absolute(Path::new(
+                db.as_deref().unwrap_or(hubbub::config::DEFAULT_DB),
+            ));
+            ops::restore_sqlite(Path::new(b), &db).map(|floor| {
+                format!(
+                    "restore: {b} is now {}; new message ids start at {floor}",
+                    db.display()
+                )
+            })
+        }
+        (None, Some(url)) => ops::restore_postgres(url)
+            .map(|next| format!("restore: {}: new message ids start at {next}", redact(url))),
+        _ => {
+            eprintln!(
+                "hubbub restore: a BACKUP file or --postgres URL, not both\n\n{RESTORE_USAGE}"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    match done {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hubbub restore: {e}");
             ExitCode::FAILURE
         }
     }
@@ -419,6 +522,10 @@ fn migrate_command(args: impl Iterator<Item = String>) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
+    if let Err(e) = ops::check_not_in_use(&args.from) {
+        eprintln!("hubbub migrate: {e}; nothing was copied");
+        return ExitCode::FAILURE;
+    }
     match migrate::migrate(&args.from, &args.postgres) {
         Ok(stats) => {
             println!(
