@@ -472,6 +472,14 @@ impl Postgres {
         run_ok(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("psql: {e}"));
     }
 
+    /// Runs a client tool of this cluster's version (`pg_dump`,
+    /// `pg_restore`) with `args`; its stdout, or a panic with its stderr.
+    pub fn client_tool(&self, tool: &str, args: &[&str]) -> String {
+        let mut cmd = Command::new(self.bin.join(tool));
+        cmd.args(args).env("PGCONNECT_TIMEOUT", "5");
+        run_ok(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{tool}: {e}"))
+    }
+
     /// `psql`, Err instead of a panic (to check the server is down).
     pub fn try_psql(&self, db: &str, sql: &str) -> Result<String, String> {
         psql_url(&self.bin, &self.url_of(db), sql)
