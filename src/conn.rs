@@ -16,6 +16,8 @@
 //! shared scratch buffer; only an incomplete request or frame is copied into
 //! `pending_input`, and both it and the output queue are freed, not kept, when
 //! they empty after a burst.
+//! Under TLS (`transport.rs`) the same holds for hubbub's own buffers;
+//! rustls keeps its session (keys, a 4 KiB record buffer) per connection.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
