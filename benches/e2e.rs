@@ -827,9 +827,11 @@ fn tls(ctx: &mut Ctx) {
                 .collect();
             let mut load = Load::new(srv.addr, 0);
             load.tls = tls.cloned();
+            let prof = Profile::start(&format!("[tls handshakes {k}]"), srv.pid);
             let cpu = sys::CpuMark::now(srv.pid);
             let (up, secs) = load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
             let server_cpu = cpu.since3().1;
+            drop(prof);
             assert_eq!(up as usize, n, "every handshake completed");
             pair[k] = up as f64 / secs;
             if k == 1 {
