@@ -191,8 +191,14 @@ impl App {
                 Reply::UserFound { ticket, row } => {
                     self.with_http(out, |http, cx| http.on_user_found(cx, ticket, Some(row)))
                 }
+                Reply::FindUserFailed { ticket } => {
+                    self.with_http(out, |http, cx| http.on_user_found(cx, ticket, None))
+                }
                 Reply::RoomInfo { ticket, private } => {
                     self.with_hub(out, |hub, cx| hub.on_room_info(cx, ticket, Some(private)))
+                }
+                Reply::RoomInfoFailed { ticket } => {
+                    self.with_hub(out, |hub, cx| hub.on_room_info(cx, ticket, None))
                 }
                 Reply::ResyncFailed { ticket } => {
                     self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, None))

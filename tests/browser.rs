@@ -3,7 +3,8 @@
 //! They live in `tests/browser/` (Node's built-in test runner + playwright-core
 //! driving Debian's Chromium) and start this crate's `hubbub` binary
 //! themselves, one fresh server per test. This file only checks the tools are
-//! there, installs the one npm dependency when needed, and runs them.
+//! there, installs the npm dependencies (playwright-core, axe-core) when one
+//! is missing, and runs them.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -25,8 +26,11 @@ fn browser_suite() {
         "{CHROMIUM} is needed for the browser tests: apt-get install -y chromium"
     );
 
-    if !suite.join("node_modules/playwright-core").exists() {
-        // Exactly the locked playwright-core; it never downloads a browser.
+    let installed = ["playwright-core", "axe-core"]
+        .iter()
+        .all(|m| suite.join("node_modules").join(m).exists());
+    if !installed {
+        // Exactly the locked versions; playwright-core never downloads a browser.
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--prefix"])
             .arg(&suite)

@@ -202,3 +202,123 @@ fn path_traversal_never_leaks() {
         }
     }
 }
+
+/// The web manifest is `application/manifest+json` and names what an installer
+/// needs: a name, `standalone`, a start URL and PNG icons of 192 and 512 pixels
+/// (plain and maskable), each served as `image/png`.
+#[test]
+fn manifest_names_an_installable_app() {
+    let s = Server::start();
+    let html = s.get("/", None).text();
+    assert!(
+        html.contains(r#"<link rel="manifest" href="manifest.webmanifest">"#),
+        "index does not link the manifest"
+    );
+    let r = s.get("/manifest.webmanifest", None);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some("application/manifest+json"));
+    assert_security_headers(&r, "/manifest.webmanifest");
+    let m: serde_json::Value = serde_json::from_str(&r.text()).expect("manifest is JSON");
+    assert_eq!(m["name"], "hubbub");
+    assert_eq!(m["display"], "standalone");
+    assert_eq!(m["start_url"], "/");
+    let mut sizes = Vec::new();
+    for icon in m["icons"].as_array().expect("icons") {
+        let src = icon["src"].as_str().unwrap();
+        let got = s.get(src, None);
+        assert_eq!(got.status, 200, "{src}");
+        assert_eq!(got.header("content-type"), icon["type"].as_str(), "{src}");
+        if icon["type"] == "image/png" {
+            // The IHDR chunk: width and height, big-endian, at bytes 16..24.
+            let b = &got.body;
+            assert_eq!(&b[1..4], b"PNG", "{src}");
+            let w = u32::from_be_bytes(b[16..20].try_into().unwrap());
+            let h = u32::from_be_bytes(b[20..24].try_into().unwrap());
+            assert_eq!(format!("{w}x{h}"), icon["sizes"].as_str().unwrap(), "{src}");
+            sizes.push(format!("{w} {}", icon["purpose"].as_str().unwrap()));
+        }
+    }
+    sizes.sort();
+    assert_eq!(
+        sizes,
+        ["192 any", "192 maskable", "512 any", "512 maskable"]
+    );
+}
+
+/// The service worker is served at the root (its scope is the whole client),
+/// as JavaScript, `no-cache` (a browser checks it for a new version on every
+/// load), stamped with the shell's version and every file it caches, each of
+/// which is served.
+#[test]
+fn service_worker_is_stamped_and_fresh() {
+    let s = Server::start();
+    let r = s.get("/sw.js", None);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.header("content-type")
+            .unwrap_or("")
+            .contains("javascript")
+    );
+    assert_eq!(r.header("cache-control"), Some("no-cache"));
+    assert_security_headers(&r, "/sw.js");
+    let text = r.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("const SHELL = "))
+        .expect("the SHELL line");
+    assert!(!line.contains("unstamped"), "{line}");
+    let version = line.split('\'').nth(1).unwrap();
+    assert!(
+        version.len() == 16 && version.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{line}"
+    );
+    let files: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+    for must in [
+        "/index.html",
+        "/app.css",
+        "/js/main.js",
+        "/manifest.webmanifest",
+    ] {
+        assert!(files.contains(&must), "{must} not in {line}");
+    }
+    assert!(
+        !files.contains(&"/sw.js"),
+        "the worker caches itself: {line}"
+    );
+    for f in files {
+        assert_eq!(s.get(f, None).status, 200, "{f}");
+    }
+}
+
+/// With `--static-dir`, the worker is stamped from the directory as it is on
+/// disk, and an edited file gives it a new version (and a new ETag).
+#[test]
+fn static_dir_stamps_the_worker_afresh() {
+    let d = site();
+    let st = d.path().join("static");
+    std::fs::write(
+        st.join("sw.js"),
+        "// worker\nconst SHELL = { version: 'unstamped', files: [] };\n",
+    )
+    .unwrap();
+    let s = Server::builder()
+        .arg("--static-dir")
+        .arg(st.to_str().unwrap())
+        .start_in(d.clone());
+    let first = s.get("/sw.js", None);
+    assert_eq!(first.status, 200);
+    let line = |r: &Resp| r.text().lines().nth(1).unwrap().to_string();
+    assert!(
+        line(&first).ends_with(r#"files: ["/app.css", "/index.html", "/js/app.js"] };"#),
+        "{}",
+        line(&first)
+    );
+    std::fs::write(st.join("app.css"), "body{color:red}").unwrap();
+    let second = s.get("/sw.js", None);
+    assert_ne!(
+        line(&first),
+        line(&second),
+        "an edit must change the version"
+    );
+    assert_ne!(first.header("etag"), second.header("etag"));
+}

@@ -901,10 +901,6 @@ impl Http {
         ticket: Ticket,
         messages: Option<Vec<StoredMessage>>,
     ) {
-        if matches!(self.waiting.get(&ticket), Some(Wait::FindUser { .. })) {
-            // A failed user look-up is answered as a failed read.
-            return self.on_user_found(cx, ticket, None);
-        }
         let Some(Wait::History {
             conn,
             keep_alive,

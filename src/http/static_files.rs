@@ -4,6 +4,10 @@
 //! Paths are matched against a fixed table, so nothing outside `static/` can
 //! be named at all; the checks below still refuse `..`, backslashes and
 //! encoded dots explicitly so `--static-dir` is just as closed.
+//!
+//! Everything is sent `no-cache` with an ETag: a browser revalidates each
+//! file (a 304 costs one round trip), so a new version is picked up at once,
+//! and the service worker (`/sw.js`, stamped by `shell`) is never kept stale.
 
 use std::borrow::Cow;
 use std::path::Path;
@@ -11,6 +15,7 @@ use std::path::Path;
 use super::mime::content_type;
 use super::request::percent_decode;
 use super::response::Response;
+use super::shell;
 
 /// One embedded file.
 pub struct StaticFile {
@@ -66,12 +71,12 @@ pub fn serve(raw_path: &str, if_none_match: Option<&[u8]>, dir: Option<&Path>) -
         },
         // Development only: a blocking read on the loop thread, which a
         // release deployment never does (it serves the embedded table).
-        Some(dir) => match std::fs::read(dir.join(&path[1..])) {
-            Ok(bytes) => {
-                let etag = format!("\"dev-{}\"", bytes.len());
+        Some(dir) => match read_dev(dir, &path) {
+            Some(bytes) => {
+                let etag = format!("\"dev-{:016x}\"", shell::fnv1a(&bytes));
                 (Cow::Owned(bytes), content_type(&path), Cow::Owned(etag))
             }
-            Err(_) => return not_found(),
+            None => return not_found(),
         },
     };
     let matches = if_none_match.is_some_and(|v| {
@@ -87,6 +92,28 @@ pub fn serve(raw_path: &str, if_none_match: Option<&[u8]>, dir: Option<&Path>) -
         resp.with_header("ETag", etag)
             .with_header("Cache-Control", "no-cache"),
     )
+}
+
+/// Development: the file as it is on disk, and the worker stamped from the
+/// directory as it is now, as `build.rs` stamps the embedded one.
+fn read_dev(dir: &Path, path: &str) -> Option<Vec<u8>> {
+    let bytes = std::fs::read(dir.join(&path[1..])).ok()?;
+    if path != shell::WORKER {
+        return Some(bytes);
+    }
+    let mut paths = Vec::new();
+    shell::walk(dir, &mut paths);
+    let files: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .filter_map(|p| {
+            let rel = p.strip_prefix(dir).ok()?.to_str()?.replace('\\', "/");
+            // Only what could be served: no dot-files (an editor's swap file).
+            let url = clean_path(&format!("/{rel}"))?;
+            Some((url, std::fs::read(p).ok()?))
+        })
+        .collect();
+    let source = String::from_utf8(bytes).ok()?;
+    Some(shell::stamp(&source, &files).unwrap_or(source).into_bytes())
 }
 
 /// Headers every response of the web client carries.

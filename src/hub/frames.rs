@@ -759,11 +759,6 @@ impl Hub {
                 self.release_read(conn, reserved);
             }
             Some(Wait::Catchup { key }) => return self.on_catchup(cx, key, messages),
-            Some(w @ Wait::RoomLookup { .. }) => {
-                // Only a failed look-up is answered as history.
-                self.waiting.insert(ticket, w);
-                return self.on_room_info(cx, ticket, None);
-            }
             Some(_) | None => return,
         }
         self.retry_deferred(cx);

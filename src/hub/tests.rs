@@ -283,9 +283,11 @@ impl Bench {
                 Reply::RoomInfo { ticket, private } => {
                     hub.on_room_info(&mut cx, ticket, Some(private))
                 }
+                Reply::RoomInfoFailed { ticket } => hub.on_room_info(&mut cx, ticket, None),
                 Reply::UserStored { .. }
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }
+                | Reply::FindUserFailed { .. }
                 | Reply::MessageRefused { .. }
                 | Reply::Changed { .. }
                 | Reply::Drained => {}
@@ -1497,4 +1499,35 @@ fn a_room_turning_private_drops_non_members() {
     b.peer_message("ops", 1, 1, "members only");
     assert_eq!(b.contents(bob), ["members only"]);
     assert!(b.contents(carol).is_empty());
+}
+
+/// A room look-up that storage could not answer (its failure built as
+/// storage builds it) reaches the look-up's waiter, not a history waiter:
+/// the `join` is told `busy` and nothing is opened, so the next `join`
+/// asks storage again.
+#[test]
+fn a_failed_room_look_up_answers_the_join_busy() {
+    let mut b = Bench::new();
+    let carol = b.open(3, CAROL);
+    b.hear_peer(wire::Note::Hello { name: "n2".into() });
+    b.out.clear();
+    let join = json!({"type": "join", "room": "ops"}).to_string();
+    let (hub, mut cx) = b.cx();
+    hub.on_text(&mut cx, carol, &join);
+    let lookup = b
+        .queue
+        .requests
+        .iter()
+        .position(|r| matches!(r, Request::RoomInfo { .. }))
+        .expect("the join asks storage first");
+    let failed = b.queue.requests.remove(lookup).failure(false);
+    let Some(Reply::RoomInfoFailed { ticket }) = failed else {
+        panic!("a failed look-up is its own reply: {failed:?}");
+    };
+    let (hub, mut cx) = b.cx();
+    hub.on_room_info(&mut cx, ticket, None);
+    assert_eq!(b.of_type(carol, "error")[0]["code"], "busy");
+    assert!(b.hub.rooms.id("ops").is_none(), "nothing opened");
+    b.send(carol, json!({"type": "join", "room": "ops"}));
+    assert!(b.hub.rooms.id("ops").is_some(), "asked again, and opened");
 }

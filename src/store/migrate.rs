@@ -8,8 +8,9 @@
 //! numbered per room and per conversation in id order (`seq`), with each
 //! target's newest seq in `targets`, their replies, edits, deletions and
 //! reactions (SQLite schema 2; a schema-1 source has none); the mentions;
-//! and the read markers. Search needs no copy: PostgreSQL computes each
-//! message's words (`messages.tsv`) as the row is written. The identity of
+//! and the read markers. SQLite's search index is not copied: each
+//! message's words (`messages.tsv`) are cut from its content as it is
+//! copied, by the rule every append uses (`search_text`). The identity of
 //! `users.id` and the `message_ids` sequence are moved past the copied
 //! maxima, so new rows continue after them.
 //!
@@ -40,8 +41,9 @@ pub const COMMAND: &str = "migrate";
 pub const USAGE: &str = "\
 usage: hubbub migrate --from-sqlite PATH --postgres URL
 
-Copies a hubbub SQLite database (stop the server first) into an empty
-PostgreSQL database (postgres://user@host:port/db, no TLS), in one
+Copies a hubbub SQLite database (stop the server first: a running server's
+database is refused) into an empty PostgreSQL database
+(postgres://user@host:port/db; ?sslmode=require for TLS), in one
 transaction: users, settings (the token secret), rooms, members, messages
 with their ids, and read markers.
 ";

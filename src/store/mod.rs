@@ -2,17 +2,23 @@
 //!
 //! The loop sends [`Request`]s to storage and gets [`Reply`]s back over one
 //! channel, with the loop's `Waker` rung after every batch. Storage is
-//! generic over a [`Backend`]; SQLite ([`sqlite::Sqlite`]) is the one that
-//! ships, and a PostgreSQL backend is one more `impl Backend` — the reactor,
-//! the hub and the HTTP routes only ever see `StoreHandle`.
+//! generic over a [`Backend`]; two ship: SQLite ([`sqlite::Sqlite`]) for a
+//! single node, PostgreSQL ([`postgres::Postgres`]) for cluster mode, where
+//! several nodes share one database. The reactor, the hub and the HTTP
+//! routes only ever see a [`Storage`] (`StoreHandle`).
+//!
+//! This file is the storage threads and the traits a backend implements;
+//! `rows.rs` holds the data, `request.rs` the requests and replies with
+//! every fact about each request.
 //!
 //! Two threads, one per kind of work. The *writer* applies every write (and
 //! `Drain`) in queue order, in batched transactions. The *reader*, on its own
-//! connection ([`Backend::reader`]), answers the reads (`History`, `Unread`),
-//! one snapshot each. A slow read (a deep `OFFSET`, a 1000-message replay)
-//! therefore never delays a commit, hence an ack. A backend with no second
-//! connection (SQLite in memory) gets every request on the writer, in order,
-//! as before.
+//! connection ([`Backend::reader`]), answers the reads ([`Facts::is_read`]:
+//! history, search, unread counts, a cluster's catch-up, resync and
+//! look-ups), one snapshot each. A slow read (a deep `OFFSET`, a
+//! 1000-message replay) therefore never delays a commit, hence an ack. A
+//! backend with no second connection (SQLite in memory) gets every request
+//! on the writer, in queue order.
 //!
 //! Why reads on another connection are still correct:
 //! - The hub publishes a message, and acks it, only after the commit that
@@ -40,9 +46,12 @@
 //! and a burst of reads (a reconnect storm's `Unread`s) must not stop chat
 //! while the writer is idle. `depth` (the `/metrics` gauge) is both queues.
 //!
-//! Why the loop assigns ids: message ids come from the loop's counter (continued
-//! from the database's maximum at start), so fan-out never waits for SQLite;
-//! only the sender's `ack` waits for the commit that carries the message.
+//! Message keys: the loop numbers every message it submits (continuing from
+//! the database's newest id at start), so that its reply finds the waiting
+//! message without a round trip. SQLite stores that number as the id;
+//! PostgreSQL draws the id for the whole cluster in the append's
+//! transaction and answers it in `MessageStored`. Either way a message is
+//! delivered, and acked, only when the commit that holds it comes back.
 
 #[cfg(test)]
 pub(crate) mod conformance;
@@ -51,6 +60,8 @@ pub(crate) mod fixtures;
 pub mod migrate;
 pub mod ops;
 pub mod postgres;
+mod request;
+mod rows;
 pub mod sqlite;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -58,510 +69,14 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
+pub use rows::{
+    Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reaction,
+    Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
+    decode_reactions, encode_reactions, search_words, toggle_reaction,
+};
+
 use crate::config::{STORE_BATCH, STORE_PROBE};
-
-/// Users are numbered from 1: by the loop on SQLite, by the database's
-/// sequence on PostgreSQL (where several nodes sign users up at once).
-pub type UserId = u32;
-/// Message ids: unique across the server (the cluster), and increasing per
-/// room and per conversation in the order messages are delivered.
-pub type MsgId = u64;
-/// A message's place in its room or conversation: 1, 2, 3, ... with no gap
-/// among committed messages, assigned in the same transaction as the append
-/// by a backend that sequences (PostgreSQL). A node that sees a sequence
-/// jump on the bus knows it missed a message and reads it back. 0 from a
-/// backend that does not sequence (SQLite: one node, nothing to miss).
-pub type Seq = u64;
-
-/// A user as stored, password hash included (the loop keeps it to verify logins).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    pub id: UserId,
-    pub username: String,
-    pub email: String,
-    pub password: PasswordHash,
-    pub created_ms: i64,
-    pub last_seen_ms: Option<i64>,
-}
-
-/// PBKDF2-HMAC-SHA256 output with the parameters that produced it, so the
-/// iteration count can be raised later without invalidating old hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasswordHash {
-    pub iterations: u32,
-    pub salt: [u8; 16],
-    pub hash: [u8; 32],
-}
-
-/// A private room: only members may join it or read its history.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PrivateRoomRow {
-    pub name: String,
-    pub owner: UserId,
-    pub members: Vec<UserId>,
-}
-
-/// Where a message lives: a room, or the conversation of two users.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Target {
-    Room(String),
-    /// A private conversation; the pair is unordered (`Direct(a, b) == Direct(b, a)` in storage).
-    Direct(UserId, UserId),
-}
-
-/// One emoji's reactions on a message: the users, in the order they reacted.
-/// A message's reactions are kept in the order each emoji first appeared.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reaction {
-    pub emoji: String,
-    pub users: Vec<UserId>,
-}
-
-/// One chat message as stored and as read back.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StoredMessage {
-    pub id: MsgId,
-    /// `Some` for a room message.
-    pub room: Option<String>,
-    pub from: UserId,
-    /// `Some` for a private message.
-    pub to: Option<UserId>,
-    pub content: String,
-    pub timestamp_ms: i64,
-    /// The message's place in its target ([`Seq`]); 0 when not sequenced.
-    pub seq: Seq,
-    /// The message this one answers, in the same room or conversation.
-    pub reply_to: Option<MsgId>,
-    /// When its author last edited it.
-    pub edited_ms: Option<i64>,
-    /// Who reacted with what; empty when nobody did.
-    pub reactions: Vec<Reaction>,
-    /// Deleted: only `Catchup` answers carry deleted messages (with empty
-    /// content), so a node can step its sequence past them; every other
-    /// read leaves them out.
-    pub deleted: bool,
-}
-
-/// What `GET /api/search` asks: messages `user` may read whose content has
-/// every one of `words` (whole words, any case, any order), newest first.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SearchQuery {
-    pub user: UserId,
-    /// Lower-case words, as [`search_words`] cut them: 1 to
-    /// `MAX_SEARCH_WORDS`.
-    pub words: Vec<String>,
-    /// Only this room or conversation (`Direct(user, peer)`); `None`: all
-    /// the caller may read.
-    pub scope: Option<Target>,
-    pub limit: usize,
-}
-
-/// The words of a search: runs of letters and digits (any script), lower
-/// case, at most `max` of them, duplicates dropped. Punctuation separates
-/// words, as both engines' tokenizers do (SQLite's `unicode61`,
-/// PostgreSQL's `simple` parser), so `"don't"` is `don` and `t`; the
-/// query has no operators, so nothing a user types is a syntax error.
-pub fn search_words(q: &str, max: usize) -> Vec<String> {
-    let mut words: Vec<String> = Vec::new();
-    for w in q.split(|c: char| !c.is_alphanumeric()) {
-        if w.is_empty() {
-            continue;
-        }
-        let w = w.to_lowercase();
-        if !words.contains(&w) {
-            words.push(w);
-            if words.len() == max {
-                break;
-            }
-        }
-    }
-    words
-}
-
-/// Why storage refused an edit, a delete or a reaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No message with that id, or it was deleted.
-    NoSuchMessage,
-    /// Not the author (edit); neither the author nor the private room's
-    /// owner (delete); someone who may not read the message (react).
-    Forbidden,
-    /// The message already has `MAX_REACTION_KINDS` different emoji, or
-    /// `MAX_REACTIONS` reactions in all.
-    TooManyReactions,
-}
-
-/// What an edit, a delete or a reaction changed, with where the message
-/// lives, so the hub can tell whoever may read it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Change {
-    pub id: MsgId,
-    pub room: Option<String>,
-    pub from: UserId,
-    pub to: Option<UserId>,
-    pub what: ChangeKind,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangeKind {
-    Edited {
-        content: String,
-        at_ms: i64,
-    },
-    Deleted,
-    Reacted {
-        emoji: String,
-        user: UserId,
-        on: bool,
-    },
-}
-
-/// Whether the user of an edit, delete or reaction may make it: the one
-/// rule both backends apply, once they have found the live message
-/// (`author`, and `private_owner` when it is in a private room). An edit is
-/// its author's; a delete its author's or the private room's owner's; a
-/// reaction anyone's who may read the message (`may_read`, asked only for
-/// a reaction, since it may cost a query).
-pub fn may_change<E>(
-    req: &Request,
-    author: UserId,
-    private_owner: Option<UserId>,
-    may_read: impl FnOnce() -> Result<bool, E>,
-) -> Result<bool, E> {
-    Ok(match req {
-        Request::EditMessage { user, .. } => *user == author,
-        Request::DeleteMessage { user, .. } => *user == author || private_owner == Some(*user),
-        Request::React { .. } => may_read()?,
-        _ => false,
-    })
-}
-
-/// Toggles `user`'s `emoji` on a message's reactions (the one rule both
-/// backends apply): returns whether it is now on, or the refusal when a
-/// new reaction would pass a bound. Removing one is always allowed.
-pub fn toggle_reaction(
-    reactions: &mut Vec<Reaction>,
-    emoji: &str,
-    user: UserId,
-) -> Result<bool, Refusal> {
-    use crate::config::{MAX_REACTION_KINDS, MAX_REACTIONS};
-    if let Some(i) = reactions.iter().position(|r| r.emoji == emoji) {
-        if let Some(j) = reactions[i].users.iter().position(|&u| u == user) {
-            reactions[i].users.remove(j);
-            if reactions[i].users.is_empty() {
-                reactions.remove(i);
-            }
-            return Ok(false);
-        }
-    } else if reactions.len() >= MAX_REACTION_KINDS {
-        return Err(Refusal::TooManyReactions);
-    }
-    if reactions.iter().map(|r| r.users.len()).sum::<usize>() >= MAX_REACTIONS {
-        return Err(Refusal::TooManyReactions);
-    }
-    match reactions.iter_mut().find(|r| r.emoji == emoji) {
-        Some(r) => r.users.push(user),
-        None => reactions.push(Reaction {
-            emoji: emoji.to_string(),
-            users: vec![user],
-        }),
-    }
-    Ok(true)
-}
-
-/// A message's reactions as the backends store them: one text column,
-/// `[["👍",[1,2]],[":tada:",[3]]]`, `None` when there are none. One
-/// column, not a table, because reactions are only ever read with their
-/// message and written by toggling one; the bounds keep it small.
-pub fn encode_reactions(reactions: &[Reaction]) -> Option<String> {
-    if reactions.is_empty() {
-        return None;
-    }
-    let v: Vec<(&str, &[UserId])> = reactions
-        .iter()
-        .map(|r| (r.emoji.as_str(), r.users.as_slice()))
-        .collect();
-    Some(serde_json::to_string(&v).expect("serializing to a String cannot fail"))
-}
-
-/// The reverse of [`encode_reactions`]; a column that does not parse (it
-/// never should) reads as no reactions rather than failing the read.
-pub fn decode_reactions(text: Option<&str>) -> Vec<Reaction> {
-    let Some(text) = text else {
-        return Vec::new();
-    };
-    match serde_json::from_str::<Vec<(String, Vec<UserId>)>>(text) {
-        Ok(v) => v
-            .into_iter()
-            .map(|(emoji, users)| Reaction { emoji, users })
-            .collect(),
-        Err(e) => {
-            log::error!("storage: a message's reactions do not parse ({e}); read as none");
-            Vec::new()
-        }
-    }
-}
-
-/// A window of history: the newest `limit` messages of `target` with
-/// `after < id < before`, skipping the newest `offset`; returned oldest first.
-#[derive(Debug, Clone)]
-pub struct HistoryQuery {
-    pub target: Target,
-    pub before: Option<MsgId>,
-    pub after: Option<MsgId>,
-    pub limit: usize,
-    pub offset: usize,
-}
-
-/// Unread count of one room or one conversation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UnreadCount {
-    /// A room: unread messages, and how many of them mention the user.
-    Room(String, u64, u64),
-    /// Messages from this user to the caller not yet read.
-    Direct(UserId, u64),
-}
-
-/// Everything the loop keeps in memory, read once before the loop starts.
-#[derive(Debug, Default)]
-pub struct Snapshot {
-    pub users: Vec<UserRow>,
-    pub private_rooms: Vec<PrivateRoomRow>,
-    /// Public rooms that have at least one message.
-    pub public_rooms: Vec<(String, Option<UserId>)>,
-    /// Rooms with messages but no room row (its write was lost): loaded as
-    /// private rooms with no members, so nobody may read them.
-    pub orphan_rooms: Vec<String>,
-    pub max_message_id: MsgId,
-    /// The newest `(user, client_id, message id, timestamp)` for idempotent retries.
-    pub recent_client_ids: Vec<(UserId, String, MsgId, i64)>,
-    /// Users who could have something unread: they have a room read marker,
-    /// belong to a private room, or were sent a private message. For everyone
-    /// else the `unread` frame is empty without asking storage.
-    pub unread_sources: Vec<UserId>,
-    /// The newest [`Seq`] of every room and conversation that has messages,
-    /// from a backend that sequences (empty otherwise): where a cluster
-    /// node starts tracking each target's sequence.
-    pub heads: Vec<(Target, Seq)>,
-}
-
-/// Why a user row was refused: the name or email is already stored (by
-/// another node of a cluster, which this node's directory had not heard of).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Conflict {
-    Username,
-    Email,
-}
-
-/// Which part of the loop asked: storage echoes the ticket, and the loop
-/// hands the answer to the desk that parked it (each desk keeps its own
-/// waiting list, so neither needs to know the other's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Desk {
-    /// The chat hub: `history` frames, `join … since` replays, `unread`.
-    Hub,
-    /// The HTTP routes: `GET /api/messages` (and password jobs on the pool).
-    Http,
-}
-
-/// Pairs an asynchronous reply with whoever is waiting for it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ticket {
-    pub desk: Desk,
-    pub seq: u64,
-}
-
-/// What the loop asks of storage.
-#[derive(Debug)]
-pub enum Request {
-    /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
-    /// for the reply; a backend that numbers users itself stores another.
-    PutUser(UserRow),
-    /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
-    /// is already stored: a retry the loop no longer remembered, perhaps
-    /// sent to another node), or `MessageFailed`. `msg.id` is the loop's key
-    /// for the reply (and the id itself on a backend that takes the loop's
-    /// ids); `msg.seq` is ignored.
-    /// `MessageRefused` when `msg.reply_to` is not a message of the same
-    /// room or conversation (or was deleted). `mentions`: the users whose
-    /// `@name` it carries and who may read it, for their unread mention
-    /// counts (kept for room messages only: a conversation's unread count
-    /// already is the mention count).
-    PutMessage {
-        msg: StoredMessage,
-        client_id: Option<String>,
-        mentions: Vec<UserId>,
-    },
-    /// A public room is getting its first message (sent until one commits;
-    /// storing it twice is harmless; the first `creator` stays). No reply.
-    PutPublicRoom { name: String, creator: UserId },
-    /// No reply.
-    SetLastSeen { user: UserId, at_ms: i64 },
-    /// Reply: `Done` / `Failed`. The hub applies it in memory only after `Done`.
-    PutPrivateRoom { ticket: Ticket, row: PrivateRoomRow },
-    /// Reply: `Done` / `Failed`.
-    AddMember {
-        ticket: Ticket,
-        room: String,
-        user: UserId,
-    },
-    /// Reply: `Done` / `Failed`.
-    RemoveMember {
-        ticket: Ticket,
-        room: String,
-        user: UserId,
-    },
-    /// Moves `user`'s read marker forward (never back). No reply.
-    MarkRead {
-        user: UserId,
-        target: Target,
-        id: MsgId,
-    },
-    /// Reply: `History`.
-    History { ticket: Ticket, query: HistoryQuery },
-    /// Reply: `Unread`.
-    Unread { ticket: Ticket, user: UserId },
-    /// The messages of `target` with `after < seq`, oldest first, at most
-    /// `limit`: what a cluster node missed on the bus. Reply: `History`
-    /// (messages carry their `seq`) / `HistoryFailed`.
-    Catchup {
-        ticket: Ticket,
-        target: Target,
-        after: Seq,
-        limit: usize,
-    },
-    /// Everything `load` reads, again: a cluster node lost the bus and may
-    /// have missed users, rooms and memberships made elsewhere. Reply:
-    /// `Resynced` / `ResyncFailed`.
-    Resync { ticket: Ticket },
-    /// Whether room `name` is stored as a private room: a cluster node asks
-    /// before it opens a room it has not heard of, since another node may
-    /// have just created it. Reply: `RoomInfo` / `HistoryFailed`.
-    RoomInfo { ticket: Ticket, name: String },
-    /// The stored user called `name` (any case): a cluster node asks when a
-    /// login names someone its directory has not heard of, since another
-    /// node may have just signed them up. Reply: `UserFound` / `HistoryFailed`.
-    FindUser { ticket: Ticket, name: String },
-    /// The author replaces a message's content. Reply: `Changed` (refused
-    /// unless `user` wrote it) / `Failed`.
-    EditMessage {
-        ticket: Ticket,
-        id: MsgId,
-        user: UserId,
-        content: String,
-        at_ms: i64,
-    },
-    /// Deletes a message: its content is emptied, its reactions and
-    /// mentions dropped, and it leaves every read but `Catchup`. Reply:
-    /// `Changed` (refused unless `user` wrote it or owns its private room)
-    /// / `Failed`.
-    DeleteMessage {
-        ticket: Ticket,
-        id: MsgId,
-        user: UserId,
-        at_ms: i64,
-    },
-    /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`]). Reply:
-    /// `Changed` (refused when `user` may not read the message: a private
-    /// room they are not a member of, a conversation not theirs) / `Failed`.
-    React {
-        ticket: Ticket,
-        id: MsgId,
-        user: UserId,
-        emoji: String,
-    },
-    /// Reply: `History` with the matches *newest first* (at most
-    /// `query.limit`) / `HistoryFailed`. Only messages `query.user` may
-    /// read: conversations they are in, public rooms, private rooms they
-    /// are a member of.
-    Search { ticket: Ticket, query: SearchQuery },
-    /// Reply: `Drained`, after every write sent before it is committed.
-    /// (Reads on the reader thread are not waited for: at shutdown nobody
-    /// needs their answers.)
-    Drain,
-}
-
-/// What storage answers: for a write, after the batch holding it committed;
-/// for a read, from a snapshot that holds every commit already answered.
-#[derive(Debug)]
-pub enum Reply {
-    /// `key` is the row's id as sent; `id` the one stored.
-    UserStored {
-        key: UserId,
-        id: UserId,
-    },
-    /// `conflict` when a unique name or email refused it.
-    UserFailed {
-        key: UserId,
-        conflict: Option<Conflict>,
-    },
-    /// `key` is `msg.id` as sent; `id` and `seq` what it was stored as.
-    MessageStored {
-        key: MsgId,
-        id: MsgId,
-        seq: Seq,
-    },
-    /// Not stored again: `existing` is the message this user already stored
-    /// under the same `client_id`, at `timestamp_ms`.
-    MessageExists {
-        key: MsgId,
-        existing: MsgId,
-        timestamp_ms: i64,
-    },
-    /// `transient` when the whole batch failed (the database is down, the
-    /// disk is full): the client is told `busy`, not `internal`.
-    MessageFailed {
-        key: MsgId,
-        transient: bool,
-    },
-    /// Not stored: the message's `reply_to` is not a live message of
-    /// its room or conversation.
-    MessageRefused {
-        key: MsgId,
-    },
-    /// An edit, delete or reaction was applied (`Ok`) or refused.
-    Changed {
-        ticket: Ticket,
-        outcome: Result<Change, Refusal>,
-    },
-    /// A request with a ticket and no data to return was stored.
-    Done {
-        ticket: Ticket,
-    },
-    /// A request with a ticket and no data to return was not stored.
-    Failed {
-        ticket: Ticket,
-    },
-    History {
-        ticket: Ticket,
-        messages: Vec<StoredMessage>,
-    },
-    /// `None` when the read failed (the waiter answers with an error).
-    HistoryFailed {
-        ticket: Ticket,
-    },
-    Unread {
-        ticket: Ticket,
-        counts: Vec<UnreadCount>,
-    },
-    Resynced {
-        ticket: Ticket,
-        snapshot: Box<Snapshot>,
-    },
-    UserFound {
-        ticket: Ticket,
-        row: Option<UserRow>,
-    },
-    /// `private`: the room's row when it is a stored private room.
-    RoomInfo {
-        ticket: Ticket,
-        private: Option<PrivateRoomRow>,
-    },
-    ResyncFailed {
-        ticket: Ticket,
-    },
-    Drained,
-}
 
 /// Why a storage call failed: the backend's own error, as text, and
 /// whether it spoiled the whole transaction.
@@ -622,11 +137,13 @@ impl std::error::Error for StoreError {}
 /// One SQL statement is atomic by itself, but a request of several (for
 /// `PutPrivateRoom`, the room row and one row per member) is not: the engine
 /// wraps such a request in a `SAVEPOINT` and on failure rolls back to it and
-/// releases it. SQLite needs that only for multi-statement requests, since a
-/// failed statement there undoes just itself. PostgreSQL aborts the whole
-/// transaction on any failed statement (every later one fails until
-/// `ROLLBACK`), so a PostgreSQL backend needs the same per-request
-/// savepoint around every request that can fail.
+/// releases it. Which requests need one depends on the engine, and each
+/// asks the request ([`Request::facts`]): SQLite, where a failed statement
+/// undoes just itself, those that [write several
+/// statements](Facts::writes_several_statements); PostgreSQL, which aborts
+/// the whole transaction on any failed statement (every later one fails
+/// until `ROLLBACK`), every request that [may fail
+/// alone](Facts::may_fail_alone).
 ///
 /// An engine may apply several requests of a batch per statement
 /// ([`Backend::execute_batch`]; PostgreSQL does, for runs of messages), as
@@ -644,8 +161,9 @@ pub trait Backend: Send + 'static {
     /// instead, so that two nodes generating one at once agree on the
     /// first: callers read it back with `setting`.
     fn put_setting(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError>;
-    /// Opens the one transaction of a batch, taking the write lock now (so a
-    /// lock held elsewhere fails the batch up front, not halfway).
+    /// Opens the one transaction of a batch. An engine with one write lock
+    /// for the whole database (SQLite) takes it now, so that a lock held
+    /// elsewhere fails the batch up front, not halfway.
     fn begin(&mut self) -> Result<(), StoreError>;
     /// Applies one request inside the open transaction, wholly or not at
     /// all, and returns its reply, if it has one. On `Err` none of this
@@ -670,7 +188,7 @@ pub trait Backend: Send + 'static {
     /// that aborted the batch, so the next `begin` starts clean. It has no
     /// caller to answer; failures are logged.
     fn rollback(&mut self);
-    /// A second connection for the reads (`History`, `Unread`), to run on
+    /// A second connection for the reads ([`Facts::is_read`]), to run on
     /// their own thread beside the writer; called once, before the threads
     /// start. `None` (the default) when the engine cannot give one — an
     /// in-memory database another connection would not see — and every
@@ -683,9 +201,9 @@ pub trait Backend: Send + 'static {
     }
 }
 
-/// The read side of a backend ([`Backend::reader`]): answers `History` and
-/// `Unread` from committed data, on the reader thread. Per read: `begin`,
-/// one `read`, `end`.
+/// The read side of a backend ([`Backend::reader`]): answers the reads
+/// ([`Facts::is_read`]) from committed data, on the reader thread. Per
+/// read: `begin`, one `read`, `end`.
 pub trait Reader: Send + 'static {
     /// Starts a read transaction and takes its snapshot *now* (SQLite:
     /// `BEGIN` and a first read; PostgreSQL: `BEGIN ISOLATION LEVEL
@@ -790,7 +308,7 @@ impl Published {
 pub struct StoreHandle {
     /// Writes and `Drain`; also reads when the backend has no reader.
     writes: Queue,
-    /// `History` and `Unread`, when the backend has a reader.
+    /// The reads ([`Facts::is_read`]), when the backend has a reader.
     reads: Option<Queue>,
     rx: Receiver<Reply>,
     /// Requests in flight at most, in each queue; `submit` answers `Busy` past it.
@@ -848,7 +366,7 @@ impl StoreHandle {
     /// read and there is a reader, else on the writer's.
     pub fn submit(&mut self, req: Request) -> Result<(), Busy> {
         match &self.reads {
-            Some(reads) if is_read(&req) => reads.send(req, self.capacity),
+            Some(reads) if req.facts().is_read => reads.send(req, self.capacity),
             _ => self.writes.send(req, self.capacity),
         }
     }
@@ -913,32 +431,6 @@ fn spawn_queue(
         tx: Some(tx),
         depth,
         thread: Some(thread),
-    }
-}
-
-/// The requests the reader answers when there is one. Exhaustive on
-/// purpose: a new request must be classified.
-fn is_read(req: &Request) -> bool {
-    match req {
-        Request::History { .. }
-        | Request::Unread { .. }
-        | Request::Catchup { .. }
-        | Request::Resync { .. }
-        | Request::RoomInfo { .. }
-        | Request::FindUser { .. }
-        | Request::Search { .. } => true,
-        Request::PutUser(_)
-        | Request::PutMessage { .. }
-        | Request::PutPublicRoom { .. }
-        | Request::SetLastSeen { .. }
-        | Request::PutPrivateRoom { .. }
-        | Request::AddMember { .. }
-        | Request::RemoveMember { .. }
-        | Request::MarkRead { .. }
-        | Request::EditMessage { .. }
-        | Request::DeleteMessage { .. }
-        | Request::React { .. }
-        | Request::Drain => false,
     }
 }
 
@@ -1038,8 +530,8 @@ fn run_reader(
         let reply = match began.and_then(|()| reader.read(&req)) {
             Ok(reply) => Some(reply),
             Err(e) => {
-                log::error!("storage: {} failed: {e}", request_name(&req));
-                failure_reply(&req, false)
+                log::error!("storage: {} failed: {e}", req.facts().name);
+                req.failure(false)
             }
         };
         reader.end();
@@ -1080,7 +572,7 @@ fn apply_batch_published<'a, B: Backend>(
             log::error!("storage: begin failed: {e}");
         }
         backend.rollback();
-        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        out.extend(batch.iter().filter_map(|r| r.failure(true)));
         return (published.lock(), false);
     }
     let start = out.len();
@@ -1088,7 +580,7 @@ fn apply_batch_published<'a, B: Backend>(
         log::error!("storage: the batch of {} fails: {e}", batch.len());
         backend.rollback();
         out.truncate(start);
-        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        out.extend(batch.iter().filter_map(|r| r.failure(true)));
         return (published.lock(), false);
     }
     let guard = published.lock();
@@ -1096,7 +588,7 @@ fn apply_batch_published<'a, B: Backend>(
         log::error!("storage: commit of {} requests failed: {e}", batch.len());
         backend.rollback();
         out.truncate(start);
-        out.extend(batch.iter().filter_map(|r| failure_reply(r, true)));
+        out.extend(batch.iter().filter_map(|r| r.failure(true)));
         return (guard, false);
     }
     (guard, true)
@@ -1128,7 +620,7 @@ pub fn execute_one<B: Backend + ?Sized>(
         Err(e) if e.aborts_batch => {
             return Err(StoreError::batch(format!(
                 "{} failed: {e}",
-                request_name(req)
+                req.facts().name
             )));
         }
         Err(e) => failed_alone(req, &e, out),
@@ -1139,67 +631,8 @@ pub fn execute_one<B: Backend + ?Sized>(
 /// A request that failed on its own (the batch goes on): logged, and
 /// answered with its failure reply, if it has one.
 pub fn failed_alone(req: &Request, e: &StoreError, out: &mut Vec<Reply>) {
-    log::error!("storage: {} failed: {e}", request_name(req));
-    out.extend(failure_reply(req, false));
-}
-
-/// The reply a request gets when it could not be applied (or its batch
-/// could not be committed).
-fn failure_reply(req: &Request, transient: bool) -> Option<Reply> {
-    match req {
-        Request::PutUser(u) => Some(Reply::UserFailed {
-            key: u.id,
-            conflict: None,
-        }),
-        Request::PutMessage { msg, .. } => Some(Reply::MessageFailed {
-            key: msg.id,
-            transient,
-        }),
-        Request::PutPrivateRoom { ticket, .. }
-        | Request::AddMember { ticket, .. }
-        | Request::RemoveMember { ticket, .. }
-        | Request::EditMessage { ticket, .. }
-        | Request::DeleteMessage { ticket, .. }
-        | Request::React { ticket, .. } => Some(Reply::Failed { ticket: *ticket }),
-        Request::History { ticket, .. }
-        | Request::Search { ticket, .. }
-        | Request::Catchup { ticket, .. }
-        | Request::RoomInfo { ticket, .. }
-        | Request::FindUser { ticket, .. } => Some(Reply::HistoryFailed { ticket: *ticket }),
-        Request::Resync { ticket } => Some(Reply::ResyncFailed { ticket: *ticket }),
-        Request::Unread { ticket, .. } => Some(Reply::Unread {
-            ticket: *ticket,
-            counts: Vec::new(),
-        }),
-        Request::Drain => Some(Reply::Drained),
-        Request::PutPublicRoom { .. } | Request::SetLastSeen { .. } | Request::MarkRead { .. } => {
-            None
-        }
-    }
-}
-
-fn request_name(req: &Request) -> &'static str {
-    match req {
-        Request::PutUser(_) => "put_user",
-        Request::PutMessage { .. } => "put_message",
-        Request::PutPublicRoom { .. } => "put_public_room",
-        Request::SetLastSeen { .. } => "set_last_seen",
-        Request::PutPrivateRoom { .. } => "put_private_room",
-        Request::AddMember { .. } => "add_member",
-        Request::RemoveMember { .. } => "remove_member",
-        Request::MarkRead { .. } => "mark_read",
-        Request::History { .. } => "history",
-        Request::Unread { .. } => "unread",
-        Request::Catchup { .. } => "catchup",
-        Request::Resync { .. } => "resync",
-        Request::RoomInfo { .. } => "room_info",
-        Request::FindUser { .. } => "find_user",
-        Request::EditMessage { .. } => "edit_message",
-        Request::DeleteMessage { .. } => "delete_message",
-        Request::React { .. } => "react",
-        Request::Search { .. } => "search",
-        Request::Drain => "drain",
-    }
+    log::error!("storage: {} failed: {e}", req.facts().name);
+    out.extend(req.failure(false));
 }
 
 #[cfg(test)]
@@ -1303,7 +736,7 @@ mod tests {
                 ticket: *ticket,
                 counts: Vec::new(),
             },
-            other => panic!("{} is not a read", request_name(other)),
+            other => panic!("{} is not a read", other.facts().name),
         }
     }
 

@@ -1,5 +1,6 @@
 //! The SQLite backend: schema, migrations, and the statements behind each
-//! [`Request`]. Runs on the storage thread only (after `load` at startup).
+//! [`Request`]. Runs on the storage threads only (after `load` at startup):
+//! [`Sqlite`] on the writer, [`SqliteReader`] on the reader.
 //!
 //! Durability: WAL with `synchronous = NORMAL`. A committed transaction is in
 //! the WAL file before `COMMIT` returns, so it survives `kill -9` of the server
@@ -7,8 +8,11 @@
 //! would need `synchronous = FULL`, one fsync per batch.
 //!
 //! Atomic requests (the `Backend` contract): a failed statement undoes only
-//! itself, so a single-statement request needs nothing more; a request of
-//! several statements runs inside a savepoint (`in_savepoint`).
+//! itself (its statement journal), so a single-statement request needs
+//! nothing more; a request that [writes several
+//! statements](super::Facts::writes_several_statements) runs inside a
+//! savepoint (`in_savepoint`). Message inserts, the hot path, pay for one
+//! only when they carry mentions.
 //!
 //! Privacy: a chat history is private, so a database file this backend
 //! creates is owner-only ([`PRIVATE_FILE_MODE`]) whatever the umask, and so
@@ -212,8 +216,8 @@ pub struct Sqlite {
 /// 250,000 with none, while plain statements at the end of the batch keep
 /// the pending words in memory and write one segment per commit. The cost,
 /// admitted: a search on the writer's own connection within the batch
-/// (only an in-memory database has no reader) does not see that batch's
-/// messages yet.
+/// (only when there is no reader: an in-memory database, or a file not in
+/// WAL mode) does not see that batch's messages yet.
 #[derive(Debug)]
 enum FtsOp {
     Add { id: MsgId, content: String },
@@ -969,37 +973,6 @@ fn backup_stats(copy: &Path) -> rusqlite::Result<BackupStats> {
     })
 }
 
-/// Whether a request writes with more than one statement. One statement is
-/// atomic by itself in SQLite (a failing one is undone by its statement
-/// journal and the transaction goes on), so only these pay for a savepoint;
-/// message inserts, the hot path, do not. Exhaustive on purpose: a new
-/// request must be classified.
-fn writes_several_statements(req: &Request) -> bool {
-    match req {
-        Request::PutPrivateRoom { .. }
-        | Request::RemoveMember { .. }
-        | Request::DeleteMessage { .. } => true,
-        // The insert and its mention rows.
-        Request::PutMessage { mentions, msg, .. } => !mentions.is_empty() && msg.room.is_some(),
-        // One check, then one update.
-        Request::EditMessage { .. } | Request::React { .. } => false,
-        Request::PutUser(_)
-        | Request::PutPublicRoom { .. }
-        | Request::SetLastSeen { .. }
-        | Request::AddMember { .. }
-        | Request::MarkRead { .. }
-        // Reads: two statements at most, and nothing to undo.
-        | Request::History { .. }
-        | Request::Unread { .. }
-        | Request::Catchup { .. }
-        | Request::Resync { .. }
-        | Request::RoomInfo { .. }
-        | Request::FindUser { .. }
-        | Request::Search { .. }
-        | Request::Drain => false,
-    }
-}
-
 fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
     Ok(StoredMessage {
         id: r.get::<_, i64>(0)? as MsgId,
@@ -1149,7 +1122,7 @@ impl Backend for Sqlite {
 
     fn execute(&mut self, req: &Request) -> Result<Option<Reply>, StoreError> {
         let indexed = self.fts.borrow().len();
-        let result = if writes_several_statements(req) {
+        let result = if req.facts().writes_several_statements {
             self.in_savepoint(|db| db.apply(req))
         } else {
             self.apply(req)

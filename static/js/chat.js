@@ -14,6 +14,7 @@ import { Connection } from './socket.js';
 import { Conversation, PAGE_SIZE, DM_CATCHUP, roomKey, dmKey } from './conversation.js';
 import { MAX_CONTENT_CHARS, contentLength } from './content.js';
 import { newClientId } from './ids.js';
+import { Outbox } from './outbox.js';
 import { frameHandlers, toMessage } from './frames.js';
 import { userPref, setUserPref } from './session.js';
 
@@ -59,6 +60,8 @@ export class Chat extends EventTarget {
     this.replyTo = null; // {key, id, user, content}: the composer's quote bar
     /** Message ids already announced (a mention arrives as its own frame and as the message). */
     this.alerted = new Set();
+    /** Unsent messages, kept across reloads (outbox.js). */
+    this.outbox = new Outbox(this.me);
     this.conn = new Connection({
       url: () => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(this.token)}`,
       onFrame: (f) => this.onFrame(f),
@@ -68,6 +71,7 @@ export class Chat extends EventTarget {
       onRejected: () => this.onRejected(),
     });
     for (const name of this.roomNames) this.room(name);
+    this.restoreOutbox();
     document.addEventListener('visibilitychange', () => {
       this.markRead(this.active);
       if (this.renderQueued) this.scheduleRender(true);
@@ -225,6 +229,17 @@ export class Chat extends EventTarget {
     this.open(this.dm(username).key);
   }
 
+  /** Open conversation `key` ('#room' or '@person', from a notification) and show message `id` in it. */
+  goTo(key, id = null) {
+    const name = key.slice(1);
+    if (key.startsWith('@') && name) this.openDm(this.user(name)?.username || name);
+    else if (key.startsWith('#') && ROOM_NAME.test(name)) {
+      if (this.convs.has(key)) this.open(key);
+      else this.joinRoom(name);
+    } else return;
+    if (id) this.reveal(id);
+  }
+
   /** Join (or create, for a new name) a public room and open it. */
   joinRoom(name) {
     const c = this.room(name);
@@ -271,19 +286,42 @@ export class Chat extends EventTarget {
     this.conn.send({ type: 'remove_member', room: conv.name, user: username });
   }
 
-  /** Queue a message: shown at once as pending, sent now if possible, else on reconnect. */
+  /**
+   * Queue a message: kept in the outbox (so a reload loses nothing), shown at
+   * once as pending, sent now if possible, else on reconnect. False when it
+   * could not be kept: the text stays in the composer.
+   */
   send(text) {
     const c = this.active;
     const content = text.trim();
     if (!c || !content || contentLength(content) > MAX_CONTENT_CHARS) return false;
+    const replyTo = this.replyTo?.key === c.key ? this.replyTo.id : null;
+    const clientId = newClientId();
+    const time = new Date();
+    if (!this.outbox.add({ clientId, kind: c.kind, name: c.name, content, replyTo, time: time.toISOString(), state: 'pending' })) {
+      this.toast('Too many messages are waiting to be sent: this one stays in the message box until the connection is back.');
+      return false;
+    }
     // The user sees what they sent: the view goes to the newest messages.
     this.follow(c);
-    const replyTo = this.replyTo?.key === c.key ? this.replyTo.id : null;
     this.setReply(null);
-    const p = c.addPending(newClientId(), content, replyTo);
+    const p = c.addPending(clientId, content, replyTo, time);
     this.stopTyping();
     this.transmit(c, p);
     return true;
+  }
+
+  /** Messages left unsent by an earlier page (a reload, a tab closed offline) wait again, in order. */
+  restoreOutbox() {
+    for (const e of this.outbox.load()) {
+      if (e.kind === 'room' && !ROOM_NAME.test(e.name)) continue;
+      const c = e.kind === 'room' ? this.room(e.name) : this.dm(e.name);
+      // A public room the user no longer lists comes back while it has a message to send.
+      if (c.kind === 'room' && !this.roomNames.includes(c.name)) this.roomNames.push(c.name);
+      if (c.findPending(e.clientId)) continue;
+      const p = c.addPending(e.clientId, e.content, e.replyTo, new Date(e.time));
+      if (e.state === 'failed') c.failPending(p, e.error || 'refused');
+    }
   }
 
   // ---- edits, deletes, reactions, replies -------------------------------------
@@ -422,6 +460,18 @@ export class Chat extends EventTarget {
   /** Drop a message the server refused. */
   discard(conv, clientId) {
     conv.removePending(clientId);
+    this.outbox.remove(clientId);
+  }
+
+  /** The server stored a message of this user: it leaves the outbox (whichever tab wrote it). */
+  acknowledged(clientId) {
+    this.outbox.remove(clientId);
+  }
+
+  /** The server refused a message for good: it stays, marked failed, until dismissed. */
+  refused(c, p, error) {
+    c.failPending(p, error);
+    this.outbox.fail(p.clientId, error);
   }
 
   /** Show `c`'s newest messages and follow them from now on (the "new messages" button, a send, a switch). */
@@ -595,6 +645,7 @@ export class Chat extends EventTarget {
       c.unread = 0;
       c.mentions = 0;
       this.touch(c);
+      this.dispatchRead(c);
     }
     // Remember what was seen now: messages arriving before the flush may not be.
     c.readSeen = Math.max(c.readSeen, c.lastId);
@@ -629,7 +680,14 @@ export class Chat extends EventTarget {
     this.touchUser(username);
   }
 
+  /** `c` has nothing unread any more (read here, or in another tab or device): its notifications can go. */
+  dispatchRead(c) {
+    this.dispatchEvent(new CustomEvent('read', { detail: { key: c.key } }));
+  }
+
   forget(c) {
+    // Its unsent messages could not go anywhere now.
+    for (const p of c.pending) this.outbox.remove(p.clientId);
     this.convs.delete(c.key);
     if (this.activeKey === c.key) {
       const next = this.sidebarRooms().flat()[0];

@@ -441,8 +441,8 @@ export class Conversation {
 
   // ---- pending messages -------------------------------------------------
 
-  addPending(clientId, content, replyTo = null) {
-    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, replyTo, time: new Date(), state: 'pending' };
+  addPending(clientId, content, replyTo = null, time = new Date()) {
+    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, replyTo, time, state: 'pending' };
     this.pending.push(p);
     this.byKey.set(p.key, p);
     this.touch(p.key);

@@ -81,6 +81,7 @@ export const frameHandlers = {
     }
   },
   ack(chat, f) {
+    chat.acknowledged(f.client_id);
     // A replay after a reconnect may already have brought the stored copy.
     for (const c of chat.convs.values()) if (c.acknowledge(f.client_id, f.id, new Date(f.timestamp), chat.me)) return;
   },
@@ -171,7 +172,11 @@ export const frameHandlers = {
     if (f.user.toLowerCase() === chat.me.toLowerCase()) {
       // Another tab of this user read it.
       c.readSent = Math.max(c.readSent, f.id);
-      if (c.readSent >= c.lastId) c.unread = 0;
+      if (c.readSent >= c.lastId) {
+        c.unread = 0;
+        c.mentions = 0;
+        chat.dispatchRead(c);
+      }
       chat.touch(c);
     } else if (c.kind === 'dm') {
       c.markPeerRead(f.id);
@@ -254,7 +259,7 @@ function failPending(chat, f) {
     const p = c.findPending(f.client_id);
     if (!p) continue;
     if (f.code === 'rate_limited') setTimeout(() => chat.transmit(c, p), RATE_LIMIT_RETRY_MS);
-    else c.failPending(p, f.message || f.code);
+    else chat.refused(c, p, f.message || f.code);
     return;
   }
 }

@@ -1,12 +1,15 @@
 // Entry point: the login screen or the chat. Signing out reloads the page, so
 // every listener and timer of the old session is gone for certain; the reason
-// (e.g. an expired token) survives the reload in sessionStorage.
+// (e.g. an expired token) survives the reload in sessionStorage. The service
+// worker is registered here (js/worker.js); a notification clicked with no
+// client window open opens one at `/#open=<key>&message=<id>`.
 
 import { configureApi } from './api.js';
 import { loadSession, saveSession, clearSession, isExpired } from './session.js';
 import { Chat } from './chat.js';
 import { showAuth } from './ui/auth.js';
-import { mountApp } from './ui/app.js';
+import { mountApp, offerUpdate } from './ui/app.js';
+import { registerWorker } from './worker.js';
 
 const EXPIRED = 'Your session has expired or was rejected. Please log in again.';
 const NOTICE_KEY = 'hubbub.notice';
@@ -18,7 +21,18 @@ function start(session) {
   configureApi(session.token, () => signOut(EXPIRED));
   chat = new Chat(session, () => signOut(EXPIRED));
   mountApp(chat, () => signOut());
-  chat.start();
+  const wanted = takeOpenRequest();
+  chat.start().then(() => wanted && chat.goTo(wanted.key, wanted.id));
+}
+
+/** `#open=<key>&message=<id>` (a notification opened this window): read once, then gone from the address. */
+function takeOpenRequest() {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const key = params.get('open');
+  if (!key) return null;
+  history.replaceState(null, '', location.pathname + location.search);
+  const id = Number(params.get('message'));
+  return { key, id: Number.isSafeInteger(id) && id > 0 ? id : null };
 }
 
 function signOut(notice) {
@@ -47,4 +61,5 @@ async function boot() {
   start(session);
 }
 
+registerWorker(offerUpdate);
 boot();

@@ -12,6 +12,7 @@ import { setupDialogs } from './dialogs.js';
 import { setupMessageActions } from './actions.js';
 import { setupSearch } from './search.js';
 import { setupNotifications } from './notify.js';
+import { setupSettings } from './settings.js';
 import { formatLastSeen } from '../format.js';
 
 const TOAST_MS = 5000;
@@ -33,7 +34,13 @@ export function mountApp(chat, onLogout) {
     menu.close();
     $('composer-input').focus();
   };
-  const alerts = setupNotifications(chat, pick, () => chat.changed());
+  // A notification's click: its conversation, and the message in it.
+  const route = (key, id) => {
+    chat.goTo(key, id);
+    menu.close();
+  };
+  setupSettings();
+  const alerts = setupNotifications(chat, route, () => chat.changed());
 
   let shownKey = chat.activeKey;
   /** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
@@ -88,8 +95,9 @@ function renderHeader(chat) {
     sub = `${n} online`;
     if (c.private) sub += ` · private · ${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
   } else if (c) {
+    // Unknown (the people list has not loaded, e.g. offline): nothing rather than a wrong "never online".
     const u = chat.user(c.name);
-    sub = u?.online ? 'Online' : formatLastSeen(u?.lastSeen || null);
+    sub = !u ? '' : u.online ? 'Online' : formatLastSeen(u.lastSeen || null);
   }
   setText($('conv-sub'), sub);
   setAttr($('conv-sub'), 'data-online', String(c?.kind === 'dm' && !!chat.user(c.name)?.online));
@@ -109,6 +117,19 @@ function renderBanner(chat) {
   } else {
     banner.textContent = 'Connecting…';
   }
+}
+
+/** A new version of the client took over this page (sw.js): offered, never forced on someone typing. */
+export function offerUpdate() {
+  if ($('update-toast')) return;
+  $('toasts').append(
+    h(
+      'div',
+      { className: 'toast', id: 'update-toast' },
+      'A new version of hubbub is ready.',
+      h('button', { type: 'button', className: 'link-btn', onclick: () => location.reload() }, 'Reload'),
+    ),
+  );
 }
 
 /** Below the phone breakpoint the sidebar slides over the conversation. */

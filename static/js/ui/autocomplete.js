@@ -26,7 +26,6 @@ export function setupAutocomplete(chat, input) {
     items = [];
     token = null;
     input.removeAttribute('aria-activedescendant');
-    input.setAttribute('aria-expanded', 'false');
   }
 
   function candidates(query) {
@@ -66,7 +65,6 @@ export function setupAutocomplete(chat, input) {
       ),
     );
     list.hidden = false;
-    input.setAttribute('aria-expanded', 'true');
     input.setAttribute('aria-activedescendant', `mention-opt-${index}`);
   }
 
@@ -82,9 +80,10 @@ export function setupAutocomplete(chat, input) {
     input.dispatchEvent(new Event('input', { bubbles: true }));
   }
 
+  // A textarea keeps its textbox role, which has no aria-expanded: the
+  // listbox it controls is announced through aria-activedescendant.
   input.setAttribute('aria-autocomplete', 'list');
   input.setAttribute('aria-controls', 'mention-list');
-  input.setAttribute('aria-expanded', 'false');
   input.addEventListener('input', update);
   input.addEventListener('click', update);
   input.addEventListener('blur', () => setTimeout(close, 150));

@@ -85,6 +85,7 @@ export function setAvatar(el, username) {
   el.textContent = fresh.textContent;
 }
 
-export function badge(count, label) {
-  return h('span', { className: 'badge', 'aria-label': label }, count > 99 ? '99+' : String(count));
+/** A count in a pill; `suffix` (" unread") is read out after it but not shown. */
+export function badge(count, suffix) {
+  return h('span', { className: 'badge' }, count > 99 ? '99+' : String(count), h('span', { className: 'sr-only' }, suffix));
 }

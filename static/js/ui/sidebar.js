@@ -6,6 +6,10 @@
 // conversations and people that changed are updated, and the people list is
 // re-sorted only when someone's presence changed. Every write compares first,
 // so an item whose state is unchanged is not touched at all.
+//
+// An item's accessible name is its visible text ("general 3 online, 2
+// unread") with a few words only screen readers get, never a label that
+// replaces it: what a person sees is what they can say to voice control.
 
 import { $, h, syncList, avatar, badge, setAvatar, setText, setAttr } from './dom.js';
 import { formatLastSeen } from '../format.js';
@@ -56,7 +60,8 @@ function roomItem(c, onPick) {
     { type: 'button', className: 'side-item', onclick: () => onPick(c.key) },
     h('span', { className: 'side-icon', 'aria-hidden': 'true' }),
     h('span', { className: 'side-name' }, c.name),
-    h('span', { className: 'side-meta' }),
+    h('span', { className: 'sr-only side-kind' }),
+    h('span', { className: 'side-meta' }, h('span', { className: 'side-count' }), h('span', { className: 'sr-only' }, ' online')),
     h('span', { className: 'side-badge' }),
   );
   return h('li', {}, button);
@@ -72,14 +77,14 @@ function updateRoom(node, c, chat) {
   const icon = button.querySelector('.side-icon');
   icon.classList.toggle('icon-lock', c.private);
   setText(icon, c.private ? '' : '#');
+  setText(button.querySelector('.side-kind'), c.private ? ', private room,' : ', room,');
   const meta = button.querySelector('.side-meta');
-  setText(meta, online ? String(online) : '');
+  setText(meta.firstChild, online ? String(online) : '');
+  setText(meta.lastChild, online ? ' online' : '');
   setAttr(meta, 'title', `${online} online`);
   meta.classList.toggle('has-online', online > 0);
   setBadge(button.querySelector('.side-badge'), c.unread, c.mentions);
   button.classList.toggle('mentioned', c.mentions > 0);
-  const mentions = c.mentions ? `, ${c.mentions} mention${c.mentions === 1 ? '' : 's'}` : '';
-  setAttr(button, 'aria-label', `${c.private ? 'Private room' : 'Room'} ${c.name}, ${online} online${c.unread ? `, ${c.unread} unread` : ''}${mentions}`);
 }
 
 function personItem(u, chat, onPick) {
@@ -87,7 +92,7 @@ function personItem(u, chat, onPick) {
     'button',
     { type: 'button', className: 'side-item person', onclick: () => onPick(personKey(u), u.username) },
     h('span', { className: 'presence-avatar' }, avatar(u.username, 'avatar-sm'), h('span', { className: 'presence-dot' })),
-    h('span', { className: 'side-text' }, h('span', { className: 'side-name' }, u.username), h('span', { className: 'side-sub' })),
+    h('span', { className: 'side-text' }, h('span', { className: 'side-name' }, u.username), h('span', { className: 'sr-only' }, ', '), h('span', { className: 'side-sub' })),
     h('span', { className: 'side-badge' }),
   );
   return h('li', {}, button);
@@ -107,17 +112,21 @@ function updatePerson(node, u, chat) {
   const sub = u.online ? 'Online' : formatLastSeen(u.lastSeen);
   setText(button.querySelector('.side-sub'), sub);
   setBadge(button.querySelector('.side-badge'), unread);
-  setAttr(button, 'aria-label', `${u.username}, ${sub}${unread ? `, ${unread} unread` : ''}`);
 }
 
-/** Unread count, and before it an "@N" badge for mentions of the user. */
+/** Unread count, and before it an "@N" badge for mentions of the user; read out as ", N mentions, N unread". */
 function setBadge(slot, count, mentions = 0) {
   const shown = `${Math.max(0, count)}|${mentions}`;
   if (slot.dataset.count === shown) return;
   slot.dataset.count = shown;
   const parts = [];
-  if (mentions > 0) parts.push(h('span', { className: 'badge badge-mention', 'aria-label': `${mentions} mention${mentions === 1 ? '' : 's'}` }, `@${mentions > 99 ? '99+' : mentions}`));
-  if (count > 0) parts.push(badge(count, `${count} unread`));
+  if (mentions > 0) {
+    parts.push(
+      h('span', { className: 'sr-only' }, ', '),
+      h('span', { className: 'badge badge-mention' }, `@${mentions > 99 ? '99+' : mentions}`, h('span', { className: 'sr-only' }, ` mention${mentions === 1 ? '' : 's'}`)),
+    );
+  }
+  if (count > 0) parts.push(h('span', { className: 'sr-only' }, ', '), badge(count, ' unread'));
   slot.replaceChildren(...parts);
 }
 

@@ -289,7 +289,8 @@ export class TimelineView {
     const prev = this.rows[i - 1];
     const needSep = !prev || prev.day !== row.day;
     if (needSep && !row.sep) {
-      row.sep = h('li', { className: 'day-sep', role: 'separator' }, h('span', {}, formatDay(row.time)));
+      // A list item like every child of the list (a separator role would make it none).
+      row.sep = h('li', { className: 'day-sep' }, h('span', {}, formatDay(row.time)));
       if (frag) frag.append(row.sep);
       else this.list.insertBefore(row.sep, row.node);
     } else if (!needSep && row.sep) {
@@ -566,7 +567,8 @@ export class TimelineView {
       const label = c.kind === 'room' ? `#${c.name}` : `your conversation with ${c.name}`;
       let text = '';
       if (c.historyRequest === 'older') text = 'Loading older messages…';
-      else if (!c.loaded) text = this.chat.status === 'online' ? 'Loading messages…' : '';
+      else if (!c.loaded && this.chat.status === 'online') text = 'Loading messages…';
+      else if (!c.loaded && this.chat.status === 'offline') text = 'The messages here load once the connection is back.';
       else if (!c.hasMore && c.messages.length) text = `This is the beginning of ${label}.`;
       setText(status, text);
       empty.hidden = !(c.loaded && this.rows.length === 0);

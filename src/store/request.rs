@@ -1,0 +1,536 @@
+//! What the loop asks of storage ([`Request`]) and what storage answers
+//! ([`Reply`]), with every fact about a request in one place: whether it
+//! is a read, how its writes stay atomic, its name in logs, its failure
+//! reply ([`Request::facts`] and [`Request::failure`]). The storage threads
+//! and both backends ask the request instead of keeping lists of their
+//! own, so a new request is classified here, once, where the compiler
+//! makes sure it is.
+//!
+//! Adding a request: its variant here, with its row in `facts` and its arm
+//! in `failure` (the compiler asks for both); a new [`Reply`] only when
+//! none carries its answer, with its failure beside it and its route to
+//! the waiter in `app.rs`; its statements in each backend (`sqlite.rs`:
+//! `apply`, and for a read the reader's `read`; PostgreSQL: `apply` in
+//! `postgres.rs`, and for a read `postgres/reads.rs`).
+
+use super::rows::{
+    Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, Refusal, SearchQuery, Seq, Snapshot,
+    StoredMessage, Target, UnreadCount, UserId, UserRow,
+};
+
+/// Which part of the loop asked: storage echoes the ticket, and the loop
+/// hands the answer to the desk that parked it (each desk keeps its own
+/// waiting list, so neither needs to know the other's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Desk {
+    /// The chat hub: `history` frames, `join … since` replays, `unread`,
+    /// private room changes, edits, deletes and reactions, and a cluster
+    /// node's catch-up, resync and room look-ups.
+    Hub,
+    /// The HTTP routes: `GET /api/messages`, `GET /api/search`, a cluster
+    /// login's user look-up (and password jobs on the pool).
+    Http,
+}
+
+/// Pairs an asynchronous reply with whoever is waiting for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ticket {
+    pub desk: Desk,
+    pub seq: u64,
+}
+
+/// What the loop asks of storage.
+#[derive(Debug)]
+pub enum Request {
+    /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
+    /// for the reply; a backend that numbers users itself stores another.
+    PutUser(UserRow),
+    /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
+    /// is already stored: a retry the loop no longer remembered, perhaps
+    /// sent to another node), or `MessageFailed`. `msg.id` is the loop's key
+    /// for the reply (and the id itself on a backend that takes the loop's
+    /// ids); `msg.seq` is ignored.
+    /// `MessageRefused` when `msg.reply_to` is not a message of the same
+    /// room or conversation (or was deleted). `mentions`: the users whose
+    /// `@name` it carries and who may read it, for their unread mention
+    /// counts (kept for room messages only: a conversation's unread count
+    /// already is the mention count).
+    PutMessage {
+        msg: StoredMessage,
+        client_id: Option<String>,
+        mentions: Vec<UserId>,
+    },
+    /// A public room is getting its first message (sent until one commits;
+    /// storing it twice is harmless; the first `creator` stays). No reply.
+    PutPublicRoom { name: String, creator: UserId },
+    /// No reply.
+    SetLastSeen { user: UserId, at_ms: i64 },
+    /// Reply: `Done` / `Failed`. The hub applies it in memory only after `Done`.
+    PutPrivateRoom { ticket: Ticket, row: PrivateRoomRow },
+    /// Reply: `Done` / `Failed`.
+    AddMember {
+        ticket: Ticket,
+        room: String,
+        user: UserId,
+    },
+    /// Reply: `Done` / `Failed`.
+    RemoveMember {
+        ticket: Ticket,
+        room: String,
+        user: UserId,
+    },
+    /// Moves `user`'s read marker forward (never back). No reply.
+    MarkRead {
+        user: UserId,
+        target: Target,
+        id: MsgId,
+    },
+    /// Reply: `History` / `HistoryFailed`.
+    History { ticket: Ticket, query: HistoryQuery },
+    /// Reply: `Unread` (with no counts when the read failed).
+    Unread { ticket: Ticket, user: UserId },
+    /// The messages of `target` with `after < seq`, oldest first, at most
+    /// `limit`: what a cluster node missed on the bus. Reply: `History`
+    /// (messages carry their `seq`) / `HistoryFailed`.
+    Catchup {
+        ticket: Ticket,
+        target: Target,
+        after: Seq,
+        limit: usize,
+    },
+    /// Everything `load` reads, again: a cluster node lost the bus and may
+    /// have missed users, rooms and memberships made elsewhere. Reply:
+    /// `Resynced` / `ResyncFailed`.
+    Resync { ticket: Ticket },
+    /// Whether room `name` is stored as a private room: a cluster node asks
+    /// before it opens a room it has not heard of, since another node may
+    /// have just created it. Reply: `RoomInfo` / `RoomInfoFailed`.
+    RoomInfo { ticket: Ticket, name: String },
+    /// The stored user called `name` (any case): a cluster node asks when a
+    /// login names someone its directory has not heard of, since another
+    /// node may have just signed them up. Reply: `UserFound` / `FindUserFailed`.
+    FindUser { ticket: Ticket, name: String },
+    /// The author replaces a message's content. Reply: `Changed` (refused
+    /// unless `user` wrote it) / `Failed`.
+    EditMessage {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        content: String,
+        at_ms: i64,
+    },
+    /// Deletes a message: its content is emptied, its reactions and
+    /// mentions dropped, and it leaves every read but `Catchup`. Reply:
+    /// `Changed` (refused unless `user` wrote it or owns its private room)
+    /// / `Failed`.
+    DeleteMessage {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        at_ms: i64,
+    },
+    /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`](super::toggle_reaction)). Reply:
+    /// `Changed` (refused when `user` may not read the message: a private
+    /// room they are not a member of, a conversation not theirs) / `Failed`.
+    React {
+        ticket: Ticket,
+        id: MsgId,
+        user: UserId,
+        emoji: String,
+    },
+    /// Reply: `History` with the matches *newest first* (at most
+    /// `query.limit`) / `HistoryFailed`. Only messages `query.user` may
+    /// read: conversations they are in, public rooms, private rooms they
+    /// are a member of.
+    Search { ticket: Ticket, query: SearchQuery },
+    /// Reply: `Drained`, after every write sent before it is committed.
+    /// (Reads on the reader thread are not waited for: at shutdown nobody
+    /// needs their answers.)
+    Drain,
+}
+
+/// What storage answers: for a write, after the batch holding it committed;
+/// for a read, from a snapshot that holds every commit already answered.
+/// Each reply that carries data has its own failure beside it, and a
+/// request that fails is answered with the failure of the reply it would
+/// have had ([`Request::failure`]), so the loop hands a failure to the
+/// same waiter as the answer.
+#[derive(Debug)]
+pub enum Reply {
+    /// `key` is the row's id as sent; `id` the one stored.
+    UserStored {
+        key: UserId,
+        id: UserId,
+    },
+    /// `conflict` when a unique name or email refused it.
+    UserFailed {
+        key: UserId,
+        conflict: Option<Conflict>,
+    },
+    /// `key` is `msg.id` as sent; `id` and `seq` what it was stored as.
+    MessageStored {
+        key: MsgId,
+        id: MsgId,
+        seq: Seq,
+    },
+    /// Not stored again: `existing` is the message this user already stored
+    /// under the same `client_id`, at `timestamp_ms`.
+    MessageExists {
+        key: MsgId,
+        existing: MsgId,
+        timestamp_ms: i64,
+    },
+    /// `transient` when the whole batch failed (the database is down, the
+    /// disk is full): the client is told `busy`, not `internal`.
+    MessageFailed {
+        key: MsgId,
+        transient: bool,
+    },
+    /// Not stored: the message's `reply_to` is not a live message of
+    /// its room or conversation.
+    MessageRefused {
+        key: MsgId,
+    },
+    /// An edit, delete or reaction was applied (`Ok`) or refused.
+    Changed {
+        ticket: Ticket,
+        outcome: Result<Change, Refusal>,
+    },
+    /// A request with a ticket and no data to return was stored.
+    Done {
+        ticket: Ticket,
+    },
+    /// A request with a ticket and no data to return was not stored.
+    Failed {
+        ticket: Ticket,
+    },
+    /// A page of messages: the answer to `History`, `Search` and `Catchup`.
+    History {
+        ticket: Ticket,
+        messages: Vec<StoredMessage>,
+    },
+    /// A `History`, `Search` or `Catchup` could not be read (the waiter
+    /// answers with an error).
+    HistoryFailed {
+        ticket: Ticket,
+    },
+    /// Also `Unread`'s failure, with no counts: the `unread` frame that
+    /// follows a connect is still sent, only empty.
+    Unread {
+        ticket: Ticket,
+        counts: Vec<UnreadCount>,
+    },
+    Resynced {
+        ticket: Ticket,
+        snapshot: Box<Snapshot>,
+    },
+    ResyncFailed {
+        ticket: Ticket,
+    },
+    UserFound {
+        ticket: Ticket,
+        row: Option<UserRow>,
+    },
+    /// `FindUser` could not be read (the login is answered `busy`).
+    FindUserFailed {
+        ticket: Ticket,
+    },
+    /// `private`: the room's row when it is a stored private room.
+    RoomInfo {
+        ticket: Ticket,
+        private: Option<PrivateRoomRow>,
+    },
+    /// `RoomInfo` could not be read (a `join` waiting for it is answered
+    /// `busy`).
+    RoomInfoFailed {
+        ticket: Ticket,
+    },
+    Drained,
+}
+
+/// What the storage threads and the backends need to know about a request
+/// besides its data: one row per kind of request in [`Request::facts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    /// Its name in logs.
+    pub name: &'static str,
+    /// Answered from committed data, on the reader thread when the backend
+    /// has one ([`super::Backend::reader`]); on the writer, in queue order,
+    /// when it has none.
+    pub is_read: bool,
+    /// It can fail on its own data: a taken name or email, a room name
+    /// already used, text PostgreSQL cannot hold, a stored row that does
+    /// not parse. The others (a message, a public room, a last-seen time, a
+    /// read marker, `Drain`) are the frequent writes: a backend checks their
+    /// input before any statement runs, and writes them so that no
+    /// statement of theirs can fail on data (no constraint to break; a
+    /// repeated client id is `ON CONFLICT DO NOTHING`), so a failure there
+    /// is the transaction's. PostgreSQL, where any failed statement spoils
+    /// the transaction, gives exactly the requests that may fail alone a
+    /// savepoint.
+    pub may_fail_alone: bool,
+    /// Its writes take more than one statement (a private room and its
+    /// members; a removed member, their read marker and mentions; a deleted
+    /// message and its mentions; a room message and its mentions), so one
+    /// of them failing would leave the others behind. SQLite, where a
+    /// failed statement undoes only itself, gives exactly these a savepoint.
+    pub writes_several_statements: bool,
+    /// An edit, a delete or a reaction: it rewrites a stored message
+    /// (PostgreSQL orders these with the appends: see its `append.rs`).
+    pub changes_a_message: bool,
+}
+
+impl Facts {
+    /// A write whose statements, its input checked, cannot fail on data.
+    const fn write(name: &'static str) -> Facts {
+        Facts {
+            name,
+            is_read: false,
+            may_fail_alone: false,
+            writes_several_statements: false,
+            changes_a_message: false,
+        }
+    }
+
+    /// A read writes nothing, so there is nothing for a savepoint to undo
+    /// on SQLite; on PostgreSQL, when it runs on the writer, its failure
+    /// must not spoil the batch, so it may fail alone.
+    const fn read(name: &'static str) -> Facts {
+        Facts {
+            is_read: true,
+            may_fail_alone: true,
+            ..Facts::write(name)
+        }
+    }
+
+    /// An edit, a delete or a reaction: it rewrites a stored message, and
+    /// its text may be refused (a NUL on PostgreSQL) alone.
+    const fn change(name: &'static str) -> Facts {
+        Facts {
+            changes_a_message: true,
+            ..Facts::write(name).failing_alone()
+        }
+    }
+
+    const fn failing_alone(self) -> Facts {
+        Facts {
+            may_fail_alone: true,
+            ..self
+        }
+    }
+
+    const fn several_statements(self, several: bool) -> Facts {
+        Facts {
+            writes_several_statements: several,
+            ..self
+        }
+    }
+}
+
+impl Request {
+    /// This request's facts. Exhaustive on purpose: a new request gets its
+    /// row here, and nowhere else.
+    pub fn facts(&self) -> Facts {
+        use Facts as F;
+        match self {
+            Request::PutUser(_) => F::write("put_user").failing_alone(),
+            Request::PutMessage { msg, mentions, .. } => F::write("put_message")
+                .several_statements(msg.room.is_some() && !mentions.is_empty()),
+            Request::PutPublicRoom { .. } => F::write("put_public_room"),
+            Request::SetLastSeen { .. } => F::write("set_last_seen"),
+            Request::PutPrivateRoom { .. } => F::write("put_private_room")
+                .failing_alone()
+                .several_statements(true),
+            Request::AddMember { .. } => F::write("add_member").failing_alone(),
+            Request::RemoveMember { .. } => F::write("remove_member")
+                .failing_alone()
+                .several_statements(true),
+            Request::MarkRead { .. } => F::write("mark_read"),
+            Request::History { .. } => F::read("history"),
+            Request::Unread { .. } => F::read("unread"),
+            Request::Catchup { .. } => F::read("catchup"),
+            Request::Resync { .. } => F::read("resync"),
+            Request::RoomInfo { .. } => F::read("room_info"),
+            Request::FindUser { .. } => F::read("find_user"),
+            Request::Search { .. } => F::read("search"),
+            // One check, then one update.
+            Request::EditMessage { .. } => F::change("edit_message"),
+            Request::DeleteMessage { .. } => F::change("delete_message").several_statements(true),
+            Request::React { .. } => F::change("react"),
+            Request::Drain => F::write("drain"),
+        }
+    }
+
+    /// The reply this request gets when it could not be applied, or its
+    /// batch could not be committed (`transient`: the batch failed, not the
+    /// request: a message's sender is told `busy`, not `internal`). `None`
+    /// for the writes nobody waits for.
+    pub fn failure(&self, transient: bool) -> Option<Reply> {
+        Some(match self {
+            Request::PutUser(u) => Reply::UserFailed {
+                key: u.id,
+                conflict: None,
+            },
+            Request::PutMessage { msg, .. } => Reply::MessageFailed {
+                key: msg.id,
+                transient,
+            },
+            Request::PutPrivateRoom { ticket, .. }
+            | Request::AddMember { ticket, .. }
+            | Request::RemoveMember { ticket, .. }
+            | Request::EditMessage { ticket, .. }
+            | Request::DeleteMessage { ticket, .. }
+            | Request::React { ticket, .. } => Reply::Failed { ticket: *ticket },
+            Request::History { ticket, .. }
+            | Request::Search { ticket, .. }
+            | Request::Catchup { ticket, .. } => Reply::HistoryFailed { ticket: *ticket },
+            Request::Unread { ticket, .. } => Reply::Unread {
+                ticket: *ticket,
+                counts: Vec::new(),
+            },
+            Request::Resync { ticket } => Reply::ResyncFailed { ticket: *ticket },
+            Request::RoomInfo { ticket, .. } => Reply::RoomInfoFailed { ticket: *ticket },
+            Request::FindUser { ticket, .. } => Reply::FindUserFailed { ticket: *ticket },
+            Request::Drain => Reply::Drained,
+            Request::PutPublicRoom { .. }
+            | Request::SetLastSeen { .. }
+            | Request::MarkRead { .. } => {
+                return None;
+            }
+        })
+    }
+}
+
+/// Whether the user of an edit, delete or reaction may make it: the one
+/// rule both backends apply, once they have found the live message
+/// (`author`, and `private_owner` when it is in a private room). An edit is
+/// its author's; a delete its author's or the private room's owner's; a
+/// reaction anyone's who may read the message (`may_read`, asked only for
+/// a reaction, since it may cost a query).
+pub fn may_change<E>(
+    req: &Request,
+    author: UserId,
+    private_owner: Option<UserId>,
+    may_read: impl FnOnce() -> Result<bool, E>,
+) -> Result<bool, E> {
+    Ok(match req {
+        Request::EditMessage { user, .. } => *user == author,
+        Request::DeleteMessage { user, .. } => *user == author || private_owner == Some(*user),
+        Request::React { .. } => may_read()?,
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::fixtures::{TICKET, msg};
+
+    /// A read that fails is answered with the failure of the reply it
+    /// would have had, carrying its ticket, so the loop hands it to the
+    /// waiter the answer would have reached: a failed room look-up to the
+    /// `join` waiting for it, a failed user look-up to the login, a failed
+    /// page to its history waiter; a failed `Unread` is an empty one.
+    #[test]
+    fn each_read_fails_as_its_own_reply() {
+        let name = || "x".to_string();
+        let page = HistoryQuery {
+            target: Target::Room(name()),
+            before: None,
+            after: None,
+            limit: 1,
+            offset: 0,
+        };
+        let search = SearchQuery {
+            user: 1,
+            words: vec![name()],
+            scope: None,
+            limit: 1,
+        };
+        let cases = [
+            Request::History {
+                ticket: TICKET,
+                query: page,
+            },
+            Request::Search {
+                ticket: TICKET,
+                query: search,
+            },
+            Request::Catchup {
+                ticket: TICKET,
+                target: Target::Room(name()),
+                after: 0,
+                limit: 1,
+            },
+            Request::Unread {
+                ticket: TICKET,
+                user: 1,
+            },
+            Request::Resync { ticket: TICKET },
+            Request::RoomInfo {
+                ticket: TICKET,
+                name: name(),
+            },
+            Request::FindUser {
+                ticket: TICKET,
+                name: name(),
+            },
+        ];
+        let answered: Vec<String> = cases
+            .iter()
+            .map(|req| {
+                assert!(req.facts().is_read, "{} is a read", req.facts().name);
+                match req.failure(false) {
+                    Some(Reply::HistoryFailed { ticket }) if ticket == TICKET => "history",
+                    Some(Reply::Unread { ticket, counts })
+                        if ticket == TICKET && counts.is_empty() =>
+                    {
+                        "unread"
+                    }
+                    Some(Reply::ResyncFailed { ticket }) if ticket == TICKET => "resync",
+                    Some(Reply::RoomInfoFailed { ticket }) if ticket == TICKET => "room_info",
+                    Some(Reply::FindUserFailed { ticket }) if ticket == TICKET => "find_user",
+                    other => panic!("{}: {other:?}", req.facts().name),
+                }
+                .to_string()
+            })
+            .collect();
+        assert_eq!(
+            answered,
+            [
+                "history",
+                "history",
+                "history",
+                "unread",
+                "resync",
+                "room_info",
+                "find_user"
+            ]
+        );
+    }
+
+    /// A message whose batch failed is told apart from one refused alone
+    /// (`transient`: its sender hears `busy`, not `internal`), and the
+    /// writes nobody waits for get no reply at all.
+    #[test]
+    fn write_failures_say_whether_the_batch_failed() {
+        let put = Request::PutMessage {
+            msg: msg(7, Some("r"), 1, None),
+            client_id: None,
+            mentions: Vec::new(),
+        };
+        for transient in [false, true] {
+            assert!(matches!(
+                put.failure(transient),
+                Some(Reply::MessageFailed { key: 7, transient: t }) if t == transient
+            ));
+        }
+        let unanswered = Request::MarkRead {
+            user: 1,
+            target: Target::Direct(1, 2),
+            id: 7,
+        };
+        assert!(unanswered.failure(true).is_none());
+        assert!(!unanswered.facts().is_read);
+    }
+}
