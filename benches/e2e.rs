@@ -875,7 +875,9 @@ fn tls(ctx: &mut Ctx) {
 
     // The flood, A B A B.
     let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
     let mut last = (0.0, 0.0);
+    let mut cpus = (0.0, 0.0, 0.0, 0.0);
     for round in 0..2 {
         let plain = {
             let srv = start_maybe_tls(ctx, None);
@@ -892,7 +894,15 @@ fn tls(ctx: &mut Ctx) {
             over.deliveries_per_s / plain.deliveries_per_s
         );
         ratios.push(over.deliveries_per_s / plain.deliveries_per_s);
+        let per_cpu = |o: &Outcome| o.deliveries_per_s / (o.server_cpu / 100.0).max(0.01);
+        cpu_ratios.push(per_cpu(&over) / per_cpu(&plain));
         last = (plain.deliveries_per_s, over.deliveries_per_s);
+        cpus = (
+            plain.server_cpu,
+            over.server_cpu,
+            plain.client_cpu,
+            over.client_cpu,
+        );
     }
     let ratio = ratios.iter().sum::<f64>() / ratios.len() as f64;
     ctx.rows.push(
@@ -905,14 +915,25 @@ fn tls(ctx: &mut Ctx) {
         )
         .target("≥ 0.6", ratio >= 0.6)
         .note(format!(
-            "2 pairs, plaintext then TLS: {}; last pair {:.0} vs {:.0} deliveries/s",
+            "2 pairs, plaintext then TLS: {}; last pair {:.0} vs {:.0} deliveries/s, \
+             server CPU {:.0} % vs {:.0} %, load generator {:.0} % vs {:.0} %; \
+             deliveries per server CPU-second, TLS / plaintext: {}",
             ratios
                 .iter()
                 .map(|r| format!("{r:.2}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             last.0,
-            last.1
+            last.1,
+            cpus.0,
+            cpus.1,
+            cpus.2,
+            cpus.3,
+            cpu_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         )),
     );
 
