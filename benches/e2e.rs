@@ -615,6 +615,24 @@ fn parse_strace(text: &str) -> Vec<(String, u64)> {
 
 // ---- Idle connections: upgrades/s and RSS per connection -------------------
 
+/// Opens one connection per user and waits for the presence it causes:
+/// every user's first connection broadcasts `user_status` to everyone, so
+/// the connections measured after this are the quiet kind.
+fn warm_up(load: &mut Load, tokens: &[String]) {
+    let warm: Vec<Target> = tokens
+        .iter()
+        .map(|t| Target {
+            path: format!("/ws?token={t}"),
+            room: u32::MAX,
+            addr: None,
+        })
+        .collect();
+    load.open(&warm, 100, Duration::from_secs(30));
+    let n = tokens.len() as u64;
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= n);
+    load.settle(Duration::from_millis(500), |_| false);
+}
+
 fn idle_rss(ctx: &mut Ctx) {
     let name = "idle_rss";
     // Both processes need one descriptor per connection; keep a margin.
@@ -628,19 +646,7 @@ fn idle_rss(ctx: &mut Ctx) {
     let srv = start(ctx);
     let tokens = server::users(srv.addr, 100);
     let mut load = Load::new(srv.addr, 0);
-    // Every user's first connection broadcasts user_status to everyone: open
-    // those first, so the measured connections are the quiet kind.
-    let warm: Vec<Target> = tokens
-        .iter()
-        .map(|t| Target {
-            path: format!("/ws?token={t}"),
-            room: u32::MAX,
-            addr: None,
-        })
-        .collect();
-    load.open(&warm, 100, Duration::from_secs(30));
-    load.settle(Duration::from_secs(10), |l| l.c.unread >= 100);
-    load.settle(Duration::from_millis(500), |_| false);
+    warm_up(&mut load, &tokens);
     let rss0 = srv.rss();
     let mut have = 0usize;
     for (step, n) in [small, big].into_iter().enumerate() {
@@ -945,17 +951,7 @@ fn tls(ctx: &mut Ctx) {
         let tokens = server::users_over(srv.addr, tls, 100);
         let mut load = Load::new(srv.addr, 0);
         load.tls = tls.cloned();
-        let warm: Vec<Target> = tokens
-            .iter()
-            .map(|t| Target {
-                path: format!("/ws?token={t}"),
-                room: u32::MAX,
-                addr: None,
-            })
-            .collect();
-        load.open(&warm, 100, Duration::from_secs(30));
-        load.settle(Duration::from_secs(10), |l| l.c.unread >= 100);
-        load.settle(Duration::from_millis(500), |_| false);
+        warm_up(&mut load, &tokens);
         let rss0 = srv.rss();
         let targets: Vec<Target> = (0..idle)
             .map(|i| Target {

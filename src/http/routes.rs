@@ -269,6 +269,30 @@ pub struct Http {
     max_conns_per_user: usize,
 }
 
+/// `/healthz` (`readiness` false) and `/readyz`. Health: storage
+/// unreachable is 503, since nothing can be sent or signed up for and a load
+/// balancer that reads status codes should send traffic elsewhere; a bus
+/// outage alone stays 200 (`degraded: …`), since the node still serves its
+/// own connections and acks what it stores, and every node shares the same
+/// bus, so no other is better. Readiness: 503 unless storage and the bus are
+/// both up (a node whose bus is down shows other nodes' users offline: an
+/// orchestrator may prefer to wait).
+fn health(readiness: bool, storage_up: bool, bus_up: bool) -> Response {
+    let missing = match (storage_up, bus_up) {
+        (true, true) => None,
+        (false, true) => Some("storage unreachable"),
+        (true, false) => Some("bus unreachable"),
+        (false, false) => Some("storage and bus unreachable"),
+    };
+    let (status, body) = match (readiness, missing) {
+        (false, None) => (200, "ok".to_string()),
+        (true, None) => (200, "ready".to_string()),
+        (false, Some(m)) => (if storage_up { 200 } else { 503 }, format!("degraded: {m}")),
+        (true, Some(m)) => (503, format!("not ready: {m}")),
+    };
+    Response::new(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
 /// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
 pub fn send(
     out: &mut impl Outbox,
@@ -391,35 +415,11 @@ impl Http {
             }
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
-            "/healthz" => {
-                // Storage unreachable is 503: nothing can be sent or signed
-                // up for, and a load balancer that reads status codes sends
-                // traffic elsewhere. A bus outage alone stays 200: the node
-                // still serves its own connections and acks what it stores,
-                // and every node shares the same bus, so no other is better
-                // (`/readyz` says it).
-                let (status, body): (u16, &'static [u8]) =
-                    match (cx.store.is_healthy(), cx.hub.bus_down()) {
-                        (true, false) => (200, b"ok"),
-                        (true, true) => (200, b"degraded: bus unreachable"),
-                        (false, false) => (503, b"degraded: storage unreachable"),
-                        (false, true) => (503, b"degraded: storage and bus unreachable"),
-                    };
-                Response::new(status, "text/plain; charset=utf-8", body)
-            }
-            "/readyz" => {
-                // Readiness: everything this node depends on is reachable,
-                // the bus included (a node whose bus is down shows other
-                // nodes' users offline: an orchestrator may prefer to wait).
-                let (status, body): (u16, &'static [u8]) =
-                    match (cx.store.is_healthy(), cx.hub.bus_down()) {
-                        (true, false) => (200, b"ready"),
-                        (true, true) => (503, b"not ready: bus unreachable"),
-                        (false, false) => (503, b"not ready: storage unreachable"),
-                        (false, true) => (503, b"not ready: storage and bus unreachable"),
-                    };
-                Response::new(status, "text/plain; charset=utf-8", body)
-            }
+            "/healthz" | "/readyz" => health(
+                req.path == "/readyz",
+                cx.store.is_healthy(),
+                !cx.hub.bus_down(),
+            ),
             "/metrics" => {
                 let gauges = Gauges {
                     connections_open: cx.out.open_connections(),
@@ -1216,6 +1216,38 @@ fn search_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Health is 503 only for storage; readiness for storage or the bus;
+    /// the body says what is missing.
+    #[test]
+    fn health_and_readiness() {
+        let h = |ready, store, bus| {
+            let r = health(ready, store, bus);
+            (r.status, String::from_utf8(r.body.to_vec()).unwrap())
+        };
+        assert_eq!(h(false, true, true), (200, "ok".into()));
+        assert_eq!(
+            h(false, true, false),
+            (200, "degraded: bus unreachable".into())
+        );
+        assert_eq!(
+            h(false, false, true),
+            (503, "degraded: storage unreachable".into())
+        );
+        assert_eq!(
+            h(false, false, false),
+            (503, "degraded: storage and bus unreachable".into())
+        );
+        assert_eq!(h(true, true, true), (200, "ready".into()));
+        assert_eq!(
+            h(true, true, false),
+            (503, "not ready: bus unreachable".into())
+        );
+        assert_eq!(
+            h(true, false, true),
+            (503, "not ready: storage unreachable".into())
+        );
+    }
 
     /// Signup fields follow the contract's rules exactly at their edges.
     #[test]
