@@ -172,10 +172,8 @@ fn encode(c: &mut Criterion) {
     });
     g.bench_function("client_frame_parse", |b| {
         b.iter(|| {
-            black_box(
-                hubbub::bench::parse_client(black_box(std::str::from_utf8(CHAT_FRAME).unwrap()))
-                    .is_ok(),
-            )
+            let text = black_box(std::str::from_utf8(CHAT_FRAME).unwrap());
+            black_box(hubbub::bench::Command::parse(text, false).is_ok())
         })
     });
     g.finish();

@@ -53,9 +53,9 @@ impl App {
         bus.start(Arc::new(move || {
             let _ = bus_waker.wake();
         }));
-        let mut hub = Hub::new(&snapshot, config.rate_limit, bus);
+        let mut hub = Hub::new(&snapshot, config.rate_limit);
         if let Some(name) = cluster {
-            hub.join_cluster(&name, incarnation(), &snapshot.heads);
+            hub.join_cluster(bus, &name, incarnation(), &snapshot.heads);
         }
         hub.set_presence_grace(config.presence_grace);
         let mut users = Directory::from_rows(snapshot.users);
@@ -237,11 +237,7 @@ impl App {
 
     /// Once a second, from the reactor's timer sweep.
     pub fn on_tick(&mut self, out: &mut impl Outbox) {
-        self.with_hub(out, |hub, cx| {
-            hub.end_graces(cx);
-            hub.retry_deferred(cx);
-            hub.cluster_tick(cx);
-        });
+        self.with_hub(out, |hub, cx| hub.on_tick(cx));
     }
 
     /// Storage is behind: the reactor stops reading chat input.

@@ -19,12 +19,12 @@
 //! | [`server`] | the reactor: tokens, accept (the main listener, and the plain one beside HTTPS), reads, frame cutting, the flush and close passes, timers, the `Waker`, signals (SIGHUP reloads), shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
 //! | `app` | routing each event to its owner: requests to the HTTP desk, frames to the hub, storage replies by ticket | hold state of its own |
 //! | `http` | request heads (httparse), responses, the REST routes (search included) and their waiting list, the upgrade handshake, the embedded web client, the plain listener's redirects and ACME challenges | wait for storage or hashing |
-//! | `hub` | rooms, sessions, presence, every client frame, acks, the fan-out seam (`publish(Topic)` and the [`Bus`]), edits, deletes, reactions and mentions (`changes.rs`, `mentions.rs`), and being one node of a cluster (`cluster.rs`: order by sequence, catch-up, presence per node; `wire.rs`: the notes) | touch sockets, know HTTP |
+//! | `hub` | chat as one node sees it: each client frame parsed once into a typed command (`command.rs`) and carried out by its handler (`commands/`); state in parts that own it (`sessions`, `rooms`, `acks`, `reads`, `waits`, and `cluster` on a node of a cluster); the fan-out seam (`publish(Topic)` and the [`Bus`]); being one node of a cluster (`peers.rs`, `order.rs`; `wire.rs`: the notes). Its module doc draws its floors | touch sockets, know HTTP |
 //! | `conn` | one connection: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
 //! | `transport` | the bytes under a connection: a plain `TcpStream`, or a rustls session over it; plaintext in and out, the same for both | know what the bytes mean |
 //! | [`tls`] | the certificate slot every handshake reads, loading and reloading PEM files, the ACME thread (`acme.rs`), TLS to PostgreSQL and Redis (`services.rs`) | run on the loop beyond a SIGHUP reload |
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
-//! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the contract's JSON frames | fan-out |
+//! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the server's JSON frames, encoded once | fan-out, parse client frames (the hub does) |
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
@@ -32,23 +32,27 @@
 //! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them; `ops`: the lock a server holds on its file, `restore` and its id floor | be called synchronously by the loop |
 //! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options (flags, environment, `--config` file); counters; SIGINT/SIGTERM/SIGHUP as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
-//! # The path of a chat message, in five files
+//! # The path of a chat message, in five steps
 //!
 //! 1. `server.rs`: `on_readable` reads into the shared scratch buffer;
 //!    `process_ws` cuts it into frames in place (`ws::codec`) and hands each
 //!    whole message to the application.
 //! 2. `app.rs`: `on_ws_message` answers control frames (`ws::control`) and
 //!    gives text to the hub with its context.
-//! 3. `hub/frames.rs`: `on_text` → `on_message` validates, rate-limits,
-//!    gives it a key and submits the row to storage. The storage thread
+//! 3. `hub/mod.rs`: `Hub::on_text` takes a rate-limit token, parses the
+//!    frame once into a typed command (`hub/command.rs`: `Command::parse`)
+//!    and hands it to its handler, here `on_message` (`hub/commands/message.rs`),
+//!    which checks the room and gives the row a key; `commands/post.rs`
+//!    submits it to storage and parks it (the acks part). The storage thread
 //!    commits the batch and rings the `Waker`; `app.rs` routes
 //!    `MessageStored` (with the id, and in a cluster the room's sequence
-//!    number) back to `Hub::on_message_stored`, which encodes the frame once.
-//! 4. `hub/fanout.rs`: only now, with the message durable,
-//!    `publish_message` hands it to the bus (a cluster) and queues the same
+//!    number) back to `Hub::on_message_stored`, and `post.rs`
+//!    (`on_message_stored`) encodes the frame once.
+//! 4. `hub/order.rs` and `hub/fanout.rs`: only now, with the message
+//!    durable, `publish_message` hands it to the bus (a cluster, which
+//!    delivers each room in sequence order) and `deliver` queues the same
 //!    `Rc<[u8]>` on each local subscriber through the `Outbox`
-//!    (`server::Wires` → `Conn::queue_shared`), in sequence order
-//!    (`hub/cluster.rs`); the sender gets its `ack`.
+//!    (`server::Wires` → `Conn::queue_shared`); the sender gets its `ack`.
 //! 5. `conn.rs`: in the flush pass, `write_turn` writes each connection's
 //!    queue with `writev`, within its budget.
 //!
@@ -58,11 +62,46 @@
 //!   thread; `main` builds it and hands it to [`Server::bind`]. The reactor
 //!   never names a backend.
 //! - Fan-out: every delivery to more than the asking connection goes through
-//!   `Hub::publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
+//!   `hub/fanout.rs`'s `publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
 //!   (Redis: [`redis_bus`]). `hub`'s module doc lists the node-local state
 //!   and what a cluster does about each.
 //! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
 //!   [`Shutdown`] handle stops it from any thread (the in-process tests).
+//!
+//! # Adding to the hub
+//!
+//! **A command** (a new client frame, say `pin` with an `id`):
+//!
+//! 1. `hub/command.rs`: a struct with exactly its fields (`Pin { id }`),
+//!    a variant (`Command::Pin(Pin)`), and its arm in `Fields::command`,
+//!    which checks each field with the helpers there (`message_id`,
+//!    `room`, `content`…): a missing or malformed field is refused there,
+//!    once, with the contract's code. Add it to `kind` (and `read_cost` if
+//!    it reads history-sized replies from storage).
+//! 2. `hub/commands/pin.rs`: `pub fn on_pin(parts, cx, me, frame: Pin)`
+//!    doing what needs state (who may, what changes), through the parts'
+//!    methods, answering errors as `Err(FrameError)`. If it waits for
+//!    storage, it parks a `Wait` variant (`hub/waits.rs`) with what it must
+//!    remember and sends its `Request` with the ticket; its continuation
+//!    (`on_pin_stored`) lives in the same file, and `Hub` routes the reply
+//!    to it by the wait (`Hub::on_write_answered` and its siblings). Its
+//!    unit test sits beside it, run through the hub's test bench
+//!    (`hub/tests.rs`: `Bench`), as a client would send the frame.
+//! 3. `hub/mod.rs`: one arm in `dispatch`. Frames to more than the asking
+//!    connection go out through `fanout::publish`, encoded once.
+//!
+//! **A piece of state** (say pinned messages per room): decide which part
+//! owns it. If it is about an existing part's subject (a room's pins: the
+//! rooms part), add the field there, private, with methods that keep it
+//! consistent; nothing else touches the field. If it is a subject of its
+//! own (roles, uploads), make it a part: `hub/<part>.rs` with a struct whose
+//! fields are private, a field of `Parts` (`hub/parts.rs`) built in
+//! `Parts::new`, and its unit tests beside it. A part never calls another:
+//! what needs two (who is told when a pin changes) is a handler's or a
+//! shared step's (`presence.rs`, `members.rs`). State that exists only in
+//! a cluster belongs to the cluster part (`hub/cluster.rs`), which is
+//! `None` on a single node. A part never imports from a floor above it
+//! (handlers, `Parts`, `Hub`); the hub's module doc draws the floors.
 
 mod admission;
 mod app;
@@ -94,7 +133,8 @@ pub use server::{Server, Shutdown};
 pub mod bench {
     pub use crate::conn::{Conn, Flushed};
     pub use crate::http::request::parse as parse_request;
+    pub use crate::hub::command::Command;
     pub use crate::transport::Transport;
     pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
-    pub use crate::ws::proto::{Encoder, Out, Ts, parse_client};
+    pub use crate::ws::proto::{Encoder, Out, Ts};
 }

@@ -41,8 +41,7 @@ use crate::config::{
     Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, HSTS, MAX_HISTORY_LIMIT,
     MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN,
 };
-use crate::hub::rooms::ROOM_NAME_RULE;
-use crate::hub::{Denied, Hub};
+use crate::hub::{Denied, Hub, ROOM_NAME_RULE};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
@@ -1055,18 +1054,18 @@ fn list_rooms(hub: &Hub, users: &Directory, me: UserId) -> Response {
     let mut rooms: Vec<RoomOut<'_>> = hub
         .rooms()
         .filter_map(|r| {
-            let (owner, members) = match &r.private {
-                None if r.has_messages || r.online() > 0 => (None, None),
-                Some(p) if p.members.contains(&me) => {
-                    let mut members: Vec<&str> = p.members.iter().map(|m| users.name(*m)).collect();
+            let (owner, members) = match r.private() {
+                None if r.has_messages() || r.online() > 0 => (None, None),
+                Some(p) if p.is_member(me) => {
+                    let mut members: Vec<&str> = p.members().map(|m| users.name(m)).collect();
                     members.sort_unstable();
-                    (Some(users.name(p.owner)), Some(members))
+                    (Some(users.name(p.owner())), Some(members))
                 }
                 _ => return None,
             };
             Some(RoomOut {
-                name: &r.name,
-                private: r.private.is_some(),
+                name: r.name(),
+                private: r.private().is_some(),
                 online: r.online(),
                 owner,
                 members,

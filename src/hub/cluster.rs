@@ -1,5 +1,9 @@
-//! The hub as one node of a cluster: what it tells the other nodes over the
-//! [`Bus`](super::Bus), and what it does with what they tell it.
+//! The cluster part: this node's view of the others. It exists only on a
+//! node of a cluster (`Parts::cluster` is `None` on a single node), owns the
+//! [`Bus`], and keeps what the bus brought: who each peer shows where, and
+//! where each room's and conversation's sequence stands here. Bookkeeping
+//! only: what a note makes this node do is `peers.rs`, delivery in order is
+//! `order.rs`.
 //!
 //! Every node keeps answering from memory, as a single node does; the bus
 //! keeps that memory right. Three things need care:
@@ -9,13 +13,14 @@
 //! that increase with it. Nodes publish after their commit, so two nodes'
 //! messages to one room can cross on the bus. Each node therefore delivers
 //! a target's messages, its own included, strictly in `seq` order
-//! ([`Hub::sequence`]): the next one goes out at once, a later one waits in
-//! a small buffer, an old one is a duplicate and is dropped. A gap that does
-//! not close within [`GAP_WAIT_MS`] (the sender died between its commit and
-//! its publish, the bus dropped a note, this node was disconnected) is read
-//! back from storage ([`Request::Catchup`]), never skipped. A `join … since`
-//! replay that saw commits this node has not delivered yet waits until it
-//! has, so the live stream after it neither repeats nor skips a message.
+//! ([`Cluster::sequence`]): the next one goes out at once, a later one
+//! waits in a small buffer, an old one is a duplicate and is dropped. A gap
+//! that does not close within [`GAP_WAIT_MS`] (the sender died between its
+//! commit and its publish, the bus dropped a note, this node was
+//! disconnected) is read back from storage (`Request::Catchup`), never
+//! skipped. A `join … since` replay that saw commits this node has not
+//! delivered yet waits until it has, so the live stream after it neither
+//! repeats nor skips a message.
 //!
 //! **Presence.** Each node announces its own users' first and last
 //! connection (`Online`/`Offline`) and room presence (`Entered`/`Left`), and
@@ -43,21 +48,11 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
-use super::fanout::{BusEvent, Except, Topic};
-use super::presence::FrameError;
-use super::rooms::RoomId;
-use super::wire::{self, Dest, Envelope, Note, TargetKey};
-use super::{Ctx, Hub, Wait};
-use crate::clock;
-use crate::config::{
-    BEAT_INTERVAL_MS, CATCHUP_LIMIT, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, PEER_TIMEOUT_MS,
-};
-use crate::outbox::{ConnRef, Outbox};
-use crate::store::Busy;
-use crate::store::{
-    MsgId, PrivateRoomRow, Request, Seq, Snapshot, StoredMessage, Target, Ticket, UserId, UserRow,
-};
-use crate::ws::proto::{Out, Ts, stored_frame};
+use super::bus::{Bus, BusEvent};
+use super::wire::{self, Envelope, Note, TargetKey};
+use crate::config::{BEAT_INTERVAL_MS, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, PEER_TIMEOUT_MS};
+use crate::outbox::ConnRef;
+use crate::store::{MsgId, Seq, StoredMessage, Target, UserId};
 
 /// This node's view of the others.
 pub struct Cluster {
@@ -65,6 +60,8 @@ pub struct Cluster {
     me: u64,
     /// `--node-id`, for logs.
     name: Box<str>,
+    /// Notes to and from the other nodes.
+    bus: Box<dyn Bus>,
     peers: HashMap<u64, Peer>,
     /// Users online on some peer, with how many peers show them.
     remote_users: HashMap<UserId, u32>,
@@ -105,12 +102,15 @@ struct Track {
     catching: bool,
 }
 
-struct Early {
-    id: MsgId,
-    frame: Rc<[u8]>,
-    except: Except,
+/// A message that came before its predecessors, waiting for them: its
+/// frame, and the sending connection it skips (its own node's messages).
+pub struct Early {
+    pub id: MsgId,
+    pub frame: Rc<[u8]>,
+    pub sender: Option<ConnRef>,
 }
 
+/// A replay that waits for this node to deliver up to `newest`.
 struct WaitingReplay {
     conn: ConnRef,
     room: Box<str>,
@@ -118,10 +118,20 @@ struct WaitingReplay {
     messages: Option<Vec<StoredMessage>>,
 }
 
-impl Hub {
-    /// Makes this hub one node of a cluster: `heads` (from the snapshot) is
-    /// where each target's sequence stands.
-    pub fn join_cluster(&mut self, name: &str, me: u64, heads: &[(Target, Seq)]) {
+/// What [`Cluster::sequence`] makes of a message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// It is the next: deliver it now, then [`Cluster::advance`].
+    Deliver,
+    /// It came early and waits for its predecessors (or was delivered
+    /// already): nothing to do now.
+    Hold,
+}
+
+impl Cluster {
+    /// This node on `bus`: `heads` (from the snapshot) is where each
+    /// target's sequence stands.
+    pub fn new(bus: Box<dyn Bus>, name: &str, me: u64, heads: &[(Target, Seq)]) -> Cluster {
         let tracks = heads
             .iter()
             .map(|(t, seq)| {
@@ -132,9 +142,10 @@ impl Hub {
                 (TargetKey::of(t), track)
             })
             .collect();
-        self.cluster = Some(Cluster {
+        Cluster {
             me,
             name: name.into(),
+            bus,
             peers: HashMap::new(),
             remote_users: HashMap::new(),
             tracks,
@@ -143,656 +154,252 @@ impl Hub {
             looking_up: HashSet::new(),
             up: false,
             next_beat_ms: 0,
-        });
-    }
-
-    /// This node's incarnation (0 on a single node).
-    pub(super) fn node(&self) -> u64 {
-        self.cluster.as_ref().map_or(0, |c| c.me)
-    }
-
-    /// Whether this node is one of a cluster (its memory may lag what
-    /// other nodes just stored).
-    pub fn in_cluster(&self) -> bool {
-        self.cluster.is_some()
-    }
-
-    /// Whether this node is in a cluster whose bus is down (`/healthz`).
-    pub fn bus_down(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| !c.up)
-    }
-
-    /// Other nodes heard from recently (`/metrics`).
-    pub fn peers(&self) -> usize {
-        self.cluster.as_ref().map_or(0, |c| c.peers.len())
-    }
-
-    /// Whether `user` is online on another node.
-    pub(super) fn shown_elsewhere(&self, user: UserId) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|c| c.remote_users.contains_key(&user))
-    }
-
-    /// Sends a note to the other nodes (nothing on a single node).
-    pub(super) fn note(&mut self, note: &Note<'_>) {
-        if let Some(c) = &self.cluster {
-            let bytes = wire::encode(c.me, note);
-            self.bus.send(bytes);
         }
     }
 
-    /// Asks every peer for its `State`.
-    fn say_hello(&mut self) {
-        let Some(c) = &self.cluster else { return };
-        let hello = wire::encode(
-            c.me,
-            &Note::Hello {
-                name: Cow::Borrowed(&c.name),
-            },
-        );
-        self.bus.send(hello);
-    }
-
-    /// Tells every peer everything this node shows.
-    fn send_state(&mut self) {
-        let state = wire::encode(self.node(), &self.own_state());
-        self.bus.send(state);
-    }
-
-    /// Everything this node shows of its own connections.
-    pub(super) fn own_state(&self) -> Note<'_> {
-        let users = self.online.keys().copied().collect();
-        let rooms = self
-            .rooms
-            .iter()
-            .filter(|(_, r)| !r.presence.is_empty())
-            .map(|(_, r)| {
-                (
-                    Cow::Borrowed(&*r.name),
-                    r.presence.keys().copied().collect(),
-                )
-            })
-            .collect();
-        Note::State { users, rooms }
-    }
-
-    /// A user signed up here: every node learns the row (logins anywhere).
-    pub fn announce_user(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
-        let Some(u) = cx.users.get(id) else { return };
-        let row = UserRow {
-            id,
-            username: u.name.to_string(),
-            email: u.email.to_string(),
-            password: u.password.clone(),
-            created_ms: clock::now_ms(),
-            last_seen_ms: u.last_seen_ms,
-        };
-        self.note(&Note::User(row));
+    /// `--node-id`.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     // ---- the bus -----------------------------------------------------------
 
-    /// Handles what the bus brought (the loop was woken).
-    pub fn on_bus(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
-        while let Some(event) = self.bus.receive() {
-            let Some(me) = self.cluster.as_ref().map(|c| c.me) else {
-                continue;
-            };
-            match event {
-                BusEvent::Up => self.on_bus_up(cx),
-                BusEvent::Down => {
-                    if let Some(c) = &mut self.cluster {
-                        c.up = false;
-                    }
-                    log::warn!(
-                        "cluster: the bus is down; serving this node's connections only, \
-                         acking what storage commits"
-                    );
-                }
+    /// Sends a note to every other node.
+    pub fn note(&mut self, note: &Note<'_>) {
+        let bytes = wire::encode(self.me, note);
+        self.bus.send(bytes);
+    }
+
+    /// Asks every peer for its `State`.
+    pub fn hello(&mut self) {
+        let name = Cow::Borrowed(&*self.name);
+        let bytes = wire::encode(self.me, &Note::Hello { name });
+        self.bus.send(bytes);
+    }
+
+    /// Tells every peer this node is alive, when it is time to.
+    pub fn beat(&mut self, now: i64) {
+        if now < self.next_beat_ms {
+            return;
+        }
+        self.next_beat_ms = now + BEAT_INTERVAL_MS;
+        let name = Cow::Borrowed(&*self.name);
+        let bytes = wire::encode(self.me, &Note::Beat { name });
+        self.bus.send(bytes);
+    }
+
+    /// The next event from the bus, with notes decoded; this node's own
+    /// notes (a bus may echo them) and notes that do not decode are
+    /// dropped, the latter with a warning.
+    pub fn receive(&mut self) -> Option<Heard> {
+        loop {
+            return Some(match self.bus.receive()? {
+                BusEvent::Up => Heard::Up,
+                BusEvent::Down => Heard::Down,
                 BusEvent::Note(bytes) => match wire::decode(&bytes) {
-                    Ok(env) if env.node == me => {}
-                    Ok(env) => self.on_note(cx, env),
-                    Err(e) => log::warn!("cluster: dropped a note from the bus: {e}"),
+                    Ok(env) if env.node == self.me => continue,
+                    Ok(env) => Heard::Note(env),
+                    Err(e) => {
+                        log::warn!("cluster: dropped a note from the bus: {e}");
+                        continue;
+                    }
                 },
-            }
+            });
         }
     }
 
-    /// Connected, first or again: ask every peer for its state, send ours,
-    /// and read back what may have been missed.
-    fn on_bus_up(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
-        let Some(c) = &mut self.cluster else { return };
-        c.up = true;
-        log::info!("cluster: node {} is on the bus", c.name);
-        self.say_hello();
-        self.send_state();
-        let ticket = self.park(Wait::Resync);
-        if cx.store.submit(Request::Resync { ticket }).is_err() {
-            // Storage is full: the tick's gap checks still catch up by
-            // sequence; users and rooms made meanwhile come with their notes.
-            self.waiting.remove(&ticket);
-        }
+    /// Whether the bus is connected (`/healthz`).
+    pub fn is_up(&self) -> bool {
+        self.up
     }
 
-    fn on_note(&mut self, cx: &mut Ctx<'_, impl Outbox>, env: Envelope<'static>) {
-        let now = clock::now_ms();
-        let node = env.node;
-        let c = self.cluster.as_mut().expect("on_note runs in a cluster");
-        let known = c.peers.contains_key(&node);
-        let peer = c.peers.entry(node).or_insert_with(|| Peer {
+    pub fn set_up(&mut self, up: bool) {
+        self.up = up;
+    }
+
+    // ---- peers -------------------------------------------------------------
+
+    /// Other nodes heard from recently (`/metrics`).
+    pub fn peer_count(&self) -> usize {
+        self.peers.len()
+    }
+
+    /// `node` was heard from now. False when it is a peer this node did not
+    /// know (it is known from now on, by the name `name` when given).
+    pub fn heard(&mut self, node: u64, now: i64, name: Option<&str>) -> bool {
+        let known = self.peers.contains_key(&node);
+        let peer = self.peers.entry(node).or_insert_with(|| Peer {
             name: "?".into(),
             heard_ms: now,
             users: HashSet::new(),
             rooms: HashMap::new(),
         });
         peer.heard_ms = now;
-        match env.note {
-            Note::Beat { name } => {
-                peer.name = name.as_ref().into();
-                if !known {
-                    // A peer this node never heard say hello (a note was
-                    // lost): ask everyone for their state again.
-                    self.say_hello();
-                }
-            }
-            Note::Hello { name } => {
-                peer.name = name.as_ref().into();
-                // A restarted node is a new incarnation: its old self is gone.
-                let stale: Vec<u64> = c
-                    .peers
-                    .iter()
-                    .filter(|(k, p)| **k != node && *p.name == *name)
-                    .map(|(k, _)| *k)
-                    .collect();
-                for old in stale {
-                    log::info!("cluster: node {name} restarted; its old connections are gone");
-                    self.drop_peer(cx, old);
-                }
-                if !known {
-                    log::info!("cluster: node {name} joined");
-                }
-                self.send_state();
-            }
-            Note::State { users, rooms } => {
-                let rooms = rooms
-                    .into_iter()
-                    .map(|(r, users)| (r.into_owned().into_boxed_str(), users))
-                    .collect();
-                self.replace_state(cx, node, users, rooms);
-            }
-            Note::Online { user } => self.peer_user(cx, node, user, true),
-            Note::Offline { user } => self.peer_user(cx, node, user, false),
-            Note::Entered { room, user } => self.peer_room(cx, node, &room, user, true),
-            Note::Left { room, user } => self.peer_room(cx, node, &room, user, false),
-            Note::Message {
-                target,
-                seq,
-                id,
-                frame,
-            } => {
-                self.last_msg_id = self.last_msg_id.max(id);
-                let topic = match &target {
-                    TargetKey::Room(name) => match self.rooms.id(name) {
-                        Some(rid) => {
-                            self.rooms.get_mut(rid).has_messages = true;
-                            Topic::Room(rid)
-                        }
-                        None => {
-                            // Nobody here is in it, and it may be private (its
-                            // `RoomMade` comes from another node, in no set
-                            // order with this): storage says what it is.
-                            let _ = self.look_up_room(cx, name, None, true);
-                            return self.pass(target, seq);
-                        }
-                    },
-                    TargetKey::Direct(a, b) => Topic::Conversation(*a, *b),
-                };
-                let frame: Rc<[u8]> = frame.into_owned().into();
-                let n = self.sequence(cx, target, topic, seq, id, &frame, Except::Nobody);
-                cx.out.metrics().deliveries += n;
-            }
-            Note::Frame {
-                dest,
-                except_user,
-                frame,
-            } => {
-                let topic = match dest {
-                    Dest::Room(name) => match self.rooms.id(&name) {
-                        Some(id) => Topic::Room(id),
-                        // Nobody here is in a room this node does not know.
-                        None => return,
-                    },
-                    Dest::User(u) => Topic::User(u),
-                    Dest::Everyone => Topic::Everyone,
-                };
-                let except = except_user.map_or(Except::Nobody, Except::User);
-                let frame: Rc<[u8]> = frame.into_owned().into();
-                self.deliver(topic, except, None, &frame, cx.out);
-            }
-            Note::User(row) => {
-                if cx.users.get(row.id).is_none() && cx.users.find(&row.username).is_none() {
-                    cx.users.insert(row);
-                }
-            }
-            Note::RoomMade(row) => self.apply_private_room(cx, &row),
-            Note::Member { room, user, add } => {
-                if let Some(id) = self.rooms.id(&room) {
-                    self.apply_membership(cx, id, user, add);
-                }
-            }
+        if let Some(name) = name {
+            peer.name = name.into();
         }
+        known
     }
 
-    /// A private room made elsewhere (or read back by a resync).
-    fn apply_private_room(&mut self, cx: &mut Ctx<'_, impl Outbox>, row: &PrivateRoomRow) {
-        if let Some(id) = self.rooms.id(&row.name)
-            && self.rooms.get(id).private.is_some()
-        {
-            // Known: bring the members in line (a resync after missed notes).
-            let now: HashSet<UserId> = row.members.iter().copied().collect();
-            let before: Vec<UserId> = self
-                .rooms
-                .get(id)
-                .private
-                .as_ref()
-                .map_or(Vec::new(), |p| p.members.iter().copied().collect());
-            for u in before.iter().filter(|u| !now.contains(u)) {
-                self.apply_membership(cx, id, *u, false);
-            }
-            for u in now.iter().filter(|u| !before.contains(u)) {
-                self.apply_membership(cx, id, *u, true);
-            }
-            return;
-        }
-        self.created.entry(row.owner).or_default().private += 1;
-        let was_public = self.rooms.id(&row.name);
-        let id = self.install_private_room(cx, row);
-        if was_public.is_some() {
-            // Joined here as public before the news came: non-members go.
-            self.drop_non_members(cx, id);
-        }
+    /// Other incarnations of the node called `name` than `node`: a
+    /// restarted node's old self.
+    pub fn namesakes(&self, node: u64, name: &str) -> Vec<u64> {
+        self.peers
+            .iter()
+            .filter(|(k, p)| **k != node && *p.name == *name)
+            .map(|(k, _)| *k)
+            .collect()
     }
 
-    /// Every connection here in room `id` whose user is not a member leaves
-    /// it, and is told so (as a removed member is).
-    fn drop_non_members(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: RoomId) {
-        let room = self.rooms.get(id);
-        let Some(p) = &room.private else { return };
-        let outsiders: Vec<UserId> = room
-            .presence
-            .keys()
-            .filter(|u| !p.members.contains(u))
-            .copied()
-            .collect();
-        let name = room.name.clone();
-        for user in outsiders {
-            self.drop_member_sessions(cx, id, user);
-            let frame = self.encoder.shared(&Out::Leave {
-                room: &name,
-                user: cx.users.name(user),
-            });
-            self.deliver(Topic::User(user), Except::Nobody, None, &frame, cx.out);
-        }
+    /// Peers silent for longer than [`PEER_TIMEOUT_MS`], with their names.
+    pub fn silent_peers(&self, now: i64) -> Vec<(u64, Box<str>)> {
+        self.peers
+            .iter()
+            .filter(|(_, p)| now - p.heard_ms > PEER_TIMEOUT_MS)
+            .map(|(k, p)| (*k, p.name.clone()))
+            .collect()
     }
 
-    /// Asks storage whether room `name`, unknown here, is private, before
-    /// it is opened: for a `join` (`joiner`), or for a note that named it.
-    /// `Err` when storage is full.
-    pub(super) fn look_up_room(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        name: &str,
-        joiner: Option<(ConnRef, Option<u64>)>,
-        has_messages: bool,
-    ) -> Result<(), Busy> {
-        if joiner.is_none()
-            && let Some(c) = &mut self.cluster
-            && !c.looking_up.insert(name.into())
-        {
-            return Ok(());
-        }
-        let ticket = self.park(Wait::RoomLookup {
-            room: name.into(),
-            joiner,
-            has_messages,
-        });
-        let req = Request::RoomInfo {
-            ticket,
-            name: name.to_string(),
+    pub fn remove_peer(&mut self, node: u64) {
+        self.peers.remove(&node);
+    }
+
+    /// Whether `user` is online on another node.
+    pub fn shows(&self, user: UserId) -> bool {
+        self.remote_users.contains_key(&user)
+    }
+
+    /// Peer `node` shows `user` online (`on`) or no longer. True when the
+    /// cluster-wide view changed: the first peer to show them, or the last.
+    pub fn peer_user(&mut self, node: u64, user: UserId, on: bool) -> bool {
+        let Some(peer) = self.peers.get_mut(&node) else {
+            return false;
         };
-        cx.store.submit(req).inspect_err(|_| {
-            self.waiting.remove(&ticket);
-            if let Some(c) = &mut self.cluster {
-                c.looking_up.remove(name);
-            }
-        })
-    }
-
-    /// Storage said whether a room this node had not heard of is private
-    /// (`None`: the read failed). The room is opened as what it is, with
-    /// the presence the peers have shown in it, and a waiting `join` goes on
-    /// as if the room had been known all along.
-    pub fn on_room_info(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        ticket: Ticket,
-        info: Option<Option<PrivateRoomRow>>,
-    ) {
-        let Some(Wait::RoomLookup {
-            room,
-            joiner,
-            has_messages,
-        }) = self.waiting.remove(&ticket)
-        else {
-            return;
-        };
-        if joiner.is_none()
-            && let Some(c) = &mut self.cluster
-        {
-            c.looking_up.remove(&room);
-        }
-        let Some(private) = info else {
-            if let Some((conn, _)) = joiner {
-                let e = FrameError::new("busy", "the server is busy; join again shortly");
-                self.send_error(cx.out, conn.token, &e, None);
-            }
-            return;
-        };
-        if self.rooms.id(&room).is_none() {
-            let id = match private {
-                Some(row) => {
-                    self.created.entry(row.owner).or_default().private += 1;
-                    self.install_private_room(cx, &row)
-                }
-                None => self.rooms.open(&room),
-            };
-            self.rooms.get_mut(id).has_messages |= has_messages;
-            let c = self.cluster.as_ref().expect("looked up in a cluster");
-            let shown: Vec<UserId> = c
-                .peers
-                .values()
-                .filter_map(|p| p.rooms.get(&room))
-                .flatten()
-                .copied()
-                .collect();
-            for user in shown {
-                self.rooms.get_mut(id).enter_remote(user);
-            }
-        }
-        if let Some((conn, since)) = joiner
-            && self.session(conn.token).is_some_and(|s| s.conn == conn)
-            && let Err(e) = self.join_room(cx, conn.token, &room, since)
-        {
-            self.send_error(cx.out, conn.token, &e, None);
-        }
-        if let Some(id) = self.rooms.id(&room) {
-            self.rooms.collect(id);
-        }
-    }
-
-    /// A message of a target nobody here receives: only its place in the
-    /// sequence is kept.
-    fn pass(&mut self, key: TargetKey, seq: Seq) {
-        let Some(c) = &mut self.cluster else { return };
-        let track = c.tracks.entry(key.clone()).or_default();
-        track.delivered = track.delivered.max(seq);
-        track.early.retain(|s, _| *s > seq);
-        if track.early.is_empty() {
-            track.gap_since_ms = None;
-            c.gaps.remove(&key);
-        }
-    }
-
-    /// A membership change made elsewhere: the frames about it came as
-    /// frames; this node only updates its memory and its own connections.
-    fn apply_membership(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        id: RoomId,
-        user: UserId,
-        add: bool,
-    ) {
-        let Some(p) = self.rooms.get_mut(id).private.as_mut() else {
-            return;
-        };
-        if add {
-            p.members.insert(user);
-            cx.users.mark_unread_source(user);
-        } else {
-            p.members.remove(&user);
-            self.drop_member_sessions(cx, id, user);
-        }
-    }
-
-    // ---- presence ----------------------------------------------------------
-
-    /// A peer shows `user` online (`on`) or no longer; tells this node's
-    /// connections when the cluster-wide view changed.
-    fn peer_user(&mut self, cx: &mut Ctx<'_, impl Outbox>, node: u64, user: UserId, on: bool) {
-        let c = self.cluster.as_mut().expect("cluster");
-        let Some(peer) = c.peers.get_mut(&node) else {
-            return;
-        };
-        let changed = if on {
+        if on {
             peer.users.insert(user) && {
-                let n = c.remote_users.entry(user).or_insert(0);
+                let n = self.remote_users.entry(user).or_insert(0);
                 *n += 1;
                 *n == 1
             }
         } else {
             peer.users.remove(&user)
-                && match c.remote_users.get_mut(&user) {
+                && match self.remote_users.get_mut(&user) {
                     Some(n) if *n > 1 => {
                         *n -= 1;
                         false
                     }
                     Some(_) => {
-                        c.remote_users.remove(&user);
+                        self.remote_users.remove(&user);
                         true
                     }
                     None => false,
                 }
-        };
-        if changed && !self.online.contains_key(&user) {
-            self.show_status(cx, user, if on { "online" } else { "offline" });
         }
     }
 
-    /// A peer shows `user` in `room` (`on`) or no longer.
-    fn peer_room(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        node: u64,
-        room: &str,
-        user: UserId,
-        on: bool,
-    ) {
-        let c = self.cluster.as_mut().expect("cluster");
-        let Some(peer) = c.peers.get_mut(&node) else {
-            return;
+    /// Peer `node` shows `user` in `room` (`on`) or no longer. True when
+    /// that is news about the peer (the room's own counts are the rooms
+    /// part's, told by the caller).
+    pub fn peer_room(&mut self, node: u64, room: &str, user: UserId, on: bool) -> bool {
+        let Some(peer) = self.peers.get_mut(&node) else {
+            return false;
         };
         if on {
-            if !peer.rooms.entry(room.into()).or_default().insert(user) {
-                return;
-            }
-            let Some(id) = self.rooms.id(room) else {
-                // Recorded above; the room's presence is built from the
-                // peers' sets once storage says what the room is.
-                let _ = self.look_up_room(cx, room, None, false);
-                return;
-            };
-            if self.rooms.get_mut(id).enter_remote(user) {
-                let frame = self.encoder.shared(&Out::Join {
-                    room,
-                    user: cx.users.name(user),
-                });
-                self.deliver(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
-            }
-        } else {
-            let Some(users) = peer.rooms.get_mut(room) else {
-                return;
-            };
-            if !users.remove(&user) {
-                return;
-            }
-            if users.is_empty() {
-                peer.rooms.remove(room);
-            }
-            let Some(id) = self.rooms.id(room) else {
-                return;
-            };
-            if self.rooms.get_mut(id).leave_remote(user) {
-                let frame = self.encoder.shared(&Out::Leave {
-                    room,
-                    user: cx.users.name(user),
-                });
-                self.deliver(Topic::Room(id), Except::Nobody, None, &frame, cx.out);
-            }
-            self.rooms.collect(id);
+            return peer.rooms.entry(room.into()).or_default().insert(user);
         }
+        let Some(users) = peer.rooms.get_mut(room) else {
+            return false;
+        };
+        let removed = users.remove(&user);
+        if users.is_empty() {
+            peer.rooms.remove(room);
+        }
+        removed
     }
 
-    /// Replaces what a peer shows with its `State`, announcing only the
-    /// differences.
-    fn replace_state(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
+    /// What a peer's `State` no longer shows of what it showed (`None`
+    /// for an unknown peer).
+    pub fn gone_from_state(
+        &self,
         node: u64,
-        users: Vec<UserId>,
-        rooms: HashMap<Box<str>, Vec<UserId>>,
-    ) {
-        let c = self.cluster.as_mut().expect("cluster");
-        let Some(peer) = c.peers.get(&node) else {
-            return;
-        };
-        let new_users: HashSet<UserId> = users.iter().copied().collect();
-        let gone_rooms: Vec<(Box<str>, UserId)> = peer
+        users: &[UserId],
+        rooms: &HashMap<Box<str>, Vec<UserId>>,
+    ) -> Option<Gone> {
+        let peer = self.peers.get(&node)?;
+        let from_rooms = peer
             .rooms
             .iter()
             .flat_map(|(r, us)| us.iter().map(move |u| (r.clone(), *u)))
             .filter(|(r, u)| !rooms.get(r).is_some_and(|now| now.contains(u)))
             .collect();
-        let gone_users: Vec<UserId> = peer.users.difference(&new_users).copied().collect();
-        for (room, user) in gone_rooms {
-            self.peer_room(cx, node, &room, user, false);
-        }
-        for user in gone_users {
-            self.peer_user(cx, node, user, false);
-        }
-        for user in users {
-            self.peer_user(cx, node, user, true);
-        }
-        for (room, us) in rooms {
-            for user in us {
-                self.peer_room(cx, node, &room, user, true);
-            }
-        }
+        let users: HashSet<UserId> = users.iter().copied().collect();
+        let offline = peer.users.difference(&users).copied().collect();
+        Some(Gone {
+            from_rooms,
+            offline,
+        })
     }
 
-    /// A peer is gone (silent, or restarted): its users leave its rooms and
-    /// go offline, unless another node still shows them.
-    fn drop_peer(&mut self, cx: &mut Ctx<'_, impl Outbox>, node: u64) {
-        self.replace_state(cx, node, Vec::new(), HashMap::new());
-        if let Some(c) = &mut self.cluster {
-            c.peers.remove(&node);
-        }
+    /// Everyone the peers show in `room`.
+    pub fn shown_in(&self, room: &str) -> Vec<UserId> {
+        self.peers
+            .values()
+            .filter_map(|p| p.rooms.get(room))
+            .flatten()
+            .copied()
+            .collect()
     }
 
-    /// `user_status` to this node's connections (the node that saw the
-    /// change stored `last_seen`).
-    pub(super) fn show_status(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        user: UserId,
-        status: &'static str,
-    ) {
-        let now = clock::now_ms();
-        let Some(u) = cx.users.get_mut(user) else {
-            return;
-        };
-        u.last_seen_ms = Some(now);
-        let frame = self.encoder.shared(&Out::UserStatus {
-            user: &u.name,
-            status,
-            last_seen: Ts(now),
-        });
-        self.deliver(Topic::Everyone, Except::Nobody, None, &frame, cx.out);
+    /// A room lookup for a note starts: false when one is in flight already.
+    pub fn start_lookup(&mut self, room: &str) -> bool {
+        self.looking_up.insert(room.into())
+    }
+
+    pub fn end_lookup(&mut self, room: &str) {
+        self.looking_up.remove(room);
     }
 
     // ---- order -------------------------------------------------------------
 
-    /// Delivers a stored message here in its target's order: now if it is
-    /// the next, later if it came early, never if it was already delivered.
-    /// Returns the copies queued.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn sequence(
+    /// Where message `seq` of `key` stands: the next to deliver, or held
+    /// (early, in the buffer; or old, dropped). `interested`: a connection
+    /// here receives `key`'s messages (if none does, a gap before this one
+    /// is not worth reading back).
+    pub fn sequence(
         &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        key: TargetKey,
-        topic: Topic,
+        key: &TargetKey,
         seq: Seq,
-        id: MsgId,
-        frame: &Rc<[u8]>,
-        except: Except,
-    ) -> u64 {
-        let now = clock::now_ms();
-        let interested = self.has_interest(&key);
-        let c = self.cluster.as_mut().expect("sequence runs in a cluster");
+        early: Early,
+        interested: bool,
+        now: i64,
+    ) -> Step {
         // A target missing from the snapshot's heads is newer than it: its
         // first message is seq 1.
-        let track = c.tracks.entry(key.clone()).or_default();
+        let track = self.tracks.entry(key.clone()).or_default();
         if seq <= track.delivered {
-            return 0;
+            return Step::Hold;
         }
         if seq > track.delivered + 1 && !interested {
             // Nobody here could miss what came before: no need to read it.
             track.delivered = seq - 1;
             track.early.clear();
         }
-        if seq > track.delivered + 1 {
-            if track.early.len() < MAX_BUFFERED_PER_TARGET {
-                track.early.insert(
-                    seq,
-                    Early {
-                        id,
-                        frame: frame.clone(),
-                        except,
-                    },
-                );
-            }
-            track.gap_since_ms.get_or_insert(now);
-            c.gaps.insert(key);
-            return 0;
+        if seq == track.delivered + 1 {
+            return Step::Deliver;
         }
-        let mut n = self.deliver(topic, except, Some(id), frame, cx.out);
-        n += self.advance(cx, &key, topic, seq);
-        n
+        if track.early.len() < MAX_BUFFERED_PER_TARGET {
+            track.early.insert(seq, early);
+        }
+        track.gap_since_ms.get_or_insert(now);
+        self.gaps.insert(key.clone());
+        Step::Hold
     }
 
-    /// Whether a connection here receives `key`'s messages.
-    fn has_interest(&self, key: &TargetKey) -> bool {
-        match key {
-            TargetKey::Room(name) => self.rooms.id(name).is_some_and(|id| {
-                let r = self.rooms.get(id);
-                !r.subscribers.is_empty() || !r.replaying.is_empty()
-            }),
-            TargetKey::Direct(a, b) => self.online.contains_key(a) || self.online.contains_key(b),
-        }
-    }
-
-    /// `seq` of `key` was delivered: deliver what waited behind it, close
-    /// or restart the gap clock, and finish replays that waited for it.
-    fn advance(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        key: &TargetKey,
-        topic: Topic,
-        seq: Seq,
-    ) -> u64 {
-        let now = clock::now_ms();
-        let c = self.cluster.as_mut().expect("cluster");
-        let track = c.tracks.get_mut(key).expect("tracked");
+    /// `seq` of `key` was delivered: what waited behind it is ready, in
+    /// order, and the gap clock closes or restarts. Returns the ready
+    /// messages and the newest `seq` delivered with them.
+    pub fn advance(&mut self, key: &TargetKey, seq: Seq, now: i64) -> (Vec<Early>, Seq) {
+        let track = self.tracks.entry(key.clone()).or_default();
         track.delivered = seq;
         let mut ready = Vec::new();
         while let Some(e) = track.early.first_entry() {
@@ -803,49 +410,52 @@ impl Hub {
             ready.push(e.remove());
         }
         let delivered = track.delivered;
-        let waiting_replay = c
+        let waiting_replay = self
             .replays
             .iter()
             .any(|r| matches!(key, TargetKey::Room(n) if *n == r.room) && r.newest > delivered);
         if track.early.is_empty() && !waiting_replay {
             track.gap_since_ms = None;
-            c.gaps.remove(key);
+            self.gaps.remove(key);
         } else {
             track.gap_since_ms = Some(now);
         }
-        let mut n = 0;
-        for e in ready {
-            n += self.deliver(topic, e.except, Some(e.id), &e.frame, cx.out);
-        }
-        if let TargetKey::Room(room) = key {
-            self.finish_waiting_replays(cx, room, delivered);
-        }
-        n
+        (ready, delivered)
     }
 
-    /// Whether a replay of `room` whose newest message is `newest` must wait
-    /// for this node to deliver up to it; if so, it is kept (and the gap
-    /// noted, so a message that never comes is read back).
-    pub(super) fn replay_must_wait(
+    /// A message of a target nobody here receives: only its place in the
+    /// sequence is kept.
+    pub fn pass(&mut self, key: TargetKey, seq: Seq) {
+        let track = self.tracks.entry(key.clone()).or_default();
+        track.delivered = track.delivered.max(seq);
+        track.early.retain(|s, _| *s > seq);
+        if track.early.is_empty() {
+            track.gap_since_ms = None;
+            self.gaps.remove(&key);
+        }
+    }
+
+    /// Whether a replay of `room` must wait for this node to deliver up to
+    /// its newest message; if so, it is kept (and the gap noted, so a
+    /// message that never comes is read back).
+    pub fn replay_must_wait(
         &mut self,
         conn: ConnRef,
         room: &str,
         messages: &mut Option<Vec<StoredMessage>>,
+        now: i64,
     ) -> bool {
-        let Some(c) = &mut self.cluster else {
-            return false;
-        };
         let Some(newest) = messages.as_ref().and_then(|m| m.last()).map(|m| m.seq) else {
             return false;
         };
         let key = TargetKey::Room(room.into());
-        let track = c.tracks.entry(key.clone()).or_default();
+        let track = self.tracks.entry(key.clone()).or_default();
         if newest <= track.delivered {
             return false;
         }
-        track.gap_since_ms.get_or_insert(clock::now_ms());
-        c.gaps.insert(key);
-        c.replays.push(WaitingReplay {
+        track.gap_since_ms.get_or_insert(now);
+        self.gaps.insert(key);
+        self.replays.push(WaitingReplay {
             conn,
             room: room.into(),
             newest,
@@ -854,18 +464,17 @@ impl Hub {
         true
     }
 
-    fn finish_waiting_replays(
+    /// The replays of `room` that waited for `delivered` and may go now.
+    pub fn replays_ready(
         &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
         room: &str,
         delivered: Seq,
-    ) {
-        let Some(c) = &mut self.cluster else { return };
-        if c.replays.is_empty() {
-            return;
-        }
+    ) -> Vec<(ConnRef, Option<Vec<StoredMessage>>)> {
         let mut done = Vec::new();
-        c.replays.retain_mut(|r| {
+        if self.replays.is_empty() {
+            return done;
+        }
+        self.replays.retain_mut(|r| {
             if &*r.room == room && r.newest <= delivered {
                 done.push((r.conn, r.messages.take()));
                 false
@@ -873,201 +482,143 @@ impl Hub {
                 true
             }
         });
-        for (conn, messages) in done {
-            self.finish_replay(cx, conn, room, messages);
-        }
+        done
     }
 
-    /// The once-a-second work: beat, notice dead peers, read back gaps.
-    pub fn cluster_tick(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
-        let now = clock::now_ms();
-        let Some(c) = &mut self.cluster else { return };
-        if now >= c.next_beat_ms {
-            c.next_beat_ms = now + BEAT_INTERVAL_MS;
-            let name = c.name.clone();
-            self.note(&Note::Beat {
-                name: Cow::Borrowed(&name),
-            });
-        }
-        let c = self.cluster.as_mut().expect("cluster");
-        let dead: Vec<(u64, Box<str>)> = c
-            .peers
-            .iter()
-            .filter(|(_, p)| now - p.heard_ms > PEER_TIMEOUT_MS)
-            .map(|(k, p)| (*k, p.name.clone()))
-            .collect();
-        for (node, name) in dead {
-            log::warn!(
-                "cluster: node {name} silent for {} s; its users are offline here",
-                PEER_TIMEOUT_MS / 1000
-            );
-            self.drop_peer(cx, node);
-        }
-        let c = self.cluster.as_mut().expect("cluster");
-        let due: Vec<(TargetKey, Seq)> = c
-            .gaps
+    /// The gaps that outlived [`GAP_WAIT_MS`] with no read in flight: each
+    /// target with the `seq` to read after.
+    pub fn gaps_due(&self, now: i64) -> Vec<(TargetKey, Seq)> {
+        self.gaps
             .iter()
             .filter_map(|k| {
-                let t = c.tracks.get(k)?;
+                let t = self.tracks.get(k)?;
                 let late = t.gap_since_ms.is_some_and(|s| now - s >= GAP_WAIT_MS);
                 (late && !t.catching).then(|| (k.clone(), t.delivered))
             })
-            .collect();
-        for (key, after) in due {
-            self.catch_up(cx, key, after);
-        }
+            .collect()
     }
 
-    /// Reads `key`'s messages after `after` back from storage.
-    fn catch_up(&mut self, cx: &mut Ctx<'_, impl Outbox>, key: TargetKey, after: Seq) {
-        let target = key.to_target();
-        let ticket = self.park(Wait::Catchup { key: key.clone() });
-        let req = Request::Catchup {
-            ticket,
-            target,
-            after,
-            limit: CATCHUP_LIMIT,
-        };
-        if cx.store.submit(req).is_err() {
-            self.waiting.remove(&ticket);
-            return;
-        }
-        if let Some(t) = self.cluster.as_mut().and_then(|c| c.tracks.get_mut(&key)) {
+    /// A catch-up read of `key` is in flight.
+    pub fn catching(&mut self, key: &TargetKey) {
+        if let Some(t) = self.tracks.get_mut(key) {
             t.catching = true;
         }
     }
 
-    /// The catch-up read came back: deliver what was missed, in order.
-    pub(super) fn on_catchup(
-        &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        key: TargetKey,
-        messages: Option<Vec<StoredMessage>>,
-    ) {
-        let now = clock::now_ms();
-        let Some(track) = self.cluster.as_mut().and_then(|c| c.tracks.get_mut(&key)) else {
-            return;
+    /// The catch-up read of `key` came back; when it `failed`, the gap
+    /// waits again. False when `key` is not tracked.
+    pub fn caught_up(&mut self, key: &TargetKey, failed: bool, now: i64) -> bool {
+        let Some(track) = self.tracks.get_mut(key) else {
+            return false;
         };
         track.catching = false;
-        let Some(messages) = messages else {
-            // Storage failed: try again after another wait.
+        if failed {
             track.gap_since_ms = Some(now);
-            return;
-        };
-        let full = messages.len() >= CATCHUP_LIMIT;
-        if !messages.is_empty() {
-            log::info!(
-                "cluster: read back {} missed messages of {key:?}",
-                messages.len()
-            );
         }
-        let mut n = 0;
-        for m in &messages {
-            self.last_msg_id = self.last_msg_id.max(m.id);
-            let c = self.cluster.as_mut().expect("cluster");
-            let track = c.tracks.get_mut(&key).expect("tracked");
-            if m.seq <= track.delivered {
-                continue;
-            }
-            let early = track.early.remove(&m.seq);
-            let topic = match &key {
-                TargetKey::Room(name) => {
-                    let id = self.rooms.open(name);
-                    self.rooms.get_mut(id).has_messages = true;
-                    Topic::Room(id)
-                }
-                TargetKey::Direct(a, b) => Topic::Conversation(*a, *b),
-            };
-            let (frame, except) = match early {
-                Some(e) => (e.frame, e.except),
-                None => (self.message_frame(cx, m), Except::Nobody),
-            };
-            n += self.sequence(cx, key.clone(), topic, m.seq, m.id, &frame, except);
-        }
-        cx.out.metrics().deliveries += n;
-        let c = self.cluster.as_mut().expect("cluster");
-        if full && let Some(t) = c.tracks.get(&key) {
-            let after = t.delivered;
-            self.catch_up(cx, key, after);
-        }
+        true
     }
 
-    /// A stored message as its live frame, as it is now. A message deleted
-    /// before this node caught up is delivered as its `message_deleted`:
-    /// the sequence steps past it, and a client that never saw the message
-    /// ignores the deletion of an id it does not have.
-    fn message_frame(&mut self, cx: &mut Ctx<'_, impl Outbox>, m: &StoredMessage) -> Rc<[u8]> {
-        let users = &*cx.users;
-        self.encoder.shared(&stored_frame(m, &|u| users.name(u)))
+    /// The newest `seq` of `key` delivered here.
+    pub fn delivered(&self, key: &TargetKey) -> Seq {
+        self.tracks.get(key).map_or(0, |t| t.delivered)
     }
 
-    /// Everything read again after the bus came back: users, rooms and
-    /// memberships made elsewhere meanwhile, and each target's newest `seq`
-    /// (a target behind it is caught up at once).
-    pub fn on_resync(
+    /// What a catch-up does with message `seq` of `key`: `None` when it was
+    /// delivered already, else the early copy the bus brought, if any.
+    pub fn take_missed(&mut self, key: &TargetKey, seq: Seq) -> Option<Option<Early>> {
+        let track = self.tracks.get_mut(key)?;
+        if seq <= track.delivered {
+            return None;
+        }
+        Some(track.early.remove(&seq))
+    }
+
+    /// After a resync: `key`'s newest stored `seq` is `head`. Returns the
+    /// `seq` to catch up after when this node is behind and someone here
+    /// receives `key` (`interested`); otherwise the sequence just moves on.
+    pub fn behind(
         &mut self,
-        cx: &mut Ctx<'_, impl Outbox>,
-        ticket: Ticket,
-        snapshot: Option<Box<Snapshot>>,
-    ) {
-        if !matches!(self.waiting.remove(&ticket), Some(Wait::Resync)) {
-            return;
+        key: &TargetKey,
+        head: Seq,
+        interested: bool,
+        now: i64,
+    ) -> Option<Seq> {
+        let track = self.tracks.entry(key.clone()).or_default();
+        if head <= track.delivered {
+            return None;
         }
-        let Some(snap) = snapshot else {
-            log::warn!(
-                "cluster: reading back after the bus outage failed; relying on sequence gaps"
-            );
-            return;
-        };
-        for row in snap.users {
-            if cx.users.get(row.id).is_none() && cx.users.find(&row.username).is_none() {
-                cx.users.insert(row);
-            }
+        if !interested {
+            // Nobody here could have missed it.
+            track.delivered = head;
+            track.early.retain(|s, _| *s > head);
+            return None;
         }
-        for (name, _) in &snap.public_rooms {
-            let id = self.rooms.open(name);
-            self.rooms.get_mut(id).has_messages = true;
+        track.gap_since_ms = Some(now - GAP_WAIT_MS);
+        self.gaps.insert(key.clone());
+        Some(track.delivered)
+    }
+}
+
+/// What a peer no longer shows: users out of rooms, users offline.
+pub struct Gone {
+    pub from_rooms: Vec<(Box<str>, UserId)>,
+    pub offline: Vec<UserId>,
+}
+
+/// What the bus brought, as [`Cluster::receive`] hands it on.
+pub enum Heard {
+    Up,
+    Down,
+    Note(Envelope<'static>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::bus::LocalOnly;
+
+    fn early(id: MsgId) -> Early {
+        Early {
+            id,
+            frame: Rc::from(&b"m"[..]),
+            sender: None,
         }
-        for row in &snap.private_rooms {
-            self.apply_private_room(cx, row);
+    }
+
+    /// Messages of a target go out in `seq` order: the next at once, a
+    /// later one held until its predecessors come, an old one never.
+    #[test]
+    fn sequence_holds_what_comes_early() {
+        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[]);
+        let key = TargetKey::Room("general".into());
+        assert_eq!(c.sequence(&key, 2, early(20), true, 0), Step::Hold);
+        assert_eq!(c.gaps_due(GAP_WAIT_MS), vec![(key.clone(), 0)]);
+        assert_eq!(c.sequence(&key, 1, early(10), true, 0), Step::Deliver);
+        let (ready, delivered) = c.advance(&key, 1, 0);
+        assert_eq!((ready.len(), ready[0].id, delivered), (1, 20, 2));
+        assert!(c.gaps_due(GAP_WAIT_MS).is_empty(), "the gap closed");
+        assert_eq!(c.sequence(&key, 2, early(20), true, 0), Step::Hold, "old");
+        assert_eq!(
+            c.sequence(&key, 9, early(90), false, 0),
+            Step::Deliver,
+            "nobody here could miss 3-8"
+        );
+    }
+
+    /// Presence is per peer: a user shown by two peers goes offline when the
+    /// last of them says so.
+    #[test]
+    fn a_user_is_shown_while_any_peer_shows_them() {
+        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[]);
+        for node in [2, 3] {
+            assert!(!c.heard(node, 0, None), "new peer");
         }
-        self.last_msg_id = self.last_msg_id.max(snap.max_message_id);
-        let now = clock::now_ms();
-        let mut behind = Vec::new();
-        for (target, head) in &snap.heads {
-            let key = TargetKey::of(target);
-            let interested = match &key {
-                TargetKey::Room(name) => self.rooms.id(name).is_some_and(|id| {
-                    let r = self.rooms.get(id);
-                    !r.subscribers.is_empty() || !r.replaying.is_empty()
-                }),
-                TargetKey::Direct(a, b) => {
-                    self.online.contains_key(a) || self.online.contains_key(b)
-                }
-            };
-            let c = self.cluster.as_mut().expect("cluster");
-            let track = c.tracks.entry(key.clone()).or_default();
-            if *head <= track.delivered {
-                continue;
-            }
-            if !interested {
-                // Nobody here could have missed it.
-                track.delivered = *head;
-                track.early.retain(|s, _| *s > *head);
-                continue;
-            }
-            track.gap_since_ms = Some(now - GAP_WAIT_MS);
-            c.gaps.insert(key.clone());
-            behind.push((key, track.delivered));
-        }
-        if !behind.is_empty() {
-            log::info!(
-                "cluster: {} rooms and conversations to catch up after the outage",
-                behind.len()
-            );
-        }
-        for (key, after) in behind {
-            self.catch_up(cx, key, after);
-        }
+        assert!(c.peer_user(2, 7, true), "first to show");
+        assert!(!c.peer_user(3, 7, true));
+        assert!(!c.peer_user(2, 7, false));
+        assert!(c.shows(7));
+        assert!(c.peer_user(3, 7, false), "last");
+        assert!(!c.shows(7));
+        assert!(!c.peer_user(9, 7, true), "an unknown peer shows nothing");
     }
 }

@@ -4,11 +4,10 @@
 //! is stored: the users named go to storage with the row (for their unread
 //! mention counts, which must survive a restart) and wait with the message
 //! for its commit; then each gets a `mention` frame on every connection,
-//! joined to the room or not (`frames.rs`, `on_message_stored`). Only
+//! joined to the room or not (`commands/message.rs`, `stored`). Only
 //! users who may read the message count: naming someone outside a private
 //! room tells them nothing, not even that the room talks about them.
 
-use super::{Delivery, Hub};
 use crate::config::MAX_MENTIONS;
 use crate::store::UserId;
 use crate::users::{Directory, valid_username};
@@ -48,38 +47,30 @@ pub fn mentioned_names(content: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-impl Hub {
-    /// The users `content` mentions who may read it, not its author, each
-    /// once, at most [`MAX_MENTIONS`]: in a room, anyone for a public room
-    /// and members for a private one; in a conversation, the peer.
-    pub(super) fn mentions_of(
-        &self,
-        users: &Directory,
-        author: UserId,
-        content: &str,
-        delivery: Delivery,
-    ) -> Vec<UserId> {
-        let mut found = Vec::new();
-        if !content.contains('@') {
-            return found;
-        }
-        for name in mentioned_names(content) {
-            let Some(user) = users.find(name).map(|u| u.id) else {
-                continue;
-            };
-            let may_read = match delivery {
-                Delivery::Room(room) => self.rooms.get(room).admits(user),
-                Delivery::Private { peer } => user == peer,
-            };
-            if user != author && may_read && !found.contains(&user) {
-                found.push(user);
-                if found.len() == MAX_MENTIONS {
-                    break;
-                }
+/// The users `content` mentions who may read it (`may_read`), not its
+/// author, each once, at most [`MAX_MENTIONS`].
+pub fn mentioned(
+    users: &Directory,
+    author: UserId,
+    content: &str,
+    may_read: impl Fn(UserId) -> bool,
+) -> Vec<UserId> {
+    let mut found = Vec::new();
+    if !content.contains('@') {
+        return found;
+    }
+    for name in mentioned_names(content) {
+        let Some(user) = users.find(name).map(|u| u.id) else {
+            continue;
+        };
+        if user != author && may_read(user) && !found.contains(&user) {
+            found.push(user);
+            if found.len() == MAX_MENTIONS {
+                break;
             }
         }
-        found
     }
+    found
 }
 
 #[cfg(test)]

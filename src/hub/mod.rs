@@ -1,29 +1,37 @@
-//! The hub: rooms, sessions, presence, message ids, idempotent retries and
-//! pending acks — the Go chat tutorials' "Hub goroutine", minus the goroutine.
-//! It is plain data owned by the loop thread; every client frame is handled to
-//! completion in one call, so there is nothing to lock and no ordering to
-//! reason about beyond "in the order the loop read them".
+//! The hub: chat as one node sees it — sessions, rooms, presence, message
+//! ids, idempotent retries, pending acks — the Go chat tutorials' "Hub
+//! goroutine", minus the goroutine. It is plain data owned by the loop
+//! thread; every client frame is handled to completion in one call, so
+//! there is nothing to lock and no ordering to reason about beyond "in the
+//! order the loop read them".
 //!
-//! The hub owns its behaviour and reaches everything else through a narrow
-//! [`Ctx`]: the user directory, somewhere to send storage requests
-//! ([`Storage`]), and the door to the connections ([`Outbox`]). It never sees a
-//! socket, a thread or an HTTP status, so its unit tests run it as pure logic
-//! with a recording outbox and a recording store.
+//! It never sees a socket, a thread or an HTTP status: it reaches the rest
+//! of the server through a narrow [`Ctx`] (the user directory, somewhere to
+//! send storage requests, the door to the connections), so its unit tests
+//! run it as pure logic with a recording outbox and a recording store.
 //!
-//! - `frames`: each client frame of the contract, from parse to publish; acks;
-//! - `fanout`: the one way out — `publish(Topic, frame)` — and the bus seam;
-//! - `presence`: sessions opening and closing, `join`/`leave`, replays, status;
-//! - `private`: private rooms and their members;
-//! - `changes`: `edit`, `delete` and `react` — storage checks and applies
-//!   them, the hub publishes the result;
-//! - `mentions`: who a message's `@name`s notify;
-//! - `reads`: the budgets storage reads are reserved against, and the frames
-//!   that wait for them;
-//! - `rooms`: who is in which room (pure bookkeeping);
-//! - `rate`: the per-connection token bucket;
-//! - `cluster`: this hub as one node of many — order by sequence, catch-up
-//!   from storage, presence per peer with beats, notes for users and rooms;
-//! - `wire`: the notes nodes send each other, and their byte encoding.
+//! # Shape
+//!
+//! [`Hub`] (this file) is the door: every call from the application comes
+//! in here and is routed, and it holds nothing but the parts. A text frame
+//! is parsed once into a typed command (`command.rs`) and handed to that
+//! command's handler (`commands/`); a storage reply is handed to whoever
+//! parked its ticket; bus events and the tick go to `peers.rs` and
+//! `presence.rs`. From the top floor down:
+//!
+//! | floor | files | what they are |
+//! |---|---|---|
+//! | door | `mod.rs` | [`Hub`]: routing |
+//! | handlers | `commands/*.rs`, `peers.rs` | one file per client command, with its continuations; what notes from other nodes make this node do |
+//! | behaviour shared by handlers | `presence.rs`, `members.rs`, `order.rs`, `fanout.rs` | who is told when people come and go; private rooms' members; stored messages out in order; the one way out (`publish`) |
+//! | composition | `parts.rs` | `Parts`, every part in one struct, and `Ctx` |
+//! | parts | `sessions.rs`, `rooms.rs`, `acks.rs`, `reads.rs`, `waits.rs`, `cluster.rs` | state, each with its fields private and the methods that keep them right |
+//! | vocabulary | `command.rs`, `emoji.rs`, `mentions.rs`, `wire.rs`, `bus.rs`, `rate.rs` | pure: typed client frames, reactions, `@name`s, notes between nodes and their bytes, the bus seam, the token bucket |
+//!
+//! A module imports only from floors below it, so `Parts` is not `Hub`: a
+//! handler takes `&mut Parts`, and `Hub` wraps it to route down to the
+//! handlers. (How to add a command or a piece of state: `lib.rs`, "Adding
+//! to the hub".)
 //!
 //! # Node-local state, and what a cluster does about it
 //!
@@ -33,498 +41,456 @@
 //!
 //! | state | here | in a cluster |
 //! |---|---|---|
-//! | message ids (`last_msg_id`, `last_key`) | the loop's key is the id (SQLite) | PostgreSQL assigns the id and a per-room `seq` in the append's transaction; the key only pairs the reply |
+//! | message ids (acks part) | the loop's key is the id (SQLite) | PostgreSQL assigns the id and a per-room `seq` in the append's transaction; the key only pairs the reply |
 //! | delivery order | commit order of the one writer | each node delivers a room in `seq` order, waiting for an early message's predecessors and reading a lasting gap back (`Catchup`) |
-//! | presence (`online`, `Room::presence`) | connections per user, per room | plus each peer's users and rooms (`Room::remote`), from its notes and `State`; a peer silent for `PEER_TIMEOUT_MS` is dropped |
-//! | client-id window (`client_ids`) | the newest `CLIENT_ID_WINDOW` ids | the same, and a retry on another node is caught by the database's unique index (`MessageExists`) |
+//! | presence (sessions part, `Room::present`) | connections per user, per room | plus each peer's users and rooms (`Room::shown`), from its notes and `State`; a peer silent for `PEER_TIMEOUT_MS` is dropped |
+//! | client-id window (acks part) | the newest `CLIENT_ID_WINDOW` ids | the same, and a retry on another node is caught by the database's unique index (`MessageExists`) |
 //! | users (`Directory`) | loaded at start, added by signups here | plus `User` notes, and a `Resync` after a bus outage |
-//! | private membership (`Room::private`) | loaded at start, changed by this node | plus `RoomMade`/`Member` notes and the `Resync` |
+//! | private membership (rooms part) | loaded at start, changed by this node | plus `RoomMade`/`Member` notes and the `Resync` |
 //! | unread hints (`unread_sources`) | skip the query for users with nothing to count | not trusted: every connect asks storage |
 //! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets |
-//! | pending acks (`acks`) | messages waiting for their commit | stay local: the node that took the message acks it |
+//! | pending acks (acks part) | messages waiting for their commit | stay local: the node that took the message acks it |
 
-mod changes;
+mod acks;
+mod bus;
 mod cluster;
+pub(crate) mod command;
+mod commands;
+mod emoji;
 mod fanout;
-mod frames;
+mod members;
 mod mentions;
+mod order;
+mod parts;
+mod peers;
 mod presence;
-mod private;
-pub mod rate;
+mod rate;
 mod reads;
-pub mod rooms;
+pub(crate) mod rooms;
+mod sessions;
+mod waits;
 mod wire;
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::rc::Rc;
+use std::time::Duration;
 
 use mio::Token;
 
-pub use fanout::{Bus, BusEvent, LocalOnly};
+pub use acks::Stored;
+pub use bus::{Bus, BusEvent, LocalOnly};
+pub use command::ROOM_NAME_RULE;
+pub use parts::{Ctx, Denied};
 
-use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER, PRESENCE_GRACE};
-use crate::outbox::ConnRef;
+use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Desk, MsgId, PrivateRoomRow, Reply, Seq, Snapshot, Storage, Target, Ticket, UserId,
+    Change, MsgId, PrivateRoomRow, Refusal, Seq, Snapshot, StoredMessage, Target, Ticket,
+    UnreadCount, UserId,
 };
-use crate::users::Directory;
-use crate::ws::proto::Encoder;
-use rate::TokenBucket;
-use rooms::{Private, RoomId, Rooms};
+use cluster::Cluster;
+use command::{Command, FrameError, RoomName};
+use commands::change::{on_change_failed, on_changed};
+use commands::create_room::{on_create_room, on_room_stored};
+use commands::delete::on_delete;
+use commands::edit::on_edit;
+use commands::history::{on_history, on_history_read};
+use commands::join::{self, on_join};
+use commands::leave::on_leave;
+use commands::membership::{on_membership, on_membership_stored};
+use commands::message::on_message;
+use commands::post::on_message_stored;
+use commands::private_message::on_private_message;
+use commands::react::on_react;
+use commands::read::on_read;
+use commands::typing::on_typing;
+use parts::Parts;
+use sessions::Caller;
+use waits::Wait;
 
-/// What a hub call may touch besides the hub itself.
-pub struct Ctx<'a, O> {
-    pub users: &'a mut Directory,
-    pub store: &'a mut dyn Storage,
-    pub out: &'a mut O,
-}
-
-/// A WebSocket connection's chat state.
-pub struct Session {
-    pub conn: ConnRef,
-    pub user: UserId,
-    /// The room named in `/ws/room/{name}`: plain-text frames go there.
-    /// Shared so handling a frame can hold it without copying the name.
-    pub url_room: Option<Rc<str>>,
-    /// Rooms this connection is joined to (live or still replaying).
-    pub rooms: Vec<RoomId>,
-    pub bucket: TokenBucket,
-    /// Live frames held while a `since` replay is read from storage, with
-    /// the message id of those that are chat messages.
-    pub held: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
-    /// More frames arrived during a replay than could be held.
-    pub held_overflow: bool,
-}
-
-/// Who gets a message once it is stored.
-#[derive(Debug, Clone, Copy)]
-pub enum Delivery {
-    /// Everyone in the room but the sending connection.
-    Room(RoomId),
-    /// Every connection of `peer`, and the sender's other connections.
-    Private { peer: UserId },
-}
-
-/// A message waiting for its commit. Nobody sees it before: its frame is
-/// encoded, published, and its `ack` sent, only once storage says it is
-/// durable, so a write that fails shows nothing that is not in the history.
-/// The frame waits for the commit because the id it carries may come from
-/// storage (PostgreSQL numbers messages for the whole cluster).
-pub struct PendingAck {
-    /// The sender, then any connection that resent the same `client_id`
-    /// before the commit.
-    pub waiters: Vec<(ConnRef, Option<Box<str>>)>,
-    pub timestamp_ms: i64,
-    pub from: UserId,
-    pub delivery: Delivery,
-    /// The checked content, encoded once at the commit.
-    pub content: Box<str>,
-    /// The message this one answers (checked by storage).
-    pub reply_to: Option<MsgId>,
-    /// Who gets a `mention` frame once it is stored (`mentions.rs`).
-    pub mentions: Vec<UserId>,
-}
-
-impl PendingAck {
-    /// The sender's `client_id` (the first waiter's), bound to the message
-    /// in the client-id window once it is committed.
-    pub fn client_id(&self) -> Option<&str> {
-        self.waiters.first().and_then(|(_, cid)| cid.as_deref())
-    }
-}
-
-impl Stored {
-    /// The message a storage reply answers, and what it says; `None` for
-    /// replies that are not about a message.
-    pub fn of(reply: &Reply) -> Option<(MsgId, Stored)> {
-        Some(match *reply {
-            Reply::MessageStored { key, id, seq } => (key, Stored::Yes { id, seq }),
-            Reply::MessageExists {
-                key,
-                existing,
-                timestamp_ms,
-            } => (
-                key,
-                Stored::Already {
-                    id: existing,
-                    timestamp_ms,
-                },
-            ),
-            Reply::MessageFailed { key, transient } => (key, Stored::No { transient }),
-            Reply::MessageRefused { key } => (key, Stored::Refused),
-            _ => return None,
-        })
-    }
-}
-
-/// What storage said of a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// It is durable, as message `id`, `seq`th of its target.
-    Yes { id: MsgId, seq: Seq },
-    /// The sender's `client_id` was already stored with message `id`: the
-    /// retry is answered with that message, and nothing is delivered again.
-    Already { id: MsgId, timestamp_ms: i64 },
-    /// It could not be stored; `transient` when the database was
-    /// unreachable (the sender is told `busy`).
-    No { transient: bool },
-    /// Storage refused it: its `reply_to` is not a message of its room or
-    /// conversation (the sender is told `invalid_input`).
-    Refused,
-}
-
-/// The newest client ids, for idempotent retries: at most
-/// [`CLIENT_IDS_PER_USER`] per user and [`CLIENT_ID_WINDOW`] in all, oldest
-/// evicted first.
-///
-/// `order` lists, for each insert, only who made it. Evicting for the global
-/// bound pops its front user and drops that user's oldest id. When a user's
-/// own bound already dropped that id, the pop takes the user's next one a
-/// little early: only a user who sent more than their share pays for it.
-#[derive(Default)]
-pub struct ClientIds {
-    by_user: HashMap<UserId, UserIds>,
-    order: VecDeque<UserId>,
-}
-
-/// One user's remembered ids, and their order.
-#[derive(Default)]
-struct UserIds {
-    ids: HashMap<Box<str>, (MsgId, i64)>,
-    order: VecDeque<Box<str>>,
-}
-
-impl UserIds {
-    fn evict_oldest(&mut self) {
-        if let Some(k) = self.order.pop_front() {
-            self.ids.remove(&k);
-        }
-    }
-}
-
-impl ClientIds {
-    pub fn get(&self, user: UserId, client_id: &str) -> Option<(MsgId, i64)> {
-        self.by_user.get(&user)?.ids.get(client_id).copied()
-    }
-
-    pub fn insert(&mut self, user: UserId, client_id: &str, id: MsgId, ts: i64) {
-        let mine = self.by_user.entry(user).or_default();
-        if mine.ids.insert(client_id.into(), (id, ts)).is_none() {
-            mine.order.push_back(client_id.into());
-        }
-        if mine.order.len() > CLIENT_IDS_PER_USER {
-            mine.evict_oldest();
-        }
-        self.order.push_back(user);
-        if self.order.len() > CLIENT_ID_WINDOW
-            && let Some(u) = self.order.pop_front()
-            && let Some(theirs) = self.by_user.get_mut(&u)
-        {
-            theirs.evict_oldest();
-            if theirs.ids.is_empty() {
-                self.by_user.remove(&u);
-            }
-        }
-    }
-
-    /// Ids remembered, in all.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.by_user.values().map(|u| u.ids.len()).sum()
-    }
-}
-
-/// Messages waiting for their commit, in key order. Storage commits in the
-/// order the loop submitted, which is key order, so the answer for the oldest
-/// is almost always at the front: a deque beats a hash map here (no hashing,
-/// no tombstones), and the rare lookup by id is a binary search.
-#[derive(Default)]
-pub struct PendingAcks(VecDeque<(MsgId, PendingAck)>);
-
-impl PendingAcks {
-    /// Adds the newest message (ids only grow).
-    pub fn push(&mut self, id: MsgId, ack: PendingAck) {
-        debug_assert!(self.0.back().is_none_or(|(last, _)| *last < id));
-        self.0.push_back((id, ack));
-    }
-
-    pub fn get_mut(&mut self, id: MsgId) -> Option<&mut PendingAck> {
-        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
-        Some(&mut self.0[i].1)
-    }
-
-    pub fn remove(&mut self, id: MsgId) -> Option<PendingAck> {
-        if self.0.front().is_some_and(|(k, _)| *k == id) {
-            return self.0.pop_front().map(|(_, a)| a);
-        }
-        let i = self.0.binary_search_by_key(&id, |(k, _)| *k).ok()?;
-        self.0.remove(i).map(|(_, a)| a)
-    }
-}
-
-/// Rooms one user made, against [`MAX_PUBLIC_ROOMS_PER_USER`](crate::config::MAX_PUBLIC_ROOMS_PER_USER) and
-/// [`MAX_PRIVATE_ROOMS_PER_USER`](crate::config::MAX_PRIVATE_ROOMS_PER_USER).
-/// Private rooms count from the moment their row is asked for (a failed
-/// write gives the slot back), public rooms from their first message.
-#[derive(Default, Clone, Copy)]
-pub struct Created {
-    pub public: u32,
-    pub private: u32,
-}
-
-/// A storage request the hub is waiting for.
-enum Wait {
-    /// `create_room`: the row is being stored; the room exists only after.
-    CreateRoom { conn: ConnRef, row: PrivateRoomRow },
-    /// `add_member` / `remove_member`: applied in memory only after it is stored.
-    Membership {
-        conn: ConnRef,
-        room: Box<str>,
-        user: UserId,
-        add: bool,
-    },
-    /// A `history` frame; `reserved` bytes are held for its reply.
-    History {
-        conn: ConnRef,
-        target: Target,
-        reserved: usize,
-    },
-    /// `join` with `since`.
-    Replay {
-        conn: ConnRef,
-        room: Box<str>,
-        reserved: usize,
-    },
-    /// The `unread` frame after connect.
-    Unread { conn: ConnRef },
-    /// An `edit`, `delete` or `react` is being applied (`changes.rs`).
-    Change { conn: ConnRef, kind: changes::Kind },
-    /// A cluster node reads back messages it missed (`cluster.rs`).
-    Catchup { key: wire::TargetKey },
-    /// A cluster node reads everything back after a bus outage.
-    Resync,
-    /// A room this node has not heard of: is it private? Asked for a `join`
-    /// (`joiner`: the connection and its `since`), or for a note naming it
-    /// (`has_messages` when the note was a message).
-    RoomLookup {
-        room: Box<str>,
-        joiner: Option<(ConnRef, Option<u64>)>,
-        has_messages: bool,
-    },
-}
-
-/// Why a user may not read a room.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Denied {
-    /// The name breaks the room-name rule.
-    BadName,
-    /// A private room the user is not a member of.
-    Private,
-}
-
+/// The hub: the parts, and the routes into them.
 pub struct Hub {
-    rooms: Rooms,
-    /// Indexed by token: slab keys are dense, so a Vec beats hashing.
-    sessions: Vec<Option<Session>>,
-    /// Each online user's WebSocket connections.
-    online: HashMap<UserId, Vec<Token>>,
-    /// Sessions in `sessions` (the sum of `online`'s lists, kept up to date).
-    sessions_open: usize,
-    /// The newest message id this node knows of (its own commits, and in a
-    /// cluster what the bus and catch-ups brought).
-    last_msg_id: MsgId,
-    /// The last key handed to a message for its storage reply (the message
-    /// id itself on a backend that takes the loop's ids: SQLite).
-    last_key: MsgId,
-    client_ids: ClientIds,
-    /// Client ids of messages not yet committed, per user: a resend joins
-    /// the first copy's waiters; a failed write forgets them, so the retry is
-    /// stored, never acked unstored.
-    uncommitted: HashMap<(UserId, u64), MsgId>,
-    acks: PendingAcks,
-    /// Private room names being created (their row is being stored).
-    creating: HashSet<Box<str>>,
-    /// Rooms each user opened or owns, against the per-user quotas.
-    created: HashMap<UserId, Created>,
-    /// Serializes server frames; its scratch buffer is reused.
-    encoder: Encoder,
-    /// Chat frames per second per connection (`--rate-limit`); 0 = off.
-    rate_limit: u32,
-    /// Set at shutdown: sessions end without presence broadcasts, which would
-    /// otherwise cost every remaining connection a frame per departing user
-    /// (quadratic in the number of users, for frames nobody will read).
-    quiet: bool,
-    /// Storage reads in flight, by ticket.
-    waiting: HashMap<Ticket, Wait>,
-    next_ticket: u64,
-    /// Frames to and from other nodes ([`LocalOnly`] on a single node).
-    bus: Box<dyn Bus>,
-    /// The other nodes, when this one is in a cluster (`cluster.rs`).
-    cluster: Option<cluster::Cluster>,
-    /// How long a user whose last connection closed stays shown (online,
-    /// and in their rooms) before `offline` and `leave` go out; 0 = at once.
-    presence_grace_ms: i64,
-    /// Users (and rooms, by name) in their grace, in deadline order:
-    /// `(until_ms, user, None)` for going offline, `Some(room)` for leaving.
-    /// Entries whose user came back are skipped when they come due.
-    lingering: VecDeque<(i64, UserId, Option<Box<str>>)>,
-    /// Reply bytes reserved for storage reads in flight, server-wide.
-    read_bytes: usize,
-    /// The read state of connections with reads in flight or a frame
-    /// waiting, and only of those: most sessions never read, so the state
-    /// is not a field of every `Session`.
-    reading: HashMap<ConnRef, reads::Reading>,
-    /// Sessions with a deferred frame, oldest first (see `reads.rs`).
-    read_waiters: VecDeque<Token>,
-    /// The reservation made for the frame being handled, until a read
-    /// claims it (what is left unclaimed is released after the frame).
-    unclaimed: usize,
+    parts: Parts,
 }
 
 impl Hub {
     /// The hub as storage left it: ids continue, rooms and memberships and
     /// the client-id window come back.
-    pub fn new(snapshot: &Snapshot, rate_limit: u32, bus: Box<dyn Bus>) -> Hub {
-        let mut hub = Hub {
-            rooms: Rooms::default(),
-            sessions: Vec::new(),
-            online: HashMap::new(),
-            sessions_open: 0,
-            last_msg_id: snapshot.max_message_id,
-            last_key: snapshot.max_message_id,
-            client_ids: ClientIds::default(),
-            uncommitted: HashMap::new(),
-            acks: PendingAcks::default(),
-            creating: HashSet::new(),
-            created: HashMap::new(),
-            encoder: Encoder::default(),
-            rate_limit,
-            quiet: false,
-            waiting: HashMap::new(),
-            next_ticket: 0,
-            bus,
-            cluster: None,
-            presence_grace_ms: PRESENCE_GRACE.as_millis() as i64,
-            lingering: VecDeque::new(),
-            read_bytes: 0,
-            reading: HashMap::new(),
-            read_waiters: VecDeque::new(),
-            unclaimed: 0,
-        };
-        for (user, client_id, id, ts) in &snapshot.recent_client_ids {
-            hub.client_ids.insert(*user, client_id, *id, *ts);
+    pub fn new(snapshot: &Snapshot, rate_limit: u32) -> Hub {
+        Hub {
+            parts: Parts::new(snapshot, rate_limit),
         }
-        for (name, creator) in &snapshot.public_rooms {
-            let id = hub.rooms.open(name);
-            hub.rooms.get_mut(id).has_messages = true;
-            if let Some(user) = creator {
-                hub.created.entry(*user).or_default().public += 1;
-            }
-        }
-        for name in &snapshot.orphan_rooms {
-            let id = hub.rooms.open(name);
-            hub.rooms.get_mut(id).has_messages = true;
-            hub.rooms.get_mut(id).private = Some(Private {
-                owner: 0,
-                members: HashSet::new(),
-            });
-        }
-        for row in &snapshot.private_rooms {
-            hub.created.entry(row.owner).or_default().private += 1;
-            let id = hub.rooms.open(&row.name);
-            hub.rooms.get_mut(id).private = Some(Private {
-                owner: row.owner,
-                members: row.members.iter().copied().collect(),
-            });
-        }
-        hub
     }
 
-    pub(crate) fn session(&self, token: Token) -> Option<&Session> {
-        self.sessions.get(token.0)?.as_ref()
-    }
-
-    fn session_mut(&mut self, token: Token) -> Option<&mut Session> {
-        self.sessions.get_mut(token.0)?.as_mut()
-    }
-
-    /// The next message key: increasing, never reused, assigned without
-    /// storage. SQLite stores it as the message id (one node numbers its
-    /// own messages, so fan-out never waits for the database to pick one);
-    /// PostgreSQL picks the id for the whole cluster and the key only pairs
-    /// its reply with the message.
-    fn next_key(&mut self) -> MsgId {
-        self.last_key += 1;
-        self.last_key
-    }
-
-    /// Parks `wait` and returns the ticket its answer will carry.
-    fn park(&mut self, wait: Wait) -> Ticket {
-        self.next_ticket += 1;
-        let ticket = Ticket {
-            desk: Desk::Hub,
-            seq: self.next_ticket,
-        };
-        self.waiting.insert(ticket, wait);
-        ticket
+    /// Makes this hub one node of a cluster on `bus`: `heads` (from the
+    /// snapshot) is where each target's sequence stands.
+    pub fn join_cluster(
+        &mut self,
+        bus: Box<dyn Bus>,
+        name: &str,
+        me: u64,
+        heads: &[(Target, Seq)],
+    ) {
+        self.parts.cluster = Some(Cluster::new(bus, name, me, heads));
     }
 
     /// How long a departed user stays shown (`--presence-grace`).
-    pub fn set_presence_grace(&mut self, grace: std::time::Duration) {
-        self.presence_grace_ms = grace.as_millis() as i64;
+    pub fn set_presence_grace(&mut self, grace: Duration) {
+        self.parts.sessions.set_grace(grace);
     }
 
     /// Shutdown: sessions end without presence broadcasts from now on.
     pub fn go_quiet(&mut self) {
-        self.quiet = true;
+        self.parts.sessions.go_quiet();
     }
 
-    // ---- what the HTTP routes may ask -------------------------------------
+    // ---- connections -------------------------------------------------------
+
+    /// A WebSocket connection opened for `user`, joined at once to the room
+    /// in its URL, if any.
+    pub fn open_session(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        user: UserId,
+        url_room: Option<String>,
+    ) {
+        let parts = &mut self.parts;
+        presence::open_session(parts, cx, conn, user, url_room.as_deref());
+        let Some(room) = url_room else { return };
+        let me = Caller { conn, user };
+        let joined = RoomName::new(room.into()).and_then(|r| join::join(parts, cx, me, &r, None));
+        if let Err(e) = joined {
+            parts.send_error(cx.out, conn.token, &e, None);
+        }
+    }
+
+    /// A WebSocket connection is going away: it leaves its rooms, and its
+    /// user may go offline. Called once per connection, from the reactor's
+    /// close pass.
+    pub fn close_session(&mut self, cx: &mut Ctx<'_, impl Outbox>, token: Token) {
+        presence::close_session(&mut self.parts, cx, token);
+    }
+
+    // ---- frames ------------------------------------------------------------
+
+    /// One text frame from a chat connection.
+    pub fn on_text(&mut self, cx: &mut Ctx<'_, impl Outbox>, token: Token, text: &str) {
+        cx.out.metrics().ws_frames_in += 1;
+        let allowed = self.parts.sessions.take_token(token);
+        self.handle_text(cx, token, text, allowed);
+    }
+
+    /// Handles a text frame; `allowed` is the rate limit's verdict (a
+    /// deferred frame paid when it first came). Over the limit a frame is
+    /// dropped with `rate_limited`, whatever it holds.
+    fn handle_text(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        token: Token,
+        text: &str,
+        allowed: bool,
+    ) {
+        let parts = &mut self.parts;
+        let Some(session) = parts.sessions.get(token) else {
+            return;
+        };
+        let (me, plain) = (session.caller(), session.url_room().is_some());
+        let command = Command::parse(text, plain);
+        if !allowed {
+            cx.out.metrics().rate_limited += 1;
+            let client_id = match &command {
+                Ok(c) => c.client_id().map(|id| &**id),
+                Err(refused) => refused.client_id.as_deref(),
+            };
+            let e = FrameError::new("rate_limited", "too many frames; slow down");
+            return parts.send_error(cx.out, token, &e, client_id);
+        }
+        let command = match command {
+            Ok(c) => c,
+            Err(refused) => {
+                let client_id = refused.client_id.as_deref();
+                return parts.send_error(cx.out, token, &refused.error, client_id);
+            }
+        };
+        if let Some(bytes) = command.read_cost()
+            && !parts.reads.reserve(cx.out, me.conn, bytes)
+        {
+            return parts.reads.defer(me.conn, text);
+        }
+        let client_id = command.client_id().cloned();
+        let result = dispatch(parts, cx, me, command);
+        parts.reads.release_unclaimed(me.conn);
+        if let Err(e) = result {
+            parts.send_error(cx.out, token, &e, client_id.as_deref());
+        }
+    }
+
+    /// A binary frame from a chat connection: the contract speaks JSON text.
+    pub fn on_binary(&mut self, out: &mut impl Outbox, token: Token) {
+        out.metrics().ws_frames_in += 1;
+        let e = if self.parts.sessions.take_token(token) {
+            FrameError::new(
+                "bad_json",
+                "binary frames are not supported; send JSON text",
+            )
+        } else {
+            out.metrics().rate_limited += 1;
+            FrameError::new("rate_limited", "too many frames; slow down")
+        };
+        self.parts.send_error(out, token, &e, None);
+    }
+
+    /// A ping from a chat connection: true when it may be answered. Pings
+    /// cost a token like any frame, so a flood of them is not a free way to
+    /// make the server write; over the limit the pong is simply not sent.
+    pub fn allow_ping(&mut self, out: &mut impl Outbox, token: Token) -> bool {
+        let allowed = self.parts.sessions.take_token(token);
+        if !allowed {
+            out.metrics().rate_limited += 1;
+        }
+        allowed
+    }
+
+    /// Whether the reactor may hand this connection's next frame to the hub:
+    /// false while a deferred frame waits for its read to fit (`reads.rs`).
+    pub fn takes_input(&self, token: Token) -> bool {
+        let parts = &self.parts;
+        parts
+            .sessions
+            .get(token)
+            .is_none_or(|s| parts.reads.takes_input(s.conn()))
+    }
+
+    /// Starts the deferred frames whose reads fit now, oldest first, and
+    /// resumes their connections' input. Called when a read completes and
+    /// once a second.
+    pub fn retry_deferred(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        for _ in 0..self.parts.reads.waiting() {
+            let Some((conn, text)) = self.parts.reads.next_deferred() else {
+                break;
+            };
+            if !self.parts.sessions.is_current(conn) {
+                continue; // closed
+            }
+            let Some(text) = text else {
+                continue; // already retried
+            };
+            // Deferred again if it still does not fit: at the end.
+            self.handle_text(cx, conn.token, &text, true);
+            self.parts.reads.tidy(conn);
+            if self.parts.reads.takes_input(conn) {
+                cx.out.resume_input(conn.token);
+            }
+        }
+    }
+
+    // ---- storage replies ---------------------------------------------------
+
+    /// Storage answered for a chat message (`key` is the one it was sent with).
+    pub fn on_message_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, key: MsgId, stored: Stored) {
+        on_message_stored(&mut self.parts, cx, key, stored);
+    }
+
+    /// Storage applied an `edit`, `delete` or `react`, or refused it.
+    pub fn on_changed(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        outcome: Result<Change, Refusal>,
+    ) {
+        if let Some(Wait::Change { conn, asked }) = self.parts.waits.take(ticket) {
+            on_changed(&mut self.parts, cx, conn, asked, outcome);
+        }
+    }
+
+    /// Storage answered a write with a ticket and no data (`Done` /
+    /// `Failed`): a private-room change is applied now, or its owner is
+    /// told it failed; a message change that failed is answered `busy` (its
+    /// success comes as `Changed`).
+    pub fn on_write_answered(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
+        let parts = &mut self.parts;
+        match parts.waits.take(ticket) {
+            Some(Wait::Change { conn, .. }) => on_change_failed(parts, cx, conn),
+            Some(Wait::CreateRoom { conn, row }) => on_room_stored(parts, cx, conn, row, ok),
+            Some(Wait::Membership {
+                conn,
+                room,
+                user,
+                add,
+            }) => on_membership_stored(parts, cx, conn, &room, user, add, ok),
+            _ => {}
+        }
+    }
+
+    /// A storage read the hub asked for came back (`None`: it failed).
+    pub fn on_history(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        messages: Option<Vec<StoredMessage>>,
+    ) {
+        let parts = &mut self.parts;
+        match parts.waits.take(ticket) {
+            Some(Wait::History {
+                conn,
+                target,
+                reserved,
+            }) => on_history_read(parts, cx, conn, &target, reserved, messages),
+            Some(Wait::Replay {
+                conn,
+                room,
+                reserved,
+            }) => {
+                presence::finish_replay(parts, cx, conn, &room, messages);
+                parts.reads.release(conn, reserved);
+            }
+            Some(Wait::Catchup { key }) => return order::caught_up(parts, cx, key, messages),
+            Some(_) | None => return,
+        }
+        self.retry_deferred(cx);
+    }
+
+    /// The `unread` counts came back from storage.
+    pub fn on_unread(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        counts: &[UnreadCount],
+    ) {
+        if let Some(Wait::Unread { conn }) = self.parts.waits.take(ticket) {
+            presence::send_unread(&mut self.parts, cx, conn, counts);
+        }
+    }
+
+    /// Storage said whether a room this node had not heard of is private
+    /// (`None`: it could not say).
+    pub fn on_room_info(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        info: Option<Option<PrivateRoomRow>>,
+    ) {
+        if let Some(Wait::RoomLookup {
+            room,
+            joiner,
+            has_messages,
+        }) = self.parts.waits.take(ticket)
+        {
+            peers::on_room_info(&mut self.parts, cx, &room, joiner, has_messages, info);
+        }
+    }
+
+    /// Everything read again after the bus came back (`None`: it failed).
+    pub fn on_resync(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        snapshot: Option<Box<Snapshot>>,
+    ) {
+        if let Some(Wait::Resync) = self.parts.waits.take(ticket) {
+            peers::on_resync(&mut self.parts, cx, snapshot);
+        }
+    }
+
+    // ---- the bus and the clock ---------------------------------------------
+
+    /// Handles what the bus brought (the loop was woken).
+    pub fn on_bus(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        peers::on_bus(&mut self.parts, cx);
+    }
+
+    /// A user signed up here: every other node learns of them.
+    pub fn announce_user(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
+        peers::announce_user(&mut self.parts, cx, id);
+    }
+
+    /// Once a second: graces that are over end, deferred reads retry, and a
+    /// cluster node beats, drops silent peers and reads back lasting gaps.
+    pub fn on_tick(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
+        presence::end_graces(&mut self.parts, cx);
+        self.retry_deferred(cx);
+        peers::tick(&mut self.parts, cx);
+    }
+
+    // ---- what the HTTP routes may ask --------------------------------------
 
     /// Whether `user` may read room `name`: `Ok(true)` when it exists,
     /// `Ok(false)` when nobody ever used it (no history to read).
     pub fn may_read(&self, user: UserId, name: &str) -> Result<bool, Denied> {
-        if !rooms::valid_room_name(name) {
-            return Err(Denied::BadName);
-        }
-        match self.rooms.id(name).map(|id| self.rooms.get(id)) {
-            None => Ok(false),
-            Some(r) if !r.admits(user) => Err(Denied::Private),
-            Some(_) => Ok(true),
-        }
+        self.parts.may_read(user, name)
     }
 
     /// Every room the hub knows.
     pub fn rooms(&self) -> impl Iterator<Item = &rooms::Room> {
-        self.rooms.iter().map(|(_, r)| r)
+        self.parts.rooms.iter().map(|(_, r)| r)
     }
 
     /// Online here or, in a cluster, on another node.
     pub fn is_online(&self, user: UserId) -> bool {
-        self.online.contains_key(&user) || self.shown_elsewhere(user)
+        self.parts.sessions.is_online(user) || self.parts.shown_elsewhere(user)
     }
 
     /// Distinct users with a WebSocket open on this node.
     pub fn users_online(&self) -> usize {
-        self.online.len()
+        self.parts.sessions.users_online()
     }
 
-    /// WebSocket chat sessions open (kept as a count: `/metrics` must not
-    /// cost a walk over every user).
+    /// WebSocket chat sessions open.
     pub fn sessions_open(&self) -> usize {
-        self.sessions_open
+        self.parts.sessions.count()
     }
 
     /// `user`'s chat sessions open on this node.
     pub fn sessions_of(&self, user: UserId) -> usize {
-        self.online.get(&user).map_or(0, Vec::len)
+        self.parts.sessions.conns(user).len()
     }
 
     /// Rooms in memory (public and private), in O(1).
     pub fn rooms_known(&self) -> usize {
-        self.rooms.len()
+        self.parts.rooms.len()
+    }
+
+    /// Whether this node is one of a cluster (its memory may lag what
+    /// other nodes just stored).
+    pub fn in_cluster(&self) -> bool {
+        self.parts.cluster.is_some()
+    }
+
+    /// Whether this node is in a cluster whose bus is down (`/healthz`).
+    pub fn bus_down(&self) -> bool {
+        self.parts.cluster.as_ref().is_some_and(|c| !c.is_up())
+    }
+
+    /// Other nodes heard from recently (`/metrics`).
+    pub fn peers(&self) -> usize {
+        self.parts.cluster.as_ref().map_or(0, |c| c.peer_count())
     }
 }
 
+/// Hands a command to its handler.
+fn dispatch(
+    parts: &mut Parts,
+    cx: &mut Ctx<'_, impl Outbox>,
+    me: Caller,
+    command: Command<'_>,
+) -> Result<(), FrameError> {
+    match command {
+        Command::Join(c) => on_join(parts, cx, me, c),
+        Command::Leave(c) => on_leave(parts, cx, me, c),
+        Command::Message(c) => on_message(parts, cx, me, c),
+        Command::PrivateMessage(c) => on_private_message(parts, cx, me, c),
+        Command::Typing(c) => on_typing(parts, cx, me, c, true),
+        Command::StopTyping(c) => on_typing(parts, cx, me, c, false),
+        Command::History(c) => on_history(parts, cx, me, c),
+        Command::Read(c) => on_read(parts, cx, me, c),
+        Command::CreateRoom(c) => on_create_room(parts, cx, me, c),
+        Command::AddMember(c) => on_membership(parts, cx, me, c, true),
+        Command::RemoveMember(c) => on_membership(parts, cx, me, c, false),
+        Command::Edit(c) => on_edit(parts, cx, me, c),
+        Command::Delete(c) => on_delete(parts, cx, me, c),
+        Command::React(c) => on_react(parts, cx, me, c),
+    }
+}
+
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

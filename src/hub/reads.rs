@@ -1,4 +1,5 @@
-//! Storage reads a connection may have in flight, and what they may cost.
+//! The reads part: storage reads connections have in flight, what they may
+//! cost, and the frames waiting for room to start theirs.
 //!
 //! A history page or a `since` replay is read on the storage reader thread
 //! and comes back as one reply of up to a few megabytes. Without a bound, a
@@ -19,7 +20,7 @@
 //!
 //! A frame whose read does not fit is *deferred*: kept whole (in `Reading`,
 //! which only connections with reads or a waiting frame have),
-//! and the connection's input is held (the reactor asks [`Hub::takes_input`]
+//! and the connection's input is held (the reactor asks `Hub::takes_input`
 //! before each frame), so what the client sent after it waits in the socket
 //! and TCP flow control pushes back. A deferred frame is tried again when a
 //! read completes and once a second (its connection's output may have
@@ -29,9 +30,8 @@
 //! messages reserves as much as a page of 4000 escaped characters), so under
 //! a flood of big reads the server runs fewer at once than it could.
 
-use mio::Token;
+use std::collections::{HashMap, VecDeque};
 
-use super::{Ctx, Hub};
 use crate::config::{MAX_READS_PER_CONN, OUTPUT_CEILING, OUTPUT_HARD_LIMIT, READ_BYTES_IN_FLIGHT};
 use crate::outbox::{ConnRef, Outbox};
 
@@ -41,7 +41,8 @@ const REPLY_ROOM: usize = OUTPUT_CEILING - OUTPUT_HARD_LIMIT;
 
 /// One connection's reads: how many are in flight, what they reserve, and
 /// the frame waiting for room, if any. Dropped when all three are empty.
-pub struct Reading {
+#[derive(Default)]
+struct Reading {
     count: u8,
     reserved: usize,
     /// A frame that needs a read which could not start yet, kept whole to
@@ -55,129 +56,122 @@ impl Reading {
     }
 }
 
-impl Hub {
-    /// The live connection of `token`'s session.
-    fn conn_of(&self, token: Token) -> Option<ConnRef> {
-        self.session(token).map(|s| s.conn)
-    }
+/// Both budgets, and the deferred frames.
+#[derive(Default)]
+pub struct Reads {
+    /// Reply bytes reserved for storage reads in flight, server-wide.
+    bytes: usize,
+    /// The read state of connections with reads in flight or a frame
+    /// waiting, and only of those: most sessions never read, so the state
+    /// is not a field of every session.
+    by_conn: HashMap<ConnRef, Reading>,
+    /// Connections with a deferred frame, oldest first.
+    waiters: VecDeque<ConnRef>,
+    /// The reservation made for the frame being handled, until a read
+    /// claims it (what is left unclaimed is released after the frame).
+    unclaimed: usize,
+}
 
-    /// Reserves `bytes` for a read by `token`'s session, if both budgets
-    /// allow it now. The reservation waits in `unclaimed` for the read to
-    /// claim it ([`Hub::claim_reservation`]).
-    pub(super) fn reserve_read(&mut self, out: &impl Outbox, token: Token, bytes: usize) -> bool {
-        let Some(conn) = self.conn_of(token) else {
-            return false;
-        };
+impl Reads {
+    /// Reserves `bytes` for a read by `conn`, if both budgets allow it now.
+    /// The reservation waits for the read to claim it ([`Reads::claim`]).
+    pub fn reserve(&mut self, out: &impl Outbox, conn: ConnRef, bytes: usize) -> bool {
         let (count, reserved) = self
-            .reading
+            .by_conn
             .get(&conn)
             .map_or((0, 0), |r| (r.count, r.reserved));
         let conn_ok =
-            count < MAX_READS_PER_CONN && out.queued(token) + reserved + bytes <= REPLY_ROOM;
-        let server_ok = self.read_bytes == 0 || self.read_bytes + bytes <= READ_BYTES_IN_FLIGHT;
+            count < MAX_READS_PER_CONN && out.queued(conn.token) + reserved + bytes <= REPLY_ROOM;
+        let server_ok = self.bytes == 0 || self.bytes + bytes <= READ_BYTES_IN_FLIGHT;
         if !(conn_ok && server_ok) {
             return false;
         }
-        let r = self.reading.entry(conn).or_insert(Reading {
-            count: 0,
-            reserved: 0,
-            deferred: None,
-        });
+        let r = self.by_conn.entry(conn).or_default();
         r.count += 1;
         r.reserved += bytes;
-        self.read_bytes += bytes;
+        self.bytes += bytes;
         self.unclaimed = bytes;
         true
     }
 
     /// The reservation made for the frame being handled, now owned by the
     /// read being parked (0 if none was made).
-    pub(super) fn claim_reservation(&mut self) -> usize {
+    pub fn claim(&mut self) -> usize {
         std::mem::take(&mut self.unclaimed)
     }
 
     /// A frame was handled without parking a read (it failed its checks, or
     /// was answered from memory): its reservation goes back.
-    pub(super) fn release_unclaimed(&mut self, token: Token) {
+    pub fn release_unclaimed(&mut self, conn: ConnRef) {
         let bytes = std::mem::take(&mut self.unclaimed);
-        if bytes > 0
-            && let Some(conn) = self.conn_of(token)
-        {
-            self.release_read(conn, bytes);
+        if bytes > 0 {
+            self.release(conn, bytes);
         }
     }
 
     /// A read of `conn` is over (whether or not the connection still is):
     /// its bytes go back to both budgets.
-    pub(super) fn release_read(&mut self, conn: ConnRef, bytes: usize) {
-        self.read_bytes -= bytes;
-        if let Some(r) = self.reading.get_mut(&conn) {
+    pub fn release(&mut self, conn: ConnRef, bytes: usize) {
+        self.bytes -= bytes;
+        if let Some(r) = self.by_conn.get_mut(&conn) {
             r.count -= 1;
             r.reserved -= bytes;
             if r.is_idle() {
-                self.reading.remove(&conn);
+                self.by_conn.remove(&conn);
             }
         }
     }
 
     /// Keeps `text` to be handled when its read fits; the connection's
-    /// input is held until then. (Only after `reserve_read` refused, so the
-    /// connection has a session.)
-    pub(super) fn defer(&mut self, token: Token, text: &str) {
-        let Some(conn) = self.conn_of(token) else {
-            return;
-        };
-        let r = self.reading.entry(conn).or_insert(Reading {
-            count: 0,
-            reserved: 0,
-            deferred: None,
-        });
-        r.deferred = Some(text.into());
-        self.read_waiters.push_back(token);
+    /// input is held until then.
+    pub fn defer(&mut self, conn: ConnRef, text: &str) {
+        self.by_conn.entry(conn).or_default().deferred = Some(text.into());
+        self.waiters.push_back(conn);
     }
 
     /// A session ended: a frame it left waiting is dropped with it (reads
     /// still in flight release their bytes when they come back).
-    pub(super) fn forget_deferred(&mut self, conn: ConnRef) {
-        if let Some(r) = self.reading.get_mut(&conn) {
+    pub fn forget(&mut self, conn: ConnRef) {
+        if let Some(r) = self.by_conn.get_mut(&conn) {
             r.deferred = None;
             if r.is_idle() {
-                self.reading.remove(&conn);
+                self.by_conn.remove(&conn);
             }
         }
     }
 
-    /// Whether the reactor may hand this connection's next frame to the hub:
-    /// false while a deferred frame waits for its read to fit.
-    pub fn takes_input(&self, token: Token) -> bool {
-        self.conn_of(token)
-            .and_then(|c| self.reading.get(&c))
-            .is_none_or(|r| r.deferred.is_none())
+    /// Whether `conn`'s next frame may be handled: false while a deferred
+    /// frame waits for its read to fit.
+    pub fn takes_input(&self, conn: ConnRef) -> bool {
+        self.by_conn.get(&conn).is_none_or(|r| r.deferred.is_none())
     }
 
-    /// Starts the deferred frames whose reads fit now, oldest first, and
-    /// resumes their connections' input. Called when a read completes and
-    /// once a second.
-    pub fn retry_deferred(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
-        for _ in 0..self.read_waiters.len() {
-            let Some(token) = self.read_waiters.pop_front() else {
-                break;
-            };
-            let Some(conn) = self.conn_of(token) else {
-                continue; // closed
-            };
-            let Some(text) = self.reading.get_mut(&conn).and_then(|r| r.deferred.take()) else {
-                continue; // already retried
-            };
-            self.handle_text(cx, token, &text, true);
-            if self.reading.get(&conn).is_some_and(Reading::is_idle) {
-                // It failed its checks this time, or was answered at once.
-                self.reading.remove(&conn);
-            }
-            if self.takes_input(token) {
-                cx.out.resume_input(token);
-            }
-            // Deferred again: `handle_text` put it back at the end.
+    /// How many connections wait with a deferred frame (some may have
+    /// closed or been retried since).
+    pub fn waiting(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// The oldest connection's deferred frame, taken to be tried again
+    /// (`None` for a waiter that closed or was retried already). A frame
+    /// that still does not fit is deferred again, at the end.
+    pub fn next_deferred(&mut self) -> Option<(ConnRef, Option<Box<str>>)> {
+        let conn = self.waiters.pop_front()?;
+        let text = self.by_conn.get_mut(&conn).and_then(|r| r.deferred.take());
+        Some((conn, text))
+    }
+
+    /// After a retried frame: drops `conn`'s state if nothing is left in it
+    /// (the frame failed its checks, or was answered at once).
+    pub fn tidy(&mut self, conn: ConnRef) {
+        if self.by_conn.get(&conn).is_some_and(Reading::is_idle) {
+            self.by_conn.remove(&conn);
         }
+    }
+
+    /// Bytes reserved and connections tracked (both 0 when all is answered).
+    #[cfg(test)]
+    pub fn in_flight(&self) -> (usize, usize) {
+        (self.bytes, self.by_conn.len())
     }
 }

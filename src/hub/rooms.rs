@@ -1,48 +1,68 @@
-//! Rooms and who is in them: pure bookkeeping, no sockets, no frames.
+//! The rooms part: every room this node knows, who is in each, private
+//! rooms and their members, and the per-user quotas on making rooms. Pure
+//! bookkeeping: no sockets, no frames.
 //!
-//! A room's `subscribers` are the connections that receive its live frames,
+//! A room's subscribers are the connections that receive its live frames,
 //! in a `Vec` because fan-out iterates it for every message and a `Vec` is
 //! the fastest thing to iterate; removal is a linear scan, paid on leave,
-//! which is rare next to messages. Connections whose `join … since` replay is
-//! still being read from storage wait in `replaying` instead, so live frames
-//! can be held for them and delivered after the replay, in order.
+//! which is rare next to messages. Connections whose `join … since` replay
+//! is still being read from storage wait in `replaying` instead, so live
+//! frames can be held for them and delivered after the replay, in order.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use mio::Token;
 
-use crate::config::MAX_ROOM_NAME;
-use crate::store::UserId;
+use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_PUBLIC_ROOMS_PER_USER};
+use crate::store::{PrivateRoomRow, Snapshot, UserId};
 
 /// Index of a room in [`Rooms`]; stable while the room exists.
 pub type RoomId = usize;
 
 /// A private room's owner and members (persistent, unlike subscriptions).
 pub struct Private {
-    pub owner: UserId,
-    pub members: HashSet<UserId>,
+    owner: UserId,
+    members: HashSet<UserId>,
+}
+
+impl Private {
+    pub fn owner(&self) -> UserId {
+        self.owner
+    }
+
+    pub fn is_member(&self, user: UserId) -> bool {
+        self.members.contains(&user)
+    }
+
+    pub fn members(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.members.iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.members.len()
+    }
 }
 
 pub struct Room {
-    pub name: Box<str>,
-    pub subscribers: Vec<Token>,
-    pub replaying: Vec<Token>,
+    name: Box<str>,
+    subscribers: Vec<Token>,
+    replaying: Vec<Token>,
     /// Connections per user in the room: presence changes on 0 ↔ 1.
     /// Ordered so `online_users` lists are stable. A count of 0 is a user
     /// *lingering*: their last connection here closed less than the
     /// presence grace ago, so they are still shown (see `presence.rs`).
-    pub presence: BTreeMap<UserId, u32>,
+    presence: BTreeMap<UserId, u32>,
     /// Users in the room on other nodes of a cluster, with how many nodes
     /// each is on (empty on a single node).
-    pub remote: HashMap<UserId, u32>,
+    remote: HashMap<UserId, u32>,
     /// Users in `remote` but not in `presence`: kept so `online` stays O(1).
     remote_only: usize,
-    pub private: Option<Private>,
+    private: Option<Private>,
     /// Whether the room has a stored message (public rooms are listed then).
-    pub has_messages: bool,
+    has_messages: bool,
     /// Messages for this room waiting for their commit: the room stays
     /// (and keeps its id) until they are delivered.
-    pub in_flight: u32,
+    in_flight: u32,
 }
 
 impl Room {
@@ -58,6 +78,31 @@ impl Room {
             has_messages: false,
             in_flight: 0,
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The connections that receive the room's live frames.
+    pub fn subscribers(&self) -> &[Token] {
+        &self.subscribers
+    }
+
+    /// The connections whose replay is being read: live frames are held for them.
+    pub fn replaying(&self) -> &[Token] {
+        &self.replaying
+    }
+
+    /// Whether a connection here receives the room's messages (live or held).
+    pub fn has_listeners(&self) -> bool {
+        !self.subscribers.is_empty() || !self.replaying.is_empty()
+    }
+
+    /// The users with a connection in the room on this node (lingering
+    /// ones included), in id order.
+    pub fn present(&self) -> impl Iterator<Item = UserId> + '_ {
+        self.presence.keys().copied()
     }
 
     /// Distinct users with a connection in the room, on any node.
@@ -120,11 +165,71 @@ impl Room {
         }
     }
 
+    /// The owner and members, for a private room.
+    pub fn private(&self) -> Option<&Private> {
+        self.private.as_ref()
+    }
+
     /// Whether `user` may join or read the room.
     pub fn admits(&self, user: UserId) -> bool {
-        self.private
-            .as_ref()
-            .is_none_or(|p| p.members.contains(&user))
+        self.private.as_ref().is_none_or(|p| p.is_member(user))
+    }
+
+    /// The room becomes (or is confirmed) private, with these members.
+    fn make_private(&mut self, owner: UserId, members: impl IntoIterator<Item = UserId>) {
+        self.private = Some(Private {
+            owner,
+            members: members.into_iter().collect(),
+        });
+    }
+
+    /// Adds a member to a private room; false when it is not private.
+    pub fn add_member(&mut self, user: UserId) -> bool {
+        let Some(p) = &mut self.private else {
+            return false;
+        };
+        p.members.insert(user);
+        true
+    }
+
+    /// Removes a member from a private room; false when it is not private.
+    pub fn remove_member(&mut self, user: UserId) -> bool {
+        let Some(p) = &mut self.private else {
+            return false;
+        };
+        p.members.remove(&user);
+        true
+    }
+
+    /// Whether the room has a stored message.
+    pub fn has_messages(&self) -> bool {
+        self.has_messages
+    }
+
+    /// A message of the room is stored (here, or on another node).
+    pub fn mark_has_messages(&mut self) {
+        self.has_messages = true;
+    }
+
+    /// A public room nobody has written in yet: its first message opens it.
+    pub fn is_unopened(&self) -> bool {
+        self.private.is_none() && !self.has_messages
+    }
+
+    /// Messages for the room waiting for their commit.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// A message for the room went to storage.
+    pub fn message_sent(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// Storage answered for one: `stored` when it is durable.
+    pub fn message_settled(&mut self, stored: bool) {
+        self.in_flight -= 1;
+        self.has_messages |= stored;
     }
 
     /// Adds a connection. Returns true when the user was not shown in the
@@ -146,6 +251,11 @@ impl Room {
                 true
             }
         }
+    }
+
+    /// Whether `token` is waiting for its replay.
+    pub fn is_replaying(&self, token: Token) -> bool {
+        self.replaying.contains(&token)
     }
 
     /// Moves a connection from `replaying` to `subscribers`.
@@ -203,15 +313,53 @@ impl Room {
     }
 }
 
+/// Rooms one user made, against [`MAX_PUBLIC_ROOMS_PER_USER`] and
+/// [`MAX_PRIVATE_ROOMS_PER_USER`]. Private rooms count from the moment
+/// their row is asked for (a failed write gives the slot back), public
+/// rooms from their first message.
+#[derive(Default, Clone, Copy)]
+struct Created {
+    public: u32,
+    private: u32,
+}
+
 /// Every room the server knows: private rooms, public rooms with messages,
-/// and public rooms somebody is in.
+/// and public rooms somebody is in; and who made how many.
 #[derive(Default)]
 pub struct Rooms {
     slots: slab::Slab<Room>,
     by_name: HashMap<Box<str>, RoomId>,
+    /// Private room names being created (their row is being stored).
+    creating: HashSet<Box<str>>,
+    /// Rooms each user opened or owns, against the per-user quotas.
+    created: HashMap<UserId, Created>,
 }
 
 impl Rooms {
+    /// The rooms storage holds: public ones with messages (counted against
+    /// their creators), private ones with their members, and rooms whose
+    /// row was lost, as private rooms nobody may read.
+    pub fn load(snapshot: &Snapshot) -> Rooms {
+        let mut rooms = Rooms::default();
+        for (name, creator) in &snapshot.public_rooms {
+            let id = rooms.open(name);
+            rooms.slots[id].has_messages = true;
+            if let Some(user) = creator {
+                rooms.created.entry(*user).or_default().public += 1;
+            }
+        }
+        for name in &snapshot.orphan_rooms {
+            let id = rooms.open(name);
+            rooms.slots[id].has_messages = true;
+            rooms.slots[id].make_private(0, []);
+        }
+        for row in &snapshot.private_rooms {
+            rooms.count_private(row.owner);
+            rooms.install_private(row);
+        }
+        rooms
+    }
+
     pub fn len(&self) -> usize {
         self.slots.len()
     }
@@ -249,17 +397,58 @@ impl Rooms {
     pub fn iter(&self) -> impl Iterator<Item = (RoomId, &Room)> {
         self.slots.iter()
     }
-}
 
-/// What a client is told when a room name breaks the rule below.
-pub const ROOM_NAME_RULE: &str = "room names are 1-64 characters of a-z, 0-9, '_' and '-'";
+    /// A stored private room, in memory: made here, made on another node,
+    /// or loaded. Its owner's count is [`Rooms::count_private`]'s business.
+    pub fn install_private(&mut self, row: &PrivateRoomRow) -> RoomId {
+        let id = self.open(&row.name);
+        self.slots[id].make_private(row.owner, row.members.iter().copied());
+        id
+    }
 
-/// Room names: 1-64 of `[a-z0-9_-]`.
-pub fn valid_room_name(name: &str) -> bool {
-    (1..=MAX_ROOM_NAME).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    // ---- quotas ------------------------------------------------------------
+
+    /// Whether `user` may open one more public room.
+    pub fn may_open_public(&self, user: UserId) -> bool {
+        self.created.get(&user).map_or(0, |c| c.public) < MAX_PUBLIC_ROOMS_PER_USER
+    }
+
+    /// `user` opened a public room (its first message went to storage).
+    pub fn opened_public(&mut self, user: UserId) {
+        self.created.entry(user).or_default().public += 1;
+    }
+
+    /// Whether `user` may own one more private room.
+    pub fn may_own_private(&self, user: UserId) -> bool {
+        self.created.get(&user).map_or(0, |c| c.private) < MAX_PRIVATE_ROOMS_PER_USER
+    }
+
+    /// A private room owned by `owner` exists, or is being stored.
+    pub fn count_private(&mut self, owner: UserId) {
+        self.created.entry(owner).or_default().private += 1;
+    }
+
+    /// A private room's row is being stored: its name is taken meanwhile,
+    /// and it counts against its owner.
+    pub fn begin_private(&mut self, name: &str, owner: UserId) {
+        self.creating.insert(name.into());
+        self.count_private(owner);
+    }
+
+    /// Storage answered for a private room's row: the name is no longer
+    /// reserved (the room exists now, or not at all), and a row that was
+    /// not stored gives its owner's slot back.
+    pub fn end_private(&mut self, name: &str, owner: UserId, stored: bool) {
+        self.creating.remove(name);
+        if !stored && let Some(c) = self.created.get_mut(&owner) {
+            c.private -= 1;
+        }
+    }
+
+    /// Whether a private room called `name` is being stored.
+    pub fn is_being_created(&self, name: &str) -> bool {
+        self.creating.contains(name)
+    }
 }
 
 #[cfg(test)]
@@ -282,8 +471,8 @@ mod tests {
         );
         assert_eq!(r.unsubscribe(Token(2), 7, false), Some(true));
         r.finish_replay(Token(3));
-        assert_eq!(r.subscribers, vec![Token(3)]);
-        assert!(r.replaying.is_empty());
+        assert_eq!(r.subscribers(), [Token(3)]);
+        assert!(r.replaying().is_empty());
     }
 
     /// Empty public rooms without messages disappear; others stay.
@@ -292,7 +481,7 @@ mod tests {
         let mut rooms = Rooms::default();
         let a = rooms.open("a");
         let b = rooms.open("b");
-        rooms.get_mut(b).has_messages = true;
+        rooms.get_mut(b).mark_has_messages();
         rooms.collect(a);
         rooms.collect(b);
         assert_eq!(rooms.id("a"), None);
@@ -304,18 +493,23 @@ mod tests {
     fn private_rooms_admit_members() {
         let mut r = Room::new("ops");
         assert!(r.admits(1));
-        r.private = Some(Private {
-            owner: 1,
-            members: [1, 2].into(),
-        });
+        r.make_private(1, [1, 2]);
         assert!(r.admits(2) && !r.admits(3));
+        assert!(r.remove_member(2) && !r.admits(2));
     }
 
-    /// Names follow the contract's alphabet and length.
+    /// A private room counts against its owner from the moment its row is
+    /// asked for; a row that fails gives the slot back and frees the name.
     #[test]
-    fn validates_names() {
-        assert!(valid_room_name("general") && valid_room_name("a_b-9"));
-        assert!(!valid_room_name("") && !valid_room_name("General") && !valid_room_name("a b"));
-        assert!(valid_room_name(&"x".repeat(64)) && !valid_room_name(&"x".repeat(65)));
+    fn private_quota_counts_from_the_request() {
+        let mut rooms = Rooms::default();
+        for i in 0..MAX_PRIVATE_ROOMS_PER_USER {
+            assert!(rooms.may_own_private(1));
+            rooms.begin_private(&format!("r{i}"), 1);
+        }
+        assert!(!rooms.may_own_private(1) && rooms.may_own_private(2));
+        assert!(rooms.is_being_created("r0"));
+        rooms.end_private("r0", 1, false);
+        assert!(rooms.may_own_private(1) && !rooms.is_being_created("r0"));
     }
 }

@@ -2,6 +2,11 @@
 //! recording store for the storage thread, and an in-memory SQLite answers
 //! the recorded requests when a test says so (`settle`), exactly as the
 //! storage thread would after a commit.
+//!
+//! [`Bench`] is every hub test's harness: a command's own test, beside its
+//! handler (`commands/*.rs`), sends frames through it as a client would.
+//! The tests here are the ones that cross parts and commands: quotas,
+//! presence, read budgets, the cluster.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -14,15 +19,14 @@ use super::*;
 use crate::config::{MAX_PRIVATE_ROOMS_PER_USER, MAX_PUBLIC_ROOMS_PER_USER};
 use crate::outbox::recorder::Recorder;
 use crate::store::sqlite::Sqlite;
-use crate::store::{
-    Busy, PasswordHash, Reply, Request, Storage, StoredMessage, UserRow, apply_batch,
-};
+use crate::store::{Busy, PasswordHash, Reply, Request, Storage, UserRow, apply_batch};
+use crate::users::Directory;
 
 /// Requests as the hub sent them; `full` answers `Busy` like a full queue.
 #[derive(Default)]
-struct Queue {
-    requests: Vec<Request>,
-    full: bool,
+pub(super) struct Queue {
+    pub(super) requests: Vec<Request>,
+    pub(super) full: bool,
 }
 
 impl Storage for Queue {
@@ -41,9 +45,9 @@ impl Storage for Queue {
 /// What the hub published to other nodes (frames and messages by where
 /// they go, presence notes as `status:USER`), and what they send it.
 #[derive(Default)]
-struct Wire {
-    published: Vec<(String, Option<UserId>)>,
-    inbound: VecDeque<BusEvent>,
+pub(super) struct Wire {
+    pub(super) published: Vec<(String, Option<UserId>)>,
+    pub(super) inbound: VecDeque<BusEvent>,
 }
 
 struct TestBus(Rc<RefCell<Wire>>);
@@ -83,19 +87,19 @@ impl Bus for TestBus {
 /// This test node's incarnation on the bus.
 const NODE: u64 = 7;
 
-const ALICE: UserId = 1;
-const BOB: UserId = 2;
-const CAROL: UserId = 3;
+pub(super) const ALICE: UserId = 1;
+pub(super) const BOB: UserId = 2;
+pub(super) const CAROL: UserId = 3;
 
-struct Bench {
-    hub: Hub,
-    users: Directory,
-    queue: Queue,
-    out: Recorder,
-    db: Sqlite,
-    wire: Rc<RefCell<Wire>>,
+pub(super) struct Bench {
+    pub(super) hub: Hub,
+    pub(super) users: Directory,
+    pub(super) queue: Queue,
+    pub(super) out: Recorder,
+    pub(super) db: Sqlite,
+    pub(super) wire: Rc<RefCell<Wire>>,
     /// Each target's last `seq` handed out by `settle`.
-    seqs: HashMap<wire::TargetKey, Seq>,
+    pub(super) seqs: HashMap<wire::TargetKey, Seq>,
 }
 
 fn user(id: UserId, name: &str) -> UserRow {
@@ -114,11 +118,11 @@ fn user(id: UserId, name: &str) -> UserRow {
 }
 
 impl Bench {
-    fn new() -> Bench {
+    pub(super) fn new() -> Bench {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let snapshot = Snapshot::default();
-        let mut hub = Hub::new(&snapshot, 0, Box::new(TestBus(wire.clone())));
-        hub.join_cluster("test", NODE, &[]);
+        let mut hub = Hub::new(&snapshot, 0);
+        hub.join_cluster(Box::new(TestBus(wire.clone())), "test", NODE, &[]);
         // Presence at once; `presence_grace_hides_a_reconnect` sets one.
         hub.set_presence_grace(std::time::Duration::ZERO);
         Bench {
@@ -136,7 +140,7 @@ impl Bench {
         }
     }
 
-    fn cx(&mut self) -> (&mut Hub, Ctx<'_, Recorder>) {
+    pub(super) fn cx(&mut self) -> (&mut Hub, Ctx<'_, Recorder>) {
         (
             &mut self.hub,
             Ctx {
@@ -148,7 +152,7 @@ impl Bench {
     }
 
     /// A chat connection of `user` on `token`.
-    fn open(&mut self, token: usize, user: UserId) -> Token {
+    pub(super) fn open(&mut self, token: usize, user: UserId) -> Token {
         let t = Token(token);
         let (hub, mut cx) = self.cx();
         hub.open_session(
@@ -182,13 +186,13 @@ impl Bench {
         t
     }
 
-    fn close(&mut self, t: Token) {
+    pub(super) fn close(&mut self, t: Token) {
         self.out.dead.insert(t);
         let (hub, mut cx) = self.cx();
         hub.close_session(&mut cx, t);
     }
 
-    fn send(&mut self, t: Token, frame: Value) {
+    pub(super) fn send(&mut self, t: Token, frame: Value) {
         let (hub, mut cx) = self.cx();
         hub.on_text(&mut cx, t, &frame.to_string());
         self.answer_room_lookups();
@@ -197,7 +201,7 @@ impl Bench {
     /// A cluster node asks storage whether a room it has not heard of is
     /// private before a `join`: answered at once from the test database, as
     /// the reader would (tests of the wait itself answer by hand).
-    fn answer_room_lookups(&mut self) {
+    pub(super) fn answer_room_lookups(&mut self) {
         let (lookups, rest): (Vec<Request>, Vec<Request>) =
             std::mem::take(&mut self.queue.requests)
                 .into_iter()
@@ -218,7 +222,7 @@ impl Bench {
 
     /// Answers every write the hub asked for as failed, as a full disk
     /// would: nothing is stored.
-    fn fail_writes(&mut self) {
+    pub(super) fn fail_writes(&mut self) {
         for req in std::mem::take(&mut self.queue.requests) {
             let (hub, mut cx) = self.cx();
             match req {
@@ -236,7 +240,7 @@ impl Bench {
     }
 
     /// Commits what the hub asked of storage and hands it the replies.
-    fn settle(&mut self) {
+    pub(super) fn settle(&mut self) {
         let batch = std::mem::take(&mut self.queue.requests);
         let mut replies = Vec::new();
         apply_batch(&mut self.db, &batch, &mut replies);
@@ -284,94 +288,40 @@ impl Bench {
                     hub.on_room_info(&mut cx, ticket, Some(private))
                 }
                 Reply::RoomInfoFailed { ticket } => hub.on_room_info(&mut cx, ticket, None),
+                Reply::Changed { ticket, outcome } => hub.on_changed(&mut cx, ticket, outcome),
                 Reply::UserStored { .. }
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }
                 | Reply::FindUserFailed { .. }
                 | Reply::MessageRefused { .. }
-                | Reply::Changed { .. }
                 | Reply::Drained => {}
             }
         }
     }
 
-    fn frames(&self, t: Token) -> Vec<Value> {
+    pub(super) fn frames(&self, t: Token) -> Vec<Value> {
         self.out.frames_to(t)
     }
 
-    fn types(&self, t: Token) -> Vec<String> {
+    pub(super) fn types(&self, t: Token) -> Vec<String> {
         self.out.types_to(t)
     }
 
     /// The frames of `kind` that `t` was sent.
-    fn of_type(&self, t: Token, kind: &str) -> Vec<Value> {
+    pub(super) fn of_type(&self, t: Token, kind: &str) -> Vec<Value> {
         self.frames(t)
             .into_iter()
             .filter(|v| v["type"] == kind)
             .collect()
     }
 
-    fn put_message_count(&self) -> usize {
+    pub(super) fn put_message_count(&self) -> usize {
         self.queue
             .requests
             .iter()
             .filter(|r| matches!(r, Request::PutMessage { .. }))
             .count()
     }
-}
-
-/// Pending acks are found by id whether answered in order or not.
-#[test]
-fn pending_acks_by_id() {
-    let ack = || PendingAck {
-        waiters: Vec::new(),
-        timestamp_ms: 0,
-        from: ALICE,
-        delivery: Delivery::Private { peer: BOB },
-        content: "".into(),
-        reply_to: None,
-        mentions: Vec::new(),
-    };
-    let mut acks = PendingAcks::default();
-    for id in [3, 5, 9] {
-        acks.push(id, ack());
-    }
-    assert!(acks.get_mut(5).is_some() && acks.get_mut(4).is_none());
-    assert!(acks.remove(5).is_some(), "out of order");
-    assert!(acks.remove(3).is_some(), "front");
-    assert!(acks.remove(3).is_none());
-    assert_eq!(acks.0.len(), 1);
-}
-
-/// Client ids are found per user; one user sending with fresh ids evicts
-/// only their own oldest, never another user's; past the global window the
-/// oldest overall go.
-#[test]
-fn client_id_window_is_per_user_then_global() {
-    let mut ids = ClientIds::default();
-    ids.insert(1, "a", 10, 0);
-    assert_eq!(ids.get(1, "a"), Some((10, 0)));
-    assert_eq!(ids.get(2, "a"), None);
-    for i in 0..(CLIENT_IDS_PER_USER * 3) as u64 {
-        ids.insert(2, &i.to_string(), i, 0);
-    }
-    assert_eq!(ids.get(1, "a"), Some((10, 0)), "another user's id stays");
-    assert_eq!(ids.get(2, "0"), None, "the flooder's own oldest went");
-    let newest = (CLIENT_IDS_PER_USER * 3 - 1).to_string();
-    assert!(ids.get(2, &newest).is_some());
-    assert_eq!(ids.len(), 1 + CLIENT_IDS_PER_USER);
-
-    // Many users, each within their share, fill the global window.
-    let mut ids = ClientIds::default();
-    ids.insert(1, "a", 10, 0);
-    let users = CLIENT_ID_WINDOW / CLIENT_IDS_PER_USER + 1;
-    for u in 0..users as UserId {
-        for i in 0..CLIENT_IDS_PER_USER as u64 {
-            ids.insert(100 + u, &i.to_string(), i, 0);
-        }
-    }
-    assert_eq!(ids.get(1, "a"), None, "the oldest overall went");
-    assert!(ids.len() <= CLIENT_ID_WINDOW);
 }
 
 /// Quotas: a user opens at most `MAX_PUBLIC_ROOMS_PER_USER` public rooms
@@ -436,35 +386,6 @@ fn room_quotas_and_reserved_names() {
     );
 }
 
-/// `read` needs no `join` (any room the user may read); `leave` without a
-/// room is `invalid_input`, not `not_member`.
-#[test]
-fn read_without_join_and_leave_without_room() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    b.send(a, json!({"type": "join", "room": "general"}));
-    b.send(
-        a,
-        json!({"type": "message", "room": "general", "content": "m"}),
-    );
-    b.settle();
-    b.out.clear();
-    b.send(bob, json!({"type": "read", "room": "general", "id": 1}));
-    assert!(b.of_type(bob, "error").is_empty(), "{:?}", b.frames(bob));
-    assert!(matches!(
-        b.queue.requests.last(),
-        Some(Request::MarkRead {
-            user: BOB,
-            id: 1,
-            ..
-        })
-    ));
-    assert_eq!(b.of_type(a, "read")[0]["user"], "bob");
-    b.send(bob, json!({"type": "leave"}));
-    assert_eq!(b.of_type(bob, "error")[0]["code"], "invalid_input");
-}
-
 /// A user's first connection tells everyone `online`, further ones do not,
 /// and the last one to close tells everyone `offline`.
 #[test]
@@ -497,352 +418,6 @@ fn user_status_on_first_and_last_connection() {
         3,
         "alice online, bob online, bob offline: told to the other nodes"
     );
-}
-
-/// `join` tells others only on a user's first connection in the room,
-/// `leave` only on the last; `online_users` counts users, not connections.
-#[test]
-fn join_and_leave_follow_presence() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let b1 = b.open(2, BOB);
-    let b2 = b.open(3, BOB);
-    b.send(a, json!({"type": "join", "room": "general"}));
-    let online = b.of_type(a, "online_users").pop().unwrap();
-    assert_eq!(
-        online,
-        json!({"type": "online_users", "room": "general", "users": ["alice"], "count": 1})
-    );
-    b.send(b1, json!({"type": "join", "room": "general"}));
-    b.send(b2, json!({"type": "join", "room": "general"}));
-    assert_eq!(b.of_type(a, "join").len(), 1, "bob's second tab is no news");
-    assert_eq!(b.of_type(b2, "online_users")[0]["count"], 2);
-    b.send(b1, json!({"type": "leave", "room": "general"}));
-    assert!(b.of_type(a, "leave").is_empty());
-    b.close(b2);
-    let leave = b.of_type(a, "leave");
-    assert_eq!(
-        leave,
-        [json!({"type": "leave", "room": "general", "user": "bob"})]
-    );
-    b.send(b1, json!({"type": "leave", "room": "general"}));
-    assert_eq!(b.of_type(b1, "error")[0]["code"], "not_member");
-}
-
-/// A room message reaches nobody before it is stored; at the commit it goes
-/// to every other connection in the room (and the bus, for other nodes) and
-/// the sender gets its `ack`.
-#[test]
-fn message_fans_out_and_acks_after_commit() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    let carol = b.open(3, CAROL);
-    for t in [a, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.out.clear();
-    b.wire.borrow_mut().published.clear();
-    b.send(
-        a,
-        json!({"type": "message", "room": "general", "content": " hi ", "client_id": "k1"}),
-    );
-    assert!(b.frames(bob).is_empty(), "not before the commit");
-    assert!(b.wire.borrow().published.is_empty());
-    b.settle();
-    let got = b.frames(bob);
-    assert_eq!(got.len(), 1);
-    assert_eq!(
-        (&got[0]["type"], &got[0]["content"], &got[0]["user"]),
-        (&json!("message"), &json!("hi"), &json!("alice"))
-    );
-    assert_eq!(b.types(a), ["ack"], "no echo");
-    assert!(b.frames(carol).is_empty(), "not in the room");
-    assert_eq!(
-        b.wire.borrow().published,
-        [("room:general".to_string(), None)]
-    );
-    let ack = &b.frames(a)[0];
-    assert_eq!(
-        (&ack["type"], &ack["client_id"], &ack["id"]),
-        (&json!("ack"), &json!("k1"), &got[0]["id"])
-    );
-    assert_eq!(ack["timestamp"], got[0]["timestamp"]);
-}
-
-/// A resend of a `client_id` is neither stored nor delivered again: before
-/// the commit it waits for the first copy's ack, after it is acked at once
-/// with the same id.
-#[test]
-fn client_id_retries_are_idempotent() {
-    let mut b = Bench::new();
-    let a1 = b.open(1, ALICE);
-    let a2 = b.open(2, ALICE);
-    let bob = b.open(3, BOB);
-    for t in [a1, a2, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.out.clear();
-    let msg = json!({"type": "message", "room": "general", "content": "once", "client_id": "k"});
-    b.send(a1, msg.clone());
-    b.send(a2, msg.clone());
-    assert_eq!(b.put_message_count(), 1);
-    assert!(
-        b.of_type(bob, "message").is_empty(),
-        "not before the commit"
-    );
-    b.settle();
-    let (ack1, ack2) = (b.of_type(a1, "ack"), b.of_type(a2, "ack"));
-    assert_eq!(ack1.len(), 1);
-    assert_eq!(ack1, ack2, "the retry from another tab gets the first ack");
-    b.send(a1, msg);
-    assert_eq!(b.put_message_count(), 0, "nothing new to store");
-    assert_eq!(b.of_type(a1, "ack")[1], ack1[0]);
-    assert_eq!(b.of_type(bob, "message").len(), 1);
-}
-
-/// A full storage queue answers `busy` with the `client_id`, shows the
-/// message to nobody, and does not use up the `client_id`.
-#[test]
-fn busy_storage_refuses_without_burning_the_client_id() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    for t in [a, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.out.clear();
-    b.queue.full = true;
-    let msg = json!({"type": "message", "room": "general", "content": "later", "client_id": "k"});
-    b.send(a, msg.clone());
-    let err = b.of_type(a, "error");
-    assert_eq!(
-        (&err[0]["code"], &err[0]["client_id"]),
-        (&json!("busy"), &json!("k"))
-    );
-    assert!(b.frames(bob).is_empty());
-    b.queue.full = false;
-    b.send(a, msg);
-    assert_eq!(b.put_message_count(), 1, "the retry is stored");
-    b.settle();
-    assert_eq!(b.of_type(a, "ack").len(), 1);
-    assert_eq!(b.of_type(bob, "message").len(), 1);
-}
-
-/// Private messages go to every connection of the recipient and the
-/// sender's other tabs; `delivered` follows the ack when the recipient was
-/// online.
-#[test]
-fn private_messages_and_delivered() {
-    let mut b = Bench::new();
-    let a1 = b.open(1, ALICE);
-    let a2 = b.open(2, ALICE);
-    let bob = b.open(3, BOB);
-    b.out.clear();
-    b.send(
-        a1,
-        json!({"type": "private_message", "to": "bob", "content": "psst", "client_id": "p"}),
-    );
-    assert!(b.frames(bob).is_empty(), "not before the commit");
-    b.settle();
-    assert_eq!(b.of_type(bob, "private_message")[0]["from"], "alice");
-    assert_eq!(
-        b.of_type(a2, "private_message").len(),
-        1,
-        "the sender's other tab"
-    );
-    assert!(b.of_type(a1, "private_message").is_empty());
-    assert_eq!(b.types(a1), ["ack", "delivered"]);
-    b.send(
-        a1,
-        json!({"type": "private_message", "to": "carol", "content": "hello?"}),
-    );
-    b.settle();
-    assert_eq!(b.types(a1), ["ack", "delivered", "ack"], "carol is offline");
-    b.send(
-        a1,
-        json!({"type": "private_message", "to": "nobody", "content": "x"}),
-    );
-    assert_eq!(b.of_type(a1, "error")[0]["code"], "no_such_user");
-}
-
-/// Typing indicators reach others in the room, not the typist's other tabs.
-#[test]
-fn typing_skips_the_typists_tabs() {
-    let mut b = Bench::new();
-    let a1 = b.open(1, ALICE);
-    let a2 = b.open(2, ALICE);
-    let bob = b.open(3, BOB);
-    for t in [a1, a2, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.out.clear();
-    b.send(a1, json!({"type": "typing", "room": "general"}));
-    assert_eq!(
-        b.frames(bob),
-        [json!({"type": "typing", "room": "general", "user": "alice"})]
-    );
-    assert!(b.frames(a2).is_empty());
-    assert_eq!(b.wire.borrow().published.last().unwrap().1, Some(ALICE));
-}
-
-/// Read markers are stored and others are told, in a room and in a
-/// conversation (where `with` names the conversation as each receiver sees it).
-#[test]
-fn read_markers() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    for t in [a, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.send(
-        a,
-        json!({"type": "message", "room": "general", "content": "m"}),
-    );
-    b.settle();
-    b.out.clear();
-    b.send(bob, json!({"type": "read", "room": "general", "id": 1}));
-    assert!(matches!(
-        b.queue.requests.last(),
-        Some(Request::MarkRead {
-            user: BOB,
-            id: 1,
-            ..
-        })
-    ));
-    assert_eq!(
-        b.frames(a),
-        [json!({"type": "read", "room": "general", "user": "bob", "id": 1})]
-    );
-    b.send(a, json!({"type": "read", "with": "bob", "id": 1}));
-    assert_eq!(
-        b.frames(bob),
-        [json!({"type": "read", "with": "alice", "user": "alice", "id": 1})]
-    );
-    b.send(a, json!({"type": "read", "room": "general", "id": 99}));
-    assert_eq!(
-        b.of_type(a, "error")[0]["code"],
-        "invalid_input",
-        "no such message yet"
-    );
-}
-
-/// Private rooms: members only; the owner adds and removes; a removed
-/// member is unsubscribed and told, and cannot join again.
-#[test]
-fn private_room_membership() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    let carol = b.open(3, CAROL);
-    b.send(
-        a,
-        json!({"type": "create_room", "room": "ops", "private": true, "members": ["bob"]}),
-    );
-    let stored = b.queue.requests.iter().find_map(|r| match r {
-        Request::PutPrivateRoom { row, .. } => Some((row.owner, row.members.clone())),
-        _ => None,
-    });
-    assert_eq!(stored, Some((ALICE, vec![ALICE, BOB])));
-    assert!(
-        b.of_type(bob, "room_members").is_empty(),
-        "not before it is stored"
-    );
-    b.send(carol, json!({"type": "join", "room": "ops"}));
-    assert_eq!(
-        b.of_type(carol, "error")[0]["code"],
-        "forbidden",
-        "being created"
-    );
-    b.settle();
-    let members = b.of_type(bob, "room_members");
-    assert_eq!(members[0]["members"], json!(["alice", "bob"]));
-    b.send(carol, json!({"type": "join", "room": "ops"}));
-    assert_eq!(b.of_type(carol, "error")[1]["code"], "forbidden");
-    b.send(bob, json!({"type": "join", "room": "ops"}));
-    b.send(
-        bob,
-        json!({"type": "add_member", "room": "ops", "user": "carol"}),
-    );
-    assert_eq!(
-        b.of_type(bob, "error")[0]["code"],
-        "forbidden",
-        "only the owner"
-    );
-    b.out.clear();
-    b.send(
-        a,
-        json!({"type": "remove_member", "room": "ops", "user": "bob"}),
-    );
-    assert!(
-        b.of_type(bob, "leave").is_empty(),
-        "not before it is stored"
-    );
-    b.settle();
-    assert_eq!(
-        b.of_type(bob, "leave"),
-        [json!({"type": "leave", "room": "ops", "user": "bob"})]
-    );
-    assert_eq!(b.of_type(a, "leave").len(), 1, "alice sees bob leave");
-    b.send(
-        bob,
-        json!({"type": "message", "room": "ops", "content": "still here?"}),
-    );
-    assert_eq!(b.of_type(bob, "error")[0]["code"], "not_member");
-    b.send(bob, json!({"type": "join", "room": "ops"}));
-    assert_eq!(b.of_type(bob, "error")[1]["code"], "forbidden");
-    b.send(
-        a,
-        json!({"type": "create_room", "room": "ops", "private": true}),
-    );
-    assert_eq!(b.of_type(a, "error")[0]["code"], "taken");
-}
-
-/// `join … since` replays what was stored, then `online_users` with
-/// `recovered`, then the live frames that arrived while storage was read.
-#[test]
-fn replay_then_held_live_frames() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    b.send(a, json!({"type": "join", "room": "general"}));
-    for i in 1..=3 {
-        b.send(
-            a,
-            json!({"type": "message", "room": "general", "content": format!("m{i}")}),
-        );
-    }
-    b.settle();
-    let bob = b.open(2, BOB);
-    b.out.clear();
-    b.send(bob, json!({"type": "join", "room": "general", "since": 1}));
-    assert!(b.frames(bob).is_empty(), "nothing until the replay is read");
-    b.send(
-        a,
-        json!({"type": "message", "room": "general", "content": "live"}),
-    );
-    assert!(b.frames(bob).is_empty(), "live frames are held");
-    b.settle();
-    let got: Vec<(String, Value)> = b
-        .frames(bob)
-        .into_iter()
-        .map(|v| {
-            (
-                v["type"].as_str().unwrap().to_string(),
-                v["content"].clone(),
-            )
-        })
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("message".into(), json!("m2")),
-            ("message".into(), json!("m3")),
-            ("online_users".into(), Value::Null),
-            ("message".into(), json!("live")),
-        ]
-    );
-    assert_eq!(b.of_type(bob, "online_users")[0]["recovered"], true);
 }
 
 /// A frame another node published is delivered here like a local one.
@@ -901,63 +476,6 @@ fn bus_frames_are_delivered_locally() {
     );
 }
 
-/// A write that fails shows the message to nobody, answers `internal` with
-/// the `client_id`, and frees it: the retry is stored and acked, never acked
-/// unstored. A resend made while the first copy was pending fails with it.
-#[test]
-fn failed_write_is_not_acked_and_its_retry_is_stored() {
-    let mut b = Bench::new();
-    let a1 = b.open(1, ALICE);
-    let a2 = b.open(2, ALICE);
-    let bob = b.open(3, BOB);
-    for t in [a1, a2, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    b.out.clear();
-    let msg =
-        json!({"type": "message", "room": "general", "content": "important", "client_id": "k"});
-    b.send(a1, msg.clone());
-    b.send(a2, msg.clone());
-    b.fail_writes();
-    for t in [a1, a2] {
-        let e = b.of_type(t, "error");
-        assert_eq!(
-            (&e[0]["code"], &e[0]["client_id"]),
-            (&json!("internal"), &json!("k"))
-        );
-        assert!(b.of_type(t, "ack").is_empty());
-    }
-    assert!(b.frames(bob).is_empty(), "nobody saw what was not stored");
-    b.send(a1, msg);
-    assert_eq!(b.put_message_count(), 1, "the retry is a new write");
-    b.settle();
-    assert_eq!(b.of_type(a1, "ack").len(), 1);
-    assert_eq!(b.of_type(bob, "message").len(), 1);
-}
-
-/// A retry whose `client_id` the window forgot is recognised by storage and
-/// answered with the first message's id; nobody gets it twice.
-#[test]
-fn forgotten_client_id_is_answered_from_storage() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    let bob = b.open(2, BOB);
-    for t in [a, bob] {
-        b.send(t, json!({"type": "join", "room": "general"}));
-    }
-    let msg = json!({"type": "message", "room": "general", "content": "once", "client_id": "k"});
-    b.send(a, msg.clone());
-    b.settle();
-    let first = b.of_type(a, "ack").pop().unwrap();
-    b.hub.client_ids = ClientIds::default();
-    b.out.clear();
-    b.send(a, msg);
-    assert_eq!(b.put_message_count(), 1, "the loop no longer knows it");
-    b.settle();
-    assert_eq!(b.of_type(a, "ack"), [first]);
-    assert!(b.frames(bob).is_empty(), "not delivered again");
-}
-
 /// Private-room changes are applied only once stored: a failed create
 /// leaves no room (and the name free), a failed removal leaves the member in.
 #[test]
@@ -970,7 +488,7 @@ fn private_room_changes_that_fail_change_nothing() {
     b.fail_writes();
     assert_eq!(b.of_type(a, "error")[0]["code"], "internal");
     assert!(b.of_type(bob, "room_members").is_empty());
-    assert_eq!(b.hub.rooms.id("ops"), None);
+    assert_eq!(b.hub.parts.rooms.id("ops"), None);
     b.send(a, create);
     b.settle();
     b.send(bob, json!({"type": "join", "room": "ops"}));
@@ -999,33 +517,11 @@ fn orphan_rooms_admit_nobody() {
         ..Snapshot::default()
     };
     let mut b = Bench::new();
-    b.hub = Hub::new(&snapshot, 0, Box::new(LocalOnly));
+    b.hub = Hub::new(&snapshot, 0);
     let a = b.open(1, ALICE);
     b.send(a, json!({"type": "join", "room": "secret", "since": 0}));
     assert_eq!(b.of_type(a, "error")[0]["code"], "forbidden");
     assert_eq!(b.hub.may_read(ALICE, "secret"), Err(Denied::Private));
-}
-
-/// A message stored while a replay is being read is in the replay and is
-/// not delivered a second time as a live frame.
-#[test]
-fn replay_does_not_repeat_a_message_committed_meanwhile() {
-    let mut b = Bench::new();
-    let a = b.open(1, ALICE);
-    b.send(a, json!({"type": "join", "room": "general"}));
-    b.send(
-        a,
-        json!({"type": "message", "room": "general", "content": "racing"}),
-    );
-    let bob = b.open(2, BOB);
-    b.send(bob, json!({"type": "join", "room": "general", "since": 0}));
-    b.settle();
-    let got: Vec<_> = b
-        .of_type(bob, "message")
-        .iter()
-        .map(|m| m["content"].clone())
-        .collect();
-    assert_eq!(got, [json!("racing")]);
 }
 
 /// The number of history reads the hub has asked storage for.
@@ -1069,7 +565,7 @@ fn reads_in_flight_are_bounded_per_connection() {
     assert_eq!(b.out.resumed, vec![a]);
     b.settle();
     assert_eq!(b.of_type(a, "history").len(), 3);
-    assert_eq!((b.hub.read_bytes, b.hub.reading.len()), (0, 0));
+    assert_eq!(b.hub.parts.reads.in_flight(), (0, 0));
 }
 
 /// A connection that has not read its replies cannot reserve another: the
@@ -1123,7 +619,7 @@ fn presence_grace_hides_a_reconnect() {
     let bob = b.open(3, BOB);
     b.send(bob, json!({"type": "join", "room": "general"}));
     let (hub, mut cx) = b.cx();
-    hub.end_graces(&mut cx);
+    hub.on_tick(&mut cx);
     assert_eq!(b.types(a), Vec::<String>::new(), "a reconnect is not news");
     b.close(bob);
     let carol = b.open(4, CAROL);
@@ -1137,7 +633,7 @@ fn presence_grace_hides_a_reconnect() {
     b.out.clear();
     std::thread::sleep(std::time::Duration::from_millis(60));
     let (hub, mut cx) = b.cx();
-    hub.end_graces(&mut cx);
+    hub.on_tick(&mut cx);
     assert_eq!(b.types(a), ["leave", "user_status"]);
     assert_eq!(b.of_type(a, "user_status")[0]["status"], "offline");
     assert!(!b.hub.is_online(BOB));
@@ -1174,7 +670,7 @@ const PEER: u64 = NODE + 1;
 
 impl Bench {
     /// A note from the peer node, handled as the loop would.
-    fn hear_peer(&mut self, note: wire::Note<'_>) {
+    pub(super) fn hear_peer(&mut self, note: wire::Note<'_>) {
         let bytes = wire::encode(PEER, &note);
         self.wire
             .borrow_mut()
@@ -1185,7 +681,7 @@ impl Bench {
     }
 
     /// A room message as the peer publishes it.
-    fn peer_message(&mut self, room: &str, seq: Seq, id: MsgId, content: &str) {
+    pub(super) fn peer_message(&mut self, room: &str, seq: Seq, id: MsgId, content: &str) {
         let mut frame = Vec::new();
         let v = json!({"type": "message", "id": id, "room": room, "user": "carol",
                        "content": content, "timestamp": "2026-12-02T00:00:00.000Z"});
@@ -1198,7 +694,7 @@ impl Bench {
         });
     }
 
-    fn contents(&self, t: Token) -> Vec<String> {
+    pub(super) fn contents(&self, t: Token) -> Vec<String> {
         self.of_type(t, "message")
             .iter()
             .map(|m| m["content"].as_str().unwrap().to_string())
@@ -1259,7 +755,7 @@ fn a_lasting_gap_is_read_back_from_storage() {
     b.peer_message("general", 2, 20, "second");
     let tick = |b: &mut Bench| {
         let (hub, mut cx) = b.cx();
-        hub.cluster_tick(&mut cx);
+        hub.on_tick(&mut cx);
     };
     tick(&mut b);
     let catchups = |b: &Bench| {
@@ -1383,7 +879,10 @@ fn presence_is_told_to_the_other_nodes() {
     let mut other = Bench::new();
     let carol = other.open(3, CAROL);
     other.out.clear();
-    let state = wire::encode(PEER, &b.hub.own_state());
+    let state = wire::encode(
+        PEER,
+        &peers::own_state(&b.hub.parts.sessions, &b.hub.parts.rooms),
+    );
     other
         .wire
         .borrow_mut()
@@ -1450,7 +949,7 @@ fn notes_do_not_open_unknown_rooms_as_public() {
     b.peer_message("ops", 1, 1, "secret");
     b.peer_message("ops", 2, 2, "more");
     assert!(
-        b.hub.rooms.id("ops").is_none(),
+        b.hub.parts.rooms.id("ops").is_none(),
         "not opened before storage says"
     );
     let lookups = b
@@ -1463,10 +962,10 @@ fn notes_do_not_open_unknown_rooms_as_public() {
     b.out.clear();
     b.send(carol, json!({"type": "join", "room": "ops"}));
     assert_eq!(b.of_type(carol, "error")[0]["code"], "forbidden");
-    let ops = b.hub.rooms.id("ops").expect("opened by the answers");
-    assert!(b.hub.rooms.get(ops).private.is_some());
+    let ops = b.hub.parts.rooms.id("ops").expect("opened by the answers");
+    assert!(b.hub.parts.rooms.get(ops).private().is_some());
     assert_eq!(
-        b.hub.rooms.get(ops).online(),
+        b.hub.parts.rooms.get(ops).online(),
         1,
         "bob, from the peer's note"
     );
@@ -1527,7 +1026,10 @@ fn a_failed_room_look_up_answers_the_join_busy() {
     let (hub, mut cx) = b.cx();
     hub.on_room_info(&mut cx, ticket, None);
     assert_eq!(b.of_type(carol, "error")[0]["code"], "busy");
-    assert!(b.hub.rooms.id("ops").is_none(), "nothing opened");
+    assert!(b.hub.parts.rooms.id("ops").is_none(), "nothing opened");
     b.send(carol, json!({"type": "join", "room": "ops"}));
-    assert!(b.hub.rooms.id("ops").is_some(), "asked again, and opened");
+    assert!(
+        b.hub.parts.rooms.id("ops").is_some(),
+        "asked again, and opened"
+    );
 }

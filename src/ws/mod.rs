@@ -1,5 +1,6 @@
-//! WebSocket: the frame codec, control frames, and the JSON frames of the
-//! contract. (The opening handshake is HTTP's: `http::upgrade`.)
+//! WebSocket: the frame codec, control frames, and the JSON frames the server
+//! sends; what clients send is parsed by the hub (`hub::command`). The
+//! opening handshake is HTTP's (`http::upgrade`).
 //!
 //! Why not tungstenite's `WebSocket<S>`: it owns a read buffer per connection
 //! (128 KiB by default, touched as it fills) and a write buffer into which each

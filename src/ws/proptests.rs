@@ -2,18 +2,13 @@
 //! as `server.rs::process_ws` drives them: frames are cut from the input in
 //! place, and an incomplete frame waits, still masked, for the next read.
 //! Where TCP splits the stream must change nothing, and a text message
-//! must fail at the first fragment that makes it invalid UTF-8.
-//!
-//! Also the client-frame JSON parser (`proto::parse_client`): no input
-//! panics it, it sorts JSON values exactly as the contract says, and a
-//! valid frame object comes back with the fields it was written with.
+//! must fail at the first fragment that makes it invalid UTF-8. (The
+//! client-frame parser's properties are the hub's: `hub/proptests.rs`.)
 
 use proptest::prelude::*;
-use serde_json::{Map, Value, json};
 use tungstenite::protocol::frame::coding::Data;
 
 use super::codec::{Assembler, Fed, Message, RawFrame, Violation, decode_frame};
-use super::proto::{Unparsed, parse_client};
 use crate::config::MAX_WS_MESSAGE;
 
 /// Cases per property: a case is a few kilobytes fed twice, so 512 cases
@@ -226,73 +221,6 @@ fn damaged_text() -> impl Strategy<Value = (Vec<u8>, Vec<usize>)> {
         })
 }
 
-/// The keys `ClientFrame` knows, so generated objects hit typed fields.
-const KEYS: [&str; 14] = [
-    "type",
-    "room",
-    "content",
-    "client_id",
-    "to",
-    "with",
-    "user",
-    "since",
-    "before",
-    "limit",
-    "id",
-    "private",
-    "members",
-    "other",
-];
-
-/// Any JSON value, with object keys mostly the contract's field names.
-fn json_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<u64>().prop_map(Value::from),
-        any::<i64>().prop_map(Value::from),
-        any::<f64>().prop_map(Value::from),
-        "\\PC{0,12}".prop_map(Value::String),
-    ];
-    leaf.prop_recursive(3, 24, 6, |inner| {
-        let key = prop_oneof![
-            4 => prop::sample::select(KEYS.to_vec()).prop_map(str::to_string),
-            1 => "\\PC{0,8}",
-        ];
-        prop_oneof![
-            proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-            proptest::collection::vec((key, inner), 0..6)
-                .prop_map(|kv| Value::Object(kv.into_iter().collect::<Map<_, _>>())),
-        ]
-    })
-}
-
-/// Whether `ClientFrame` should accept `v`, from the contract alone: an
-/// object whose `type` is a string and whose known fields, when present and
-/// not null, have their documented shapes.
-fn acceptable(v: &Value) -> Result<(), Unparsed> {
-    let Value::Object(map) = v else {
-        return Err(Unparsed::NotAnObject);
-    };
-    if !map.get("type").is_some_and(Value::is_string) {
-        return Err(Unparsed::NoType);
-    }
-    let shape_ok = |key: &str, v: &Value| match key {
-        "room" | "content" | "client_id" | "to" | "with" | "user" => v.is_string(),
-        "since" | "before" | "limit" | "id" => v.is_u64(),
-        "private" => v.is_boolean(),
-        "members" => v.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
-        _ => true,
-    };
-    match map
-        .iter()
-        .find(|(k, v)| k.as_str() != "type" && !v.is_null() && !shape_ok(k, v))
-    {
-        Some((k, _)) => Err(Unparsed::BadField(k.clone())),
-        None => Ok(()),
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: CASES, ..ProptestConfig::default() })]
 
@@ -361,76 +289,5 @@ proptest! {
             }
             from = to;
         }
-    }
-
-    /// Arbitrary text never panics the client-frame parser, and text it
-    /// accepts is a JSON object whose `type` is the kind it reports.
-    #[test]
-    fn arbitrary_text_never_panics(text in "\\PC{0,200}|\\{[\"a-z:,0-9\\[\\]{} ]{0,60}\\}") {
-        if let Ok(f) = parse_client(&text) {
-            let v: Value = serde_json::from_str(&text)
-                .map_err(|e| TestCaseError::fail(format!("accepted non-JSON: {e}")))?;
-            prop_assert_eq!(v.get("type").and_then(Value::as_str), Some(&*f.kind));
-        }
-    }
-
-    /// Any JSON value is sorted as the contract says: an object with a
-    /// string `type` and well-shaped known fields is a frame; an object
-    /// without a string `type` is `NoType`; anything else is plain text;
-    /// and a shape error names the field.
-    #[test]
-    fn json_values_are_classified_by_the_contract(v in json_value()) {
-        let text = v.to_string();
-        match (parse_client(&text), acceptable(&v)) {
-            (Ok(f), Ok(())) => prop_assert_eq!(Some(&*f.kind), v["type"].as_str()),
-            (Err(Unparsed::BadField(msg)), Err(Unparsed::BadField(_))) => {
-                prop_assert!(!msg.is_empty());
-            }
-            (Err(got), Err(want)) => prop_assert_eq!(got, want),
-            (got, want) => {
-                return Err(TestCaseError::fail(format!("{text}: got {got:?}, want {want:?}")));
-            }
-        }
-    }
-
-    /// A valid frame object comes back with every field it was written with.
-    #[test]
-    fn frame_objects_round_trip(
-        kind in "\\PC{0,16}",
-        strings in proptest::collection::vec(proptest::option::of("\\PC{0,20}"), 6),
-        numbers in proptest::collection::vec(proptest::option::of(any::<u64>()), 4),
-        private in proptest::option::of(any::<bool>()),
-        members in proptest::option::of(proptest::collection::vec("\\PC{0,10}", 0..4)),
-    ) {
-        let mut obj = Map::new();
-        obj.insert("type".into(), json!(kind));
-        let string_keys = ["room", "content", "client_id", "to", "with", "user"];
-        for (k, s) in string_keys.iter().zip(&strings) {
-            if let Some(s) = s {
-                obj.insert(k.to_string(), json!(s));
-            }
-        }
-        let number_keys = ["since", "before", "limit", "id"];
-        for (k, n) in number_keys.iter().zip(&numbers) {
-            if let Some(n) = n {
-                obj.insert(k.to_string(), json!(n));
-            }
-        }
-        if let Some(p) = private {
-            obj.insert("private".into(), json!(p));
-        }
-        if let Some(m) = &members {
-            obj.insert("members".into(), json!(m));
-        }
-        let text = Value::Object(obj).to_string();
-        let f = parse_client(&text).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
-        prop_assert_eq!(&*f.kind, kind.as_str());
-        let got = [&f.room, &f.content, &f.client_id, &f.to, &f.with, &f.user]
-            .map(|c| c.as_deref().map(str::to_string));
-        prop_assert_eq!(got.to_vec(), strings);
-        prop_assert_eq!(vec![f.since, f.before, f.limit, f.id], numbers);
-        prop_assert_eq!(f.private, private);
-        let got_members = f.members.map(|m| m.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        prop_assert_eq!(got_members, members);
     }
 }

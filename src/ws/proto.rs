@@ -1,98 +1,16 @@
-//! The JSON frames of the contract, both directions, and encoding a server
-//! frame once into shareable bytes.
-//!
-//! Client frames deserialize into [`ClientFrame`], borrowing from the input
-//! where the JSON has no escapes. Server frames are typed ([`Out`]) and
-//! serialize straight into a WebSocket text frame.
+//! The JSON frames the server sends ([`Out`]), and encoding one once into
+//! shareable bytes: serialized straight into a WebSocket text frame. (What
+//! clients send is parsed by the hub into typed commands: `hub/command.rs`.)
 
 use std::borrow::Cow;
 use std::fmt;
 use std::rc::Rc;
 
-use serde::{Deserialize, Serialize, Serializer};
+use serde::{Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
 use crate::config::ECHO_MAX_CHARS;
 use crate::store::{Reaction, StoredMessage, UserId};
-
-/// Every field any client frame may carry; which ones matter depends on `type`.
-#[derive(Debug, Default, Deserialize)]
-pub struct ClientFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
-    #[serde(borrow, default)]
-    pub room: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub content: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub client_id: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub to: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub with: Option<Cow<'a, str>>,
-    #[serde(borrow, default)]
-    pub user: Option<Cow<'a, str>>,
-    #[serde(default)]
-    pub since: Option<u64>,
-    #[serde(default)]
-    pub before: Option<u64>,
-    #[serde(default)]
-    pub limit: Option<u64>,
-    #[serde(default)]
-    pub id: Option<u64>,
-    #[serde(default)]
-    pub private: Option<bool>,
-    #[serde(borrow, default)]
-    pub members: Option<Vec<Cow<'a, str>>>,
-    #[serde(default)]
-    pub reply_to: Option<u64>,
-    #[serde(borrow, default)]
-    pub emoji: Option<Cow<'a, str>>,
-}
-
-/// How a text frame that did not parse as a [`ClientFrame`] is treated.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Unparsed {
-    /// Not a JSON object at all: plain chat text (for `/ws/room/{name}`).
-    NotAnObject,
-    /// An object whose `type` is missing or not a string.
-    NoType,
-    /// An object with a `type` but a field of the wrong shape.
-    BadField(String),
-}
-
-/// What JSON allows before a value (RFC 8259 §2).
-const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
-
-/// Parses a client text frame. The fast path is one typed parse; only a
-/// frame that fails it is parsed again as a generic value to tell the
-/// client precisely what was wrong.
-pub fn parse_client(text: &str) -> Result<ClientFrame<'_>, Unparsed> {
-    // serde's derive also reads a struct from a JSON array, field by
-    // position; a frame is an object, so anything else is plain text.
-    if !text.trim_start_matches(JSON_WHITESPACE).starts_with('{') {
-        return Err(Unparsed::NotAnObject);
-    }
-    match serde_json::from_str::<ClientFrame<'_>>(text) {
-        Ok(f) => Ok(f),
-        Err(e) => match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(serde_json::Value::Object(map)) => match map.get("type") {
-                Some(serde_json::Value::String(_)) => Err(Unparsed::BadField(field_error(&e))),
-                _ => Err(Unparsed::NoType),
-            },
-            _ => Err(Unparsed::NotAnObject),
-        },
-    }
-}
-
-/// serde's message without its " at line 1 column 17" suffix.
-fn field_error(e: &serde_json::Error) -> String {
-    let s = e.to_string();
-    match s.find(" at line ") {
-        Some(i) => s[..i].to_string(),
-        None => s,
-    }
-}
 
 /// Unix milliseconds that serialize as RFC 3339 without an intermediate String.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,55 +451,6 @@ mod tests {
         assert_eq!(
             payload(&out),
             r#"{"type":"error","code":"bad_json","message":"x"}"#
-        );
-    }
-
-    /// Client frames: typed fields parse; text that is no object is plain
-    /// chat; a missing type and a mistyped field are told apart.
-    #[test]
-    fn classifies_client_frames() {
-        let f = parse_client(r#"{"type":"join","room":"general","since":7}"#).unwrap();
-        assert_eq!(
-            (&*f.kind, f.room.as_deref(), f.since),
-            ("join", Some("general"), Some(7))
-        );
-        assert_eq!(
-            parse_client("hello there").unwrap_err(),
-            Unparsed::NotAnObject
-        );
-        assert_eq!(parse_client("[1,2]").unwrap_err(), Unparsed::NotAnObject);
-        assert_eq!(
-            parse_client(r#"{"room":"x"}"#).unwrap_err(),
-            Unparsed::NoType
-        );
-        assert_eq!(parse_client(r#"{"type":5}"#).unwrap_err(), Unparsed::NoType);
-        assert!(matches!(
-            parse_client(r#"{"type":"join","since":"x"}"#).unwrap_err(),
-            Unparsed::BadField(_)
-        ));
-    }
-
-    /// A JSON array is not a frame, even one whose items line up with the
-    /// frame's fields (serde's derive would read `["join","general"]` as a
-    /// `join` of `general`): it is plain text, like any non-object. Found by
-    /// the `json_values_are_classified_by_the_contract` property.
-    #[test]
-    fn arrays_are_not_frames() {
-        for text in [
-            r#"[""]"#,
-            r#"["join","general"]"#,
-            " \n[\"message\",null,\"hi\"]",
-        ] {
-            assert_eq!(
-                parse_client(text).map(|f| f.kind),
-                Err(Unparsed::NotAnObject),
-                "{text}"
-            );
-        }
-        let f = parse_client(" \r\n\t{\"type\":\"ping\"}").unwrap();
-        assert_eq!(
-            &*f.kind, "ping",
-            "JSON whitespace before the object is fine"
         );
     }
 }
