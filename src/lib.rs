@@ -27,6 +27,7 @@
 //! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the server's JSON frames, encoded once | fan-out, parse client frames (the hub does) |
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
 //! | `users` | the user directory in memory, each user's role, ban and profile | storage calls |
+//! | [`operator`] | `hubbub user …` and `hubbub invite …`: the account writes of the admin API, from the command line, straight to storage (a running server reads them from the change log) | talk to a running server |
 //! | `accounts` | keeping accounts in step with storage's change log; the events a change raises for the hub | touch sockets |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
@@ -114,6 +115,7 @@ mod conn;
 mod http;
 mod hub;
 mod metrics;
+pub mod operator;
 mod outbox;
 mod priority;
 pub mod redis;

@@ -5,7 +5,8 @@
 //! `--redis`), TLS (files or ACME), then `Server::run`. Nothing per request
 //! happens here. `hubbub backup PATH` instead copies the database and
 //! exits; `hubbub migrate --from-sqlite PATH --postgres URL` copies it into
-//! PostgreSQL.
+//! PostgreSQL; `hubbub user …` and `hubbub invite …` manage accounts
+//! (`operator`).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hubbub::config::{Options, Parsed, VERSION, parse_options, usage};
+use hubbub::operator;
 use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
 use hubbub::store::postgres::Postgres;
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
         Some(migrate::COMMAND) => return migrate_command(args.into_iter().skip(1)),
         Some(RESTORE_COMMAND) => return restore_command(&args[1..]),
         Some(UNIT_COMMAND) => return print_unit(),
+        Some(operator::USER_COMMAND | operator::INVITE_COMMAND) => return operator::run(&args),
         _ => {}
     }
     let opts = match read_options(&args) {

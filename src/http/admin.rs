@@ -100,7 +100,7 @@ struct InviteBody {
 }
 
 /// The audit action of a role change (a static name per role).
-fn role_action(r: Role) -> &'static str {
+pub(crate) fn role_action(r: Role) -> &'static str {
     match r {
         Role::Member => "set_role:member",
         Role::Moderator => "set_role:moderator",
@@ -119,7 +119,7 @@ fn reason_of(r: Option<String>) -> Result<String, Response> {
 }
 
 /// A new invite code: 96 random bits, 16 URL-safe characters.
-fn invite_code() -> String {
+pub(crate) fn invite_code() -> String {
     let mut b = [0u8; 12];
     SystemRandom::new()
         .fill(&mut b)

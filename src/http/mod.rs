@@ -9,7 +9,7 @@
 //! work and answers later through the loop.
 
 mod account;
-mod admin;
+pub(crate) mod admin;
 pub mod mime;
 pub mod proxy;
 pub mod redirect;

@@ -92,8 +92,7 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/api/sessions" => "GET, HEAD, DELETE",
         "/api/invites" => "GET, HEAD, POST",
         "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz" | "/readyz"
-        | "/metrics"
-        | "/api/admin/users" | "/api/admin/audit" => "GET, HEAD",
+        | "/metrics" | "/api/admin/users" | "/api/admin/audit" => "GET, HEAD",
         "/api/admin/settings" => "GET, HEAD, PUT",
         p if p.starts_with("/api/sessions/") || p.starts_with("/api/invites/") => "DELETE",
         p => match admin_user(p) {

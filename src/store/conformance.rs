@@ -9,8 +9,8 @@
 
 use super::fixtures::{TICKET, msg, user};
 use super::{
-    Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reaction, Refusal, Reply, Request,
-    SearchQuery, StoredMessage, Target, UnreadCount, UserId,
+    AccountAnswer, AccountRead, Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reaction,
+    Refusal, Reply, Request, SearchQuery, StoredMessage, Target, UnreadCount, UserId,
 };
 
 const ALICE: UserId = 1;
@@ -78,12 +78,22 @@ fn edit(
 }
 
 fn delete(db: &mut dyn Backend, id: MsgId, user: UserId) -> Result<ChangeKind, Refusal> {
+    delete_as(db, id, user, false)
+}
+
+fn delete_as(
+    db: &mut dyn Backend,
+    id: MsgId,
+    user: UserId,
+    moderator: bool,
+) -> Result<ChangeKind, Refusal> {
     change(
         db,
         Request::DeleteMessage {
             ticket: TICKET,
             id,
             user,
+            moderator,
             at_ms: 6_000,
         },
     )
@@ -192,6 +202,7 @@ pub fn check_all(db: &mut dyn Backend) {
     setup(db);
     edits(db);
     let deleted = deletes(db);
+    moderated_deletes(db);
     reactions(db);
     replies(db, deleted);
     mentions(db);
@@ -236,6 +247,57 @@ fn deletes(db: &mut dyn Backend) -> MsgId {
     assert_eq!(edit(db, m21, BOB, "back"), Err(Refusal::NoSuchMessage));
     assert!(room(db, "ops").is_empty());
     m20
+}
+
+/// A moderator deletes anyone's message in a room, public or private
+/// (not a conversation's), and each such delete is in the audit log; their
+/// own delete is not moderation and is not logged.
+fn moderated_deletes(db: &mut dyn Backend) {
+    let public = put(db, said(23, "general", BOB, "spam"), vec![]);
+    let private = put(db, said(24, "ops", BOB, "spam too"), vec![]);
+    let dm = put(db, msg(25, None, BOB, Some(ALICE)), vec![]);
+    let own = put(db, said(26, "general", CAROL, "mine"), vec![]);
+    assert_eq!(delete_as(db, dm, CAROL, true), Err(Refusal::Forbidden));
+    assert_eq!(delete_as(db, public, CAROL, true), Ok(ChangeKind::Deleted));
+    assert_eq!(delete_as(db, private, CAROL, true), Ok(ChangeKind::Deleted));
+    assert_eq!(delete_as(db, own, CAROL, true), Ok(ChangeKind::Deleted));
+    let read = AccountRead::Audit {
+        before: None,
+        limit: 10,
+    };
+    let entries = match one(
+        db,
+        Request::AccountRead {
+            ticket: TICKET,
+            read,
+        },
+    ) {
+        Some(Reply::AccountRead {
+            answer: AccountAnswer::Audit(rows),
+            ..
+        }) => rows,
+        other => panic!("expected the audit log, got {other:?}"),
+    };
+    let seen: Vec<(&str, Option<UserId>, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.actor, e.target.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "delete_message",
+                Some(CAROL),
+                &*format!("message {private} in ops")
+            ),
+            (
+                "delete_message",
+                Some(CAROL),
+                &*format!("message {public} in general")
+            ),
+        ],
+        "newest first, the moderator's own message not among them"
+    );
 }
 
 /// Toggling on and off, in first-came order, by readers only, within the

@@ -796,6 +796,7 @@ mod tests {
                     ticket: TICKET,
                     id: 5,
                     user: 2,
+                    moderator: false,
                     at_ms: 78,
                 },
                 Request::React {

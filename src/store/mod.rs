@@ -76,7 +76,7 @@ pub use accounts::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
     AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, Role, SessionRow, Sid,
 };
-pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
+pub use request::{Desk, Facts, Reply, Request, Ticket, may_change, moderation_audit};
 pub use rows::{
     Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reaction,
     Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,

@@ -64,7 +64,7 @@ use postgres::{Client, Config};
 use super::{
     Backend, Change, ChangeKind, Conflict, MsgId, Reader, Refusal, Reply, Request, Snapshot,
     StoreError, Target, UserId, decode_reactions, encode_reactions, execute_one, may_change,
-    toggle_reaction,
+    moderation_audit, toggle_reaction,
 };
 
 use append::{BULK_MIN, Batch, Put, append_lock, append_one, append_run, flush};
@@ -307,8 +307,13 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
         Some((true, owner)) => owner,
         _ => None,
     };
-    if !may_change(req, t.from, owner, || may_read(c, &t, *user))? {
+    if !may_change(req, t.from, t.room.is_some(), owner, || {
+        may_read(c, &t, *user)
+    })? {
         return Ok(Err(Refusal::Forbidden));
+    }
+    if let Some(a) = moderation_audit(req, t.from, t.room.as_deref(), owner) {
+        accounts::write_audit(&mut c.client, &a)?;
     }
     let what = match req {
         Request::EditMessage { content, at_ms, .. } => {

@@ -131,12 +131,16 @@ pub enum Request {
     },
     /// Deletes a message: its content is emptied, its reactions and
     /// mentions dropped, and it leaves every read but `Catchup`. Reply:
-    /// `Changed` (refused unless `user` wrote it or owns its private room)
-    /// / `Failed`.
+    /// `Changed` (refused unless `user` wrote it, owns its private room,
+    /// or is a `moderator` and it is a room's, not a conversation's) /
+    /// `Failed`. A moderator's delete of someone else's message is written
+    /// to the audit log in the same transaction.
     DeleteMessage {
         ticket: Ticket,
         id: MsgId,
         user: UserId,
+        /// The caller moderates (the loop checked the role in memory).
+        moderator: bool,
         at_ms: i64,
     },
     /// Toggles `user`'s reaction `emoji` ([`toggle_reaction`](super::toggle_reaction)). Reply:
@@ -449,21 +453,57 @@ impl Request {
 
 /// Whether the user of an edit, delete or reaction may make it: the one
 /// rule both backends apply, once they have found the live message
-/// (`author`, and `private_owner` when it is in a private room). An edit is
-/// its author's; a delete its author's or the private room's owner's; a
-/// reaction anyone's who may read the message (`may_read`, asked only for
-/// a reaction, since it may cost a query).
+/// (`author`, whether it is a room's (`in_room`), and `private_owner` when
+/// it is in a private room). An edit is its author's; a delete its
+/// author's, the private room's owner's or a moderator's (room messages
+/// only: a conversation stays its two people's); a reaction anyone's who
+/// may read the message (`may_read`, asked only for a reaction, since it
+/// may cost a query).
 pub fn may_change<E>(
     req: &Request,
     author: UserId,
+    in_room: bool,
     private_owner: Option<UserId>,
     may_read: impl FnOnce() -> Result<bool, E>,
 ) -> Result<bool, E> {
     Ok(match req {
         Request::EditMessage { user, .. } => *user == author,
-        Request::DeleteMessage { user, .. } => *user == author || private_owner == Some(*user),
+        Request::DeleteMessage {
+            user, moderator, ..
+        } => *user == author || private_owner == Some(*user) || (*moderator && in_room),
         Request::React { .. } => may_read()?,
         _ => false,
+    })
+}
+
+/// The audit entry of a delete that only a moderator's role allowed (not
+/// the author's own, nor a private room owner's), once [`may_change`]
+/// said yes.
+pub fn moderation_audit(
+    req: &Request,
+    author: UserId,
+    room: Option<&str>,
+    private_owner: Option<UserId>,
+) -> Option<Audit> {
+    let Request::DeleteMessage {
+        id,
+        user,
+        moderator: true,
+        at_ms,
+        ..
+    } = req
+    else {
+        return None;
+    };
+    if *user == author || private_owner == Some(*user) {
+        return None;
+    }
+    Some(Audit {
+        at_ms: *at_ms,
+        actor: Some(*user),
+        action: "delete_message",
+        target: format!("message {id} in {}", room.unwrap_or("")),
+        reason: String::new(),
     })
 }
 

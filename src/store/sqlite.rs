@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{
     Backend, Change, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reader, Refusal, Reply,
     Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId,
-    UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
+    UserRow, decode_reactions, encode_reactions, may_change, moderation_audit, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
 use accounts::{USER_COLUMNS, user_row};
@@ -552,8 +552,14 @@ fn change(
     let Some(t) = live_message(c, *id)? else {
         return Ok(Err(Refusal::NoSuchMessage));
     };
-    if !may_change(req, t.from, t.private_owner, || may_read(c, &t, *user))? {
+    let in_room = t.room.is_some();
+    if !may_change(req, t.from, in_room, t.private_owner, || {
+        may_read(c, &t, *user)
+    })? {
         return Ok(Err(Refusal::Forbidden));
+    }
+    if let Some(a) = moderation_audit(req, t.from, t.room.as_deref(), t.private_owner) {
+        accounts::write_audit(c, &a)?;
     }
     let what = match req {
         Request::EditMessage { content, at_ms, .. } => {

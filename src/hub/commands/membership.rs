@@ -33,10 +33,13 @@ pub fn on_membership(
                 format!("{} is not a private room", echo(name)),
             )
         })?;
-    if private.owner() != me.user {
+    // A moderator removes anyone from any private room (spam, abuse); only
+    // the owner adds.
+    let moderates = !add && cx.users.get(me.user).is_some_and(|u| u.moderates());
+    if private.owner() != me.user && !moderates {
         return Err(FrameError::new(
             "forbidden",
-            "only the room's owner manages its members",
+            "only the room's owner (or a moderator, to remove) manages its members",
         ));
     }
     let members = private.len();

@@ -441,20 +441,26 @@ pub(super) fn write(
         }
     }
     if let Some(a) = audit {
-        check_text(&[Some(&a.target), Some(&a.reason)])?;
-        c.execute(
-            "INSERT INTO audit (at_ms, actor_id, action, target, reason)
-             VALUES ($1, $2, $3, $4, $5)",
-            &[
-                &a.at_ms,
-                &a.actor.map(i64::from),
-                &a.action,
-                &a.target,
-                &a.reason,
-            ],
-        )?;
+        write_audit(c, a)?;
     }
     news(c, &logged, now).map(Ok)
+}
+
+/// One audit entry, in the caller's transaction.
+pub(super) fn write_audit(c: &mut Client, a: &Audit) -> Res<()> {
+    check_text(&[Some(&a.target), Some(&a.reason)])?;
+    c.execute(
+        "INSERT INTO audit (at_ms, actor_id, action, target, reason)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &a.at_ms,
+            &a.actor.map(i64::from),
+            &a.action,
+            &a.target,
+            &a.reason,
+        ],
+    )?;
+    Ok(())
 }
 
 /// A change-log row as read: id, kind, user, session.

@@ -316,6 +316,7 @@ fn bulk_appends_match_the_per_request_path() {
                 ticket: TICKET,
                 id: two,
                 user: 1,
+                moderator: false,
                 at_ms: 6000,
             },
             put13(65, Some("general"), 2, None, "re two", Some(two), vec![1]),

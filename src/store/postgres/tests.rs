@@ -128,6 +128,7 @@ pub(super) fn delete(id: MsgId, user: UserId) -> Request {
         ticket: TICKET,
         id,
         user,
+        moderator: false,
         at_ms: 6000 + id as i64,
     }
 }

@@ -86,7 +86,8 @@ fn log_change(
     Ok(id)
 }
 
-fn write_audit(c: &Connection, a: &Audit) -> rusqlite::Result<()> {
+/// One audit entry, in the caller's transaction.
+pub(super) fn write_audit(c: &Connection, a: &Audit) -> rusqlite::Result<()> {
     c.prepare_cached(
         "INSERT INTO audit (at_ms, actor_id, action, target, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
     )?

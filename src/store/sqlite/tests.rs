@@ -68,6 +68,7 @@ fn the_search_index_follows_each_batch_exactly() {
                 ticket: TICKET,
                 id: 2,
                 user: 1,
+                moderator: false,
                 at_ms: 3,
             },
         ],
