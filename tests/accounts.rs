@@ -58,8 +58,7 @@ fn cli(s: &Server, args: &[&str], stdin: &str) -> (bool, String, String) {
     use std::io::Write;
     let mut c = Command::new(env!("CARGO_BIN_EXE_hubbub"))
         .args(args)
-        .arg("--db")
-        .arg(s.db_path())
+        .args(s.store_args())
         .env_remove("HUBBUB_DB")
         .env_remove("HUBBUB_POSTGRES")
         .stdin(Stdio::piped())

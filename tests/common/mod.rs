@@ -204,6 +204,16 @@ impl Server {
         Server::builder().start()
     }
 
+    /// Where the server keeps its data, as the `hubbub` command line takes
+    /// it: `--postgres URL` on PostgreSQL, else `--db PATH`.
+    pub fn store_args(&self) -> Vec<String> {
+        let args = &self.builder.args;
+        match args.iter().position(|a| a == "--postgres") {
+            Some(i) => vec!["--postgres".into(), args[i + 1].clone()],
+            None => vec!["--db".into(), self.db_path().display().to_string()],
+        }
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("hubbub.db")
     }
