@@ -1,0 +1,173 @@
+//! Accounts across a cluster: two `hubbub` nodes on one PostgreSQL and one
+//! Redis (real ones, `common::services`). A ban, a logout and a role
+//! change made on one node take effect on the other within the contract's
+//! second, and a WebSocket ticket from one node opens a socket on the other.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::services::{Postgres, Redis, unique_channel};
+use common::{Resp, Server, Ws, ws_connect};
+use serde_json::{Value, json};
+
+/// The contract's bound, and slack for a loaded test machine.
+const WITHIN: Duration = Duration::from_secs(1);
+const SLACK: Duration = Duration::from_millis(500);
+/// How long forming the cluster and a signup's note may take.
+const CROSS: Duration = Duration::from_secs(10);
+
+fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
+    Server::builder()
+        .arg("--postgres")
+        .arg(pg)
+        .arg("--redis")
+        .arg(redis)
+        .arg("--redis-channel")
+        .arg(channel)
+        .arg("--node-id")
+        .arg(name)
+        .arg("--presence-grace")
+        .arg("0")
+        .start()
+}
+
+fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !ok() {
+        assert!(Instant::now() < deadline, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Two formed nodes; the services stay up while the returned guards live.
+fn pair() -> (
+    Server,
+    Server,
+    common::services::SharedPg,
+    common::services::SharedRedis,
+) {
+    let pg = Postgres::shared();
+    let redis = Redis::shared();
+    let channel = unique_channel("accounts");
+    let a = node(pg.url(), redis.url(), &channel, "n1");
+    let b = node(pg.url(), redis.url(), &channel, "n2");
+    for n in [&a, &b] {
+        wait_until(CROSS, "the cluster to form", || {
+            n.get("/metrics", None)
+                .text()
+                .lines()
+                .any(|l| l == "hubbub_cluster_peers 1")
+        });
+    }
+    (a, b, pg, redis)
+}
+
+fn send(s: &Server, method: &str, path: &str, body: Option<&Value>, token: &str) -> Resp {
+    let auth = format!("Bearer {token}");
+    let mut h = vec![("Authorization", auth.as_str())];
+    let text = body
+        .map(|b| b.to_string())
+        .or_else(|| (method == "POST").then(String::new));
+    if body.is_some() {
+        h.push(("Content-Type", "application/json"));
+    }
+    common::http(s.addr, method, path, &h, text.as_deref().map(str::as_bytes))
+}
+
+/// Signs `name` up on `a` and waits until `b` takes the token.
+fn user_on_both(a: &Server, b: &Server, name: &str) -> String {
+    let token = a.token(name);
+    wait_until(CROSS, "the signup to reach the other node", || {
+        b.get("/api/me", Some(&token)).status == 200
+    });
+    token
+}
+
+fn closed_with(ws: &mut Ws, code: u16) {
+    let t0 = Instant::now();
+    let (got, _) = ws.expect_close(WITHIN + SLACK + Duration::from_secs(3));
+    assert_eq!(got, Some(code), "close code");
+    assert!(
+        t0.elapsed() <= WITHIN + SLACK,
+        "closed after {:?}",
+        t0.elapsed()
+    );
+}
+
+/// A ban made on node 1 closes the user's socket on node 2 with 4003
+/// within a second, and node 2 refuses their token with 403 `banned`.
+#[test]
+fn a_ban_on_one_node_closes_sockets_on_the_other() {
+    let (a, b, _pg, _redis) = pair();
+    let admin = user_on_both(&a, &b, "alice");
+    let bob = user_on_both(&a, &b, "bob");
+    let (mut ws, _) = b.ws_ready("bob", &bob, true);
+    let r = send(
+        &a,
+        "POST",
+        "/api/admin/users/bob/ban",
+        Some(&json!({"reason": "spam"})),
+        &admin,
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    closed_with(&mut ws, 4003);
+    b.get("/api/me", Some(&bob)).assert_error(403, "banned");
+}
+
+/// A logout on node 1 closes the session's socket on node 2 with 4001
+/// within a second, and node 2 refuses the token with 401.
+#[test]
+fn a_logout_on_one_node_ends_the_session_on_the_other() {
+    let (a, b, _pg, _redis) = pair();
+    let token = user_on_both(&a, &b, "alice");
+    let (mut ws, _) = b.ws_ready("alice", &token, true);
+    assert_eq!(send(&a, "POST", "/api/logout", None, &token).status, 204);
+    closed_with(&mut ws, 4001);
+    b.get("/api/me", Some(&token))
+        .assert_error(401, "unauthorized");
+}
+
+/// A role given on node 1 is in force on node 2 within a second: the new
+/// moderator may read the admin user list there.
+#[test]
+fn a_role_change_reaches_the_other_node_within_a_second() {
+    let (a, b, _pg, _redis) = pair();
+    let admin = user_on_both(&a, &b, "alice");
+    let carol = user_on_both(&a, &b, "carol");
+    b.get("/api/admin/users", Some(&carol))
+        .assert_error(403, "forbidden");
+    let role = json!({"role": "moderator"});
+    let r = send(
+        &a,
+        "PUT",
+        "/api/admin/users/carol/role",
+        Some(&role),
+        &admin,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let t0 = Instant::now();
+    wait_until(WITHIN + SLACK, "the role to reach node 2", || {
+        b.get("/api/admin/users", Some(&carol)).status == 200
+    });
+    eprintln!("role seen on the other node after {:?}", t0.elapsed());
+}
+
+/// A ticket made on node 1 opens a socket on node 2, once: used there, it
+/// is refused on node 1 too.
+#[test]
+fn a_ticket_works_on_any_node_once() {
+    let (a, b, _pg, _redis) = pair();
+    let token = user_on_both(&a, &b, "alice");
+    let r = send(&a, "POST", "/api/ws-ticket", None, &token);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let ticket = r.json()["ticket"].as_str().unwrap().to_string();
+    let mut ws = ws_connect(b.addr, &format!("/ws?ticket={ticket}"), None).expect("upgrade on n2");
+    ws.ready("alice", true);
+    wait_until(CROSS, "the used ticket to be refused on n1", || {
+        matches!(
+            ws_connect(a.addr, &format!("/ws?ticket={ticket}"), None),
+            Err(common::ConnectError::Http(401, _))
+        )
+    });
+}
