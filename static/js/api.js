@@ -37,12 +37,35 @@ async function request(method, path, body) {
   if (res.ok) return data;
   const err = new ApiError(res.status, data?.code || `http_${res.status}`, data?.error || `The server answered ${res.status}.`);
   // Only an authenticated call can be "rejected": a failed login is a 401 too.
-  if (res.status === 401 && authToken) onUnauthorized(err);
+  // A banned user's token is refused with 403 `banned`: they are out too.
+  if (authToken && (res.status === 401 || err.code === 'banned')) onUnauthorized(err);
   throw err;
 }
 
+const user = (name) => `/api/admin/users/${encodeURIComponent(name)}`;
+
 export const api = {
-  signup: (username, email, password) => request('POST', '/api/signup', { username, email, password }),
+  signup: (username, email, password, invite) =>
+    request('POST', '/api/signup', { username, email: email || undefined, password, invite: invite || undefined }),
+  server: () => request('GET', '/api/server'),
+  logout: () => request('POST', '/api/logout', {}),
+  wsTicket: () => request('POST', '/api/ws-ticket', {}),
+  setProfile: (profile) => request('PUT', '/api/me', profile),
+  changePassword: (old, next) => request('POST', '/api/password', { old, new: next }),
+  deleteAccount: (password) => request('POST', '/api/me/delete', { password }),
+  sessions: () => request('GET', '/api/sessions'),
+  endSession: (id) => request('DELETE', `/api/sessions/${encodeURIComponent(id)}`),
+  endOtherSessions: () => request('DELETE', '/api/sessions'),
+  adminUsers: () => request('GET', '/api/admin/users'),
+  setRole: (name, role) => request('PUT', `${user(name)}/role`, { role }),
+  ban: (name, reason) => request('POST', `${user(name)}/ban`, { reason }),
+  unban: (name) => request('DELETE', `${user(name)}/ban`),
+  invites: () => request('GET', '/api/invites'),
+  createInvite: (uses, expiresIn) => request('POST', '/api/invites', { uses, expires_in: expiresIn }),
+  revokeInvite: (code) => request('DELETE', `/api/invites/${encodeURIComponent(code)}`),
+  audit: () => request('GET', '/api/admin/audit'),
+  settings: () => request('GET', '/api/admin/settings'),
+  setSettings: (settings) => request('PUT', '/api/admin/settings', settings),
   login: (username, password) => request('POST', '/api/login', { username, password }),
   me: () => request('GET', '/api/me'),
   users: () => request('GET', '/api/users'),

@@ -40,7 +40,9 @@ export class Chat extends EventTarget {
     this.token = session.token;
     this.me = session.user.username;
     this.onRejected = onRejected;
-    /** lower-case username -> {username, online, lastSeen: Date|null} */
+    /** This user's role (`member`, `moderator`, `admin`), from GET /api/me. */
+    this.role = session.user.role || 'member';
+    /** lower-case username -> {username, online, lastSeen: Date|null, displayName, status, role} */
     this.users = new Map();
     /** key -> Conversation */
     this.convs = new Map();
@@ -63,7 +65,11 @@ export class Chat extends EventTarget {
     /** Unsent messages, kept across reloads (outbox.js). */
     this.outbox = new Outbox(this.me);
     this.conn = new Connection({
-      url: () => `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?token=${encodeURIComponent(this.token)}`,
+      url: async () => {
+        const { ticket } = await api.wsTicket();
+        return `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws?ticket=${encodeURIComponent(ticket)}`;
+      },
+      onEnded: (code, reason) => this.onRejected(code, reason),
       onFrame: (f) => this.onFrame(f),
       onStatus: (s, retry) => this.onStatus(s, retry),
       onOpen: () => this.onOpen(),
@@ -82,6 +88,13 @@ export class Chat extends EventTarget {
 
   async start() {
     await this.refreshLists();
+    try {
+      const { user } = await api.me();
+      this.role = user.role || 'member';
+      this.setProfile(user);
+    } catch {
+      // Offline: the role from the login stands until the next start.
+    }
     // Reopen where the user left off, if that conversation still exists.
     const last = this.activeKey || '';
     if (last.startsWith('@') && this.user(last.slice(1))) this.dm(last.slice(1));
@@ -103,7 +116,10 @@ export class Chat extends EventTarget {
   async refreshLists() {
     try {
       const [{ users }, { rooms }] = await Promise.all([api.users(), api.rooms()]);
-      for (const u of users) this.setUser(u.username, u.online, u.last_seen);
+      for (const u of users) {
+        this.setUser(u.username, u.online, u.last_seen);
+        this.setProfile(u);
+      }
       this.directory = rooms.filter((r) => !r.private);
       // Private rooms this user was removed from while offline disappear.
       const mine = new Set(rooms.filter((r) => r.private).map((r) => r.name));
@@ -332,6 +348,8 @@ export class Chat extends EventTarget {
   }
 
   mayDelete(c, m) {
+    // Moderators delete any room message, never a private conversation's.
+    if (this.moderates && c?.kind === 'room') return true;
     return this.mayEdit(m) || (!!c?.private && !!c.owner && c.owner.toLowerCase() === this.me.toLowerCase());
   }
 
@@ -669,6 +687,29 @@ export class Chat extends EventTarget {
     clearTimeout(c.typing.get(user));
     c.typing.delete(user);
     this.touch(c);
+  }
+
+  /** What a user object says of how a person is shown (`user_updated`, the people list). */
+  setProfile(p) {
+    if (!p || typeof p.username !== 'string') return;
+    const key = p.username.toLowerCase();
+    const u = this.users.get(key) || { username: p.username, online: false, lastSeen: null };
+    u.displayName = typeof p.display_name === 'string' ? p.display_name : null;
+    u.status = typeof p.status === 'string' ? p.status : '';
+    u.role = p.role || 'member';
+    this.users.set(key, u);
+    if (key === this.me.toLowerCase() && p.role) this.role = p.role;
+    this.changed();
+  }
+
+  /** The name a person is shown by: their display name, else their username. */
+  shownName(username) {
+    return this.user(username)?.displayName || username;
+  }
+
+  /** A moderator or an admin. */
+  get moderates() {
+    return this.role === 'moderator' || this.role === 'admin';
   }
 
   setUser(username, online, lastSeen) {

@@ -132,6 +132,9 @@ export const frameHandlers = {
     c.addNotice(`${f.user} left #${f.room}`);
     chat.touch(c);
   },
+  user_updated(chat, f) {
+    chat.setProfile(f.user);
+  },
   user_status(chat, f) {
     chat.setUser(f.user, f.status === 'online', f.last_seen);
   },

@@ -4,7 +4,7 @@
 // worker is registered here (js/worker.js); a notification clicked with no
 // client window open opens one at `/#open=<key>&message=<id>`.
 
-import { configureApi } from './api.js';
+import { api, configureApi } from './api.js';
 import { loadSession, saveSession, clearSession, isExpired } from './session.js';
 import { Chat } from './chat.js';
 import { showAuth } from './ui/auth.js';
@@ -12,15 +12,27 @@ import { mountApp, offerUpdate } from './ui/app.js';
 import { registerWorker } from './worker.js';
 
 const EXPIRED = 'Your session has expired or was rejected. Please log in again.';
+const ENDED = 'This session was ended (logged out elsewhere, or the password changed). Please log in again.';
+const BANNED = 'Your account has been banned from this server by a moderator.';
+
+/** Why the server sent this tab back to the login screen. */
+function noticeFor(code, reason) {
+  if (code === 4003 || code === 'banned') {
+    const why = String(reason || '').replace(/^banned:?\s*/, '');
+    return why ? `${BANNED} Reason: ${why}` : BANNED;
+  }
+  return code === 4001 ? ENDED : EXPIRED;
+}
 const NOTICE_KEY = 'hubbub.notice';
 
 let chat = null;
 
 function start(session) {
   // Any 401 from an authenticated call means the token is no longer good.
-  configureApi(session.token, () => signOut(EXPIRED));
-  chat = new Chat(session, () => signOut(EXPIRED));
-  mountApp(chat, () => signOut());
+  configureApi(session.token, (err) => signOut(noticeFor(err?.code, err?.message)));
+  chat = new Chat(session, (code, reason) => signOut(noticeFor(code, reason)));
+  // Log out ends the session on the server too (its token stops working everywhere).
+  mountApp(chat, () => api.logout().catch(() => {}).finally(() => signOut()));
   const wanted = takeOpenRequest();
   chat.start().then(() => wanted && chat.goTo(wanted.key, wanted.id));
 }
@@ -33,6 +45,13 @@ function takeOpenRequest() {
   history.replaceState(null, '', location.pathname + location.search);
   const id = Number(params.get('message'));
   return { key, id: Number.isSafeInteger(id) && id > 0 ? id : null };
+}
+
+/** `#invite=<code>` (an invite link): read once, then gone from the address. */
+function takeInvite() {
+  const code = new URLSearchParams(location.hash.slice(1)).get('invite');
+  if (code) history.replaceState(null, '', location.pathname + location.search);
+  return code;
 }
 
 function signOut(notice) {
@@ -55,7 +74,7 @@ async function boot() {
     notice = EXPIRED;
   }
   if (!session) {
-    const res = await showAuth(notice);
+    const res = await showAuth(notice, takeInvite());
     session = saveSession(res.token, res.expires_at, res.user);
   }
   start(session);

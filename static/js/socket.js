@@ -1,4 +1,5 @@
-// The tab's single WebSocket (/ws?token=...). It owns the connection status,
+// The tab's single WebSocket (/ws?ticket=...: a single-use ticket fetched
+// just before each attempt, so the long-lived token stays out of URLs). It owns the connection status,
 // reconnects with exponential backoff and jitter, and paces outgoing frames so
 // a burst (rejoining many rooms, flushing queued messages) stays under the
 // server's per-connection rate limit instead of earning `rate_limited` drops.
@@ -15,7 +16,8 @@ const STABLE_MS = 5000;
 export class Connection {
   /**
    * @param {object} opts
-   * @param {() => string} opts.url        builds the /ws URL (the token may change)
+   * @param {() => Promise<string>} opts.url  builds the /ws URL (a fresh ticket each time)
+   * @param {(code: number, reason: string) => void} opts.onEnded  the server ended the session (4001) or banned the user (4003)
    * @param {(frame: object) => void} opts.onFrame
    * @param {(status: 'connecting'|'online'|'offline', retryInMs?: number) => void} opts.onStatus
    * @param {() => void} opts.onOpen       rejoin rooms, flush the outbox
@@ -42,10 +44,27 @@ export class Connection {
   }
 
   connect() {
-    if (this.stopped || this.ws) return;
+    if (this.stopped || this.ws || this.opening) return;
     clearTimeout(this.retryTimer);
     this.opts.onStatus('connecting');
-    const ws = new WebSocket(this.opts.url());
+    this.opening = true;
+    Promise.resolve()
+      .then(() => this.opts.url())
+      .then(
+        (url) => {
+          this.opening = false;
+          if (!this.stopped && !this.ws) this.open(url);
+        },
+        async () => {
+          // No ticket: offline, or the token was refused (the API layer signs out).
+          this.opening = false;
+          if (!this.stopped && !(await this.opts.isRejected())) this.scheduleRetry();
+        },
+      );
+  }
+
+  open(url) {
+    const ws = new WebSocket(url);
     this.ws = ws;
     let openedAt = 0;
     ws.onopen = () => {
@@ -64,8 +83,15 @@ export class Connection {
       }
       if (frame && typeof frame === 'object') this.opts.onFrame(frame);
     };
-    ws.onclose = async () => {
+    ws.onclose = async (ev) => {
       if (this.ws !== ws) return;
+      // The server ended this session or banned the user: no reconnecting.
+      if (ev.code === 4001 || ev.code === 4003) {
+        this.ws = null;
+        this.stop();
+        this.opts.onEnded(ev.code, ev.reason || '');
+        return;
+      }
       this.ws = null;
       this.queue = [];
       clearTimeout(this.pumpTimer);
@@ -95,7 +121,7 @@ export class Connection {
   }
 
   reconnectNow() {
-    if (this.stopped || this.ws) return;
+    if (this.stopped || this.ws || this.opening) return;
     clearTimeout(this.retryTimer);
     this.connect();
   }

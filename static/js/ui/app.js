@@ -13,6 +13,8 @@ import { setupMessageActions } from './actions.js';
 import { setupSearch } from './search.js';
 import { setupNotifications } from './notify.js';
 import { setupSettings } from './settings.js';
+import { setupAccount } from './account.js';
+import { setupAdmin } from './admin.js';
 import { formatLastSeen } from '../format.js';
 
 const TOAST_MS = 5000;
@@ -40,6 +42,8 @@ export function mountApp(chat, onLogout) {
     menu.close();
   };
   setupSettings();
+  setupAccount(chat, () => onLogout());
+  setupAdmin(chat);
   const alerts = setupNotifications(chat, route, () => chat.changed());
 
   let shownKey = chat.activeKey;

@@ -9,14 +9,24 @@ const USERNAME = /^[A-Za-z0-9_.-]{3,32}$/;
 /**
  * Show the screen; resolves with the login response once the user is in.
  * @param {string} [notice] why the user is here (e.g. an expired session)
+ * @param {string} [invite] an invite code from an invite link: the sign-up form opens with it
  */
-export function showAuth(notice) {
+export function showAuth(notice, invite) {
   const screen = $('auth-screen');
   screen.hidden = false;
   const noticeEl = $('auth-notice');
   noticeEl.hidden = !notice;
   noticeEl.textContent = notice || '';
-  selectTab(document.querySelector('[role=tab][aria-selected=true]')?.id === 'tab-signup' ? 'signup' : 'login');
+  selectTab(invite || document.querySelector('[role=tab][aria-selected=true]')?.id === 'tab-signup' ? 'signup' : 'login');
+  if (invite) $('signup-invite').value = invite;
+  // How this server takes new accounts: the invite field shows when one is needed.
+  api
+    .server()
+    .then(({ signup }) => {
+      $('signup-invite-field').hidden = signup !== 'invite' && !invite;
+      $('signup-closed').hidden = signup !== 'closed';
+    })
+    .catch(() => {});
 
   return new Promise((resolve) => {
     const loginForm = $('login-form');
@@ -42,12 +52,13 @@ export function showAuth(notice) {
         const username = signupForm.username.value.trim();
         const email = signupForm.email.value.trim();
         const password = signupForm.password.value;
+        const invite = signupForm.invite.value.trim();
         const errors = {};
         if (!USERNAME.test(username)) errors.username = 'Use 3–32 letters, digits, dots, dashes or underscores.';
-        if (email.split('@').length !== 2) errors.email = 'Enter an email address like name@example.com.';
+        if (email && email.split('@').length !== 2) errors.email = 'Enter an email address like name@example.com, or leave it empty.';
         if (password.length < 8 || password.length > 128) errors.password = 'Use 8 to 128 characters.';
         return [errors, async () => {
-          await api.signup(username, email, password);
+          await api.signup(username, email, password, invite);
           return api.login(username, password);
         }];
       }).then((res) => res && done(res));
@@ -80,6 +91,10 @@ async function submit(ev, form, prepare) {
 /** Which field a server error belongs to: the server names it in its sentence. */
 function fieldFor(form, err) {
   if (err.code === 'invalid_credentials') return 'password';
+  if (err.code === 'invite_required' || err.code === 'invalid_invite') {
+    $('signup-invite-field').hidden = false;
+    return 'invite';
+  }
   const text = err.message.toLowerCase();
   for (const name of ['username', 'email', 'password']) {
     if (form.elements[name] && text.includes(name)) return name;

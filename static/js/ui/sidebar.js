@@ -109,6 +109,7 @@ function updatePerson(node, u, chat) {
   button.classList.toggle('online', u.online);
   setAttr(button, 'aria-current', active ? 'page' : null);
   setAvatar(button.querySelector('.avatar'), u.username);
+  setText(button.querySelector('.side-name'), chat.shownName(u.username));
   const sub = u.online ? 'Online' : formatLastSeen(u.lastSeen);
   setText(button.querySelector('.side-sub'), sub);
   setBadge(button.querySelector('.side-badge'), unread);
@@ -135,5 +136,6 @@ function renderStatus(chat) {
   el.dataset.status = chat.status;
   setText(el.querySelector('.conn-text'), STATUS_TEXT[chat.status]);
   setAvatar($('me-avatar'), chat.me);
-  setText($('me-name'), chat.me);
+  setText($('me-name'), chat.shownName(chat.me));
+  setText($('me-sub'), chat.user(chat.me)?.status || 'Signed in');
 }

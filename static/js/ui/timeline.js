@@ -333,7 +333,7 @@ export class TimelineView {
     const body = h(
       'div',
       { className: 'msg-body' },
-      h('div', { className: 'msg-head' }, h('span', { className: 'msg-author' }, row.user), els.time),
+      h('div', { className: 'msg-head' }, h('span', { className: 'msg-author', title: row.user ? `@${row.user}` : undefined }, this.chat.shownName(row.user || '')), els.time),
       els.text,
       els.foot,
     );
@@ -403,7 +403,7 @@ export class TimelineView {
     if (parent) {
       const line = plainText(parent.content).split('\n').find((l) => l.trim()) || '';
       q.title = 'Show the original message';
-      q.replaceChildren(avatar(parent.user, 'avatar-xs'), h('span', { className: 'quote-author' }, parent.user), h('span', { className: 'quote-text' }, line));
+      q.replaceChildren(avatar(parent.user, 'avatar-xs'), h('span', { className: 'quote-author' }, this.chat.shownName(parent.user)), h('span', { className: 'quote-text' }, line));
     } else if (state === 'gone') {
       q.title = '';
       q.replaceChildren(h('span', { className: 'quote-text' }, 'The original message was deleted'));
