@@ -7,6 +7,7 @@
 
 pub mod mime;
 pub mod proxy;
+pub mod push;
 pub mod request;
 pub mod response;
 pub mod routes;
