@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+pub mod push_service;
 pub mod services;
 
 /// The HS256 secret every test server gets through `HUBBUB_JWT_SECRET`
