@@ -380,3 +380,82 @@ fn loopback_name() -> String {
         })
         .expect("a host name of this machine that resolves to loopback (/etc/hosts)")
 }
+
+/// One push per event in a cluster: two nodes on one PostgreSQL and one
+/// Redis; a subscription stored through one node serves both; a mention
+/// stored on one node and a private message stored on the other are each
+/// pushed exactly once (by the node that stored it), and once the user is
+/// connected to either node, neither pushes.
+#[test]
+fn one_push_per_event_across_two_nodes() {
+    use common::services::{Postgres, Redis, unique_channel};
+    let (pg, redis) = (Postgres::shared(), Redis::shared());
+    let channel = unique_channel("push");
+    let node = |name: &str| {
+        Server::builder()
+            .arg("--postgres")
+            .arg(pg.url())
+            .arg("--redis")
+            .arg(redis.url())
+            .arg("--redis-channel")
+            .arg(&channel)
+            .arg("--node-id")
+            .arg(name)
+            .arg("--push-allow-insecure")
+            .arg("--presence-grace")
+            .arg("0")
+            .rate_limit(0)
+            .start()
+    };
+    let (n1, n2) = (node("n1"), node("n2"));
+    let peers = |n: &Server| {
+        n.get("/metrics", None)
+            .text()
+            .contains("hubbub_cluster_peers 1")
+    };
+    wait_until("the cluster to form", || peers(&n1) && peers(&n2));
+    let svc = PushService::start();
+    let alice = n1.token("alice");
+    let carol = n1.token("carol");
+    let bob = n1.token("bob");
+    wait_until("the users to reach n2", || {
+        n2.get("/api/users", Some(&bob)).status == 200
+    });
+    let k = key(&n2, &bob);
+    assert_eq!(key(&n1, &bob), k, "one key for the cluster");
+    let sub = Subscriber::new(&svc, "bob");
+    subscribe(&n2, &bob, &sub);
+    let (mut a, _) = n1.ws_ready("alice", &alice, true);
+    a.join("general");
+    let ack = a.say("general", "@bob on node one", "c1");
+    let p = svc.expect(SOON, "the mention's push");
+    assert_eq!(sub.open(&p, &k)["id"], ack["id"]);
+    let (mut c, _) = n2.ws_ready("carol", &carol, true);
+    c.send_json(&json!({"type": "private_message", "to": "bob", "content": "from node two"}));
+    let ack = c.expect_after("ack", &["user_status"]);
+    let p = svc.expect(SOON, "the private message's push");
+    assert_eq!(sub.open(&p, &k)["id"], ack["id"]);
+    svc.expect_none(
+        Duration::from_secs(2),
+        "one push per event, not one per node",
+    );
+    let (_b, _) = n2.ws_ready("bob", &bob, true);
+    wait_until("n1 to show bob online", || {
+        n1.get("/api/users", Some(&alice)).json()["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "bob" && u["online"] == true)
+    });
+    a.join("ops");
+    a.say("ops", "@bob now you are here", "c2");
+    svc.expect_none(QUIET, "bob is connected to n2");
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
