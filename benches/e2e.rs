@@ -1163,8 +1163,13 @@ fn push(ctx: &mut Ctx) {
     let mut checked = false;
     let mut o_with = None;
     for round in 0..rounds {
-        // Without pushes first, then with: alternated, in one sitting.
-        for with in [false, true] {
+        // Alternated in one sitting, each order once.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
             let label = if with {
                 "chat with pushes"
             } else {
