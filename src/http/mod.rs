@@ -12,6 +12,7 @@ mod account;
 pub(crate) mod admin;
 pub mod mime;
 pub mod proxy;
+pub mod push;
 pub mod redirect;
 pub mod request;
 pub mod response;

@@ -34,7 +34,7 @@ use super::account::{
 };
 use super::request::{HeadError, Request};
 use super::response::Response;
-use super::{proxy, seclog, static_files, upgrade};
+use super::{proxy, push, seclog, static_files, upgrade};
 use crate::accounts::{AccountEvent, ChangeCursor};
 use crate::auth::jwt::Tokens;
 use crate::auth::password;
@@ -51,7 +51,7 @@ use crate::hub::{Denied, Hub, ROOM_NAME_RULE};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Account, AccountSettings, AccountsSnapshot, Audit, Conflict, Desk, HistoryQuery,
+    Account, AccountSettings, AccountsSnapshot, Audit, Conflict, Desk, HistoryQuery, PushProfile,
     Request as StoreRequest, Role, SearchQuery, Sid, Storage, StoredMessage, Target, Ticket,
     UserId, UserRow, search_words,
 };
@@ -93,7 +93,9 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/api/invites" => "GET, HEAD, POST",
         "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz" | "/readyz"
         | "/metrics" | "/api/admin/users" | "/api/admin/audit" => "GET, HEAD",
-        "/api/admin/settings" => "GET, HEAD, PUT",
+        "/api/admin/settings" | "/api/push/settings" => "GET, HEAD, PUT",
+        "/api/push/key" => "GET, HEAD",
+        "/api/push/subscriptions" => "POST, DELETE",
         p if p.starts_with("/api/sessions/") || p.starts_with("/api/invites/") => "DELETE",
         p => match admin_user(p) {
             Some("ban") => "POST, DELETE",
@@ -297,6 +299,18 @@ pub(super) enum Wait {
         agent: String,
         body: LoginBody,
     },
+    /// A push route's write: `done` is the answer once it is stored.
+    PushWrite {
+        conn: ConnRef,
+        keep_alive: bool,
+        done: Response,
+    },
+    /// `GET /api/push/settings`: the caller's settings are being read.
+    PushSettings {
+        conn: ConnRef,
+        keep_alive: bool,
+        head_only: bool,
+    },
 }
 
 /// The HTTP desk: the routes and the requests they wait on.
@@ -337,6 +351,10 @@ pub struct Http {
     pub(super) poll_again: bool,
     /// Account changes for the hub, until the application hands them over.
     pub(super) events: Vec<AccountEvent>,
+    /// The VAPID public key, base64url (`GET /api/push/key`).
+    push_key: String,
+    /// `--push-allow-insecure`: `http://` and loopback endpoints too.
+    push_allow_insecure: bool,
 }
 
 /// `/healthz` (`readiness` false) and `/readyz`. Health: storage
@@ -389,12 +407,13 @@ pub fn send(
 
 impl Http {
     /// `secret` signs tokens and tickets; `accounts` is what storage held
-    /// of sessions and settings at start.
+    /// of sessions and settings at start; `push_key` is the VAPID public key.
     pub fn new(
         config: &Config,
         secret: &[u8],
         hasher: HashPool,
         accounts: &AccountsSnapshot,
+        push_key: String,
     ) -> Http {
         Http {
             tokens: Tokens::new(secret),
@@ -417,6 +436,8 @@ impl Http {
             trust_proxy: config.trust_proxy.clone(),
             allowed_origins: config.allowed_origins.clone(),
             max_conns_per_user: config.max_conns_per_user,
+            push_key,
+            push_allow_insecure: config.push_allow_insecure,
         }
     }
 
@@ -468,11 +489,9 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
-        // A body must be JSON; so must a signup's or a login's, even empty
-        // (they are the routes a hostile page could aim a browser at).
-        let needs_json = (!req.body.is_empty() && matches!(method, "POST" | "PUT" | "DELETE"))
-            || (method == "POST" && matches!(req.path, "/api/signup" | "/api/login"));
-        if needs_json && !is_json(req.header("content-type")) {
+        // Every write is JSON, even an empty one: a hostile page cannot
+        // send `application/json` across origins without a preflight.
+        if matches!(method, "POST" | "PUT" | "DELETE") && !is_json(req.header("content-type")) {
             cx.out.metrics().http_unsupported_media += 1;
             let resp = Response::error(
                 415,
@@ -497,6 +516,7 @@ impl Http {
                 let room = &p["/ws/room/".len()..];
                 return self.upgrade(cx, conn, addr, req, Some(room));
             }
+            p if p.starts_with("/api/push/") => return self.push(cx, conn, req),
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
             "/healthz" | "/readyz" => health(
@@ -718,6 +738,12 @@ impl Http {
                     conn, keep_alive, ..
                 }
                 | Wait::AccountRead {
+                    conn, keep_alive, ..
+                }
+                | Wait::PushWrite {
+                    conn, keep_alive, ..
+                }
+                | Wait::PushSettings {
                     conn, keep_alive, ..
                 } => (conn, keep_alive),
                 Wait::Poll => continue,
@@ -1114,6 +1140,110 @@ impl Http {
                 &json!({"messages": message_objects(m, |id| users.name(id))}),
             ),
             None => Response::error(500, "internal", "could not read history"),
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        cx.out.resume_http(conn.token);
+    }
+
+    /// The push routes (`http/push.rs`): answered at once, or after the
+    /// write or read they ask of storage.
+    fn push(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
+        let keep_alive = req.keep_alive();
+        let head_only = req.method == "HEAD";
+        // A session checked like every account route's: ended or banned is refused.
+        let resp = match self.caller(cx.users, req).map(|a| a.user) {
+            Err(resp) => resp,
+            Ok(me) => {
+                let method = if head_only { "GET" } else { req.method };
+                let action = push::route(
+                    method,
+                    req.path,
+                    req.body,
+                    me,
+                    &self.push_key,
+                    self.push_allow_insecure,
+                );
+                let (wait, write) = match action {
+                    push::Action::Answer(resp) => {
+                        send(cx.out, conn.token, resp, keep_alive, head_only);
+                        return Handled::Done;
+                    }
+                    push::Action::Write { write, done } => (
+                        Wait::PushWrite {
+                            conn,
+                            keep_alive,
+                            done,
+                        },
+                        Some(write),
+                    ),
+                    push::Action::ReadSettings => (
+                        Wait::PushSettings {
+                            conn,
+                            keep_alive,
+                            head_only,
+                        },
+                        None,
+                    ),
+                };
+                let ticket = self.park(wait);
+                let request = match write {
+                    Some(w) => w.request(ticket),
+                    None => StoreRequest::PushProfile { ticket, user: me },
+                };
+                if cx.store.submit(request).is_ok() {
+                    return Handled::Waiting;
+                }
+                self.waiting.remove(&ticket);
+                busy()
+            }
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        Handled::Done
+    }
+
+    /// A push route's write was stored (`ok`) or not.
+    pub fn on_write_answered(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
+        // An account write that failed: its route answers 500.
+        if !ok && matches!(self.waiting.get(&ticket), Some(Wait::Account { .. })) {
+            return self.on_account_written(cx, ticket, None);
+        }
+        let Some(Wait::PushWrite {
+            conn,
+            keep_alive,
+            done,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        let resp = if ok {
+            done
+        } else {
+            Response::error(500, "internal", "could not store the push setting")
+        };
+        answer(cx.out, conn, resp, keep_alive);
+    }
+
+    /// The caller's push settings were read (`None`: the read failed).
+    pub fn on_push_profile(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        profile: Option<PushProfile>,
+    ) {
+        let Some(Wait::PushSettings {
+            conn,
+            keep_alive,
+            head_only,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        if !cx.out.is_live(conn) {
+            return;
+        }
+        let resp = match profile {
+            Some(p) => push::settings(p.show_text),
+            None => Response::error(500, "internal", "could not read the push settings"),
         };
         send(cx.out, conn.token, resp, keep_alive, head_only);
         cx.out.resume_http(conn.token);

@@ -51,6 +51,7 @@ mod append_tests;
 #[cfg(test)]
 mod change_tests;
 mod conn;
+mod push;
 mod reads;
 mod schema;
 #[cfg(test)]
@@ -232,7 +233,35 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::RoomInfo { .. }
         | Request::FindUser { .. }
         | Request::Search { .. }
-        | Request::AccountRead { .. } => Some(read(c, req)?),
+        | Request::AccountRead { .. }
+        | Request::PushProfile { .. } => Some(read(c, req)?),
+        Request::PutPushSubscription { ticket, row } => {
+            check_text(&[Some(&row.endpoint)])?;
+            push::put_subscription(c, row)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DeletePushSubscription {
+            ticket,
+            user,
+            endpoint,
+        } => {
+            check_text(&[Some(endpoint)])?;
+            push::delete_subscription(c, *user, endpoint)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DropPushSubscription { endpoint, auth } => {
+            check_text(&[Some(endpoint)])?;
+            push::drop_subscription(c, endpoint, auth)?;
+            None
+        }
+        Request::PutPushSettings {
+            ticket,
+            user,
+            show_text,
+        } => {
+            push::put_settings(c, *user, *show_text)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
         Request::EditMessage { ticket, .. }
         | Request::DeleteMessage { ticket, .. }
         | Request::React { ticket, .. } => Some(Reply::Changed {

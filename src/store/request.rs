@@ -17,8 +17,8 @@ use super::accounts::{
     AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountWrite, Audit, Role,
 };
 use super::rows::{
-    Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, Refusal, SearchQuery, Seq, Snapshot,
-    StoredMessage, Target, UnreadCount, UserId, UserRow,
+    Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, PushProfile, PushSubscription, Refusal,
+    SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
 };
 
 /// Which part of the loop asked: storage echoes the ticket, and the loop
@@ -28,10 +28,12 @@ use super::rows::{
 pub enum Desk {
     /// The chat hub: `history` frames, `join … since` replays, `unread`,
     /// private room changes, edits, deletes and reactions, and a cluster
-    /// node's catch-up, resync and room look-ups.
+    /// node's catch-up, resync and room look-ups, and the push profile of
+    /// each user a message is pushed to.
     Hub,
     /// The HTTP routes: `GET /api/messages`, `GET /api/search`, a cluster
-    /// login's user look-up (and password jobs on the pool).
+    /// login's user look-up, the push routes' writes and settings (and
+    /// password jobs on the pool).
     Http,
 }
 
@@ -167,6 +169,35 @@ pub enum Request {
     },
     /// Reply: `AccountRead` / `AccountReadFailed`.
     AccountRead { ticket: Ticket, read: AccountRead },
+    /// Keeps a browser's push subscription for `row.user`. An endpoint
+    /// already stored moves to this user with its new keys (the browser
+    /// is signed in as them now: the previous user's pushes must not reach
+    /// it); past [`MAX_PUSH_SUBSCRIPTIONS`](crate::config::MAX_PUSH_SUBSCRIPTIONS)
+    /// the user's oldest other subscriptions go. Reply: `Done` / `Failed`.
+    PutPushSubscription {
+        ticket: Ticket,
+        row: PushSubscription,
+    },
+    /// Forgets `endpoint` if it is `user`'s (another user's is left as it
+    /// is). Reply: `Done` / `Failed`.
+    DeletePushSubscription {
+        ticket: Ticket,
+        user: UserId,
+        endpoint: String,
+    },
+    /// The push service answered that the subscription is gone (404 or
+    /// 410): it is forgotten if it still has the secret `auth` it was sent
+    /// with (a browser that subscribed it again since keeps it). No reply.
+    DropPushSubscription { endpoint: String, auth: [u8; 16] },
+    /// Sets `user`'s choice of what a push shows. Reply: `Done` / `Failed`.
+    PutPushSettings {
+        ticket: Ticket,
+        user: UserId,
+        show_text: bool,
+    },
+    /// `user`'s push settings and subscriptions. Reply: `PushProfile` /
+    /// `PushProfileFailed`.
+    PushProfile { ticket: Ticket, user: UserId },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -281,6 +312,15 @@ pub enum Reply {
         answer: AccountAnswer,
     },
     AccountReadFailed {
+        ticket: Ticket,
+    },
+    PushProfile {
+        ticket: Ticket,
+        profile: PushProfile,
+    },
+    /// `PushProfile` could not be read (a push is not sent; the settings
+    /// route answers 500).
+    PushProfileFailed {
         ticket: Ticket,
     },
     Drained,
@@ -405,6 +445,16 @@ impl Request {
             Request::React { .. } => F::change("react"),
             Request::Account { .. } => F::write("account").failing_alone().several_statements(true),
             Request::AccountRead { .. } => F::read("account_read"),
+            // An upsert, then the user's oldest past the bound go.
+            Request::PutPushSubscription { .. } => F::write("put_push_subscription")
+                .failing_alone()
+                .several_statements(true),
+            Request::DeletePushSubscription { .. } => {
+                F::write("delete_push_subscription").failing_alone()
+            }
+            Request::DropPushSubscription { .. } => F::write("drop_push_subscription"),
+            Request::PutPushSettings { .. } => F::write("put_push_settings"),
+            Request::PushProfile { .. } => F::read("push_profile"),
             Request::Drain => F::write("drain"),
         }
     }
@@ -429,7 +479,11 @@ impl Request {
             | Request::EditMessage { ticket, .. }
             | Request::DeleteMessage { ticket, .. }
             | Request::React { ticket, .. }
-            | Request::Account { ticket, .. } => Reply::Failed { ticket: *ticket },
+            | Request::Account { ticket, .. }
+            | Request::PutPushSubscription { ticket, .. }
+            | Request::DeletePushSubscription { ticket, .. }
+            | Request::PutPushSettings { ticket, .. } => Reply::Failed { ticket: *ticket },
+            Request::PushProfile { ticket, .. } => Reply::PushProfileFailed { ticket: *ticket },
             Request::AccountRead { ticket, .. } => Reply::AccountReadFailed { ticket: *ticket },
             Request::History { ticket, .. }
             | Request::Search { ticket, .. }
@@ -444,7 +498,8 @@ impl Request {
             Request::Drain => Reply::Drained,
             Request::PutPublicRoom { .. }
             | Request::SetLastSeen { .. }
-            | Request::MarkRead { .. } => {
+            | Request::MarkRead { .. }
+            | Request::DropPushSubscription { .. } => {
                 return None;
             }
         })
@@ -561,6 +616,10 @@ mod tests {
                 ticket: TICKET,
                 name: name(),
             },
+            Request::PushProfile {
+                ticket: TICKET,
+                user: 1,
+            },
         ];
         let answered: Vec<String> = cases
             .iter()
@@ -576,6 +635,7 @@ mod tests {
                     Some(Reply::ResyncFailed { ticket }) if ticket == TICKET => "resync",
                     Some(Reply::RoomInfoFailed { ticket }) if ticket == TICKET => "room_info",
                     Some(Reply::FindUserFailed { ticket }) if ticket == TICKET => "find_user",
+                    Some(Reply::PushProfileFailed { ticket }) if ticket == TICKET => "push_profile",
                     other => panic!("{}: {other:?}", req.facts().name),
                 }
                 .to_string()
@@ -590,7 +650,8 @@ mod tests {
                 "unread",
                 "resync",
                 "room_info",
-                "find_user"
+                "find_user",
+                "push_profile"
             ]
         );
     }

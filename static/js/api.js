@@ -20,6 +20,9 @@ export function configureApi(token, unauthorizedHandler) {
 
 async function request(method, path, body) {
   const headers = { Accept: 'application/json' };
+  // Every write is JSON, even an empty one: the server refuses anything else
+  // (a cross-site form cannot send it).
+  if (method !== 'GET' && body === undefined) body = {};
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (authToken) headers.Authorization = `Bearer ${authToken}`;
   let res;
@@ -71,4 +74,9 @@ export const api = {
   users: () => request('GET', '/api/users'),
   rooms: () => request('GET', '/api/rooms'),
   search: (q, limit = 30) => request('GET', `/api/search?q=${encodeURIComponent(q)}&limit=${limit}`),
+  pushKey: () => request('GET', '/api/push/key'),
+  pushSubscribe: (subscription) => request('POST', '/api/push/subscriptions', subscription),
+  pushUnsubscribe: (endpoint) => request('DELETE', '/api/push/subscriptions', { endpoint }),
+  pushSettings: () => request('GET', '/api/push/settings'),
+  setPushSettings: (settings) => request('PUT', '/api/push/settings', settings),
 };

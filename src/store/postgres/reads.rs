@@ -295,6 +295,10 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
             ticket: *ticket,
             answer: accounts::read(&mut c.client, read)?,
         }),
+        Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
+            ticket: *ticket,
+            profile: super::push::profile(c, *user)?,
+        }),
         _ => Err(Fail::Data("not a read".into())),
     }
 }

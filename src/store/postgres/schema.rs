@@ -111,9 +111,27 @@ CREATE TABLE mentions (
 CREATE INDEX mentions_message ON mentions (message_id);
 "##,
     r#"
+-- Issue 26: Web Push. A browser's subscription is keyed by its endpoint:
+-- signed in as someone else, it subscribes the same endpoint again and the
+-- row moves to them (`store::postgres::push`).
+CREATE TABLE push_subscriptions (
+    endpoint   TEXT PRIMARY KEY,
+    user_id    BIGINT NOT NULL,
+    p256dh     BYTEA NOT NULL,
+    auth       BYTEA NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, created_ms);
+-- What a push may show, per user; no row: the default (everything).
+CREATE TABLE push_settings (
+    user_id   BIGINT PRIMARY KEY,
+    show_text BOOLEAN NOT NULL
+);
+"#,
+    r#"
 -- Issue 22: roles, bans, deleted accounts, profiles, server-side sessions,
 -- invites, the audit log, archived rooms, and the account change log every
--- node polls (`store/accounts.rs`). SQLite's schema 3, table for table.
+-- node polls (`store/accounts.rs`). SQLite's schema 4, table for table.
 ALTER TABLE users
     ADD COLUMN role              TEXT NOT NULL DEFAULT 'member',
     ADD COLUMN banned_ms         BIGINT,

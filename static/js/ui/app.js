@@ -15,6 +15,7 @@ import { setupNotifications } from './notify.js';
 import { setupSettings } from './settings.js';
 import { setupAccount } from './account.js';
 import { setupAdmin } from './admin.js';
+import { setupPush } from './push.js';
 import { formatLastSeen } from '../format.js';
 
 const TOAST_MS = 5000;
@@ -45,6 +46,7 @@ export function mountApp(chat, onLogout) {
   setupAccount(chat, () => onLogout());
   setupAdmin(chat);
   const alerts = setupNotifications(chat, route, () => chat.changed());
+  const push = setupPush(chat);
 
   let shownKey = chat.activeKey;
   /** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
@@ -80,7 +82,10 @@ export function mountApp(chat, onLogout) {
   setInterval(() => chat.changed(), CLOCK_TICK_MS);
 
   $('leave-btn').onclick = () => chat.active && chat.leaveRoom(chat.active);
-  $('logout-btn').onclick = () => onLogout();
+  $('logout-btn').onclick = async () => {
+    await push.signOut();
+    onLogout();
+  };
 
   render({ all: true, convs: new Set(), users: new Set() });
 }
