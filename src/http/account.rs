@@ -629,6 +629,7 @@ impl Http {
     /// Admits a password check of `user`'s password as a login attempt
     /// would be (the address's hash work, the username's failures) and
     /// sends it to the pool; `next` says what a good password unlocks.
+    #[allow(clippy::too_many_arguments)]
     fn recheck(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,

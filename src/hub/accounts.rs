@@ -192,7 +192,7 @@ mod tests {
         let want = json!({"type": "user_updated", "user": {"id": ALICE, "username": "alice",
             "display_name": "Alice A.", "status": "on holiday", "role": "member", "avatar": null}});
         for t in [a, bob] {
-            assert_eq!(b.of_type(t, "user_updated"), [want.clone()]);
+            assert_eq!(b.of_type(t, "user_updated"), std::slice::from_ref(&want));
         }
     }
 

@@ -217,7 +217,7 @@ impl Cluster {
                 BusEvent::Down => Heard::Down,
                 BusEvent::Note(bytes) => match wire::decode(&bytes) {
                     Ok(env) if env.node == self.me => continue,
-                    Ok(env) => Heard::Note(env),
+                    Ok(env) => Heard::Note(Box::new(env)),
                     Err(e) => {
                         log::warn!("cluster: dropped a note from the bus: {e}");
                         continue;
@@ -588,7 +588,8 @@ pub struct Gone {
 pub enum Heard {
     Up,
     Down,
-    Note(Envelope<'static>),
+    /// Boxed: an envelope is large beside the other variants.
+    Note(Box<Envelope<'static>>),
 }
 
 #[cfg(test)]

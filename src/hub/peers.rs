@@ -42,7 +42,7 @@ pub fn on_bus(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>) {
                      acking what storage commits"
                 );
             }
-            Heard::Note(env) => on_note(parts, cx, env),
+            Heard::Note(env) => on_note(parts, cx, *env),
         }
     }
 }

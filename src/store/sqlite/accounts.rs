@@ -448,12 +448,11 @@ fn news(c: &Connection, rows: &[Logged], now_ms: i64) -> rusqlite::Result<Accoun
     let mut users: Vec<UserId> = Vec::new();
     for &(_, kind, user, sid) in rows {
         match (kind, user) {
-            (LogKind::User, Some(u)) => {
-                if !users.contains(&u) {
-                    users.push(u);
-                    news.users.extend(user_by_id(c, u)?);
-                }
+            (LogKind::User, Some(u)) if !users.contains(&u) => {
+                users.push(u);
+                news.users.extend(user_by_id(c, u)?);
             }
+            (LogKind::User, Some(_)) => {}
             (LogKind::Session, _) => {
                 let Some(sid) = sid else { continue };
                 news.ended.extend(
