@@ -1,8 +1,7 @@
 //! The lines an operator's tools read: failed logins, throttling, refused
 //! banned users and every admin action, at info level with the client
-//! address, in one format that does not change (the README's fail2ban
-//! filter matches it, and `tests/fail2ban.rs` checks the filter against
-//! the real lines).
+//! address, in one format that does not change, so a fail2ban-style
+//! filter can match it.
 //!
 //! Two log targets: `hubbub::security` (what a client did that a ban
 //! tool may count) and `hubbub::audit` (what moderators and admins did,
