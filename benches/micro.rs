@@ -167,6 +167,7 @@ fn encode(c: &mut Criterion) {
                 reply_to: None,
                 edited_at: None,
                 reactions: Vec::new(),
+                attachments: &[],
             }))
         })
     });
@@ -250,6 +251,7 @@ fn fanout(c: &mut Criterion) {
         reply_to: None,
         edited_at: None,
         reactions: Vec::new(),
+        attachments: &[],
     });
     let mut buf = vec![0u8; 256 * 1024];
     g.throughput(Throughput::Elements(N as u64));

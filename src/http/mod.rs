@@ -6,8 +6,10 @@
 //! Nothing here blocks: a route that needs hashing or storage submits the
 //! work and answers later through the loop.
 
+pub mod files;
 pub mod mime;
 pub mod proxy;
+pub mod range;
 pub mod redirect;
 pub mod request;
 pub mod response;
