@@ -9,6 +9,7 @@
 pub mod files;
 pub mod mime;
 pub mod proxy;
+pub mod push;
 pub mod range;
 pub mod redirect;
 pub mod request;

@@ -52,6 +52,7 @@ pub(crate) mod blobs;
 mod change_tests;
 mod conn;
 mod file_rows;
+mod push;
 mod reads;
 mod schema;
 #[cfg(test)]
@@ -247,7 +248,8 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::Search { .. }
         | Request::FileUsage { .. }
         | Request::FindFile { .. }
-        | Request::BlobsUsed { .. } => Some(read(c, req)?),
+        | Request::BlobsUsed { .. }
+        | Request::PushProfile { .. } => Some(read(c, req)?),
         Request::PutFile { ticket, row, quota } => Some(file_rows::put(c, *ticket, row, *quota)?),
         Request::SetAvatar {
             ticket,
@@ -264,6 +266,33 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
             Some(Reply::FilesSwept {
                 removed: file_rows::sweep(c, *before_ms)?,
             })
+        }
+        Request::PutPushSubscription { ticket, row } => {
+            check_text(&[Some(&row.endpoint)])?;
+            push::put_subscription(c, row)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DeletePushSubscription {
+            ticket,
+            user,
+            endpoint,
+        } => {
+            check_text(&[Some(endpoint)])?;
+            push::delete_subscription(c, *user, endpoint)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DropPushSubscription { endpoint, auth } => {
+            check_text(&[Some(endpoint)])?;
+            push::drop_subscription(c, endpoint, auth)?;
+            None
+        }
+        Request::PutPushSettings {
+            ticket,
+            user,
+            show_text,
+        } => {
+            push::put_settings(c, *user, *show_text)?;
+            Some(Reply::Done { ticket: *ticket })
         }
         Request::EditMessage { ticket, .. }
         | Request::DeleteMessage { ticket, .. }

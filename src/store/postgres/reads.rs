@@ -328,6 +328,10 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
         Request::FileUsage { .. } | Request::FindFile { .. } | Request::BlobsUsed { .. } => {
             super::file_rows::read(c, req)
         }
+        Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
+            ticket: *ticket,
+            profile: super::push::profile(c, *user)?,
+        }),
         _ => Err(Fail::Data("not a read".into())),
     }
 }
