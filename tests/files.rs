@@ -164,7 +164,8 @@ fn upload_download_and_ranges() {
 /// Bad uploads: no token is 401; no usable name is 400; a name loses its
 /// directories and control characters; over `--max-upload` is 413
 /// `too_large` before a byte of the body is read; over `--upload-quota`
-/// is 507 `quota_exceeded`; a body cut short stores nothing.
+/// is 507 `quota_exceeded`, also before the body; a body cut short stores
+/// nothing.
 #[test]
 fn bad_uploads_are_refused() {
     let s = Server::builder()
@@ -232,6 +233,20 @@ fn bad_uploads_are_refused() {
         &noise(20 * 1024),
     )
     .assert_error(507, "quota_exceeded");
+    // Refused from the head too: the answer comes before any of the body.
+    let mut c = HttpConn::connect(s.addr);
+    c.send_raw(
+        format!(
+            "POST /api/files?name=c HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+             Content-Length: 20480\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.read_response()
+        .unwrap()
+        .assert_error(507, "quota_exceeded");
+    assert!(c.closed_within(WAIT));
 
     // A body cut short: nothing is stored, no draft is left.
     let bob = s.token("bob");

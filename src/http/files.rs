@@ -109,6 +109,8 @@ struct Upload {
     len: u64,
     /// An avatar (`PUT /api/me/avatar`), not a file.
     avatar: bool,
+    /// The client waits for `100 Continue` before it sends the body.
+    expect: bool,
     /// Cost of the chunks sent to the worker and not yet answered.
     window: usize,
     /// The stored row, once its bytes are in.
@@ -372,8 +374,6 @@ impl FileDesk {
         };
         self.next += 1;
         let t = self.next;
-        let workers = self.workers.as_ref().expect("checked by the caller");
-        workers.send(FileJob::Begin { t });
         self.transfers.insert(
             t,
             Transfer {
@@ -385,19 +385,72 @@ impl FileDesk {
                     mime: names::media_type(req.header("content-type")),
                     len,
                     avatar,
+                    expect: req.header_has("expect", "100-continue"),
                     window: 0,
                     row: None,
                 }),
             },
         );
         self.by_conn.insert(conn.token, t);
-        if len == 0 {
+        // Over the quota already? Asked before a byte of the body is read
+        // (storage checks again, in the transaction that keeps the row).
+        if self.quota > 0 && !avatar && len > 0 {
+            let ticket = self.ticket(t);
+            if cx
+                .store
+                .submit(StoreRequest::FileUsage { ticket, user })
+                .is_ok()
+            {
+                return Handled::Waiting;
+            }
+            self.tickets.remove(&ticket);
+        }
+        self.begin_body(cx.out, t);
+        Handled::Waiting
+    }
+
+    /// An upload may send its body: a draft is started and the reactor
+    /// reads the body into it.
+    fn begin_body(&mut self, out: &mut impl Outbox, t: TransferId) {
+        let (Some(workers), Some(transfer)) = (&self.workers, self.transfers.get(&t)) else {
+            return;
+        };
+        let Job::Upload(u) = &transfer.job else {
+            return;
+        };
+        workers.send(FileJob::Begin { t });
+        if u.len == 0 {
             workers.send(FileJob::Finish { t });
         } else {
-            let expect = req.header_has("expect", "100-continue");
-            cx.out.start_body(conn.token, len, expect);
+            out.start_body(transfer.conn.token, u.len, u.expect);
         }
-        Handled::Waiting
+    }
+
+    /// The uploader's usage came back: over the quota with this file, the
+    /// upload is refused unread (and the connection closes: its body is
+    /// still on the way); otherwise its body may come.
+    fn usage(&mut self, out: &mut impl Outbox, t: TransferId, bytes: Option<u64>) {
+        let Some(Transfer {
+            keep_alive,
+            job: Job::Upload(u),
+            ..
+        }) = self.transfers.get_mut(&t)
+        else {
+            return;
+        };
+        if bytes.is_some_and(|b| b.saturating_add(u.len) > self.quota) {
+            *keep_alive = false;
+            return self.finish(
+                out,
+                t,
+                Response::error(
+                    507,
+                    "quota_exceeded",
+                    "this file would take you past your upload quota",
+                ),
+            );
+        }
+        self.begin_body(out, t);
     }
 
     /// Room for more of an upload's body on `token` (0: the reactor pauses
@@ -802,6 +855,7 @@ impl FileDesk {
             | Reply::FileRefused { ticket }
             | Reply::FileFound { ticket, .. }
             | Reply::FindFileFailed { ticket }
+            | Reply::FileUsage { ticket, .. }
             | Reply::Done { ticket }
             | Reply::Failed { ticket } => *ticket,
             _ => return,
@@ -821,6 +875,7 @@ impl FileDesk {
                 ),
             ),
             Reply::Done { .. } => self.avatar_set(cx, t),
+            Reply::FileUsage { bytes, .. } => self.usage(cx.out, t, bytes),
             Reply::FileFound { row: Some(row), .. } => self.found(cx.out, t, row),
             Reply::FileFound { row: None, .. } => self.finish(cx.out, t, not_found()),
             _ => self.finish(
