@@ -44,6 +44,9 @@ pub struct User {
     /// only means "ask".
     pub unread_sources: bool,
     pub account: Account,
+    /// The file of their avatar (`PUT /api/me/avatar`): its id is in the
+    /// avatar's URL, so a new one is a new URL and an old one caches forever.
+    pub avatar: Option<crate::store::FileId>,
 }
 
 impl User {
@@ -62,6 +65,17 @@ impl User {
 
     pub fn is_deleted(&self) -> bool {
         self.account.deleted_ms.is_some()
+    }
+
+    /// The URL of the user's avatar, as user objects carry it (`None`: they
+    /// have none, or the account is deleted). The file's id makes each
+    /// avatar's URL its own.
+    pub fn avatar_url(&self) -> Option<String> {
+        if self.is_deleted() {
+            return None;
+        }
+        self.avatar
+            .map(|id| format!("/api/users/{}/avatar?v={id}", self.name))
     }
 
     /// The name shown for the user: the display name, else the username.
@@ -273,6 +287,7 @@ impl Directory {
                 last_seen_ms: None,
                 unread_sources: false,
                 account: Account::default(),
+                avatar: None,
             });
         }
         self.by_name.insert(key(&row.username), row.id);
@@ -287,6 +302,7 @@ impl Directory {
             last_seen_ms: row.last_seen_ms,
             unread_sources: false,
             account: row.account,
+            avatar: None,
         };
     }
 }

@@ -85,8 +85,9 @@ fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 /// `POST /api/logout` answers 204; from then on that token gets 401 on
-/// HTTP and no upgrade, and the socket it opened closes with 4001 within
-/// a second; another session of the same user lives on.
+/// HTTP (file routes included) and no upgrade, and the socket it opened
+/// closes with 4001 within a second; another session of the same user
+/// lives on.
 #[test]
 fn logout_ends_one_session_everywhere_it_is_used() {
     let s = Server::start();
@@ -99,7 +100,13 @@ fn logout_ends_one_session_everywhere_it_is_used() {
     s.get("/api/me", Some(&one))
         .assert_error(401, "unauthorized");
     assert_eq!(upgrade_status(&s, &format!("token={one}")), 401);
+    // The file routes check the session too.
+    s.get("/api/me/file-link", Some(&one))
+        .assert_error(401, "unauthorized");
+    s.get("/api/files/1", Some(&one))
+        .assert_error(401, "unauthorized");
     assert_eq!(s.get("/api/me", Some(&two)).status, 200);
+    assert_eq!(s.get("/api/me/file-link", Some(&two)).status, 200);
     other.send_json(&json!({"type": "join", "room": "general"}));
     other.expect_after("online_users", &["user_status", "join"]);
 }
@@ -188,13 +195,14 @@ fn a_ws_ticket_opens_one_socket_once() {
 
 /// The first account of a server is its admin; an admin's ban answers 204,
 /// closes every socket of the user with 4003 within a second, and refuses
-/// their login, their token and their upgrades with 403 `banned` until the
-/// ban is lifted.
+/// their login, their token (file routes included) and their upgrades with
+/// 403 `banned` until the ban is lifted.
 #[test]
 fn a_ban_closes_sockets_and_refuses_every_route() {
     let s = Server::start();
     let admin = s.token("alice");
     let (mut ws, bob) = s.user("bob");
+    assert_eq!(s.get("/api/me/file-link", Some(&bob)).status, 200);
     let ban = json!({"reason": "spam"});
     let r = send(&s, "POST", "/api/admin/users/bob/ban", Some(&ban), &admin);
     assert_eq!(r.status, 204, "{}", r.text());
@@ -202,6 +210,11 @@ fn a_ban_closes_sockets_and_refuses_every_route() {
     s.get("/api/me", Some(&bob)).assert_error(403, "banned");
     s.get("/api/rooms", Some(&bob)).assert_error(403, "banned");
     send(&s, "POST", "/api/ws-ticket", None, &bob).assert_error(403, "banned");
+    s.get("/api/me/file-link", Some(&bob))
+        .assert_error(403, "banned");
+    s.get("/api/files/1", Some(&bob))
+        .assert_error(403, "banned");
+    send(&s, "PUT", "/api/me/avatar", None, &bob).assert_error(403, "banned");
     assert_eq!(upgrade_status(&s, &format!("token={bob}")), 403);
     let login = json!({"username": "bob", "password": PASSWORD});
     s.post_json("/api/login", &login, None)

@@ -40,6 +40,7 @@ fn signup_returns_201_and_the_user() {
             "username",
         ],
     );
+    assert!(v["user"]["avatar"].is_null(), "no avatar yet");
     assert_eq!(v["user"]["username"], "Alice", "case preserved");
     assert_eq!(v["user"]["email"], "alice@example.com");
     assert_eq!(

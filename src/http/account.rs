@@ -164,6 +164,17 @@ impl Http {
         self.check_token(users, req.bearer())
     }
 
+    /// The user of a request's bearer token, checked as [`Http::caller`]
+    /// does, for the file desk; `None` when it has no token.
+    pub fn check_bearer(
+        &self,
+        users: &Directory,
+        req: &Request<'_>,
+    ) -> Option<Result<UserId, Response>> {
+        req.bearer()
+            .map(|t| self.check_token(users, Some(t)).map(|a| a.user))
+    }
+
     /// [`Http::caller`] for a token from anywhere (the upgrade's `?token=`).
     pub(super) fn check_token(
         &self,

@@ -10,9 +10,11 @@
 
 mod account;
 pub(crate) mod admin;
+pub mod files;
 pub mod mime;
 pub mod proxy;
 pub mod push;
+pub mod range;
 pub mod redirect;
 pub mod request;
 pub mod response;

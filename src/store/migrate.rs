@@ -234,8 +234,8 @@ fn boxed<T: ToSql + Sync + 'static>(v: T) -> Box<dyn ToSql + Sync> {
 const ISSUE_13_SCHEMA: i64 = 2;
 
 /// The SQLite schema that added roles, bans, profiles, sessions, invites,
-/// the audit log and archived rooms (`sqlite::MIGRATIONS[3]`).
-const ISSUE_22_SCHEMA: i64 = 4;
+/// the audit log and archived rooms (`sqlite::MIGRATIONS[4]`).
+const ISSUE_22_SCHEMA: i64 = 5;
 
 fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<Stats, StoreError> {
     use Type as T;
@@ -996,7 +996,8 @@ mod tests {
                     Reply::MessageStored {
                         key: 1,
                         id: 3002,
-                        seq: 1202
+                        seq: 1202,
+                        ..
                     }
                 ]
             ),

@@ -90,6 +90,8 @@ pub struct StoredMessage {
     /// content), so a node can step its sequence past them; every other
     /// read leaves them out.
     pub deleted: bool,
+    /// The files it carries (none once deleted).
+    pub attachments: Vec<super::files::Attachment>,
 }
 
 /// What `GET /api/search` asks: messages `user` may read whose content has
@@ -277,6 +279,8 @@ pub struct Snapshot {
     pub archived_rooms: Vec<String>,
     /// Ended sessions, account settings, where the change log stands.
     pub accounts: AccountsSnapshot,
+    /// Users with an avatar, and its file (`users.avatar_file`).
+    pub avatars: Vec<(UserId, super::files::FileId)>,
 }
 
 /// A browser's Web Push subscription (RFC 8030's endpoint, RFC 8291's

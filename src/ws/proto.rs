@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
 use crate::config::ECHO_MAX_CHARS;
-use crate::store::{Reaction, StoredMessage, UserId};
+use crate::store::{Attachment, Reaction, StoredMessage, UserId};
 use crate::users::User;
 
 /// Unix milliseconds that serialize as RFC 3339 without an intermediate String.
@@ -51,6 +51,8 @@ pub struct MessageObj<'a> {
     pub edited_at: Option<Ts>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub reactions: Vec<ReactionObj<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub attachments: &'a [Attachment],
 }
 
 /// One emoji's reactions in a message object: who, by name.
@@ -95,6 +97,7 @@ pub fn message_object<'a>(
         reply_to: m.reply_to,
         edited_at: m.edited_ms.map(Ts),
         reactions: reaction_objects(&m.reactions, name),
+        attachments: &m.attachments,
     }
 }
 
@@ -115,6 +118,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
     }
     let (reply_to, edited_at) = (m.reply_to, m.edited_ms.map(Ts));
     let reactions = reaction_objects(&m.reactions, name);
+    let attachments = &m.attachments[..];
     match (room, from, to) {
         (Some(room), _, _) => Out::Message {
             id: m.id,
@@ -125,6 +129,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
             reply_to,
             edited_at,
             reactions,
+            attachments,
         },
         (None, from, to) => Out::PrivateMessage {
             id: m.id,
@@ -135,6 +140,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
             reply_to,
             edited_at,
             reactions,
+            attachments,
         },
     }
 }
@@ -161,8 +167,8 @@ pub struct Profile<'a> {
     pub display_name: &'a str,
     pub status: &'a str,
     pub role: &'static str,
-    /// Avatars come later (issue 23): always `null` for now.
-    pub avatar: Option<&'a str>,
+    /// The avatar's URL (`User::avatar_url`), or null.
+    pub avatar: Option<String>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deleted: bool,
 }
@@ -180,7 +186,7 @@ pub fn profile(u: &User) -> Profile<'_> {
         },
         status: &u.account.status,
         role: u.role().as_str(),
-        avatar: None,
+        avatar: u.avatar_url(),
         deleted,
     }
 }
@@ -229,6 +235,9 @@ pub enum Out<'a> {
         edited_at: Option<Ts>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         reactions: Vec<ReactionObj<'a>>,
+        /// The files it carries, live and replayed alike.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
     },
     PrivateMessage {
         id: u64,
@@ -242,6 +251,8 @@ pub enum Out<'a> {
         edited_at: Option<Ts>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         reactions: Vec<ReactionObj<'a>>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
     },
     /// `room` for a room message, `from`/`to` for a private one.
     MessageEdited {
@@ -425,6 +436,7 @@ mod tests {
             reply_to: None,
             edited_at: None,
             reactions: Vec::new(),
+            attachments: &[],
         });
         assert_eq!(f[0], 0x81);
         assert_eq!(
