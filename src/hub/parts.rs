@@ -81,6 +81,13 @@ impl Parts {
         }
     }
 
+    /// Whether `conn`'s next frame may be handled: not while a frame of it
+    /// waits for room to read (the reads part) or for its effect to be
+    /// stored (the waits part; contract, "Order").
+    pub fn takes_input(&self, conn: ConnRef) -> bool {
+        self.reads.takes_input(conn) && !self.waits.holds_input(conn)
+    }
+
     /// Whether `user` is online on another node.
     pub fn shown_elsewhere(&self, user: UserId) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.shows(user))

@@ -105,9 +105,15 @@ fn react(db: &mut dyn Backend, id: MsgId, user: UserId, emoji: &str) -> Result<b
     })
 }
 
+/// The history ALICE reads (she may read every room `setup` makes).
 fn history(db: &mut dyn Backend, target: Target) -> Vec<StoredMessage> {
+    read_as(db, ALICE, target)
+}
+
+fn read_as(db: &mut dyn Backend, reader: UserId, target: Target) -> Vec<StoredMessage> {
     let query = HistoryQuery {
         target,
+        reader,
         before: None,
         after: None,
         limit: 100,
@@ -196,6 +202,45 @@ pub fn check_all(db: &mut dyn Backend) {
     replies(db, deleted);
     mentions(db);
     searches(db);
+    reads(db);
+}
+
+/// A read of history is checked against the reader in the query itself,
+/// whatever the asking node knows: a private room's messages go to its
+/// members (and owner) only, a conversation's to its two users only, and
+/// a room with messages but no row (its write was lost) to nobody.
+fn reads(db: &mut dyn Backend) {
+    put(db, said(900, "ops", BOB, "members only"), vec![]);
+    let mut dm = said(901, "ops", ALICE, "just us");
+    dm.room = None;
+    dm.to = Some(BOB);
+    put(db, dm, vec![]);
+    put(db, said(902, "lost-row", ALICE, "no room row"), vec![]);
+    let ops = || Target::Room("ops".into());
+    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert!(ids(read_as(db, ALICE, ops())).contains(&900));
+    assert!(ids(read_as(db, BOB, ops())).contains(&900));
+    assert_eq!(ids(read_as(db, CAROL, ops())), Vec::<MsgId>::new());
+    let direct = |a, b| Target::Direct(a, b);
+    assert!(ids(read_as(db, BOB, direct(ALICE, BOB))).contains(&901));
+    assert!(ids(read_as(db, ALICE, direct(BOB, ALICE))).contains(&901));
+    assert_eq!(
+        ids(read_as(db, CAROL, direct(ALICE, BOB))),
+        Vec::<MsgId>::new()
+    );
+    let lost = Target::Room("lost-row".into());
+    assert_eq!(ids(read_as(db, ALICE, lost)), Vec::<MsgId>::new());
+    // A member removed reads nothing more of the room.
+    one(
+        db,
+        Request::RemoveMember {
+            ticket: TICKET,
+            room: "ops".into(),
+            user: BOB,
+        },
+    );
+    assert_eq!(ids(read_as(db, BOB, ops())), Vec::<MsgId>::new());
+    assert!(ids(read_as(db, CAROL, Target::Room("general".into()))).len() > 1);
 }
 
 /// Only the author edits; a missing message is refused; history shows the

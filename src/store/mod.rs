@@ -68,7 +68,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
-pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
+pub use request::{Desk, Facts, Reply, Request, Ticket, Who, may_change};
 pub use rows::{
     Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reaction,
     Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
@@ -799,6 +799,7 @@ mod tests {
             },
             query: HistoryQuery {
                 target: Target::Room("r".into()),
+                reader: 1,
                 before: None,
                 after: None,
                 limit: 50,

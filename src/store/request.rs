@@ -40,7 +40,16 @@ pub struct Ticket {
 }
 
 /// What the loop asks of storage.
+/// Which user a `FindUser` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// A name that follows the username rule (any case).
+    Name(String),
+    Id(UserId),
+}
+
 #[derive(Debug)]
+
 pub enum Request {
     /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
     /// for the reply; a backend that numbers users itself stores another.
@@ -106,10 +115,12 @@ pub enum Request {
     /// before it opens a room it has not heard of, since another node may
     /// have just created it. Reply: `RoomInfo` / `RoomInfoFailed`.
     RoomInfo { ticket: Ticket, name: String },
-    /// The stored user called `name` (any case): a cluster node asks when a
-    /// login names someone its directory has not heard of, since another
-    /// node may have just signed them up. Reply: `UserFound` / `FindUserFailed`.
-    FindUser { ticket: Ticket, name: String },
+    /// The stored user called `name` (ASCII case folded, the one username
+    /// rule, `users::name_key`) or with this id: a cluster node asks when a
+    /// login names someone its directory has not heard of, or a note
+    /// announces a user by id, since another node may have just signed them
+    /// up. Reply: `UserFound` / `FindUserFailed`.
+    FindUser { ticket: Ticket, who: Who },
     /// The author replaces a message's content. Reply: `Changed` (refused
     /// unless `user` wrote it) / `Failed`.
     EditMessage {
@@ -436,6 +447,7 @@ mod tests {
         let name = || "x".to_string();
         let page = HistoryQuery {
             target: Target::Room(name()),
+            reader: 1,
             before: None,
             after: None,
             limit: 1,
@@ -473,7 +485,7 @@ mod tests {
             },
             Request::FindUser {
                 ticket: TICKET,
-                name: name(),
+                who: Who::Name(name()),
             },
         ];
         let answered: Vec<String> = cases

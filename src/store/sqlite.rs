@@ -39,7 +39,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{
     Backend, Change, ChangeKind, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader,
     Refusal, Reply, Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount,
-    UserId, UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
+    UserId, UserRow, Who, decode_reactions, encode_reactions, may_change, toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
 
@@ -280,31 +280,37 @@ fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMe
     let before = q.before.map_or(i64::MAX, |b| b as i64);
     let after = q.after.map_or(0, |a| a as i64);
     let (limit, offset) = (q.limit as i64, q.offset as i64);
+    // The reader is `?2`, as `MAY_READ` has it.
     let mut rows = match &q.target {
         Target::Room(room) => {
-            let mut st = conn.prepare_cached(concat!(
-                "SELECT ",
-                message_columns!(""),
-                " FROM messages
-                 WHERE room = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
-            ))?;
-            st.query_map(params![room, before, after, limit, offset], row_to_message)?
+            let sql = format!(
+                "SELECT {} FROM messages m
+                 WHERE m.room = ?1 AND m.id < ?3 AND m.id > ?4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT ?5 OFFSET ?6",
+                message_columns!("m.")
+            );
+            conn.prepare_cached(&sql)?
+                .query_map(
+                    params![room, q.reader, before, after, limit, offset],
+                    row_to_message,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         }
         Target::Direct(a, b) => {
-            let mut st = conn.prepare_cached(concat!(
-                "SELECT ",
-                message_columns!(""),
-                " FROM messages
-                 WHERE dm = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
-            ))?;
-            st.query_map(
-                params![dm_key(*a, *b), before, after, limit, offset],
-                row_to_message,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            let sql = format!(
+                "SELECT {} FROM messages m
+                 WHERE m.dm = ?1 AND m.id < ?3 AND m.id > ?4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT ?5 OFFSET ?6",
+                message_columns!("m.")
+            );
+            conn.prepare_cached(&sql)?
+                .query_map(
+                    params![dm_key(*a, *b), q.reader, before, after, limit, offset],
+                    row_to_message,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?
         }
     };
     rows.reverse();
@@ -765,9 +771,9 @@ impl Sqlite {
                 ticket: *ticket,
                 private: private_room(&self.conn, name)?,
             }),
-            Request::FindUser { ticket, name } => Some(Reply::UserFound {
+            Request::FindUser { ticket, who } => Some(Reply::UserFound {
                 ticket: *ticket,
-                row: find_user(&self.conn, name)?,
+                row: find_user(&self.conn, who)?,
             }),
             Request::Search { ticket, query } => Some(Reply::History {
                 ticket: *ticket,
@@ -804,13 +810,19 @@ fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
     })
 }
 
-/// The user called `name`, in any case.
-fn find_user(c: &Connection, name: &str) -> rusqlite::Result<Option<UserRow>> {
-    c.prepare_cached(
-        "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-         FROM users WHERE username = ?1 COLLATE NOCASE",
-    )?
-    .query_row(params![name], user_row)
+/// The user called `name` (NOCASE folds ASCII only: the username rule), or
+/// with this id.
+fn find_user(c: &Connection, who: &Who) -> rusqlite::Result<Option<UserRow>> {
+    const COLUMNS: &str = "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, \
+                           last_seen_ms FROM users";
+    match who {
+        Who::Name(name) => c
+            .prepare_cached(&format!("{COLUMNS} WHERE username = ?1 COLLATE NOCASE"))?
+            .query_row(params![name], user_row),
+        Who::Id(id) => c
+            .prepare_cached(&format!("{COLUMNS} WHERE id = ?1"))?
+            .query_row(params![id], user_row),
+    }
     .optional()
 }
 
@@ -1216,9 +1228,9 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 private: private_room(&self.conn, name).map_err(err)?,
             }),
-            Request::FindUser { ticket, name } => Ok(Reply::UserFound {
+            Request::FindUser { ticket, who } => Ok(Reply::UserFound {
                 ticket: *ticket,
-                row: find_user(&self.conn, name).map_err(err)?,
+                row: find_user(&self.conn, who).map_err(err)?,
             }),
             Request::Search { ticket, query } => Ok(Reply::History {
                 ticket: *ticket,

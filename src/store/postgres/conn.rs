@@ -290,10 +290,12 @@ impl Statements {
             )?,
             // Deleted messages leave history; `Catchup` keeps them (with
             // their empty content), so a node can step its seq past them.
+            // Only what the reader (`$2`, as `MAY_READ` has it) may read.
             history: c.prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE target = $1 AND id < $2 AND id > $3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT $4 OFFSET $5"
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.target = $1 AND m.id < $3 AND m.id > $4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT $5 OFFSET $6"
             ))?,
             catchup: c.prepare(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages

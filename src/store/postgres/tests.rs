@@ -70,6 +70,7 @@ pub(super) fn history_req(
         ticket: TICKET,
         query: HistoryQuery {
             target,
+            reader: 1,
             before,
             after,
             limit,
