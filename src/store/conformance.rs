@@ -209,7 +209,9 @@ pub fn check_all(db: &mut dyn Backend) {
 /// A read of history is checked against the reader in the query itself,
 /// whatever the asking node knows: a private room's messages go to its
 /// members (and owner) only, a conversation's to its two users only, and
-/// a room with messages but no row (its write was lost) to nobody.
+/// a room with messages but no row (its write was lost) to nobody. A
+/// member removed from a private room neither reads nor edits nor deletes
+/// there any more, his own messages included.
 fn reads(db: &mut dyn Backend) {
     let members = put(db, said(900, "ops", BOB, "members only"), vec![]);
     let mut dm = said(901, "ops", ALICE, "just us");
@@ -242,6 +244,11 @@ fn reads(db: &mut dyn Backend) {
     );
     assert_eq!(ids(read_as(db, BOB, ops())), Vec::<MsgId>::new());
     assert!(ids(read_as(db, CAROL, Target::Room("general".into()))).len() > 1);
+    // Nor does he change his own message there any more; the owner still
+    // deletes it.
+    assert_eq!(edit(db, members, BOB, "edited"), Err(Refusal::Forbidden));
+    assert_eq!(delete(db, members, BOB), Err(Refusal::Forbidden));
+    assert_eq!(delete(db, members, ALICE), Ok(ChangeKind::Deleted));
 }
 
 /// One username rule in both stores (`users.rs`): names clash with ASCII

@@ -415,18 +415,23 @@ impl Request {
 /// Whether the user of an edit, delete or reaction may make it: the one
 /// rule both backends apply, once they have found the live message
 /// (`author`, and `private_owner` when it is in a private room). An edit is
-/// its author's; a delete its author's or the private room's owner's; a
-/// reaction anyone's who may read the message (`may_read`, asked only for
-/// a reaction, since it may cost a query).
+/// its author's while they may read it (a member removed from a private
+/// room no longer edits there); a delete the same, or the private room's
+/// owner's; a reaction anyone's who may read the message (`may_read`,
+/// asked only when the rest allows, since it may cost a query).
 pub fn may_change<E>(
     req: &Request,
     author: UserId,
     private_owner: Option<UserId>,
     may_read: impl FnOnce() -> Result<bool, E>,
 ) -> Result<bool, E> {
+    // Author or not, only someone who may read the message now (a member
+    // of its private room, not one removed since) changes it.
     Ok(match req {
-        Request::EditMessage { user, .. } => *user == author,
-        Request::DeleteMessage { user, .. } => *user == author || private_owner == Some(*user),
+        Request::EditMessage { user, .. } => *user == author && may_read()?,
+        Request::DeleteMessage { user, .. } => {
+            private_owner == Some(*user) || (*user == author && may_read()?)
+        }
         Request::React { .. } => may_read()?,
         _ => false,
     })
