@@ -70,7 +70,7 @@ pub(crate) mod rooms;
 mod seal;
 mod sessions;
 mod waits;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
