@@ -3,7 +3,9 @@
 //! Run: `cargo bench --bench e2e` (all), or name scenarios:
 //! `cargo bench --bench e2e -- fanout_1x1000 persist`. Scenarios:
 //! `fanout_1x1000`, `fanout_100x10`, `idle_rss` (also upgrades/s), `persist`,
-//! `storm`; and, on a private PostgreSQL and Redis (skipped when either is not
+//! `storm`, `tls` (handshakes/s and CPU per handshake, the 1 × 1000 flood over
+//! TLS against plaintext in the same run, idle memory per TLS connection);
+//! and, on a private PostgreSQL and Redis (skipped when either is not
 //! installed): `cluster_fanout`, `cluster_latency` (two nodes, one per core)
 //! and `persist_pg` (`persist` on `--postgres`). A filter that names a
 //! single-node scenario (`persist`, `fanout`) does not select these;
@@ -137,13 +139,14 @@ fn main() {
     // The PostgreSQL/Redis scenarios: a filter that also names a
     // single-node scenario (`persist`, `fanout`) leaves them out, so those
     // filters run what they always ran.
-    const SINGLE: [&str; 6] = [
+    const SINGLE: [&str; 7] = [
         "fanout_1x1000",
         "fanout_100x10",
         "idle_rss",
         "upgrades",
         "persist",
         "storm",
+        "tls",
     ];
     let want_cluster = |name: &str| {
         filters.is_empty()
@@ -206,6 +209,9 @@ fn main() {
     }
     if want("storm") {
         storm(&mut ctx);
+    }
+    if want("tls") {
+        tls(&mut ctx);
     }
     let cluster_wanted = ["cluster_fanout", "cluster_latency", "persist_pg"]
         .into_iter()
@@ -609,6 +615,24 @@ fn parse_strace(text: &str) -> Vec<(String, u64)> {
 
 // ---- Idle connections: upgrades/s and RSS per connection -------------------
 
+/// Opens one connection per user and waits for the presence it causes:
+/// every user's first connection broadcasts `user_status` to everyone, so
+/// the connections measured after this are the quiet kind.
+fn warm_up(load: &mut Load, tokens: &[String]) {
+    let warm: Vec<Target> = tokens
+        .iter()
+        .map(|t| Target {
+            path: format!("/ws?token={t}"),
+            room: u32::MAX,
+            addr: None,
+        })
+        .collect();
+    load.open(&warm, 100, Duration::from_secs(30));
+    let n = tokens.len() as u64;
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= n);
+    load.settle(Duration::from_millis(500), |_| false);
+}
+
 fn idle_rss(ctx: &mut Ctx) {
     let name = "idle_rss";
     // Both processes need one descriptor per connection; keep a margin.
@@ -622,19 +646,7 @@ fn idle_rss(ctx: &mut Ctx) {
     let srv = start(ctx);
     let tokens = server::users(srv.addr, 100);
     let mut load = Load::new(srv.addr, 0);
-    // Every user's first connection broadcasts user_status to everyone: open
-    // those first, so the measured connections are the quiet kind.
-    let warm: Vec<Target> = tokens
-        .iter()
-        .map(|t| Target {
-            path: format!("/ws?token={t}"),
-            room: u32::MAX,
-            addr: None,
-        })
-        .collect();
-    load.open(&warm, 100, Duration::from_secs(30));
-    load.settle(Duration::from_secs(10), |l| l.c.unread >= 100);
-    load.settle(Duration::from_millis(500), |_| false);
+    warm_up(&mut load, &tokens);
     let rss0 = srv.rss();
     let mut have = 0usize;
     for (step, n) in [small, big].into_iter().enumerate() {
@@ -704,6 +716,276 @@ fn idle_rss(ctx: &mut Ctx) {
         ctx.rows.push(row);
     }
     drop(srv);
+}
+
+// ---- TLS: handshakes, the flood against plaintext, idle memory ----------------
+
+/// A CA and a certificate for localhost made now (rcgen), written for the
+/// server; the client configuration that trusts the CA.
+fn tls_setup() -> (PathBuf, PathBuf, std::sync::Arc<rustls::ClientConfig>) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("hubbub-e2e-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
+    let (c, k) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(hubbub::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    (c, k, std::sync::Arc::new(config))
+}
+
+/// A server, on TLS when `files` are given.
+fn start_maybe_tls(ctx: &Ctx, files: Option<(&PathBuf, &PathBuf)>) -> Server {
+    match files {
+        None => Server::start(ctx.server_cpu),
+        Some((c, k)) => Server::start_with(
+            ctx.server_cpu,
+            &[
+                "--tls-cert",
+                c.to_str().unwrap(),
+                "--tls-key",
+                k.to_str().unwrap(),
+            ],
+        ),
+    }
+}
+
+/// One 1 × 1000 flood (10 senders, the default window) on `srv`; the
+/// outcome of its measured interval.
+fn flood_once(
+    ctx: &Ctx,
+    srv: &Server,
+    tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+    label: &str,
+) -> Outcome {
+    let per_room = 1000;
+    let tokens = server::users_over(srv.addr, tls, 100);
+    let targets: Vec<Target> = (0..per_room)
+        .map(|c| Target {
+            path: format!("/ws/room/r0?token={}", tokens[c % tokens.len()]),
+            room: 0,
+            addr: None,
+        })
+        .collect();
+    let mut load = Load::new(srv.addr, 1);
+    load.tls = tls.cloned();
+    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(up as usize, per_room, "every connection upgraded");
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= per_room as u64);
+    load.settle(Duration::from_millis(300), |_| false);
+    let o = run(
+        &mut load,
+        &Plan {
+            senders: vec![((0..10).collect(), "r0".into())],
+            fan: vec![per_room as u64 - 1],
+            mode: Mode::Flood {
+                window: ctx.window,
+                by_acks: false,
+            },
+            warmup: Duration::from_secs(1),
+            measure: Duration::from_secs(ctx.secs),
+            probe: None,
+            drain: Duration::from_secs(5),
+            label: format!("[tls {label}]"),
+            server_pid: srv.pid,
+        },
+    );
+    check_outcome("tls", &o, srv);
+    o
+}
+
+/// TLS against plaintext, each pair in one sitting (A, B, A, B): handshakes
+/// per second with the upgrade and the JWT check, and server CPU per
+/// handshake; the 1 × 1000 flood's ratio; RSS per idle connection at 10,000.
+fn tls(ctx: &mut Ctx) {
+    let (cert, key, config) = tls_setup();
+    let files = Some((&cert, &key));
+    eprintln!("[tls] handshakes, then the 1 x 1000 flood, plaintext and TLS alternately");
+    // Handshakes: 2000 new connections each round.
+    let n = 2000usize;
+    let mut rates: Vec<(f64, f64, f64)> = Vec::new(); // (plain/s, tls/s, tls µs CPU)
+    for _ in 0..2 {
+        let mut pair = [0.0f64; 3];
+        for (k, f) in [None, files].into_iter().enumerate() {
+            let srv = start_maybe_tls(ctx, f);
+            let tls = f.map(|_| &config);
+            let tokens = server::users_over(srv.addr, tls, 100);
+            let targets: Vec<Target> = (0..n)
+                .map(|i| Target {
+                    path: format!("/ws?token={}", tokens[i % tokens.len()]),
+                    room: u32::MAX,
+                    addr: None,
+                })
+                .collect();
+            let mut load = Load::new(srv.addr, 0);
+            load.tls = tls.cloned();
+            let prof = Profile::start(&format!("[tls handshakes {k}]"), srv.pid);
+            let cpu = sys::CpuMark::now(srv.pid);
+            let (up, secs) = load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
+            let server_cpu = cpu.since3().1;
+            drop(prof);
+            assert_eq!(up as usize, n, "every handshake completed");
+            pair[k] = up as f64 / secs;
+            if k == 1 {
+                pair[2] = server_cpu / 100.0 * secs / up as f64 * 1e6;
+            }
+        }
+        eprintln!(
+            "  handshakes: plain {:.0}/s, TLS {:.0}/s, {:.0} µs server CPU per TLS one",
+            pair[0], pair[1], pair[2]
+        );
+        rates.push((pair[0], pair[1], pair[2]));
+    }
+    let mean =
+        |f: fn(&(f64, f64, f64)) -> f64| rates.iter().map(f).sum::<f64>() / rates.len() as f64;
+    let (tls_rate, plain_rate, cpu_us) = (mean(|r| r.1), mean(|r| r.0), mean(|r| r.2));
+    ctx.rows.push(
+        Row::new("tls", "TLS handshakes/s (TCP + TLS 1.3 + upgrade + JWT)", tls_rate, "handshakes/s", format!("{tls_rate:.0}/s"))
+            .note(format!(
+                "{n} new connections a round, {} in flight, 2 rounds: {}; plaintext upgrades in the same rounds {plain_rate:.0}/s",
+                ctx.upgrade_window,
+                rates.iter().map(|r| format!("{:.0}", r.1)).collect::<Vec<_>>().join(", ")
+            )),
+    );
+    ctx.rows.push(
+        Row::new(
+            "tls",
+            "server CPU per TLS handshake",
+            cpu_us,
+            "µs",
+            format!("{cpu_us:.0} µs"),
+        )
+        .note(format!(
+            "rounds: {} µs (ECDSA P-256 certificate, X25519)",
+            rates
+                .iter()
+                .map(|r| format!("{:.0}", r.2))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    );
+
+    // The flood, A B A B.
+    let mut ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut last = (0.0, 0.0);
+    let mut cpus = (0.0, 0.0, 0.0, 0.0);
+    for round in 0..2 {
+        let plain = {
+            let srv = start_maybe_tls(ctx, None);
+            flood_once(ctx, &srv, None, &format!("plain flood {round}"))
+        };
+        let over = {
+            let srv = start_maybe_tls(ctx, files);
+            flood_once(ctx, &srv, Some(&config), &format!("TLS flood {round}"))
+        };
+        eprintln!(
+            "  flood: plain {:.0}, TLS {:.0} deliveries/s: {:.2}",
+            plain.deliveries_per_s,
+            over.deliveries_per_s,
+            over.deliveries_per_s / plain.deliveries_per_s
+        );
+        ratios.push(over.deliveries_per_s / plain.deliveries_per_s);
+        let per_cpu = |o: &Outcome| o.deliveries_per_s / (o.server_cpu / 100.0).max(0.01);
+        cpu_ratios.push(per_cpu(&over) / per_cpu(&plain));
+        last = (plain.deliveries_per_s, over.deliveries_per_s);
+        cpus = (
+            plain.server_cpu,
+            over.server_cpu,
+            plain.client_cpu,
+            over.client_cpu,
+        );
+    }
+    let ratio = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    ctx.rows.push(
+        Row::new(
+            "tls",
+            "1 × 1000 flood over TLS / plaintext",
+            ratio,
+            "ratio",
+            format!("{ratio:.2}"),
+        )
+        .target("≥ 0.6", ratio >= 0.6)
+        .note(format!(
+            "2 pairs, plaintext then TLS: {}; last pair {:.0} vs {:.0} deliveries/s, \
+             server CPU {:.0} % vs {:.0} %, load generator {:.0} % vs {:.0} %; \
+             deliveries per server CPU-second, TLS / plaintext: {}",
+            ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            last.0,
+            last.1,
+            cpus.0,
+            cpus.1,
+            cpus.2,
+            cpus.3,
+            cpu_ratios
+                .iter()
+                .map(|r| format!("{r:.2}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+    );
+
+    // Idle memory per connection at 10,000, TLS and plaintext.
+    let idle = 10_000usize.min((ctx.nofile as usize).saturating_sub(200));
+    for f in [None, files] {
+        let srv = start_maybe_tls(ctx, f);
+        let tls = f.map(|_| &config);
+        let tokens = server::users_over(srv.addr, tls, 100);
+        let mut load = Load::new(srv.addr, 0);
+        load.tls = tls.cloned();
+        warm_up(&mut load, &tokens);
+        let rss0 = srv.rss();
+        let targets: Vec<Target> = (0..idle)
+            .map(|i| Target {
+                path: format!("/ws?token={}", tokens[i % tokens.len()]),
+                room: u32::MAX,
+                addr: None,
+            })
+            .collect();
+        let (up, _) = load.open(&targets, ctx.upgrade_window, Duration::from_secs(120));
+        load.settle(Duration::from_secs(30), |l| l.c.unread >= 100 + up);
+        // Past the once-a-second sweep that frees idle buffers.
+        load.settle(Duration::from_millis(2500), |_| false);
+        let rss = srv.rss();
+        let per = rss.saturating_sub(rss0) as f64 / up as f64;
+        let mut row = Row::new(
+            "tls",
+            format!(
+                "server RSS per idle {} connection at {up}",
+                if f.is_some() { "TLS" } else { "plaintext" }
+            ),
+            per,
+            "bytes/conn",
+            format!("{per:.0} B"),
+        )
+        .note(format!(
+            "VmRSS {:.1} → {:.1} MiB",
+            rss0 as f64 / 1048576.0,
+            rss as f64 / 1048576.0
+        ));
+        if f.is_some() {
+            row = row.target("≤ 8 KiB", per <= 8192.0);
+        }
+        ctx.rows.push(row);
+    }
 }
 
 // ---- Reconnect storm: presence frames, time to settle, cuts -----------------

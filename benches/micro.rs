@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 
-use hubbub::bench::Conn;
+use hubbub::bench::{Conn, Transport};
 use hubbub::config::MAX_HEADERS;
 use hubbub::store::{Backend, Desk, Request, StoredMessage, Ticket};
 
@@ -199,7 +199,7 @@ fn pairs(n: usize) -> Pairs {
         server.set_nodelay(true).unwrap();
         client.set_nonblocking(true).unwrap();
         conns.push(Conn::new(
-            mio::net::TcpStream::from_std(server),
+            Transport::Plain(mio::net::TcpStream::from_std(server)),
             std::net::Ipv4Addr::LOCALHOST.into(),
             i as u64,
             0,

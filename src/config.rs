@@ -95,6 +95,38 @@ pub const SCRATCH_BYTES: usize = 64 * 1024;
 /// a burst must not leave a connection holding memory while it idles.
 pub const KEEP_BUFFER_BYTES: usize = 4 * 1024;
 
+// ---- TLS --------------------------------------------------------------------
+
+/// Encrypted bytes rustls may hold for one connection before it takes no
+/// more plaintext from the connection's queue. Sized for chat: one full
+/// record (16 KiB) and the next one's start, so a burst of frames is
+/// encrypted in a few records while the connection's own queue, where the
+/// output limits are, stays the bound.
+pub const TLS_SEND_BUFFER: usize = 32 * 1024;
+/// `Strict-Transport-Security` on every HTTPS response: browsers keep
+/// using https:// for this host for a year (365 days in seconds). Without
+/// `includeSubDomains`, which would bind every other site under the domain.
+pub const HSTS: &str = "max-age=31536000";
+/// The ACME directory when `--tls-domain` is given and
+/// `--acme-directory` is not: Let's Encrypt's production service.
+pub const DEFAULT_ACME_DIRECTORY: &str = "https://acme-v02.api.letsencrypt.org/directory";
+/// A certificate obtained by ACME is renewed once less than this is left
+/// of its life (Let's Encrypt's advice: a third of 90 days).
+pub const ACME_RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the ACME thread looks at its certificate's expiry.
+pub const ACME_CHECK_INTERVAL: Duration = Duration::from_secs(12 * 3600);
+/// After a failed order, the first wait before the next try; doubled on
+/// each failure up to [`ACME_RETRY_MAX`] (Let's Encrypt limits failed
+/// validations to 5 an hour per name).
+pub const ACME_RETRY_MIN: Duration = Duration::from_secs(60);
+pub const ACME_RETRY_MAX: Duration = Duration::from_secs(6 * 3600);
+/// How long one ACME order may take, validation included, before it is
+/// abandoned and retried later.
+pub const ACME_ORDER_TIMEOUT: Duration = Duration::from_secs(120);
+/// HTTP-01 challenges answered at once at most (one per name of an order;
+/// a bound, because the port-80 listener reads the table).
+pub const MAX_ACME_CHALLENGES: usize = 100;
+
 // ---- Chat -------------------------------------------------------------------
 
 /// Longest message content, in Unicode scalar values after trimming.
@@ -460,7 +492,42 @@ pub struct Options {
     /// The Redis pub/sub channel of the cluster (`--redis-channel`): two
     /// clusters may share one Redis under different channels.
     pub redis_channel: String,
+    /// Serve HTTPS/WSS with this PEM certificate chain (`--tls-cert`) ...
+    pub tls_cert: Option<PathBuf>,
+    /// ... and its PEM private key (`--tls-key`).
+    pub tls_key: Option<PathBuf>,
+    /// Names to obtain a certificate for by ACME (`--tls-domain`, repeatable).
+    pub tls_domains: Vec<String>,
+    /// The ACME directory URL (`--acme-directory`).
+    pub acme_directory: String,
+    /// Where ACME keeps its account and certificate (`--acme-cache`).
+    pub acme_cache: PathBuf,
+    /// A PEM CA to trust for the ACME directory's HTTPS (`--acme-ca`; tests).
+    pub acme_ca: Option<PathBuf>,
+    /// The plain-HTTP listener that redirects to https:// and answers ACME
+    /// challenges (`--http-addr`, e.g. `0.0.0.0:80`).
+    pub http_addr: Option<SocketAddr>,
+    /// `--log-level` (or `RUST_LOG`); SIGHUP reads it again from the file.
+    pub log_level: log::LevelFilter,
+    /// The `--config` file the options were read from, if any.
+    pub config_file: Option<PathBuf>,
+    /// Seconds to keep retrying PostgreSQL at start (`--postgres-wait`).
+    pub postgres_wait: Duration,
+    /// The CA for `rediss://` (`--redis-ca`).
+    pub redis_ca: Option<PathBuf>,
+    /// The CA for PostgreSQL's TLS (`--postgres-ca`).
+    pub postgres_ca: Option<PathBuf>,
 }
+
+/// Default of `--postgres-wait`: a PostgreSQL started at the same time
+/// (systemd, a compose file) takes a few seconds to accept connections.
+pub const POSTGRES_WAIT: Duration = Duration::from_secs(30);
+
+/// Where `--acme-cache` defaults to: beside the default database.
+pub const DEFAULT_ACME_CACHE: &str = "./acme";
+
+/// The version `--version`, the start line and `/metrics` report.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The cluster's Redis channel when `--redis-channel` is not given.
 pub const DEFAULT_REDIS_CHANNEL: &str = "hubbub:cluster";
@@ -474,6 +541,18 @@ impl Default for Options {
             redis: None,
             node_id: None,
             redis_channel: DEFAULT_REDIS_CHANNEL.into(),
+            tls_cert: None,
+            tls_key: None,
+            tls_domains: Vec::new(),
+            acme_directory: DEFAULT_ACME_DIRECTORY.into(),
+            acme_cache: PathBuf::from(DEFAULT_ACME_CACHE),
+            acme_ca: None,
+            http_addr: None,
+            log_level: log::LevelFilter::Info,
+            config_file: None,
+            postgres_wait: POSTGRES_WAIT,
+            redis_ca: None,
+            postgres_ca: None,
         }
     }
 }
@@ -494,6 +573,8 @@ pub enum Parsed {
     Run(Box<Options>),
     /// `-h` / `--help`: print [`usage`] and exit successfully.
     Help,
+    /// `-V` / `--version`: print the version and exit successfully.
+    Version,
     /// `hubbub backup PATH`: copy the database `db` (from `--db` or
     /// `HUBBUB_DB`, as for the server) to the new file `to`.
     Backup { db: PathBuf, to: PathBuf },
@@ -506,6 +587,11 @@ pub const BACKUP_COMMAND: &str = "backup";
 /// configure a running server, so they are refused on its command line and
 /// their variables (set for the server's service, say) are not even read.
 const BACKUP_FLAGS: &[&str] = &["--db"];
+
+/// The option that names a config file (env `HUBBUB_CONFIG`). Not a row of
+/// `OPTIONS`: its value is read, not set.
+pub const CONFIG_FLAG: &str = "--config";
+const CONFIG_ENV: &str = "HUBBUB_CONFIG";
 
 /// One operator option: where it comes from, how the usage shows it, and
 /// how its text becomes a setting.
@@ -573,13 +659,42 @@ const OPTIONS: &[Opt] = &[
         flag: Some("--redis"),
         env: Some("HUBBUB_REDIS"),
         value: Some("URL"),
-        help: || "join a cluster over this Redis (redis://host:port); needs --postgres".into(),
+        help: || {
+            "join a cluster over this Redis (redis://host:port, rediss:// for TLS); needs --postgres"
+                .into()
+        },
         default: None,
         set: |o, v| {
-            if !v.starts_with("redis://") {
-                return Err(format!("not a redis:// URL: {v}"));
+            if !(v.starts_with("redis://") || v.starts_with("rediss://")) {
+                return Err(format!("not a redis:// or rediss:// URL: {v}"));
             }
             o.redis = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--redis-ca"),
+        env: Some("HUBBUB_REDIS_CA"),
+        value: Some("FILE"),
+        help: || "trust this PEM CA for rediss:// (default: the system's roots)".into(),
+        default: None,
+        set: |o, v| {
+            o.redis_ca = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--postgres-ca"),
+        env: Some("HUBBUB_POSTGRES_CA"),
+        value: Some("FILE"),
+        help: || {
+            "trust this PEM CA for PostgreSQL with sslmode=require or verify-full \
+             (default: the system's roots)"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.postgres_ca = Some(PathBuf::from(v));
             Ok(())
         },
     },
@@ -640,6 +755,139 @@ const OPTIONS: &[Opt] = &[
                 return Err("a node id is 1-64 bytes".into());
             }
             o.node_id = Some(v.to_string());
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--tls-cert"),
+        env: Some("HUBBUB_TLS_CERT"),
+        value: Some("FILE"),
+        help: || {
+            "serve HTTPS and WSS with this PEM certificate chain (with --tls-key; reloaded on SIGHUP)".into()
+        },
+        default: None,
+        set: |o, v| {
+            o.tls_cert = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--tls-key"),
+        env: Some("HUBBUB_TLS_KEY"),
+        value: Some("FILE"),
+        help: || "the PEM private key of --tls-cert".into(),
+        default: None,
+        set: |o, v| {
+            o.tls_key = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--tls-domain"),
+        env: Some("HUBBUB_TLS_DOMAIN"),
+        value: Some("NAME"),
+        help: || {
+            "obtain and renew a certificate for NAME by ACME (HTTP-01 on --http-addr); \
+             repeatable or a comma list"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            for d in v.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                let ok = d.len() <= 253
+                    && d.contains('.')
+                    && d.split('.').all(|l| {
+                        !l.is_empty()
+                            && l.len() <= 63
+                            && !l.starts_with('-')
+                            && !l.ends_with('-')
+                            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    });
+                if !ok {
+                    return Err(format!("not a domain name: {d}"));
+                }
+                if !o.tls_domains.contains(&d) {
+                    o.tls_domains.push(d);
+                }
+            }
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--acme-directory"),
+        env: Some("HUBBUB_ACME_DIRECTORY"),
+        value: Some("URL"),
+        help: || "the ACME directory for --tls-domain".into(),
+        default: Some(|o| o.acme_directory.clone()),
+        set: |o, v| {
+            if !v.starts_with("https://") {
+                return Err(format!("not an https:// URL: {v}"));
+            }
+            o.acme_directory = v.to_string();
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--acme-cache"),
+        env: Some("HUBBUB_ACME_CACHE"),
+        value: Some("DIR"),
+        help: || "where ACME keeps its account key and certificate (0700)".into(),
+        default: Some(|o| o.acme_cache.display().to_string()),
+        set: |o, v| {
+            o.acme_cache = PathBuf::from(v);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--acme-ca"),
+        env: Some("HUBBUB_ACME_CA"),
+        value: Some("FILE"),
+        help: || {
+            "trust this PEM CA for the ACME directory's HTTPS (a test CA such as pebble's)".into()
+        },
+        default: None,
+        set: |o, v| {
+            o.acme_ca = Some(PathBuf::from(v));
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--http-addr"),
+        env: Some("HUBBUB_HTTP_ADDR"),
+        value: Some("ADDR"),
+        help: || {
+            "also listen for plain HTTP here (e.g. 0.0.0.0:80): redirects to https:// and \
+             answers ACME challenges"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.http_addr = Some(v.parse().map_err(|_| format!("not an address: {v}"))?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--log-level"),
+        env: Some("RUST_LOG"),
+        value: Some("LEVEL"),
+        help: || "error, warn, info, debug, trace or off; SIGHUP rereads it from --config".into(),
+        default: Some(|o| o.log_level.to_string().to_ascii_lowercase()),
+        set: |o, v| {
+            o.log_level = v.parse().map_err(|_| {
+                format!("not a log level (error, warn, info, debug, trace, off): {v}")
+            })?;
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--postgres-wait"),
+        env: Some("HUBBUB_POSTGRES_WAIT"),
+        value: Some("SECS"),
+        help: || "keep retrying PostgreSQL this long at start (it may still be starting)".into(),
+        default: Some(|o| o.postgres_wait.as_secs().to_string()),
+        set: |o, v| {
+            o.postgres_wait = Duration::from_secs(number(v)?);
             Ok(())
         },
     },
@@ -857,9 +1105,15 @@ fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
 ///
 /// A first argument [`BACKUP_COMMAND`] asks for a backup instead: the same
 /// table and rules, limited to [`BACKUP_FLAGS`], plus one PATH argument.
+///
+/// `--config FILE` (or `HUBBUB_CONFIG`) adds a third source below the
+/// environment: `key = value` lines, the keys being the flags without
+/// `--` (and `jwt-secret` for `HUBBUB_JWT_SECRET`). `read` reads it (the
+/// file system in `main`, a map in tests).
 pub fn parse_options(
     args: impl IntoIterator<Item = String>,
     env: impl Fn(&str) -> Option<String>,
+    read: impl Fn(&std::path::Path) -> std::io::Result<String>,
 ) -> Result<Parsed, String> {
     let mut opts = Options::default();
     let mut given = [false; OPTIONS.len()];
@@ -867,6 +1121,7 @@ pub fn parse_options(
     let backup = args.next_if(|a| a == BACKUP_COMMAND).is_some();
     let applies = |o: &Opt| !backup || o.flag.is_some_and(|f| BACKUP_FLAGS.contains(&f));
     let mut backup_to: Option<PathBuf> = None;
+    let mut config_file: Option<PathBuf> = None;
     while let Some(arg) = args.next() {
         let (name, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f, Some(v)),
@@ -874,6 +1129,17 @@ pub fn parse_options(
         };
         if name == "-h" || name == "--help" {
             return Ok(Parsed::Help);
+        }
+        if name == "-V" || name == "--version" {
+            return Ok(Parsed::Version);
+        }
+        if name == CONFIG_FLAG {
+            let v = match inline {
+                Some(v) => v.to_string(),
+                None => args.next().ok_or_else(|| format!("{name} needs a value"))?,
+            };
+            config_file = Some(PathBuf::from(v));
+            continue;
         }
         if backup && !arg.starts_with('-') {
             if backup_to.is_some() {
@@ -900,13 +1166,22 @@ pub fn parse_options(
         (OPTIONS[i].set)(&mut opts, &value).map_err(|e| format!("{name}: {e}"))?;
         given[i] = true;
     }
-    for (opt, given) in OPTIONS.iter().zip(given) {
-        let Some(var) = opt.env.filter(|_| !given && applies(opt)) else {
+    for (opt, given) in OPTIONS.iter().zip(given.iter_mut()) {
+        let Some(var) = opt.env.filter(|_| !*given && applies(opt)) else {
             continue;
         };
         if let Some(v) = env(var).filter(|v| !v.is_empty()) {
             (opt.set)(&mut opts, &v).map_err(|e| format!("{var}: {e}"))?;
+            *given = true;
         }
+    }
+    let config_file =
+        config_file.or_else(|| env(CONFIG_ENV).filter(|v| !v.is_empty()).map(PathBuf::from));
+    if let Some(path) = &config_file {
+        let text = read(path).map_err(|e| format!("{CONFIG_FLAG} {}: {e}", path.display()))?;
+        apply_file(&mut opts, &given, &text, backup)
+            .map_err(|e| format!("{}:{e}", path.display()))?;
+        opts.config_file = Some(path.clone());
     }
     if backup {
         let to = backup_to.ok_or_else(|| {
@@ -922,6 +1197,17 @@ pub fn parse_options(
             "--redis needs --cluster-key (or HUBBUB_CLUSTER_KEY, or --cluster-key-file): \
              a secret of at least {CLUSTER_KEY_MIN} bytes, the same on every node, that \
              authenticates the notes between nodes"
+        ));
+    }
+    check_tls(&opts)?;
+    if let Some(s) = &opts.config.jwt_secret
+        && s.len() < JWT_SECRET_MIN
+    {
+        return Err(format!(
+            "HUBBUB_JWT_SECRET is {} bytes; at least {JWT_SECRET_MIN} are needed (a short HS256 \
+             secret can be brute-forced from any token). Generate one with `openssl rand \
+             -base64 48`, or unset it to have one generated and kept in the database",
+            s.len()
         ));
     }
     let c = &mut opts.config;
@@ -948,6 +1234,98 @@ fn cluster_key(o: &mut Options, key: Vec<u8>) -> Result<(), String> {
     Ok(())
 }
 
+/// The key of an option in a config file: its flag without `--`, or for
+/// an environment-only setting its variable without `HUBBUB_`, in lower
+/// case with dashes (`jwt-secret`).
+fn file_key(opt: &Opt) -> Option<String> {
+    match (opt.flag, opt.env) {
+        (Some(f), _) => Some(f.trim_start_matches('-').to_string()),
+        (None, Some(var)) => Some(
+            var.trim_start_matches("HUBBUB_")
+                .to_ascii_lowercase()
+                .replace('_', "-"),
+        ),
+        (None, None) => None,
+    }
+}
+
+/// Applies a config file's `key = value` lines to the options no flag or
+/// variable set. `#` starts a comment line; a value may be in double
+/// quotes; a key may repeat where its flag may (`tls-domain`); a switch
+/// takes `true` or `false`. The error starts with the line number.
+///
+/// Why this format and not TOML: every setting is already a flag whose
+/// value is one string, parsed by the same table; a line per flag needs no
+/// types mapped back onto those strings, no dependency, and reads like the
+/// command line it replaces.
+fn apply_file(opts: &mut Options, given: &[bool], text: &str, backup: bool) -> Result<(), String> {
+    for (n, line) in text.lines().enumerate() {
+        let n = n + 1;
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err(format!("{n}: expected `key = value`, got {line:?}"));
+        };
+        let (key, value) = (key.trim(), value.trim());
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        let Some(i) = OPTIONS
+            .iter()
+            .position(|o| file_key(o).is_some_and(|k| k == key))
+        else {
+            return Err(format!("{n}: unknown key {key:?}"));
+        };
+        let opt = &OPTIONS[i];
+        let applies = !backup || opt.flag.is_some_and(|f| BACKUP_FLAGS.contains(&f));
+        if given[i] || !applies {
+            continue;
+        }
+        let switch = opt.flag.is_some() && opt.value.is_none();
+        let value = match (switch, value) {
+            (false, v) => v,
+            (true, "true") => "",
+            (true, "false") => continue,
+            (true, v) => return Err(format!("{n}: {key}: true or false, not {v:?}")),
+        };
+        (opt.set)(opts, value).map_err(|e| format!("{n}: {key}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// TLS comes from files or from ACME, never both, and each needs its parts.
+fn check_tls(o: &Options) -> Result<(), String> {
+    match (&o.tls_cert, &o.tls_key) {
+        (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+        (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+        _ => {}
+    }
+    if !o.tls_domains.is_empty() {
+        if o.tls_cert.is_some() {
+            return Err(
+                "--tls-domain and --tls-cert exclude each other: certificates come \
+                        from ACME or from files"
+                    .into(),
+            );
+        }
+        if o.http_addr.is_none() {
+            return Err(
+                "--tls-domain needs --http-addr (e.g. 0.0.0.0:80): ACME's HTTP-01 \
+                        challenge is answered there"
+                    .into(),
+            );
+        }
+    } else if o.http_addr.is_some() && o.tls_cert.is_none() {
+        return Err(
+            "--http-addr redirects to https://: it needs --tls-cert or --tls-domain".into(),
+        );
+    }
+    Ok(())
+}
+
 /// Width of the usage's left column (flag and placeholder, or variable name).
 const USAGE_COLUMN: usize = 25;
 
@@ -956,8 +1334,14 @@ const USAGE_COLUMN: usize = 25;
 pub fn usage() -> String {
     use std::fmt::Write;
     let defaults = Options::default();
+    // A left side that would touch its description gets a line of its own,
+    // so two columns never run together.
     let line = |out: &mut String, left: &str, right: &str| {
-        let _ = writeln!(out, "    {left:<USAGE_COLUMN$}{right}");
+        if left.len() + 2 > USAGE_COLUMN {
+            let _ = writeln!(out, "    {left}\n    {:USAGE_COLUMN$}{right}", "");
+        } else {
+            let _ = writeln!(out, "    {left:<USAGE_COLUMN$}{right}");
+        }
     };
     let mut out = String::from(
         "hubbub: a small, fast, self-hostable real-time chat server\n\n\
@@ -972,6 +1356,16 @@ pub fn usage() -> String {
         &mut out,
         "hubbub migrate --from-sqlite PATH --postgres URL",
         "copy a stopped server's SQLite database into an empty PostgreSQL (see --help there)",
+    );
+    line(
+        &mut out,
+        "hubbub restore BACKUP",
+        "put a backup in place of the stopped server's database, ids raised (see --help there)",
+    );
+    line(
+        &mut out,
+        "hubbub systemd-unit",
+        "print a sandboxed systemd unit for this binary",
     );
     out.push_str("\nOPTIONS:\n");
     for opt in OPTIONS {
@@ -989,6 +1383,13 @@ pub fn usage() -> String {
         }
         line(&mut out, &left, &right);
     }
+    line(
+        &mut out,
+        "--config FILE",
+        "read `key = value` lines (keys: the flags without --) below flags and environment \
+         [env HUBBUB_CONFIG]",
+    );
+    line(&mut out, "-V, --version", "print the version");
     line(&mut out, "-h, --help", "print this help");
     out.push_str("\nENVIRONMENT:\n");
     for opt in OPTIONS.iter().filter(|o| o.flag.is_none()) {
@@ -1009,15 +1410,25 @@ mod tests {
 
     /// Parses `args` with exactly the variables in `vars` set.
     fn parse(args: &[&str], vars: &[(&str, &str)]) -> Result<Parsed, String> {
+        parse_with_file(args, vars, "")
+    }
+
+    /// The same, with `file` the text of any `--config` file.
+    fn parse_with_file(args: &[&str], vars: &[(&str, &str)], file: &str) -> Result<Parsed, String> {
         let vars: Vec<(String, String)> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        parse_options(args.iter().map(|a| a.to_string()), move |k| {
-            vars.iter()
-                .find(|(name, _)| name == k)
-                .map(|(_, v)| v.clone())
-        })
+        let file = file.to_string();
+        parse_options(
+            args.iter().map(|a| a.to_string()),
+            move |k| {
+                vars.iter()
+                    .find(|(name, _)| name == k)
+                    .map(|(_, v)| v.clone())
+            },
+            move |_| Ok(file.clone()),
+        )
     }
 
     fn run(args: &[&str], vars: &[(&str, &str)]) -> Options {
@@ -1055,7 +1466,7 @@ mod tests {
                 ("HUBBUB_RATE_LIMIT", "0"),
                 ("HUBBUB_PBKDF2_ITERATIONS", "5000"),
                 ("HUBBUB_STORE_QUEUE", "100"),
-                ("HUBBUB_JWT_SECRET", "s3cret"),
+                ("HUBBUB_JWT_SECRET", "s3cret-s3cret-s3cret-s3cret-s3cret"),
             ],
         );
         assert_eq!(o.config.addr.to_string(), "10.0.0.2:2");
@@ -1063,7 +1474,10 @@ mod tests {
         assert_eq!(o.config.rate_limit, 0);
         assert_eq!(o.config.pbkdf2_iterations, 5000);
         assert_eq!(o.config.store_queue, 100);
-        assert_eq!(o.config.jwt_secret.as_deref(), Some(&b"s3cret"[..]));
+        assert_eq!(
+            o.config.jwt_secret.as_deref(),
+            Some(&b"s3cret-s3cret-s3cret-s3cret-s3cret"[..])
+        );
         let o = run(&[], &[]);
         assert_eq!(o.config.addr.to_string(), DEFAULT_ADDR);
         assert_eq!(o.db, PathBuf::from(DEFAULT_DB));
@@ -1144,6 +1558,49 @@ mod tests {
             "unknown argument \"--jwt-secret\" (see --help)",
             "the secret is environment-only"
         );
+    }
+
+    /// A `--config` file sets what no flag or variable sets: flags over
+    /// environment over file, repeatable keys repeat, switches take
+    /// true/false, quotes are stripped, and errors carry the line number.
+    #[test]
+    fn config_file_is_the_third_source() {
+        let file = "# comment\n\
+                    addr = 10.0.0.9:9\n\
+                    rate-limit = 7\n\
+                    store-queue = \"300\"\n\
+                    tls-domain = a.example.com\n\
+                    tls-domain = b.example.com\n\
+                    http-addr = 0.0.0.0:80\n\
+                    echo = false\n\
+                    jwt-secret = 0123456789abcdef0123456789abcdef\n";
+        let o = match parse_with_file(
+            &["--config", "x.conf", "--rate-limit", "3"],
+            &[("HUBBUB_STORE_QUEUE", "200")],
+            file,
+        ) {
+            Ok(Parsed::Run(o)) => *o,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(o.config.addr.to_string(), "10.0.0.9:9", "file");
+        assert_eq!(o.config.rate_limit, 3, "flag over file");
+        assert_eq!(o.config.store_queue, 200, "env over file");
+        assert_eq!(o.tls_domains, ["a.example.com", "b.example.com"]);
+        assert!(!o.config.echo);
+        assert_eq!(o.config_file, Some(PathBuf::from("x.conf")));
+        assert_eq!(o.config.jwt_secret.as_deref().map(<[u8]>::len), Some(32));
+        let err = |file: &str| parse_with_file(&["--config=c.conf"], &[], file).unwrap_err();
+        assert_eq!(
+            err("\n\nbogus\n"),
+            "c.conf:3: expected `key = value`, got \"bogus\""
+        );
+        assert_eq!(err("addr = x\n"), "c.conf:1: addr: not an address: x");
+        assert_eq!(
+            err("echo = yes\n"),
+            "c.conf:1: echo: true or false, not \"yes\""
+        );
+        assert_eq!(err("nope = 1\n"), "c.conf:1: unknown key \"nope\"");
+        assert!(matches!(parse(&["--version"], &[]), Ok(Parsed::Version)));
     }
 
     /// `-h` and `--help` ask for the usage, even with a bad variable set.

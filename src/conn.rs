@@ -16,10 +16,12 @@
 //! shared scratch buffer; only an incomplete request or frame is copied into
 //! `pending_input`, and both it and the output queue are freed, not kept, when
 //! they empty after a burst.
+//! Under TLS (`transport.rs`) the same holds for hubbub's own buffers;
+//! rustls keeps its session (keys, a 4 KiB record buffer) per connection.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
-use std::net::{IpAddr, Shutdown};
+use std::io::{self, IoSlice};
+use std::net::IpAddr;
 use std::rc::Rc;
 
 use mio::net::TcpStream;
@@ -29,6 +31,7 @@ use crate::config::{
     OUTPUT_CEILING, OUTPUT_HARD_LIMIT, OUTPUT_SOFT_LIMIT, OUTPUT_SOFT_SECONDS, PING_INTERVAL,
     READ_PAUSE_BYTES,
 };
+use crate::transport::Transport;
 use crate::ws::codec::Assembler;
 
 /// Bytes queued for a socket.
@@ -166,7 +169,8 @@ pub struct Written {
 }
 
 pub struct Conn {
-    socket: TcpStream,
+    /// The socket, plain or TLS (`transport.rs`).
+    transport: Transport,
     /// The TCP peer's address: what per-address limits count by (behind a
     /// trusted proxy the HTTP desk reads the client's own from its headers).
     peer: IpAddr,
@@ -205,12 +209,15 @@ pub struct Conn {
     waiting_for_store: bool,
     /// Has not completed a request yet (see `admission.rs`).
     unfinished: bool,
+    /// Came through the plain listener beside HTTPS: answered with
+    /// redirects and ACME challenges only (`http/redirect.rs`).
+    redirect_only: bool,
 }
 
 impl Conn {
-    pub fn new(socket: TcpStream, peer: IpAddr, serial: u64, now: u32) -> Conn {
+    pub fn new(transport: Transport, peer: IpAddr, serial: u64, now: u32) -> Conn {
         Conn {
-            socket,
+            transport,
             peer,
             serial,
             phase: Phase::Http { waiting: false },
@@ -228,7 +235,17 @@ impl Conn {
             read_paused: false,
             waiting_for_store: false,
             unfinished: true,
+            redirect_only: false,
         }
+    }
+
+    /// This connection gets redirects to https:// and nothing else.
+    pub fn redirect_only(&mut self) {
+        self.redirect_only = true;
+    }
+
+    pub fn is_redirect_only(&self) -> bool {
+        self.redirect_only
     }
 
     pub fn serial(&self) -> u64 {
@@ -252,7 +269,18 @@ impl Conn {
 
     /// The socket, to register and deregister with the `Poll`.
     pub fn socket_mut(&mut self) -> &mut TcpStream {
-        &mut self.socket
+        self.transport.socket_mut()
+    }
+
+    /// Speaks TLS (its HTTP responses carry HSTS).
+    pub fn is_tls(&self) -> bool {
+        self.transport.is_tls()
+    }
+
+    /// The transport has bytes of its own to send (a TLS handshake flight
+    /// produced by a read): list the connection for the flush pass.
+    pub fn wants_write(&self) -> bool {
+        self.transport.wants_write()
     }
 
     pub fn is_ws(&self) -> bool {
@@ -385,8 +413,7 @@ impl Conn {
         match result? {
             Flushed::All => {
                 if let Some(Closing::AfterFlush(_)) = self.closing {
-                    // The peer may already be gone; nothing to do about it here.
-                    let _ = self.socket.shutdown(Shutdown::Write);
+                    self.transport.shutdown_write();
                     self.closing = Some(Closing::Draining(now));
                 }
             }
@@ -462,7 +489,7 @@ impl Conn {
     /// Reads once into `scratch`. `Interrupted` is retried here.
     pub fn read_into(&mut self, scratch: &mut [u8], now: u32) -> io::Result<ReadOutcome> {
         loop {
-            return match self.socket.read(scratch) {
+            return match self.transport.read(scratch) {
                 Ok(0) => Ok(ReadOutcome::Eof),
                 Ok(n) => {
                     self.last_input = now;
@@ -573,7 +600,7 @@ impl Conn {
                 });
                 n += 1;
             }
-            match self.socket.write_vectored(&slices[..n]) {
+            match self.transport.write_vectored(&slices[..n]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(w) => {
                     written += w;
@@ -583,6 +610,10 @@ impl Conn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        // TLS records encrypted but not yet taken by the socket.
+        if !self.transport.flush_pending()? {
+            return Ok(Flushed::Blocked);
         }
         Ok(Flushed::All)
     }
@@ -668,7 +699,7 @@ mod tests {
         server.set_nonblocking(true).unwrap();
         (
             Conn::new(
-                TcpStream::from_std(server),
+                Transport::Plain(TcpStream::from_std(server)),
                 Ipv4Addr::LOCALHOST.into(),
                 1,
                 0,

@@ -15,20 +15,22 @@
 //!
 //! | module | owns | never does |
 //! |---|---|---|
-//! | `main.rs` | logging, options into a `Config`, the backend (SQLite or PostgreSQL) and the bus, `Server::run`; `backup` and `migrate` | anything per request |
-//! | [`server`] | the reactor: tokens, accept, reads, frame cutting, the flush and close passes, timers, the `Waker`, shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
+//! | `main.rs` | logging, options into a `Config`, the start-up checks, the backend (SQLite or PostgreSQL), the bus and TLS, `Server::run`; `backup`, `restore`, `migrate`, `systemd-unit` | anything per request |
+//! | [`server`] | the reactor: tokens, accept (the main listener, and the plain one beside HTTPS), reads, frame cutting, the flush and close passes, timers, the `Waker`, signals (SIGHUP reloads), shutdown phases; `Wires`, the [`Outbox`](outbox) over the connections | protocol logic |
 //! | `app` | routing each event to its owner: requests to the HTTP desk, frames to the hub, storage replies by ticket | hold state of its own |
-//! | `http` | request heads (httparse), responses, the REST routes (search included) and their waiting list, the upgrade handshake, the embedded web client | wait for storage or hashing |
+//! | `http` | request heads (httparse), responses, the REST routes (search included) and their waiting list, the upgrade handshake, the embedded web client, the plain listener's redirects and ACME challenges | wait for storage or hashing |
 //! | `hub` | chat as one node sees it: each client frame parsed once into a typed command (`command.rs`) and carried out by its handler (`commands/`); state in parts that own it (`sessions`, `rooms`, `acks`, `reads`, `waits`, and `cluster` on a node of a cluster); the fan-out seam (`publish(Topic)` and the [`Bus`]); being one node of a cluster (`peers.rs`, `order.rs`; `wire.rs`: the notes). Its module doc draws its floors | touch sockets, know HTTP |
-//! | `conn` | one socket: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
+//! | `conn` | one connection: phase, leftover input, the output queue of shared frames, partial writes, output limits, its close state machine and timer rules | know about rooms |
+//! | `transport` | the bytes under a connection: a plain `TcpStream`, or a rustls session over it; plaintext in and out, the same for both | know what the bytes mean |
+//! | [`tls`] | the certificate slot every handshake reads, loading and reloading PEM files, the ACME thread (`acme.rs`), TLS to PostgreSQL and Redis (`services.rs`) | run on the loop beyond a SIGHUP reload |
 //! | `outbox` | the trait through which the application reaches connections | touch sockets |
 //! | `ws` | frame decode/encode (tungstenite's frame layer), control frames, the server's JSON frames, encoded once | fan-out, parse client frames (the hub does) |
 //! | `auth` | JWT issue/verify; PBKDF2 and its worker pool; where the secret comes from | hash on the loop |
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
-//! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them | be called synchronously by the loop |
-//! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options; counters; SIGINT/SIGTERM as a pollable pipe; RFC 3339 time; background threads at lower priority | |
+//! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them; `ops`: the lock a server holds on its file, `restore` and its id floor | be called synchronously by the loop |
+//! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options (flags, environment, `--config` file); counters; SIGINT/SIGTERM/SIGHUP as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
 //! # The path of a chat message, in five steps
 //!
@@ -117,6 +119,8 @@ pub mod redis_bus;
 pub mod server;
 mod signal;
 pub mod store;
+pub mod tls;
+mod transport;
 mod users;
 mod ws;
 
@@ -131,6 +135,7 @@ pub mod bench {
     pub use crate::http::request::parse as parse_request;
     pub use crate::hub::command::Command;
     pub use crate::hub::wire::{decode as decode_note, encode as encode_note};
+    pub use crate::transport::Transport;
     pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
     pub use crate::ws::proto::{Encoder, Out, Ts};
 }

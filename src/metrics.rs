@@ -9,6 +9,8 @@
 
 use std::fmt::Write;
 
+use crate::config::VERSION;
+
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections_accepted: u64,
@@ -214,6 +216,13 @@ impl Metrics {
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
         }
+        // The Prometheus convention for "which build is this": a constant 1
+        // whose label carries the version.
+        let _ = write!(
+            s,
+            "# HELP hubbub_build_info The running version.\n# TYPE hubbub_build_info gauge\n\
+             hubbub_build_info{{version=\"{VERSION}\"}} 1\n"
+        );
         s
     }
 }
@@ -248,6 +257,7 @@ mod tests {
             text.contains("# TYPE hubbub_deliveries_total counter\nhubbub_deliveries_total 42\n")
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 28);
+        assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 29);
     }
 }

@@ -51,6 +51,8 @@ pub trait Outbox {
     fn metrics(&mut self) -> &mut Metrics;
     /// Connections open now (a `/metrics` gauge).
     fn open_connections(&self) -> usize;
+    /// Whether the connection speaks TLS (its responses carry HSTS).
+    fn is_tls(&self, token: Token) -> bool;
 }
 
 #[cfg(test)]
@@ -196,6 +198,9 @@ pub mod recorder {
         }
         fn open_connections(&self) -> usize {
             0
+        }
+        fn is_tls(&self, _: Token) -> bool {
+            false
         }
     }
 }

@@ -12,6 +12,9 @@ pub const STORE_NICE: libc::c_int = 5;
 /// Nice value of the hashing threads: PBKDF2 is background work; a login may
 /// take longer under load, a `/healthz` or a chat frame should not.
 pub const HASH_NICE: libc::c_int = 10;
+/// Nice value of the ACME thread: a certificate order may take seconds
+/// whatever its priority; it must never take the loop's core.
+pub const ACME_NICE: libc::c_int = 10;
 
 /// Lowers the calling thread's priority to `nice`. On Linux `setpriority`
 /// with a thread id applies to that thread alone. Failure is harmless.

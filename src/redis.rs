@@ -13,15 +13,22 @@
 //! - The publisher thread owns a second connection (a subscribed connection
 //!   may not `PUBLISH`) and pipelines everything queued in one write.
 //!
-//! The RESP client is written here over `std::net::TcpStream` rather than
-//! taken from a crate: the subset needed (AUTH, PING, SUBSCRIBE, PUBLISH and
-//! the four reply types) is a couple of hundred lines, and the Redis crates
-//! that do it well bring an async runtime this single-threaded server does
-//! not otherwise need. The parser is pure and tested beside the code.
+//! The RESP client is written here over `std::net::TcpStream` (with rustls
+//! over it for `rediss://`) rather than taken from the `redis` crate: the
+//! subset needed (AUTH, PING, SUBSCRIBE, PUBLISH and the four reply types)
+//! is a few hundred lines with every bound of its own (bulk and line
+//! lengths, nesting), and what the rest of this file is (two threads,
+//! up/down, bounded queues, a socket `shutdown` can close under a blocked
+//! read) would stay around the crate anyway. The crate's synchronous API
+//! with rustls was measured: 32 more crates (`url` and its ICU tables,
+//! `combine`), no runtime; README "Why the Redis link is hand-written".
+//! The parser is pure and tested beside the code.
 //!
 //! The module is `pub` only so `tests/redis_link.rs` can drive a link over a
 //! real `redis-server`; it is not part of the server's API.
 
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -93,17 +100,27 @@ impl RedisLink {
     /// Parses `redis://[user:password@]host[:port][/db]` (also
     /// `redis://:password@host`), spawns the threads, returns at once (threads
     /// connect in the background). Err only for a malformed URL.
+    ///
+    /// `rediss://` speaks TLS with `tls` (the `--redis-ca` roots), or
+    /// with the system's roots when `tls` is `None`.
     pub fn start(
         url: &str,
         channel: &str,
+        tls: Option<Arc<ClientConfig>>,
         wake: Arc<dyn Fn() + Send + Sync>,
     ) -> Result<RedisLink, String> {
         let target = parse_url(url)?;
+        let tls = match (target.tls, tls) {
+            (false, _) => None,
+            (true, Some(c)) => Some(c),
+            (true, None) => Some(crate::tls::client_config(None)?),
+        };
         let (ev_tx, ev_rx) = mpsc::channel();
         let (out_tx, out_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             label: target.label(),
             target,
+            tls,
             channel: channel.as_bytes().to_vec(),
             stop: AtomicBool::new(false),
             up: AtomicBool::new(false),
@@ -209,6 +226,8 @@ enum Side {
 
 struct Shared {
     target: Target,
+    /// TLS for `rediss://`.
+    tls: Option<Arc<ClientConfig>>,
     /// `host:port/db`, for the log lines.
     label: String,
     channel: Vec<u8>,
@@ -360,6 +379,7 @@ fn subscriber_session(shared: &Shared, backoff: &mut Duration) -> Result<(), Str
         other => return Err(format!("unexpected reply to SUBSCRIBE: {other:?}")),
     }
     conn.stream
+        .tcp()
         .set_read_timeout(Some(POLL))
         .map_err(|e| e.to_string())?;
     *backoff = BACKOFF_MIN;
@@ -512,12 +532,41 @@ fn is_timeout(e: &io::Error) -> bool {
 // ---------------------------------------------------------------------------
 // One connection
 
+/// The bytes to Redis: plain, or TLS (`rediss://`).
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(t) => &t.sock,
+        }
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(s) => s.read(buf),
+            Stream::Tls(t) => t.read(buf),
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Stream::Plain(s) => s.write_all(bytes),
+            Stream::Tls(t) => t.write_all(bytes).and_then(|()| t.flush()),
+        }
+    }
+}
+
 /// A connected, authenticated socket with its read buffer. Registered in
 /// `Shared::sockets` while it lives.
 struct Conn<'a> {
     shared: &'a Shared,
     side: Side,
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     /// Bytes of `buf` already parsed.
     start: usize,
@@ -549,6 +598,23 @@ impl<'a> Conn<'a> {
         };
         let clone = setup(&stream).map_err(|e| e.to_string())?;
         shared.sockets.lock().unwrap()[side as usize] = Some(clone);
+        let stream = match &shared.tls {
+            None => Stream::Plain(stream),
+            Some(config) => {
+                let name = ServerName::try_from(t.host.clone())
+                    .map_err(|e| format!("{}: not a TLS server name: {e}", t.host))?;
+                let session =
+                    ClientConnection::new(config.clone(), name).map_err(|e| format!("TLS: {e}"))?;
+                let mut tls = StreamOwned::new(session, stream);
+                // The handshake now, so a bad certificate is named as such.
+                while tls.conn.is_handshaking() {
+                    tls.conn
+                        .complete_io(&mut tls.sock)
+                        .map_err(|e| format!("TLS handshake: {e}"))?;
+                }
+                Stream::Tls(Box::new(tls))
+            }
+        };
         let mut conn = Conn {
             shared,
             side,
@@ -630,10 +696,20 @@ impl<'a> Conn<'a> {
     /// write to fail, so `Down` comes when Redis goes, not at the next
     /// message.
     fn probe(&mut self) -> Result<(), String> {
-        let s = &self.stream;
-        s.set_nonblocking(true).map_err(|e| e.to_string())?;
-        let r = s.peek(&mut [0u8; 1]);
-        s.set_nonblocking(false).map_err(|e| e.to_string())?;
+        self.stream
+            .tcp()
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let r = match &mut self.stream {
+            Stream::Plain(s) => s.peek(&mut [0u8; 1]),
+            // A TLS peer may send records that carry no data (session
+            // tickets): read through rustls, which consumes those.
+            Stream::Tls(t) => t.read(&mut [0u8; 1]),
+        };
+        self.stream
+            .tcp()
+            .set_nonblocking(false)
+            .map_err(|e| e.to_string())?;
         match r {
             Ok(0) => Err("server closed the connection".into()),
             Ok(_) => Err("unexpected bytes from the server".into()),
@@ -779,6 +855,8 @@ pub(crate) struct Target {
     /// Parsed and checked, never sent: pub/sub channels are server-wide,
     /// whatever database a connection has selected.
     db: u32,
+    /// `rediss://`: TLS, verifying the server's certificate for `host`.
+    tls: bool,
 }
 
 impl Target {
@@ -791,14 +869,16 @@ impl Target {
     }
 }
 
-/// Parses `redis://[user:password@]host[:port][/db]`; `redis://:password@host`
-/// authenticates with the password alone (the `default` user). User and
-/// password may be percent-encoded.
+/// Parses `redis://[user:password@]host[:port][/db]` (`rediss://` for
+/// TLS); `redis://:password@host` authenticates with the password alone
+/// (the `default` user). User and password may be percent-encoded.
 pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
     let bad = |why: &str| format!("bad Redis URL {url:?}: {why}");
-    let rest = url
-        .strip_prefix("redis://")
-        .ok_or_else(|| bad("expected redis://"))?;
+    let (tls, rest) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+        (Some(rest), _) => (false, rest),
+        (None, Some(rest)) => (true, rest),
+        (None, None) => return Err(bad("expected redis:// or rediss://")),
+    };
     let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
     let (userinfo, hostport) = match authority.rsplit_once('@') {
         Some((u, h)) => (Some(u), h),
@@ -859,6 +939,7 @@ pub(crate) fn parse_url(url: &str) -> Result<Target, String> {
         user,
         password,
         db,
+        tls,
     })
 }
 
@@ -1041,6 +1122,7 @@ mod tests {
             user: user.map(Into::into),
             password: password.map(Into::into),
             db,
+            tls: false,
         };
         let cases = [
             ("redis://localhost", t("localhost", 6379, None, None, 0)),
@@ -1067,6 +1149,8 @@ mod tests {
             assert_eq!(parse_url(url), Ok(want), "{url}");
         }
         assert_eq!(t("::1", 1, None, None, 2).label(), "[::1]:1/2");
+        let tls = parse_url("rediss://:pw@redis.example.com:6380").unwrap();
+        assert!(tls.tls && tls.port == 6380 && tls.host == "redis.example.com");
     }
 
     /// Malformed URLs are refused at `start`, with the URL in the message.
@@ -1074,7 +1158,8 @@ mod tests {
     fn refuses_malformed_urls() {
         for url in [
             "localhost:6379",
-            "rediss://h",
+            "redisss://h",
+            "http://h",
             "redis://",
             "redis://:6379",
             "redis://h:0",
@@ -1091,7 +1176,7 @@ mod tests {
             assert!(e.contains(url), "{e}");
         }
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
-        assert!(RedisLink::start("http://h", "c", wake).is_err());
+        assert!(RedisLink::start("http://h", "c", None, wake).is_err());
     }
 
     /// A link to nothing is down: `publish` refuses and nothing is received,
@@ -1103,7 +1188,8 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(|| {});
-        let mut link = RedisLink::start(&format!("redis://127.0.0.1:{port}"), "c", wake).unwrap();
+        let mut link =
+            RedisLink::start(&format!("redis://127.0.0.1:{port}"), "c", None, wake).unwrap();
         thread::sleep(Duration::from_millis(300));
         assert!(!link.is_up());
         assert!(!link.publish(b"x".to_vec()));

@@ -15,6 +15,8 @@ use crate::redis::{LinkEvent, RedisLink};
 
 pub struct RedisBus {
     url: String,
+    /// TLS roots for `rediss://` (`--redis-ca`); `None`: the system's.
+    tls: Option<Arc<rustls::ClientConfig>>,
     channel: String,
     node: String,
     /// Started with the loop's waker (`Bus::start`).
@@ -26,10 +28,16 @@ impl RedisBus {
     /// `--redis-channel` option). The URL is checked now, so a bad one
     /// stops the server at start; the link connects when the loop starts
     /// the bus.
-    pub fn new(url: &str, channel: &str, node: &str) -> Result<RedisBus, String> {
+    pub fn new(
+        url: &str,
+        channel: &str,
+        node: &str,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<RedisBus, String> {
         crate::redis::parse_url(url)?;
         Ok(RedisBus {
             url: url.to_string(),
+            tls,
             channel: channel.to_string(),
             node: node.to_string(),
             link: None,
@@ -43,7 +51,7 @@ impl Bus for RedisBus {
     }
 
     fn start(&mut self, wake: Arc<dyn Fn() + Send + Sync>) {
-        match RedisLink::start(&self.url, &self.channel, wake) {
+        match RedisLink::start(&self.url, &self.channel, self.tls.clone(), wake) {
             Ok(link) => self.link = Some(link),
             Err(e) => log::error!("cluster: cannot use {}: {e}", self.url),
         }

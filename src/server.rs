@@ -19,6 +19,12 @@
 //! here by [`Wires`]. Errors on a connection close that connection and are
 //! logged; only a failing `poll` ends the loop.
 //!
+//! With TLS ([`Server::serve_tls`]) every accepted connection gets a
+//! rustls session under it (`transport.rs`); nothing else here changes. A
+//! second, plain listener ([`Server::serve_plain`]) only redirects to
+//! https:// and answers ACME challenges (`http/redirect.rs`). SIGHUP
+//! reloads the certificate files and calls the binary's reload hook.
+//!
 //! Shutdown has three phases: *draining* (no accepting, no reading; storage
 //! commits what it holds, so acks go out), *closing* (close frames 1001 to
 //! every WebSocket, presence broadcasts off; at most `SHUTDOWN_GRACE`), and
@@ -43,21 +49,41 @@ use crate::config::{
     SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
 use crate::conn::{Conn, ReadOutcome, Timer};
-use crate::http::request;
-use crate::http::routes::Handled;
+use crate::http::routes::{self, Handled};
+use crate::http::{redirect, request};
 use crate::hub::{Bus, LocalOnly};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnRef, Outbox};
 use crate::signal::Signals;
 use crate::store::Backend;
+use crate::tls::Acceptor;
+use crate::tls::acme::Challenges;
+use crate::transport::Transport;
 use crate::ws::codec::{self, Fed, Message, RawFrame};
 
 /// The listening socket.
 const LISTENER: Token = Token(usize::MAX - 1);
 /// Rung by the storage thread, the hashing pool and [`Shutdown`].
 const WAKER: Token = Token(usize::MAX - 2);
-/// The self-pipe of SIGINT/SIGTERM (only when [`Server::handle_signals`]).
+/// The self-pipe of SIGINT/SIGTERM/SIGHUP (only when [`Server::handle_signals`]).
 const SIGNALS: Token = Token(usize::MAX - 3);
+/// The plain listener beside HTTPS ([`Server::serve_plain`]).
+const PLAIN_LISTENER: Token = Token(usize::MAX - 4);
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// `--addr`: the API, the WebSockets, the web client (TLS when configured).
+    Main,
+    /// `--http-addr`: redirects to https:// and ACME challenges only.
+    Plain,
+}
+
+/// The plain listener and what its answers need.
+struct PlainDoor {
+    listener: TcpListener,
+    challenges: Arc<Challenges>,
+}
 
 /// Where shutdown is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +143,13 @@ pub struct Wires<'a> {
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
+    /// Certificates and the rustls configuration when `--addr` speaks TLS.
+    tls: Option<Acceptor>,
+    /// `--http-addr`.
+    plain: Option<PlainDoor>,
+    /// Called on SIGHUP, after the certificates are reloaded (the binary
+    /// reads its config file again for the log level).
+    on_reload: Option<Box<dyn FnMut()>>,
     conns: Slab<Conn>,
     app: App,
     signals: Option<Signals>,
@@ -186,6 +219,9 @@ impl Server {
         Ok(Server {
             poll,
             listener: Some(listener),
+            tls: None,
+            plain: None,
+            on_reload: None,
             conns: Slab::new(),
             app,
             signals: None,
@@ -216,6 +252,36 @@ impl Server {
         Ok(())
     }
 
+    /// Serves TLS on the main listener from now on (call before `run`).
+    pub fn serve_tls(&mut self, acceptor: Acceptor) {
+        self.tls = Some(acceptor);
+    }
+
+    /// Also accepts plain HTTP on `listener`, answering every request with
+    /// a redirect to https:// on the main listener's port, or with the ACME
+    /// challenge it asks for.
+    pub fn serve_plain(
+        &mut self,
+        listener: std::net::TcpListener,
+        challenges: Arc<Challenges>,
+    ) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        self.poll
+            .registry()
+            .register(&mut listener, PLAIN_LISTENER, Interest::READABLE)?;
+        self.plain = Some(PlainDoor {
+            listener,
+            challenges,
+        });
+        Ok(())
+    }
+
+    /// Runs `hook` on the loop thread on every SIGHUP.
+    pub fn on_reload(&mut self, hook: Box<dyn FnMut()>) {
+        self.on_reload = Some(hook);
+    }
+
     /// A handle that shuts the server down from any thread.
     pub fn shutdown_handle(&self) -> Shutdown {
         Shutdown {
@@ -234,6 +300,11 @@ impl Server {
     pub fn run(mut self) -> io::Result<()> {
         // The contract's line, exactly: tests and scripts parse it.
         log::info!("listening on {}", self.addr);
+        if let Some(p) = &self.plain
+            && let Ok(a) = p.listener.local_addr()
+        {
+            log::info!("plain HTTP on {a}: redirects to https:// and ACME challenges");
+        }
         log::info!("at most {} connections", self.admission.max_conns());
         let mut events = Events::with_capacity(1024);
         loop {
@@ -253,10 +324,15 @@ impl Server {
             let mut woken = false;
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => self.accept(Door::Main),
+                    PLAIN_LISTENER => self.accept(Door::Plain),
                     WAKER => woken = true,
                     SIGNALS => {
-                        if self.signals.as_mut().is_some_and(Signals::drain) {
+                        let pending = self.signals.as_mut().map(Signals::drain);
+                        if pending.is_some_and(|p| p.reload) {
+                            self.reload();
+                        }
+                        if pending.is_some_and(|p| p.stop) {
                             self.begin_shutdown();
                         }
                     }
@@ -292,12 +368,12 @@ impl Server {
             // (each shed connection frees one), and at least once a tick.
             let mut closed = self.close_pass();
             while self.accept_stalled && closed {
-                self.accept();
+                self.accept_any();
                 closed = self.close_pass();
             }
             let now = self.clock.now_s();
             if self.accept_stalled && now != self.last_sweep {
-                self.accept();
+                self.accept_any();
             }
             if now != self.last_sweep {
                 self.last_sweep = now;
@@ -338,11 +414,35 @@ impl Server {
         }
     }
 
-    /// Accepts until `WouldBlock`, each connection past the admission
-    /// rules (`admission.rs`).
-    fn accept(&mut self) {
+    /// SIGHUP: certificates from their files again (connections keep the
+    /// keys they agreed on), then the binary's hook.
+    fn reload(&mut self) {
+        log::info!("SIGHUP: reloading");
+        if let Some(tls) = &self.tls {
+            tls.reload();
+        }
+        if let Some(hook) = &mut self.on_reload {
+            hook();
+        }
+    }
+
+    /// A stalled accept retried: every listener.
+    fn accept_any(&mut self) {
+        self.accept(Door::Main);
+        if self.plain.is_some() {
+            self.accept(Door::Plain);
+        }
+    }
+
+    /// Accepts from `door` until `WouldBlock`, each connection past the
+    /// admission rules (`admission.rs`).
+    fn accept(&mut self, door: Door) {
         self.accept_stalled = false;
-        let Some(listener) = &self.listener else {
+        let listener = match door {
+            Door::Main => self.listener.as_ref(),
+            Door::Plain => self.plain.as_ref().map(|p| &p.listener),
+        };
+        let Some(listener) = listener else {
             return;
         };
         loop {
@@ -415,13 +515,23 @@ impl Server {
                 continue;
             }
             let _ = socket.set_nodelay(true);
+            let transport = match (&self.tls, door) {
+                (Some(tls), Door::Main) => match tls.session() {
+                    Ok(session) => Transport::tls(socket, session),
+                    Err(e) => {
+                        log::warn!("no TLS session for {peer}: {e}");
+                        let _ = self.poll.registry().deregister(&mut socket);
+                        continue;
+                    }
+                },
+                _ => Transport::Plain(socket),
+            };
             self.next_serial += 1;
-            entry.insert(Conn::new(
-                socket,
-                peer.ip(),
-                self.next_serial,
-                self.clock.now_s(),
-            ));
+            let mut conn = Conn::new(transport, peer.ip(), self.next_serial, self.clock.now_s());
+            if door == Door::Plain {
+                conn.redirect_only();
+            }
+            entry.insert(conn);
             self.admission.opened(peer.ip(), token, self.next_serial);
             self.metrics.connections_accepted += 1;
             if shed {
@@ -478,7 +588,13 @@ impl Server {
                 return;
             }
             let draining = conn.is_closing();
-            match conn.read_into(&mut self.scratch, now) {
+            let result = conn.read_into(&mut self.scratch, now);
+            // A TLS handshake flight (or alert) the read produced goes out
+            // in this pass's flush.
+            if conn.wants_write() && conn.enlist_flush() {
+                self.flush_list.push(token);
+            }
+            match result {
                 Ok(ReadOutcome::Data(n)) => {
                     read += n;
                     if draining {
@@ -510,6 +626,11 @@ impl Server {
         let input = conn.take_input();
         let serial = conn.serial();
         let peer = conn.peer();
+        // The plain listener's connections get redirects, nothing else.
+        let redirect_to = match (conn.is_redirect_only(), &self.plain) {
+            (true, Some(p)) => Some((p.challenges.clone(), self.addr.port())),
+            _ => None,
+        };
         let mut pos = 0;
         let mut answered = 0;
         loop {
@@ -545,6 +666,18 @@ impl Server {
                 Ok(Some((req, used))) => {
                     pos += used;
                     log::debug!("{} {}", req.method, req.path);
+                    if let Some((challenges, https_port)) = &redirect_to {
+                        let resp = redirect::answer(&req, challenges, *https_port);
+                        routes::send(
+                            &mut out,
+                            token,
+                            resp,
+                            req.keep_alive(),
+                            req.method == "HEAD",
+                        );
+                        out.conns[token.0].set_waiting(false, now);
+                        continue;
+                    }
                     let conn_ref = ConnRef { token, serial };
                     match app.on_request(&mut out, conn_ref, peer, &req) {
                         Handled::Done => out.conns[token.0].set_waiting(false, now),
@@ -796,6 +929,9 @@ impl Server {
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
         }
+        if let Some(mut p) = self.plain.take() {
+            let _ = self.poll.registry().deregister(&mut p.listener);
+        }
         self.state = State::Draining;
         if !self.app.begin_drain() {
             self.close_everything();
@@ -976,6 +1112,10 @@ impl Outbox for Wires<'_> {
 
     fn open_connections(&self) -> usize {
         self.conns.len()
+    }
+
+    fn is_tls(&self, token: Token) -> bool {
+        self.conns.get(token.0).is_some_and(Conn::is_tls)
     }
 }
 

@@ -1,9 +1,11 @@
-//! SIGINT and SIGTERM as readiness on the loop's `Poll`: the self-pipe trick.
+//! SIGINT, SIGTERM and SIGHUP as readiness on the loop's `Poll`: the
+//! self-pipe trick.
 //!
-//! A signal handler may only do async-signal-safe things; writing one byte to
-//! a pipe is one of them. The loop registers the pipe's read end like any
-//! socket, so a signal arrives as an ordinary event between two passes and
-//! shutdown starts from a known state. (signal-hook does the same; 40 lines
+//! A signal handler may only do async-signal-safe things; writing one byte
+//! (the signal's number) to a pipe is one of them. The loop registers the
+//! pipe's read end like any socket, so a signal arrives as an ordinary event
+//! between two passes: shutdown starts from a known state, and a reload
+//! (SIGHUP: certificates, log level) happens between two passes too. (signal-hook does the same; 40 lines
 //! with `libc`, already in the tree through mio, did not justify a crate.)
 
 use std::io::{self, Read};
@@ -15,10 +17,11 @@ use mio::{Interest, Registry, Token};
 /// The write end the handler uses; -1 until installed.
 static WRITE_FD: AtomicI32 = AtomicI32::new(-1);
 
-extern "C" fn on_signal(_signal: libc::c_int) {
+extern "C" fn on_signal(signal: libc::c_int) {
     let fd = WRITE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
-        let byte = 1u8;
+        // Signal numbers fit a byte.
+        let byte = signal as u8;
         // SAFETY: write(2) is async-signal-safe; a full pipe just drops the byte,
         // which is fine because one pending byte is enough to wake the loop.
         unsafe {
@@ -35,13 +38,13 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs handlers for SIGINT and SIGTERM and registers the pipe.
+    /// Installs handlers for SIGINT, SIGTERM and SIGHUP and registers the pipe.
     pub fn install(registry: &Registry, token: Token) -> io::Result<Signals> {
         use std::os::fd::AsRawFd;
         let (tx, mut rx) = pipe::new()?;
         registry.register(&mut rx, token, Interest::READABLE)?;
         WRITE_FD.store(tx.as_raw_fd(), Ordering::Relaxed);
-        for sig in [libc::SIGINT, libc::SIGTERM] {
+        for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
             // SAFETY: a zeroed sigaction with a plain handler and SA_RESTART is
             // a valid argument; the handler only calls write(2).
             unsafe {
@@ -57,17 +60,34 @@ impl Signals {
         Ok(Signals { rx, _tx: tx })
     }
 
-    /// Empties the pipe; returns whether a signal was pending.
-    pub fn drain(&mut self) -> bool {
+    /// Empties the pipe; says which signals were pending.
+    pub fn drain(&mut self) -> Pending {
         let mut buf = [0u8; 64];
-        let mut got = false;
+        let mut got = Pending::default();
         loop {
             match self.rx.read(&mut buf) {
                 Ok(0) => return got,
-                Ok(_) => got = true,
+                Ok(n) => {
+                    for &b in &buf[..n] {
+                        if libc::c_int::from(b) == libc::SIGHUP {
+                            got.reload = true;
+                        } else {
+                            got.stop = true;
+                        }
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => return got,
             }
         }
     }
+}
+
+/// What the signals that arrived ask for.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Pending {
+    /// SIGINT or SIGTERM: shut down.
+    pub stop: bool,
+    /// SIGHUP: reload certificates and the log level.
+    pub reload: bool,
 }

@@ -510,6 +510,18 @@ fn redis_restart_nodes_keep_serving_and_catch_up() {
     wait_until(CROSS, "node 1 to notice", || {
         n1.get("/healthz", None).text().starts_with("degraded")
     });
+    // Only the bus is down: still healthy (200) for a load balancer, not
+    // ready for an orchestrator.
+    let health = n1.get("/healthz", None);
+    assert_eq!(
+        (health.status, health.text()),
+        (200, "degraded: bus unreachable".into())
+    );
+    let ready = n1.get("/readyz", None);
+    assert_eq!(
+        (ready.status, ready.text()),
+        (503, "not ready: bus unreachable".into())
+    );
     // Node 1's own clients are still served, and acks are real commits.
     let (mut alice2, _) = n1.user("alice2");
     alice2.join("general");
@@ -567,11 +579,15 @@ fn postgres_stop_answers_busy_and_recovers() {
     wait_until(CROSS, "degraded", || {
         n1.get("/healthz", None).text().starts_with("degraded")
     });
+    // Storage unreachable is a status code, not only a body.
+    assert_eq!(n1.get("/healthz", None).status, 503);
+    assert_eq!(n1.get("/readyz", None).status, 503);
     pg.start_again();
     let back = Instant::now();
     wait_until(Duration::from_secs(20), "healthy again", || {
         n1.get("/healthz", None).text() == "ok"
     });
+    assert_eq!(n1.get("/readyz", None).text(), "ready");
     eprintln!("postgres back: /healthz ok after {:?}", back.elapsed());
     let ack = alice.say("general", "during", "d");
     assert!(ack["id"].as_i64().unwrap() > 0);

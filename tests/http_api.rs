@@ -625,6 +625,23 @@ fn healthz_is_ok() {
     assert_eq!(r.text(), "ok");
 }
 
+/// `GET /readyz` is 200 `ready` on a healthy node (503 when storage or the
+/// bus is unreachable: tests/cluster.rs), and `/metrics` names the version.
+#[test]
+fn readyz_and_build_info() {
+    let s = Server::start();
+    let r = s.get("/readyz", None);
+    assert_eq!((r.status, r.text()), (200, "ready".to_string()));
+    let m = s.get("/metrics", None).text();
+    assert!(
+        m.contains(&format!(
+            "\nhubbub_build_info{{version=\"{}\"}} 1\n",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{m}"
+    );
+}
+
 /// `GET /metrics` is 200 Prometheus text (`text/plain; version=0.0.4`): `# HELP`/`# TYPE`
 /// comments and `name{labels} value` samples, all parseable.
 #[test]

@@ -26,7 +26,7 @@ impl Probe {
         let wake: Arc<dyn Fn() + Send + Sync> = Arc::new(move || {
             let _ = tx.lock().unwrap().send(());
         });
-        let link = RedisLink::start(url, channel, wake).expect("valid URL");
+        let link = RedisLink::start(url, channel, None, wake).expect("valid URL");
         Probe { link, woken }
     }
 

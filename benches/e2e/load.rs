@@ -8,7 +8,9 @@
 //!   (`{"type":"message"`, `{"type":"ack"`, …), and the send time is found by a
 //!   byte scan for `"content":"T` followed by 16 digits (ns since the run began);
 //! - client frames are masked with the all-zero key (legal per RFC 6455 and a
-//!   no-op XOR), built into a per-socket buffer and written in one call.
+//!   no-op XOR), built into a per-socket buffer and written in one call;
+//! - with [`Load::tls`], each socket has a rustls client session over it
+//!   (ring, as the server): the same frames, encrypted and decrypted here.
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr};
@@ -17,8 +19,12 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::FromRawFd;
 
+use std::sync::Arc;
+
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use super::hist::Hist;
 use super::sys::CpuMark;
@@ -112,6 +118,8 @@ enum St {
 
 struct C {
     sock: TcpStream,
+    /// The TLS session over `sock` (with [`Load::tls`]).
+    tls: Option<Box<ClientConnection>>,
     st: St,
     carry: Vec<u8>,
     out: Vec<u8>,
@@ -178,6 +186,8 @@ pub struct Load {
     pub track_ids: bool,
     /// Message frames whose id was not above the connection's previous one.
     pub id_errors: u64,
+    /// Open every new connection over TLS with this client configuration.
+    pub tls: Option<Arc<ClientConfig>>,
 }
 
 /// How the senders send.
@@ -250,6 +260,7 @@ impl Load {
             lat_node: vec![Hist::default()],
             track_ids: false,
             id_errors: 0,
+            tls: None,
         }
     }
 
@@ -339,8 +350,16 @@ impl Load {
             "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             t.path, addr
         );
+        let tls = match &self.tls {
+            Some(config) => Some(Box::new(
+                ClientConnection::new(config.clone(), ServerName::try_from("localhost").unwrap())
+                    .map_err(io::Error::other)?,
+            )),
+            None => None,
+        };
         self.conns.push(C {
             sock: stream,
+            tls,
             st: St::Connecting,
             carry: Vec::new(),
             out: req.into_bytes(),
@@ -418,7 +437,27 @@ impl Load {
     /// Writes the socket's pending output.
     fn flush(&mut self, i: usize) {
         let c = &mut self.conns[i];
-        if c.out.is_empty() || matches!(c.st, St::Connecting | St::Closed) {
+        if matches!(c.st, St::Connecting | St::Closed) {
+            return;
+        }
+        if let Some(tls) = &mut c.tls {
+            // Plaintext into the session (buffered while the handshake
+            // runs), then records out until the socket is full.
+            if !c.out.is_empty() {
+                let _ = tls.writer().write_all(&c.out);
+                c.out.clear();
+            }
+            while tls.wants_write() {
+                match tls.write_tls(&mut c.sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return self.close(i),
+                }
+            }
+            return;
+        }
+        if c.out.is_empty() {
             return;
         }
         let mut done = 0;
@@ -449,7 +488,16 @@ impl Load {
             }
             self.buf[..k].copy_from_slice(&c.carry);
             let room = self.buf.len() - k;
-            let n = match c.sock.read(&mut self.buf[k..]) {
+            let read = match &mut c.tls {
+                None => c.sock.read(&mut self.buf[k..]),
+                Some(tls) => read_tls(tls, &mut c.sock, &mut self.buf[k..]),
+            };
+            if c.tls.as_ref().is_some_and(|t| t.wants_write()) {
+                // A handshake flight (or a key update) to answer.
+                self.flush(i);
+            }
+            let c = &mut self.conns[i];
+            let n = match read {
                 Ok(0) => return self.close(i),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -480,10 +528,11 @@ impl Load {
             if c.st == St::Closed {
                 return;
             }
+            let plain = c.tls.is_none();
             if !c.out.is_empty() {
                 self.flush(i);
             }
-            if n < room {
+            if n < room && plain {
                 // A short read drained the socket; TCP signals the next arrival.
                 return;
             }
@@ -787,6 +836,22 @@ impl Load {
 }
 
 /// The `"id":N` of a message frame (`{"type":"message","id":N,…`); 0 if absent.
+/// Plaintext from a TLS session: what is decrypted already, else records
+/// from the socket until one yields data or the socket would block.
+fn read_tls(tls: &mut ClientConnection, sock: &mut TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+        if tls.read_tls(sock)? == 0 {
+            return Ok(0);
+        }
+        tls.process_new_packets().map_err(io::Error::other)?;
+    }
+}
+
 fn message_id(p: &[u8]) -> u64 {
     const HEAD: &[u8] = b"{\"type\":\"message\",\"id\":";
     let mut v = 0u64;

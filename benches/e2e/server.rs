@@ -206,8 +206,29 @@ pub fn http(
     body: Option<&str>,
     bearer: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    http_over(addr, None, method, path, body, bearer)
+}
+
+/// [`http`], over TLS when `tls` is given (for `localhost`).
+pub fn http_over(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    bearer: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut s: Box<dyn ReadWrite> = match tls {
+        None => Box::new(tcp),
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let conn = rustls::ClientConnection::new(config.clone(), name)
+                .map_err(std::io::Error::other)?;
+            Box::new(rustls::StreamOwned::new(conn, tcp))
+        }
+    };
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(t) = bearer {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
@@ -221,8 +242,14 @@ pub fn http(
         req.push_str("\r\n");
     }
     s.write_all(req.as_bytes())?;
+    s.flush()?;
     let mut resp = Vec::new();
-    s.read_to_end(&mut resp)?;
+    match s.read_to_end(&mut resp) {
+        Ok(_) => {}
+        // A TLS peer that closes without close_notify.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+        Err(e) => return Err(e),
+    }
     let text = String::from_utf8_lossy(&resp).into_owned();
     let status = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     let body = text
@@ -231,18 +258,32 @@ pub fn http(
     Ok((status, body))
 }
 
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
 /// Signs up `n` users (`bench0`, `bench1`, …) and logs each in; returns their tokens.
 pub fn users(addr: SocketAddr, n: usize) -> Vec<String> {
+    users_over(addr, None, n)
+}
+
+/// [`users`], over TLS when `tls` is given.
+pub fn users_over(
+    addr: SocketAddr,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    n: usize,
+) -> Vec<String> {
     let mut tokens = Vec::with_capacity(n);
     for i in 0..n {
         let name = format!("bench{i}");
         let body = format!(
             r#"{{"username":"{name}","email":"{name}@bench.test","password":"benchpass1"}}"#
         );
-        let (st, b) = http(addr, "POST", "/api/signup", Some(&body), None).expect("signup request");
+        let (st, b) =
+            http_over(addr, tls, "POST", "/api/signup", Some(&body), None).expect("signup request");
         assert!(st == 201 || st == 409, "signup {name}: {st} {b}");
         let body = format!(r#"{{"username":"{name}","password":"benchpass1"}}"#);
-        let (st, b) = http(addr, "POST", "/api/login", Some(&body), None).expect("login request");
+        let (st, b) =
+            http_over(addr, tls, "POST", "/api/login", Some(&body), None).expect("login request");
         assert_eq!(st, 200, "login {name}: {b}");
         let v: serde_json::Value = serde_json::from_str(&b).expect("login JSON");
         tokens.push(v["token"].as_str().expect("token").to_string());

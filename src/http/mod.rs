@@ -1,12 +1,14 @@
 //! HTTP/1.1: request heads (`request`), responses (`response`), the REST API
 //! and the WebSocket upgrade routes (`routes`), the client address behind a
-//! reverse proxy (`proxy`), and the embedded web client (`static_files`, with
-//! the service worker's app shell in `shell`).
+//! reverse proxy (`proxy`), the plain-HTTP listener beside HTTPS
+//! (`redirect`), and the embedded web client (`static_files`, with the
+//! service worker's app shell in `shell`).
 //! Nothing here blocks: a route that needs hashing or storage submits the
 //! work and answers later through the loop.
 
 pub mod mime;
 pub mod proxy;
+pub mod redirect;
 pub mod request;
 pub mod response;
 pub mod routes;

@@ -38,7 +38,7 @@ use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
 use crate::auth::throttle::{By, ClientKey, LoginPass, Refused, Throttle};
 use crate::clock;
 use crate::config::{
-    Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, MAX_HISTORY_LIMIT,
+    Config, DEFAULT_HISTORY_LIMIT, DEFAULT_SEARCH_LIMIT, EMAIL_MAX, HSTS, MAX_HISTORY_LIMIT,
     MAX_SEARCH_BYTES, MAX_SEARCH_LIMIT, MAX_SEARCH_WORDS, PASSWORD_MAX, PASSWORD_MIN,
 };
 use crate::hub::{Denied, Hub, ROOM_NAME_RULE};
@@ -73,7 +73,7 @@ fn allowed(path: &str) -> Option<&'static str> {
     Some(match path {
         "/api/signup" | "/api/login" => "POST",
         "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz"
-        | "/metrics" => "GET, HEAD",
+        | "/readyz" | "/metrics" => "GET, HEAD",
         "/ws" | "/ws/echo" => "GET",
         p if p.starts_with("/ws/room/") => "GET",
         p if p.starts_with("/api/") => return None,
@@ -268,6 +268,30 @@ pub struct Http {
     max_conns_per_user: usize,
 }
 
+/// `/healthz` (`readiness` false) and `/readyz`. Health: storage
+/// unreachable is 503, since nothing can be sent or signed up for and a load
+/// balancer that reads status codes should send traffic elsewhere; a bus
+/// outage alone stays 200 (`degraded: …`), since the node still serves its
+/// own connections and acks what it stores, and every node shares the same
+/// bus, so no other is better. Readiness: 503 unless storage and the bus are
+/// both up (a node whose bus is down shows other nodes' users offline: an
+/// orchestrator may prefer to wait).
+fn health(readiness: bool, storage_up: bool, bus_up: bool) -> Response {
+    let missing = match (storage_up, bus_up) {
+        (true, true) => None,
+        (false, true) => Some("storage unreachable"),
+        (true, false) => Some("bus unreachable"),
+        (false, false) => Some("storage and bus unreachable"),
+    };
+    let (status, body) = match (readiness, missing) {
+        (false, None) => (200, "ok".to_string()),
+        (true, None) => (200, "ready".to_string()),
+        (false, Some(m)) => (if storage_up { 200 } else { 503 }, format!("degraded: {m}")),
+        (true, Some(m)) => (503, format!("not ready: {m}")),
+    };
+    Response::new(status, "text/plain; charset=utf-8", body.into_bytes())
+}
+
 /// Queues `resp` on `token`: its head, then its body (none for `HEAD`).
 pub fn send(
     out: &mut impl Outbox,
@@ -276,6 +300,11 @@ pub fn send(
     keep_alive: bool,
     head_only: bool,
 ) {
+    let resp = if out.is_tls(token) {
+        resp.with_header("Strict-Transport-Security", HSTS)
+    } else {
+        resp
+    };
     let mut head = Vec::with_capacity(256);
     resp.write_head(&mut head, keep_alive);
     let close = !keep_alive || resp.close;
@@ -385,19 +414,11 @@ impl Http {
             }
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
-            "/healthz" => {
-                // Still 200 when degraded: the node serves its connections
-                // (a bus outage) or answers `busy` (storage), and a load
-                // balancer has no better node to send them to (all share
-                // the same PostgreSQL and Redis).
-                let body: &'static [u8] = match (cx.store.is_healthy(), cx.hub.bus_down()) {
-                    (true, false) => b"ok",
-                    (false, false) => b"degraded: storage unreachable",
-                    (true, true) => b"degraded: bus unreachable",
-                    (false, true) => b"degraded: storage and bus unreachable",
-                };
-                Response::new(200, "text/plain; charset=utf-8", body)
-            }
+            "/healthz" | "/readyz" => health(
+                req.path == "/readyz",
+                cx.store.is_healthy(),
+                !cx.hub.bus_down(),
+            ),
             "/metrics" => {
                 let gauges = Gauges {
                     connections_open: cx.out.open_connections(),
@@ -1202,6 +1223,38 @@ fn search_query(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Health is 503 only for storage; readiness for storage or the bus;
+    /// the body says what is missing.
+    #[test]
+    fn health_and_readiness() {
+        let h = |ready, store, bus| {
+            let r = health(ready, store, bus);
+            (r.status, String::from_utf8(r.body.to_vec()).unwrap())
+        };
+        assert_eq!(h(false, true, true), (200, "ok".into()));
+        assert_eq!(
+            h(false, true, false),
+            (200, "degraded: bus unreachable".into())
+        );
+        assert_eq!(
+            h(false, false, true),
+            (503, "degraded: storage unreachable".into())
+        );
+        assert_eq!(
+            h(false, false, false),
+            (503, "degraded: storage and bus unreachable".into())
+        );
+        assert_eq!(h(true, true, true), (200, "ready".into()));
+        assert_eq!(
+            h(true, true, false),
+            (503, "not ready: bus unreachable".into())
+        );
+        assert_eq!(
+            h(true, false, true),
+            (503, "not ready: storage unreachable".into())
+        );
+    }
 
     /// Signup fields follow the contract's rules exactly at their edges.
     #[test]

@@ -41,8 +41,9 @@ pub const COMMAND: &str = "migrate";
 pub const USAGE: &str = "\
 usage: hubbub migrate --from-sqlite PATH --postgres URL
 
-Copies a hubbub SQLite database (stop the server first) into an empty
-PostgreSQL database (postgres://user@host:port/db, no TLS), in one
+Copies a hubbub SQLite database (stop the server first: a running server's
+database is refused) into an empty PostgreSQL database
+(postgres://user@host:port/db; ?sslmode=require for TLS), in one
 transaction: users, settings (the token secret), rooms, members, messages
 with their ids, and read markers.
 ";

@@ -58,6 +58,7 @@ pub(crate) mod conformance;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod migrate;
+pub mod ops;
 pub mod postgres;
 mod request;
 mod rows;

@@ -1063,10 +1063,15 @@ impl Backend for Sqlite {
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(err)?;
+        // A restore's id floor (`store::ops`) counts as issued.
         snap.max_message_id = c
-            .query_row("SELECT COALESCE(MAX(id), 0) FROM messages", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            .query_row(
+                "SELECT MAX(COALESCE((SELECT MAX(id) FROM messages), 0),
+                            COALESCE((SELECT CAST(CAST(value AS TEXT) AS INTEGER) FROM settings
+                                      WHERE key = 'id_floor') - 1, 0))",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .map_err(err)? as MsgId;
         let mut st = c
             .prepare(

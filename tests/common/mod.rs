@@ -17,7 +17,9 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+pub mod pebble;
 pub mod services;
+pub mod tls;
 
 /// The HS256 secret every test server gets through `HUBBUB_JWT_SECRET`
 /// (unless built with `no_jwt_secret`), so tests can craft tokens.

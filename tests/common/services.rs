@@ -326,6 +326,46 @@ pub struct Postgres {
 
 impl Postgres {
     pub fn start() -> Postgres {
+        Postgres::start_configured(|_| {})
+    }
+
+    /// A cluster that accepts TLS connections only, with this certificate
+    /// chain and key (PEM): plain connections are refused by `pg_hba.conf`,
+    /// so a client that connects at all spoke TLS.
+    pub fn start_tls_only(cert_pem: &str, key_pem: &str) -> Postgres {
+        Postgres::start_configured(|data| {
+            use std::os::unix::fs::PermissionsExt;
+            for (name, pem, mode) in [
+                ("server.crt", cert_pem, 0o644),
+                ("server.key", key_pem, 0o600),
+            ] {
+                let path = data.join(name);
+                fs::write(&path, pem).unwrap();
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+                if is_root() {
+                    chown_to_postgres(&path);
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = fs::read_to_string(&conf).unwrap();
+            text.push_str(
+                "\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+            );
+            fs::write(&conf, text).unwrap();
+            let hba = data.join("pg_hba.conf");
+            let text = fs::read_to_string(&hba).unwrap();
+            fs::write(
+                &hba,
+                format!(
+                    "hostnossl all all 0.0.0.0/0 reject\nhostssl all all 127.0.0.1/32 trust\n{text}"
+                ),
+            )
+            .unwrap();
+        })
+    }
+
+    /// `initdb`, then `configure(data dir)`, then start.
+    fn start_configured(configure: impl FnOnce(&Path)) -> Postgres {
         let bin = pg_bin();
         let dir = TempDir::new("pg");
         if is_root() {
@@ -339,6 +379,7 @@ impl Postgres {
             // The cluster is thrown away: no need to wait for the disk.
             .arg("--no-sync");
         run_ok(initdb, START_TIMEOUT).unwrap_or_else(|e| panic!("initdb: {e}"));
+        configure(&dir.path().join("data"));
         let mut pg = Postgres {
             dir,
             bin,
@@ -351,7 +392,8 @@ impl Postgres {
             match pg.pg_start() {
                 Ok(()) => {
                     pg.running = true;
-                    pg.psql("postgres", "CREATE DATABASE hubbub");
+                    // Over the Unix socket: a TLS-only cluster refuses psql on TCP.
+                    pg.psql_local("CREATE DATABASE hubbub");
                     return pg;
                 }
                 Err(e) => last = e,
@@ -412,6 +454,30 @@ impl Postgres {
     pub fn psql(&self, db: &str, sql: &str) -> String {
         self.try_psql(db, sql)
             .unwrap_or_else(|e| panic!("psql on port {}: {e}", self.port))
+    }
+
+    /// `sql` in `postgres` over the cluster's Unix socket.
+    fn psql_local(&self, sql: &str) {
+        let mut cmd = pg_command(&self.bin, "psql", self.dir.path());
+        cmd.args(["-X", "-q", "-h"]).arg(self.dir.path()).args([
+            "-p",
+            &self.port.to_string(),
+            "-U",
+            "hubbub",
+            "-d",
+            "postgres",
+            "-c",
+            sql,
+        ]);
+        run_ok(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("psql: {e}"));
+    }
+
+    /// Runs a client tool of this cluster's version (`pg_dump`,
+    /// `pg_restore`) with `args`; its stdout, or a panic with its stderr.
+    pub fn client_tool(&self, tool: &str, args: &[&str]) -> String {
+        let mut cmd = Command::new(self.bin.join(tool));
+        cmd.args(args).env("PGCONNECT_TIMEOUT", "5");
+        run_ok(cmd, COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{tool}: {e}"))
     }
 
     /// `psql`, Err instead of a panic (to check the server is down).

@@ -3,10 +3,11 @@
 //! prepares once ([`Statements`]), and what its errors mean for the batch.
 //! The writer and the reader each hold one ([`Conn`]); both come from here.
 //!
-//! No TLS: the database must be on loopback or a private network the
-//! operator trusts; a connection string asking for `sslmode=require` fails
-//! to connect rather than going out in clear (the default, `prefer`,
-//! connects in clear). [`connect`] is the one place a transport is chosen.
+//! TLS when the connection string asks for it: `sslmode=require` (or
+//! libpq's `verify-ca`/`verify-full`) connects through rustls and always
+//! verifies the certificate and its name against `--postgres-ca` or the
+//! system's roots (`tls::services`); the default, `prefer`, connects in
+//! clear as before. [`connect`] is the one place a transport is chosen.
 //!
 //! Failures ([`classify`]): connection-level errors (a closed connection,
 //! I/O, class `08`, `57P01` admin shutdown and the rest of class `57`), the
@@ -29,7 +30,7 @@
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::{Client, Config, NoTls, Statement};
+use postgres::{Client, Config, Statement};
 
 use crate::store::{Request, StoreError, Target, UserId};
 
@@ -112,7 +113,21 @@ pub(crate) fn describe(e: &postgres::Error) -> String {
             Some(detail) => format!("{} ({}): {detail}", db.message(), db.code().code()),
             None => format!("{} ({})", db.message(), db.code().code()),
         },
-        None => e.to_string(),
+        None => {
+            // "error connecting to server" alone does not say whether it was
+            // refused, timed out or failed TLS: the causes do.
+            let mut text = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                let said = c.to_string();
+                if !text.contains(&said) {
+                    text.push_str(": ");
+                    text.push_str(&said);
+                }
+                cause = c.source();
+            }
+            text
+        }
     }
 }
 
@@ -392,7 +407,7 @@ impl Conn {
 /// Connection settings from `url` (a `postgresql://` URL or `key=value`
 /// pairs), with hubbub's timeouts where the URL names none.
 pub(crate) fn parse_config(url: &str) -> Result<Config, StoreError> {
-    let mut config: Config = url
+    let mut config: Config = crate::tls::services::postgres_url(url)
         .parse()
         .map_err(|e| StoreError::request(format!("bad PostgreSQL URL: {e}")))?;
     if config.get_connect_timeout().is_none() {
@@ -485,5 +500,5 @@ pub(super) fn check_request(req: &Request) -> Res<()> {
 /// Opens a connection: the one place the transport is chosen (see the
 /// module doc).
 pub(super) fn connect(config: &Config) -> Result<Client, postgres::Error> {
-    config.connect(NoTls)
+    crate::tls::services::connect_postgres(config)
 }
