@@ -56,12 +56,16 @@ impl Cluster {
     }
 
     fn on(redis: &str, keep: Option<SharedRedis>, n: usize) -> Cluster {
+        Cluster::on_channel(redis, keep, unique_channel("trust"), n)
+    }
+
+    fn on_channel(redis: &str, keep: Option<SharedRedis>, channel: String, n: usize) -> Cluster {
         let pg = Postgres::shared();
         let mut c = Cluster {
             nodes: Vec::new(),
             pg: pg.url().to_string(),
             redis: redis.to_string(),
-            channel: unique_channel("trust"),
+            channel,
             _pg: pg,
             _redis: keep,
         };
@@ -502,10 +506,13 @@ fn users_are_announced_by_id_without_hash_or_email() {
 }
 
 /// Nodes reach a Redis that wants AUTH with the ACL user and password of
-/// their URL (the README's recipe), and form a cluster across which
+/// their URL, the user allowed the cluster's channel and the commands the
+/// link sends only (the README's recipe), and form a cluster across which
 /// messages flow; a wrong password forms nothing.
 #[test]
 fn redis_auth_with_an_acl_user() {
+    let channel = unique_channel("trust");
+    let may_use = format!("&{channel}");
     let redis = Redis::start_with(&[
         "--requirepass",
         "admin-pw",
@@ -513,12 +520,14 @@ fn redis_auth_with_an_acl_user() {
         "hubbub",
         "on",
         ">hub-pw",
-        "~*",
-        "&*",
-        "+@all",
+        "resetchannels",
+        &may_use,
+        "+subscribe",
+        "+publish",
+        "+ping",
     ]);
     let url = format!("redis://hubbub:hub-pw@127.0.0.1:{}", redis.port());
-    let c = Cluster::on(&url, None, 2);
+    let c = Cluster::on_channel(&url, None, channel, 2);
     let ta = c.token("alice");
     let tb = c.token("bob");
     let (mut a, _) = c.nodes[0].ws_ready("alice", &ta, true);
