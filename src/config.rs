@@ -200,6 +200,19 @@ pub const MAX_READS_PER_CONN: u8 = 2;
 /// may make the server hold at once, whoever asks. A read that does not fit
 /// waits (its connection's input held) until others complete.
 pub const READ_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+/// What one user's connections together may hold in unsent output plus
+/// reply bytes reserved for their reads: a read that would pass it waits
+/// (its connection's input held) until they read. Without it, a user's 64
+/// WebSockets asking for history and never reading could each fill their
+/// own output ceiling (eight of them grew the server by 85 MiB). Three
+/// largest replies: room for one read in flight while two are unread.
+pub const USER_REPLY_BYTES: usize = 3 * MAX_REPLY_BYTES;
+/// What every connection together may hold in unsent output (counted once
+/// a second) plus reply bytes reserved for reads: past it, reads wait,
+/// whoever asks (one still starts when none is in flight, so the budget
+/// never wedges). Chat frames are not held to it; they have the
+/// per-connection slow-consumer limits.
+pub const SERVER_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// Live frames held for a connection while its `since` replay is being read
 /// from storage; past this the replay reports `recovered: false`.
 pub const MAX_HELD_FRAMES: usize = 1000;
@@ -507,6 +520,9 @@ pub struct Options {
     /// The plain-HTTP listener that redirects to https:// and answers ACME
     /// challenges (`--http-addr`, e.g. `0.0.0.0:80`).
     pub http_addr: Option<SocketAddr>,
+    /// Serve `/metrics` on its own plain-HTTP listener, and not on the main
+    /// one (`--metrics-addr`, e.g. `127.0.0.1:9090`).
+    pub metrics_addr: Option<SocketAddr>,
     /// `--log-level` (or `RUST_LOG`); SIGHUP reads it again from the file.
     pub log_level: log::LevelFilter,
     /// The `--config` file the options were read from, if any.
@@ -548,6 +564,7 @@ impl Default for Options {
             acme_cache: PathBuf::from(DEFAULT_ACME_CACHE),
             acme_ca: None,
             http_addr: None,
+            metrics_addr: None,
             log_level: log::LevelFilter::Info,
             config_file: None,
             postgres_wait: POSTGRES_WAIT,
@@ -864,6 +881,21 @@ const OPTIONS: &[Opt] = &[
         default: None,
         set: |o, v| {
             o.http_addr = Some(v.parse().map_err(|_| format!("not an address: {v}"))?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--metrics-addr"),
+        env: Some("HUBBUB_METRICS_ADDR"),
+        value: Some("ADDR"),
+        help: || {
+            "serve /metrics on this plain-HTTP listener (e.g. 127.0.0.1:9090) instead of the \
+             main one"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.metrics_addr = Some(v.parse().map_err(|_| format!("not an address: {v}"))?);
             Ok(())
         },
     },

@@ -100,7 +100,7 @@ use commands::message::on_message;
 use commands::post::on_message_stored;
 use commands::private_message::on_private_message;
 use commands::react::on_react;
-use commands::read::on_read;
+use commands::read::{self, on_read};
 use commands::typing::on_typing;
 use parts::Parts;
 use sessions::Caller;
@@ -214,7 +214,13 @@ impl Hub {
             }
         };
         if let Some(bytes) = command.read_cost()
-            && !parts.reads.reserve(cx.out, me.conn, bytes)
+            && !parts.reads.reserve(
+                cx.out,
+                me.conn,
+                me.user,
+                parts.queued_for(cx.out, me.user),
+                bytes,
+            )
         {
             return parts.reads.defer(me.conn, text);
         }
@@ -339,6 +345,15 @@ impl Hub {
             }) => {
                 on_membership_stored(parts, cx, conn, &room, user, add, ok);
                 Some(conn)
+            }
+            Some(Wait::Receipt {
+                conn,
+                user,
+                peer,
+                id,
+            }) => {
+                read::on_receipt_stored(parts, cx, conn, (user, peer, id), ok);
+                None
             }
             _ => None,
         };

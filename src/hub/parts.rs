@@ -88,6 +88,16 @@ impl Parts {
         self.reads.takes_input(conn) && !self.waits.holds_input(conn)
     }
 
+    /// Unsent output of all of `user`'s connections here (their reply
+    /// budget, `reads.rs`): at most `MAX_CONNS_PER_USER` lookups.
+    pub fn queued_for(&self, out: &impl Outbox, user: UserId) -> usize {
+        self.sessions
+            .conns(user)
+            .iter()
+            .map(|t| out.queued(*t))
+            .sum()
+    }
+
     /// Whether `user` is online on another node.
     pub fn shown_elsewhere(&self, user: UserId) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.shows(user))

@@ -624,6 +624,66 @@ fn unread_replies_hold_further_reads() {
     assert!(b.hub.takes_input(a));
 }
 
+/// One user's sockets share one reply budget: with another socket of
+/// theirs holding unread output near `USER_REPLY_BYTES`, a page asked on a
+/// fresh socket waits (its input held) while another user's goes on; it
+/// starts once that output drains.
+#[test]
+fn a_users_sockets_share_one_reply_budget() {
+    use crate::config::USER_REPLY_BYTES;
+    let mut b = Bench::new();
+    let idle = b.open(1, ALICE);
+    let fresh = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    b.send(idle, json!({"type": "join", "room": "general"}));
+    b.send(
+        idle,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.queued.insert(idle, USER_REPLY_BYTES - 64 * 1024);
+    let page = json!({"type": "history", "room": "general", "limit": 200});
+    b.send(fresh, page.clone());
+    b.send(bob, page);
+    assert_eq!(history_requests(&b), 1, "only bob's");
+    assert!(!b.hub.takes_input(fresh) && b.hub.takes_input(bob));
+    b.out.queued.insert(idle, 0);
+    let (hub, mut cx) = b.cx();
+    hub.retry_deferred(&mut cx);
+    assert_eq!(history_requests(&b), 2);
+    assert!(b.hub.takes_input(fresh));
+}
+
+/// Server-wide: with every connection's unsent output near
+/// `SERVER_REPLY_BYTES`, one read still starts (none is in flight, so the
+/// budget cannot wedge), and the next waits until it came back.
+#[test]
+fn reads_wait_while_the_server_holds_its_reply_budget() {
+    use crate::config::SERVER_REPLY_BYTES;
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    let carol = b.open(3, CAROL);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    // Others' output: the budget is the server's, whoever holds it.
+    for (i, t) in (100..116).map(Token).enumerate() {
+        b.out.queued.insert(t, SERVER_REPLY_BYTES / 16 - i);
+    }
+    let page = json!({"type": "history", "room": "general", "limit": 200});
+    b.send(bob, page.clone());
+    b.send(carol, page);
+    assert_eq!(history_requests(&b), 1, "bob's, alone");
+    assert!(!b.hub.takes_input(carol));
+    b.settle();
+    assert_eq!(history_requests(&b), 1, "carol's, once bob's came back");
+    assert!(b.hub.takes_input(carol));
+}
+
 /// With a presence grace, a user whose last connection drops and comes
 /// back within it causes no `leave`, `join` or `user_status` for anyone;
 /// one who stays away leaves their rooms, then goes offline, once the grace

@@ -59,6 +59,14 @@ pub enum Wait {
     },
     /// The `unread` frame after connect.
     Unread { conn: ConnRef },
+    /// A `read` in a conversation: its receipts go out once storage found
+    /// the message in that conversation.
+    Receipt {
+        conn: ConnRef,
+        user: UserId,
+        peer: UserId,
+        id: MsgId,
+    },
     /// An `edit`, `delete` or `react` is being applied.
     Change { conn: ConnRef, asked: Asked },
     /// A cluster node reads back messages it missed (`order.rs`).

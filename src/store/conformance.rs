@@ -209,7 +209,8 @@ pub fn check_all(db: &mut dyn Backend) {
 /// A read of history is checked against the reader in the query itself,
 /// whatever the asking node knows: a private room's messages go to its
 /// members (and owner) only, a conversation's to its two users only, and
-/// a room with messages but no row (its write was lost) to nobody. A
+/// a room with messages but no row (its write was lost) to nobody; a
+/// conversation's read marker moves to its own messages only. A
 /// member removed from a private room neither reads nor edits nor deletes
 /// there any more, his own messages included.
 fn reads(db: &mut dyn Backend) {
@@ -233,6 +234,26 @@ fn reads(db: &mut dyn Backend) {
     );
     let lost_room = Target::Room("lost-row".into());
     assert!(!ids(read_as(db, ALICE, lost_room)).contains(&lost));
+    // A conversation's read marker moves to a message of it only (its
+    // receipt then names nothing from elsewhere).
+    let mark = |db: &mut dyn Backend, user, peer, id| {
+        let req = Request::MarkConversationRead {
+            ticket: TICKET,
+            user,
+            peer,
+            id,
+        };
+        match one(db, req) {
+            Some(Reply::Done { .. }) => true,
+            Some(Reply::Failed { .. }) => false,
+            other => panic!("expected Done or Failed, got {other:?}"),
+        }
+    };
+    assert!(mark(db, BOB, ALICE, ours));
+    assert!(mark(db, ALICE, BOB, ours), "either side of it");
+    assert!(!mark(db, BOB, ALICE, members), "a room's message");
+    assert!(!mark(db, CAROL, ALICE, ours), "another conversation's");
+    assert!(!mark(db, BOB, ALICE, ours + 1000), "no message");
     // A member removed reads nothing more of the room.
     one(
         db,

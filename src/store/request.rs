@@ -94,6 +94,17 @@ pub enum Request {
         target: Target,
         id: MsgId,
     },
+    /// Moves `user`'s read marker in their conversation with `peer`
+    /// forward to `id`, only if `id` is a message of that conversation:
+    /// the receipt the peer then gets names one of their own messages,
+    /// never an id from elsewhere. Reply: `Done` when it is, `Failed`
+    /// when it is not (or could not be stored).
+    MarkConversationRead {
+        ticket: Ticket,
+        user: UserId,
+        peer: UserId,
+        id: MsgId,
+    },
     /// Reply: `History` / `HistoryFailed`.
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread` (with no counts when the read failed).
@@ -357,6 +368,7 @@ impl Request {
                 .failing_alone()
                 .several_statements(true),
             Request::MarkRead { .. } => F::write("mark_read"),
+            Request::MarkConversationRead { .. } => F::write("mark_conversation_read"),
             Request::History { .. } => F::read("history"),
             Request::Unread { .. } => F::read("unread"),
             Request::Catchup { .. } => F::read("catchup"),
@@ -391,7 +403,8 @@ impl Request {
             | Request::RemoveMember { ticket, .. }
             | Request::EditMessage { ticket, .. }
             | Request::DeleteMessage { ticket, .. }
-            | Request::React { ticket, .. } => Reply::Failed { ticket: *ticket },
+            | Request::React { ticket, .. }
+            | Request::MarkConversationRead { ticket, .. } => Reply::Failed { ticket: *ticket },
             Request::History { ticket, .. }
             | Request::Search { ticket, .. }
             | Request::Catchup { ticket, .. } => Reply::HistoryFailed { ticket: *ticket },

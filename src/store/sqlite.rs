@@ -759,6 +759,26 @@ impl Sqlite {
                 };
                 None
             }
+            Request::MarkConversationRead {
+                ticket,
+                user,
+                peer,
+                id,
+            } => {
+                let moved = c
+                    .prepare_cached(
+                        "INSERT INTO dm_reads (user_id, peer_id, last_id)
+                         SELECT ?1, ?2, ?3 WHERE EXISTS
+                             (SELECT 1 FROM messages WHERE id = ?3 AND dm = ?4)
+                         ON CONFLICT (user_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                    )?
+                    .execute(params![user, peer, *id as i64, dm_key(*user, *peer)])?;
+                let ticket = *ticket;
+                Some(match moved {
+                    0 => Reply::Failed { ticket },
+                    _ => Reply::Done { ticket },
+                })
+            }
             Request::History { ticket, query } => Some(Reply::History {
                 ticket: *ticket,
                 messages: history(&self.conn, query)?,

@@ -175,6 +175,8 @@ pub(super) struct Statements {
     pub(super) remove_read: Statement,
     pub(super) mark_room: Statement,
     pub(super) mark_dm: Statement,
+    /// `mark_dm` for a message of that conversation only (`$3` its id).
+    pub(super) mark_conversation: Statement,
     pub(super) history: Statement,
     pub(super) catchup: Statement,
     pub(super) unread_rooms: Statement,
@@ -300,6 +302,14 @@ impl Statements {
             )?,
             mark_dm: c.prepare(
                 "INSERT INTO dm_reads (user_id, peer_id, last_id) VALUES ($1, $2, $3)
+                 ON CONFLICT (user_id, peer_id)
+                 DO UPDATE SET last_id = GREATEST(dm_reads.last_id, excluded.last_id)",
+            )?,
+            mark_conversation: c.prepare(
+                "INSERT INTO dm_reads (user_id, peer_id, last_id)
+                 SELECT $1, $2, $3 WHERE EXISTS (
+                     SELECT 1 FROM messages WHERE id = $3 AND room IS NULL
+                     AND ((from_id = $1 AND to_id = $2) OR (from_id = $2 AND to_id = $1)))
                  ON CONFLICT (user_id, peer_id)
                  DO UPDATE SET last_id = GREATEST(dm_reads.last_id, excluded.last_id)",
             )?,
