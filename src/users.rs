@@ -66,6 +66,16 @@ pub struct User {
     pub avatar: Option<crate::store::FileId>,
 }
 
+impl User {
+    /// The URL of their avatar, as user objects carry it (`None`: they
+    /// have none). The file's id makes each avatar's URL its own, so an
+    /// old one may be cached forever (`http::files` serves it).
+    pub fn avatar_url(&self) -> Option<String> {
+        self.avatar
+            .map(|id| format!("/api/users/{}/avatar?v={id}", self.name))
+    }
+}
+
 #[derive(Default)]
 pub struct Directory {
     /// Indexed by `id - 1`: ids are dense, assigned here.

@@ -45,7 +45,7 @@ use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     Desk, FileId, FileRow, ImageInfo, Reply, Request as StoreRequest, Storage, Ticket, UserId,
 };
-use crate::users::{Directory, User};
+use crate::users::Directory;
 
 /// Whether a request's body is streamed to a file thread rather than read
 /// whole (the parser leaves such a body on the connection).
@@ -65,13 +65,6 @@ pub fn is_file_route(path: &str) -> bool {
 const UPLOADS: &str = "/api/files";
 const AVATAR: &str = "/api/me/avatar";
 const LINK: &str = "/api/me/file-link";
-
-/// The URL of a user's avatar, as user objects carry it (`None`: they
-/// have none). The file's id makes each avatar's URL its own.
-pub fn avatar_url(user: &User) -> Option<String> {
-    user.avatar
-        .map(|id| format!("/api/users/{}/avatar?v={id}", user.name))
-}
 
 /// The sandbox every file is served in: no scripts, no plugins, no forms,
 /// a unique origin, and nothing loaded from anywhere.
@@ -939,7 +932,7 @@ impl FileDesk {
         let (user, id) = (*user, row.id);
         let url = cx.users.get_mut(user).map(|u| {
             u.avatar = Some(id);
-            avatar_url(u)
+            u.avatar_url()
         });
         self.finish(
             cx.out,

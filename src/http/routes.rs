@@ -29,7 +29,6 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::files::avatar_url;
 use super::request::{HeadError, Request};
 use super::response::Response;
 use super::{proxy, push, static_files, upgrade};
@@ -167,7 +166,7 @@ struct UserOut<'a> {
     id: UserId,
     username: &'a str,
     email: &'a str,
-    /// The avatar's URL (`http::files::avatar_url`), or null.
+    /// The avatar's URL (`User::avatar_url`), or null.
     avatar: Option<String>,
 }
 
@@ -872,7 +871,7 @@ impl Http {
                     id: u.id,
                     username: &u.name,
                     email: &u.email,
-                    avatar: avatar_url(u),
+                    avatar: u.avatar_url(),
                 };
                 Response::json(
                     200,
@@ -1172,7 +1171,7 @@ fn me_response(users: &Directory, me: UserId) -> Response {
                 id: u.id,
                 username: &u.name,
                 email: &u.email,
-                avatar: avatar_url(u),
+                avatar: u.avatar_url(),
             },
         },
     )
@@ -1186,7 +1185,7 @@ fn list_users(hub: &Hub, users: &Directory) -> Response {
             username: &u.name,
             online: hub.is_online(u.id),
             last_seen: u.last_seen_ms.map(Ts),
-            avatar: avatar_url(u),
+            avatar: u.avatar_url(),
         })
         .collect();
     Response::json(200, &json!({ "users": users }))
