@@ -905,7 +905,7 @@ fn idle_rss(ctx: &mut Ctx) {
         let rss = srv.rss();
         let per = (rss.saturating_sub(rss0)) as f64 / have as f64;
         let limited = n < ctx.max_conns && step == 1;
-        let mut row = Row::new(
+        let row = Row::new(
             name,
             format!("server RSS per idle connection at {have}"),
             per,
@@ -927,9 +927,7 @@ fn idle_rss(ctx: &mut Ctx) {
                 String::new()
             }
         ));
-        if step == 1 {
-            row = row.target("≤ 1 KiB at 50,000", per <= 1024.0);
-        }
+        row = row.target("≤ 256 B", per <= 256.0);
         ctx.rows.push(row);
     }
     drop(srv);
