@@ -5,7 +5,9 @@
 //! `fanout_1x1000`, `fanout_100x10`, `spread_10x100` (many rooms, paced
 //! senders: the shape of a real chat), `idle_rss` (also upgrades/s), `persist`,
 //! `storm`, `tls` (handshakes/s and CPU per handshake, the 1 × 1000 flood over
-//! TLS against plaintext in the same run, idle memory per TLS connection);
+//! TLS against plaintext in the same run, idle memory per TLS connection),
+//! `push` (mention to Web Push request on a local push service, and the chat
+//! latency meanwhile against the same chat without pushes);
 //! and, on a private PostgreSQL and Redis (skipped when either is not
 //! installed): `cluster_fanout`, `cluster_latency` (two nodes, one per core)
 //! and `persist_pg` (`persist` on `--postgres`). A filter that names a
@@ -24,7 +26,8 @@
 //! `HUBBUB_BENCH_FRACTION` (offered load of the latency runs as a fraction of
 //! the measured peak, default 0.5), `HUBBUB_BENCH_SPREAD_RATE` (messages/s of
 //! each of `spread_10x100`'s 100 senders, default 10), `HUBBUB_BENCH_CLUSTER_RATE` (msgs/s of
-//! the `cluster_latency` run, default 200), `HUBBUB_BENCH_NICE` (nice value for the
+//! the `cluster_latency` run, default 200), `HUBBUB_BENCH_PUSH_RATE` (mentions
+//! of offline users a second in `push`, default 100), `HUBBUB_BENCH_NICE` (nice value for the
 //! load generator and the server, e.g. -10 on a shared machine),
 //! `HUBBUB_BENCH_PERF` (record the server with `perf record -g` during the
 //! phases whose label contains it, e.g. `1x1000 flood`).
@@ -49,6 +52,11 @@ use e2e::server::{self, Server};
 use e2e::services::{self, Postgres, Redis};
 use e2e::svg::{self, label};
 use e2e::sys;
+
+// The end-to-end tests' push service: it checks and records each request.
+#[path = "../tests/common/push_service.rs"]
+mod push_service;
+use push_service::{PushService, Subscriber};
 
 /// One line of the results table.
 struct Row {
@@ -141,7 +149,7 @@ fn main() {
     // The PostgreSQL/Redis scenarios: a filter that also names a
     // single-node scenario (`persist`, `fanout`) leaves them out, so those
     // filters run what they always ran.
-    const SINGLE: [&str; 8] = [
+    const SINGLE: [&str; 9] = [
         "fanout_1x1000",
         "fanout_100x10",
         "spread_10x100",
@@ -150,6 +158,7 @@ fn main() {
         "persist",
         "storm",
         "tls",
+        "push",
     ];
     let want_cluster = |name: &str| {
         filters.is_empty()
@@ -218,6 +227,9 @@ fn main() {
     }
     if want("tls") {
         tls(&mut ctx);
+    }
+    if want("push") {
+        push(&mut ctx);
     }
     let cluster_wanted = ["cluster_fanout", "cluster_latency", "persist_pg"]
         .into_iter()
@@ -1289,6 +1301,268 @@ fn settle_quiet(load: &mut Load, quiet: Duration, limit: Duration) {
             return;
         }
     }
+}
+
+// ---- Push: a mention to its push request, and the chat meanwhile ------------
+
+/// Mentions of users with no connection, at `HUBBUB_BENCH_PUSH_RATE` a second,
+/// each pushed to the user's subscription on a local push service: the time
+/// from sending the mention (so storing it is included) to its push request
+/// arriving. Meanwhile a room of 100 connections chats at 200 msgs/s; its
+/// latency is measured in rounds with and without the pushes, alternated.
+fn push(ctx: &mut Ctx) {
+    let name = "push";
+    let rate = env_num("HUBBUB_BENCH_PUSH_RATE", 100).clamp(1, 1000) as f64;
+    let (conns, chatters, chat_rate, rounds) = (100usize, 10usize, 200.0, 2usize);
+    let (warmup, measure) = (1.0, 5.0);
+    // Each round mentions each of its users once: pushes to one user about
+    // one conversation are paced (PUSH_INTERVAL_MS), longer than a round.
+    let per_round = (rate * (warmup + measure)).ceil() as usize;
+    let offline = per_round * rounds;
+    eprintln!(
+        "[{name}] {rate:.0} mentions/s of {offline} users with a subscription and no connection; 1 room x {conns} connections chatting at {chat_rate:.0} msgs/s"
+    );
+    let service = PushService::start();
+    let srv = Server::start_with(ctx.server_cpu, &["--push-allow-insecure"]);
+    let tokens = server::users(srv.addr, conns + offline);
+    let (st, body) = server::http(srv.addr, "GET", "/api/push/key", None, Some(&tokens[0]))
+        .expect("push key request");
+    assert_eq!(st, 200, "GET /api/push/key: {body}");
+    let key: serde_json::Value = serde_json::from_str(&body).expect("push key JSON");
+    let key = key["public_key"].as_str().expect("public_key").to_string();
+    let subscribers: Vec<Subscriber> = (0..offline)
+        .map(|i| {
+            let sub = Subscriber::new(&service, &format!("u{i}"));
+            let body = sub.json().to_string();
+            let (st, b) = server::http(
+                srv.addr,
+                "POST",
+                "/api/push/subscriptions",
+                Some(&body),
+                Some(&tokens[conns + i]),
+            )
+            .expect("subscribe request");
+            assert_eq!(st, 201, "subscribe: {b}");
+            sub
+        })
+        .collect();
+
+    let targets: Vec<Target> = tokens[..conns]
+        .iter()
+        .map(|t| Target {
+            path: format!("/ws/room/chat?token={t}"),
+            room: 0,
+            addr: None,
+        })
+        .collect();
+    let mut load = Load::new(srv.addr, 1);
+    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(up as usize, conns, "every connection upgraded");
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= conns as u64);
+    let plan = |warmup: f64, measure: f64, label: &str| Plan {
+        senders: vec![((0..chatters).collect(), "chat".into())],
+        fan: vec![conns as u64 - 1],
+        mode: Mode::Paced { per_sec: chat_rate },
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(measure),
+        probe: None,
+        drain: Duration::from_secs(5),
+        label: format!("[{name} {label}]"),
+        server_pid: srv.pid,
+    };
+    run(&mut load, &plan(0.0, 1.0, "paced warm-up"));
+
+    let mut pushed = Hist::default();
+    let mut chat = [Hist::default(), Hist::default()];
+    let mut round_p99 = [Vec::new(), Vec::new()];
+    let mut checked = false;
+    let mut o_with = None;
+    for round in 0..rounds {
+        // Alternated in one sitting, each order once.
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
+            let label = if with {
+                "chat with pushes"
+            } else {
+                "chat alone"
+            };
+            let mentions = with.then(|| {
+                let users = (0..per_round)
+                    .map(|i| conns + round * per_round + i)
+                    .collect();
+                mention(srv.addr, &tokens[0], users, rate)
+            });
+            load.lat = Hist::default();
+            load.record_latency = true;
+            let o = run(&mut load, &plan(warmup, measure, label));
+            load.record_latency = false;
+            check_outcome(name, &o, &srv);
+            let h = std::mem::take(&mut load.lat);
+            round_p99[with as usize].push(h.quantile(0.99));
+            chat[with as usize].add(&h);
+            let Some(mentions) = mentions else { continue };
+            let sent = mentions.join().expect("the mention sender");
+            let first = round * per_round;
+            let mut got = 0;
+            while got < per_round {
+                let Some(p) = service.next(Duration::from_secs(10)) else {
+                    break;
+                };
+                let Some(i) = p
+                    .path
+                    .strip_prefix("/push/u")
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .and_then(|i| i.checked_sub(first))
+                    .filter(|&i| i < per_round)
+                else {
+                    panic!("[{name}] a push to {} in round {round}", p.path);
+                };
+                got += 1;
+                if !checked {
+                    // One payload opened as a browser would: the request is real.
+                    let v = subscribers[first + i].open(&p, &key);
+                    assert_eq!(v["title"], "bench0 mentioned you in #m", "{v}");
+                    checked = true;
+                }
+                if sent[i].0 >= Duration::from_secs_f64(warmup) {
+                    pushed.record(p.at.saturating_duration_since(sent[i].1).as_nanos() as u64);
+                }
+            }
+            assert_eq!(got, per_round, "[{name}] every mention pushed once");
+            o_with = Some(o);
+        }
+    }
+    service.expect_none(Duration::from_millis(500), "one push per mention");
+    let o = o_with.expect("a round with pushes");
+    let (p50, p99) = (pushed.quantile(0.5), pushed.quantile(0.99));
+    ctx.rows.push(
+        Row::new(
+            name,
+            format!("mention → push request p50/p99/max at {rate:.0}/s"),
+            p99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {} / {}",
+                label(p50 as f64),
+                label(p99 as f64),
+                label(pushed.max as f64)
+            ),
+        )
+        .target("p99 < 1 s", p99 < 1_000_000_000)
+        .out(&o)
+        .note(format!(
+            "{} samples over {rounds} rounds; encrypted per subscription (RFC 8291), VAPID-signed, over HTTP/1.1 to 127.0.0.1; {} sent in all",
+            pushed.n,
+            srv.metric("hubbub_push_sent_total")
+        )),
+    );
+    let q = |h: &Hist| (h.quantile(0.5), h.quantile(0.99));
+    let ((a50, a99), (b50, b99)) = (q(&chat[0]), q(&chat[1]));
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|&x| label(x as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    ctx.rows.push(
+        Row::new(
+            name,
+            "chat latency p50 / p99, alone → with pushes",
+            b99 as f64 / a99.max(1) as f64,
+            "× (p99)",
+            format!(
+                "{} / {} → {} / {} (p99 ×{:.2})",
+                label(a50 as f64),
+                label(a99 as f64),
+                label(b50 as f64),
+                label(b99 as f64),
+                b99 as f64 / a99.max(1) as f64
+            ),
+        )
+        .out(&o)
+        .note(format!(
+            "{chat_rate:.0} msgs/s to {conns} connections; p99 per round alone: {}; with pushes: {}",
+            ms(&round_p99[0]),
+            ms(&round_p99[1])
+        )),
+    );
+    ctx.series.push((
+        format!("push: mention → push request at {rate:.0}/s"),
+        pushed,
+    ));
+    let [alone, with] = chat;
+    ctx.series
+        .push((format!("push: chat at {chat_rate:.0} msgs/s, alone"), alone));
+    ctx.series.push((
+        format!("push: chat at {chat_rate:.0} msgs/s, with pushes"),
+        with,
+    ));
+    drop(load);
+    drop(srv);
+}
+
+/// Sends, on a connection of its own to room `m`, one mention of each of
+/// `users` (`bench<N>`), `rate` a second; returns when each was sent (since
+/// the first, and the instant).
+fn mention(
+    addr: std::net::SocketAddr,
+    token: &str,
+    users: Vec<usize>,
+    rate: f64,
+) -> std::thread::JoinHandle<Vec<(Duration, Instant)>> {
+    let url = format!("ws://{addr}/ws/room/m?token={token}");
+    std::thread::spawn(move || {
+        let stream = std::net::TcpStream::connect(addr).expect("connect the mention sender");
+        stream.set_nodelay(true).expect("nodelay");
+        let (mut ws, _) =
+            tungstenite::client(url.as_str(), stream).expect("upgrade the mention sender");
+        ws.get_mut().set_nonblocking(true).expect("nonblocking");
+        let start = Instant::now();
+        let mut sent = Vec::with_capacity(users.len());
+        // Reads whatever arrived (acks, the echo), so the server never sees a slow consumer.
+        let drain = |ws: &mut tungstenite::WebSocket<std::net::TcpStream>| loop {
+            match ws.read() {
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    return;
+                }
+                Err(e) => panic!("the mention sender's connection: {e}"),
+            }
+        };
+        for (i, user) in users.into_iter().enumerate() {
+            let due = start + Duration::from_secs_f64(i as f64 / rate);
+            loop {
+                drain(&mut ws);
+                let now = Instant::now();
+                if now >= due {
+                    break;
+                }
+                std::thread::sleep((due - now).min(Duration::from_millis(1)));
+            }
+            let frame = format!(
+                r#"{{"type":"message","room":"m","content":"@bench{user} the release is out"}}"#
+            );
+            let at = Instant::now();
+            match ws.send(tungstenite::Message::text(frame)) {
+                Ok(()) => {}
+                // Queued in the socket's buffer; flushed by the next send or read.
+                Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("the mention sender's connection: {e}"),
+            }
+            sent.push((at - start, at));
+        }
+        let end = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < end {
+            let _ = ws.flush();
+            drain(&mut ws);
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        sent
+    })
 }
 
 // ---- Persistence: acked messages/s and the loop's latency ------------------

@@ -21,8 +21,10 @@ use crate::http::request::{HeadError, Request};
 use crate::http::routes::{self, Handled, Http, Upgrade};
 use crate::hub::{self, Bus, Hub, Stored};
 use crate::outbox::{ConnRef, Outbox};
+use crate::push::sender::{Senders, Setup};
+use crate::push::{Outcome, Push, vapid};
 use crate::store::{
-    Backend, Desk, Reply, Request as StoreRequest, StoreHandle, StoredMessage, Ticket,
+    Backend, Desk, PushProfile, Reply, Request as StoreRequest, StoreHandle, StoredMessage, Ticket,
 };
 use crate::users::Directory;
 use crate::ws::codec::Message;
@@ -33,12 +35,13 @@ pub struct App {
     hub: Hub,
     http: Http,
     store: StoreHandle,
+    push: Push,
 }
 
 impl App {
-    /// Reads what storage holds, settles the token secret, and starts the
-    /// storage thread and the hashing pool; both ring `waker` when they have
-    /// answers.
+    /// Reads what storage holds, settles the token secret and the VAPID
+    /// key, and starts the storage thread, the hashing pool and the push
+    /// senders; each rings `waker` when it has answers.
     pub fn start(
         config: &Config,
         mut backend: impl Backend,
@@ -47,6 +50,9 @@ impl App {
     ) -> io::Result<App> {
         let snapshot = backend.load().map_err(io::Error::other)?;
         let secret = secret::load_or_create(config.jwt_secret.as_deref(), &mut backend)
+            .map_err(io::Error::other)?;
+        let vapid = vapid::load_or_create(config.vapid_private_key.as_deref(), &mut backend)
+            .map(Arc::new)
             .map_err(io::Error::other)?;
         let cluster = bus.node_name().map(str::to_string);
         let bus_waker = waker.clone();
@@ -66,14 +72,25 @@ impl App {
         let store = StoreHandle::spawn(backend, config.store_queue, move || {
             let _ = store_waker.wake();
         });
+        let hash_waker = waker.clone();
         let hasher = HashPool::spawn(config.hash_threads, config.pbkdf2_iterations, move || {
+            let _ = hash_waker.wake();
+        });
+        let setup = Setup {
+            vapid: vapid.clone(),
+            contact: config.push_contact.clone(),
+            allow_insecure: config.push_allow_insecure,
+        };
+        let senders = Senders::spawn(setup, move || {
             let _ = waker.wake();
         });
+        let push = Push::new(vapid, Box::new(senders));
         Ok(App {
             users,
             hub,
-            http: Http::new(config, Tokens::new(&secret), hasher),
+            http: Http::new(config, Tokens::new(&secret), hasher, push.public_key()),
             store,
+            push,
         })
     }
 
@@ -152,7 +169,8 @@ impl App {
         self.with_hub(out, |hub, cx| hub.close_session(cx, token));
     }
 
-    /// The loop was woken: storage replies, password outcomes, bus frames.
+    /// The loop was woken: storage replies, password outcomes, bus frames,
+    /// push outcomes.
     /// Returns true when storage answered `Drain` (shutdown may go on).
     pub fn on_wake(&mut self, out: &mut impl Outbox) -> bool {
         let mut drained = false;
@@ -169,13 +187,12 @@ impl App {
                 Reply::Changed { ticket, outcome } => {
                     self.with_hub(out, |hub, cx| hub.on_changed(cx, ticket, outcome))
                 }
-                // Only the hub parks requests that are answered this way.
-                Reply::Done { ticket } => {
-                    self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, true))
+                Reply::Done { ticket } => self.on_write_answered(out, ticket, true),
+                Reply::Failed { ticket } => self.on_write_answered(out, ticket, false),
+                Reply::PushProfile { ticket, profile } => {
+                    self.on_push_profile(out, ticket, Some(profile))
                 }
-                Reply::Failed { ticket } => {
-                    self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, false))
-                }
+                Reply::PushProfileFailed { ticket } => self.on_push_profile(out, ticket, None),
                 Reply::UserStored { key, id } => {
                     let new = self.with_http(out, |http, cx| http.on_user_stored(cx, key, Ok(id)));
                     if let Some(id) = new {
@@ -213,7 +230,59 @@ impl App {
         }
         self.with_http(out, |http, cx| http.on_hashed(cx));
         self.with_hub(out, |hub, cx| hub.on_bus(cx));
+        self.on_pushed(out);
         drained
+    }
+
+    /// A write with a ticket and no data was stored or not: the desk that
+    /// asked goes on.
+    fn on_write_answered(&mut self, out: &mut impl Outbox, ticket: Ticket, ok: bool) {
+        match ticket.desk {
+            Desk::Hub => self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, ok)),
+            Desk::Http => self.with_http(out, |http, cx| http.on_write_answered(cx, ticket, ok)),
+        }
+    }
+
+    /// A user's push profile was read: for the hub, the push it was read
+    /// for goes to the senders; for the HTTP desk, it answers the settings.
+    fn on_push_profile(
+        &mut self,
+        out: &mut impl Outbox,
+        ticket: Ticket,
+        profile: Option<PushProfile>,
+    ) {
+        if ticket.desk == Desk::Http {
+            return self.with_http(out, |http, cx| http.on_push_profile(cx, ticket, profile));
+        }
+        let notice = self.hub.take_push(ticket);
+        match (notice, profile) {
+            (Some(notice), Some(profile)) => {
+                let queued = self.push.deliver(&notice, profile);
+                out.metrics().push_dropped += queued.dropped as u64;
+            }
+            (Some(_), None) => out.metrics().push_dropped += 1,
+            (None, _) => {}
+        }
+    }
+
+    /// What the push senders report: counted, and a subscription its push
+    /// service says is gone is deleted (if storage is too busy for that,
+    /// the next push to it says so again).
+    fn on_pushed(&mut self, out: &mut impl Outbox) {
+        while let Some(outcome) = self.push.try_outcome() {
+            let m = out.metrics();
+            match outcome {
+                Outcome::Sent => m.push_sent += 1,
+                Outcome::Retrying => m.push_retried += 1,
+                Outcome::Failed => m.push_failed += 1,
+                Outcome::Gone { endpoint, auth } => {
+                    m.push_gone += 1;
+                    let _ = self
+                        .store
+                        .submit(StoreRequest::DropPushSubscription { endpoint, auth });
+                }
+            }
+        }
     }
 
     /// A history page goes to the desk that asked for it.

@@ -353,12 +353,63 @@ pub const ECHO_MAX_CHARS: usize = 64;
 /// 32 bytes is SHA-256's output size (RFC 7518 §3.2 requires at least that).
 pub const JWT_SECRET_MIN: usize = 32;
 
+// ---- Web Push ---------------------------------------------------------------
+
+/// Push subscriptions one user may hold (browsers and devices); a new one
+/// past this replaces their oldest, which is usually a browser profile
+/// wiped without unsubscribing.
+pub const MAX_PUSH_SUBSCRIPTIONS: usize = 10;
+/// Longest push endpoint URL accepted, in bytes. Browsers' push services
+/// give URLs of 100-400 bytes.
+pub const MAX_PUSH_ENDPOINT: usize = 1024;
+/// How long a push service keeps a push for a device that is off (the
+/// `TTL` header): a message from last evening is still worth showing in the
+/// morning; past a day, the conversation itself says more.
+pub const PUSH_TTL: Duration = Duration::from_secs(24 * 3600);
+/// One push per user and conversation per this long: the first message
+/// goes at once; what comes during the interval waits and goes as one push
+/// when it ends ("and 4 more"), so a busy room is one notification that
+/// updates a few times a minute, not fifty.
+pub const PUSH_INTERVAL_MS: i64 = 10_000;
+/// Users and conversations whose pushes are paced at once, at most; past
+/// it a new conversation's push is dropped (counted in `/metrics`).
+pub const PUSH_PACED_MAX: usize = 100_000;
+/// Characters of the message a push carries at most (as the web client's
+/// own notifications show), then an ellipsis.
+pub const PUSH_TEXT_CHARS: usize = 140;
+/// Threads that send pushes. Each waits on one push service at a time, for
+/// at most [`PUSH_REQUEST_TIMEOUT`]; four keep a slow service from holding
+/// up the others' pushes.
+pub const PUSH_SENDERS: usize = 4;
+/// Pushes waiting for a sending thread, in all; past it a push is dropped
+/// (counted in `/metrics`), never the loop blocked.
+pub const PUSH_QUEUE: usize = 4096;
+/// Retries one sending thread holds for later at most; past it a push that
+/// should be retried is given up.
+pub const PUSH_RETRIES_HELD: usize = 1024;
+/// Tries per push: the first and three retries, after 1, 2 and 4 s (or the
+/// service's `Retry-After`, up to [`PUSH_RETRY_AFTER_MAX`]), on a 429, a
+/// 5xx or a failed connection.
+pub const PUSH_ATTEMPTS: u32 = 4;
+pub const PUSH_BACKOFF: Duration = Duration::from_secs(1);
+pub const PUSH_RETRY_AFTER_MAX: Duration = Duration::from_secs(60);
+/// Connecting to a push service (name lookup included) may take this long.
+pub const PUSH_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// One push request, connect to last byte, may take this long.
+pub const PUSH_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The VAPID token's lifetime (RFC 8292 allows at most 24 h); a sending
+/// thread signs one per push service and reuses it until an hour is left.
+pub const VAPID_TOKEN_TTL: Duration = Duration::from_secs(12 * 3600);
+
 // ---- Operator defaults ------------------------------------------------------
 
 /// Listen address when neither `--addr` nor `HUBBUB_ADDR` is given.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
 /// SQLite file when neither `--db` nor `HUBBUB_DB` is given: the working directory.
 pub const DEFAULT_DB: &str = "./hubbub.db";
+/// The VAPID `sub` when `--push-contact` is not given. Push services may
+/// refuse a contact they cannot reach; operators should give their own.
+pub const DEFAULT_PUSH_CONTACT: &str = "mailto:postmaster@localhost";
 /// Chat frames per second per connection when `--rate-limit` is not given.
 pub const DEFAULT_RATE_LIMIT: u32 = 20;
 /// Most hashing threads by default: more would only compete with the loop
@@ -409,6 +460,15 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Chat WebSockets one user may hold on this node; 0 = unlimited.
     pub max_conns_per_user: usize,
+    /// VAPID private key (`HUBBUB_VAPID_PRIVATE_KEY`: a P-256 scalar,
+    /// base64url); `None` = generated once, kept in the db.
+    pub vapid_private_key: Option<Vec<u8>>,
+    /// Who push services may contact about this server's pushes
+    /// (`--push-contact`: a `mailto:` or `https:` URL, the VAPID `sub`).
+    pub push_contact: String,
+    /// Also accept `http://` push endpoints and loopback addresses
+    /// (`--push-allow-insecure`, for tests with a local push service).
+    pub push_allow_insecure: bool,
 }
 
 impl Default for Config {
@@ -432,6 +492,9 @@ impl Default for Config {
             trust_proxy: Vec::new(),
             allowed_origins: Vec::new(),
             max_conns_per_user: DEFAULT_MAX_CONNS_PER_USER,
+            vapid_private_key: None,
+            push_contact: DEFAULT_PUSH_CONTACT.into(),
+            push_allow_insecure: false,
         }
     }
 }
@@ -1009,6 +1072,56 @@ const OPTIONS: &[Opt] = &[
                 }
                 o.config.allowed_origins.push(a);
             }
+            Ok(())
+        },
+    },
+    Opt {
+        flag: None,
+        env: Some("HUBBUB_VAPID_PRIVATE_KEY"),
+        value: Some("KEY"),
+        help: || {
+            "VAPID private key for Web Push (P-256, base64url); default: one generated \
+             once and kept in the database"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            use base64::Engine as _;
+            let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(v.trim().trim_end_matches('='))
+                .map_err(|_| "not base64url".to_string())?;
+            if key.len() != 32 {
+                return Err(format!(
+                    "a P-256 private key is 32 bytes, not {}",
+                    key.len()
+                ));
+            }
+            o.config.vapid_private_key = Some(key);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--push-contact"),
+        env: Some("HUBBUB_PUSH_CONTACT"),
+        value: Some("URL"),
+        help: || "who push services may contact about this server (mailto: or https: URL)".into(),
+        default: Some(|o| o.config.push_contact.clone()),
+        set: |o, v| {
+            if !(v.starts_with("mailto:") || v.starts_with("https://")) || v.len() > 256 {
+                return Err(format!("not a mailto: or https: URL: {v}"));
+            }
+            o.config.push_contact = v.to_string();
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--push-allow-insecure"),
+        env: None,
+        value: None,
+        help: || "also accept http:// and loopback push endpoints (tests only)".into(),
+        default: None,
+        set: |o, _| {
+            o.config.push_allow_insecure = true;
             Ok(())
         },
     },

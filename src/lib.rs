@@ -29,6 +29,7 @@
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
+//! | `push` | Web Push: the VAPID key, which endpoints a push may reach, what a push says (the user's privacy choice) and its encrypted request, the sending threads with their bounded queues, timeouts and retries | send on the loop, decide who is pushed (the hub does) |
 //! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them; `ops`: the lock a server holds on its file, `restore` and its id floor | be called synchronously by the loop |
 //! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options (flags, environment, `--config` file); counters; SIGINT/SIGTERM/SIGHUP as a pollable pipe; RFC 3339 time; background threads at lower priority | |
 //!
@@ -65,6 +66,11 @@
 //!   `hub/fanout.rs`'s `publish`; a cross-node [`Bus`] plugs in through [`Server::start`]
 //!   (Redis: [`redis_bus`]). `hub`'s module doc lists the node-local state
 //!   and what a cluster does about each.
+//! - Push: the hub decides who is pushed and parks the notice while
+//!   storage reads the user's subscriptions; `app.rs` hands both to
+//!   `push::Push`, which queues one job per subscription on a `Pusher`
+//!   (the real one sends on threads of its own) and hears back through the
+//!   `Waker`.
 //! - Embedding: [`Server::start`] runs on a listener the caller bound, and a
 //!   [`Shutdown`] handle stops it from any thread (the in-process tests).
 //!
@@ -114,6 +120,7 @@ mod hub;
 mod metrics;
 mod outbox;
 mod priority;
+mod push;
 pub mod redis;
 pub mod redis_bus;
 pub mod server;

@@ -40,6 +40,17 @@ pub struct Metrics {
     pub ws_refused_origin: u64,
     /// WebSocket upgrades refused 429: the user holds `--max-conns-per-user`.
     pub ws_refused_user_cap: u64,
+    /// Pushes a push service accepted.
+    pub push_sent: u64,
+    /// Tries that failed and will be tried again (429, 5xx, no connection).
+    pub push_retried: u64,
+    /// Subscriptions a push service said are gone (404, 410): deleted.
+    pub push_gone: u64,
+    /// Pushes that failed for good (tries used up, or refused).
+    pub push_failed: u64,
+    /// Pushes dropped before a try: a full queue or pacing table, or
+    /// storage too busy to read the user's subscriptions.
+    pub push_dropped: u64,
 }
 
 /// Gauges read at render time.
@@ -65,7 +76,7 @@ pub struct Gauges {
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, u64); 16] = [
+        let counters: [(&str, &str, u64); 21] = [
             (
                 "hubbub_connections_accepted_total",
                 "TCP connections accepted.",
@@ -145,6 +156,31 @@ impl Metrics {
                 "hubbub_ws_refused_user_cap_total",
                 "WebSocket upgrades refused 429 at the per-user connection cap.",
                 self.ws_refused_user_cap,
+            ),
+            (
+                "hubbub_push_sent_total",
+                "Web Push messages a push service accepted.",
+                self.push_sent,
+            ),
+            (
+                "hubbub_push_retried_total",
+                "Web Push tries that failed and were tried again.",
+                self.push_retried,
+            ),
+            (
+                "hubbub_push_gone_total",
+                "Push subscriptions deleted because their push service said they are gone.",
+                self.push_gone,
+            ),
+            (
+                "hubbub_push_failed_total",
+                "Web Push messages that failed for good.",
+                self.push_failed,
+            ),
+            (
+                "hubbub_push_dropped_total",
+                "Web Push messages dropped before a try (a full queue or busy storage).",
+                self.push_dropped,
             ),
         ];
         for (name, help, v) in counters {
@@ -250,6 +286,6 @@ mod tests {
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 28);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 33);
     }
 }

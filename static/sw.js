@@ -10,10 +10,13 @@
 // file no-cache), which caches the new files, takes over at once and deletes
 // the old cache; open pages are told and offer a reload (js/worker.js).
 //
-// Notifications. A page asks for them with a message; a `push` handler will
-// call the same three functions: showMessageNotification (one notification
-// per conversation, replaced as messages come), closeNotifications (the
-// conversation was read) and openConversation (a click).
+// Notifications. A page asks for them with a message, and the server's Web
+// Push reaches the `push` handler when no tab is open; both call the same
+// three functions: showMessageNotification (one notification per
+// conversation, replaced as messages come), closeNotifications (the
+// conversation was read) and openConversation (a click). A push whose user
+// chose not to show message text has no conversation: it is one "new
+// message" notification that opens the app.
 
 const SHELL = { version: 'unstamped', files: [] };
 
@@ -66,18 +69,22 @@ async function fromShell(req, path) {
 
 // ---- notifications: the seams a `push` handler calls ---------------------------
 
-const tagOf = (key) => `hubbub:${key}`;
+const tagOf = (key) => `hubbub:${key ?? '*'}`;
+// A push stands for at most this many messages (the server's pacing count).
+const MAX_PUSH_COUNT = 10_000;
 
 /**
  * Show the notification for a new message in conversation `key` ('#room' or
- * '@person'). It replaces the conversation's earlier one, so a busy room is
- * one notification that says how many came, not fifty.
- * @param {{key: string, title: string, body: string, id?: number}} note
+ * '@person'; null: one that does not say which). It replaces the
+ * conversation's earlier one, so a busy room is one notification that says
+ * how many came, not fifty. `count` is how many messages this note stands
+ * for (a push the server held back for a while says so).
+ * @param {{key: string|null, title: string, body: string, id?: number|null, count?: number}} note
  */
 async function showMessageNotification(note) {
   const tag = tagOf(note.key);
   const earlier = await self.registration.getNotifications({ tag });
-  const count = earlier.reduce((n, x) => Math.max(n, x.data?.count || 0), 0) + 1;
+  const count = earlier.reduce((n, x) => Math.max(n, x.data?.count || 0), 0) + (note.count || 1);
   const body = count > 1 ? `${note.body}\n(and ${count - 1} more)` : note.body;
   await self.registration.showNotification(note.title, {
     body,
@@ -102,11 +109,12 @@ async function openConversation({ key, id }) {
   const windows = await self.clients.matchAll({ type: 'window', includeUncontrolled: true });
   const client = windows.find((c) => c.focused) || windows.find((c) => c.visibilityState === 'visible') || windows[0];
   if (!client) {
+    if (!key) return self.clients.openWindow('/');
     const hash = new URLSearchParams({ open: key });
     if (id) hash.set('message', String(id));
     return self.clients.openWindow(`/#${hash}`);
   }
-  client.postMessage({ type: 'open', key, id: id ?? null });
+  if (key) client.postMessage({ type: 'open', key, id: id ?? null });
   // Focusing needs the click's user activation; without one the window was still told.
   return client.focus().catch(() => client);
 }
@@ -131,4 +139,55 @@ self.addEventListener('message', (event) => {
   } else if (m.type === 'read') {
     event.waitUntil(closeNotifications(key));
   }
+});
+
+// ---- Web Push ------------------------------------------------------------------
+
+/**
+ * A push's payload as the server writes it (src/push/message.rs), checked
+ * like any input. A browser requires every push to show a notification, so
+ * one that cannot be read still says that something came.
+ */
+function pushedNote(data) {
+  let p = null;
+  try {
+    p = data ? data.json() : null;
+  } catch {
+    p = null;
+  }
+  const text = (v, max) => (typeof v === 'string' && v ? v.slice(0, max) : null);
+  const count = Number.isSafeInteger(p?.count) && p.count > 0 ? Math.min(p.count, MAX_PUSH_COUNT) : 1;
+  return {
+    key: conversationKey(p?.key),
+    title: text(p?.title, MAX_TITLE_CHARS) || 'hubbub',
+    body: text(p?.body, MAX_BODY_CHARS) || 'You have a new message',
+    id: Number.isSafeInteger(p?.id) ? p.id : null,
+    count,
+  };
+}
+
+self.addEventListener('push', (event) => {
+  event.waitUntil(showMessageNotification(pushedNote(event.data)));
+});
+
+/**
+ * The push service replaced this browser's subscription (or dropped it).
+ * The worker has no token to tell the server, so it subscribes again with
+ * the same key and asks the open pages to register the new subscription;
+ * with none open, the page does when it next loads (js/ui/push.js syncs
+ * on every start). The old endpoint is dropped by the server the first time
+ * its push service answers 404 or 410.
+ */
+async function resubscribe(event) {
+  let sub = event.newSubscription;
+  const key = event.oldSubscription?.options?.applicationServerKey;
+  if (!sub && key) sub = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+  if (!sub) return;
+  for (const client of await self.clients.matchAll({ type: 'window', includeUncontrolled: true })) {
+    client.postMessage({ type: 'push-subscription', subscription: sub.toJSON() });
+  }
+}
+
+self.addEventListener('pushsubscriptionchange', (event) => {
+  event.waitUntil(resubscribe(event));
 });

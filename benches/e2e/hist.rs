@@ -43,6 +43,15 @@ impl Hist {
         self.max = self.max.max(ns);
     }
 
+    /// Counts `other`'s samples too (rounds of one measurement).
+    pub fn add(&mut self, other: &Hist) {
+        for (c, o) in self.counts.iter_mut().zip(&other.counts) {
+            *c += o;
+        }
+        self.n += other.n;
+        self.max = self.max.max(other.max);
+    }
+
     /// The value (ns, bucket midpoint) at quantile `q` in [0, 1].
     pub fn quantile(&self, q: f64) -> u64 {
         if self.n == 0 {

@@ -8,6 +8,7 @@
 
 pub mod mime;
 pub mod proxy;
+pub mod push;
 pub mod redirect;
 pub mod request;
 pub mod response;

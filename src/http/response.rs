@@ -50,6 +50,11 @@ impl Response {
         Response::new(status, JSON, body)
     }
 
+    /// 204: done, nothing to say (no body, no `Content-Type`).
+    pub fn no_content() -> Response {
+        Response::new(204, "", &[][..])
+    }
+
     /// The contract's error shape: a sentence for people, a code for programs.
     pub fn error(status: u16, code: &'static str, message: impl Into<String>) -> Response {
         #[derive(Serialize)]
@@ -84,14 +89,19 @@ impl Response {
     /// static body can be queued without a copy; `head_only` answers `HEAD`.
     pub fn write_head(&self, out: &mut Vec<u8>, keep_alive: bool) {
         use std::io::Write;
-        let _ = write!(
-            out,
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
-            self.status,
-            reason(self.status),
-            self.content_type,
-            self.body.len()
-        );
+        if self.status == 204 {
+            // A 204 has no body, so no Content-Length (RFC 9110 §8.6).
+            out.extend_from_slice(b"HTTP/1.1 204 No Content\r\n");
+        } else {
+            let _ = write!(
+                out,
+                "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n",
+                self.status,
+                reason(self.status),
+                self.content_type,
+                self.body.len()
+            );
+        }
         let json = self.content_type == JSON;
         let mut nosniff = json;
         let mut no_store = json;
@@ -150,6 +160,7 @@ fn reason(status: u16) -> &'static str {
         101 => "Switching Protocols",
         200 => "OK",
         201 => "Created",
+        204 => "No Content",
         301 => "Moved Permanently",
         304 => "Not Modified",
         400 => "Bad Request",
@@ -172,6 +183,17 @@ fn reason(status: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 204 says neither a length nor a type: it has no body.
+    #[test]
+    fn no_content_has_no_length() {
+        let mut head = Vec::new();
+        Response::no_content().write_head(&mut head, true);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
 
     /// An error response is JSON with the contract's two fields and exact headers.
     #[test]

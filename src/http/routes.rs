@@ -31,7 +31,7 @@ use serde_json::json;
 
 use super::request::{HeadError, Request};
 use super::response::Response;
-use super::{proxy, static_files, upgrade};
+use super::{proxy, push, static_files, upgrade};
 use crate::auth::jwt::Tokens;
 use crate::auth::password;
 use crate::auth::pool::{Full, HashPool, Job, Outcome, Skipped};
@@ -45,8 +45,8 @@ use crate::hub::{Denied, Hub, ROOM_NAME_RULE};
 use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
-    Conflict, Desk, HistoryQuery, Request as StoreRequest, SearchQuery, Storage, StoredMessage,
-    Target, Ticket, UserId, UserRow, search_words,
+    Conflict, Desk, HistoryQuery, PushProfile, Request as StoreRequest, SearchQuery, Storage,
+    StoredMessage, Target, Ticket, UserId, UserRow, search_words,
 };
 use crate::users::{Directory, Taken, valid_username};
 use crate::ws::proto::{Ts, echo, message_objects};
@@ -75,6 +75,9 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/api/me" | "/api/users" | "/api/rooms" | "/api/messages" | "/api/search" | "/healthz"
         | "/readyz" | "/metrics" => "GET, HEAD",
         "/ws" | "/ws/echo" => "GET",
+        "/api/push/key" => "GET, HEAD",
+        "/api/push/subscriptions" => "POST, DELETE",
+        "/api/push/settings" => "GET, HEAD, PUT",
         p if p.starts_with("/ws/room/") => "GET",
         p if p.starts_with("/api/") => return None,
         _ => "GET, HEAD",
@@ -241,6 +244,18 @@ enum Wait {
         client: ClientKey,
         body: LoginBody,
     },
+    /// A push route's write: `done` is the answer once it is stored.
+    PushWrite {
+        conn: ConnRef,
+        keep_alive: bool,
+        done: Response,
+    },
+    /// `GET /api/push/settings`: the caller's settings are being read.
+    PushSettings {
+        conn: ConnRef,
+        keep_alive: bool,
+        head_only: bool,
+    },
 }
 
 /// The HTTP desk: the routes and the requests they wait on.
@@ -266,6 +281,10 @@ pub struct Http {
     allowed_origins: Vec<String>,
     /// `--max-conns-per-user` (0 = unlimited).
     max_conns_per_user: usize,
+    /// The VAPID public key, base64url (`GET /api/push/key`).
+    push_key: String,
+    /// `--push-allow-insecure`: `http://` and loopback endpoints too.
+    push_allow_insecure: bool,
 }
 
 /// `/healthz` (`readiness` false) and `/readyz`. Health: storage
@@ -317,7 +336,7 @@ pub fn send(
 }
 
 impl Http {
-    pub fn new(config: &Config, tokens: Tokens, hasher: HashPool) -> Http {
+    pub fn new(config: &Config, tokens: Tokens, hasher: HashPool, push_key: String) -> Http {
         Http {
             tokens,
             hasher,
@@ -331,6 +350,8 @@ impl Http {
             trust_proxy: config.trust_proxy.clone(),
             allowed_origins: config.allowed_origins.clone(),
             max_conns_per_user: config.max_conns_per_user,
+            push_key,
+            push_allow_insecure: config.push_allow_insecure,
         }
     }
 
@@ -388,7 +409,7 @@ impl Http {
             send(cx.out, conn.token, resp, keep_alive, head_only);
             return Handled::Done;
         }
-        if method == "POST" && !is_json(req.header("content-type")) {
+        if matches!(method, "POST" | "PUT" | "DELETE") && !is_json(req.header("content-type")) {
             cx.out.metrics().http_unsupported_media += 1;
             let resp = Response::error(
                 415,
@@ -412,6 +433,7 @@ impl Http {
                 let room = &p["/ws/room/".len()..];
                 return self.upgrade(cx, conn, req, Some(room));
             }
+            p if p.starts_with("/api/push/") => return self.push(cx, conn, req),
             "/api/messages" => return self.messages(cx, conn, req, false),
             "/api/search" => return self.messages(cx, conn, req, true),
             "/healthz" | "/readyz" => health(
@@ -573,6 +595,12 @@ impl Http {
                     conn, keep_alive, ..
                 }
                 | Wait::FindUser {
+                    conn, keep_alive, ..
+                }
+                | Wait::PushWrite {
+                    conn, keep_alive, ..
+                }
+                | Wait::PushSettings {
                     conn, keep_alive, ..
                 } => (conn, keep_alive),
             };
@@ -918,6 +946,105 @@ impl Http {
                 &json!({"messages": message_objects(m, |id| users.name(id))}),
             ),
             None => Response::error(500, "internal", "could not read history"),
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        cx.out.resume_http(conn.token);
+    }
+
+    /// The push routes (`http/push.rs`): answered at once, or after the
+    /// write or read they ask of storage.
+    fn push(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: ConnRef, req: &Request<'_>) -> Handled {
+        let keep_alive = req.keep_alive();
+        let head_only = req.method == "HEAD";
+        let resp = match self.authenticate(cx.users, req.bearer()) {
+            None => unauthorized(),
+            Some(me) => {
+                let method = if head_only { "GET" } else { req.method };
+                let action = push::route(
+                    method,
+                    req.path,
+                    req.body,
+                    me,
+                    &self.push_key,
+                    self.push_allow_insecure,
+                );
+                let (wait, write) = match action {
+                    push::Action::Answer(resp) => {
+                        send(cx.out, conn.token, resp, keep_alive, head_only);
+                        return Handled::Done;
+                    }
+                    push::Action::Write { write, done } => (
+                        Wait::PushWrite {
+                            conn,
+                            keep_alive,
+                            done,
+                        },
+                        Some(write),
+                    ),
+                    push::Action::ReadSettings => (
+                        Wait::PushSettings {
+                            conn,
+                            keep_alive,
+                            head_only,
+                        },
+                        None,
+                    ),
+                };
+                let ticket = self.park(wait);
+                let request = match write {
+                    Some(w) => w.request(ticket),
+                    None => StoreRequest::PushProfile { ticket, user: me },
+                };
+                if cx.store.submit(request).is_ok() {
+                    return Handled::Waiting;
+                }
+                self.waiting.remove(&ticket);
+                busy()
+            }
+        };
+        send(cx.out, conn.token, resp, keep_alive, head_only);
+        Handled::Done
+    }
+
+    /// A push route's write was stored (`ok`) or not.
+    pub fn on_write_answered(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
+        let Some(Wait::PushWrite {
+            conn,
+            keep_alive,
+            done,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        let resp = if ok {
+            done
+        } else {
+            Response::error(500, "internal", "could not store the push setting")
+        };
+        answer(cx.out, conn, resp, keep_alive);
+    }
+
+    /// The caller's push settings were read (`None`: the read failed).
+    pub fn on_push_profile(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        profile: Option<PushProfile>,
+    ) {
+        let Some(Wait::PushSettings {
+            conn,
+            keep_alive,
+            head_only,
+        }) = self.waiting.remove(&ticket)
+        else {
+            return;
+        };
+        if !cx.out.is_live(conn) {
+            return;
+        }
+        let resp = match profile {
+            Some(p) => push::settings(p.show_text),
+            None => Response::error(500, "internal", "could not read the push settings"),
         };
         send(cx.out, conn.token, resp, keep_alive, head_only);
         cx.out.resume_http(conn.token);

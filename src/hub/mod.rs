@@ -23,9 +23,9 @@
 //! |---|---|---|
 //! | door | `mod.rs` | [`Hub`]: routing |
 //! | handlers | `commands/*.rs`, `peers.rs` | one file per client command, with its continuations; what notes from other nodes make this node do |
-//! | behaviour shared by handlers | `presence.rs`, `members.rs`, `order.rs`, `fanout.rs` | who is told when people come and go; private rooms' members; stored messages out in order; the one way out (`publish`) |
+//! | behaviour shared by handlers | `presence.rs`, `members.rs`, `order.rs`, `fanout.rs`, `push.rs` | who is told when people come and go; private rooms' members; stored messages out in order; the one way out (`publish`); who is pushed about a stored message |
 //! | composition | `parts.rs` | `Parts`, every part in one struct, and `Ctx` |
-//! | parts | `sessions.rs`, `rooms.rs`, `acks.rs`, `reads.rs`, `waits.rs`, `cluster.rs` | state, each with its fields private and the methods that keep them right |
+//! | parts | `sessions.rs`, `rooms.rs`, `acks.rs`, `reads.rs`, `waits.rs`, `pacing.rs`, `cluster.rs` | state, each with its fields private and the methods that keep them right |
 //! | vocabulary | `command.rs`, `emoji.rs`, `mentions.rs`, `wire.rs`, `bus.rs`, `rate.rs` | pure: typed client frames, reactions, `@name`s, notes between nodes and their bytes, the bus seam, the token bucket |
 //!
 //! A module imports only from floors below it, so `Parts` is not `Hub`: a
@@ -50,6 +50,7 @@
 //! | unread hints (`unread_sources`) | skip the query for users with nothing to count | not trusted: every connect asks storage |
 //! | subscriptions (`Room::subscribers`, sessions) | this node's connections | stay local: each node delivers to its own sockets |
 //! | pending acks (acks part) | messages waiting for their commit | stay local: the node that took the message acks it |
+//! | push pacing (pacing part) | one push per user and conversation per interval | stays local: the node that stored a message pushes it, once |
 
 mod acks;
 mod bus;
@@ -61,9 +62,11 @@ mod fanout;
 mod members;
 mod mentions;
 mod order;
+mod pacing;
 mod parts;
 mod peers;
 mod presence;
+mod push;
 mod rate;
 mod reads;
 pub(crate) mod rooms;
@@ -81,6 +84,7 @@ pub use command::ROOM_NAME_RULE;
 pub use parts::{Ctx, Denied};
 
 use crate::outbox::{ConnRef, Outbox};
+use crate::push::Notice;
 use crate::store::{
     Change, MsgId, PrivateRoomRow, Refusal, Seq, Snapshot, StoredMessage, Target, Ticket,
     UnreadCount, UserId,
@@ -378,6 +382,18 @@ impl Hub {
         }
     }
 
+    /// A push's profile was read: the notice it was read for, unless its
+    /// user came online meanwhile (`None` then, and for a ticket that is
+    /// not a push's).
+    pub fn take_push(&mut self, ticket: Ticket) -> Option<Notice> {
+        match self.parts.waits.take(ticket) {
+            Some(Wait::Push { notice }) if !push::is_connected(&self.parts, notice.user) => {
+                Some(notice)
+            }
+            _ => None,
+        }
+    }
+
     /// Everything read again after the bus came back (`None`: it failed).
     pub fn on_resync(
         &mut self,
@@ -402,10 +418,12 @@ impl Hub {
         peers::announce_user(&mut self.parts, cx, id);
     }
 
-    /// Once a second: graces that are over end, deferred reads retry, and a
-    /// cluster node beats, drops silent peers and reads back lasting gaps.
+    /// Once a second: graces that are over end, held pushes go, deferred
+    /// reads retry, and a cluster node beats, drops silent peers and reads
+    /// back lasting gaps.
     pub fn on_tick(&mut self, cx: &mut Ctx<'_, impl Outbox>) {
         presence::end_graces(&mut self.parts, cx);
+        push::send_due(&mut self.parts, cx);
         self.retry_deferred(cx);
         peers::tick(&mut self.parts, cx);
     }

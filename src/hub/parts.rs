@@ -15,6 +15,7 @@ use mio::Token;
 use super::acks::Acks;
 use super::cluster::Cluster;
 use super::command::{FrameError, ROOM_NAME_RULE, valid_room_name};
+use super::pacing::Pacing;
 use super::reads::Reads;
 use super::rooms::{RoomId, Rooms};
 use super::sessions::Sessions;
@@ -53,6 +54,8 @@ pub struct Parts {
     pub reads: Reads,
     /// Other storage requests waiting for their reply, by ticket.
     pub waits: Waits,
+    /// Pushes per user and conversation: sent now, or held for the interval.
+    pub pacing: Pacing,
     /// The other nodes, on a node of a cluster only.
     pub cluster: Option<Cluster>,
     /// Serializes server frames; its scratch buffer is reused.
@@ -69,6 +72,7 @@ impl Parts {
             acks: Acks::load(snapshot),
             reads: Reads::default(),
             waits: Waits::default(),
+            pacing: Pacing::default(),
             cluster: None,
             encoder: Encoder::default(),
         }

@@ -37,6 +37,7 @@ pub fn open_session(
     if parts.sessions.open(conn, user, url_room) {
         set_status(parts, cx, user, "online");
     }
+    parts.pacing.forget(user);
     // In a cluster another node may have made something unread (the flag
     // is this node's knowledge only): always ask there.
     let ask = parts.cluster.is_some() || cx.users.get(user).is_some_and(|u| u.unread_sources);

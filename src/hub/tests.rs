@@ -289,6 +289,11 @@ impl Bench {
                 }
                 Reply::RoomInfoFailed { ticket } => hub.on_room_info(&mut cx, ticket, None),
                 Reply::Changed { ticket, outcome } => hub.on_changed(&mut cx, ticket, outcome),
+                // The application hands the notice to the senders; the
+                // hub's tests look at the reads it asked for.
+                Reply::PushProfile { ticket, .. } | Reply::PushProfileFailed { ticket } => {
+                    let _ = hub.take_push(ticket);
+                }
                 Reply::UserStored { .. }
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use super::wire::TargetKey;
 use crate::outbox::ConnRef;
+use crate::push::Notice;
 use crate::store::{Desk, MsgId, PrivateRoomRow, Target, Ticket, UserId};
 
 /// Which change a parked `edit`, `delete` or `react` asked for, for its
@@ -60,6 +61,9 @@ pub enum Wait {
         joiner: Option<(ConnRef, Option<MsgId>)>,
         has_messages: bool,
     },
+    /// A push, paced and decided: its user's subscriptions and setting
+    /// are being read (`push.rs`).
+    Push { notice: Notice },
 }
 
 /// Waits by ticket.

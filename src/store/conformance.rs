@@ -9,9 +9,10 @@
 
 use super::fixtures::{TICKET, msg, user};
 use super::{
-    Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, Reaction, Refusal, Reply, Request,
-    SearchQuery, StoredMessage, Target, UnreadCount, UserId,
+    Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow, PushProfile, PushSubscription,
+    Reaction, Refusal, Reply, Request, SearchQuery, StoredMessage, Target, UnreadCount, UserId,
 };
+use crate::config::MAX_PUSH_SUBSCRIPTIONS;
 
 const ALICE: UserId = 1;
 const BOB: UserId = 2;
@@ -196,6 +197,7 @@ pub fn check_all(db: &mut dyn Backend) {
     replies(db, deleted);
     mentions(db);
     searches(db);
+    pushes(db);
 }
 
 /// Only the author edits; a missing message is refused; history shows the
@@ -438,4 +440,136 @@ fn searches(db: &mut dyn Backend) {
     // A message whose room has no row (its write was lost) is nobody's.
     put(db, said(64, "lost", ALICE, "release orphan"), vec![]);
     assert_eq!(search(db, ALICE, "orphan", None), Vec::<MsgId>::new());
+}
+
+fn profile(db: &mut dyn Backend, user: UserId) -> PushProfile {
+    match one(
+        db,
+        Request::PushProfile {
+            ticket: TICKET,
+            user,
+        },
+    ) {
+        Some(Reply::PushProfile { profile, .. }) => profile,
+        other => panic!("expected PushProfile, got {other:?}"),
+    }
+}
+
+fn endpoints(db: &mut dyn Backend, user: UserId) -> Vec<String> {
+    profile(db, user)
+        .subscriptions
+        .into_iter()
+        .map(|s| s.endpoint)
+        .collect()
+}
+
+fn subscribe(db: &mut dyn Backend, user: UserId, endpoint: &str, auth: u8, at: i64) {
+    let row = PushSubscription {
+        user,
+        endpoint: endpoint.into(),
+        p256dh: [4; 65],
+        auth: [auth; 16],
+        created_ms: at,
+    };
+    let reply = one(
+        db,
+        Request::PutPushSubscription {
+            ticket: TICKET,
+            row,
+        },
+    );
+    assert!(matches!(reply, Some(Reply::Done { .. })), "{reply:?}");
+}
+
+/// Push subscriptions: kept per user, oldest first; an endpoint
+/// subscribed again moves to whoever subscribed it last (a browser signed
+/// in as someone else); past the bound the user's oldest goes; a delete
+/// touches only the caller's; a push service's "gone" only the
+/// subscription it was sent to (same secret); the setting defaults to
+/// showing text and is kept per user.
+fn pushes(db: &mut dyn Backend) {
+    let e = |i: usize| format!("https://push.example/{i}");
+    assert_eq!(
+        profile(db, ALICE),
+        PushProfile {
+            show_text: true,
+            subscriptions: vec![]
+        }
+    );
+    subscribe(db, ALICE, &e(1), 1, 10);
+    subscribe(db, ALICE, &e(2), 2, 20);
+    let p = profile(db, ALICE);
+    assert_eq!(p.subscriptions[0].auth, [1; 16]);
+    assert_eq!(p.subscriptions[0].p256dh, [4; 65]);
+    assert_eq!(endpoints(db, ALICE), [e(1), e(2)]);
+    subscribe(db, BOB, &e(1), 3, 30);
+    assert_eq!(endpoints(db, ALICE), [e(2)], "the browser is bob's now");
+    assert_eq!(endpoints(db, BOB), [e(1)]);
+    assert_eq!(profile(db, BOB).subscriptions[0].auth, [3; 16]);
+    for i in 3..=MAX_PUSH_SUBSCRIPTIONS + 2 {
+        subscribe(db, ALICE, &e(i), 9, 100 + i as i64);
+    }
+    let kept = endpoints(db, ALICE);
+    assert_eq!(kept.len(), MAX_PUSH_SUBSCRIPTIONS);
+    assert!(!kept.contains(&e(2)), "the oldest went");
+    assert_eq!(kept.last(), Some(&e(MAX_PUSH_SUBSCRIPTIONS + 2)));
+    // Subscribed again at an old time, the newest still stays.
+    subscribe(db, ALICE, &e(2), 2, 0);
+    assert!(endpoints(db, ALICE).contains(&e(2)));
+    assert_eq!(endpoints(db, ALICE).len(), MAX_PUSH_SUBSCRIPTIONS);
+    let done = one(
+        db,
+        Request::DeletePushSubscription {
+            ticket: TICKET,
+            user: ALICE,
+            endpoint: e(1),
+        },
+    );
+    assert!(matches!(done, Some(Reply::Done { .. })));
+    assert_eq!(endpoints(db, BOB), [e(1)], "not alice's to delete");
+    assert!(
+        one(
+            db,
+            Request::DropPushSubscription {
+                endpoint: e(1),
+                auth: [1; 16]
+            }
+        )
+        .is_none()
+    );
+    assert_eq!(
+        endpoints(db, BOB),
+        [e(1)],
+        "subscribed again since: another secret"
+    );
+    one(
+        db,
+        Request::DropPushSubscription {
+            endpoint: e(1),
+            auth: [3; 16],
+        },
+    );
+    assert!(endpoints(db, BOB).is_empty());
+    one(
+        db,
+        Request::DeletePushSubscription {
+            ticket: TICKET,
+            user: ALICE,
+            endpoint: e(2),
+        },
+    );
+    assert!(!endpoints(db, ALICE).contains(&e(2)));
+    for show_text in [false, true, false] {
+        let r = one(
+            db,
+            Request::PutPushSettings {
+                ticket: TICKET,
+                user: ALICE,
+                show_text,
+            },
+        );
+        assert!(matches!(r, Some(Reply::Done { .. })));
+        assert_eq!(profile(db, ALICE).show_text, show_text);
+    }
+    assert!(profile(db, BOB).show_text, "each user's own");
 }

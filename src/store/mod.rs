@@ -71,9 +71,10 @@ use std::thread::JoinHandle;
 
 pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
 pub use rows::{
-    Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reaction,
-    Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
-    decode_reactions, encode_reactions, search_words, toggle_reaction,
+    Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, PushProfile,
+    PushSubscription, Reaction, Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target,
+    UnreadCount, UserId, UserRow, decode_reactions, encode_reactions, search_words,
+    toggle_reaction,
 };
 
 use crate::config::{STORE_BATCH, STORE_PROBE};

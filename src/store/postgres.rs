@@ -50,6 +50,7 @@ mod append_tests;
 #[cfg(test)]
 mod change_tests;
 mod conn;
+mod push;
 mod reads;
 mod schema;
 #[cfg(test)]
@@ -238,7 +239,35 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::Resync { .. }
         | Request::RoomInfo { .. }
         | Request::FindUser { .. }
-        | Request::Search { .. } => Some(read(c, req)?),
+        | Request::Search { .. }
+        | Request::PushProfile { .. } => Some(read(c, req)?),
+        Request::PutPushSubscription { ticket, row } => {
+            check_text(&[Some(&row.endpoint)])?;
+            push::put_subscription(c, row)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DeletePushSubscription {
+            ticket,
+            user,
+            endpoint,
+        } => {
+            check_text(&[Some(endpoint)])?;
+            push::delete_subscription(c, *user, endpoint)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::DropPushSubscription { endpoint, auth } => {
+            check_text(&[Some(endpoint)])?;
+            push::drop_subscription(c, endpoint, auth)?;
+            None
+        }
+        Request::PutPushSettings {
+            ticket,
+            user,
+            show_text,
+        } => {
+            push::put_settings(c, *user, *show_text)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
         Request::EditMessage { ticket, .. }
         | Request::DeleteMessage { ticket, .. }
         | Request::React { ticket, .. } => Some(Reply::Changed {

@@ -14,8 +14,8 @@
 //! `postgres.rs`, and for a read `postgres/reads.rs`).
 
 use super::rows::{
-    Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, Refusal, SearchQuery, Seq, Snapshot,
-    StoredMessage, Target, UnreadCount, UserId, UserRow,
+    Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, PushProfile, PushSubscription, Refusal,
+    SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
 };
 
 /// Which part of the loop asked: storage echoes the ticket, and the loop
@@ -25,10 +25,12 @@ use super::rows::{
 pub enum Desk {
     /// The chat hub: `history` frames, `join … since` replays, `unread`,
     /// private room changes, edits, deletes and reactions, and a cluster
-    /// node's catch-up, resync and room look-ups.
+    /// node's catch-up, resync and room look-ups, and the push profile of
+    /// each user a message is pushed to.
     Hub,
     /// The HTTP routes: `GET /api/messages`, `GET /api/search`, a cluster
-    /// login's user look-up (and password jobs on the pool).
+    /// login's user look-up, the push routes' writes and settings (and
+    /// password jobs on the pool).
     Http,
 }
 
@@ -143,6 +145,35 @@ pub enum Request {
     /// read: conversations they are in, public rooms, private rooms they
     /// are a member of.
     Search { ticket: Ticket, query: SearchQuery },
+    /// Keeps a browser's push subscription for `row.user`. An endpoint
+    /// already stored moves to this user with its new keys (the browser
+    /// is signed in as them now: the previous user's pushes must not reach
+    /// it); past [`MAX_PUSH_SUBSCRIPTIONS`](crate::config::MAX_PUSH_SUBSCRIPTIONS)
+    /// the user's oldest other subscriptions go. Reply: `Done` / `Failed`.
+    PutPushSubscription {
+        ticket: Ticket,
+        row: PushSubscription,
+    },
+    /// Forgets `endpoint` if it is `user`'s (another user's is left as it
+    /// is). Reply: `Done` / `Failed`.
+    DeletePushSubscription {
+        ticket: Ticket,
+        user: UserId,
+        endpoint: String,
+    },
+    /// The push service answered that the subscription is gone (404 or
+    /// 410): it is forgotten if it still has the secret `auth` it was sent
+    /// with (a browser that subscribed it again since keeps it). No reply.
+    DropPushSubscription { endpoint: String, auth: [u8; 16] },
+    /// Sets `user`'s choice of what a push shows. Reply: `Done` / `Failed`.
+    PutPushSettings {
+        ticket: Ticket,
+        user: UserId,
+        show_text: bool,
+    },
+    /// `user`'s push settings and subscriptions. Reply: `PushProfile` /
+    /// `PushProfileFailed`.
+    PushProfile { ticket: Ticket, user: UserId },
     /// Reply: `Drained`, after every write sent before it is committed.
     /// (Reads on the reader thread are not waited for: at shutdown nobody
     /// needs their answers.)
@@ -243,6 +274,15 @@ pub enum Reply {
     /// `RoomInfo` could not be read (a `join` waiting for it is answered
     /// `busy`).
     RoomInfoFailed {
+        ticket: Ticket,
+    },
+    PushProfile {
+        ticket: Ticket,
+        profile: PushProfile,
+    },
+    /// `PushProfile` could not be read (a push is not sent; the settings
+    /// route answers 500).
+    PushProfileFailed {
         ticket: Ticket,
     },
     Drained,
@@ -357,6 +397,16 @@ impl Request {
             Request::EditMessage { .. } => F::change("edit_message"),
             Request::DeleteMessage { .. } => F::change("delete_message").several_statements(true),
             Request::React { .. } => F::change("react"),
+            // An upsert, then the user's oldest past the bound go.
+            Request::PutPushSubscription { .. } => F::write("put_push_subscription")
+                .failing_alone()
+                .several_statements(true),
+            Request::DeletePushSubscription { .. } => {
+                F::write("delete_push_subscription").failing_alone()
+            }
+            Request::DropPushSubscription { .. } => F::write("drop_push_subscription"),
+            Request::PutPushSettings { .. } => F::write("put_push_settings"),
+            Request::PushProfile { .. } => F::read("push_profile"),
             Request::Drain => F::write("drain"),
         }
     }
@@ -380,7 +430,11 @@ impl Request {
             | Request::RemoveMember { ticket, .. }
             | Request::EditMessage { ticket, .. }
             | Request::DeleteMessage { ticket, .. }
-            | Request::React { ticket, .. } => Reply::Failed { ticket: *ticket },
+            | Request::React { ticket, .. }
+            | Request::PutPushSubscription { ticket, .. }
+            | Request::DeletePushSubscription { ticket, .. }
+            | Request::PutPushSettings { ticket, .. } => Reply::Failed { ticket: *ticket },
+            Request::PushProfile { ticket, .. } => Reply::PushProfileFailed { ticket: *ticket },
             Request::History { ticket, .. }
             | Request::Search { ticket, .. }
             | Request::Catchup { ticket, .. } => Reply::HistoryFailed { ticket: *ticket },
@@ -394,7 +448,8 @@ impl Request {
             Request::Drain => Reply::Drained,
             Request::PutPublicRoom { .. }
             | Request::SetLastSeen { .. }
-            | Request::MarkRead { .. } => {
+            | Request::MarkRead { .. }
+            | Request::DropPushSubscription { .. } => {
                 return None;
             }
         })
@@ -475,6 +530,10 @@ mod tests {
                 ticket: TICKET,
                 name: name(),
             },
+            Request::PushProfile {
+                ticket: TICKET,
+                user: 1,
+            },
         ];
         let answered: Vec<String> = cases
             .iter()
@@ -490,6 +549,7 @@ mod tests {
                     Some(Reply::ResyncFailed { ticket }) if ticket == TICKET => "resync",
                     Some(Reply::RoomInfoFailed { ticket }) if ticket == TICKET => "room_info",
                     Some(Reply::FindUserFailed { ticket }) if ticket == TICKET => "find_user",
+                    Some(Reply::PushProfileFailed { ticket }) if ticket == TICKET => "push_profile",
                     other => panic!("{}: {other:?}", req.facts().name),
                 }
                 .to_string()
@@ -504,7 +564,8 @@ mod tests {
                 "unread",
                 "resync",
                 "room_info",
-                "find_user"
+                "find_user",
+                "push_profile"
             ]
         );
     }

@@ -270,6 +270,33 @@ pub struct Snapshot {
     pub heads: Vec<(Target, Seq)>,
 }
 
+/// A browser's Web Push subscription (RFC 8030's endpoint, RFC 8291's
+/// keys), as the web client's `PushSubscription` gives it. The endpoint is
+/// its identity: a browser that signs in as someone else subscribes the
+/// same endpoint again, and it moves to them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSubscription {
+    pub user: UserId,
+    /// An `https://` URL (checked before it is stored: `push::endpoint`).
+    pub endpoint: String,
+    /// The browser's P-256 public key, an uncompressed point.
+    pub p256dh: [u8; 65],
+    /// The browser's authentication secret.
+    pub auth: [u8; 16],
+    pub created_ms: i64,
+}
+
+/// What a push to one user needs from storage: their choice of what a
+/// notification may show, and where to send it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushProfile {
+    /// Show the message's sender, conversation and text (the default);
+    /// false: only "you have a new message".
+    pub show_text: bool,
+    /// Oldest first, at most `MAX_PUSH_SUBSCRIPTIONS`.
+    pub subscriptions: Vec<PushSubscription>,
+}
+
 /// Why a user row was refused: the name or email is already stored (by
 /// another node of a cluster, which this node's directory had not heard of).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

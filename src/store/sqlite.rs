@@ -131,6 +131,24 @@ CREATE VIRTUAL TABLE messages_fts USING fts5(
 );
 INSERT INTO messages_fts (messages_fts) VALUES ('rebuild');
 "#,
+    r#"
+-- Issue 26: Web Push. A browser's subscription is keyed by its endpoint:
+-- signed in as someone else, it subscribes the same endpoint again and the
+-- row moves to them (`store::sqlite::push`).
+CREATE TABLE push_subscriptions (
+    endpoint   TEXT PRIMARY KEY,
+    user_id    INTEGER NOT NULL,
+    p256dh     BLOB NOT NULL,
+    auth       BLOB NOT NULL,
+    created_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX push_subscriptions_user ON push_subscriptions(user_id, created_ms);
+-- What a push may show, per user; no row: the default (everything).
+CREATE TABLE push_settings (
+    user_id   INTEGER PRIMARY KEY,
+    show_text INTEGER NOT NULL
+);
+"#,
 ];
 
 /// The columns `row_to_message` reads, in its order.
@@ -782,6 +800,34 @@ impl Sqlite {
             Request::Catchup { .. } | Request::Resync { .. } => {
                 return Err(not_sequenced());
             }
+            Request::PutPushSubscription { ticket, row } => {
+                push::put_subscription(c, row)?;
+                Some(Reply::Done { ticket: *ticket })
+            }
+            Request::DeletePushSubscription {
+                ticket,
+                user,
+                endpoint,
+            } => {
+                push::delete_subscription(c, *user, endpoint)?;
+                Some(Reply::Done { ticket: *ticket })
+            }
+            Request::DropPushSubscription { endpoint, auth } => {
+                push::drop_subscription(c, endpoint, auth)?;
+                None
+            }
+            Request::PutPushSettings {
+                ticket,
+                user,
+                show_text,
+            } => {
+                push::put_settings(c, *user, *show_text)?;
+                Some(Reply::Done { ticket: *ticket })
+            }
+            Request::PushProfile { ticket, user } => Some(Reply::PushProfile {
+                ticket: *ticket,
+                profile: push::profile(c, *user)?,
+            }),
             Request::Drain => Some(Reply::Drained),
         })
     }
@@ -1229,6 +1275,10 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 messages: search(&self.conn, query).map_err(err)?,
             }),
+            Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
+                ticket: *ticket,
+                profile: push::profile(&self.conn, *user).map_err(err)?,
+            }),
             _ => Err(StoreError::request("not a read")),
         }
     }
@@ -1246,6 +1296,8 @@ impl Reader for SqliteReader {
         }
     }
 }
+
+mod push;
 
 #[cfg(test)]
 mod tests;

@@ -48,4 +48,9 @@ export const api = {
   users: () => request('GET', '/api/users'),
   rooms: () => request('GET', '/api/rooms'),
   search: (q, limit = 30) => request('GET', `/api/search?q=${encodeURIComponent(q)}&limit=${limit}`),
+  pushKey: () => request('GET', '/api/push/key'),
+  pushSubscribe: (subscription) => request('POST', '/api/push/subscriptions', subscription),
+  pushUnsubscribe: (endpoint) => request('DELETE', '/api/push/subscriptions', { endpoint }),
+  pushSettings: () => request('GET', '/api/push/settings'),
+  setPushSettings: (settings) => request('PUT', '/api/push/settings', settings),
 };

@@ -18,6 +18,7 @@ use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
 pub mod pebble;
+pub mod push_service;
 pub mod services;
 pub mod tls;
 

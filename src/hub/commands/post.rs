@@ -14,6 +14,7 @@ use crate::hub::fanout::{self, Except, Topic};
 use crate::hub::mentions;
 use crate::hub::order;
 use crate::hub::parts::{Ctx, Parts};
+use crate::hub::push;
 use crate::hub::sessions::Caller;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{MsgId, Request, StoredMessage};
@@ -157,6 +158,7 @@ pub fn on_message_stored(
         if !pending.mentions.is_empty() {
             send_mentions(parts, cx, id, &pending);
         }
+        push::on_stored(parts, cx, id, &pending);
     }
     for (conn, client_id) in &pending.waiters {
         if !cx.out.is_live(*conn) {

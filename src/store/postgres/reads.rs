@@ -315,6 +315,10 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
                 row: row.as_ref().map(user_row).transpose()?,
             })
         }
+        Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
+            ticket: *ticket,
+            profile: super::push::profile(c, *user)?,
+        }),
         _ => Err(Fail::Data("not a read".into())),
     }
 }

@@ -110,6 +110,24 @@ CREATE TABLE mentions (
 );
 CREATE INDEX mentions_message ON mentions (message_id);
 "##,
+    r#"
+-- Issue 26: Web Push. A browser's subscription is keyed by its endpoint:
+-- signed in as someone else, it subscribes the same endpoint again and the
+-- row moves to them (`store::postgres::push`).
+CREATE TABLE push_subscriptions (
+    endpoint   TEXT PRIMARY KEY,
+    user_id    BIGINT NOT NULL,
+    p256dh     BYTEA NOT NULL,
+    auth       BYTEA NOT NULL,
+    created_ms BIGINT NOT NULL
+);
+CREATE INDEX push_subscriptions_user ON push_subscriptions (user_id, created_ms);
+-- What a push may show, per user; no row: the default (everything).
+CREATE TABLE push_settings (
+    user_id   BIGINT PRIMARY KEY,
+    show_text BOOLEAN NOT NULL
+);
+"#,
 ];
 
 /// The advisory lock key held while migrating ("hubbub" in ASCII), so two

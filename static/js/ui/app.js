@@ -13,6 +13,7 @@ import { setupMessageActions } from './actions.js';
 import { setupSearch } from './search.js';
 import { setupNotifications } from './notify.js';
 import { setupSettings } from './settings.js';
+import { setupPush } from './push.js';
 import { formatLastSeen } from '../format.js';
 
 const TOAST_MS = 5000;
@@ -41,6 +42,7 @@ export function mountApp(chat, onLogout) {
   };
   setupSettings();
   const alerts = setupNotifications(chat, route, () => chat.changed());
+  const push = setupPush(chat);
 
   let shownKey = chat.activeKey;
   /** @param {{all: boolean, convs: Set<string>, users: Set<string>}} changes */
@@ -76,7 +78,10 @@ export function mountApp(chat, onLogout) {
   setInterval(() => chat.changed(), CLOCK_TICK_MS);
 
   $('leave-btn').onclick = () => chat.active && chat.leaveRoom(chat.active);
-  $('logout-btn').onclick = () => onLogout();
+  $('logout-btn').onclick = async () => {
+    await push.signOut();
+    onLogout();
+  };
 
   render({ all: true, convs: new Set(), users: new Set() });
 }
