@@ -938,8 +938,8 @@ fn idle_rss(ctx: &mut Ctx) {
             } else {
                 String::new()
             }
-        ));
-        row = row.target("≤ 256 B", per <= 256.0);
+        ))
+        .target("≤ 256 B", per <= 256.0);
         ctx.rows.push(row);
     }
     drop(srv);
