@@ -167,6 +167,7 @@ fn encode(c: &mut Criterion) {
                 reply_to: None,
                 edited_at: None,
                 reactions: Vec::new(),
+                attachments: &[],
             }))
         })
     });
@@ -250,6 +251,7 @@ fn fanout(c: &mut Criterion) {
         reply_to: None,
         edited_at: None,
         reactions: Vec::new(),
+        attachments: &[],
     });
     let mut buf = vec![0u8; 256 * 1024];
     g.throughput(Throughput::Elements(N as u64));
@@ -364,9 +366,40 @@ fn sqlite_insert(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+// ---- image previews -------------------------------------------------------------
+
+/// A 12-megapixel photo (4000 × 3000 JPEG, a phone's) made into its two
+/// previews, as the image thread does for each image upload: decode with
+/// the limits, orient, two resizes, two JPEG encodes, two blob writes.
+fn previews(c: &mut Criterion) {
+    use hubbub::bench::{DirStore, FileStore, inspect_image, write_blob};
+    let img = image::RgbImage::from_fn(4000, 3000, |x, y| {
+        image::Rgb([(x / 16) as u8, (y / 12) as u8, ((x + y) / 28) as u8])
+    });
+    let mut jpeg = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("hubbub-bench-previews-{}", std::process::id()));
+    let store = DirStore::open(&dir).unwrap();
+    let mut blobs = store.handle().unwrap();
+    let key = write_blob(&mut *blobs, &jpeg).unwrap();
+    let mut g = c.benchmark_group("previews");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.bench_function("jpeg_12mp", |b| {
+        b.iter(|| black_box(inspect_image(&mut *blobs, &key).unwrap()))
+    });
+    g.finish();
+    drop(blobs);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = http_parse, ws_decode, encode, fanout, sqlite_insert
+    targets = http_parse, ws_decode, encode, fanout, sqlite_insert, previews
 }
 criterion_main!(benches);

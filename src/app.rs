@@ -17,6 +17,8 @@ use crate::auth::jwt::Tokens;
 use crate::auth::pool::HashPool;
 use crate::auth::secret;
 use crate::config::Config;
+use crate::files::workers::FileWorkers;
+use crate::http::files::{self, FileDesk};
 use crate::http::request::{HeadError, Request};
 use crate::http::routes::{self, Handled, Http, Upgrade};
 use crate::hub::{self, Bus, Hub, Stored};
@@ -34,6 +36,7 @@ pub struct App {
     users: Directory,
     hub: Hub,
     http: Http,
+    files: FileDesk,
     store: StoreHandle,
     push: Push,
 }
@@ -68,6 +71,24 @@ impl App {
         for id in snapshot.unread_sources {
             users.mark_unread_source(id);
         }
+        for (user, file) in snapshot.avatars {
+            if let Some(u) = users.get_mut(user) {
+                u.avatar = Some(file);
+            }
+        }
+        // Files live where the backend says, moved by their own threads.
+        let file_store = backend.file_store().map_err(io::Error::other)?;
+        let file_waker = waker.clone();
+        let workers = file_store.map(|fs| {
+            FileWorkers::spawn(
+                fs,
+                Arc::new(move || {
+                    let _ = file_waker.wake();
+                }),
+            )
+        });
+        let files = FileDesk::new(workers, &secret, config.max_upload, config.upload_quota);
+        log::info!("{}", files.describe());
         let store_waker = waker.clone();
         let store = StoreHandle::spawn(backend, config.store_queue, move || {
             let _ = store_waker.wake();
@@ -89,6 +110,7 @@ impl App {
             users,
             hub,
             http: Http::new(config, Tokens::new(&secret), hasher, push.public_key()),
+            files,
             store,
             push,
         })
@@ -123,6 +145,20 @@ impl App {
         f(&mut self.http, &mut cx)
     }
 
+    /// Runs `f` on the file desk with its context.
+    fn with_files<O: Outbox, R>(
+        &mut self,
+        out: &mut O,
+        f: impl FnOnce(&mut FileDesk, &mut files::Ctx<'_, O>) -> R,
+    ) -> R {
+        let mut cx = files::Ctx {
+            users: &mut self.users,
+            store: &mut self.store,
+            out,
+        };
+        f(&mut self.files, &mut cx)
+    }
+
     /// One parsed HTTP request from TCP peer `peer`.
     pub fn on_request(
         &mut self,
@@ -131,7 +167,29 @@ impl App {
         peer: IpAddr,
         req: &Request<'_>,
     ) -> Handled {
+        if files::is_file_route(req.path) {
+            out.metrics().http_requests += 1;
+            return self.with_files(out, |desk, cx| desk.on_request(cx, conn, req));
+        }
         self.with_http(out, |http, cx| http.on_request(cx, conn, peer, req))
+    }
+
+    /// Bytes of an upload's body, as the reactor reads them (`last`: the
+    /// body is complete).
+    pub fn on_body(&mut self, _out: &mut impl Outbox, token: Token, bytes: &[u8], last: bool) {
+        self.files.on_body(token, bytes, last);
+    }
+
+    /// How many body bytes the reactor may read for `token`'s upload now.
+    pub fn body_room(&mut self, token: Token) -> usize {
+        self.files.body_room(token)
+    }
+
+    /// The flush pass is over: downloads whose sockets took bytes go on.
+    pub fn on_flushed(&mut self, out: &mut impl Outbox) {
+        if self.files.has_downloads() {
+            self.files.on_flushed(out);
+        }
     }
 
     /// A request head the parser refused.
@@ -166,6 +224,7 @@ impl App {
 
     /// A connection is going away (the reactor's close pass, once each).
     pub fn on_closed(&mut self, out: &mut impl Outbox, token: Token) {
+        self.files.on_closed(token);
         self.with_hub(out, |hub, cx| hub.close_session(cx, token));
     }
 
@@ -174,12 +233,32 @@ impl App {
     /// Returns true when storage answered `Drain` (shutdown may go on).
     pub fn on_wake(&mut self, out: &mut impl Outbox) -> bool {
         let mut drained = false;
-        while let Some(reply) = self.store.try_reply() {
-            if let Some((key, stored)) = Stored::of(&reply) {
-                self.with_hub(out, |hub, cx| hub.on_message_stored(cx, key, stored));
+        while let Some(mut reply) = self.store.try_reply() {
+            if let Some((key, stored, files)) = Stored::of(&mut reply) {
+                self.with_hub(out, |hub, cx| hub.on_message_stored(cx, key, stored, files));
                 continue;
             }
+            let reply = match reply {
+                Reply::FileStored { .. }
+                | Reply::FileRefused { .. }
+                | Reply::FileFound { .. }
+                | Reply::FindFileFailed { .. }
+                | Reply::FileUsage { .. }
+                | Reply::BlobsUsed { .. }
+                | Reply::FilesSwept { .. } => {
+                    self.with_files(out, |desk, cx| desk.on_store(cx, reply));
+                    continue;
+                }
+                other => other,
+            };
             match reply {
+                Reply::FileStored { .. }
+                | Reply::FileRefused { .. }
+                | Reply::FileFound { .. }
+                | Reply::FindFileFailed { .. }
+                | Reply::FileUsage { .. }
+                | Reply::BlobsUsed { .. }
+                | Reply::FilesSwept { .. } => {}
                 Reply::MessageStored { .. }
                 | Reply::MessageExists { .. }
                 | Reply::MessageFailed { .. }
@@ -229,6 +308,7 @@ impl App {
             }
         }
         self.with_http(out, |http, cx| http.on_hashed(cx));
+        self.with_files(out, |desk, cx| desk.on_workers(cx));
         self.with_hub(out, |hub, cx| hub.on_bus(cx));
         self.on_pushed(out);
         drained
@@ -240,6 +320,14 @@ impl App {
         match ticket.desk {
             Desk::Hub => self.with_hub(out, |hub, cx| hub.on_write_answered(cx, ticket, ok)),
             Desk::Http => self.with_http(out, |http, cx| http.on_write_answered(cx, ticket, ok)),
+            Desk::Files => {
+                let reply = if ok {
+                    Reply::Done { ticket }
+                } else {
+                    Reply::Failed { ticket }
+                };
+                self.with_files(out, |desk, cx| desk.on_store(cx, reply))
+            }
         }
     }
 
@@ -295,6 +383,7 @@ impl App {
         match ticket.desk {
             Desk::Hub => self.with_hub(out, |hub, cx| hub.on_history(cx, ticket, messages)),
             Desk::Http => self.with_http(out, |http, cx| http.on_history(cx, ticket, messages)),
+            Desk::Files => {}
         }
     }
 
@@ -306,6 +395,8 @@ impl App {
 
     /// Once a second, from the reactor's timer sweep.
     pub fn on_tick(&mut self, out: &mut impl Outbox) {
+        self.files.on_tick(out);
+        self.files.sweep(&mut self.store);
         self.with_hub(out, |hub, cx| hub.on_tick(cx));
     }
 
@@ -334,6 +425,7 @@ impl App {
     pub fn join(&mut self) {
         self.store.join();
         self.http.join();
+        self.files.join();
     }
 }
 

@@ -180,17 +180,24 @@ pub const DEFAULT_SEARCH_LIMIT: usize = 20;
 pub const MAX_SEARCH_LIMIT: usize = 100;
 /// The most bytes one message object can take in a reply: every content
 /// character escaped to six (`\u0001`); its reactions at their bounds
-/// (each emoji escaped, each reactor a longest name in quotes); plus the
-/// other fields. A read is reserved at this size per message it may
-/// return, before it is read.
+/// (each emoji escaped, each reactor a longest name in quotes); its
+/// attachments at theirs (names hold no control characters, so a byte
+/// escapes to two at most; types are never escaped; numbers and keys);
+/// plus the other fields. A read is reserved at this size per message it
+/// may return, before it is read.
 pub const MESSAGE_REPLY_MAX: usize = 6 * MAX_CONTENT_CHARS
     + MAX_REACTION_KINDS * (6 * MAX_EMOJI_BYTES + 24)
     + MAX_REACTIONS * (crate::config::USERNAME_MAX + 3)
+    + MAX_ATTACHMENTS * (2 * MAX_FILE_NAME_BYTES + MAX_MEDIA_TYPE_BYTES + 128)
     + 320;
-/// The largest reply to one storage read. A history page always fits
-/// (`MAX_HISTORY_LIMIT × MESSAGE_REPLY_MAX` is 7.1 MB); a `since` replay
-/// stops at this many bytes (keeping the newest) and says `recovered: false`.
+/// The largest reply to one storage read. A history page always fits in
+/// what a connection may be sent besides its live frames
+/// (`MAX_HISTORY_LIMIT × MESSAGE_REPLY_MAX` is 8.7 MB, asserted below); a
+/// `since` replay stops at this many bytes (keeping the newest) and says
+/// `recovered: false`.
 pub const MAX_REPLY_BYTES: usize = 8 * 1024 * 1024;
+// A page that could not fit would wait for its reservation forever.
+const _: () = assert!(MAX_HISTORY_LIMIT * MESSAGE_REPLY_MAX <= OUTPUT_CEILING - OUTPUT_HARD_LIMIT);
 /// History pages and replays one connection may have in flight. Two keep a
 /// client that pages back while it rejoins a room from waiting; more would
 /// only let one client queue more of the reader's time. A third waits, and
@@ -229,6 +236,91 @@ pub const MAX_PRIVATE_ROOMS_PER_USER: u32 = 100;
 /// them: the web client opens `general` for every new user, so a private
 /// `general` made on a fresh server would lock everyone else out of it.
 pub const RESERVED_ROOM_NAMES: &[&str] = &["general"];
+
+// ---- Files ------------------------------------------------------------------
+
+/// Default of `--max-upload`: the largest file one upload may be (Zulip's
+/// 25 MB; the contract's default).
+pub const DEFAULT_MAX_UPLOAD: u64 = 25 * 1024 * 1024;
+/// Default of `--upload-quota`: bytes of files one user may keep (0 = none).
+pub const DEFAULT_UPLOAD_QUOTA: u64 = 1024 * 1024 * 1024;
+/// Largest avatar upload (Revolt's 4 MB, with room for a phone photo):
+/// it is decoded whole, and only its small crops are kept.
+pub const MAX_AVATAR_UPLOAD: u64 = 10 * 1024 * 1024;
+/// Files one message may carry (the contract's).
+pub const MAX_ATTACHMENTS: usize = 10;
+/// Longest file name kept, in bytes (what most file systems allow, so a
+/// download keeps its name).
+pub const MAX_FILE_NAME_BYTES: usize = 255;
+/// Longest media type kept, in bytes (RFC 6838: 127 for each half; no
+/// registered type comes close).
+pub const MAX_MEDIA_TYPE_BYTES: usize = 127;
+/// Body bytes one upload may have handed to its file thread and not yet
+/// written; past this its socket is not read (backpressure, as for chat
+/// input while storage is behind). Four of the loop's reads.
+pub const UPLOAD_WINDOW: usize = 256 * 1024;
+/// Bytes of a download read from storage ahead of the socket at most:
+/// queued on the connection or on their way from the file thread.
+pub const DOWNLOAD_WINDOW: usize = 256 * 1024;
+/// One download read: a file thread's chunk.
+pub const DOWNLOAD_CHUNK: usize = 64 * 1024;
+/// File bytes in flight between the loop and the file threads, all
+/// transfers together: with 256 KiB a transfer, 32 transfers move at full
+/// speed and the rest wait their turn, so transfers cost the server a few
+/// MiB whatever their number and size.
+pub const FILE_BYTES_IN_FLIGHT: usize = 8 * 1024 * 1024;
+/// What a tiny chunk counts as against the windows, so a client trickling
+/// one byte per packet cannot queue millions of jobs.
+pub const MIN_CHUNK_COST: usize = 4 * 1024;
+/// An upload that sends nothing (while the server reads) for this long, or
+/// a download its client takes nothing of, is dropped: a transfer holds a
+/// descriptor and a file handle, and a stalled one must not keep them.
+pub const TRANSFER_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Threads moving upload and download chunks to and from the blobs.
+pub const FILE_THREADS: usize = 2;
+/// Threads decoding images into previews and avatars (at low priority).
+pub const IMAGE_THREADS: usize = 1;
+/// Image jobs waiting for an image thread at most; past it an upload
+/// is answered `busy`.
+pub const IMAGE_QUEUE: usize = 64;
+/// The two preview sizes: the longest side of the timeline's preview
+/// (shown at up to 360 CSS pixels, so sharp on a 1.33x screen) ...
+pub const THUMB_SMALL: u32 = 480;
+/// ... and of the viewer's.
+pub const THUMB_LARGE: u32 = 1600;
+/// The two avatar sizes, square: lists and the timeline, and profiles.
+pub const AVATAR_SMALL: u32 = 64;
+pub const AVATAR_LARGE: u32 = 256;
+/// JPEG quality of previews and avatars.
+pub const PREVIEW_JPEG_QUALITY: u8 = 82;
+/// Images with more pixels than this get no preview (Revolt's 40 MP;
+/// Mattermost's 33): decoding one takes hundreds of MB, and this is
+/// where a decompression bomb is stopped before its pixels are decoded.
+pub const MAX_IMAGE_PIXELS: u64 = 40_000_000;
+/// Widest and tallest image decoded (checked from the header, strictly).
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// What one decode may allocate at most (`image::Limits::max_alloc`): a
+/// 40 MP RGBA frame and the decoder's own buffers.
+pub const IMAGE_DECODE_ALLOC: u64 = 256 * 1024 * 1024;
+/// A file no message or profile refers to is removed this long after it
+/// was uploaded or stopped being referred to (its message deleted, the
+/// avatar replaced): an upload not sent within a day is gone.
+pub const UNREFERENCED_FILE_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// A blob no file refers to is removed once it was not committed for this
+/// long (an upload whose row is still being stored is never swept).
+pub const BLOB_GRACE: Duration = Duration::from_secs(3600);
+/// How often a node sweeps unreferenced files and blobs.
+pub const FILE_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+/// Blobs one sweep looks at at most (the next sweep goes on from there).
+pub const BLOB_SWEEP_BATCH: usize = 1000;
+/// How long a file link (`?ft=`, for `<img>` and downloads) is good for:
+/// a copied URL stops working within this.
+pub const FILE_LINK_TTL: Duration = Duration::from_secs(600);
+/// PostgreSQL stores a blob in rows of this many bytes.
+pub const PG_BLOB_CHUNK: usize = 256 * 1024;
+/// A PostgreSQL draft older than this is a leftover of a node that died
+/// mid-upload, and any node removes it.
+pub const PG_DRAFT_STALE: Duration = Duration::from_secs(24 * 3600);
 
 // ---- Accounts ---------------------------------------------------------------
 
@@ -460,6 +552,10 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Chat WebSockets one user may hold on this node; 0 = unlimited.
     pub max_conns_per_user: usize,
+    /// The largest upload, in bytes (`--max-upload`).
+    pub max_upload: u64,
+    /// Bytes of files one user may keep (`--upload-quota`); 0 = no quota.
+    pub upload_quota: u64,
     /// VAPID private key (`HUBBUB_VAPID_PRIVATE_KEY`: a P-256 scalar,
     /// base64url); `None` = generated once, kept in the db.
     pub vapid_private_key: Option<Vec<u8>>,
@@ -492,6 +588,8 @@ impl Default for Config {
             trust_proxy: Vec::new(),
             allowed_origins: Vec::new(),
             max_conns_per_user: DEFAULT_MAX_CONNS_PER_USER,
+            max_upload: DEFAULT_MAX_UPLOAD,
+            upload_quota: DEFAULT_UPLOAD_QUOTA,
             vapid_private_key: None,
             push_contact: DEFAULT_PUSH_CONTACT.into(),
             push_allow_insecure: false,
@@ -1136,7 +1234,66 @@ const OPTIONS: &[Opt] = &[
             Ok(())
         },
     },
+    Opt {
+        flag: Some("--max-upload"),
+        env: Some("HUBBUB_MAX_UPLOAD"),
+        value: Some("SIZE"),
+        help: || {
+            "the largest file upload, in bytes or with K, M, G (KiB, MiB, GiB); over it: 413".into()
+        },
+        default: Some(|o| show_size(o.config.max_upload)),
+        set: |o, v| {
+            o.config.max_upload = size(v)?;
+            if o.config.max_upload == 0 {
+                return Err("the largest upload must be at least one byte".into());
+            }
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--upload-quota"),
+        env: Some("HUBBUB_UPLOAD_QUOTA"),
+        value: Some("SIZE"),
+        help: || {
+            "bytes of files each user may keep, with K, M, G; over it: 507; 0 = no quota".into()
+        },
+        default: Some(|o| show_size(o.config.upload_quota)),
+        set: |o, v| {
+            o.config.upload_quota = size(v)?;
+            Ok(())
+        },
+    },
 ];
+
+/// A size option's value: bytes, or a number with `K`, `M` or `G` (KiB,
+/// MiB, GiB), in either case.
+pub fn size(v: &str) -> Result<u64, String> {
+    let bad = || format!("not a size (bytes, or a number with K, M or G): {v}");
+    let (digits, unit) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .ok_or_else(bad)
+}
+
+/// A size as [`size`] reads it, in the largest unit that divides it.
+pub fn show_size(n: u64) -> String {
+    for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] {
+        if n != 0 && n.is_multiple_of(1 << shift) {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    n.to_string()
+}
 
 /// A number option's value.
 fn number<T: std::str::FromStr>(v: &str) -> Result<T, String> {
@@ -1480,6 +1637,27 @@ mod tests {
         assert_eq!(o.config.rate_limit, 3);
         let o = run(&["--db", "flag.db"], &[("HUBBUB_DB", "env.db")]);
         assert_eq!(o.db, PathBuf::from("flag.db"));
+    }
+
+    /// Sizes read bytes or K, M, G (binary), and say themselves back the
+    /// same way; anything else, or an overflow, is refused.
+    #[test]
+    fn sizes() {
+        assert_eq!(size("25M"), Ok(25 << 20));
+        assert_eq!(size("1g"), Ok(1 << 30));
+        assert_eq!(size("512k"), Ok(512 << 10));
+        assert_eq!(size("1000"), Ok(1000));
+        assert_eq!(size("0"), Ok(0));
+        for bad in ["", "M", "1.5M", "-1", "10MB", "99999999999999999999G", "1T"] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
+        assert_eq!(show_size(DEFAULT_MAX_UPLOAD), "25M");
+        assert_eq!(show_size(DEFAULT_UPLOAD_QUOTA), "1G");
+        assert_eq!(show_size(1536), "1536");
+        assert_eq!(show_size(0), "0");
+        let o = run(&["--max-upload", "2M"], &[("HUBBUB_UPLOAD_QUOTA", "0")]);
+        assert_eq!((o.config.max_upload, o.config.upload_quota), (2 << 20, 0));
+        assert!(parse(&["--max-upload", "0"], &[]).is_err());
     }
 
     /// A variable wins over the default; without either the default holds.

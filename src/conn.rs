@@ -30,7 +30,7 @@ use mio::net::TcpStream;
 use crate::config::{
     CLOSE_FLUSH_TIMEOUT, CLOSE_LINGER, HEAD_TIMEOUT, IDLE_TIMEOUT, KEEP_BUFFER_BYTES, MAX_IOVECS,
     OUTPUT_CEILING, OUTPUT_HARD_LIMIT, OUTPUT_SOFT_LIMIT, OUTPUT_SOFT_SECONDS, PING_INTERVAL,
-    READ_PAUSE_BYTES,
+    READ_PAUSE_BYTES, TRANSFER_IDLE_TIMEOUT,
 };
 use crate::transport::Transport;
 use crate::ws::codec::Assembler;
@@ -67,6 +67,11 @@ enum Phase {
     Http { waiting: bool },
     /// WebSocket after a successful upgrade. `echo` is the `/ws/echo` endpoint.
     Ws { assembler: Assembler, echo: bool },
+    /// An upload's body, streamed to the application as it is read: `left`
+    /// bytes to come. `paused` while the application has no room for more
+    /// (the reactor stops reading; its idle timer stops too). Back to
+    /// `Http { waiting: true }` once the body is in.
+    Body { left: u64, paused: bool },
 }
 
 /// Why and how a connection is going away.
@@ -109,8 +114,14 @@ pub enum Flushed {
 /// What a connection is, for its timers.
 #[derive(Debug, Clone, Copy)]
 pub enum Kind {
-    Http { waiting: bool },
+    Http {
+        waiting: bool,
+    },
     Ws,
+    /// Reading an upload's body (`paused`: the server is not reading).
+    Body {
+        paused: bool,
+    },
 }
 
 /// A timer that fired.
@@ -147,6 +158,15 @@ pub fn timer_due(
         (None, Kind::Http { waiting: true }) => Timer::None,
         (None, Kind::Http { waiting: false }) => {
             if since(timer_start) >= HEAD_TIMEOUT.as_secs() as u32 {
+                Timer::Drop
+            } else {
+                Timer::None
+            }
+        }
+        (None, Kind::Body { paused: true }) => Timer::None,
+        (None, Kind::Body { paused: false }) => {
+            let quiet = since(last_input.max(timer_start));
+            if quiet >= TRANSFER_IDLE_TIMEOUT.as_secs() as u32 {
                 Timer::Drop
             } else {
                 Timer::None
@@ -370,7 +390,52 @@ impl Conn {
     pub fn assembler_mut(&mut self) -> Option<&mut Assembler> {
         match &mut self.phase {
             Phase::Ws { assembler, .. } => Some(assembler),
-            Phase::Http { .. } => None,
+            Phase::Http { .. } | Phase::Body { .. } => None,
+        }
+    }
+
+    // ---- an upload's body ------------------------------------------------------
+
+    /// The next `len` bytes are a request body for the application.
+    pub fn start_body(&mut self, len: u64, now: u32) {
+        self.phase = Phase::Body {
+            left: len,
+            paused: false,
+        };
+        self.timer_start = now;
+    }
+
+    /// Body bytes still to come, while reading one.
+    pub fn body_left(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Body { left, .. } => Some(left),
+            _ => None,
+        }
+    }
+
+    /// `n` body bytes went to the application; true when that was the
+    /// last of them (the request now waits for its answer).
+    pub fn took_body(&mut self, n: u64) -> bool {
+        let Phase::Body { left, .. } = &mut self.phase else {
+            return false;
+        };
+        *left = left.saturating_sub(n);
+        if *left > 0 {
+            return false;
+        }
+        self.phase = Phase::Http { waiting: true };
+        true
+    }
+
+    /// The application has no room for more body (`true`), or has again:
+    /// a paused upload is not timed out for the server's slowness, and its
+    /// idle clock starts over when it resumes.
+    pub fn pause_body(&mut self, paused: bool, now: u32) {
+        if let Phase::Body { paused: p, .. } = &mut self.phase {
+            if *p && !paused {
+                self.timer_start = now;
+            }
+            *p = paused;
         }
     }
 
@@ -497,6 +562,7 @@ impl Conn {
         let kind = match self.phase {
             Phase::Http { waiting } => Kind::Http { waiting },
             Phase::Ws { .. } => Kind::Ws,
+            Phase::Body { paused, .. } => Kind::Body { paused },
         };
         let timer = timer_due(kind, self.closing, self.last_input, self.timer_start, now);
         if timer == Timer::Ping {
@@ -593,6 +659,13 @@ impl Conn {
 
     pub fn queue_static(&mut self, bytes: &'static [u8]) -> bool {
         self.bufs().push(Chunk::Static(bytes), bytes.len())
+    }
+
+    /// Queues a buffer of bytes for this connection only (a download's
+    /// chunk), as it is: no copy. False past the absolute ceiling.
+    pub fn queue_vec(&mut self, bytes: Vec<u8>) -> bool {
+        let len = bytes.len();
+        self.push(Chunk::Owned(bytes), len)
     }
 
     /// Queues bytes for this connection only, coalescing small replies.
@@ -858,6 +931,32 @@ mod tests {
         assert_eq!(t(false, 9), Timer::None);
         assert_eq!(t(false, 10), Timer::Drop);
         assert_eq!(t(true, 100), Timer::None);
+    }
+
+    /// An upload that sends nothing for `TRANSFER_IDLE_TIMEOUT` is dropped,
+    /// unless the server is the one not reading; the clock starts over
+    /// when it reads again.
+    #[test]
+    fn upload_idle() {
+        let limit = TRANSFER_IDLE_TIMEOUT.as_secs() as u32;
+        let t = |paused, last_input, timer_start, now| {
+            timer_due(Kind::Body { paused }, None, last_input, timer_start, now)
+        };
+        assert_eq!(t(false, 0, 0, limit - 1), Timer::None);
+        assert_eq!(t(false, 0, 0, limit), Timer::Drop);
+        assert_eq!(t(true, 0, 0, 10 * limit), Timer::None, "paused by us");
+        assert_eq!(
+            t(false, 0, 100, 100 + limit - 1),
+            Timer::None,
+            "resumed at 100"
+        );
+        let (mut c, _peer) = pair();
+        c.start_body(10, 0);
+        c.pause_body(true, 5);
+        c.pause_body(false, 50);
+        assert_eq!(c.tick(50 + limit - 1), Timer::None);
+        assert!(!c.took_body(4) && c.body_left() == Some(6));
+        assert!(c.took_body(6) && c.is_waiting(), "waits for its answer");
     }
 
     /// A closing connection lingers at most `CLOSE_LINGER`.

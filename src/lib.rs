@@ -29,6 +29,7 @@
 //! | `users` | the user directory in memory | storage calls |
 //! | [`redis`] | cluster mode's pub/sub link: a RESP client over std `TcpStream`, subscriber and publisher threads, up/down and reconnects | block the loop, queue through an outage |
 //! | [`redis_bus`] | the hub's `Bus` over that link: one channel for the cluster, link events mapped onto the seam | know what the notes say |
+//! | `files` | file bytes: the [`FileStore`](files::FileStore) seam (blobs named by their SHA-256; the directory engine here, PostgreSQL's in `store`), the transfer and image threads, previews and avatars (`image`, bounded), what names and types uploads may have | run on the loop, know who may read a file |
 //! | `push` | Web Push: the VAPID key, which endpoints a push may reach, what a push says (the user's privacy choice) and its encrypted request, the sending threads with their bounded queues, timeouts and retries | send on the loop, decide who is pushed (the hub does) |
 //! | [`store`] | the storage seam: requests and replies, the [`Backend`](store::Backend) contract, the storage threads; the SQLite and PostgreSQL backends; `migrate` between them; `ops`: the lock a server holds on its file, `restore` and its id floor | be called synchronously by the loop |
 //! | [`config`], `metrics`, `signal`, `clock`, `priority` | limits and options (flags, environment, `--config` file); counters; SIGINT/SIGTERM/SIGHUP as a pollable pipe; RFC 3339 time; background threads at lower priority | |
@@ -115,6 +116,7 @@ mod auth;
 mod clock;
 pub mod config;
 mod conn;
+mod files;
 mod http;
 mod hub;
 mod metrics;
@@ -139,6 +141,9 @@ pub use server::{Server, Shutdown};
 #[doc(hidden)]
 pub mod bench {
     pub use crate::conn::{Conn, Flushed};
+    pub use crate::files::dir::DirStore;
+    pub use crate::files::images::inspect as inspect_image;
+    pub use crate::files::{FileStore, write_blob};
     pub use crate::http::request::parse as parse_request;
     pub use crate::hub::command::Command;
     pub use crate::transport::Transport;

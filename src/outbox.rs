@@ -47,6 +47,16 @@ pub trait Outbox {
     fn resume_input(&mut self, token: Token);
     /// Starts a WebSocket close: the close frame goes out, nothing after it.
     fn close_ws(&mut self, token: Token, code: u16, reason: &str);
+    /// The connection's next `len` bytes are the body of the request it
+    /// waits on: they go to `App::on_body` as they are read (after `100
+    /// Continue` when `continue_first`: the client asked before sending).
+    fn start_body(&mut self, token: Token, len: u64, continue_first: bool);
+    /// Queues a buffer for this connection alone, without a copy (a
+    /// download's chunk).
+    fn body(&mut self, token: Token, bytes: Vec<u8>);
+    /// Drops the connection at the end of the pass, without another byte
+    /// (a download that cannot go on: its status line is long gone).
+    fn abort(&mut self, token: Token);
     /// The loop's counters.
     fn metrics(&mut self) -> &mut Metrics;
     /// Connections open now (a `/metrics` gauge).
@@ -191,6 +201,13 @@ pub mod recorder {
         }
         fn close_ws(&mut self, token: Token, code: u16, _: &str) {
             self.sent.push((token, Sent::Close(code)));
+            self.dead.insert(token);
+        }
+        fn start_body(&mut self, _: Token, _: u64, _: bool) {}
+        fn body(&mut self, token: Token, bytes: Vec<u8>) {
+            self.sent.push((token, Sent::Bytes(bytes)));
+        }
+        fn abort(&mut self, token: Token) {
             self.dead.insert(token);
         }
         fn metrics(&mut self) -> &mut Metrics {

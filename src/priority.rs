@@ -12,6 +12,10 @@ pub const STORE_NICE: libc::c_int = 5;
 /// Nice value of the hashing threads: PBKDF2 is background work; a login may
 /// take longer under load, a `/healthz` or a chat frame should not.
 pub const HASH_NICE: libc::c_int = 10;
+/// Nice value of the file transfer threads: like storage, behind the loop.
+pub const FILES_NICE: libc::c_int = 5;
+/// Nice value of the image threads: decoding a photo is background work.
+pub const IMAGE_NICE: libc::c_int = 10;
 /// Nice value of the ACME thread: a certificate order may take seconds
 /// whatever its priority; it must never take the loop's core.
 pub const ACME_NICE: libc::c_int = 10;

@@ -50,7 +50,7 @@ use crate::config::{
 };
 use crate::conn::{Conn, ReadOutcome, Timer};
 use crate::http::routes::{self, Handled};
-use crate::http::{redirect, request};
+use crate::http::{files, redirect, request};
 use crate::hub::{Bus, LocalOnly};
 use crate::metrics::Metrics;
 use crate::outbox::{ConnRef, Outbox};
@@ -364,6 +364,10 @@ impl Server {
                 self.resume_store_paused();
             }
             self.flush_pass();
+            {
+                let (app, mut out) = self.parts();
+                app.on_flushed(&mut out);
+            }
             // A stalled accept goes on as soon as closes free descriptors
             // (each shed connection frees one), and at least once a tick.
             let mut closed = self.close_pass();
@@ -548,12 +552,104 @@ impl Server {
             return;
         };
         c.delist_read();
+        if c.body_left().is_some() {
+            return self.read_body(token);
+        }
         if !c.is_ws() {
             self.process_http(token);
         } else if c.has_pending_input() {
             self.process_ws(token, 0);
         }
         self.on_readable(token);
+    }
+
+    /// Reads an upload's body: the bytes that came with its head first,
+    /// then from the socket, each read no bigger than the room the
+    /// application has for it (its window to the file thread). With no
+    /// room the connection pauses: not read, not timed out, until the
+    /// application resumes it (`Outbox::resume_input`). The bytes after the
+    /// body (a pipelined request) stay in its input for later.
+    fn read_body(&mut self, token: Token) {
+        if self.state != State::Running {
+            return;
+        }
+        let now = self.clock.now_s();
+        let mut read = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(token.0) else {
+                return;
+            };
+            let Some(left) = conn.body_left() else {
+                // The body is in: what follows waits for its answer.
+                return;
+            };
+            if conn.is_closing() {
+                return self.on_readable(token);
+            }
+            if conn.has_pending_input() {
+                let mut input = conn.take_input();
+                let n = input.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                let rest = input.split_off(n);
+                conn.keep_input(&rest);
+                let last = conn.took_body(n as u64);
+                let (app, mut out) = self.parts();
+                app.on_body(&mut out, token, &input, last);
+                continue;
+            }
+            let room = self
+                .app
+                .body_room(token)
+                .min(usize::try_from(left).unwrap_or(usize::MAX))
+                .min(self.scratch.len());
+            let conn = &mut self.conns[token.0];
+            if room == 0 {
+                conn.pause_body(true, now);
+                return;
+            }
+            if read >= READ_BUDGET {
+                if conn.enlist_read() {
+                    self.read_list.push(token);
+                }
+                return;
+            }
+            let result = conn.read_into(&mut self.scratch[..room], now);
+            if conn.wants_write() && conn.enlist_flush() {
+                self.flush_list.push(token);
+            }
+            match result {
+                Ok(ReadOutcome::Data(n)) => {
+                    read += n;
+                    let last = self.conns[token.0].took_body(n as u64);
+                    let Server {
+                        app,
+                        conns,
+                        flush_list,
+                        read_list,
+                        close_list,
+                        metrics,
+                        scratch,
+                        ..
+                    } = self;
+                    let mut out = Wires {
+                        conns,
+                        flush_list,
+                        read_list,
+                        close_list,
+                        metrics,
+                        now,
+                    };
+                    app.on_body(&mut out, token, &scratch[..n], last);
+                }
+                Ok(ReadOutcome::WouldBlock) => return,
+                // The body was cut short: the application forgets the
+                // upload when it hears of the close.
+                Ok(ReadOutcome::Eof) => return self.parts().1.drop_now(token),
+                Err(e) => {
+                    log::debug!("read error on {token:?} in a body: {e}");
+                    return self.parts().1.drop_now(token);
+                }
+            }
+        }
     }
 
     /// Reads until `WouldBlock` or the read budget, processing as it goes.
@@ -567,6 +663,9 @@ impl Server {
             let Some(conn) = self.conns.get_mut(token.0) else {
                 return;
             };
+            if conn.body_left().is_some() && !conn.is_closing() {
+                return self.read_body(token);
+            }
             if conn.read_blocked() {
                 return;
             }
@@ -635,7 +734,12 @@ impl Server {
         let mut answered = 0;
         loop {
             let conn = &mut self.conns[token.0];
-            if conn.is_closing() || conn.is_waiting() || pos == input.len() {
+            // A streamed body is read by `read_body`, not parsed here.
+            if conn.is_closing()
+                || conn.is_waiting()
+                || conn.body_left().is_some()
+                || pos == input.len()
+            {
                 break;
             }
             if conn.pause_if_full() {
@@ -651,7 +755,7 @@ impl Server {
             }
             answered += 1;
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let parsed = request::parse(&input[pos..], &mut headers);
+            let parsed = request::parse_streaming(&input[pos..], &mut headers, files::streams_body);
             if matches!(parsed, Ok(Some(_))) && self.conns[token.0].finish_request() {
                 self.admission.finished(peer);
             }
@@ -1087,11 +1191,47 @@ impl Outbox for Wires<'_> {
     }
 
     fn resume_input(&mut self, token: Token) {
-        if let Some(conn) = self.conns.get_mut(token.0)
-            && conn.enlist_read()
-        {
+        if let Some(conn) = self.conns.get_mut(token.0) {
+            conn.pause_body(false, self.now);
+            if conn.enlist_read() {
+                self.read_list.push(token);
+            }
+        }
+    }
+
+    fn start_body(&mut self, token: Token, len: u64, continue_first: bool) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        if continue_first && conn.queue_static(CONTINUE) {
+            self.mark_flush(token);
+        }
+        let conn = &mut self.conns[token.0];
+        conn.start_body(len, self.now);
+        if conn.enlist_read() {
             self.read_list.push(token);
         }
+    }
+
+    fn body(&mut self, token: Token, bytes: Vec<u8>) {
+        let Some(conn) = self.conns.get_mut(token.0) else {
+            return;
+        };
+        if conn.is_closing() {
+            return;
+        }
+        if conn.queue_vec(bytes) {
+            self.mark_flush(token);
+        } else {
+            self.drop_now(token);
+        }
+    }
+
+    fn abort(&mut self, token: Token) {
+        self.drop_now(token);
     }
 
     fn close_ws(&mut self, token: Token, code: u16, reason: &str) {
@@ -1118,6 +1258,10 @@ impl Outbox for Wires<'_> {
         self.conns.get(token.0).is_some_and(Conn::is_tls)
     }
 }
+
+/// The interim answer to `Expect: 100-continue` (RFC 9110 §10.1.1): the
+/// server will read the body, so the client may send it now.
+const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// `EMFILE` (this process) or `ENFILE` (the system) from `accept`.
 fn is_out_of_descriptors(e: &io::Error) -> bool {

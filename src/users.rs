@@ -30,6 +30,9 @@ pub struct User {
     /// only then does connecting cost a storage query. Never reset: `true`
     /// only means "ask".
     pub unread_sources: bool,
+    /// The file of their avatar (`PUT /api/me/avatar`): its id is in the
+    /// avatar's URL, so a new one is a new URL and an old one caches forever.
+    pub avatar: Option<crate::store::FileId>,
 }
 
 #[derive(Default)]
@@ -141,6 +144,7 @@ impl Directory {
                 },
                 last_seen_ms: None,
                 unread_sources: false,
+                avatar: None,
             });
         }
         self.by_name.insert(key(&row.username), row.id);
@@ -152,6 +156,7 @@ impl Directory {
             password: row.password,
             last_seen_ms: row.last_seen_ms,
             unread_sources: false,
+            avatar: None,
         };
     }
 }

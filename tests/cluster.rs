@@ -807,3 +807,47 @@ fn edits_reactions_mentions_and_search_span_the_cluster() {
         }
     }
 }
+
+/// A file uploaded on one node is served by every node, to whoever may
+/// read it there: its uploader before it is sent, then the readers of the
+/// message that carries it; everyone else gets 404 on every node, with
+/// and without a token.
+#[test]
+fn files_are_served_by_every_node_to_their_readers_only() {
+    let c = Cluster::start(2);
+    let (mut alice, atoken) = c.nodes[0].user("alice");
+    let btoken = c.token("bob");
+    let ctoken = c.token("carol");
+    let body: Vec<u8> = (0..700_000u32).map(|i| (i * 31 % 251) as u8).collect();
+    let up = common::http(
+        c.nodes[0].addr,
+        "POST",
+        "/api/files?name=plan.bin",
+        &[
+            ("Authorization", &format!("Bearer {atoken}")),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        Some(&body),
+    );
+    assert_eq!(up.status, 201, "{}", up.text());
+    let id = up.json()["file"]["id"].as_u64().unwrap();
+    let path = format!("/api/files/{id}");
+    let mine = c.nodes[1].get(&path, Some(&atoken));
+    assert_eq!(mine.status, 200, "the uploader, on the other node");
+    assert!(mine.body == body, "the same bytes from the other node");
+    for n in &c.nodes {
+        for who in [Some(btoken.as_str()), Some(ctoken.as_str()), None] {
+            n.get(&path, who).assert_error(404, "not_found");
+        }
+    }
+    alice.send_json(
+        &json!({"type": "private_message", "to": "bob", "attachments": [id], "client_id": "f1"}),
+    );
+    wait_for(&mut alice, CROSS, "ack", is("ack"));
+    for n in &c.nodes {
+        let r = n.get(&path, Some(&btoken));
+        assert_eq!(r.status, 200, "bob reads it on {}", n.addr);
+        assert!(r.body == body);
+        n.get(&path, Some(&ctoken)).assert_error(404, "not_found");
+    }
+}

@@ -27,7 +27,8 @@ fn signup_returns_201_and_the_user() {
     );
     let v = r.json();
     assert_keys(&v, &["user"]);
-    assert_keys(&v["user"], &["email", "id", "username"]);
+    assert_keys(&v["user"], &["avatar", "email", "id", "username"]);
+    assert!(v["user"]["avatar"].is_null(), "no avatar yet");
     assert_eq!(v["user"]["username"], "Alice", "case preserved");
     assert_eq!(v["user"]["email"], "alice@example.com");
     assert!(!v["user"]["id"].is_null());
@@ -291,7 +292,7 @@ fn users_lists_presence_and_last_seen() {
     let v = s.get("/api/users", Some(&tok)).json();
     assert_eq!(v["users"].as_array().unwrap().len(), 2, "{v}");
     let a = find(&v, "alice");
-    assert_keys(&a, &["id", "last_seen", "online", "username"]);
+    assert_keys(&a, &["avatar", "id", "last_seen", "online", "username"]);
     assert_eq!(a["online"], false);
     assert!(a["last_seen"].is_null(), "never connected: {a}");
 

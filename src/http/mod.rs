@@ -6,9 +6,11 @@
 //! Nothing here blocks: a route that needs hashing or storage submits the
 //! work and answers later through the loop.
 
+pub mod files;
 pub mod mime;
 pub mod proxy;
 pub mod push;
+pub mod range;
 pub mod redirect;
 pub mod request;
 pub mod response;

@@ -17,7 +17,11 @@ pub struct Request<'a> {
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub minor_version: u8,
     pub headers: &'a [httparse::Header<'a>],
+    /// The whole body; empty for a request whose body streams (see
+    /// [`parse_streaming`]), which reads it from the connection as it comes.
     pub body: &'a [u8],
+    /// The body's length (`Content-Length`, 0 without one).
+    pub body_len: usize,
 }
 
 /// Why a request cannot be served; each maps to one status code (the
@@ -41,6 +45,18 @@ pub enum HeadError {
 pub fn parse<'a>(
     buf: &'a [u8],
     headers: &'a mut [httparse::Header<'a>],
+) -> Result<Option<(Request<'a>, usize)>, HeadError> {
+    parse_streaming(buf, headers, |_, _| false)
+}
+
+/// [`parse`], except that a request for which `streams(method, path)`
+/// holds (an upload) is returned as soon as its head is complete, with an
+/// empty `body`, no [`MAX_BODY_BYTES`] limit (its route has its own) and
+/// only the head counted as used: the caller streams the body.
+pub fn parse_streaming<'a>(
+    buf: &'a [u8],
+    headers: &'a mut [httparse::Header<'a>],
+    streams: impl Fn(&str, &str) -> bool,
 ) -> Result<Option<(Request<'a>, usize)>, HeadError> {
     let mut req = httparse::Request::new(headers);
     let head_len = match req.parse(buf) {
@@ -82,17 +98,23 @@ pub fn parse<'a>(
             content_length = Some(n);
         }
     }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let streamed = streams(method, path);
     let body_len = match (content_length, method) {
-        (Some(n), _) if n > MAX_BODY_BYTES => return Err(HeadError::BodyTooLarge),
+        (Some(n), _) if n > MAX_BODY_BYTES && !streamed => return Err(HeadError::BodyTooLarge),
         (Some(n), _) => n,
         (None, "POST" | "PUT" | "PATCH") => return Err(HeadError::LengthRequired),
         (None, _) => 0,
     };
-    let total = head_len + body_len;
-    if buf.len() < total {
-        return Ok(None);
-    }
-    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (body, used) = if streamed {
+        (&buf[head_len..head_len], head_len)
+    } else {
+        let total = head_len + body_len;
+        if buf.len() < total {
+            return Ok(None);
+        }
+        (&buf[head_len..total], total)
+    };
     Ok(Some((
         Request {
             method,
@@ -100,9 +122,10 @@ pub fn parse<'a>(
             query,
             minor_version,
             headers,
-            body: &buf[head_len..total],
+            body,
+            body_len,
         },
-        total,
+        used,
     )))
 }
 
@@ -256,6 +279,36 @@ mod tests {
         ]
         .concat();
         assert_eq!(err(&long), TooLarge);
+    }
+
+    /// A streamed request is whole once its head is: its body is left
+    /// where it is, however long it says it is; other requests keep the
+    /// body limit.
+    #[test]
+    fn streamed_bodies_are_left_to_the_caller() {
+        let raw = b"POST /api/files?name=a HTTP/1.1\r\nContent-Length: 99999999\r\n\r\nabc";
+        let mut h = [httparse::EMPTY_HEADER; 8];
+        let streams = |m: &str, p: &str| m == "POST" && p == "/api/files";
+        let (req, used) = parse_streaming(raw, &mut h, streams).unwrap().unwrap();
+        assert_eq!(
+            (req.body, req.body_len, used),
+            (&b""[..], 99_999_999, raw.len() - 3)
+        );
+        let mut h = [httparse::EMPTY_HEADER; 8];
+        assert_eq!(parse(raw, &mut h).unwrap_err(), HeadError::BodyTooLarge);
+        let mut h = [httparse::EMPTY_HEADER; 8];
+        let put = b"PUT /api/files HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n";
+        assert_eq!(
+            parse_streaming(put, &mut h, streams).unwrap_err(),
+            HeadError::BodyTooLarge,
+            "another method on the path is no upload"
+        );
+        let mut h = [httparse::EMPTY_HEADER; 8];
+        let none = b"POST /api/files HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            parse_streaming(none, &mut h, streams).unwrap_err(),
+            HeadError::LengthRequired
+        );
     }
 
     /// `Connection` and HTTP versions decide keep-alive.

@@ -29,6 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use super::files::avatar_url;
 use super::request::{HeadError, Request};
 use super::response::Response;
 use super::{proxy, push, static_files, upgrade};
@@ -166,6 +167,8 @@ struct UserOut<'a> {
     id: UserId,
     username: &'a str,
     email: &'a str,
+    /// The avatar's URL (`http::files::avatar_url`), or null.
+    avatar: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -187,6 +190,7 @@ struct Listed<'a> {
     username: &'a str,
     online: bool,
     last_seen: Option<Ts>,
+    avatar: Option<String>,
 }
 
 /// A row of `GET /api/rooms`; private rooms add their owner and members.
@@ -694,6 +698,7 @@ impl Http {
                     id: row.id,
                     username: &row.username,
                     email: &row.email,
+                    avatar: None,
                 };
                 let resp = Response::json(201, &UserEnvelope { user });
                 cx.users.insert(row);
@@ -860,6 +865,7 @@ impl Http {
                     id: u.id,
                     username: &u.name,
                     email: &u.email,
+                    avatar: avatar_url(u),
                 };
                 Response::json(
                     200,
@@ -1159,6 +1165,7 @@ fn me_response(users: &Directory, me: UserId) -> Response {
                 id: u.id,
                 username: &u.name,
                 email: &u.email,
+                avatar: avatar_url(u),
             },
         },
     )
@@ -1172,6 +1179,7 @@ fn list_users(hub: &Hub, users: &Directory) -> Response {
             username: &u.name,
             online: hub.is_online(u.id),
             last_seen: u.last_seen_ms.map(Ts),
+            avatar: avatar_url(u),
         })
         .collect();
     Response::json(200, &json!({ "users": users }))

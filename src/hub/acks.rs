@@ -15,7 +15,7 @@ use std::hash::{Hash, Hasher};
 use super::rooms::RoomId;
 use crate::config::{CLIENT_ID_WINDOW, CLIENT_IDS_PER_USER};
 use crate::outbox::ConnRef;
-use crate::store::{MsgId, Reply, Seq, Snapshot, UserId};
+use crate::store::{Attachment, MsgId, PostRefusal, Reply, Seq, Snapshot, UserId};
 
 /// Who gets a message once it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -62,36 +62,54 @@ pub enum Stored {
     /// unreachable (the sender is told `busy`).
     No { transient: bool },
     /// Storage refused it: its `reply_to` is not a message of its room or
-    /// conversation (the sender is told `invalid_input`).
-    Refused,
+    /// conversation, or an attachment is not the sender's (the sender is
+    /// told `invalid_input`, and which).
+    Refused(PostRefusal),
 }
 
 impl Stored {
-    /// The message a storage reply answers, and what it says; `None` for
-    /// replies that are not about a message.
-    pub fn of(reply: &Reply) -> Option<(MsgId, Stored)> {
-        Some(match *reply {
-            Reply::MessageStored { key, id, seq } => (key, Stored::Yes { id, seq }),
+    /// The message a storage reply answers, what it says, and the files
+    /// it was stored with (taken out of the reply); `None` for replies
+    /// that are not about a message.
+    pub fn of(reply: &mut Reply) -> Option<(MsgId, Stored, Vec<Attachment>)> {
+        Some(match reply {
+            Reply::MessageStored {
+                key,
+                id,
+                seq,
+                attachments,
+            } => (
+                *key,
+                Stored::Yes { id: *id, seq: *seq },
+                std::mem::take(attachments),
+            ),
             Reply::MessageExists {
                 key,
                 existing,
                 timestamp_ms,
             } => (
-                key,
+                *key,
                 Stored::Already {
-                    id: existing,
-                    timestamp_ms,
+                    id: *existing,
+                    timestamp_ms: *timestamp_ms,
                 },
+                Vec::new(),
             ),
-            Reply::MessageFailed { key, transient } => (key, Stored::No { transient }),
-            Reply::MessageRefused { key } => (key, Stored::Refused),
+            Reply::MessageFailed { key, transient } => (
+                *key,
+                Stored::No {
+                    transient: *transient,
+                },
+                Vec::new(),
+            ),
+            Reply::MessageRefused { key, why } => (*key, Stored::Refused(*why), Vec::new()),
             _ => return None,
         })
     }
 
     /// Whether the message is not stored (and the sender is told why).
     pub fn failed(self) -> bool {
-        matches!(self, Stored::No { .. } | Stored::Refused)
+        matches!(self, Stored::No { .. } | Stored::Refused(_))
     }
 }
 
@@ -198,7 +216,7 @@ impl Acks {
         let (id, ts) = match stored {
             Stored::Yes { id, .. } => (id, pending.timestamp_ms),
             Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
-            Stored::No { .. } | Stored::Refused => return Some(pending),
+            Stored::No { .. } | Stored::Refused(_) => return Some(pending),
         };
         if let Some(cid) = pending.client_id() {
             self.client_ids.insert(pending.from, cid, id, ts);

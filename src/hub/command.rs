@@ -23,10 +23,10 @@ use serde::Deserialize;
 
 use super::emoji::is_reaction;
 use crate::config::{
-    DEFAULT_HISTORY_LIMIT, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_EMOJI_BYTES, MAX_HISTORY_LIMIT,
-    MAX_REPLY_BYTES, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MESSAGE_REPLY_MAX,
+    DEFAULT_HISTORY_LIMIT, MAX_ATTACHMENTS, MAX_CLIENT_ID, MAX_CONTENT_CHARS, MAX_EMOJI_BYTES,
+    MAX_HISTORY_LIMIT, MAX_REPLY_BYTES, MAX_ROOM_MEMBERS, MAX_ROOM_NAME, MESSAGE_REPLY_MAX,
 };
-use crate::store::MsgId;
+use crate::store::{Attachment, FileId, MsgId};
 use crate::ws::proto::echo;
 
 /// A client frame that cannot be carried out: answered with an `error` frame.
@@ -84,6 +84,7 @@ pub struct Message<'a> {
     pub content: Content<'a>,
     pub client_id: Option<ClientId<'a>>,
     pub reply_to: Option<MsgId>,
+    pub attachments: Attachments,
 }
 
 /// `private_message` to the user named `to`.
@@ -93,6 +94,42 @@ pub struct PrivateMessage<'a> {
     pub content: Content<'a>,
     pub client_id: Option<ClientId<'a>>,
     pub reply_to: Option<MsgId>,
+    pub attachments: Attachments,
+}
+
+/// A message's `attachments`: 0 to `MAX_ATTACHMENTS` distinct file ids
+/// (whose they are, storage checks with the message).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Attachments(Vec<FileId>);
+
+impl Attachments {
+    pub fn new(ids: Vec<u64>) -> Result<Attachments, FrameError> {
+        if ids.len() > MAX_ATTACHMENTS {
+            return Err(FrameError::new(
+                "invalid_input",
+                format!("a message carries at most {MAX_ATTACHMENTS} attachments"),
+            ));
+        }
+        let mut seen = ids.clone();
+        seen.sort_unstable();
+        seen.dedup();
+        if seen.len() != ids.len() || seen.first() == Some(&0) {
+            return Err(FrameError::new(
+                "invalid_input",
+                "attachments must be distinct file ids",
+            ));
+        }
+        Ok(Attachments(ids))
+    }
+
+    /// As a stored message asks for them: by id, for storage to fill in.
+    pub fn wanted(&self) -> Vec<Attachment> {
+        self.0.iter().map(|&id| Attachment::wanted(id)).collect()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 /// `typing` and `stop_typing`: in `room`, or in the URL's room.
@@ -184,18 +221,24 @@ impl<'a> RoomName<'a> {
     }
 }
 
-/// Chat content: 1-4000 characters once trimmed; holds the trimmed text.
+/// Chat content: 1-4000 characters once trimmed (0 beside attachments);
+/// holds the trimmed text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Content<'a>(Cow<'a, str>);
 
 impl<'a> Content<'a> {
     pub fn new(text: Cow<'a, str>) -> Result<Content<'a>, FrameError> {
+        Content::checked(text, false)
+    }
+
+    /// `may_be_empty`: the message carries files, so its text is optional.
+    fn checked(text: Cow<'a, str>, may_be_empty: bool) -> Result<Content<'a>, FrameError> {
         let text = match text {
             Cow::Borrowed(s) => Cow::Borrowed(s.trim()),
             Cow::Owned(s) if s.trim().len() == s.len() => Cow::Owned(s),
             Cow::Owned(s) => Cow::Owned(s.trim().to_string()),
         };
-        if text.is_empty() {
+        if text.is_empty() && !may_be_empty {
             return Err(FrameError::new("invalid_input", "content is empty"));
         }
         // Bytes bound characters from above: most content is not counted.
@@ -288,6 +331,7 @@ impl<'a> Command<'a> {
                     content: Content::new(Cow::Borrowed(text)).map_err(refused)?,
                     client_id: None,
                     reply_to: None,
+                    attachments: Attachments::default(),
                 }));
             }
             Err(m) => return Err(refused(m.error())),
@@ -376,6 +420,8 @@ struct Fields<'a> {
     reply_to: Option<u64>,
     #[serde(borrow, default)]
     emoji: Option<Text<'a>>,
+    #[serde(default)]
+    attachments: Option<Vec<u64>>,
 }
 
 /// A string of a frame, borrowed from it when the JSON has no escapes.
@@ -448,21 +494,23 @@ impl<'a> Fields<'a> {
             "leave" => Command::Leave(Leave { room: self.room()? }),
             "message" => {
                 let room = self.optional_room()?;
-                let (content, reply_to) = (self.content()?, self.reply_to()?);
+                let (attachments, reply_to) = (self.attachments()?, self.reply_to()?);
                 Command::Message(Message {
                     room,
-                    content,
+                    content: self.post_content(&attachments)?,
                     reply_to,
+                    attachments,
                     client_id: self.client_id()?,
                 })
             }
             "private_message" => {
                 let to = required(&mut self.to, "to")?;
-                let (content, reply_to) = (self.content()?, self.reply_to()?);
+                let (attachments, reply_to) = (self.attachments()?, self.reply_to()?);
                 Command::PrivateMessage(PrivateMessage {
                     to,
-                    content,
+                    content: self.post_content(&attachments)?,
                     reply_to,
+                    attachments,
                     client_id: self.client_id()?,
                 })
             }
@@ -539,6 +587,19 @@ impl<'a> Fields<'a> {
 
     fn content(&mut self) -> Result<Content<'a>, FrameError> {
         Content::new(required(&mut self.content, "content")?)
+    }
+
+    /// A chat message's content: required, unless it carries files.
+    fn post_content(&mut self, attachments: &Attachments) -> Result<Content<'a>, FrameError> {
+        if attachments.is_empty() {
+            return self.content();
+        }
+        let text = self.content.take().map_or(Cow::Borrowed(""), |t| t.0);
+        Content::checked(text, true)
+    }
+
+    fn attachments(&mut self) -> Result<Attachments, FrameError> {
+        Attachments::new(self.attachments.take().unwrap_or_default())
     }
 
     fn client_id(&mut self) -> Result<Option<ClientId<'a>>, FrameError> {
@@ -766,6 +827,33 @@ mod tests {
             parse(" \r\n\t{\"type\":\"leave\",\"room\":\"a\"}").is_ok(),
             "JSON whitespace before the object is fine"
         );
+    }
+
+    /// Attachments are distinct positive ids, at most ten; beside them the
+    /// content may be empty or absent, without them it may not.
+    #[test]
+    fn attachments_make_content_optional() {
+        let Command::Message(m) =
+            parse(r#"{"type":"message","room":"a","attachments":[3,1],"content":"  "}"#).unwrap()
+        else {
+            panic!("not a message")
+        };
+        assert_eq!((&*m.content, m.attachments.wanted().len()), ("", 2));
+        let Command::PrivateMessage(p) =
+            parse(r#"{"type":"private_message","to":"bob","attachments":[9]}"#).unwrap()
+        else {
+            panic!("not a private message")
+        };
+        assert_eq!(p.attachments.wanted()[0].id, 9);
+        for text in [
+            r#"{"type":"message","room":"a","attachments":[]}"#,
+            r#"{"type":"message","room":"a","attachments":[1,1],"content":"x"}"#,
+            r#"{"type":"message","room":"a","attachments":[0]}"#,
+            r#"{"type":"message","room":"a","attachments":["1"]}"#,
+            r#"{"type":"message","room":"a","attachments":[1,2,3,4,5,6,7,8,9,10,11]}"#,
+        ] {
+            assert_eq!(code(text), "invalid_input", "{text}");
+        }
     }
 
     /// Only the reads that may be big are reserved, at their worst case.

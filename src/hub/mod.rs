@@ -86,8 +86,8 @@ pub use parts::{Ctx, Denied};
 use crate::outbox::{ConnRef, Outbox};
 use crate::push::Notice;
 use crate::store::{
-    Change, MsgId, PrivateRoomRow, Refusal, Seq, Snapshot, StoredMessage, Target, Ticket,
-    UnreadCount, UserId,
+    Attachment, Change, MsgId, PrivateRoomRow, Refusal, Seq, Snapshot, StoredMessage, Target,
+    Ticket, UnreadCount, UserId,
 };
 use cluster::Cluster;
 use command::{Command, FrameError, RoomName};
@@ -288,9 +288,16 @@ impl Hub {
 
     // ---- storage replies ---------------------------------------------------
 
-    /// Storage answered for a chat message (`key` is the one it was sent with).
-    pub fn on_message_stored(&mut self, cx: &mut Ctx<'_, impl Outbox>, key: MsgId, stored: Stored) {
-        on_message_stored(&mut self.parts, cx, key, stored);
+    /// Storage answered for a chat message (`key` is the one it was sent
+    /// with; `files` what it carries, as stored).
+    pub fn on_message_stored(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        key: MsgId,
+        stored: Stored,
+        files: Vec<Attachment>,
+    ) {
+        on_message_stored(&mut self.parts, cx, key, stored, &files);
     }
 
     /// Storage applied an `edit`, `delete` or `react`, or refused it.

@@ -154,6 +154,7 @@ fn command() -> impl Strategy<Value = Command<'static>> {
                     content,
                     client_id,
                     reply_to,
+                    attachments: Default::default(),
                 })
             }),
         (name(), content(), client_id(), proptest::option::of(id())).prop_map(
@@ -163,6 +164,7 @@ fn command() -> impl Strategy<Value = Command<'static>> {
                     content,
                     client_id,
                     reply_to,
+                    attachments: Default::default(),
                 })
             }
         ),

@@ -226,9 +226,12 @@ impl Bench {
         for req in std::mem::take(&mut self.queue.requests) {
             let (hub, mut cx) = self.cx();
             match req {
-                Request::PutMessage { msg, .. } => {
-                    hub.on_message_stored(&mut cx, msg.id, Stored::No { transient: false })
-                }
+                Request::PutMessage { msg, .. } => hub.on_message_stored(
+                    &mut cx,
+                    msg.id,
+                    Stored::No { transient: false },
+                    Vec::new(),
+                ),
                 Request::PutPrivateRoom { ticket, .. }
                 | Request::AddMember { ticket, .. }
                 | Request::RemoveMember { ticket, .. } => {
@@ -269,9 +272,13 @@ impl Bench {
             match reply {
                 Reply::MessageStored { .. }
                 | Reply::MessageExists { .. }
-                | Reply::MessageFailed { .. } => {
-                    let (key, stored) = Stored::of(&reply).expect("a message reply");
-                    hub.on_message_stored(&mut cx, key, stored)
+                | Reply::MessageFailed { .. }
+                | Reply::MessageRefused { .. } => {
+                    let mut reply = reply;
+                    let Some((key, stored, files)) = Stored::of(&mut reply) else {
+                        unreachable!("a message reply")
+                    };
+                    hub.on_message_stored(&mut cx, key, stored, files)
                 }
                 Reply::Done { ticket } => hub.on_write_answered(&mut cx, ticket, true),
                 Reply::Failed { ticket } => hub.on_write_answered(&mut cx, ticket, false),
@@ -298,8 +305,8 @@ impl Bench {
                 | Reply::UserFailed { .. }
                 | Reply::UserFound { .. }
                 | Reply::FindUserFailed { .. }
-                | Reply::MessageRefused { .. }
                 | Reply::Drained => {}
+                other => panic!("the hub asked for no {other:?}"),
             }
         }
     }

@@ -314,7 +314,7 @@ fn replies(db: &mut dyn Backend, deleted: MsgId) {
         assert!(
             matches!(
                 store(db, reply(id, parent, room, to), vec![]),
-                Reply::MessageRefused { key } if key == id
+                Reply::MessageRefused { key, .. } if key == id
             ),
             "reply {id} to {parent}"
         );

@@ -845,7 +845,8 @@ mod tests {
                     Reply::MessageStored {
                         key: 1,
                         id: 3002,
-                        seq: 1202
+                        seq: 1202,
+                        ..
                     }
                 ]
             ),

@@ -55,6 +55,7 @@
 
 #[cfg(test)]
 pub(crate) mod conformance;
+mod files;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod migrate;
@@ -69,6 +70,10 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+pub use files::{
+    Attachment, BlobKey, FileId, FileRow, ImageInfo, PostRefusal, attachable, decode_attachments,
+    encode_attachments,
+};
 pub use request::{Desk, Facts, Reply, Request, Ticket, may_change};
 pub use rows::{
     Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, PushProfile,
@@ -78,6 +83,7 @@ pub use rows::{
 };
 
 use crate::config::{STORE_BATCH, STORE_PROBE};
+use crate::files::FileStore;
 
 /// Why a storage call failed: the backend's own error, as text, and
 /// whether it spoiled the whole transaction.
@@ -198,6 +204,13 @@ pub trait Backend: Send + 'static {
     /// (SQLite in WAL mode and PostgreSQL both do), and must not block, or
     /// be blocked by, the writer's transactions for longer than a moment.
     fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
+        Ok(None)
+    }
+    /// Where this store keeps file bytes ([`FileStore`]): beside the
+    /// database, in the engine's own way; called once, before the threads
+    /// start. `None` (the default) when it has nowhere to keep them (an
+    /// in-memory database): the file routes then answer 503.
+    fn file_store(&mut self) -> Result<Option<Arc<dyn FileStore>>, StoreError> {
         Ok(None)
     }
 }
@@ -763,6 +776,7 @@ mod tests {
                     key: msg.id,
                     id: msg.id,
                     seq: 0,
+                    attachments: Vec::new(),
                 }),
                 Request::Drain => Some(Reply::Drained),
                 Request::History { .. } | Request::Unread { .. } => {

@@ -47,9 +47,11 @@
 mod append;
 #[cfg(test)]
 mod append_tests;
+pub(crate) mod blobs;
 #[cfg(test)]
 mod change_tests;
 mod conn;
+mod file_rows;
 mod push;
 mod reads;
 mod schema;
@@ -58,8 +60,12 @@ pub(crate) mod testdb;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
+
 use postgres::error::SqlState;
 use postgres::{Client, Config};
+
+use crate::files::FileStore;
 
 use super::{
     Backend, Change, ChangeKind, Conflict, MsgId, Reader, Refusal, Reply, Request, Snapshot,
@@ -240,7 +246,27 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
         | Request::RoomInfo { .. }
         | Request::FindUser { .. }
         | Request::Search { .. }
+        | Request::FileUsage { .. }
+        | Request::FindFile { .. }
+        | Request::BlobsUsed { .. }
         | Request::PushProfile { .. } => Some(read(c, req)?),
+        Request::PutFile { ticket, row, quota } => Some(file_rows::put(c, *ticket, row, *quota)?),
+        Request::SetAvatar {
+            ticket,
+            user,
+            file,
+            at_ms,
+        } => {
+            file_rows::set_avatar(c, *user, *file, *at_ms)?;
+            Some(Reply::Done { ticket: *ticket })
+        }
+        Request::SweepFiles { before_ms } => {
+            // After any batch that attached one of them has committed.
+            append_lock(c, batch)?;
+            Some(Reply::FilesSwept {
+                removed: file_rows::sweep(c, *before_ms)?,
+            })
+        }
         Request::PutPushSubscription { ticket, row } => {
             check_text(&[Some(&row.endpoint)])?;
             push::put_subscription(c, row)?;
@@ -360,6 +386,7 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
         Request::DeleteMessage { at_ms, .. } => {
             c.client.execute(&c.st.delete, &[&big(*id), at_ms])?;
             c.client.execute(&c.st.delete_mentions, &[&big(*id)])?;
+            file_rows::release(c, *id, *at_ms)?;
             ChangeKind::Deleted
         }
         Request::React { emoji, .. } => {
@@ -552,6 +579,11 @@ impl Backend for Postgres {
 
     /// A second connection to the same database; it sees every commit of
     /// the writer's that finished before its `begin`.
+    /// Blobs in this database (`blobs.rs`): any node serves any file.
+    fn file_store(&mut self) -> Result<Option<Arc<dyn FileStore>>, StoreError> {
+        Ok(Some(Arc::new(blobs::PgFileStore::new(self.config.clone()))))
+    }
+
     fn reader(&mut self) -> Result<Option<Box<dyn Reader>>, StoreError> {
         let conn = Conn::open(&self.config)?;
         Ok(Some(Box::new(PostgresReader {

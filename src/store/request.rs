@@ -13,6 +13,7 @@
 //! `apply`, and for a read the reader's `read`; PostgreSQL: `apply` in
 //! `postgres.rs`, and for a read `postgres/reads.rs`).
 
+use super::files::{Attachment, BlobKey, FileId, FileRow, PostRefusal};
 use super::rows::{
     Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, PushProfile, PushSubscription, Refusal,
     SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
@@ -32,6 +33,9 @@ pub enum Desk {
     /// login's user look-up, the push routes' writes and settings (and
     /// password jobs on the pool).
     Http,
+    /// The file routes (`http/files.rs`): uploads' rows, file look-ups,
+    /// avatars, the sweep's questions.
+    Files,
 }
 
 /// Pairs an asynchronous reply with whoever is waiting for it.
@@ -53,7 +57,10 @@ pub enum Request {
     /// for the reply (and the id itself on a backend that takes the loop's
     /// ids); `msg.seq` is ignored.
     /// `MessageRefused` when `msg.reply_to` is not a message of the same
-    /// room or conversation (or was deleted). `mentions`: the users whose
+    /// room or conversation (or was deleted), or when an attachment is no
+    /// upload of the sender's. Of `msg.attachments` only the ids are read:
+    /// storage fills in the rest from the files' rows, stores them with
+    /// the message and answers them in `MessageStored`. `mentions`: the users whose
     /// `@name` it carries and who may read it, for their unread mention
     /// counts (kept for room messages only: a conversation's unread count
     /// already is the mention count).
@@ -145,6 +152,39 @@ pub enum Request {
     /// read: conversations they are in, public rooms, private rooms they
     /// are a member of.
     Search { ticket: Ticket, query: SearchQuery },
+    /// Stores an upload's row, numbered by storage, unless its owner's
+    /// files would then pass `quota` bytes (0: no quota; avatars do not
+    /// count). Reply: `FileStored` / `FileRefused` (over the quota) /
+    /// `Failed`.
+    PutFile {
+        ticket: Ticket,
+        row: FileRow,
+        quota: u64,
+    },
+    /// The bytes of `user`'s files (avatars aside). Reply: `FileUsage`.
+    FileUsage { ticket: Ticket, user: UserId },
+    /// File `id`, if `user` may read it (see `store::files`). Reply:
+    /// `FileFound` / `FindFileFailed`.
+    FindFile {
+        ticket: Ticket,
+        id: FileId,
+        user: UserId,
+    },
+    /// Removes the rows of files nothing refers to whose grace began
+    /// before `before_ms` (see `store::files`). Reply: `FilesSwept`.
+    SweepFiles { before_ms: i64 },
+    /// Makes file `file` (an avatar row of `user`'s) their avatar; the one
+    /// it replaces stops being referred to (its grace begins at `at_ms`).
+    /// Reply: `Done` / `Failed`.
+    SetAvatar {
+        ticket: Ticket,
+        user: UserId,
+        file: FileId,
+        at_ms: i64,
+    },
+    /// Which of `keys` a file row names (the blob sweep keeps those).
+    /// Reply: `BlobsUsed`.
+    BlobsUsed { ticket: Ticket, keys: Vec<BlobKey> },
     /// Keeps a browser's push subscription for `row.user`. An endpoint
     /// already stored moves to this user with its new keys (the browser
     /// is signed in as them now: the previous user's pushes must not reach
@@ -198,11 +238,13 @@ pub enum Reply {
         key: UserId,
         conflict: Option<Conflict>,
     },
-    /// `key` is `msg.id` as sent; `id` and `seq` what it was stored as.
+    /// `key` is `msg.id` as sent; `id` and `seq` what it was stored as;
+    /// `attachments` the files it carries, as stored.
     MessageStored {
         key: MsgId,
         id: MsgId,
         seq: Seq,
+        attachments: Vec<Attachment>,
     },
     /// Not stored again: `existing` is the message this user already stored
     /// under the same `client_id`, at `timestamp_ms`.
@@ -217,10 +259,11 @@ pub enum Reply {
         key: MsgId,
         transient: bool,
     },
-    /// Not stored: the message's `reply_to` is not a live message of
-    /// its room or conversation.
+    /// Not stored: its `reply_to` is not a live message of its room or
+    /// conversation, or an attachment is not the sender's to attach.
     MessageRefused {
         key: MsgId,
+        why: PostRefusal,
     },
     /// An edit, delete or reaction was applied (`Ok`) or refused.
     Changed {
@@ -275,6 +318,38 @@ pub enum Reply {
     /// `busy`).
     RoomInfoFailed {
         ticket: Ticket,
+    },
+    /// The upload's row is stored as file `id`.
+    FileStored {
+        ticket: Ticket,
+        id: FileId,
+    },
+    /// The upload would take its owner past their quota: not stored.
+    FileRefused {
+        ticket: Ticket,
+    },
+    /// `None` when the read failed.
+    FileUsage {
+        ticket: Ticket,
+        bytes: Option<u64>,
+    },
+    /// `None`: no such file, or not one the user may read (the same
+    /// answer, so nobody learns which files exist).
+    FileFound {
+        ticket: Ticket,
+        row: Option<FileRow>,
+    },
+    FindFileFailed {
+        ticket: Ticket,
+    },
+    FilesSwept {
+        removed: u64,
+    },
+    /// The keys a row names; `None` when the read failed (nothing is
+    /// removed then).
+    BlobsUsed {
+        ticket: Ticket,
+        used: Option<Vec<BlobKey>>,
     },
     PushProfile {
         ticket: Ticket,
@@ -375,7 +450,9 @@ impl Request {
         match self {
             Request::PutUser(_) => F::write("put_user").failing_alone(),
             Request::PutMessage { msg, mentions, .. } => F::write("put_message")
-                .several_statements(msg.room.is_some() && !mentions.is_empty()),
+                .several_statements(
+                    (msg.room.is_some() && !mentions.is_empty()) || !msg.attachments.is_empty(),
+                ),
             Request::PutPublicRoom { .. } => F::write("put_public_room"),
             Request::SetLastSeen { .. } => F::write("set_last_seen"),
             Request::PutPrivateRoom { .. } => F::write("put_private_room")
@@ -397,6 +474,13 @@ impl Request {
             Request::EditMessage { .. } => F::change("edit_message"),
             Request::DeleteMessage { .. } => F::change("delete_message").several_statements(true),
             Request::React { .. } => F::change("react"),
+            // A quota read, then one insert (whose text may be refused).
+            Request::PutFile { .. } => F::write("put_file").failing_alone(),
+            Request::FileUsage { .. } => F::read("file_usage"),
+            Request::FindFile { .. } => F::read("find_file"),
+            Request::SweepFiles { .. } => F::write("sweep_files"),
+            Request::SetAvatar { .. } => F::write("set_avatar").several_statements(true),
+            Request::BlobsUsed { .. } => F::read("blobs_used"),
             // An upsert, then the user's oldest past the bound go.
             Request::PutPushSubscription { .. } => F::write("put_push_subscription")
                 .failing_alone()
@@ -431,9 +515,21 @@ impl Request {
             | Request::EditMessage { ticket, .. }
             | Request::DeleteMessage { ticket, .. }
             | Request::React { ticket, .. }
+            | Request::PutFile { ticket, .. }
+            | Request::SetAvatar { ticket, .. }
             | Request::PutPushSubscription { ticket, .. }
             | Request::DeletePushSubscription { ticket, .. }
             | Request::PutPushSettings { ticket, .. } => Reply::Failed { ticket: *ticket },
+            Request::FileUsage { ticket, .. } => Reply::FileUsage {
+                ticket: *ticket,
+                bytes: None,
+            },
+            Request::FindFile { ticket, .. } => Reply::FindFileFailed { ticket: *ticket },
+            Request::BlobsUsed { ticket, .. } => Reply::BlobsUsed {
+                ticket: *ticket,
+                used: None,
+            },
+            Request::SweepFiles { .. } => Reply::FilesSwept { removed: 0 },
             Request::PushProfile { ticket, .. } => Reply::PushProfileFailed { ticket: *ticket },
             Request::History { ticket, .. }
             | Request::Search { ticket, .. }

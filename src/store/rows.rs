@@ -85,6 +85,8 @@ pub struct StoredMessage {
     /// content), so a node can step its sequence past them; every other
     /// read leaves them out.
     pub deleted: bool,
+    /// The files it carries (none once deleted).
+    pub attachments: Vec<super::files::Attachment>,
 }
 
 /// What `GET /api/search` asks: messages `user` may read whose content has
@@ -268,6 +270,8 @@ pub struct Snapshot {
     /// from a backend that sequences (empty otherwise): where a cluster
     /// node starts tracking each target's sequence.
     pub heads: Vec<(Target, Seq)>,
+    /// Users with an avatar, and its file (`users.avatar_file`).
+    pub avatars: Vec<(UserId, super::files::FileId)>,
 }
 
 /// A browser's Web Push subscription (RFC 8030's endpoint, RFC 8291's

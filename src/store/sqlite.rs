@@ -32,16 +32,21 @@ use std::fs::OpenOptions;
 use std::io::ErrorKind;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{
-    Backend, Change, ChangeKind, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reader,
-    Refusal, Reply, Request, SearchQuery, Snapshot, StoreError, StoredMessage, Target, UnreadCount,
-    UserId, UserRow, decode_reactions, encode_reactions, may_change, toggle_reaction,
+    Attachment, Backend, BlobKey, Change, ChangeKind, FileId, FileRow, HistoryQuery, ImageInfo,
+    MsgId, PasswordHash, PostRefusal, PrivateRoomRow, Reader, Refusal, Reply, Request, SearchQuery,
+    Snapshot, StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow, attachable,
+    decode_attachments, decode_reactions, encode_attachments, encode_reactions, may_change,
+    toggle_reaction,
 };
 use crate::config::CLIENT_ID_WINDOW;
+use crate::files::FileStore;
+use crate::files::dir::DirStore;
 
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -149,6 +154,45 @@ CREATE TABLE push_settings (
     show_text INTEGER NOT NULL
 );
 "#,
+    r#"
+-- Issue 23: files. A file is a row here; its bytes are blobs in the
+-- directory beside this database (`files::dir`), named by their SHA-256
+-- (`blob`, and an image's two previews). `attached`: it was attached to a
+-- message once (from then on it is read through its messages only);
+-- `released_ms`: when it last stopped being referred to (the sweep counts
+-- its grace from then, or from `created_ms`). AUTOINCREMENT: a file id is
+-- never reused, so an old link can never name a newer file.
+CREATE TABLE files (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    owner_id    INTEGER NOT NULL,
+    name        TEXT NOT NULL,
+    mime        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    blob        TEXT NOT NULL,
+    width       INTEGER,
+    height      INTEGER,
+    thumb_small TEXT,
+    thumb_large TEXT,
+    created_ms  INTEGER NOT NULL,
+    avatar      INTEGER NOT NULL DEFAULT 0,
+    attached    INTEGER NOT NULL DEFAULT 0,
+    released_ms INTEGER
+);
+CREATE INDEX files_owner ON files(owner_id);
+CREATE INDEX files_blob ON files(blob);
+CREATE INDEX files_thumb_small ON files(thumb_small) WHERE thumb_small IS NOT NULL;
+CREATE INDEX files_thumb_large ON files(thumb_large) WHERE thumb_large IS NOT NULL;
+-- Which live messages carry which files (what access checks and the sweep
+-- read); the message objects' own copy is `messages.attachments` (JSON).
+CREATE TABLE message_files (
+    message_id INTEGER NOT NULL,
+    file_id    INTEGER NOT NULL,
+    PRIMARY KEY (message_id, file_id)
+) WITHOUT ROWID;
+CREATE INDEX message_files_file ON message_files(file_id);
+ALTER TABLE messages ADD COLUMN attachments TEXT;
+ALTER TABLE users ADD COLUMN avatar_file INTEGER;
+"#,
 ];
 
 /// The columns `row_to_message` reads, in its order.
@@ -172,7 +216,9 @@ macro_rules! message_columns {
             $m,
             "edited_ms, ",
             $m,
-            "reactions"
+            "reactions, ",
+            $m,
+            "attachments"
         )
     };
 }
@@ -537,9 +583,19 @@ fn change(
         }
         Request::DeleteMessage { at_ms, .. } => {
             c.prepare_cached(
-                "UPDATE messages SET content = '', reactions = NULL, deleted_ms = ?2 WHERE id = ?1",
+                "UPDATE messages SET content = '', reactions = NULL, attachments = NULL,
+                        deleted_ms = ?2
+                 WHERE id = ?1",
             )?
             .execute(params![*id as i64, at_ms])?;
+            // Its files are unreachable from now on, and their grace begins.
+            c.prepare_cached(
+                "UPDATE files SET released_ms = ?2
+                 WHERE id IN (SELECT file_id FROM message_files WHERE message_id = ?1)",
+            )?
+            .execute(params![*id as i64, at_ms])?;
+            c.prepare_cached("DELETE FROM message_files WHERE message_id = ?1")?
+                .execute([*id as i64])?;
             c.prepare_cached("DELETE FROM mentions WHERE message_id = ?1")?
                 .execute([*id as i64])?;
             fts.push(FtsOp::Remove {
@@ -582,6 +638,182 @@ fn reply_target_ok(c: &Connection, msg: &StoredMessage, parent: MsgId) -> rusqli
         .optional()?;
     let dm = msg.to.map(|to| dm_key(msg.from, to));
     Ok(parent < msg.id && found.is_some_and(|(room, d)| room == msg.room && d == dm))
+}
+
+/// The columns [`file_row`] reads, in its order.
+const FILE_COLUMNS: &str = "id, owner_id, name, mime, size, blob, width, height, thumb_small, \
+                            thumb_large, created_ms, avatar";
+
+/// A blob key stored as hex.
+fn key_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<BlobKey> {
+    let text: String = r.get(i)?;
+    BlobKey::parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            i,
+            rusqlite::types::Type::Text,
+            format!("not a blob key: {text:?}").into(),
+        )
+    })
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    let thumbs: (Option<String>, Option<String>) = (r.get(8)?, r.get(9)?);
+    let dims: (Option<u32>, Option<u32>) = (r.get(6)?, r.get(7)?);
+    let image = match (dims, thumbs) {
+        ((Some(width), Some(height)), (Some(_), Some(_))) => Some(ImageInfo {
+            width,
+            height,
+            small: key_at(r, 8)?,
+            large: key_at(r, 9)?,
+        }),
+        _ => None,
+    };
+    Ok(FileRow {
+        id: r.get::<_, i64>(0)? as FileId,
+        owner: r.get(1)?,
+        name: r.get(2)?,
+        mime: r.get(3)?,
+        size: r.get::<_, i64>(4)? as u64,
+        blob: key_at(r, 5)?,
+        image,
+        created_ms: r.get(10)?,
+        avatar: r.get(11)?,
+    })
+}
+
+/// The bytes of `user`'s files, avatars aside (the quota's measure).
+fn file_usage(c: &Connection, user: UserId) -> rusqlite::Result<u64> {
+    c.prepare_cached("SELECT COALESCE(SUM(size), 0) FROM files WHERE owner_id = ?1 AND avatar = 0")?
+        .query_row([user], |r| r.get::<_, i64>(0))
+        .map(|n| n as u64)
+}
+
+/// Stores an upload's row; returns its id.
+fn insert_file(c: &Connection, f: &FileRow) -> rusqlite::Result<FileId> {
+    c.prepare_cached(
+        "INSERT INTO files (owner_id, name, mime, size, blob, width, height, thumb_small,
+                            thumb_large, created_ms, avatar, attached)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+    )?
+    .execute(params![
+        f.owner,
+        f.name,
+        f.mime,
+        f.size as i64,
+        f.blob.hex(),
+        f.image.map(|i| i.width),
+        f.image.map(|i| i.height),
+        f.image.map(|i| i.small.hex()),
+        f.image.map(|i| i.large.hex()),
+        f.created_ms,
+        f.avatar
+    ])?;
+    Ok(c.last_insert_rowid() as FileId)
+}
+
+/// The attachments `msg` asks for, as their rows make them, when the
+/// sender may attach every one ([`attachable`]); `None` when not.
+fn attachable_rows(
+    c: &Connection,
+    msg: &StoredMessage,
+) -> rusqlite::Result<Option<Vec<Attachment>>> {
+    if msg.attachments.is_empty() {
+        return Ok(Some(Vec::new()));
+    }
+    let mut st = c.prepare_cached(&format!("SELECT {FILE_COLUMNS} FROM files WHERE id = ?1"))?;
+    let mut found = Vec::with_capacity(msg.attachments.len());
+    for a in &msg.attachments {
+        if let Some(row) = st.query_row([a.id as i64], file_row).optional()? {
+            found.push(row);
+        }
+    }
+    let wanted: Vec<FileId> = msg.attachments.iter().map(|a| a.id).collect();
+    Ok(attachable(&wanted, &found, msg.from))
+}
+
+/// Links a stored message to its files: from now on they are read
+/// through it (and no longer by their uploader alone).
+fn attach(c: &Connection, message: MsgId, attachments: &[Attachment]) -> rusqlite::Result<()> {
+    for a in attachments {
+        c.prepare_cached(
+            "INSERT OR IGNORE INTO message_files (message_id, file_id) VALUES (?1, ?2)",
+        )?
+        .execute(params![message as i64, a.id as i64])?;
+        c.prepare_cached("UPDATE files SET attached = 1, released_ms = NULL WHERE id = ?1")?
+            .execute([a.id as i64])?;
+    }
+    Ok(())
+}
+
+/// Who may read a file, as SQL over `files f` with the user as `?2`:
+/// anyone, for an avatar (shown wherever its owner appears); its
+/// uploader until it is attached, and readers of a live message carrying
+/// it ([`MAY_READ`] over that message).
+fn may_read_file() -> String {
+    format!(
+        "(f.avatar = 1 OR (f.owner_id = ?2 AND f.attached = 0)
+          OR EXISTS (SELECT 1 FROM message_files mf JOIN messages m ON m.id = mf.message_id
+                     WHERE mf.file_id = f.id AND m.deleted_ms IS NULL AND {MAY_READ}))"
+    )
+}
+
+/// The file reads, shared by the writer (when there is no reader) and the reader.
+fn file_read(c: &Connection, req: &Request) -> rusqlite::Result<Reply> {
+    Ok(match req {
+        Request::FileUsage { ticket, user } => Reply::FileUsage {
+            ticket: *ticket,
+            bytes: Some(file_usage(c, *user)?),
+        },
+        Request::FindFile { ticket, id, user } => {
+            let sql = format!(
+                "SELECT {} FROM files f WHERE f.id = ?1 AND {}",
+                FILE_COLUMNS
+                    .split(", ")
+                    .map(|col| format!("f.{}", col.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                may_read_file()
+            );
+            let row = c
+                .prepare_cached(&sql)?
+                .query_row(params![*id as i64, user], file_row)
+                .optional()?;
+            Reply::FileFound {
+                ticket: *ticket,
+                row,
+            }
+        }
+        Request::BlobsUsed { ticket, keys } => {
+            let mut st = c.prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM files WHERE blob = ?1)
+                     OR EXISTS (SELECT 1 FROM files WHERE thumb_small = ?1)
+                     OR EXISTS (SELECT 1 FROM files WHERE thumb_large = ?1)",
+            )?;
+            let mut used = Vec::new();
+            for k in keys {
+                if st.query_row([k.hex()], |r| r.get::<_, bool>(0))? {
+                    used.push(*k);
+                }
+            }
+            Reply::BlobsUsed {
+                ticket: *ticket,
+                used: Some(used),
+            }
+        }
+        _ => return Err(rusqlite::Error::InvalidQuery),
+    })
+}
+
+/// Removes the rows of files nothing refers to whose grace began before
+/// `before_ms`; returns how many.
+fn sweep_files(c: &Connection, before_ms: i64) -> rusqlite::Result<u64> {
+    c.prepare_cached(
+        "DELETE FROM files WHERE COALESCE(released_ms, created_ms) < ?1
+           AND NOT EXISTS (SELECT 1 FROM message_files mf WHERE mf.file_id = files.id)
+           AND id NOT IN (SELECT avatar_file FROM users WHERE avatar_file IS NOT NULL)",
+    )?
+    .execute([before_ms])
+    .map(|n| n as u64)
 }
 
 impl Sqlite {
@@ -659,16 +891,26 @@ impl Sqlite {
                 if let Some(parent) = msg.reply_to
                     && !reply_target_ok(c, msg, parent)?
                 {
-                    return Ok(Some(Reply::MessageRefused { key: msg.id }));
+                    return Ok(Some(Reply::MessageRefused {
+                        key: msg.id,
+                        why: PostRefusal::ReplyTo,
+                    }));
                 }
+                let Some(attachments) = attachable_rows(c, msg)? else {
+                    return Ok(Some(Reply::MessageRefused {
+                        key: msg.id,
+                        why: PostRefusal::Attachment,
+                    }));
+                };
                 let dm = msg.to.map(|to| dm_key(msg.from, to));
                 // A `client_id` this user already stored is not an error: it
                 // is a retry the loop's window had forgotten, answered with
                 // the first message (found through the same unique index).
                 let inserted = c
                     .prepare_cached(
-                        "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id, reply_to)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                        "INSERT INTO messages (id, room, from_id, to_id, dm, content, ts_ms, client_id, reply_to,
+                                           attachments)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING",
                     )?
                     .execute(params![
@@ -680,7 +922,8 @@ impl Sqlite {
                     msg.content,
                     msg.timestamp_ms,
                     client_id,
-                    msg.reply_to.map(|r| r as i64)
+                    msg.reply_to.map(|r| r as i64),
+                    encode_attachments(&attachments)
                 ])?;
                 if inserted == 0 {
                     let (existing, ts): (i64, i64) = c
@@ -706,10 +949,12 @@ impl Sqlite {
                         st.execute(params![u, room, msg.id as i64])?;
                     }
                 }
+                attach(c, msg.id, &attachments)?;
                 Some(Reply::MessageStored {
                     key: msg.id,
                     id: msg.id,
                     seq: 0,
+                    attachments,
                 })
             }
             Request::PutPublicRoom { name, creator } => {
@@ -799,6 +1044,40 @@ impl Sqlite {
             }),
             Request::Catchup { .. } | Request::Resync { .. } => {
                 return Err(not_sequenced());
+            }
+            Request::PutFile { ticket, row, quota } => {
+                if *quota > 0
+                    && !row.avatar
+                    && file_usage(c, row.owner)?.saturating_add(row.size) > *quota
+                {
+                    return Ok(Some(Reply::FileRefused { ticket: *ticket }));
+                }
+                let id = insert_file(c, row)?;
+                Some(Reply::FileStored {
+                    ticket: *ticket,
+                    id,
+                })
+            }
+            Request::SetAvatar {
+                ticket,
+                user,
+                file,
+                at_ms,
+            } => {
+                c.prepare_cached(
+                    "UPDATE files SET released_ms = ?2
+                     WHERE id = (SELECT avatar_file FROM users WHERE id = ?1)",
+                )?
+                .execute(params![user, at_ms])?;
+                c.prepare_cached("UPDATE users SET avatar_file = ?2 WHERE id = ?1")?
+                    .execute(params![user, *file as i64])?;
+                Some(Reply::Done { ticket: *ticket })
+            }
+            Request::SweepFiles { before_ms } => Some(Reply::FilesSwept {
+                removed: sweep_files(c, *before_ms)?,
+            }),
+            Request::FileUsage { .. } | Request::FindFile { .. } | Request::BlobsUsed { .. } => {
+                Some(file_read(c, req)?)
             }
             Request::PutPushSubscription { ticket, row } => {
                 push::put_subscription(c, row)?;
@@ -1032,6 +1311,7 @@ fn row_to_message(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
         edited_ms: r.get(7)?,
         reactions: decode_reactions(r.get::<_, Option<String>>(8)?.as_deref()),
         deleted: false,
+        attachments: decode_attachments(r.get::<_, Option<String>>(9)?.as_deref()),
     })
 }
 
@@ -1136,6 +1416,13 @@ impl Backend for Sqlite {
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
             .map_err(err)?;
+        let mut st = c
+            .prepare("SELECT id, avatar_file FROM users WHERE avatar_file IS NOT NULL")
+            .map_err(err)?;
+        snap.avatars = st
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as FileId)))
+            .and_then(|rows| rows.collect())
+            .map_err(err)?;
         Ok(snap)
     }
 
@@ -1234,6 +1521,19 @@ impl Backend for Sqlite {
         conn.set_prepared_statement_cache_capacity(8);
         Ok(Some(Box::new(SqliteReader { conn })))
     }
+
+    /// The directory beside the database file (`hubbub.db-files`); none
+    /// for an in-memory database.
+    fn file_store(&mut self) -> Result<Option<Arc<dyn FileStore>>, StoreError> {
+        let path = match self.conn.path() {
+            Some(p) if !p.is_empty() => Path::new(p).to_path_buf(),
+            _ => return Ok(None),
+        };
+        let dir = crate::files::dir::beside(&path);
+        let store = DirStore::open(&dir)
+            .map_err(|e| StoreError::request(format!("files at {}: {e}", dir.display())))?;
+        Ok(Some(Arc::new(store)))
+    }
 }
 
 impl Reader for SqliteReader {
@@ -1275,6 +1575,9 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 messages: search(&self.conn, query).map_err(err)?,
             }),
+            Request::FileUsage { .. } | Request::FindFile { .. } | Request::BlobsUsed { .. } => {
+                file_read(&self.conn, req).map_err(err)
+            }
             Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
                 ticket: *ticket,
                 profile: push::profile(&self.conn, *user).map_err(err)?,

@@ -10,7 +10,7 @@ use serde::{Serialize, Serializer};
 
 use super::codec::{MAX_HEADER, TEXT, header_before};
 use crate::config::ECHO_MAX_CHARS;
-use crate::store::{Reaction, StoredMessage, UserId};
+use crate::store::{Attachment, Reaction, StoredMessage, UserId};
 
 /// Unix milliseconds that serialize as RFC 3339 without an intermediate String.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +50,8 @@ pub struct MessageObj<'a> {
     pub edited_at: Option<Ts>,
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub reactions: Vec<ReactionObj<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub attachments: &'a [Attachment],
 }
 
 /// One emoji's reactions in a message object: who, by name.
@@ -94,6 +96,7 @@ pub fn message_object<'a>(
         reply_to: m.reply_to,
         edited_at: m.edited_ms.map(Ts),
         reactions: reaction_objects(&m.reactions, name),
+        attachments: &m.attachments,
     }
 }
 
@@ -114,6 +117,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
     }
     let (reply_to, edited_at) = (m.reply_to, m.edited_ms.map(Ts));
     let reactions = reaction_objects(&m.reactions, name);
+    let attachments = &m.attachments[..];
     match (room, from, to) {
         (Some(room), _, _) => Out::Message {
             id: m.id,
@@ -124,6 +128,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
             reply_to,
             edited_at,
             reactions,
+            attachments,
         },
         (None, from, to) => Out::PrivateMessage {
             id: m.id,
@@ -134,6 +139,7 @@ pub fn stored_frame<'a>(m: &'a StoredMessage, name: &impl Fn(UserId) -> &'a str)
             reply_to,
             edited_at,
             reactions,
+            attachments,
         },
     }
 }
@@ -190,6 +196,9 @@ pub enum Out<'a> {
         edited_at: Option<Ts>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         reactions: Vec<ReactionObj<'a>>,
+        /// The files it carries, live and replayed alike.
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
     },
     PrivateMessage {
         id: u64,
@@ -203,6 +212,8 @@ pub enum Out<'a> {
         edited_at: Option<Ts>,
         #[serde(skip_serializing_if = "<[_]>::is_empty")]
         reactions: Vec<ReactionObj<'a>>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        attachments: &'a [Attachment],
     },
     /// `room` for a room message, `from`/`to` for a private one.
     MessageEdited {
@@ -381,6 +392,7 @@ mod tests {
             reply_to: None,
             edited_at: None,
             reactions: Vec::new(),
+            attachments: &[],
         });
         assert_eq!(f[0], 0x81);
         assert_eq!(

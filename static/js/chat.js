@@ -17,6 +17,7 @@ import { newClientId } from './ids.js';
 import { Outbox } from './outbox.js';
 import { frameHandlers, toMessage } from './frames.js';
 import { userPref, setUserPref } from './session.js';
+import { setAvatarUrls } from './files.js';
 
 export const ROOM_NAME = /^[a-z0-9_-]{1,64}$/;
 const TYPING_RESEND_MS = 2000; // a typing frame at most this often while keys keep coming
@@ -104,6 +105,7 @@ export class Chat extends EventTarget {
     try {
       const [{ users }, { rooms }] = await Promise.all([api.users(), api.rooms()]);
       for (const u of users) this.setUser(u.username, u.online, u.last_seen);
+      setAvatarUrls(users);
       this.directory = rooms.filter((r) => !r.private);
       // Private rooms this user was removed from while offline disappear.
       const mine = new Set(rooms.filter((r) => r.private).map((r) => r.name));
@@ -291,21 +293,24 @@ export class Chat extends EventTarget {
    * once as pending, sent now if possible, else on reconnect. False when it
    * could not be kept: the text stays in the composer.
    */
-  send(text) {
+  send(text, files = []) {
     const c = this.active;
     const content = text.trim();
-    if (!c || !content || contentLength(content) > MAX_CONTENT_CHARS) return false;
+    const attachments = files.length ? files : null;
+    if (!c || (!content && !attachments) || contentLength(content) > MAX_CONTENT_CHARS) return false;
     const replyTo = this.replyTo?.key === c.key ? this.replyTo.id : null;
     const clientId = newClientId();
     const time = new Date();
-    if (!this.outbox.add({ clientId, kind: c.kind, name: c.name, content, replyTo, time: time.toISOString(), state: 'pending' })) {
+    const entry = { clientId, kind: c.kind, name: c.name, content, replyTo, time: time.toISOString(), state: 'pending' };
+    if (attachments) entry.attachments = attachments;
+    if (!this.outbox.add(entry)) {
       this.toast('Too many messages are waiting to be sent: this one stays in the message box until the connection is back.');
       return false;
     }
     // The user sees what they sent: the view goes to the newest messages.
     this.follow(c);
     this.setReply(null);
-    const p = c.addPending(clientId, content, replyTo, time);
+    const p = c.addPending(clientId, content, replyTo, time, attachments);
     this.stopTyping();
     this.transmit(c, p);
     return true;
@@ -319,7 +324,7 @@ export class Chat extends EventTarget {
       // A public room the user no longer lists comes back while it has a message to send.
       if (c.kind === 'room' && !this.roomNames.includes(c.name)) this.roomNames.push(c.name);
       if (c.findPending(e.clientId)) continue;
-      const p = c.addPending(e.clientId, e.content, e.replyTo, new Date(e.time));
+      const p = c.addPending(e.clientId, e.content, e.replyTo, new Date(e.time), e.attachments || null);
       if (e.state === 'failed') c.failPending(p, e.error || 'refused');
     }
   }
@@ -621,6 +626,7 @@ export class Chat extends EventTarget {
         ? { type: 'message', room: c.name, content: p.content, client_id: p.clientId }
         : { type: 'private_message', to: c.name, content: p.content, client_id: p.clientId };
     if (p.replyTo) frame.reply_to = p.replyTo;
+    if (p.attachments) frame.attachments = p.attachments.map((f) => f.id);
     this.conn.send(frame);
   }
 

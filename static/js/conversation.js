@@ -441,8 +441,8 @@ export class Conversation {
 
   // ---- pending messages -------------------------------------------------
 
-  addPending(clientId, content, replyTo = null, time = new Date()) {
-    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, replyTo, time, state: 'pending' };
+  addPending(clientId, content, replyTo = null, time = new Date(), attachments = null) {
+    const p = { clientId, key: `c:${clientId}`, seq: ++pendingSeq, content, replyTo, time, state: 'pending', attachments };
     this.pending.push(p);
     this.byKey.set(p.key, p);
     this.touch(p.key);
@@ -456,7 +456,7 @@ export class Conversation {
     const [p] = this.pending.splice(i, 1);
     this.byKey.delete(p.key);
     this.touch(p.key);
-    this.add({ id, user, content: p.content, time, clientId, replyTo: p.replyTo });
+    this.add({ id, user, content: p.content, time, clientId, replyTo: p.replyTo, attachments: p.attachments });
     return true;
   }
 

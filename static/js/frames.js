@@ -24,6 +24,7 @@ export const toMessage = (m) => ({
   replyTo: m.reply_to ?? null,
   editedAt: m.edited_at ?? null,
   reactions: Array.isArray(m.reactions) && m.reactions.length ? m.reactions.map((r) => ({ emoji: r.emoji, users: [...r.users] })) : null,
+  attachments: Array.isArray(m.attachments) && m.attachments.length ? m.attachments : null,
 });
 
 /** The conversation a frame about a message names (`room`, or `from`/`to`), if this tab has it. */

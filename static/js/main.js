@@ -10,15 +10,18 @@ import { Chat } from './chat.js';
 import { showAuth } from './ui/auth.js';
 import { mountApp, offerUpdate } from './ui/app.js';
 import { registerWorker } from './worker.js';
+import { startFiles, stopFiles } from './files.js';
 
 const EXPIRED = 'Your session has expired or was rejected. Please log in again.';
 const NOTICE_KEY = 'hubbub.notice';
 
 let chat = null;
 
-function start(session) {
+async function start(session) {
   // Any 401 from an authenticated call means the token is no longer good.
   configureApi(session.token, () => signOut(EXPIRED));
+  // File URLs need their link before the first image is drawn.
+  await startFiles(session.token);
   chat = new Chat(session, () => signOut(EXPIRED));
   mountApp(chat, () => signOut());
   const wanted = takeOpenRequest();
@@ -39,6 +42,7 @@ function signOut(notice) {
   // A refused token can be noticed twice at once (a REST call and the socket).
   if (!chat) return;
   chat.stop();
+  stopFiles();
   chat = null;
   clearSession();
   if (notice) sessionStorage.setItem(NOTICE_KEY, notice);

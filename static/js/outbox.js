@@ -26,7 +26,7 @@ export class Outbox {
 
   /**
    * The messages, in the order written:
-   * {clientId, kind: 'room'|'dm', name, content, replyTo, time, state: 'pending'|'failed', error?}
+   * {clientId, kind: 'room'|'dm', name, content, replyTo, time, state: 'pending'|'failed', error?, attachments?}
    */
   load() {
     let list;
@@ -87,10 +87,27 @@ function isEntry(e) {
     e.name.length > 0 &&
     e.name.length <= MAX_NAME &&
     typeof e.content === 'string' &&
-    contentLength(e.content) > 0 &&
+    (contentLength(e.content) > 0 || hasAttachments(e)) &&
     contentLength(e.content) <= MAX_CONTENT_CHARS &&
+    (e.attachments === undefined || areAttachments(e.attachments)) &&
     (e.replyTo === null || Number.isSafeInteger(e.replyTo)) &&
     !Number.isNaN(Date.parse(e.time)) &&
     (e.state === 'pending' || e.state === 'failed')
+  );
+}
+
+/** The most files one message carries (the server's limit). */
+export const MAX_ATTACHMENTS = 10;
+
+function hasAttachments(e) {
+  return Array.isArray(e.attachments) && e.attachments.length > 0;
+}
+
+/** File objects as the server returned them: an id and a name at least. */
+function areAttachments(list) {
+  return (
+    Array.isArray(list) &&
+    list.length <= MAX_ATTACHMENTS &&
+    list.every((f) => !!f && Number.isSafeInteger(f.id) && f.id > 0 && typeof f.name === 'string' && Number.isSafeInteger(f.size))
   );
 }

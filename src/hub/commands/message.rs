@@ -24,6 +24,7 @@ pub fn on_message(
         content,
         client_id,
         reply_to,
+        attachments,
     } = frame;
     let room_id = parts.joined_room(me.token(), room.as_deref())?;
     if post::is_retry(parts, cx.out, me, client_id.as_ref()) {
@@ -68,6 +69,7 @@ pub fn on_message(
         content: content.to_string(),
         timestamp_ms: clock::now_ms(),
         reply_to,
+        attachments: attachments.wanted(),
         ..StoredMessage::default()
     };
     let delivery = Delivery::Room(room_id);

@@ -17,7 +17,7 @@ use crate::hub::parts::{Ctx, Parts};
 use crate::hub::push;
 use crate::hub::sessions::Caller;
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{MsgId, Request, StoredMessage};
+use crate::store::{Attachment, MsgId, PostRefusal, Request, StoredMessage};
 use crate::ws::proto::{MessageObj, Out, Ts};
 
 /// Whether this is a resend of a `client_id` `me` already sent: then it
@@ -98,12 +98,15 @@ pub fn persist(
 
 /// Storage answered for a message: deliver it and ack it, ack the first
 /// copy of a retry, or tell the sender it failed (with its `client_id`,
-/// which is free again for the retry). `key` is the one `persist` sent.
+/// which is free again for the retry). `key` is the one `persist` sent;
+/// `files` the attachments storage checked and stored with it (their
+/// names, sizes and types come from the files' rows, not the client).
 pub fn on_message_stored(
     parts: &mut Parts,
     cx: &mut Ctx<'_, impl Outbox>,
     key: MsgId,
     stored: Stored,
+    files: &[Attachment],
 ) {
     let Some(pending) = parts.acks.settle(key, stored) else {
         return;
@@ -114,7 +117,7 @@ pub fn on_message_stored(
     let (ack_id, ack_ts) = match stored {
         Stored::Yes { id, .. } => (id, pending.timestamp_ms),
         Stored::Already { id, timestamp_ms } => (id, timestamp_ms),
-        Stored::No { .. } | Stored::Refused => (0, 0),
+        Stored::No { .. } | Stored::Refused(_) => (0, 0),
     };
     let mut delivered = false;
     if let Stored::Yes { id, seq } = stored {
@@ -132,6 +135,7 @@ pub fn on_message_stored(
                     reply_to: pending.reply_to,
                     edited_at: None,
                     reactions: Vec::new(),
+                    attachments: files,
                 });
                 order::publish_message(parts, cx, Topic::Room(room), sender, id, seq, &frame)
             }
@@ -145,6 +149,7 @@ pub fn on_message_stored(
                     reply_to: pending.reply_to,
                     edited_at: None,
                     reactions: Vec::new(),
+                    attachments: files,
                 });
                 let topic = Topic::Conversation(from, peer);
                 let n = order::publish_message(parts, cx, topic, sender, id, seq, &frame);
@@ -156,7 +161,7 @@ pub fn on_message_stored(
         };
         cx.out.metrics().deliveries += n;
         if !pending.mentions.is_empty() {
-            send_mentions(parts, cx, id, &pending);
+            send_mentions(parts, cx, id, &pending, files);
         }
         push::on_stored(parts, cx, id, &pending);
     }
@@ -166,9 +171,13 @@ pub fn on_message_stored(
         }
         let client_id = client_id.as_deref();
         let error = match stored {
-            Stored::Refused => Some((
+            Stored::Refused(PostRefusal::ReplyTo) => Some((
                 "invalid_input",
                 "reply_to must be a message of the same room or conversation",
+            )),
+            Stored::Refused(PostRefusal::Attachment) => Some((
+                "invalid_input",
+                "attachments must be files you uploaded (POST /api/files)",
             )),
             Stored::No { transient: true } => {
                 Some(("busy", "the server is busy; retry with the same client_id"))
@@ -211,6 +220,7 @@ fn send_mentions(
     cx: &mut Ctx<'_, impl Outbox>,
     id: MsgId,
     pending: &PendingAck,
+    files: &[Attachment],
 ) {
     let user = cx.users.name(pending.from);
     let (room, from, to) = match pending.delivery {
@@ -229,6 +239,7 @@ fn send_mentions(
             reply_to: pending.reply_to,
             edited_at: None,
             reactions: Vec::new(),
+            attachments: files,
         },
     });
     for &u in &pending.mentions {

@@ -25,6 +25,7 @@ pub fn on_private_message(
         content,
         client_id,
         reply_to,
+        attachments,
     } = frame;
     let peer =
         cx.users.find(&to).map(|u| u.id).ok_or_else(|| {
@@ -41,6 +42,7 @@ pub fn on_private_message(
         content: content.to_string(),
         timestamp_ms: clock::now_ms(),
         reply_to,
+        attachments: attachments.wanted(),
         ..StoredMessage::default()
     };
     let delivery = Delivery::Private { peer };

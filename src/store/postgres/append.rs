@@ -66,8 +66,12 @@
 use std::collections::HashMap;
 
 use super::conn::{Conn, Fail, Res, big, check_request, classify};
+use super::file_rows;
 use super::schema::{message_target, search_text};
-use crate::store::{MsgId, Reply, Request, Seq, StoreError, StoredMessage, UserId, failed_alone};
+use crate::store::{
+    MsgId, PostRefusal, Reply, Request, Seq, StoreError, StoredMessage, UserId, encode_attachments,
+    failed_alone,
+};
 
 /// The advisory lock a batch takes at its first append and holds until it
 /// commits ("append" in ASCII): appends from every node serialize, batch by
@@ -155,9 +159,20 @@ pub(super) fn append_one(
     if let Some(parent) = msg.reply_to {
         let found = c.client.query_opt(&c.st.reply_parent, &[&big(parent)])?;
         if found.is_none_or(|r| r.get::<_, &str>(0) != key) {
-            return Ok(Reply::MessageRefused { key: msg.id });
+            return Ok(Reply::MessageRefused {
+                key: msg.id,
+                why: PostRefusal::ReplyTo,
+            });
         }
     }
+    // Its files: the sender's own uploads, checked under the append lock
+    // like the parent (the sweep of their rows takes it too).
+    let Some(attachments) = file_rows::attachable_rows(c, msg)? else {
+        return Ok(Reply::MessageRefused {
+            key: msg.id,
+            why: PostRefusal::Attachment,
+        });
+    };
     // First the target's row, once per batch: its lock orders this
     // append after any other transaction's uncommitted one to the
     // same target, and its seq is where this batch counts on from.
@@ -186,12 +201,14 @@ pub(super) fn append_one(
             &client_id,
             &msg.reply_to.map(big),
             &search_text(&msg.content),
+            &encode_attachments(&attachments),
         ],
     )?;
     Ok(match inserted {
         Some(row) => {
             head.newest = seq;
             let id: i64 = row.get(0);
+            file_rows::attach(c, id, &attachments)?;
             if let Some(room) = &msg.room
                 && !mentions.is_empty()
             {
@@ -205,6 +222,7 @@ pub(super) fn append_one(
                 key: msg.id,
                 id: id as MsgId,
                 seq: seq as Seq,
+                attachments,
             }
         }
         // A retry of a `client_id` already stored (perhaps by
@@ -230,13 +248,15 @@ pub(super) struct Put<'a> {
 }
 
 impl<'a> Put<'a> {
+    /// A message the bulk path takes: one without attachments (those are
+    /// rare, and their checks and links go one message at a time).
     pub(super) fn of(req: &'a Request) -> Option<Put<'a>> {
         match req {
             Request::PutMessage {
                 msg,
                 client_id,
                 mentions,
-            } => Some(Put {
+            } if msg.attachments.is_empty() => Some(Put {
                 req,
                 msg,
                 client_id: client_id.as_deref(),
@@ -479,7 +499,10 @@ pub(super) fn append_run(
                 failed_alone(p.req, e, out);
                 continue;
             }
-            Planned::Refused => Reply::MessageRefused { key },
+            Planned::Refused => Reply::MessageRefused {
+                key,
+                why: PostRefusal::ReplyTo,
+            },
             Planned::Exists { id, ts_ms } => Reply::MessageExists {
                 key,
                 existing: id as MsgId,
@@ -494,6 +517,7 @@ pub(super) fn append_run(
                 key,
                 id: ids[n] as MsgId,
                 seq: seq as Seq,
+                attachments: Vec::new(),
             },
         });
     }

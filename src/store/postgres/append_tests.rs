@@ -385,7 +385,7 @@ fn bulk_appends_match_the_per_request_path() {
         .map(|r| match r {
             Reply::MessageStored { key, .. } => format!("stored {key}"),
             Reply::MessageExists { key, .. } => format!("exists {key}"),
-            Reply::MessageRefused { key } => format!("refused {key}"),
+            Reply::MessageRefused { key, .. } => format!("refused {key}"),
             Reply::Changed { outcome, .. } => format!("changed {}", outcome.is_ok()),
             Reply::History { messages, .. } => format!("found {}", messages.len()),
             other => format!("{other:?}"),

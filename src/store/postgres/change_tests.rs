@@ -478,7 +478,7 @@ fn replies_are_checked_on_both_paths() {
         .iter()
         .map(|r| match r {
             Reply::MessageStored { key, .. } => format!("stored {key}"),
-            Reply::MessageRefused { key } => format!("refused {key}"),
+            Reply::MessageRefused { key, .. } => format!("refused {key}"),
             other => format!("{other:?}"),
         })
         .collect();
@@ -500,7 +500,7 @@ fn replies_are_checked_on_both_paths() {
     assert!(matches!(replies.1[2][..], [Reply::MessageStored { .. }]));
     assert!(matches!(
         replies.1[3][..],
-        [Reply::MessageRefused { key: 31 }]
+        [Reply::MessageRefused { key: 31, .. }]
     ));
     let mut c = t_bulk.client();
     assert_eq!(
@@ -937,7 +937,7 @@ fn a_reply_waits_for_a_delete_of_its_parent_elsewhere() {
         matches!(
             out[..],
             [
-                Reply::MessageRefused { key: 7 },
+                Reply::MessageRefused { key: 7, .. },
                 Reply::MessageStored { key: 8, seq: 3, .. }
             ]
         ),

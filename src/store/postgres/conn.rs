@@ -195,8 +195,8 @@ pub(super) struct Statements {
 }
 
 /// The columns [`row_to_message`](super::reads::row_to_message) reads, in its order.
-pub(super) const MESSAGE_COLUMNS: &str =
-    "id, room, from_id, to_id, content, ts_ms, seq, reply_to, edited_ms, reactions, deleted_ms";
+pub(super) const MESSAGE_COLUMNS: &str = "id, room, from_id, to_id, content, ts_ms, seq, reply_to, \
+     edited_ms, reactions, deleted_ms, attachments";
 
 /// Which messages user `$2` may read, over `messages m`: SQLite's
 /// `MAY_READ`. Their conversations; rooms with a row that is public, or
@@ -222,9 +222,9 @@ impl Statements {
             )?,
             insert_message: c.prepare(
                 "INSERT INTO messages (id, target, seq, room, from_id, to_id, content, ts_ms, client_id,
-                                       reply_to, tsv)
+                                       reply_to, tsv, attachments)
                  VALUES (nextval('message_ids'), $1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         array_to_tsvector(string_to_array($10::text, ' ')))
+                         array_to_tsvector(string_to_array($10::text, ' ')), $11)
                  ON CONFLICT (from_id, client_id) WHERE client_id IS NOT NULL DO NOTHING
                  RETURNING id",
             )?,
@@ -367,8 +367,8 @@ impl Statements {
                  WHERE id = $1",
             )?,
             delete: c.prepare(
-                "UPDATE messages SET content = '', reactions = NULL, deleted_ms = $2,
-                        tsv = ''::tsvector
+                "UPDATE messages SET content = '', reactions = NULL, attachments = NULL,
+                        deleted_ms = $2, tsv = ''::tsvector
                  WHERE id = $1",
             )?,
             delete_mentions: c.prepare("DELETE FROM mentions WHERE message_id = $1")?,

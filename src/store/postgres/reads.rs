@@ -23,7 +23,7 @@ use super::schema::{parse_key, search_query, target_key};
 use crate::config::CLIENT_ID_WINDOW;
 use crate::store::{
     HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, SearchQuery, Seq, Snapshot,
-    StoredMessage, Target, UnreadCount, UserId, UserRow, decode_reactions,
+    StoredMessage, Target, UnreadCount, UserId, UserRow, decode_attachments, decode_reactions,
 };
 
 pub(super) fn row_to_message(r: &Row) -> Res<StoredMessage> {
@@ -39,6 +39,7 @@ pub(super) fn row_to_message(r: &Row) -> Res<StoredMessage> {
         edited_ms: r.get(8),
         reactions: decode_reactions(r.get::<_, Option<&str>>(9)),
         deleted: r.get::<_, Option<i64>>(10).is_some(),
+        attachments: decode_attachments(r.get::<_, Option<&str>>(11)),
     })
 }
 
@@ -194,6 +195,15 @@ pub(super) fn snapshot(client: &mut Client) -> Res<Snapshot> {
         snap.unread_sources.push(user_id(r.get(0))?);
     }
     for r in client.query(
+        "SELECT id, avatar_file FROM users WHERE avatar_file IS NOT NULL",
+        &[],
+    )? {
+        snap.avatars.push((
+            user_id(r.get(0))?,
+            r.get::<_, i64>(1) as crate::store::FileId,
+        ));
+    }
+    for r in client.query(
         "SELECT key, seq FROM targets WHERE seq > 0 ORDER BY key COLLATE \"C\"",
         &[],
     )? {
@@ -314,6 +324,9 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
                 ticket: *ticket,
                 row: row.as_ref().map(user_row).transpose()?,
             })
+        }
+        Request::FileUsage { .. } | Request::FindFile { .. } | Request::BlobsUsed { .. } => {
+            super::file_rows::read(c, req)
         }
         Request::PushProfile { ticket, user } => Ok(Reply::PushProfile {
             ticket: *ticket,

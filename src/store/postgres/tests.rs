@@ -254,7 +254,7 @@ pub(super) fn dump(c: &mut Client) -> (Vec<String>, HashMap<i64, usize>) {
 pub(super) fn normal(reply: &Reply, rank: &HashMap<i64, usize>) -> String {
     let r = |id: &MsgId| rank[&(*id as i64)];
     match reply {
-        Reply::MessageStored { key, id, seq } => format!("stored {key} #{} seq {seq}", r(id)),
+        Reply::MessageStored { key, id, seq, .. } => format!("stored {key} #{} seq {seq}", r(id)),
         Reply::MessageExists {
             key,
             existing,
@@ -313,12 +313,14 @@ fn snapshot_round_trips() {
                 Reply::MessageStored {
                     key: 5,
                     id: 1,
-                    seq: 1
+                    seq: 1,
+                    ..
                 },
                 Reply::MessageStored {
                     key: 6,
                     id: 2,
-                    seq: 1
+                    seq: 1,
+                    ..
                 },
             ]
         ),
@@ -471,7 +473,8 @@ fn client_id_retry_is_message_exists_and_takes_no_seq() {
                 Reply::MessageStored {
                     key: 100,
                     id: 1,
-                    seq: 1
+                    seq: 1,
+                    ..
                 },
                 Reply::MessageExists {
                     key: 101,

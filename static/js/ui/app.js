@@ -5,6 +5,7 @@
 // only when its inputs are among the changes.
 
 import { $, h, setText, setAttr } from './dom.js';
+import { setupProfile } from './profile.js';
 import { renderSidebar } from './sidebar.js';
 import { TimelineView } from './timeline.js';
 import { setupComposer, renderComposer } from './composer.js';
@@ -41,6 +42,7 @@ export function mountApp(chat, onLogout) {
     menu.close();
   };
   setupSettings();
+  setupProfile(chat);
   const alerts = setupNotifications(chat, route, () => chat.changed());
   const push = setupPush(chat);
 

@@ -6,11 +6,17 @@
 // the user's last message.
 // There is no `maxlength`: it counts UTF-16 units and would stop a message of
 // 2,001 emoji that the server accepts.
+// Files: the paperclip, a drop anywhere on the conversation, or a paste
+// upload at once into the tray above the box, each with a progress bar and
+// a button that cancels it (or takes it back once uploaded); the next send
+// carries the uploaded ones, with or without text.
 
 import { $, h, setText, avatar } from './dom.js';
 import { setupAutocomplete } from './autocomplete.js';
 import { MAX_CONTENT_CHARS, contentLength } from '../content.js';
 import { plainText } from '../markdown.js';
+import { upload, formatSize } from '../files.js';
+import { MAX_ATTACHMENTS } from '../outbox.js';
 
 const MAX_HEIGHT_PX = 200;
 // The counter appears when this few characters are left (or the text is over).
@@ -37,10 +43,17 @@ export function setupComposer(chat, actions) {
     form.querySelector('[type=submit]').disabled = !chat.active || left < 0;
   };
 
+  const tray = setupTray(chat, input);
+
   form.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    if (chat.send(input.value)) {
+    if (tray.busy()) {
+      chat.toast('Files are still uploading: the message goes when they are done — or remove them.');
+      return;
+    }
+    if (chat.send(input.value, tray.files())) {
       input.value = '';
+      tray.clear();
       autosize();
       count();
     }
@@ -92,4 +105,106 @@ export function renderComposer(chat) {
   input.disabled = !c;
   input.placeholder = !c ? 'Pick a conversation' : c.kind === 'room' ? `Message #${c.name}` : `Message ${c.name}`;
   $('composer').querySelector('[type=submit]').disabled = !c || contentLength(input.value) > MAX_CONTENT_CHARS;
+}
+
+/** The uploads waiting for the next message: add, cancel or remove, read what is ready. */
+function setupTray(chat, input) {
+  const list = $('upload-tray');
+  /** {file, state: 'uploading'|'done'|'failed', node, bar, abort, result, error} */
+  const items = [];
+
+  const render = () => {
+    list.hidden = items.length === 0;
+    $('composer').classList.toggle('with-files', items.length > 0);
+  };
+
+  const remove = (item) => {
+    if (item.state === 'uploading') item.abort();
+    items.splice(items.indexOf(item), 1);
+    item.node.remove();
+    render();
+  };
+
+  const add = (file) => {
+    if (items.length >= MAX_ATTACHMENTS) {
+      chat.toast(`A message carries at most ${MAX_ATTACHMENTS} files.`);
+      return;
+    }
+    const bar = h('progress', { className: 'upload-bar', max: 1, value: 0, 'aria-label': `Uploading ${file.name}` });
+    const status = h('span', { className: 'upload-status' }, formatSize(file.size));
+    const cancel = h('button', { type: 'button', className: 'icon-btn upload-cancel', 'aria-label': `Cancel ${file.name}`, title: 'Cancel' }, '×');
+    const node = h('li', { className: 'upload' }, h('span', { className: 'upload-name' }, file.name || 'pasted image'), status, bar, cancel);
+    const item = { file, state: 'uploading', node, bar, abort: () => {}, result: null };
+    const job = upload(file, (f) => (bar.value = f));
+    item.abort = job.abort;
+    cancel.addEventListener('click', () => {
+      remove(item);
+      input.focus();
+    });
+    job.promise.then(
+      (body) => {
+        item.state = 'done';
+        item.result = body.file;
+        bar.value = 1;
+        bar.hidden = true;
+        node.classList.add('done');
+        cancel.setAttribute('aria-label', `Remove ${file.name}`);
+        cancel.title = 'Remove';
+      },
+      (err) => {
+        if (err.message === 'aborted') return;
+        item.state = 'failed';
+        bar.hidden = true;
+        node.classList.add('failed');
+        setText(status, err.message);
+      },
+    );
+    items.push(item);
+    list.append(node);
+    render();
+  };
+
+  const addAll = (files) => {
+    for (const f of files) add(f);
+  };
+
+  const picker = $('attach-input');
+  $('attach-btn').addEventListener('click', () => picker.click());
+  picker.addEventListener('change', () => {
+    addAll([...picker.files]);
+    picker.value = '';
+    input.focus();
+  });
+  // A paste of files (a screenshot) uploads them; a paste of text stays text.
+  input.addEventListener('paste', (ev) => {
+    const files = [...(ev.clipboardData?.files || [])];
+    if (!files.length) return;
+    ev.preventDefault();
+    addAll(files);
+  });
+  // Dropped anywhere on the conversation.
+  const zone = document.querySelector('.main') || document.body;
+  zone.addEventListener('dragover', (ev) => {
+    if (!ev.dataTransfer?.types?.includes('Files') || !chat.active) return;
+    ev.preventDefault();
+    zone.classList.add('dropping');
+  });
+  zone.addEventListener('dragleave', (ev) => {
+    if (!zone.contains(ev.relatedTarget)) zone.classList.remove('dropping');
+  });
+  zone.addEventListener('drop', (ev) => {
+    zone.classList.remove('dropping');
+    if (!ev.dataTransfer?.files?.length || !chat.active) return;
+    ev.preventDefault();
+    addAll([...ev.dataTransfer.files]);
+    input.focus();
+  });
+
+  return {
+    busy: () => items.some((i) => i.state === 'uploading'),
+    files: () => items.filter((i) => i.state === 'done').map((i) => i.result),
+    clear: () => {
+      for (const i of [...items]) if (i.state !== 'uploading') remove(i);
+    },
+  };
 }

@@ -1,6 +1,8 @@
 // Small DOM helpers. Text always goes in through textContent or text nodes:
 // nothing a user typed is ever parsed as HTML.
 
+import { avatarUrl } from '../files.js';
+
 export const $ = (id) => document.getElementById(id);
 
 /** h('li', {className: 'x', dataset: {key: 'k'}, onclick}, child, 'text') */
@@ -70,7 +72,10 @@ const AVATAR_COLORS = 8;
 export function avatar(username, extraClass = '') {
   let hash = 0;
   for (const ch of username.toLowerCase()) hash = (hash * 31 + ch.codePointAt(0)) >>> 0;
-  return h('span', { className: `avatar av-${hash % AVATAR_COLORS} ${extraClass}`.trim(), 'aria-hidden': 'true' }, initial(username));
+  const url = avatarUrl(username);
+  // The picture, when there is one; the coloured initial shows until it loads.
+  const face = url ? h('img', { className: 'avatar-img', src: url, alt: '', loading: 'lazy', decoding: 'async' }) : null;
+  return h('span', { className: `avatar av-${hash % AVATAR_COLORS} ${extraClass}`.trim(), 'aria-hidden': 'true' }, initial(username), face);
 }
 
 function initial(username) {
@@ -78,11 +83,12 @@ function initial(username) {
 }
 
 export function setAvatar(el, username) {
-  if (el.dataset.user === username) return;
-  el.dataset.user = username;
+  const shown = `${username}|${avatarUrl(username) || ''}`;
+  if (el.dataset.user === shown) return;
+  el.dataset.user = shown;
   const fresh = avatar(username, [...el.classList].filter((c) => c !== 'avatar' && !c.startsWith('av-')).join(' '));
   el.className = fresh.className;
-  el.textContent = fresh.textContent;
+  el.replaceChildren(...fresh.childNodes);
 }
 
 /** A count in a pill; `suffix` (" unread") is read out after it but not shown. */

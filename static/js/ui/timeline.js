@@ -19,6 +19,7 @@
 // so this is the only correction).
 
 import { $, h, avatar, setText } from './dom.js';
+import { fileUrl, isImage, formatSize, retryWithFreshLink } from '../files.js';
 import { renderRichText } from './richtext.js';
 import { plainText } from '../markdown.js';
 import { rowKey, rowOrder } from '../conversation.js';
@@ -378,8 +379,32 @@ export class TimelineView {
       if (edited) els.edited.title = `Edited ${formatFull(new Date(edited))}`;
     }
     this.updateQuote(row, c);
+    this.updateFiles(row);
     this.updateReactions(row);
     this.updateFoot(row, c);
+  }
+
+  /**
+   * A message's files, under its text: images as previews whose box has its
+   * final size before a pixel loads (the timeline does not jump), opening
+   * the viewer; anything else as a card that downloads it. A message that
+   * is pending shows them from its upload, with the same ids.
+   */
+  updateFiles(row) {
+    const files = row.item.attachments || [];
+    const state = files.map((f) => f.id).join(',');
+    if ((row.shownFiles ?? '') === state) return;
+    row.shownFiles = state;
+    if (!files.length) {
+      row.els.files?.remove();
+      row.els.files = null;
+      return;
+    }
+    const box = h('div', { className: 'msg-files' });
+    for (const f of files) box.append(isImage(f) ? imagePreview(f) : fileCard(f));
+    if (row.els.files) row.els.files.replaceWith(box);
+    else (row.els.edited || row.els.text).after(box);
+    row.els.files = box;
   }
 
   /** A reply quotes its parent: author and first line, or why it cannot. */
@@ -594,4 +619,42 @@ export class TimelineView {
 
 function keyOf(r) {
   return r.msg ? rowKey(r.msg) : (r.pending || r.notice).key;
+}
+
+/** The largest a preview is shown in the timeline, in CSS pixels. */
+const PREVIEW_MAX_W = 360;
+const PREVIEW_MAX_H = 280;
+
+function imagePreview(f) {
+  const scale = Math.min(1, PREVIEW_MAX_W / f.width, PREVIEW_MAX_H / f.height);
+  const width = Math.max(1, Math.round(f.width * scale));
+  const height = Math.max(1, Math.round(f.height * scale));
+  const img = h('img', { className: 'msg-image-img', src: fileUrl(f.id, 'small'), alt: f.name, width, height, loading: 'lazy', decoding: 'async' });
+  retryWithFreshLink(img, f.id, 'small');
+  return h('button', { type: 'button', className: 'msg-image', dataset: { file: String(f.id) }, 'aria-label': `Open image ${f.name}`, onclick: () => openViewer(f) }, img);
+}
+
+function fileCard(f) {
+  const ext = (f.name.match(/\.([A-Za-z0-9]{1,5})$/)?.[1] || 'file').toUpperCase();
+  return h(
+    'a',
+    { className: 'file-card', href: fileUrl(f.id), download: f.name, dataset: { file: String(f.id) }, title: `Download ${f.name}` },
+    h('span', { className: 'file-icon', 'aria-hidden': 'true' }, ext),
+    h('span', { className: 'file-meta' }, h('span', { className: 'file-name' }, f.name), h('span', { className: 'file-size' }, `${formatSize(f.size)} · ${f.type}`)),
+  );
+}
+
+/** The viewer: the large preview, the name, a download of the original. */
+function openViewer(f) {
+  const dialog = $('image-viewer');
+  const img = $('viewer-img');
+  img.src = fileUrl(f.id, 'large');
+  img.alt = f.name;
+  img.width = f.width;
+  img.height = f.height;
+  setText($('viewer-name'), f.name);
+  const dl = $('viewer-download');
+  dl.href = fileUrl(f.id);
+  dl.download = f.name;
+  dialog.showModal();
 }
