@@ -665,7 +665,7 @@ impl Conn {
     /// chunk), as it is: no copy. False past the absolute ceiling.
     pub fn queue_vec(&mut self, bytes: Vec<u8>) -> bool {
         let len = bytes.len();
-        self.push(Chunk::Owned(bytes), len)
+        self.bufs().push(Chunk::Owned(bytes), len)
     }
 
     /// Queues bytes for this connection only, coalescing small replies.
