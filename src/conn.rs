@@ -275,14 +275,30 @@ pub struct Conn {
     in_read_list: bool,
     /// Not read from until its output drains (see `READ_PAUSE_BYTES`).
     read_paused: bool,
+    /// Holds whole requests not answered yet (the per-pass cap stopped
+    /// them): not read from until they are, so pipelined input waits in
+    /// the socket, not in memory.
+    input_held: bool,
     /// Not read from until the storage queue drains (see `Config::store_queue`);
     /// the connection is in the loop's list of such connections.
     waiting_for_store: bool,
     /// Has not completed a request yet (see `admission.rs`).
     unfinished: bool,
-    /// Came through the plain listener beside HTTPS: answered with
-    /// redirects and ACME challenges only (`http/redirect.rs`).
-    redirect_only: bool,
+    /// The listener it came through: what it may ask for.
+    door: Door,
+}
+
+/// Which listener a connection came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// `--addr`: the API, the WebSockets, the web client (TLS when configured).
+    Main,
+    /// `--http-addr`: redirects to https:// and ACME challenges only
+    /// (`http/redirect.rs`).
+    Plain,
+    /// `--metrics-addr`: `/metrics` only, so an operator can keep it off
+    /// the public port.
+    Metrics,
 }
 
 impl Conn {
@@ -299,19 +315,20 @@ impl Conn {
             in_flush_list: false,
             in_read_list: false,
             read_paused: false,
+            input_held: false,
             waiting_for_store: false,
             unfinished: true,
-            redirect_only: false,
+            door: Door::Main,
         }
     }
 
-    /// This connection gets redirects to https:// and nothing else.
-    pub fn redirect_only(&mut self) {
-        self.redirect_only = true;
+    /// Marks the listener it came through (`Door::Main` unless told).
+    pub fn came_through(&mut self, door: Door) {
+        self.door = door;
     }
 
-    pub fn is_redirect_only(&self) -> bool {
-        self.redirect_only
+    pub fn door(&self) -> Door {
+        self.door
     }
 
     pub fn serial(&self) -> u64 {
@@ -476,6 +493,11 @@ impl Conn {
         true
     }
 
+    /// Closing once its queued output is out (not yet flushed).
+    pub fn is_flushing_to_close(&self) -> bool {
+        matches!(self.closing, Some(Closing::AfterFlush(_)))
+    }
+
     /// Drop at the end of the pass. True when the state changed.
     pub fn close_now(&mut self) -> bool {
         if self.closing == Some(Closing::Now) {
@@ -577,7 +599,7 @@ impl Conn {
     /// Output above [`READ_PAUSE_BYTES`] pauses it until the flush pass
     /// drains it (answers wait to be read before more questions are).
     pub fn read_blocked(&mut self) -> bool {
-        if self.is_dropping() || self.is_waiting() {
+        if self.is_dropping() || self.is_waiting() || self.input_held {
             return true;
         }
         if self.closing.is_none() && self.queued() >= READ_PAUSE_BYTES {
@@ -595,6 +617,17 @@ impl Conn {
             self.read_paused = true;
         }
         self.read_paused
+    }
+
+    /// Whole requests are left in the input, to answer next pass: nothing
+    /// more is read until they are ([`Conn::release_input`]).
+    pub fn hold_input(&mut self) {
+        self.input_held = true;
+    }
+
+    /// The held requests are being answered: reading may go on after them.
+    pub fn release_input(&mut self) {
+        self.input_held = false;
     }
 
     /// Storage is behind: this chat connection waits for it. True when it

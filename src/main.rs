@@ -89,6 +89,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match opts.metrics_addr.map(|a| (a, TcpListener::bind(a))) {
+        None => None,
+        Some((_, Ok(l))) => Some(l),
+        Some((a, Err(e))) => {
+            log::error!("cannot listen on {a} (--metrics-addr): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tls = match Tls::prepare(&opts) {
         Ok(t) => t,
         Err(e) => {
@@ -118,6 +126,7 @@ fn main() -> ExitCode {
     let started = Started {
         listener,
         plain,
+        metrics,
         tls,
         redis_tls,
         args,
@@ -280,6 +289,8 @@ const PG_RETRY_MAX: Duration = Duration::from_secs(2);
 struct Started {
     listener: TcpListener,
     plain: Option<TcpListener>,
+    /// `--metrics-addr`.
+    metrics: Option<TcpListener>,
     tls: Option<Tls>,
     /// TLS for `rediss://`.
     redis_tls: Option<Arc<rustls::ClientConfig>>,
@@ -400,6 +411,7 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
     let Started {
         listener,
         plain,
+        metrics,
         tls,
         redis_tls,
         args,
@@ -430,6 +442,12 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(l) = metrics
+        && let Err(e) = server.serve_metrics(l)
+    {
+        log::error!("cannot serve /metrics: {e}");
+        return ExitCode::FAILURE;
+    }
     // Kept for the life of the loop: dropping it stops the ACME thread.
     let mut _acme = None;
     if let Some(tls) = tls {

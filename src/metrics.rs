@@ -71,12 +71,14 @@ pub struct Gauges {
     pub bus_down: usize,
     /// Other cluster nodes heard from recently.
     pub peers: usize,
+    /// Notes from the bus turned away (forged, malformed, stale, replayed).
+    pub notes_rejected: u64,
 }
 
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, u64); 21] = [
+        let counters: [(&str, &str, u64); 22] = [
             (
                 "hubbub_connections_accepted_total",
                 "TCP connections accepted.",
@@ -156,6 +158,11 @@ impl Metrics {
                 "hubbub_ws_refused_user_cap_total",
                 "WebSocket upgrades refused 429 at the per-user connection cap.",
                 self.ws_refused_user_cap,
+            ),
+            (
+                "hubbub_cluster_notes_rejected_total",
+                "Notes from the bus dropped: failed verification, malformed, stale or replayed.",
+                g.notes_rejected,
             ),
             (
                 "hubbub_push_sent_total",
@@ -279,6 +286,7 @@ mod tests {
             store_down: 0,
             bus_down: 0,
             peers: 0,
+            notes_rejected: 0,
         };
         let text = m.render(&g);
         assert!(
@@ -286,6 +294,6 @@ mod tests {
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 33);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 34);
     }
 }

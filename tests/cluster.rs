@@ -16,9 +16,14 @@ use serde_json::{Value, json};
 /// loopback: milliseconds; the bound only turns a hang into a failure).
 const CROSS: Duration = Duration::from_secs(10);
 
+/// Every test node's `--cluster-key`.
+const KEY: &str = "the cluster tests' key, 32 bytes";
+
 /// A node of a test cluster.
 fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
     Server::builder()
+        .arg("--cluster-key")
+        .arg(KEY)
         .arg("--postgres")
         .arg(pg)
         .arg("--redis")
@@ -660,6 +665,8 @@ fn migrate_moves_a_single_node_into_a_cluster() {
     let redis = Redis::shared();
     let n = Server::builder()
         .no_jwt_secret()
+        .arg("--cluster-key")
+        .arg(KEY)
         .arg("--postgres")
         .arg(pg.url())
         .arg("--redis")

@@ -47,7 +47,7 @@ use crate::metrics::Gauges;
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     Conflict, Desk, HistoryQuery, PushProfile, Request as StoreRequest, SearchQuery, Storage,
-    StoredMessage, Target, Ticket, UserId, UserRow, search_words,
+    StoredMessage, Target, Ticket, UserId, UserRow, Who, search_words,
 };
 use crate::users::{Directory, Taken, valid_username};
 use crate::ws::proto::{Ts, echo, message_objects};
@@ -458,6 +458,7 @@ impl Http {
                     store_down: usize::from(!cx.store.is_healthy()),
                     bus_down: usize::from(cx.hub.bus_down()),
                     peers: cx.hub.peers(),
+                    notes_rejected: cx.hub.notes_rejected(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(
@@ -701,7 +702,9 @@ impl Http {
                     avatar: None,
                 };
                 let resp = Response::json(201, &UserEnvelope { user });
-                cx.users.insert(row);
+                if let Err(e) = cx.users.insert(row) {
+                    log::error!("user {id}, just stored, is not in the directory: {e:?}");
+                }
                 (resp, Some(id))
             }
             Err(conflict) => {
@@ -739,15 +742,20 @@ impl Http {
                 return Handled::Done;
             }
         };
-        if cx.users.find(&body.username).is_none() && cx.hub.in_cluster() {
-            let name = body.username.clone();
+        // A name that is not a username names nobody (`users.rs`, the
+        // username rule): no read, and the decoy hash below.
+        if cx.users.find(&body.username).is_none()
+            && valid_username(&body.username)
+            && cx.hub.in_cluster()
+        {
+            let who = Who::Name(body.username.clone());
             let ticket = self.park(Wait::FindUser {
                 conn,
                 keep_alive,
                 client,
                 body,
             });
-            let req = StoreRequest::FindUser { ticket, name };
+            let req = StoreRequest::FindUser { ticket, who };
             if cx.store.submit(req).is_err() {
                 self.waiting.remove(&ticket);
                 send(cx.out, conn.token, busy(), keep_alive, false);
@@ -782,11 +790,10 @@ impl Http {
         let Some(row) = row else {
             return send(cx.out, conn.token, busy(), keep_alive, false);
         };
-        if let Some(row) = row
-            && cx.users.get(row.id).is_none()
-            && cx.users.find(&row.username).is_none()
-        {
-            cx.users.insert(row);
+        if let Some(row) = row {
+            // Known already (a note brought it meanwhile) or refused: the
+            // login goes on against what the directory holds.
+            let _ = cx.users.insert(row);
         }
         self.verify_login(cx, conn, client, keep_alive, body);
     }
@@ -1270,6 +1277,7 @@ fn history_query(
     };
     Ok(Some(HistoryQuery {
         target,
+        reader: me,
         before,
         after: None,
         limit,

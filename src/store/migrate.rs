@@ -675,6 +675,7 @@ mod tests {
             ticket: TICKET,
             query: HistoryQuery {
                 target,
+                reader: 1,
                 before,
                 after: None,
                 limit,

@@ -23,7 +23,7 @@ use super::schema::{parse_key, search_query, target_key};
 use crate::config::CLIENT_ID_WINDOW;
 use crate::store::{
     HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, Reply, Request, SearchQuery, Seq, Snapshot,
-    StoredMessage, Target, UnreadCount, UserId, UserRow, decode_attachments, decode_reactions,
+    StoredMessage, Target, UnreadCount, UserId, UserRow, Who, decode_attachments, decode_reactions,
 };
 
 pub(super) fn row_to_message(r: &Row) -> Res<StoredMessage> {
@@ -50,9 +50,11 @@ pub(super) fn history(c: &mut Conn, q: &HistoryQuery) -> Res<Vec<StoredMessage>>
     let before = q.before.map_or(i64::MAX, big);
     let after = q.after.map_or(0, big);
     let (limit, offset) = (big(q.limit as u64), big(q.offset as u64));
-    let rows = c
-        .client
-        .query(&c.st.history, &[&key, &before, &after, &limit, &offset])?;
+    let reader = i64::from(q.reader);
+    let rows = c.client.query(
+        &c.st.history,
+        &[&key, &reader, &before, &after, &limit, &offset],
+    )?;
     let mut out = rows.iter().map(row_to_message).collect::<Res<Vec<_>>>()?;
     out.reverse();
     Ok(out)
@@ -314,12 +316,22 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
             ticket: *ticket,
             messages: search(c, query)?,
         }),
-        Request::FindUser { ticket, name } => {
-            let row = c.client.query_opt(
-                "SELECT id, username, email, pw_iter, pw_salt, pw_hash, created_ms, last_seen_ms
-                 FROM users WHERE lower(username) = lower($1)",
-                &[name],
-            )?;
+        Request::FindUser { ticket, who } => {
+            const COLUMNS: &str = "SELECT id, username, email, pw_iter, pw_salt, pw_hash, \
+                                   created_ms, last_seen_ms FROM users";
+            let row = match who {
+                // Folded as the unique index folds (ASCII only: the
+                // username rule), so it is used.
+                Who::Name(name) => c.client.query_opt(
+                    &format!(
+                        "{COLUMNS} WHERE lower(username COLLATE \"C\") = lower($1 COLLATE \"C\")"
+                    ),
+                    &[name],
+                )?,
+                Who::Id(id) => c
+                    .client
+                    .query_opt(&format!("{COLUMNS} WHERE id = $1"), &[&i64::from(*id)])?,
+            };
             Ok(Reply::UserFound {
                 ticket: *ticket,
                 row: row.as_ref().map(user_row).transpose()?,

@@ -190,7 +190,10 @@ fn snapshot_round_trips() {
 #[test]
 fn history_windows() {
     let mut db = Sqlite::open_in_memory().unwrap();
-    let mut reqs = Vec::new();
+    let mut reqs = vec![Request::PutPublicRoom {
+        name: "r".into(),
+        creator: 1,
+    }];
     for id in 1..=10 {
         reqs.push(Request::PutMessage {
             msg: msg(id, Some("r"), 1, None),
@@ -211,6 +214,7 @@ fn history_windows() {
     run(&mut db, reqs);
     let q = |target, before, after, limit, offset| HistoryQuery {
         target,
+        reader: 1,
         before,
         after,
         limit,
@@ -487,6 +491,10 @@ fn fill(db: &mut Sqlite, first_id: MsgId, n: u64) {
     if first_id == 1 {
         reqs.push(Request::PutUser(user(1, "alice")));
         reqs.push(Request::PutUser(user(2, "bob")));
+        reqs.push(Request::PutPublicRoom {
+            name: "r".into(),
+            creator: 1,
+        });
     }
     for id in first_id..first_id + n {
         reqs.push(Request::PutMessage {
@@ -595,6 +603,7 @@ fn room_history(seq: u64) -> Request {
         },
         query: HistoryQuery {
             target: Target::Room("r".into()),
+            reader: 1,
             before: None,
             after: None,
             limit: 50,
@@ -675,6 +684,12 @@ fn reads_after_a_commit_see_it_and_join_closes_cleanly() {
             .recv_timeout(Duration::from_secs(10))
             .expect("a reply");
     };
+    store
+        .submit(Request::PutPublicRoom {
+            name: "r".into(),
+            creator: 1,
+        })
+        .unwrap();
     store
         .submit(Request::PutMessage {
             msg: msg(1, Some("r"), 1, None),
