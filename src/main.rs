@@ -17,7 +17,7 @@ use hubbub::config::{Options, Parsed, VERSION, parse_options, usage};
 use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
 use hubbub::store::postgres::Postgres;
-use hubbub::store::sqlite::{self, Sqlite};
+use hubbub::store::sqlite::Sqlite;
 use hubbub::store::{Backend, StoreError};
 use hubbub::store::{migrate, ops};
 use hubbub::tls::acme::{self, Challenges};
@@ -230,10 +230,12 @@ fn restore_command(args: &[String]) -> ExitCode {
             let db = absolute(Path::new(
                 db.as_deref().unwrap_or(hubbub::config::DEFAULT_DB),
             ));
-            ops::restore_sqlite(Path::new(b), &db).map(|floor| {
+            ops::restore_sqlite(Path::new(b), &db).map(|(floor, files)| {
+                warn_missing("restore", files);
                 format!(
-                    "restore: {b} is now {}; new message ids start at {floor}",
-                    db.display()
+                    "restore: {b} is now {} ({} files); new message ids start at {floor}",
+                    db.display(),
+                    files.copied
                 )
             })
         }
@@ -511,13 +513,15 @@ fn redact(url: &str) -> String {
 /// reason on stderr and exit 1 (not a usage error: the command was right,
 /// the copy could not be made).
 fn backup(db: &Path, to: &Path) -> ExitCode {
-    match sqlite::backup(db, to) {
-        Ok(stats) => {
+    match ops::backup(db, to) {
+        Ok((stats, files)) => {
+            warn_missing("backup", files);
             println!(
-                "backup: wrote {} ({} messages, {} users)",
+                "backup: wrote {} ({} messages, {} users, {} files)",
                 to.display(),
                 stats.messages,
-                stats.users
+                stats.users,
+                files.copied
             );
             ExitCode::SUCCESS
         }
@@ -525,6 +529,18 @@ fn backup(db: &Path, to: &Path) -> ExitCode {
             eprintln!("hubbub backup: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says on stderr that the database names blobs its file directory does
+/// not hold (lost before this command ran: it copies what there is).
+fn warn_missing(command: &str, files: ops::Copied) {
+    if files.missing > 0 {
+        eprintln!(
+            "hubbub {command}: warning: {} files the database names were not found; \
+             those downloads will fail",
+            files.missing
+        );
     }
 }
 

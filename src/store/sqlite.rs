@@ -1320,6 +1320,33 @@ pub fn backup(db: &Path, to: &Path) -> Result<BackupStats, StoreError> {
     })
 }
 
+/// Every blob the database at `db` names (files, previews, avatars), in
+/// key order: what `hubbub backup`, `restore` and `migrate` copy with it.
+/// A database from before files names none.
+pub fn blob_keys(db: &Path) -> Result<Vec<BlobKey>, String> {
+    let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    blob_keys_in(&c).map_err(|e| format!("cannot read the files of {}: {e}", db.display()))
+}
+
+/// [`blob_keys`] on an open connection (inside the caller's snapshot).
+pub(crate) fn blob_keys_in(c: &Connection) -> rusqlite::Result<Vec<BlobKey>> {
+    let has_files: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_files {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare(
+        "SELECT blob FROM files UNION SELECT thumb_small FROM files WHERE thumb_small IS NOT NULL
+         UNION SELECT thumb_large FROM files WHERE thumb_large IS NOT NULL ORDER BY 1",
+    )?;
+    let keys = st.query_map([], |r| key_at(r, 0))?;
+    keys.collect()
+}
+
 /// Counts what a finished copy holds, which also proves SQLite can open it.
 fn backup_stats(copy: &Path) -> rusqlite::Result<BackupStats> {
     let c = Connection::open_with_flags(copy, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
