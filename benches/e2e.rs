@@ -2,7 +2,8 @@
 //!
 //! Run: `cargo bench --bench e2e` (all), or name scenarios:
 //! `cargo bench --bench e2e -- fanout_1x1000 persist`. Scenarios:
-//! `fanout_1x1000`, `fanout_100x10`, `idle_rss` (also upgrades/s), `persist`,
+//! `fanout_1x1000`, `fanout_100x10`, `spread_10x100` (many rooms, paced
+//! senders: the shape of a real chat), `idle_rss` (also upgrades/s), `persist`,
 //! `storm`, `tls` (handshakes/s and CPU per handshake, the 1 × 1000 flood over
 //! TLS against plaintext in the same run, idle memory per TLS connection),
 //! `push` (mention to Web Push request on a local push service, and the chat
@@ -23,7 +24,8 @@
 //! throughput run, default 4), `HUBBUB_BENCH_CONNS` (largest idle-RSS size,
 //! default 50000), `HUBBUB_BENCH_HANDSHAKES` (upgrades in flight, default 64),
 //! `HUBBUB_BENCH_FRACTION` (offered load of the latency runs as a fraction of
-//! the measured peak, default 0.5), `HUBBUB_BENCH_CLUSTER_RATE` (msgs/s of
+//! the measured peak, default 0.5), `HUBBUB_BENCH_SPREAD_RATE` (messages/s of
+//! each of `spread_10x100`'s 100 senders, default 10), `HUBBUB_BENCH_CLUSTER_RATE` (msgs/s of
 //! the `cluster_latency` run, default 200), `HUBBUB_BENCH_PUSH_RATE` (mentions
 //! of offline users a second in `push`, default 100), `HUBBUB_BENCH_NICE` (nice value for the
 //! load generator and the server, e.g. -10 on a shared machine),
@@ -147,9 +149,10 @@ fn main() {
     // The PostgreSQL/Redis scenarios: a filter that also names a
     // single-node scenario (`persist`, `fanout`) leaves them out, so those
     // filters run what they always ran.
-    const SINGLE: [&str; 8] = [
+    const SINGLE: [&str; 9] = [
         "fanout_1x1000",
         "fanout_100x10",
+        "spread_10x100",
         "idle_rss",
         "upgrades",
         "persist",
@@ -209,6 +212,9 @@ fn main() {
     }
     if want("fanout_100x10") {
         fanout(&mut ctx, "fanout_100x10", 100, 10, 1, 32, false);
+    }
+    if want("spread_10x100") {
+        spread(&mut ctx);
     }
     if want("idle_rss") || want("upgrades") {
         idle_rss(&mut ctx);
@@ -284,41 +290,16 @@ fn fanout(
         "[{name}] {rooms} room(s) x {per_room} connections, {senders} sender(s) per room, window {window}"
     );
     let srv = start(ctx);
-    let tokens = server::users(srv.addr, 100);
-    let total = rooms * per_room;
-    let targets: Vec<Target> = (0..total)
-        .map(|c| Target {
-            path: format!(
-                "/ws/room/r{}?token={}",
-                c / per_room,
-                tokens[c % tokens.len()]
-            ),
-            room: (c / per_room) as u32,
-            addr: None,
-        })
-        .collect();
-    let mut load = Load::new(srv.addr, rooms);
-    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
-    assert_eq!(up as usize, total, "every connection upgraded");
-    load.settle(Duration::from_secs(10), |l| l.c.unread >= total as u64);
-    load.settle(Duration::from_millis(300), |_| false);
-    let plan = |mode: Mode, warmup: f64, measure: f64, label: &str| Plan {
-        senders: (0..rooms)
-            .map(|r| {
-                (
-                    (0..senders).map(|k| r * per_room + k).collect(),
-                    format!("r{r}"),
-                )
-            })
-            .collect(),
-        fan: vec![per_room as u64 - 1; rooms],
-        mode,
-        warmup: Duration::from_secs_f64(warmup),
-        measure: Duration::from_secs_f64(measure),
-        probe: None,
-        drain: Duration::from_secs(5),
-        label: format!("[{name} {label}]"),
+    let mut load = open_rooms(&srv, rooms, per_room);
+    let shape = Rooms {
+        name,
+        rooms,
+        per_room,
+        senders,
         server_pid: srv.pid,
+    };
+    let plan = |mode: Mode, warmup: f64, measure: f64, label: &str| {
+        shape.plan(mode, warmup, measure, label)
     };
     let frame_len = 2 + r#"{"type":"message","id":1000000,"room":"r0","user":"bench10","content":"T0000000000000000","timestamp":"2026-01-15T10:30:00.123Z"}"#.len();
     let o = run(
@@ -421,6 +402,206 @@ fn fanout(
     drop(srv);
 }
 
+// ---- Spread: many rooms, a few messages a second each ------------------------
+
+/// The shape of a real chat (issue 25's scenario (a)): 1000 connections in
+/// 10 rooms of 100, 10 senders per room (100 in all) each sending
+/// `HUBBUB_BENCH_SPREAD_RATE` messages a second (default 10), open loop:
+/// 1000 messages/s in, 99,000 deliveries/s offered whatever the binary, so
+/// binaries compare by the server CPU, the write syscalls and the latency
+/// that load costs them. A connection gets about one frame per loop pass
+/// here, where the 1 × 1000 flood gives it dozens.
+///
+/// Write syscalls are the loop thread's (`syscw` of `/proc/PID/task/PID/io`,
+/// free to read: the measured run is not traced);
+/// a second, shorter run counts every syscall of every thread with `perf
+/// stat` (or `strace -c`).
+fn spread(ctx: &mut Ctx) {
+    let name = "spread_10x100";
+    let (rooms, per_room, senders) = (10, 100, 10);
+    let each = env_num("HUBBUB_BENCH_SPREAD_RATE", 10).clamp(1, 1000) as f64;
+    let per_sec = each * (rooms * senders) as f64;
+    let offered = per_sec * (per_room - 1) as f64;
+    eprintln!(
+        "[{name}] {rooms} rooms x {per_room} connections, {senders} senders per room at {each} msgs/s each: {per_sec:.0} msgs/s, {offered:.0} deliveries/s offered"
+    );
+    let srv = start(ctx);
+    let mut load = open_rooms(&srv, rooms, per_room);
+    let shape = Rooms {
+        name,
+        rooms,
+        per_room,
+        senders,
+        server_pid: srv.pid,
+    };
+    let paced = Mode::Paced { per_sec };
+    run(&mut load, &shape.plan(paced, 0.0, 1.0, "paced warm-up"));
+    load.lat = Hist::default();
+    load.record_latency = true;
+    let (user0, sys0) = sys::task_cpu(srv.pid, srv.pid);
+    let writes0 = sys::task_writes(srv.pid, srv.pid);
+    let d0 = srv.metric("hubbub_deliveries_total");
+    let t0 = Instant::now();
+    let measure = (ctx.secs as f64).max(5.0);
+    let o = run(&mut load, &shape.plan(paced, 0.5, measure, "paced"));
+    let d1 = srv.metric("hubbub_deliveries_total");
+    let secs = t0.elapsed().as_secs_f64();
+    let (user1, sys1) = sys::task_cpu(srv.pid, srv.pid);
+    let writes1 = sys::task_writes(srv.pid, srv.pid);
+    load.record_latency = false;
+    check_outcome(name, &o, &srv);
+    let deliveries = d1.saturating_sub(d0).max(1) as f64;
+    let cpu_us = o.server_cpu / 100.0 * 1e6 / o.deliveries_per_s.max(1.0);
+    let (loop_user, loop_sys) = ((user1 - user0) / secs * 100.0, (sys1 - sys0) / secs * 100.0);
+    ctx.rows.push(
+        Row::new(
+            name,
+            format!("deliveries/s at {:.0} k offered", offered / 1e3),
+            o.deliveries_per_s,
+            "deliveries/s",
+            format!("{:.0} deliveries/s", o.deliveries_per_s),
+        )
+        .out(&o)
+        .note(format!(
+            "{:.0} msgs/s in, {:.1} s; {cpu_us:.2} µs of server CPU per delivery; \
+             loop thread {loop_user:.0} % user + {loop_sys:.0} % system, the rest storage",
+            o.messages_per_s, o.secs
+        )),
+    );
+    ctx.rows.push(
+        Row::new(
+            name,
+            format!("server CPU at {:.0} k deliveries/s", offered / 1e3),
+            o.server_cpu,
+            "% of a core",
+            format!("{:.0} %", o.server_cpu),
+        )
+        .target("≤ 50 %", o.server_cpu <= 50.0)
+        .out(&o)
+        .note(format!(
+            "every server thread on one core; loop thread {:.0} %",
+            loop_user + loop_sys
+        )),
+    );
+    let h = std::mem::take(&mut load.lat);
+    let (p50, p99, p999) = (h.quantile(0.5), h.quantile(0.99), h.quantile(0.999));
+    ctx.rows.push(
+        Row::new(
+            name,
+            format!(
+                "latency p50/p99/p999 at {:.0} k deliveries/s",
+                offered / 1e3
+            ),
+            p99 as f64 / 1e6,
+            "ms (p99)",
+            format!(
+                "{} / {} / {}",
+                label(p50 as f64),
+                label(p99 as f64),
+                label(p999 as f64)
+            ),
+        )
+        .out(&o)
+        .note(format!("{} samples, max {}", h.n, label(h.max as f64))),
+    );
+    ctx.series
+        .push((format!("{name} at {:.0}k deliveries/s", offered / 1e3), h));
+    let writes = (writes1 - writes0) as f64 / deliveries;
+    ctx.rows.push(
+        Row::new(
+            name,
+            "write syscalls per delivery (loop thread)",
+            writes,
+            "writes/delivery",
+            format!("{writes:.3}"),
+        )
+        .out(&o)
+        .note(format!(
+            "syscw {} of the loop thread for {deliveries:.0} deliveries ({:.2} deliveries per write)",
+            writes1 - writes0,
+            deliveries / (writes1 - writes0).max(1) as f64
+        )),
+    );
+    if let Some(s) = count_syscalls(&srv, &mut load, &shape.plan(paced, 0.2, 2.0, "traced")) {
+        let all = s.per_delivery(s.get("all"));
+        ctx.rows.push(
+            Row::new(
+                name,
+                "syscalls per delivery, every thread (traced run)",
+                all,
+                "syscalls/delivery",
+                format!("{all:.3}"),
+            )
+            .out(&s.outcome)
+            .note(format!(
+                "{}; {:.3} writes, {:.3} epoll_wait per delivery",
+                s.summary(),
+                s.per_delivery(s.writes()),
+                s.per_delivery(s.get("epoll_wait") + s.get("epoll_pwait"))
+            )),
+        );
+    }
+    drop(srv);
+}
+
+/// Signs up the 100 users and opens `rooms` rooms of `per_room` connections
+/// each (`/ws/room/r{k}`, the users' connections spread over every room),
+/// waiting until each has its `unread` frame and the server went quiet.
+fn open_rooms(srv: &Server, rooms: usize, per_room: usize) -> Load {
+    let tokens = server::users(srv.addr, 100);
+    let total = rooms * per_room;
+    let targets: Vec<Target> = (0..total)
+        .map(|c| Target {
+            path: format!(
+                "/ws/room/r{}?token={}",
+                c / per_room,
+                tokens[c % tokens.len()]
+            ),
+            room: (c / per_room) as u32,
+            addr: None,
+        })
+        .collect();
+    let mut load = Load::new(srv.addr, rooms);
+    let (up, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(up as usize, total, "every connection upgraded");
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= total as u64);
+    load.settle(Duration::from_millis(300), |_| false);
+    load
+}
+
+/// The rooms [`open_rooms`] opened and who sends in them: the first
+/// `senders` connections of each room.
+struct Rooms {
+    name: &'static str,
+    rooms: usize,
+    per_room: usize,
+    senders: usize,
+    server_pid: u32,
+}
+
+impl Rooms {
+    fn plan(&self, mode: Mode, warmup: f64, measure: f64, label: &str) -> Plan {
+        Plan {
+            senders: (0..self.rooms)
+                .map(|r| {
+                    (
+                        (0..self.senders).map(|k| r * self.per_room + k).collect(),
+                        format!("r{r}"),
+                    )
+                })
+                .collect(),
+            fan: vec![self.per_room as u64 - 1; self.rooms],
+            mode,
+            warmup: Duration::from_secs_f64(warmup),
+            measure: Duration::from_secs_f64(measure),
+            probe: None,
+            drain: Duration::from_secs(5),
+            label: format!("[{} {label}]", self.name),
+            server_pid: self.server_pid,
+        }
+    }
+}
+
 /// `perf record -g` of the server while it lives, into
 /// `bench-results/perf-<label>.data`, when `HUBBUB_BENCH_PERF` is a substring
 /// of `label` (e.g. `HUBBUB_BENCH_PERF="1x1000 flood"`).
@@ -481,13 +662,60 @@ fn check_outcome(name: &str, o: &Outcome, srv: &Server) {
     }
 }
 
-/// Counts the server's syscalls over a 2-second flood: `perf stat` with the
-/// syscall tracepoints, else `strace -c -f`, else "n/a".
-fn syscall_burst(ctx: &mut Ctx, name: &'static str, srv: &Server, load: &mut Load, plan: &Plan) {
+/// The server's syscalls over one run of a plan, by name ("all" for every
+/// kind), and the deliveries the server counted meanwhile.
+struct Syscalls {
+    tool: &'static str,
+    counts: Vec<(String, u64)>,
+    deliveries: u64,
+    outcome: Outcome,
+}
+
+impl Syscalls {
+    fn get(&self, k: &str) -> u64 {
+        self.counts
+            .iter()
+            .filter(|(n, _)| n == k)
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    /// Socket writes of every kind the server may use.
+    fn writes(&self) -> u64 {
+        self.get("writev") + self.get("write") + self.get("sendmsg") + self.get("sendto")
+    }
+
+    fn per_delivery(&self, n: u64) -> f64 {
+        n as f64 / self.deliveries.max(1) as f64
+    }
+
+    /// What the note of a syscall row says besides the writes.
+    fn summary(&self) -> String {
+        let all = self.get("all");
+        format!(
+            "{}: {} writes, {} reads, {} epoll_wait{} for {} deliveries",
+            self.tool,
+            self.writes(),
+            self.get("read") + self.get("recvfrom"),
+            self.get("epoll_wait") + self.get("epoll_pwait"),
+            if all > 0 {
+                format!(", {:.3} syscalls/delivery in all", self.per_delivery(all))
+            } else {
+                String::new()
+            },
+            self.deliveries
+        )
+    }
+}
+
+/// Counts the server's syscalls (every thread) while `plan` runs: `perf
+/// stat` with the syscall tracepoints, else `strace -c -f`; `None` when
+/// neither can count.
+fn count_syscalls(srv: &Server, load: &mut Load, plan: &Plan) -> Option<Syscalls> {
     let out = std::env::temp_dir().join(format!("hubbub-syscalls-{}.txt", std::process::id()));
     let _ = std::fs::remove_file(&out);
     let events = "syscalls:sys_enter_writev,syscalls:sys_enter_write,syscalls:sys_enter_sendmsg,syscalls:sys_enter_sendto,\
-syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,raw_syscalls:sys_enter";
+syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_epoll_pwait,raw_syscalls:sys_enter";
     let pid = srv.pid.to_string();
     let perf = Command::new("perf")
         .args(["stat", "-x", ",", "-o"])
@@ -497,7 +725,7 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
         .stderr(Stdio::null())
         .spawn();
     let (mut child, tool) = match perf {
-        Ok(c) => (Some(c), "perf"),
+        Ok(c) => (c, "perf"),
         Err(_) => match Command::new("strace")
             .args(["-c", "-f", "-q", "-o"])
             .arg(&out)
@@ -506,46 +734,48 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
             .stderr(Stdio::null())
             .spawn()
         {
-            Ok(c) => (Some(c), "strace"),
-            Err(_) => (None, "none"),
+            Ok(c) => (c, "strace"),
+            Err(_) => {
+                run(load, plan);
+                return None;
+            }
         },
     };
     std::thread::sleep(Duration::from_millis(500));
     let d0 = srv.metric("hubbub_deliveries_total");
-    let o = run(load, plan);
+    let outcome = run(load, plan);
     let d1 = srv.metric("hubbub_deliveries_total");
-    let mut counts: Vec<(String, u64)> = Vec::new();
-    if let Some(c) = child.as_mut() {
-        // SAFETY: signalling our own child so it prints its summary.
-        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = c.try_wait() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+    // SAFETY: signalling our own child so it prints its summary.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
         }
-        let _ = c.kill();
-        let _ = c.wait();
-        let text = std::fs::read_to_string(&out).unwrap_or_default();
-        counts = if tool == "perf" {
-            parse_perf(&text)
-        } else {
-            parse_strace(&text)
-        };
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&out).unwrap_or_default();
     let _ = std::fs::remove_file(&out);
-    let deliveries = d1.saturating_sub(d0).max(1);
-    let get = |k: &str| {
-        counts
-            .iter()
-            .filter(|(n, _)| n == k)
-            .map(|(_, v)| *v)
-            .sum::<u64>()
+    let counts = if tool == "perf" {
+        parse_perf(&text)
+    } else {
+        parse_strace(&text)
     };
-    let writes = get("writev") + get("write") + get("sendmsg") + get("sendto");
-    if counts.is_empty() || writes == 0 {
-        eprintln!("  [{name}] syscall counting unavailable ({tool})");
+    let s = Syscalls {
+        tool,
+        counts,
+        deliveries: d1.saturating_sub(d0),
+        outcome,
+    };
+    (s.writes() > 0).then_some(s)
+}
+
+/// Counts the server's syscalls over a 2-second flood.
+fn syscall_burst(ctx: &mut Ctx, name: &'static str, srv: &Server, load: &mut Load, plan: &Plan) {
+    let Some(s) = count_syscalls(srv, load, plan) else {
+        eprintln!("  [{name}] syscall counting unavailable (no perf or strace)");
         ctx.rows.push(
             Row::new(
                 name,
@@ -555,12 +785,11 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
                 "n/a".into(),
             )
             .target("< 0.2", false)
-            .note(format!("no perf/strace ({tool})")),
+            .note("no perf/strace"),
         );
         return;
-    }
-    let per = writes as f64 / deliveries as f64;
-    let all = get("all");
+    };
+    let per = s.per_delivery(s.writes());
     ctx.rows.push(
         Row::new(
             name,
@@ -570,20 +799,8 @@ syscalls:sys_enter_read,syscalls:sys_enter_recvfrom,syscalls:sys_enter_epoll_wai
             format!("{per:.3}"),
         )
         .target("< 0.2", per < 0.2)
-        .out(&o)
-        .note(format!(
-            "{tool}: {writes} writes, {} reads, {} epoll_wait{} for {deliveries} deliveries",
-            get("read") + get("recvfrom"),
-            get("epoll_wait"),
-            if all > 0 {
-                format!(
-                    ", {:.3} syscalls/delivery in all",
-                    all as f64 / deliveries as f64
-                )
-            } else {
-                String::new()
-            }
-        )),
+        .out(&s.outcome)
+        .note(s.summary()),
     );
 }
 
@@ -700,7 +917,7 @@ fn idle_rss(ctx: &mut Ctx) {
         let rss = srv.rss();
         let per = (rss.saturating_sub(rss0)) as f64 / have as f64;
         let limited = n < ctx.max_conns && step == 1;
-        let mut row = Row::new(
+        let row = Row::new(
             name,
             format!("server RSS per idle connection at {have}"),
             per,
@@ -721,10 +938,8 @@ fn idle_rss(ctx: &mut Ctx) {
             } else {
                 String::new()
             }
-        ));
-        if step == 1 {
-            row = row.target("≤ 1 KiB at 50,000", per <= 1024.0);
-        }
+        ))
+        .target("≤ 256 B", per <= 256.0);
         ctx.rows.push(row);
     }
     drop(srv);

@@ -15,7 +15,7 @@ use mio::{Token, Waker};
 
 use crate::auth::pool::HashPool;
 use crate::auth::secret;
-use crate::config::Config;
+use crate::config::{CLUSTER_KEY_MIN, Config};
 use crate::files::workers::FileWorkers;
 use crate::http::files::{self, FileDesk};
 use crate::http::request::{HeadError, Request};
@@ -26,6 +26,7 @@ use crate::push::sender::{Senders, Setup};
 use crate::push::{Outcome, Push, vapid};
 use crate::store::{
     Backend, Desk, PushProfile, Reply, Request as StoreRequest, StoreHandle, StoredMessage, Ticket,
+    UserRow,
 };
 use crate::users::Directory;
 use crate::ws::codec::Message;
@@ -63,7 +64,17 @@ impl App {
         }));
         let mut hub = Hub::new(&snapshot, config.rate_limit);
         if let Some(name) = cluster {
-            hub.join_cluster(bus, &name, incarnation(), &snapshot.heads);
+            let key = config
+                .cluster_key
+                .as_deref()
+                .filter(|k| k.len() >= CLUSTER_KEY_MIN)
+                .ok_or_else(|| {
+                    io::Error::other(format!(
+                        "a node of a cluster needs a cluster key of at least \
+                         {CLUSTER_KEY_MIN} bytes"
+                    ))
+                })?;
+            hub.join_cluster(bus, &name, incarnation(), key, &snapshot.heads);
         }
         hub.set_presence_grace(config.presence_grace);
         let accounts = snapshot.accounts;
@@ -293,7 +304,7 @@ impl App {
                     let new = self
                         .with_http(out, |http, cx| http.on_user_stored(cx, key, Ok((id, role))));
                     if let Some(id) = new {
-                        self.with_hub(out, |hub, cx| hub.announce_user(cx, id));
+                        self.hub.announce_user(id);
                     }
                 }
                 Reply::UserFailed { key, conflict } => {
@@ -302,12 +313,8 @@ impl App {
                 Reply::Resynced { ticket, snapshot } => {
                     self.with_hub(out, |hub, cx| hub.on_resync(cx, ticket, Some(snapshot)))
                 }
-                Reply::UserFound { ticket, row } => {
-                    self.with_http(out, |http, cx| http.on_user_found(cx, ticket, Some(row)))
-                }
-                Reply::FindUserFailed { ticket } => {
-                    self.with_http(out, |http, cx| http.on_user_found(cx, ticket, None))
-                }
+                Reply::UserFound { ticket, row } => self.on_user_found(out, ticket, Some(row)),
+                Reply::FindUserFailed { ticket } => self.on_user_found(out, ticket, None),
                 Reply::RoomInfo { ticket, private } => {
                     self.with_hub(out, |hub, cx| hub.on_room_info(cx, ticket, Some(private)))
                 }
@@ -333,6 +340,22 @@ impl App {
         }
         self.on_pushed(out);
         drained
+    }
+
+    /// A user row goes to the desk that asked for it: a login (HTTP) or a
+    /// note that named the user (the hub).
+    fn on_user_found(
+        &mut self,
+        out: &mut impl Outbox,
+        ticket: Ticket,
+        row: Option<Option<UserRow>>,
+    ) {
+        match ticket.desk {
+            Desk::Hub => self.with_hub(out, |hub, cx| hub.on_user_found(cx, ticket, row)),
+            Desk::Http => self.with_http(out, |http, cx| http.on_user_found(cx, ticket, row)),
+            // The file desk never looks a user up.
+            Desk::Files => {}
+        }
     }
 
     /// A write with a ticket and no data was stored or not: the desk that

@@ -207,6 +207,19 @@ pub const MAX_READS_PER_CONN: u8 = 2;
 /// may make the server hold at once, whoever asks. A read that does not fit
 /// waits (its connection's input held) until others complete.
 pub const READ_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
+/// What one user's connections together may hold in unsent output plus
+/// reply bytes reserved for their reads: a read that would pass it waits
+/// (its connection's input held) until they read. Without it, a user's 64
+/// WebSockets asking for history and never reading could each fill their
+/// own output ceiling (eight of them grew the server by 85 MiB). Three
+/// largest replies: room for one read in flight while two are unread.
+pub const USER_REPLY_BYTES: usize = 3 * MAX_REPLY_BYTES;
+/// What every connection together may hold in unsent output (counted once
+/// a second) plus reply bytes reserved for reads: past it, reads wait,
+/// whoever asks (one still starts when none is in flight, so the budget
+/// never wedges). Chat frames are not held to it; they have the
+/// per-connection slow-consumer limits.
+pub const SERVER_REPLY_BYTES: usize = 256 * 1024 * 1024;
 /// Live frames held for a connection while its `since` replay is being read
 /// from storage; past this the replay reports `recovered: false`.
 pub const MAX_HELD_FRAMES: usize = 1000;
@@ -453,6 +466,39 @@ pub const CATCHUP_LIMIT: usize = 500;
 /// one; past it they are dropped and read back with the gap.
 pub const MAX_BUFFERED_PER_TARGET: usize = 1_000;
 
+/// `--cluster-key` shorter than this is refused at start: it keys the
+/// HMAC-SHA256 every note between nodes carries (`hub/seal.rs`), and 32
+/// bytes is SHA-256's output size, as for the token secret.
+pub const CLUSTER_KEY_MIN: usize = 32;
+
+/// A note sent further than this from the receiver's clock (either way) is
+/// refused as a possible replay (`hub/seal.rs`): nodes' clocks must agree
+/// this closely. Far above a loaded bus's latency (milliseconds) and NTP's
+/// error (a few ms), well below how long a captured note stays dangerous.
+pub const NOTE_MAX_AGE_MS: i64 = 30_000;
+
+/// Rejected notes are logged once, then at most once per this interval with
+/// how many there were, so a flood of forgeries cannot flood the log.
+pub const REJECT_LOG_INTERVAL_MS: i64 = 10_000;
+
+/// Bytes of one note from the bus at most, checked before its tag: a
+/// `State` of a node with 2 million users online fits; an endless note
+/// does not reach the decoder.
+pub const MAX_NOTE_BYTES: usize = 8 << 20;
+
+/// Longest node name (`--node-id`) a note may carry.
+pub const MAX_NODE_NAME: usize = 64;
+
+/// Notes naming a user this node has not read yet (signed up elsewhere a
+/// moment ago) wait for the row, at most this many at once; past it they
+/// are dropped (a resync or the next `State` brings the truth back).
+pub const MAX_HELD_NOTES: usize = 4096;
+
+/// A user row whose id lies this far past the highest id known is refused
+/// rather than grow the directory's table to it: ids are handed out
+/// densely, so only a broken row can jump this far.
+pub const MAX_USER_ID_JUMP: u32 = 1 << 20;
+
 /// How often the writer tries an empty transaction while the database is
 /// unreachable: often enough that `/healthz` and writes recover within a
 /// second of its return, rarely enough that an outage costs nothing.
@@ -640,6 +686,9 @@ pub struct Config {
     /// an admin's setting decides (open until one is made); given, it wins
     /// and the admin setting is shown as set by the operator.
     pub signup: Option<SignupMode>,
+    /// The key of the HMAC on every note between nodes (`--cluster-key`,
+    /// at least [`CLUSTER_KEY_MIN`] bytes); a node of a cluster needs one.
+    pub cluster_key: Option<Vec<u8>>,
     /// The largest upload, in bytes (`--max-upload`).
     pub max_upload: u64,
     /// Bytes of files one user may keep (`--upload-quota`); 0 = no quota.
@@ -677,6 +726,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_conns_per_user: DEFAULT_MAX_CONNS_PER_USER,
             signup: None,
+            cluster_key: None,
             max_upload: DEFAULT_MAX_UPLOAD,
             upload_quota: DEFAULT_UPLOAD_QUOTA,
             vapid_private_key: None,
@@ -720,6 +770,9 @@ pub struct Options {
     /// The plain-HTTP listener that redirects to https:// and answers ACME
     /// challenges (`--http-addr`, e.g. `0.0.0.0:80`).
     pub http_addr: Option<SocketAddr>,
+    /// Serve `/metrics` on its own plain-HTTP listener, and not on the main
+    /// one (`--metrics-addr`, e.g. `127.0.0.1:9090`).
+    pub metrics_addr: Option<SocketAddr>,
     /// `--log-level` (or `RUST_LOG`); SIGHUP reads it again from the file.
     pub log_level: log::LevelFilter,
     /// The `--config` file the options were read from, if any.
@@ -761,6 +814,7 @@ impl Default for Options {
             acme_cache: PathBuf::from(DEFAULT_ACME_CACHE),
             acme_ca: None,
             http_addr: None,
+            metrics_addr: None,
             log_level: log::LevelFilter::Info,
             config_file: None,
             postgres_wait: POSTGRES_WAIT,
@@ -928,6 +982,36 @@ const OPTIONS: &[Opt] = &[
         },
     },
     Opt {
+        flag: Some("--cluster-key"),
+        env: Some("HUBBUB_CLUSTER_KEY"),
+        value: Some("KEY"),
+        help: || {
+            format!(
+                "the cluster's shared secret, at least {CLUSTER_KEY_MIN} bytes: every note between \
+                 nodes is authenticated with it (needed with --redis)"
+            )
+        },
+        default: None,
+        set: |o, v| cluster_key(o, v.as_bytes().to_vec()),
+    },
+    Opt {
+        flag: Some("--cluster-key-file"),
+        env: Some("HUBBUB_CLUSTER_KEY_FILE"),
+        value: Some("PATH"),
+        help: || "read --cluster-key from this file (one trailing newline is dropped)".into(),
+        default: None,
+        set: |o, v| {
+            let mut key = std::fs::read(v).map_err(|e| format!("cannot read {v}: {e}"))?;
+            if key.ends_with(b"\n") {
+                key.pop();
+                if key.ends_with(b"\r") {
+                    key.pop();
+                }
+            }
+            cluster_key(o, key)
+        },
+    },
+    Opt {
         flag: Some("--node-id"),
         env: Some("HUBBUB_NODE_ID"),
         value: Some("NAME"),
@@ -1047,6 +1131,21 @@ const OPTIONS: &[Opt] = &[
         default: None,
         set: |o, v| {
             o.http_addr = Some(v.parse().map_err(|_| format!("not an address: {v}"))?);
+            Ok(())
+        },
+    },
+    Opt {
+        flag: Some("--metrics-addr"),
+        env: Some("HUBBUB_METRICS_ADDR"),
+        value: Some("ADDR"),
+        help: || {
+            "serve /metrics on this plain-HTTP listener (e.g. 127.0.0.1:9090) instead of the \
+             main one"
+                .into()
+        },
+        default: None,
+        set: |o, v| {
+            o.metrics_addr = Some(v.parse().map_err(|_| format!("not an address: {v}"))?);
             Ok(())
         },
     },
@@ -1501,6 +1600,13 @@ pub fn parse_options(
     if opts.redis.is_some() && opts.postgres.is_none() {
         return Err("--redis needs --postgres: the nodes of a cluster share one PostgreSQL".into());
     }
+    if opts.redis.is_some() && opts.config.cluster_key.is_none() {
+        return Err(format!(
+            "--redis needs --cluster-key (or HUBBUB_CLUSTER_KEY, or --cluster-key-file): \
+             a secret of at least {CLUSTER_KEY_MIN} bytes, the same on every node, that \
+             authenticates the notes between nodes"
+        ));
+    }
     check_tls(&opts)?;
     if let Some(s) = &opts.config.jwt_secret
         && s.len() < JWT_SECRET_MIN
@@ -1522,6 +1628,18 @@ pub fn parse_options(
         c.pbkdf2_iterations = PBKDF2_FLOOR;
     }
     Ok(Parsed::Run(Box::new(opts)))
+}
+
+/// Sets the cluster key, refusing a short one.
+fn cluster_key(o: &mut Options, key: Vec<u8>) -> Result<(), String> {
+    if key.len() < CLUSTER_KEY_MIN {
+        return Err(format!(
+            "the cluster key is {} bytes; it needs at least {CLUSTER_KEY_MIN}",
+            key.len()
+        ));
+    }
+    o.config.cluster_key = Some(key);
+    Ok(())
 }
 
 /// The key of an option in a config file: its flag without `--`, or for
@@ -2064,6 +2182,7 @@ mod tests {
             &[
                 ("HUBBUB_REDIS", "redis://127.0.0.1:6379"),
                 ("HUBBUB_NODE_ID", "n7"),
+                ("HUBBUB_CLUSTER_KEY", KEY),
             ],
         );
         assert_eq!(
@@ -2081,5 +2200,42 @@ mod tests {
         assert!(e.starts_with("--postgres: not a postgres:// URL"), "{e}");
         let e = parse(&["--node-id", ""], &[]).unwrap_err();
         assert!(e.contains("1-64 bytes"), "{e}");
+    }
+
+    const KEY: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A cluster needs a key of at least 32 bytes, from the flag, the
+    /// variable or a file (its trailing newline dropped); a node started
+    /// without one, or with a short one, does not start.
+    #[test]
+    fn a_cluster_needs_its_key() {
+        let pg = ["--postgres", "postgres://h@127.0.0.1/h"];
+        let cluster = |extra: &[&str], vars: &[(&str, &str)]| {
+            let args: Vec<&str> = pg
+                .iter()
+                .copied()
+                .chain(["--redis", "redis://127.0.0.1:6379"])
+                .chain(extra.iter().copied())
+                .collect();
+            parse(&args, vars)
+        };
+        let e = cluster(&[], &[]).unwrap_err();
+        assert!(e.contains("--redis needs --cluster-key"), "{e}");
+        let e = cluster(&["--cluster-key", &KEY[1..]], &[]).unwrap_err();
+        assert!(e.contains("31 bytes; it needs at least 32"), "{e}");
+        let Ok(Parsed::Run(o)) = cluster(&["--cluster-key", KEY], &[]) else {
+            panic!("a 32-byte key starts a node");
+        };
+        assert_eq!(o.config.cluster_key.as_deref(), Some(KEY.as_bytes()));
+        let dir = std::env::temp_dir().join(format!("hubbub-key-{}", std::process::id()));
+        std::fs::write(&dir, format!("{KEY}\n")).unwrap();
+        let file = dir.to_str().unwrap();
+        let Ok(Parsed::Run(o)) = cluster(&[], &[("HUBBUB_CLUSTER_KEY_FILE", file)]) else {
+            panic!("a key file starts a node");
+        };
+        assert_eq!(o.config.cluster_key.as_deref(), Some(KEY.as_bytes()));
+        std::fs::remove_file(&dir).unwrap();
+        let e = cluster(&["--cluster-key-file", file], &[]).unwrap_err();
+        assert!(e.contains("cannot read"), "{e}");
     }
 }

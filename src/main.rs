@@ -19,7 +19,7 @@ use hubbub::operator;
 use hubbub::redis_bus::RedisBus;
 use hubbub::server::Server;
 use hubbub::store::postgres::Postgres;
-use hubbub::store::sqlite::{self, Sqlite};
+use hubbub::store::sqlite::Sqlite;
 use hubbub::store::{Backend, StoreError};
 use hubbub::store::{migrate, ops};
 use hubbub::tls::acme::{self, Challenges};
@@ -92,6 +92,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match opts.metrics_addr.map(|a| (a, TcpListener::bind(a))) {
+        None => None,
+        Some((_, Ok(l))) => Some(l),
+        Some((a, Err(e))) => {
+            log::error!("cannot listen on {a} (--metrics-addr): {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let tls = match Tls::prepare(&opts) {
         Ok(t) => t,
         Err(e) => {
@@ -121,6 +129,7 @@ fn main() -> ExitCode {
     let started = Started {
         listener,
         plain,
+        metrics,
         tls,
         redis_tls,
         args,
@@ -224,10 +233,12 @@ fn restore_command(args: &[String]) -> ExitCode {
             let db = absolute(Path::new(
                 db.as_deref().unwrap_or(hubbub::config::DEFAULT_DB),
             ));
-            ops::restore_sqlite(Path::new(b), &db).map(|floor| {
+            ops::restore_sqlite(Path::new(b), &db).map(|(floor, files)| {
+                warn_missing("restore", files);
                 format!(
-                    "restore: {b} is now {}; new message ids start at {floor}",
-                    db.display()
+                    "restore: {b} is now {} ({} files); new message ids start at {floor}",
+                    db.display(),
+                    files.copied
                 )
             })
         }
@@ -283,6 +294,8 @@ const PG_RETRY_MAX: Duration = Duration::from_secs(2);
 struct Started {
     listener: TcpListener,
     plain: Option<TcpListener>,
+    /// `--metrics-addr`.
+    metrics: Option<TcpListener>,
     tls: Option<Tls>,
     /// TLS for `rediss://`.
     redis_tls: Option<Arc<rustls::ClientConfig>>,
@@ -403,6 +416,7 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
     let Started {
         listener,
         plain,
+        metrics,
         tls,
         redis_tls,
         args,
@@ -433,6 +447,12 @@ fn serve(opts: Options, started: Started, backend: impl Backend) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(l) = metrics
+        && let Err(e) = server.serve_metrics(l)
+    {
+        log::error!("cannot serve /metrics: {e}");
+        return ExitCode::FAILURE;
+    }
     // Kept for the life of the loop: dropping it stops the ACME thread.
     let mut _acme = None;
     if let Some(tls) = tls {
@@ -496,13 +516,15 @@ fn redact(url: &str) -> String {
 /// reason on stderr and exit 1 (not a usage error: the command was right,
 /// the copy could not be made).
 fn backup(db: &Path, to: &Path) -> ExitCode {
-    match sqlite::backup(db, to) {
-        Ok(stats) => {
+    match ops::backup(db, to) {
+        Ok((stats, files)) => {
+            warn_missing("backup", files);
             println!(
-                "backup: wrote {} ({} messages, {} users)",
+                "backup: wrote {} ({} messages, {} users, {} files)",
                 to.display(),
                 stats.messages,
-                stats.users
+                stats.users,
+                files.copied
             );
             ExitCode::SUCCESS
         }
@@ -510,6 +532,18 @@ fn backup(db: &Path, to: &Path) -> ExitCode {
             eprintln!("hubbub backup: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Says on stderr that the database names blobs its file directory does
+/// not hold (lost before this command ran: it copies what there is).
+fn warn_missing(command: &str, files: ops::Copied) {
+    if files.missing > 0 {
+        eprintln!(
+            "hubbub {command}: warning: {} files the database names were not found; \
+             those downloads will fail",
+            files.missing
+        );
     }
 }
 

@@ -75,12 +75,14 @@ pub struct Gauges {
     pub sessions_ended: usize,
     /// WebSocket tickets remembered as used (until they expire).
     pub ws_tickets_used: usize,
+    /// Notes from the bus turned away (forged, malformed, stale, replayed).
+    pub notes_rejected: u64,
 }
 
 impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut s = String::with_capacity(2048);
-        let counters: [(&str, &str, u64); 21] = [
+        let counters: [(&str, &str, u64); 22] = [
             (
                 "hubbub_connections_accepted_total",
                 "TCP connections accepted.",
@@ -160,6 +162,11 @@ impl Metrics {
                 "hubbub_ws_refused_user_cap_total",
                 "WebSocket upgrades refused 429 at the per-user connection cap.",
                 self.ws_refused_user_cap,
+            ),
+            (
+                "hubbub_cluster_notes_rejected_total",
+                "Notes from the bus dropped: failed verification, malformed, stale or replayed.",
+                g.notes_rejected,
             ),
             (
                 "hubbub_push_sent_total",
@@ -295,6 +302,7 @@ mod tests {
             peers: 0,
             sessions_ended: 0,
             ws_tickets_used: 0,
+            notes_rejected: 0,
         };
         let text = m.render(&g);
         assert!(
@@ -302,6 +310,6 @@ mod tests {
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 35);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 36);
     }
 }

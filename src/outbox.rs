@@ -41,6 +41,10 @@ pub trait Outbox {
     fn resume_http(&mut self, token: Token);
     /// Unsent output bytes of a connection (0 for one that is gone).
     fn queued(&self, token: Token) -> usize;
+    /// Unsent output bytes of every connection, as of the loop's last
+    /// count (once a second: summing on every ask would cost a pass over
+    /// every connection).
+    fn queued_everywhere(&self) -> usize;
     /// The application held this WebSocket's input (`App::takes_input` was
     /// false) and now takes it again: the frames left in its buffer are
     /// handled and the socket is read again.
@@ -195,6 +199,9 @@ pub mod recorder {
         fn resume_http(&mut self, _: Token) {}
         fn queued(&self, token: Token) -> usize {
             self.queued.get(&token).copied().unwrap_or(0)
+        }
+        fn queued_everywhere(&self) -> usize {
+            self.queued.values().sum()
         }
         fn resume_input(&mut self, token: Token) {
             self.resumed.push(token);

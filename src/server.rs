@@ -22,7 +22,8 @@
 //! With TLS ([`Server::serve_tls`]) every accepted connection gets a
 //! rustls session under it (`transport.rs`); nothing else here changes. A
 //! second, plain listener ([`Server::serve_plain`]) only redirects to
-//! https:// and answers ACME challenges (`http/redirect.rs`). SIGHUP
+//! https:// and answers ACME challenges (`http/redirect.rs`), and a third
+//! ([`Server::serve_metrics`]) takes `/metrics` off the main one. SIGHUP
 //! reloads the certificate files and calls the binary's reload hook.
 //!
 //! Shutdown has three phases: *draining* (no accepting, no reading; storage
@@ -48,7 +49,8 @@ use crate::config::{
     Config, FD_RESERVE, MAX_HEADERS, MAX_REQUESTS_PER_PASS, MAX_WS_MESSAGE, READ_BUDGET,
     SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
-use crate::conn::{Conn, ReadOutcome, Timer};
+use crate::conn::{Conn, Door, ReadOutcome, Timer};
+use crate::http::response::Response;
 use crate::http::routes::{self, Handled};
 use crate::http::{files, redirect, request};
 use crate::hub::{Bus, LocalOnly};
@@ -69,15 +71,8 @@ const WAKER: Token = Token(usize::MAX - 2);
 const SIGNALS: Token = Token(usize::MAX - 3);
 /// The plain listener beside HTTPS ([`Server::serve_plain`]).
 const PLAIN_LISTENER: Token = Token(usize::MAX - 4);
-
-/// Which listener a connection came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Door {
-    /// `--addr`: the API, the WebSockets, the web client (TLS when configured).
-    Main,
-    /// `--http-addr`: redirects to https:// and ACME challenges only.
-    Plain,
-}
+/// The `/metrics` listener ([`Server::serve_metrics`]).
+const METRICS_LISTENER: Token = Token(usize::MAX - 5);
 
 /// The plain listener and what its answers need.
 struct PlainDoor {
@@ -138,6 +133,8 @@ pub struct Wires<'a> {
     metrics: &'a mut Metrics,
     /// The loop's coarse clock, for closing deadlines.
     now: u32,
+    /// Unsent output of every connection at the last sweep.
+    queued_everywhere: usize,
 }
 
 pub struct Server {
@@ -147,6 +144,8 @@ pub struct Server {
     tls: Option<Acceptor>,
     /// `--http-addr`.
     plain: Option<PlainDoor>,
+    /// `--metrics-addr`: when set, `/metrics` is served there and only there.
+    metrics_door: Option<TcpListener>,
     /// Called on SIGHUP, after the certificates are reloaded (the binary
     /// reads its config file again for the log level).
     on_reload: Option<Box<dyn FnMut()>>,
@@ -163,6 +162,9 @@ pub struct Server {
     /// Chat connections not read from while storage catches up.
     store_paused: Vec<Token>,
     metrics: Metrics,
+    /// Unsent output of every connection, summed by the once-a-second
+    /// sweep (the server-wide reply budget reads it: `hub/reads.rs`).
+    queued_everywhere: usize,
     clock: Clock,
     next_serial: u64,
     state: State,
@@ -221,6 +223,7 @@ impl Server {
             listener: Some(listener),
             tls: None,
             plain: None,
+            metrics_door: None,
             on_reload: None,
             conns: Slab::new(),
             app,
@@ -233,6 +236,7 @@ impl Server {
             close_list: Vec::new(),
             store_paused: Vec::new(),
             metrics: Metrics::default(),
+            queued_everywhere: 0,
             clock: Clock {
                 start: Instant::now(),
             },
@@ -277,6 +281,18 @@ impl Server {
         Ok(())
     }
 
+    /// Serves `/metrics` on `listener` (plain HTTP, nothing else there),
+    /// and no longer on the main listener, which the public may reach.
+    pub fn serve_metrics(&mut self, listener: std::net::TcpListener) -> io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        self.poll
+            .registry()
+            .register(&mut listener, METRICS_LISTENER, Interest::READABLE)?;
+        self.metrics_door = Some(listener);
+        Ok(())
+    }
+
     /// Runs `hook` on the loop thread on every SIGHUP.
     pub fn on_reload(&mut self, hook: Box<dyn FnMut()>) {
         self.on_reload = Some(hook);
@@ -305,6 +321,9 @@ impl Server {
         {
             log::info!("plain HTTP on {a}: redirects to https:// and ACME challenges");
         }
+        if let Some(a) = self.metrics_door.as_ref().and_then(|l| l.local_addr().ok()) {
+            log::info!("/metrics on {a}");
+        }
         log::info!("at most {} connections", self.admission.max_conns());
         let mut events = Events::with_capacity(1024);
         loop {
@@ -326,6 +345,7 @@ impl Server {
                 match event.token() {
                     LISTENER => self.accept(Door::Main),
                     PLAIN_LISTENER => self.accept(Door::Plain),
+                    METRICS_LISTENER => self.accept(Door::Metrics),
                     WAKER => woken = true,
                     SIGNALS => {
                         let pending = self.signals.as_mut().map(Signals::drain);
@@ -406,6 +426,7 @@ impl Server {
                 close_list: &mut self.close_list,
                 metrics: &mut self.metrics,
                 now,
+                queued_everywhere: self.queued_everywhere,
             },
         )
     }
@@ -436,6 +457,9 @@ impl Server {
         if self.plain.is_some() {
             self.accept(Door::Plain);
         }
+        if self.metrics_door.is_some() {
+            self.accept(Door::Metrics);
+        }
     }
 
     /// Accepts from `door` until `WouldBlock`, each connection past the
@@ -445,6 +469,7 @@ impl Server {
         let listener = match door {
             Door::Main => self.listener.as_ref(),
             Door::Plain => self.plain.as_ref().map(|p| &p.listener),
+            Door::Metrics => self.metrics_door.as_ref(),
         };
         let Some(listener) = listener else {
             return;
@@ -532,9 +557,7 @@ impl Server {
             };
             self.next_serial += 1;
             let mut conn = Conn::new(transport, peer.ip(), self.next_serial, self.clock.now_s());
-            if door == Door::Plain {
-                conn.redirect_only();
-            }
+            conn.came_through(door);
             entry.insert(conn);
             self.admission.opened(peer.ip(), token, self.next_serial);
             self.metrics.connections_accepted += 1;
@@ -552,6 +575,7 @@ impl Server {
             return;
         };
         c.delist_read();
+        c.release_input();
         if c.body_left().is_some() {
             return self.read_body(token);
         }
@@ -628,6 +652,7 @@ impl Server {
                         close_list,
                         metrics,
                         scratch,
+                        queued_everywhere,
                         ..
                     } = self;
                     let mut out = Wires {
@@ -637,6 +662,7 @@ impl Server {
                         close_list,
                         metrics,
                         now,
+                        queued_everywhere: *queued_everywhere,
                     };
                     app.on_body(&mut out, token, &scratch[..n], last);
                 }
@@ -707,13 +733,34 @@ impl Server {
                     }
                 }
                 Ok(ReadOutcome::WouldBlock) => return,
-                Ok(ReadOutcome::Eof) => return self.parts().1.drop_now(token),
+                Ok(ReadOutcome::Eof) => return self.on_eof(token),
                 Err(e) => {
                     log::debug!("read error on {token:?}: {e}");
                     return self.parts().1.drop_now(token);
                 }
             }
         }
+    }
+
+    /// The peer sent all it will: a half-close (`shutdown(SHUT_WR)`) or a
+    /// close. What is queued for it still goes out: an HTTP connection
+    /// (whose whole requests were all answered before its end was read)
+    /// closes after the flush, so pipelined replies and a last 400 are not
+    /// lost; a connection already closing after its flush goes on with it.
+    /// Anything else is dropped now.
+    fn on_eof(&mut self, token: Token) {
+        let (_, mut out) = self.parts();
+        let Some(conn) = out.conns.get(token.0) else {
+            return;
+        };
+        if conn.is_flushing_to_close() {
+            return;
+        }
+        if conn.is_closing() || conn.is_ws() {
+            return out.drop_now(token);
+        }
+        out.close_after_flush(token);
+        out.mark_flush(token);
     }
 
     /// Parses and answers the complete requests in the connection's input,
@@ -726,10 +773,12 @@ impl Server {
         let serial = conn.serial();
         let peer = conn.peer();
         // The plain listener's connections get redirects, nothing else.
-        let redirect_to = match (conn.is_redirect_only(), &self.plain) {
-            (true, Some(p)) => Some((p.challenges.clone(), self.addr.port())),
+        let door = conn.door();
+        let redirect_to = match (door, &self.plain) {
+            (Door::Plain, Some(p)) => Some((p.challenges.clone(), self.addr.port())),
             _ => None,
         };
+        let metrics_moved = self.metrics_door.is_some();
         let mut pos = 0;
         let mut answered = 0;
         loop {
@@ -747,7 +796,10 @@ impl Server {
             }
             if answered == MAX_REQUESTS_PER_PASS {
                 // Pipelined requests past the cap wait for the next pass, so
-                // 64 KiB of `GET /metrics` cannot hold the loop for one client.
+                // 64 KiB of `GET /metrics` cannot hold the loop for one client;
+                // and nothing more is read until they are answered, so input
+                // sent without reading the replies waits in the socket.
+                conn.hold_input();
                 if conn.enlist_read() {
                     self.read_list.push(token);
                 }
@@ -779,6 +831,19 @@ impl Server {
                             req.keep_alive(),
                             req.method == "HEAD",
                         );
+                        out.conns[token.0].set_waiting(false, now);
+                        continue;
+                    }
+                    // With `--metrics-addr`, `/metrics` answers on its own
+                    // door only, and that door answers nothing else.
+                    let not_here = match door {
+                        Door::Metrics => req.path != "/metrics",
+                        _ => metrics_moved && req.path == "/metrics",
+                    };
+                    if not_here {
+                        let resp = Response::error(404, "not_found", "no such endpoint");
+                        let head_only = req.method == "HEAD";
+                        routes::send(&mut out, token, resp, req.keep_alive(), head_only);
                         out.conns[token.0].set_waiting(false, now);
                         continue;
                     }
@@ -830,6 +895,7 @@ impl Server {
             metrics,
             scratch,
             store_paused,
+            queued_everywhere,
             ..
         } = self;
         let mut out = Wires {
@@ -839,6 +905,7 @@ impl Server {
             close_list,
             metrics,
             now,
+            queued_everywhere: *queued_everywhere,
         };
         let data: &mut [u8] = if use_owned {
             &mut owned
@@ -1001,12 +1068,15 @@ impl Server {
     /// cheaper than keeping a timer wheel in order on every frame.
     fn sweep(&mut self, now: u32) {
         let mut due = Vec::new();
+        let mut queued = 0;
         for (key, conn) in self.conns.iter_mut() {
+            queued += conn.queued();
             let timer = conn.tick(now);
             if timer != Timer::None {
                 due.push((Token(key), timer));
             }
         }
+        self.queued_everywhere = queued;
         let (app, mut out) = self.parts();
         app.on_tick(&mut out);
         for (token, timer) in due {
@@ -1188,6 +1258,10 @@ impl Outbox for Wires<'_> {
 
     fn queued(&self, token: Token) -> usize {
         self.conns.get(token.0).map_or(0, Conn::queued)
+    }
+
+    fn queued_everywhere(&self) -> usize {
+        self.queued_everywhere
     }
 
     fn resume_input(&mut self, token: Token) {

@@ -7,6 +7,19 @@
 //! while the password is hashed and the row is written, so two concurrent
 //! signups cannot both win.
 //!
+//! # The username rule
+//!
+//! A username is 3-32 of `[A-Za-z0-9_.-]`, and two names are the same when
+//! they are equal with ASCII letters folded to lower case ([`name_key`]).
+//! Nothing else is a username: a name with any other character (`K`, the
+//! Kelvin sign, is not `K`) names nobody, at signup, at login and in a
+//! mention. The same rule is the stores' (SQLite's `NOCASE` folds ASCII
+//! only; PostgreSQL's index is on `lower(username COLLATE "C")`, which does
+//! too) and the login throttle's, whose key for a spelling that is not a
+//! username is the username it becomes under Unicode's rules (NFKC, then
+//! lower case) when it becomes one ([`throttle_key`]): a look-alike
+//! spelling neither logs in as the account nor escapes its lockout.
+//!
 //! Each user carries their [`Account`] (role, ban, deletion, profile), so
 //! every permission check is a look-up here, never a query. Rows read back
 //! after a change ([`Directory::apply`]) replace a user only when newer
@@ -14,7 +27,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::config::{DELETED_USER_PREFIX, USERNAME_MAX, USERNAME_MIN};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::config::{DELETED_USER_PREFIX, MAX_USER_ID_JUMP, USERNAME_MAX, USERNAME_MIN};
 use crate::store::{Account, PasswordHash, Role, UserId, UserRow};
 
 /// Usernames (the signup rule; the login throttle tracks only names that
@@ -30,6 +45,22 @@ pub fn valid_username(s: &str) -> bool {
 pub fn reserved_username(s: &str) -> bool {
     s.len() >= DELETED_USER_PREFIX.len()
         && s[..DELETED_USER_PREFIX.len()].eq_ignore_ascii_case(DELETED_USER_PREFIX)
+}
+
+/// The one key a username is compared by: its ASCII lower case; `None`
+/// for a name that is not a username (see the module doc).
+pub fn name_key(name: &str) -> Option<Box<str>> {
+    valid_username(name).then(|| name.to_ascii_lowercase().into_boxed_str())
+}
+
+/// The login throttle's key for a name as typed: the username's key, or
+/// for another spelling the key of the username it folds to under Unicode
+/// (NFKC, lower case), if any; `None` when it names no possible account.
+pub fn throttle_key(name: &str) -> Option<Box<str>> {
+    name_key(name).or_else(|| {
+        let folded: String = name.nfkc().collect::<String>().to_lowercase();
+        name_key(&folded)
+    })
 }
 
 pub struct User {
@@ -106,10 +137,10 @@ pub struct Changed {
 pub struct Directory {
     /// Indexed by `id - 1`: ids are dense, assigned here.
     users: Vec<User>,
-    /// Lowercased name → id: names are unique without regard to case.
+    /// [`name_key`] → id: names are unique without regard to ASCII case.
     by_name: HashMap<Box<str>, UserId>,
     emails: HashSet<Box<str>>,
-    /// Lowercased names and emails of signups still being hashed or stored.
+    /// Name keys and emails of signups still being hashed or stored.
     reserved: HashSet<Box<str>>,
     /// Ids handed out to signups not yet stored (in order; a failed signup
     /// leaves a gap, which is harmless).
@@ -123,20 +154,34 @@ pub enum Taken {
     Email,
 }
 
+/// A name that is not a username is kept under itself, so it can match
+/// nothing a username's key can (rows from before the rule, if any).
 fn key(s: &str) -> Box<str> {
-    s.to_lowercase().into_boxed_str()
+    name_key(s).unwrap_or_else(|| format!("!{s}").into_boxed_str())
 }
 
 fn email_key(s: &str) -> Box<str> {
     format!("@{}", s.to_lowercase()).into_boxed_str()
 }
 
+/// Why a row was not added to the directory.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// Id 0, or one implausibly far past every id known.
+    BadId,
+    /// Another user already has this id or name.
+    Clash,
+}
+
 impl Directory {
     pub fn from_rows(rows: Vec<UserRow>) -> Directory {
         let mut d = Directory::default();
         for row in rows {
-            d.next_id = d.next_id.max(row.id);
-            d.insert(row);
+            let id = row.id;
+            match d.insert(row) {
+                Ok(()) => d.next_id = d.next_id.max(id),
+                Err(e) => log::error!("user {id} from storage left out: {e:?}"),
+            }
         }
         d
     }
@@ -151,10 +196,12 @@ impl Directory {
         (u.id == id).then_some(u)
     }
 
-    /// The user with this name, in any case; never a deleted account.
+    /// The user with this name, in any ASCII case; nobody for a name that
+    /// is not a username, and never a deleted account.
     pub fn find(&self, name: &str) -> Option<&User> {
+        let key = name_key(name)?;
         self.by_name
-            .get(&*key(name))
+            .get(&*key)
             .and_then(|id| self.get(*id))
             .filter(|u| !u.is_deleted())
     }
@@ -179,9 +226,12 @@ impl Directory {
                 // has not reached it). Skip; the next read has both.
                 return None;
             }
-            self.next_id = self.next_id.max(id);
             let deleted = row.account.deleted_ms.is_some();
-            self.insert(row);
+            if let Err(e) = self.insert(row) {
+                log::error!("user {id} read back left out: {e:?}");
+                return None;
+            }
+            self.next_id = self.next_id.max(id);
             return Some(Changed {
                 id,
                 new: true,
@@ -270,8 +320,23 @@ impl Directory {
         }
     }
 
-    /// Adds a stored user, ending its reservation.
-    pub fn insert(&mut self, row: UserRow) {
+    /// Adds a stored user, ending its reservation. Rows come from storage
+    /// and are input all the same: id 0, an id far past the table's end
+    /// (which would grow it to gigabytes), or an id or name another user
+    /// has are refused and change nothing.
+    pub fn insert(&mut self, row: UserRow) -> Result<(), Refused> {
+        let highest = self.users.len().max(self.next_id as usize);
+        if row.id == 0 || row.id as usize > highest + MAX_USER_ID_JUMP as usize {
+            return Err(Refused::BadId);
+        }
+        if self.get(row.id).is_some()
+            || self
+                .by_name
+                .get(&key(&row.username))
+                .is_some_and(|id| *id != row.id)
+        {
+            return Err(Refused::Clash);
+        }
         self.release(&row.username, &row.email);
         let idx = row.id as usize - 1;
         if self.users.len() <= idx {
@@ -304,6 +369,7 @@ impl Directory {
             account: row.account,
             avatar: None,
         };
+        Ok(())
     }
 }
 
@@ -339,7 +405,7 @@ mod tests {
         assert_eq!(d.reserve("Bob", "other@x.org"), Err(Taken::Username));
         d.release("bob", "bob@x.org");
         assert_eq!(d.reserve("bob", "bob@x.org"), Ok(3));
-        d.insert(row(3, "bob"));
+        d.insert(row(3, "bob")).unwrap();
         assert_eq!(d.get(3).unwrap().name.as_ref(), "bob");
         assert!(d.get(2).is_none(), "the failed signup's id stays a gap");
         assert_eq!(d.all().count(), 2);
@@ -405,5 +471,37 @@ mod tests {
     fn reserves_the_deleted_prefix() {
         assert!(reserved_username("deleted-user-3") && reserved_username("Deleted-User-x"));
         assert!(!reserved_username("deleted-use") && !reserved_username("alice"));
+    }
+
+    /// Rows are input: id 0 (which once panicked), an id far past the
+    /// table, a taken id or name are refused and change nothing.
+    #[test]
+    fn refuses_rows_that_cannot_be_right() {
+        let mut d = Directory::from_rows(vec![row(1, "alice"), row(0, "zero")]);
+        assert_eq!(d.all().count(), 1);
+        assert_eq!(d.insert(row(0, "zed")), Err(Refused::BadId));
+        let far = 2 + MAX_USER_ID_JUMP;
+        assert_eq!(d.insert(row(far, "far")), Err(Refused::BadId));
+        assert_eq!(d.insert(row(u32::MAX, "max")), Err(Refused::BadId));
+        assert_eq!(d.insert(row(1, "other")), Err(Refused::Clash));
+        assert_eq!(d.insert(row(2, "ALICE")), Err(Refused::Clash));
+        assert_eq!(d.users.len(), 1, "nothing grew");
+        assert_eq!(d.insert(row(2, "bob")), Ok(()));
+    }
+
+    /// One rule for names: ASCII case folds; another spelling is nobody,
+    /// but counts against the throttle of the name it folds to.
+    #[test]
+    fn names_compare_under_one_rule() {
+        let d = Directory::from_rows(vec![row(1, "kate_x")]);
+        assert_eq!(d.find("KATE_X").unwrap().id, 1);
+        let kelvin = "\u{212A}ate_x";
+        assert!(d.find(kelvin).is_none(), "the Kelvin sign is not K");
+        assert!(d.find("ｋａｔｅ_x").is_none());
+        assert_eq!(throttle_key(kelvin).as_deref(), Some("kate_x"));
+        assert_eq!(throttle_key("ｋａｔｅ_x").as_deref(), Some("kate_x"));
+        assert_eq!(throttle_key("Kate_X").as_deref(), Some("kate_x"));
+        assert_eq!(throttle_key("ünï"), None);
+        assert_eq!(name_key(kelvin), None);
     }
 }

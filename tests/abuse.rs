@@ -61,9 +61,10 @@ fn healthz_answers(s: &Server, within: Duration) -> bool {
 
 /// Twenty WebSockets each ask for forty 200-message pages of a room of 200
 /// messages of 4000 emoji (3.2 MB a page) and do not read. Each connection's
-/// reads are reserved against its output ceiling, so a client that does not
-/// read cannot ask for more: the server stays small, a prompt reader still
-/// gets its page meanwhile, and the late reader is not cut but gets all
+/// reads are reserved against its output ceiling, and all of them against
+/// their user's reply budget, so a client that does not read cannot ask for
+/// more: the server stays small, a prompt reader still gets its page
+/// meanwhile, and a late reader (another account) is not cut but gets all
 /// pages once it reads (before, it was cut as a slow consumer at the 16 MiB
 /// ceiling after a few pages).
 #[test]
@@ -85,7 +86,7 @@ fn clients_that_ask_and_never_read_cannot_grow_the_server() {
         ws.flush();
         idle.push(ws);
     }
-    let mut late = ws_from(&s, ip(6), "/ws", &token);
+    let mut late = ws_from(&s, ip(6), "/ws", &s.token("trudy"));
     for _ in 0..10 {
         late.write_json(&json!({"type": "history", "room": "big", "limit": 200}));
     }
@@ -98,7 +99,7 @@ fn clients_that_ask_and_never_read_cannot_grow_the_server() {
     let rss = s.rss_kib();
     eprintln!("RSS {base} KiB before the attack, {rss} KiB during it");
     assert!(
-        rss < base + 256 * 1024,
+        rss < base + 96 * 1024,
         "RSS grew from {base} KiB to {rss} KiB"
     );
     for i in 0..10 {
@@ -109,6 +110,45 @@ fn clients_that_ask_and_never_read_cannot_grow_the_server() {
             "page {i}"
         );
     }
+    drop(idle);
+}
+
+/// One account's eight WebSockets each ask for sixty history pages of big
+/// messages and never read: together they stay within the user's reply
+/// budget (`USER_REPLY_BYTES`), so the server grows by tens of megabytes at
+/// most, not by eight output ceilings (before: RSS 8 → 93 MiB); another
+/// user from another address is still answered at once.
+#[test]
+fn one_users_sockets_share_one_reply_budget() {
+    let s = Server::builder().rate_limit(0).start();
+    let (mut alice, _) = s.user("alice");
+    alice.join("big");
+    let page: Vec<String> = (0..200).map(|_| "😀".repeat(4000)).collect();
+    alice.say_many("big", &page, "e");
+    let base = s.rss_kib();
+    let token = s.token("mallory");
+    let mut idle = Vec::new();
+    for i in 0..8 {
+        let mut ws = ws_from(&s, ip(2 + i), "/ws", &token);
+        // Small pages (20 messages, 320 kB): each reserves little, so
+        // before, each socket filled its own output ceiling with them.
+        for _ in 0..60 {
+            ws.write_json(&json!({"type": "history", "room": "big", "limit": 20}));
+        }
+        ws.flush();
+        idle.push(ws);
+    }
+    std::thread::sleep(Duration::from_secs(5));
+    let (mut bob, _) = s.user("bob");
+    bob.send_json(&json!({"type": "history", "room": "big", "limit": 200}));
+    let h = next_history(&mut bob);
+    assert_eq!(h["messages"].as_array().unwrap().len(), 200);
+    let rss = s.rss_kib();
+    eprintln!("RSS {base} KiB before, {rss} KiB with eight sockets not reading");
+    assert!(
+        rss < base + 48 * 1024,
+        "RSS grew from {base} KiB to {rss} KiB"
+    );
     drop(idle);
 }
 

@@ -264,6 +264,35 @@ fn guessing_from_many_addresses_is_throttled_per_username() {
     assert_eq!(login_from(&s, stranger, "bob", PASSWORD).status, 200);
 }
 
+/// One rule for usernames (ASCII case folding): a look-alike spelling
+/// (`\u{212A}`, the Kelvin sign, for `K`) is nobody — it never logs in as
+/// the account, even with the right password — and it counts against the
+/// account's lockout, so it cannot be used to escape one: once `kate_x` is
+/// locked, the Kelvin spelling gets 429 too, and its failures lock it.
+#[test]
+fn a_look_alike_spelling_neither_logs_in_nor_escapes_the_lockout() {
+    let s = Server::start();
+    s.signup("kate_x");
+    let kelvin = "\u{212A}ate_x";
+    let fullwidth = "\u{FF4B}ate_x";
+    for name in [kelvin, fullwidth] {
+        login_from(&s, [127, 0, 3, 1], name, PASSWORD).assert_error(401, "invalid_credentials");
+    }
+    for i in 0..LOGIN_FAILURE_BURST as usize - 2 {
+        let from = [127, 0, 3, (i % LOGIN_GUESSERS_MAX) as u8 + 2];
+        login_from(&s, from, kelvin, &format!("wrong-{i}"))
+            .assert_error(401, "invalid_credentials");
+    }
+    // Ten failures in all, under two spellings: the account is locked.
+    let r = login_from(&s, [127, 0, 4, 1], "kate_x", PASSWORD);
+    assert!(retry_after(&r) <= LOGIN_FAILURE_REFILL.as_secs());
+    let r = login_from(&s, [127, 0, 4, 2], kelvin, PASSWORD);
+    assert!(retry_after(&r) <= LOGIN_FAILURE_REFILL.as_secs());
+    // A signup under the look-alike is refused: it is no username.
+    let r = post_from(&s, [127, 0, 4, 3], "/api/signup", &signup_body(kelvin), &[]);
+    r.assert_error(400, "invalid_input");
+}
+
 /// Signups spend the address's hash-work budget (`--hash-work-rate`,
 /// `--hash-work-burst`): past it, 429 with the real wait, the refused name
 /// is not held, other addresses sign up meanwhile, and after `Retry-After`

@@ -183,7 +183,7 @@ fn backup_of_a_live_server_restores_every_acked_message() {
     assert_eq!(
         run.stdout,
         format!(
-            "backup: wrote {} ({} messages, 2 users)\n",
+            "backup: wrote {} ({} messages, 2 users, 0 files)\n",
             copy.display(),
             got.len()
         )

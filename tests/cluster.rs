@@ -9,16 +9,21 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::services::{Nginx, Postgres, Redis, SharedRedis, unique_channel};
-use common::{Server, Ws, frame_type};
+use common::{Server, Ws, frame_type, http};
 use serde_json::{Value, json};
 
 /// How long cross-node effects may take in these tests (the bus is
 /// loopback: milliseconds; the bound only turns a hang into a failure).
 const CROSS: Duration = Duration::from_secs(10);
 
+/// Every test node's `--cluster-key`.
+const KEY: &str = "the cluster tests' key, 32 bytes";
+
 /// A node of a test cluster.
 fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
     Server::builder()
+        .arg("--cluster-key")
+        .arg(KEY)
         .arg("--postgres")
         .arg(pg)
         .arg("--redis")
@@ -625,7 +630,8 @@ fn behind_nginx_round_robin_without_sticky_sessions() {
 /// Moving up: `hubbub migrate` copies a single node's SQLite database into
 /// PostgreSQL, and a cluster node then serves the same accounts (old
 /// passwords and old tokens), history with the same ids, and unread
-/// counts; a second migrate into the same database is refused.
+/// counts, and uploaded files (rows and bytes); a second migrate into the
+/// same database is refused.
 #[test]
 fn migrate_moves_a_single_node_into_a_cluster() {
     let mut single = Server::builder().no_jwt_secret().start();
@@ -638,6 +644,19 @@ fn migrate_moves_a_single_node_into_a_cluster() {
         &json!({"type": "private_message", "to": "bob", "content": "dm", "client_id": "o2"}),
     );
     wait_for(&mut alice, CROSS, "ack", is("ack"));
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let up = http(
+        single.addr,
+        "POST",
+        "/api/files?name=old.bin",
+        &[
+            ("Authorization", &format!("Bearer {atoken}")),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        Some(&bytes),
+    );
+    assert_eq!(up.status, 201, "{}", up.text());
+    let file_path = format!("/api/files/{}", up.json()["file"]["id"]);
     drop((alice, bob));
     assert!(single.sigterm().success());
     let pg = Postgres::shared();
@@ -660,6 +679,8 @@ fn migrate_moves_a_single_node_into_a_cluster() {
     let redis = Redis::shared();
     let n = Server::builder()
         .no_jwt_secret()
+        .arg("--cluster-key")
+        .arg(KEY)
         .arg("--postgres")
         .arg(pg.url())
         .arg("--redis")
@@ -673,6 +694,20 @@ fn migrate_moves_a_single_node_into_a_cluster() {
     assert_eq!(
         (&history[0]["id"], &history[0]["content"]),
         (&old["id"], &json!("from the old days"))
+    );
+    let got = http(
+        n.addr,
+        "GET",
+        &file_path,
+        &[("Authorization", &format!("Bearer {atoken}"))],
+        None,
+    );
+    assert_eq!(got.status, 200, "the uploaded file came along");
+    assert!(got.body == bytes, "its bytes, from PostgreSQL's blob rows");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 files (1 blobs)"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
     let btoken2 = n.login_token("bob");
     let (_bob, frames) = n.ws_ready("bob", &btoken2, true);

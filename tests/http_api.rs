@@ -731,6 +731,33 @@ fn metrics_is_prometheus_text() {
     assert!(samples > 0 && types > 0, "no metrics: {body}");
 }
 
+/// `--metrics-addr`: `/metrics` answers on its own listener and is a 404 on
+/// the main one (which the public reaches); the metrics listener answers
+/// nothing else, and the main one still serves everything else.
+#[test]
+fn metrics_addr_moves_metrics_off_the_main_listener() {
+    let port = services::free_port();
+    let s = Server::builder()
+        .arg("--metrics-addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .start();
+    let side: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    s.get("/metrics", None).assert_error(404, "not_found");
+    assert_eq!(s.get("/healthz", None).status, 200);
+    let r = http_raw(side, b"GET /metrics HTTP/1.1\r\nHost: ops\r\n\r\n").unwrap();
+    assert_eq!(r.status, 200);
+    assert!(
+        r.text().contains("hubbub_connections_open "),
+        "{}",
+        r.text()
+    );
+    for path in ["/healthz", "/api/me", "/", "/ws"] {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: ops\r\n\r\n");
+        let r = http_raw(side, raw.as_bytes()).unwrap();
+        assert_eq!(r.status, 404, "{path} on the metrics listener");
+    }
+}
+
 /// An unknown path under `/api` is 404 `not_found`.
 #[test]
 fn unknown_api_path_is_404() {

@@ -344,3 +344,75 @@ fn incomplete_head_is_closed_after_10s() {
     }
     assert_eq!(s.get("/healthz", None).status, 200);
 }
+
+/// Pipelined requests then a half-close (`shutdown(SHUT_WR)`): every
+/// reply is written before the server closes (before, the end of input
+/// dropped the queued replies, 9 times in 20); and a 400 for a bad request
+/// followed by a half-close arrives too (lost 6 times in 20).
+#[test]
+fn half_close_after_pipelined_requests_loses_no_reply() {
+    let s = Server::start();
+    let one = build_request("GET", "/healthz", &[], None);
+    for round in 0..20 {
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        let pipelined: Vec<u8> = (0..40).flat_map(|_| one.iter().copied()).collect();
+        c.write_all(&pipelined).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut c, &mut got).unwrap();
+        let replies = String::from_utf8_lossy(&got)
+            .matches("HTTP/1.1 200")
+            .count();
+        assert_eq!(replies, 40, "round {round}: {replies} of 40 replies");
+
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.set_read_timeout(Some(WAIT)).unwrap();
+        c.write_all(b"BROKEN\r\n\r\n").unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut c, &mut got).unwrap();
+        assert!(got.starts_with(b"HTTP/1.1 400"), "round {round}: {got:?}");
+    }
+}
+
+/// One connection pipelining `GET /healthz` without reading a reply: the
+/// server stops reading it once replies are pending past the output pause
+/// (the rest waits in the socket, not in the server's memory), so the
+/// writer is soon blocked; meanwhile another client is served. Before,
+/// reading went on while replies were pending: 48 MiB accepted, RSS
+/// 6 → 102 MiB.
+#[test]
+fn pipelining_without_reading_is_not_read_further() {
+    let s = Server::start();
+    let base = s.rss_kib();
+    let mut c = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), s.addr).unwrap();
+    c.set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let one = build_request("GET", "/healthz", &[], None);
+    let chunk: Vec<u8> = (0..1000).flat_map(|_| one.iter().copied()).collect();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while started.elapsed() < Duration::from_secs(8) && sent < 64 << 20 {
+        match c.write(&chunk) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(
+        sent < 24 << 20,
+        "{} MiB of pipelined requests accepted in {:?}",
+        sent >> 20,
+        started.elapsed()
+    );
+    let mut other = HttpConn::connect(s.addr);
+    assert_eq!(other.request("GET", "/healthz", &[], None).status, 200);
+    let rss = s.rss_kib();
+    eprintln!("sent {sent} bytes; RSS {base} KiB before, {rss} KiB after");
+    assert!(
+        rss < base + 16 * 1024,
+        "RSS grew from {base} KiB to {rss} KiB"
+    );
+}

@@ -401,6 +401,9 @@ fn one_push_per_event_across_two_nodes() {
             .arg(&channel)
             .arg("--node-id")
             .arg(name)
+            // The nodes' shared key for the notes between them (at least 32 bytes).
+            .arg("--cluster-key")
+            .arg("push-test-cluster-key-0123456789abcdef")
             .arg("--push-allow-insecure")
             .arg("--presence-grace")
             .arg("0")

@@ -405,3 +405,35 @@ fn replays_show_edits_and_reactions() {
     assert!(is_rfc3339_millis(m["edited_at"].as_str().unwrap()));
     assert_eq!(m["reactions"], json!([{"emoji": "🎉", "users": ["bob"]}]));
 }
+
+/// A member removed from a private room can no longer edit or delete their
+/// own messages there (`forbidden`), and the members hear nothing of it.
+#[test]
+fn a_removed_member_no_longer_edits_or_deletes() {
+    let s = Server::start();
+    let (mut a, _) = s.user("alice");
+    let tb = s.token("bob");
+    let (mut b, _) = s.ws_ready("bob", &tb, true);
+    a.create_room("ops", &["bob"]);
+    b.send_json(&json!({"type": "join", "room": "ops"}));
+    b.expect_after("online_users", &["room_members", "user_status"]);
+    let id = b.say("ops", "mine", "b1")["id"].clone();
+    a.expect_after("message", &["user_status", "join", "room_members"]);
+    a.send_json(&json!({"type": "remove_member", "room": "ops", "user": "bob"}));
+    b.expect_after("leave", &["user_status", "room_members", "join"]);
+    a.expect_after("room_members", &["user_status", "leave", "join"]);
+    b.send_json(&json!({"type": "edit", "id": id, "content": "changed"}));
+    assert_eq!(
+        b.expect_after("error", &["room_members"])["code"],
+        "forbidden"
+    );
+    b.send_json(&json!({"type": "delete", "id": id}));
+    assert_eq!(
+        b.expect_after("error", &["room_members"])["code"],
+        "forbidden"
+    );
+    a.expect_silence(300);
+    let ta = s.login_token("alice");
+    let m = s.messages(&ta, "room=ops");
+    assert_eq!(m[0]["content"], "mine");
+}

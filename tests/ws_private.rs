@@ -188,6 +188,37 @@ fn read_receipts_in_a_conversation() {
     b1.expect_error("no_such_user");
 }
 
+/// A receipt in a conversation names a message of that conversation only:
+/// `read` with `with: bob` and the id of a private room's message (or
+/// one that does not exist) sends bob nothing; a message of theirs still
+/// makes the receipt. Before, bob got a receipt for any id.
+#[test]
+fn receipts_only_for_messages_of_the_conversation() {
+    let s = Server::start();
+    let (mut a, _) = s.user("alice");
+    let (mut b, _) = s.user("bob");
+    let (mut c, _) = s.user("carol");
+    c.create_room("secret", &[]);
+    let secret = c.say("secret", "not for bob's eyes", "s1")["id"].clone();
+    for ws in [&mut a, &mut b] {
+        ws.sync();
+    }
+    a.send_json(&json!({"type": "read", "with": "bob", "id": secret}));
+    let past = secret.as_i64().unwrap() + 100;
+    a.send_json(&json!({"type": "read", "with": "bob", "id": past}));
+    a.expect_error("invalid_input");
+    b.expect_silence(500);
+    a.send_json(&json!({"type": "private_message", "to": "bob", "content": "hi"}));
+    let ours = a.expect("ack")["id"].clone();
+    a.expect("delivered");
+    b.expect("private_message");
+    b.send_json(&json!({"type": "read", "with": "alice", "id": ours}));
+    assert_eq!(
+        a.expect("read"),
+        json!({"type": "read", "with": "bob", "user": "bob", "id": ours})
+    );
+}
+
 /// After a reconnect `unread` lists rooms and conversations with messages past the read
 /// marker (`{"room","count"}`, `{"with","count"}`); reading them clears them.
 #[test]

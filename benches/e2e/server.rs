@@ -11,6 +11,9 @@ use std::time::Duration;
 
 use super::sys;
 
+/// The benchmark cluster's key (`--cluster-key`): any 32 bytes will do.
+const CLUSTER_KEY: &str = "hubbub bench cluster key, 32 b.!";
+
 /// Pids of live children, killed by the panic hook.
 static CHILDREN: Mutex<Vec<u32>> = Mutex::new(Vec::new());
 
@@ -92,6 +95,9 @@ impl Server {
             // The idle-RSS figure holds up to 500 WebSockets per user; as a
             // variable (not a flag) so an older HUBBUB_BENCH_BIN still starts.
             .env("HUBBUB_MAX_CONNS_PER_USER", "0")
+            // A cluster node needs its key; a variable, so an older build
+            // (which had no key) still starts.
+            .env("HUBBUB_CLUSTER_KEY", CLUSTER_KEY)
             .env_remove("HUBBUB_JWT_SECRET")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

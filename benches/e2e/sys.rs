@@ -235,3 +235,35 @@ impl GroupCpu {
             .collect()
     }
 }
+
+/// (user, system) CPU seconds of thread `tid` of process `pid`, from
+/// `/proc/PID/task/TID/stat` (the loop is the main thread: `tid` = `pid`).
+pub fn task_cpu(pid: u32, tid: u32) -> (f64, f64) {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")) else {
+        return (0.0, 0.0);
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return (0.0, 0.0);
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        f.get(i - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(14) / hz, ticks(15) / hz)
+}
+
+/// Write syscalls thread `tid` of process `pid` has made (`syscw` of
+/// `/proc/PID/task/PID/io`: write(2), writev(2) and their kin, not
+/// send(2)/sendmsg(2); the server's sockets are written with writev).
+/// Free to read, so a run can be counted without a tracer slowing it.
+pub fn task_writes(pid: u32, tid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/io")).unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("syscw:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}

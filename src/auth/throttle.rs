@@ -367,11 +367,12 @@ impl Throttle {
     }
 }
 
-/// The table key of a username: names that cannot exist (not 3-32 of
-/// `[A-Za-z0-9_.-]`) are not tracked, there is nothing to guess; the rest
-/// fold case as the directory does.
+/// The table key of a name as typed: the account it may reach under the
+/// username rule, also through a look-alike spelling (`users::throttle_key`),
+/// so the lockout counts the account, not the spelling; names that reach
+/// no possible account are not tracked, there is nothing to guess.
 fn name_key(name: &str) -> Option<Box<str>> {
-    crate::users::valid_username(name).then(|| name.to_ascii_lowercase().into_boxed_str())
+    crate::users::throttle_key(name)
 }
 
 #[cfg(test)]

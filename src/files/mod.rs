@@ -206,6 +206,75 @@ pub fn write_blob(blobs: &mut dyn Blobs, bytes: &[u8]) -> Result<BlobKey, FileEr
     written.map(|()| key)
 }
 
+/// Bytes a [`copy_blobs`] moves at a time.
+const COPY_CHUNK: usize = 256 * 1024;
+
+/// What [`copy_blobs`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Copied {
+    /// Blobs written to the target.
+    pub copied: u64,
+    /// Keys the source does not hold (the caller says so: a database whose
+    /// rows name them has already lost those bytes).
+    pub missing: u64,
+}
+
+/// Copies the blobs `keys` from one store to another (`hubbub backup`,
+/// `restore` and `migrate`), streamed a chunk at a time. The bytes are
+/// hashed on the way and committed only under the key they hash to, so a
+/// corrupt source blob is an error, never a wrong file under a good name.
+pub fn copy_blobs(
+    from: &mut dyn Blobs,
+    to: &mut dyn Blobs,
+    keys: &[BlobKey],
+) -> Result<Copied, FileError> {
+    let mut done = Copied::default();
+    let mut buf = vec![0u8; COPY_CHUNK];
+    for key in keys {
+        let Some((reader, size)) = from.open(key)? else {
+            done.missing += 1;
+            continue;
+        };
+        let draft = match to.create() {
+            Ok(d) => d,
+            Err(e) => {
+                from.close(reader);
+                return Err(e);
+            }
+        };
+        let copied = (|| {
+            let mut hasher = Hasher::default();
+            let mut at = 0u64;
+            while at < size {
+                let n = from.read(reader, at, &mut buf)?;
+                if n == 0 {
+                    return Err(FileError::Io(format!(
+                        "blob {} ended at {at} of {size} bytes",
+                        key.hex()
+                    )));
+                }
+                hasher.update(&buf[..n]);
+                to.append(draft, &buf[..n])?;
+                at += n as u64;
+            }
+            if hasher.finish() != *key {
+                return Err(FileError::Io(format!(
+                    "blob {} does not hold the bytes it is named after",
+                    key.hex()
+                )));
+            }
+            to.commit(draft, key)
+        })();
+        from.close(reader);
+        if copied.is_err() {
+            to.discard(draft);
+        }
+        copied?;
+        done.copied += 1;
+    }
+    Ok(done)
+}
+
 /// Reads a whole blob (tests); `None` when there is none.
 #[cfg(test)]
 pub fn read_blob(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Option<Vec<u8>>, FileError> {

@@ -53,7 +53,7 @@ use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     Account, AccountSettings, AccountsSnapshot, Audit, Conflict, Desk, HistoryQuery, PushProfile,
     Request as StoreRequest, Role, SearchQuery, Sid, Storage, StoredMessage, Target, Ticket,
-    UserId, UserRow, search_words,
+    UserId, UserRow, Who, search_words,
 };
 use crate::users::{Directory, Taken, reserved_username, valid_username};
 use crate::ws::proto::{Profile, echo, message_objects, profile};
@@ -539,6 +539,7 @@ impl Http {
                     peers: cx.hub.peers(),
                     sessions_ended: self.revoked.len(),
                     ws_tickets_used: self.tickets.used(),
+                    notes_rejected: cx.hub.notes_rejected(),
                 };
                 let text = cx.out.metrics().render(&gauges);
                 Response::new(
@@ -872,7 +873,9 @@ impl Http {
                 row.account.role = role;
                 let (name, email) = (row.username.clone(), row.email.clone());
                 if cx.users.get(id).is_none() {
-                    cx.users.insert(row);
+                    if let Err(e) = cx.users.insert(row) {
+                        log::error!("user {id}, just stored, is not in the directory: {e:?}");
+                    }
                 } else {
                     cx.users.release(&name, &email);
                 }
@@ -923,8 +926,13 @@ impl Http {
             }
         };
         let (client, agent) = (ClientKey::of(addr), login_agent(req));
-        if cx.users.find(&body.username).is_none() && cx.hub.in_cluster() {
-            let name = body.username.clone();
+        // A name that is not a username names nobody (`users.rs`, the
+        // username rule): no read, and the decoy hash below.
+        if cx.users.find(&body.username).is_none()
+            && valid_username(&body.username)
+            && cx.hub.in_cluster()
+        {
+            let who = Who::Name(body.username.clone());
             let ticket = self.park(Wait::FindUser {
                 conn,
                 keep_alive,
@@ -933,7 +941,7 @@ impl Http {
                 agent,
                 body,
             });
-            let req = StoreRequest::FindUser { ticket, name };
+            let req = StoreRequest::FindUser { ticket, who };
             if cx.store.submit(req).is_err() {
                 self.waiting.remove(&ticket);
                 send(cx.out, conn.token, busy(), keep_alive, false);
@@ -1498,6 +1506,7 @@ fn history_query(
     };
     Ok(Some(HistoryQuery {
         target,
+        reader: me,
         before,
         after: None,
         limit,

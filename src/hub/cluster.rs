@@ -49,9 +49,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::rc::Rc;
 
 use super::bus::{Bus, BusEvent};
-use super::wire::{self, Envelope, Note, TargetKey};
+use super::seal::{Rejected, Rejections, Replays, Seal};
+use super::wire::{self, Envelope, Note, Stamp, TargetKey};
 use crate::accounts::PeerNote;
-use crate::config::{BEAT_INTERVAL_MS, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, PEER_TIMEOUT_MS};
+use crate::clock;
+use crate::config::{
+    BEAT_INTERVAL_MS, GAP_WAIT_MS, MAX_BUFFERED_PER_TARGET, MAX_HELD_NOTES, MAX_NOTE_BYTES,
+    PEER_TIMEOUT_MS,
+};
 use crate::outbox::ConnRef;
 use crate::store::{MsgId, Seq, StoredMessage, Target, UserId};
 
@@ -63,6 +68,18 @@ pub struct Cluster {
     name: Box<str>,
     /// Notes to and from the other nodes.
     bus: Box<dyn Bus>,
+    /// The cluster key: every note out is tagged, every note in checked.
+    seal: Seal,
+    /// Notes this incarnation has sent (the next one's counter is one more).
+    sent: u64,
+    /// The newest counter heard from each sender (`seal.rs`, "Replays").
+    fresh: Replays,
+    /// Notes turned away, and their rate-limited log.
+    rejections: Rejections,
+    /// Notes naming users this node is reading from storage, by user, in
+    /// the order they came (`peers.rs`); at most `MAX_HELD_NOTES` in all.
+    held: HashMap<UserId, Vec<Envelope<'static>>>,
+    held_count: usize,
     peers: HashMap<u64, Peer>,
     /// Users online on some peer, with how many peers show them.
     remote_users: HashMap<UserId, u32>,
@@ -135,7 +152,14 @@ pub enum Step {
 impl Cluster {
     /// This node on `bus`: `heads` (from the snapshot) is where each
     /// target's sequence stands.
-    pub fn new(bus: Box<dyn Bus>, name: &str, me: u64, heads: &[(Target, Seq)]) -> Cluster {
+    /// `key` must be at least `CLUSTER_KEY_MIN` bytes (checked at start).
+    pub fn new(
+        bus: Box<dyn Bus>,
+        name: &str,
+        me: u64,
+        key: &[u8],
+        heads: &[(Target, Seq)],
+    ) -> Cluster {
         let tracks = heads
             .iter()
             .map(|(t, seq)| {
@@ -150,6 +174,12 @@ impl Cluster {
             me,
             name: name.into(),
             bus,
+            seal: Seal::new(key).expect("the cluster key was checked at start"),
+            sent: 0,
+            fresh: Replays::default(),
+            rejections: Rejections::default(),
+            held: HashMap::new(),
+            held_count: 0,
             peers: HashMap::new(),
             remote_users: HashMap::new(),
             tracks,
@@ -183,17 +213,24 @@ impl Cluster {
 
     // ---- the bus -----------------------------------------------------------
 
-    /// Sends a note to every other node.
+    /// Sends a note to every other node, stamped and sealed.
     pub fn note(&mut self, note: &Note<'_>) {
-        let bytes = wire::encode(self.me, note);
-        self.bus.send(bytes);
+        self.sent += 1;
+        let stamp = Stamp {
+            node: self.me,
+            counter: self.sent,
+            sent_ms: clock::now_ms(),
+        };
+        let sealed = self.seal.close(wire::encode(stamp, note));
+        self.bus.send(sealed);
     }
 
     /// Asks every peer for its `State`.
     pub fn hello(&mut self) {
-        let name = Cow::Borrowed(&*self.name);
-        let bytes = wire::encode(self.me, &Note::Hello { name });
-        self.bus.send(bytes);
+        let name = self.name.clone();
+        self.note(&Note::Hello {
+            name: Cow::Borrowed(&name),
+        });
     }
 
     /// Tells every peer this node is alive, when it is time to.
@@ -202,29 +239,97 @@ impl Cluster {
             return;
         }
         self.next_beat_ms = now + BEAT_INTERVAL_MS;
-        let name = Cow::Borrowed(&*self.name);
-        let bytes = wire::encode(self.me, &Note::Beat { name });
-        self.bus.send(bytes);
+        let name = self.name.clone();
+        self.note(&Note::Beat {
+            name: Cow::Borrowed(&name),
+        });
+        self.fresh.forget_silent(now);
+        if let Some(line) = self.rejections.summary(now) {
+            log::warn!("{line}");
+        }
     }
 
-    /// The next event from the bus, with notes decoded; this node's own
-    /// notes (a bus may echo them) and notes that do not decode are
-    /// dropped, the latter with a warning.
+    /// The next event from the bus, with notes checked and decoded: only a
+    /// note that is within `MAX_NOTE_BYTES`, verifies with the cluster key,
+    /// decodes, and is neither stale nor a replay comes out (`seal.rs`).
+    /// This node's own notes (a bus may echo them) are skipped; the rest
+    /// are counted and logged, rate-limited.
     pub fn receive(&mut self) -> Option<Heard> {
         loop {
-            return Some(match self.bus.receive()? {
-                BusEvent::Up => Heard::Up,
-                BusEvent::Down => Heard::Down,
-                BusEvent::Note(bytes) => match wire::decode(&bytes) {
-                    Ok(env) if env.node == self.me => continue,
-                    Ok(env) => Heard::Note(Box::new(env)),
-                    Err(e) => {
-                        log::warn!("cluster: dropped a note from the bus: {e}");
-                        continue;
+            let bytes = match self.bus.receive()? {
+                BusEvent::Up => return Some(Heard::Up),
+                BusEvent::Down => return Some(Heard::Down),
+                BusEvent::Note(bytes) => bytes,
+            };
+            match self.check(&bytes, clock::now_ms()) {
+                Ok(env) if env.stamp.node == self.me => {}
+                Ok(env) => return Some(Heard::Note(Box::new(env))),
+                Err((why, detail)) => {
+                    if let Some(line) = self.rejections.count(why, &detail, clock::now_ms()) {
+                        log::warn!("{line}");
                     }
-                },
-            });
+                }
+            }
         }
+    }
+
+    /// A note from the bus, if it is one to apply (see [`Cluster::receive`]).
+    fn check(&mut self, bytes: &[u8], now: i64) -> Result<Envelope<'static>, (Rejected, String)> {
+        if bytes.len() > MAX_NOTE_BYTES {
+            return Err((Rejected::TooLong, format!("{} bytes", bytes.len())));
+        }
+        let note = self
+            .seal
+            .open(bytes)
+            .ok_or((Rejected::Forged, String::new()))?;
+        let env = wire::decode(note).map_err(|e| (Rejected::Malformed, e))?;
+        if env.stamp.node != self.me {
+            self.fresh
+                .admit(&env.stamp, now)
+                .map_err(|why| (why, String::new()))?;
+        }
+        Ok(env)
+    }
+
+    /// Notes turned away since start (`/metrics`).
+    pub fn rejected_notes(&self) -> u64 {
+        self.rejections.total()
+    }
+
+    /// This node starts reading `user`'s row (`peers.rs`); false when a
+    /// read of it is already under way.
+    pub fn await_user(&mut self, user: UserId) -> bool {
+        match self.held.entry(user) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(Vec::new());
+                true
+            }
+        }
+    }
+
+    /// Keeps `env` until `user`'s row, being read, is here; false when
+    /// [`MAX_HELD_NOTES`] are held already (the note is dropped).
+    pub fn hold(&mut self, user: UserId, env: Envelope<'static>) -> bool {
+        if self.held_count >= MAX_HELD_NOTES {
+            return false;
+        }
+        self.held_count += 1;
+        self.held.entry(user).or_default().push(env);
+        true
+    }
+
+    /// Users whose rows are being read.
+    pub fn awaited_users(&self) -> Vec<UserId> {
+        self.held.keys().copied().collect()
+    }
+
+    /// The read of `user`'s row is over: the notes that waited for it, in
+    /// the order they came.
+    pub fn release(&mut self, user: UserId) -> Vec<Envelope<'static>> {
+        let notes = self.held.remove(&user).unwrap_or_default();
+        self.held_count -= notes.len();
+        notes
     }
 
     /// Whether the bus is connected (`/healthz`).
@@ -609,7 +714,7 @@ mod tests {
     /// later one held until its predecessors come, an old one never.
     #[test]
     fn sequence_holds_what_comes_early() {
-        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[]);
+        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[7; 32], &[]);
         let key = TargetKey::Room("general".into());
         assert_eq!(c.sequence(&key, 2, early(20), true, 0), Step::Hold);
         assert_eq!(c.gaps_due(GAP_WAIT_MS), vec![(key.clone(), 0)]);
@@ -629,7 +734,7 @@ mod tests {
     /// last of them says so.
     #[test]
     fn a_user_is_shown_while_any_peer_shows_them() {
-        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[]);
+        let mut c = Cluster::new(Box::new(LocalOnly), "n1", 1, &[7; 32], &[]);
         for node in [2, 3] {
             assert!(!c.heard(node, 0, None), "new peer");
         }

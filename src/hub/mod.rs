@@ -71,9 +71,10 @@ mod push;
 mod rate;
 mod reads;
 pub(crate) mod rooms;
+mod seal;
 mod sessions;
 mod waits;
-mod wire;
+pub(crate) mod wire;
 
 use std::time::Duration;
 
@@ -89,7 +90,7 @@ use crate::outbox::{ConnRef, Outbox};
 use crate::push::Notice;
 use crate::store::{
     Attachment, Change, MsgId, PrivateRoomRow, Refusal, Seq, Sid, Snapshot, StoredMessage, Target,
-    Ticket, UnreadCount, UserId,
+    Ticket, UnreadCount, UserId, UserRow,
 };
 use cluster::Cluster;
 use command::{Command, FrameError, RoomName};
@@ -105,7 +106,7 @@ use commands::message::on_message;
 use commands::post::on_message_stored;
 use commands::private_message::on_private_message;
 use commands::react::on_react;
-use commands::read::on_read;
+use commands::read::{self, on_read};
 use commands::typing::on_typing;
 use parts::Parts;
 use sessions::Caller;
@@ -125,16 +126,18 @@ impl Hub {
         }
     }
 
-    /// Makes this hub one node of a cluster on `bus`: `heads` (from the
+    /// Makes this hub one node of a cluster on `bus`, its notes sealed
+    /// with `key` (at least `CLUSTER_KEY_MIN` bytes): `heads` (from the
     /// snapshot) is where each target's sequence stands.
     pub fn join_cluster(
         &mut self,
         bus: Box<dyn Bus>,
         name: &str,
         me: u64,
+        key: &[u8],
         heads: &[(Target, Seq)],
     ) {
-        self.parts.cluster = Some(Cluster::new(bus, name, me, heads));
+        self.parts.cluster = Some(Cluster::new(bus, name, me, key, heads));
     }
 
     /// How long a departed user stays shown (`--presence-grace`).
@@ -218,7 +221,13 @@ impl Hub {
             }
         };
         if let Some(bytes) = command.read_cost()
-            && !parts.reads.reserve(cx.out, me.conn, bytes)
+            && !parts.reads.reserve(
+                cx.out,
+                me.conn,
+                me.user,
+                parts.queued_for(cx.out, me.user),
+                bytes,
+            )
         {
             return parts.reads.defer(me.conn, text);
         }
@@ -257,13 +266,25 @@ impl Hub {
     }
 
     /// Whether the reactor may hand this connection's next frame to the hub:
-    /// false while a deferred frame waits for its read to fit (`reads.rs`).
+    /// false while a deferred frame waits for its read to fit (`reads.rs`),
+    /// or an earlier frame's effect waits for storage (`waits.rs`).
     pub fn takes_input(&self, token: Token) -> bool {
         let parts = &self.parts;
         parts
             .sessions
             .get(token)
-            .is_none_or(|s| parts.reads.takes_input(s.conn()))
+            .is_none_or(|s| parts.takes_input(s.conn()))
+    }
+
+    /// A wait that held `conn`'s input was answered and applied: its next
+    /// frames go on, unless something else still holds it.
+    fn release_input(&mut self, cx: &mut Ctx<'_, impl Outbox>, conn: Option<ConnRef>) {
+        if let Some(conn) = conn
+            && self.parts.sessions.is_current(conn)
+            && self.parts.takes_input(conn)
+        {
+            cx.out.resume_input(conn.token);
+        }
     }
 
     /// Starts the deferred frames whose reads fit now, oldest first, and
@@ -283,7 +304,7 @@ impl Hub {
             // Deferred again if it still does not fit: at the end.
             self.handle_text(cx, conn.token, &text, true);
             self.parts.reads.tidy(conn);
-            if self.parts.reads.takes_input(conn) {
+            if self.parts.takes_input(conn) {
                 cx.out.resume_input(conn.token);
             }
         }
@@ -321,17 +342,36 @@ impl Hub {
     /// success comes as `Changed`).
     pub fn on_write_answered(&mut self, cx: &mut Ctx<'_, impl Outbox>, ticket: Ticket, ok: bool) {
         let parts = &mut self.parts;
-        match parts.waits.take(ticket) {
-            Some(Wait::Change { conn, .. }) => on_change_failed(parts, cx, conn),
-            Some(Wait::CreateRoom { conn, row }) => on_room_stored(parts, cx, conn, row, ok),
+        let held = match parts.waits.take(ticket) {
+            Some(Wait::Change { conn, .. }) => {
+                on_change_failed(parts, cx, conn);
+                None
+            }
+            Some(Wait::CreateRoom { conn, row }) => {
+                on_room_stored(parts, cx, conn, row, ok);
+                Some(conn)
+            }
             Some(Wait::Membership {
                 conn,
                 room,
                 user,
                 add,
-            }) => on_membership_stored(parts, cx, conn, &room, user, add, ok),
-            _ => {}
-        }
+            }) => {
+                on_membership_stored(parts, cx, conn, &room, user, add, ok);
+                Some(conn)
+            }
+            Some(Wait::Receipt {
+                conn,
+                user,
+                peer,
+                id,
+            }) => {
+                read::on_receipt_stored(parts, cx, conn, (user, peer, id), ok);
+                None
+            }
+            _ => None,
+        };
+        self.release_input(cx, held);
     }
 
     /// A storage read the hub asked for came back (`None`: it failed).
@@ -389,6 +429,7 @@ impl Hub {
         }) = self.parts.waits.take(ticket)
         {
             peers::on_room_info(&mut self.parts, cx, &room, joiner, has_messages, info);
+            self.release_input(cx, joiner.map(|(conn, _)| conn));
         }
     }
 
@@ -424,8 +465,20 @@ impl Hub {
     }
 
     /// A user signed up here: every other node learns of them.
-    pub fn announce_user(&mut self, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
-        peers::announce_user(&mut self.parts, cx, id);
+    pub fn announce_user(&mut self, id: UserId) {
+        peers::announce_user(&mut self.parts, id);
+    }
+
+    /// Storage answered for a user a note named (`None`: it failed).
+    pub fn on_user_found(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        ticket: Ticket,
+        row: Option<Option<UserRow>>,
+    ) {
+        if let Some(Wait::UserLookup { id }) = self.parts.waits.take(ticket) {
+            peers::on_user_found(&mut self.parts, cx, id, row);
+        }
     }
 
     /// An account changed (the directory and the HTTP desk hold it
@@ -506,6 +559,14 @@ impl Hub {
     /// Other nodes heard from recently (`/metrics`).
     pub fn peers(&self) -> usize {
         self.parts.cluster.as_ref().map_or(0, |c| c.peer_count())
+    }
+
+    /// Notes from the bus turned away since start (`/metrics`).
+    pub fn notes_rejected(&self) -> u64 {
+        self.parts
+            .cluster
+            .as_ref()
+            .map_or(0, |c| c.rejected_notes())
     }
 }
 

@@ -85,6 +85,23 @@ impl Parts {
         }
     }
 
+    /// Whether `conn`'s next frame may be handled: not while a frame of it
+    /// waits for room to read (the reads part) or for its effect to be
+    /// stored (the waits part; contract, "Order").
+    pub fn takes_input(&self, conn: ConnRef) -> bool {
+        self.reads.takes_input(conn) && !self.waits.holds_input(conn)
+    }
+
+    /// Unsent output of all of `user`'s connections here (their reply
+    /// budget, `reads.rs`): at most `MAX_CONNS_PER_USER` lookups.
+    pub fn queued_for(&self, out: &impl Outbox, user: UserId) -> usize {
+        self.sessions
+            .conns(user)
+            .iter()
+            .map(|t| out.queued(*t))
+            .sum()
+    }
+
     /// Whether `user` is online on another node.
     pub fn shown_elsewhere(&self, user: UserId) -> bool {
         self.cluster.as_ref().is_some_and(|c| c.shows(user))

@@ -25,7 +25,7 @@ use crate::accounts::PeerNote;
 use crate::clock;
 use crate::config::PEER_TIMEOUT_MS;
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{MsgId, PrivateRoomRow, Request, Snapshot, UserId, UserRow};
+use crate::store::{MsgId, PrivateRoomRow, Request, Snapshot, UserId, UserRow, Who};
 use crate::ws::proto::Out;
 
 /// Handles what the bus brought (the loop was woken).
@@ -84,7 +84,15 @@ fn send_state(parts: &mut Parts) {
 }
 
 fn on_note(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, env: Envelope<'static>) {
-    let node = env.node;
+    if let Some(user) = env
+        .note
+        .users_named()
+        .into_iter()
+        .find(|u| cx.users.get(*u).is_none())
+    {
+        return hold_for_user(parts, cx, user, env);
+    }
+    let node = env.stamp.node;
     let name = match &env.note {
         Note::Beat { name } | Note::Hello { name } => Some(&**name),
         _ => None,
@@ -145,9 +153,12 @@ fn on_note(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, env: Envelope<'stat
             let frame: Rc<[u8]> = frame.into_owned().into();
             fanout::deliver(parts, topic, except, None, &frame, cx.out);
         }
-        Note::User(row) => {
-            if cx.users.get(row.id).is_none() && cx.users.find(&row.username).is_none() {
-                cx.users.insert(row);
+        Note::User { id } => {
+            if cx.users.get(id).is_none()
+                && let Some(c) = &mut parts.cluster
+                && c.await_user(id)
+            {
+                read_user(parts, cx, id);
             }
         }
         Note::RoomMade(row) => apply_private_room(parts, cx, &row),
@@ -159,6 +170,75 @@ fn on_note(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, env: Envelope<'stat
         Note::AccountsChanged => c.for_desk(PeerNote::Poll),
         Note::TicketUsed { id, expires_ms } => {
             c.for_desk(PeerNote::TicketUsed { id, expires_ms });
+        }
+    }
+}
+
+/// A note about a user this node has not read yet (signed up on another
+/// node a moment ago, announced by id): it waits for the row from storage,
+/// and is applied then ([`on_user_found`]); a user storage does not have
+/// makes it dropped.
+fn hold_for_user(
+    parts: &mut Parts,
+    cx: &mut Ctx<'_, impl Outbox>,
+    user: UserId,
+    env: Envelope<'static>,
+) {
+    let Some(c) = &mut parts.cluster else { return };
+    let first = c.await_user(user);
+    if !c.hold(user, env) {
+        log::warn!("cluster: too many notes wait for users' rows; dropped one about user {user}");
+    }
+    if first {
+        read_user(parts, cx, user);
+    }
+}
+
+/// Reads user `id`'s row from storage (a note named them).
+fn read_user(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
+    let ticket = parts.waits.park(Wait::UserLookup { id });
+    let req = Request::FindUser {
+        ticket,
+        who: Who::Id(id),
+    };
+    if cx.store.submit(req).is_err() {
+        parts.waits.cancel(ticket);
+        on_user_found(parts, cx, id, None);
+    }
+}
+
+/// Storage answered for user `id`, whom a note named (`None`: the read
+/// failed or could not be sent). The notes that waited are applied when the
+/// row is here, dropped otherwise: presence comes back with the sender's
+/// next `State` (each `Hello`), membership with the resync after an outage.
+pub fn on_user_found(
+    parts: &mut Parts,
+    cx: &mut Ctx<'_, impl Outbox>,
+    id: UserId,
+    row: Option<Option<UserRow>>,
+) {
+    match row {
+        Some(Some(row)) if row.id == id => {
+            if let Err(e) = cx.users.insert(row)
+                && cx.users.get(id).is_none()
+            {
+                log::warn!("cluster: user {id}'s row was refused: {e:?}");
+            }
+        }
+        Some(Some(row)) => log::warn!("cluster: asked for user {id}, storage gave {}", row.id),
+        Some(None) => log::warn!("cluster: a note named user {id}, whom storage does not hold"),
+        None => log::warn!("cluster: could not read user {id}, whom a note named"),
+    }
+    apply_held(parts, cx, id);
+}
+
+/// The notes that waited for user `id`'s row: applied if it is here now.
+fn apply_held(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
+    let Some(c) = &mut parts.cluster else { return };
+    let held = c.release(id);
+    if cx.users.get(id).is_some() {
+        for env in held {
+            on_note(parts, cx, env);
         }
     }
 }
@@ -407,8 +487,16 @@ pub fn on_resync(
         return;
     };
     for row in snap.users {
-        if cx.users.get(row.id).is_none() && cx.users.find(&row.username).is_none() {
-            cx.users.insert(row);
+        // Known already, or refused (the directory says why it may).
+        let _ = cx.users.insert(row);
+    }
+    let awaited = parts
+        .cluster
+        .as_ref()
+        .map_or(Vec::new(), |c| c.awaited_users());
+    for user in awaited {
+        if cx.users.get(user).is_some() {
+            apply_held(parts, cx, user);
         }
     }
     for (name, _) in &snap.public_rooms {
@@ -461,18 +549,8 @@ pub fn tick(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>) {
     }
 }
 
-/// A user signed up here: every node learns the row (logins anywhere).
-pub fn announce_user(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, id: UserId) {
-    let (Some(c), Some(u)) = (&mut parts.cluster, cx.users.get(id)) else {
-        return;
-    };
-    c.note(&Note::User(UserRow {
-        id,
-        username: u.name.to_string(),
-        email: u.email.to_string(),
-        password: u.password.clone(),
-        created_ms: clock::now_ms(),
-        last_seen_ms: u.last_seen_ms,
-        account: Default::default(),
-    }));
+/// A user signed up here: every node learns of them, by id, and reads
+/// the row from storage (logins anywhere; no hash or email on the bus).
+pub fn announce_user(parts: &mut Parts, id: UserId) {
+    parts.note(&Note::User { id });
 }

@@ -7,16 +7,21 @@
 //! the server hold forty replies (the attack in issue 11 grew the server to
 //! 2.4 GiB with twenty such clients). So every read is *reserved* before it
 //! is submitted, at the most its reply can take (`MESSAGE_REPLY_MAX` per
-//! message it may return, at most `MAX_REPLY_BYTES`), against two budgets:
+//! message it may return, at most `MAX_REPLY_BYTES`), against three budgets:
 //!
 //! - the connection's: at most [`MAX_READS_PER_CONN`] in flight, and its
 //!   unsent output plus its reservations plus the new one must stay within
 //!   [`OUTPUT_CEILING`] less the live-frame room ([`OUTPUT_HARD_LIMIT`]), so
 //!   a reply that arrives always fits: a client that does not read its
 //!   answers cannot ask for more;
-//! - the server's: [`READ_BYTES_IN_FLIGHT`] reserved at once, whoever asks.
-//!   (When nothing at all is reserved, one read may start whatever its size,
-//!   so the budget can never wedge.)
+//! - the user's: the unsent output of all their connections plus their
+//!   reservations stay within [`USER_REPLY_BYTES`], so many sockets of one
+//!   account that ask and never read add up to one budget, not one each;
+//! - the server's: [`READ_BYTES_IN_FLIGHT`] reserved at once, and every
+//!   connection's unsent output (as the loop last counted it) plus all
+//!   reservations within [`SERVER_REPLY_BYTES`], whoever asks. (When
+//!   nothing at all is reserved, one read may start whatever its size, so
+//!   the budget can never wedge.)
 //!
 //! A frame whose read does not fit is *deferred*: kept whole (in `Reading`,
 //! which only connections with reads or a waiting frame have),
@@ -32,8 +37,12 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::config::{MAX_READS_PER_CONN, OUTPUT_CEILING, OUTPUT_HARD_LIMIT, READ_BYTES_IN_FLIGHT};
+use crate::config::{
+    MAX_READS_PER_CONN, OUTPUT_CEILING, OUTPUT_HARD_LIMIT, READ_BYTES_IN_FLIGHT,
+    SERVER_REPLY_BYTES, USER_REPLY_BYTES,
+};
 use crate::outbox::{ConnRef, Outbox};
+use crate::store::UserId;
 
 /// Room for replies in a connection's output: the ceiling less what live
 /// frames may take.
@@ -43,6 +52,8 @@ const REPLY_ROOM: usize = OUTPUT_CEILING - OUTPUT_HARD_LIMIT;
 /// the frame waiting for room, if any. Dropped when all three are empty.
 #[derive(Default)]
 struct Reading {
+    /// Whose connection it is (for the user's budget).
+    user: UserId,
     count: u8,
     reserved: usize,
     /// A frame that needs a read which could not start yet, kept whole to
@@ -61,6 +72,8 @@ impl Reading {
 pub struct Reads {
     /// Reply bytes reserved for storage reads in flight, server-wide.
     bytes: usize,
+    /// The same per user, for users with reads in flight only.
+    by_user: HashMap<UserId, usize>,
     /// The read state of connections with reads in flight or a frame
     /// waiting, and only of those: most sessions never read, so the state
     /// is not a field of every session.
@@ -73,22 +86,36 @@ pub struct Reads {
 }
 
 impl Reads {
-    /// Reserves `bytes` for a read by `conn`, if both budgets allow it now.
+    /// Reserves `bytes` for a read by `conn` of `user`, whose connections
+    /// hold `user_queued` unsent bytes, if every budget allows it now.
     /// The reservation waits for the read to claim it ([`Reads::claim`]).
-    pub fn reserve(&mut self, out: &impl Outbox, conn: ConnRef, bytes: usize) -> bool {
+    pub fn reserve(
+        &mut self,
+        out: &impl Outbox,
+        conn: ConnRef,
+        user: UserId,
+        user_queued: usize,
+        bytes: usize,
+    ) -> bool {
         let (count, reserved) = self
             .by_conn
             .get(&conn)
             .map_or((0, 0), |r| (r.count, r.reserved));
         let conn_ok =
             count < MAX_READS_PER_CONN && out.queued(conn.token) + reserved + bytes <= REPLY_ROOM;
-        let server_ok = self.bytes == 0 || self.bytes + bytes <= READ_BYTES_IN_FLIGHT;
-        if !(conn_ok && server_ok) {
+        let user_reserved = self.by_user.get(&user).copied().unwrap_or(0);
+        let user_ok = user_queued + user_reserved + bytes <= USER_REPLY_BYTES;
+        let server_ok = self.bytes == 0
+            || (self.bytes + bytes <= READ_BYTES_IN_FLIGHT
+                && out.queued_everywhere() + self.bytes + bytes <= SERVER_REPLY_BYTES);
+        if !(conn_ok && user_ok && server_ok) {
             return false;
         }
         let r = self.by_conn.entry(conn).or_default();
+        r.user = user;
         r.count += 1;
         r.reserved += bytes;
+        *self.by_user.entry(user).or_default() += bytes;
         self.bytes += bytes;
         self.unclaimed = bytes;
         true
@@ -114,6 +141,12 @@ impl Reads {
     pub fn release(&mut self, conn: ConnRef, bytes: usize) {
         self.bytes -= bytes;
         if let Some(r) = self.by_conn.get_mut(&conn) {
+            if let Some(u) = self.by_user.get_mut(&r.user) {
+                *u -= bytes;
+                if *u == 0 {
+                    self.by_user.remove(&r.user);
+                }
+            }
             r.count -= 1;
             r.reserved -= bytes;
             if r.is_idle() {

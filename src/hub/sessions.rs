@@ -44,11 +44,19 @@ pub struct Session {
     /// Rooms this connection is joined to (live or still replaying).
     rooms: Vec<RoomId>,
     bucket: TokenBucket,
-    /// Live frames held while a `since` replay is read from storage, with
-    /// the message id of those that are chat messages.
-    held: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
+    /// Live frames held while a `since` replay is read from storage; `None`
+    /// (one word, where an idle session used to keep an empty list) unless
+    /// a replay is under way.
+    held: Option<Box<Held>>,
+}
+
+/// Frames held for a connection's replays.
+#[derive(Default)]
+struct Held {
+    /// In arrival order, with their room and, for chat messages, their id.
+    frames: Vec<(RoomId, Option<MsgId>, Rc<[u8]>)>,
     /// More frames arrived during a replay than could be held.
-    held_overflow: bool,
+    overflow: bool,
 }
 
 impl Session {
@@ -98,18 +106,21 @@ impl Session {
             return false;
         };
         self.rooms.remove(i);
-        self.held.retain(|(r, _, _)| *r != room);
+        if let Some(h) = &mut self.held {
+            h.frames.retain(|(r, _, _)| *r != room);
+        }
         true
     }
 
     /// Holds a live frame of `room` until its replay is sent; false (and
     /// the replay will say `recovered: false`) when too many are held.
     pub fn hold(&mut self, room: RoomId, id: Option<MsgId>, frame: &Rc<[u8]>) -> bool {
-        if self.held.len() < MAX_HELD_FRAMES {
-            self.held.push((room, id, frame.clone()));
+        let held = self.held.get_or_insert_with(Box::default);
+        if held.frames.len() < MAX_HELD_FRAMES {
+            held.frames.push((room, id, frame.clone()));
             true
         } else {
-            self.held_overflow = true;
+            held.overflow = true;
             false
         }
     }
@@ -118,17 +129,24 @@ impl Session {
     /// replay already carried (ids up to `replayed_up_to`); and whether any
     /// were dropped for want of room.
     pub fn take_held(&mut self, room: RoomId, replayed_up_to: MsgId) -> (Vec<Rc<[u8]>>, bool) {
-        let mut held = Vec::new();
-        self.held.retain(|(r, id, f)| {
+        let mut out = Vec::new();
+        let Some(held) = &mut self.held else {
+            return (out, false);
+        };
+        held.frames.retain(|(r, id, f)| {
             if *r != room {
                 return true;
             }
             if id.is_none_or(|m| m > replayed_up_to) {
-                held.push(f.clone());
+                out.push(f.clone());
             }
             false
         });
-        (held, std::mem::take(&mut self.held_overflow))
+        let overflow = std::mem::take(&mut held.overflow);
+        if held.frames.is_empty() {
+            self.held = None;
+        }
+        (out, overflow)
     }
 }
 
@@ -224,8 +242,7 @@ impl Sessions {
             url_room: url_room.map(Into::into),
             rooms: Vec::new(),
             bucket: TokenBucket::new(self.rate_limit, clock::now_ms()),
-            held: Vec::new(),
-            held_overflow: false,
+            held: None,
         });
         self.open += 1;
         let shown = self.online.contains_key(&user);
@@ -376,5 +393,15 @@ mod tests {
         let (held, overflow) = session.take_held(4, 0);
         assert_eq!((held.len(), overflow), (MAX_HELD_FRAMES, true));
         assert!(!session.take_held(4, 0).1, "reported once");
+        assert!(session.held.is_none(), "nothing kept once taken");
+    }
+
+    /// Every chat connection holds a session slot besides its `Conn`: it
+    /// stays within the idle-memory budget (`cargo bench --bench e2e --
+    /// idle_rss`: 256 B a connection in all).
+    #[test]
+    fn session_slot_is_small() {
+        let size = std::mem::size_of::<Option<Session>>();
+        assert!(size <= 88, "a session slot is {size} bytes");
     }
 }

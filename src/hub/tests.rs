@@ -58,7 +58,8 @@ impl Bus for TestBus {
     }
     fn start(&mut self, _: std::sync::Arc<dyn Fn() + Send + Sync>) {}
     fn send(&mut self, note: Vec<u8>) -> bool {
-        let env = wire::decode(&note).expect("the hub sends notes it can read");
+        let note = seal().open(&note).expect("the hub seals its notes");
+        let env = wire::decode(note).expect("the hub sends notes it can read");
         let entry = match env.note {
             wire::Note::Frame {
                 dest, except_user, ..
@@ -86,6 +87,26 @@ impl Bus for TestBus {
 
 /// This test node's incarnation on the bus.
 const NODE: u64 = 7;
+
+/// The test cluster's key.
+pub(super) const KEY: &[u8] = b"the test cluster's key: 32 bytes";
+
+fn seal() -> seal::Seal {
+    seal::Seal::new(KEY).expect("a long enough key")
+}
+
+/// `note` as node `node` sends it now: stamped with a counter no note
+/// before it in this process had, and sealed with the test key.
+pub(super) fn sealed(node: u64, note: &wire::Note<'_>) -> Vec<u8> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(1);
+    let stamp = wire::Stamp {
+        node,
+        counter: COUNTER.fetch_add(1, Ordering::Relaxed),
+        sent_ms: crate::clock::now_ms(),
+    };
+    seal().close(wire::encode(stamp, note))
+}
 
 pub(super) const ALICE: UserId = 1;
 pub(super) const BOB: UserId = 2;
@@ -123,7 +144,7 @@ impl Bench {
         let wire = Rc::new(RefCell::new(Wire::default()));
         let snapshot = Snapshot::default();
         let mut hub = Hub::new(&snapshot, 0);
-        hub.join_cluster(Box::new(TestBus(wire.clone())), "test", NODE, &[]);
+        hub.join_cluster(Box::new(TestBus(wire.clone())), "test", NODE, KEY, &[]);
         // Presence at once; `presence_grace_hides_a_reconnect` sets one.
         hub.set_presence_grace(std::time::Duration::ZERO);
         Bench {
@@ -482,7 +503,7 @@ fn bus_frames_are_delivered_locally() {
     };
     let typing = json!({"type": "typing", "room": "general", "user": "alice"});
     let note = |dest, except_user, frame: Vec<u8>| {
-        BusEvent::Note(wire::encode(
+        BusEvent::Note(sealed(
             NODE + 1,
             &wire::Note::Frame {
                 dest,
@@ -503,7 +524,7 @@ fn bus_frames_are_delivered_locally() {
             frame(json!({"type": "x"})),
         ),
         // Its own notes come back to a node from the bus: ignored.
-        BusEvent::Note(wire::encode(
+        BusEvent::Note(sealed(
             NODE,
             &wire::Note::Frame {
                 dest: wire::Dest::Room("general".into()),
@@ -592,6 +613,9 @@ fn reads_in_flight_are_bounded_per_connection() {
     );
     b.settle();
     b.out.clear();
+    // The join looked the room up first (a cluster node), holding input
+    // until it was answered.
+    b.out.resumed.clear();
     for _ in 0..3 {
         b.send(
             a,
@@ -643,6 +667,66 @@ fn unread_replies_hold_further_reads() {
     hub.retry_deferred(&mut cx);
     assert_eq!(history_requests(&b), 2);
     assert!(b.hub.takes_input(a));
+}
+
+/// One user's sockets share one reply budget: with another socket of
+/// theirs holding unread output near `USER_REPLY_BYTES`, a page asked on a
+/// fresh socket waits (its input held) while another user's goes on; it
+/// starts once that output drains.
+#[test]
+fn a_users_sockets_share_one_reply_budget() {
+    use crate::config::USER_REPLY_BYTES;
+    let mut b = Bench::new();
+    let idle = b.open(1, ALICE);
+    let fresh = b.open(2, ALICE);
+    let bob = b.open(3, BOB);
+    b.send(idle, json!({"type": "join", "room": "general"}));
+    b.send(
+        idle,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    b.out.queued.insert(idle, USER_REPLY_BYTES - 64 * 1024);
+    let page = json!({"type": "history", "room": "general", "limit": 200});
+    b.send(fresh, page.clone());
+    b.send(bob, page);
+    assert_eq!(history_requests(&b), 1, "only bob's");
+    assert!(!b.hub.takes_input(fresh) && b.hub.takes_input(bob));
+    b.out.queued.insert(idle, 0);
+    let (hub, mut cx) = b.cx();
+    hub.retry_deferred(&mut cx);
+    assert_eq!(history_requests(&b), 2);
+    assert!(b.hub.takes_input(fresh));
+}
+
+/// Server-wide: with every connection's unsent output near
+/// `SERVER_REPLY_BYTES`, one read still starts (none is in flight, so the
+/// budget cannot wedge), and the next waits until it came back.
+#[test]
+fn reads_wait_while_the_server_holds_its_reply_budget() {
+    use crate::config::SERVER_REPLY_BYTES;
+    let mut b = Bench::new();
+    let a = b.open(1, ALICE);
+    let bob = b.open(2, BOB);
+    let carol = b.open(3, CAROL);
+    b.send(a, json!({"type": "join", "room": "general"}));
+    b.send(
+        a,
+        json!({"type": "message", "room": "general", "content": "m"}),
+    );
+    b.settle();
+    // Others' output: the budget is the server's, whoever holds it.
+    for (i, t) in (100..116).map(Token).enumerate() {
+        b.out.queued.insert(t, SERVER_REPLY_BYTES / 16 - i);
+    }
+    let page = json!({"type": "history", "room": "general", "limit": 200});
+    b.send(bob, page.clone());
+    b.send(carol, page);
+    assert_eq!(history_requests(&b), 1, "bob's, alone");
+    assert!(!b.hub.takes_input(carol));
+    b.settle();
+    assert_eq!(history_requests(&b), 1, "carol's, once bob's came back");
+    assert!(b.hub.takes_input(carol));
 }
 
 /// With a presence grace, a user whose last connection drops and comes
@@ -716,7 +800,7 @@ const PEER: u64 = NODE + 1;
 impl Bench {
     /// A note from the peer node, handled as the loop would.
     pub(super) fn hear_peer(&mut self, note: wire::Note<'_>) {
-        let bytes = wire::encode(PEER, &note);
+        let bytes = sealed(PEER, &note);
         self.wire
             .borrow_mut()
             .inbound
@@ -894,7 +978,7 @@ fn presence_follows_the_whole_cluster() {
     // The peer restarts (a new incarnation with the same name): carol's old
     // connection there is gone.
     b.out.clear();
-    let restarted = wire::encode(PEER + 1, &wire::Note::Hello { name: "n2".into() });
+    let restarted = sealed(PEER + 1, &wire::Note::Hello { name: "n2".into() });
     b.wire
         .borrow_mut()
         .inbound
@@ -924,7 +1008,7 @@ fn presence_is_told_to_the_other_nodes() {
     let mut other = Bench::new();
     let carol = other.open(3, CAROL);
     other.out.clear();
-    let state = wire::encode(
+    let state = sealed(
         PEER,
         &peers::own_state(&b.hub.parts.sessions, &b.hub.parts.rooms),
     );

@@ -5,6 +5,19 @@
 //! ticket in its reply, and the hub takes the wait back to go on
 //! (`Hub::on_history` and its siblings route each wait to its handler).
 //! Messages are the exception: they wait in the acks part, by key.
+//!
+//! Some waits also *hold their connection's input* (contract, "Order"):
+//! a frame whose effect exists only once storage answers (`create_room`,
+//! `add_member`/`remove_member`, a `join` of a room this node is still
+//! looking up) would otherwise let the next frame from the same connection
+//! (a `join` of the room just created, a `message` to it) be judged against
+//! the state before it. While such a wait is parked the reactor hands the
+//! connection no further frame (`Hub::takes_input`); the rest waits in the
+//! socket buffer, and input resumes when the answer has been applied. The
+//! rule is the narrowest that keeps order: chat messages, edits, reactions
+//! and reads never hold (storage's one queue keeps their order, and a
+//! sender's messages must not wait for each other's commits), and nothing
+//! holds another connection.
 
 use std::collections::HashMap;
 
@@ -47,12 +60,22 @@ pub enum Wait {
     },
     /// The `unread` frame after connect.
     Unread { conn: ConnRef },
+    /// A `read` in a conversation: its receipts go out once storage found
+    /// the message in that conversation.
+    Receipt {
+        conn: ConnRef,
+        user: UserId,
+        peer: UserId,
+        id: MsgId,
+    },
     /// An `edit`, `delete` or `react` is being applied.
     Change { conn: ConnRef, asked: Asked },
     /// A cluster node reads back messages it missed (`order.rs`).
     Catchup { key: TargetKey },
     /// A cluster node reads everything back after a bus outage.
     Resync,
+    /// A note named a user this node has not read yet (`peers.rs`).
+    UserLookup { id: UserId },
     /// A room this node has not heard of: is it private? Asked for a `join`
     /// (`joiner`: the connection and its `since`), or for a note naming it
     /// (`has_messages` when the note was a message).
@@ -66,10 +89,26 @@ pub enum Wait {
     Push { notice: Notice },
 }
 
+impl Wait {
+    /// The connection whose input this wait holds until it is answered.
+    fn holds(&self) -> Option<ConnRef> {
+        match self {
+            Wait::CreateRoom { conn, .. } | Wait::Membership { conn, .. } => Some(*conn),
+            Wait::RoomLookup {
+                joiner: Some((conn, _)),
+                ..
+            } => Some(*conn),
+            _ => None,
+        }
+    }
+}
+
 /// Waits by ticket.
 #[derive(Default)]
 pub struct Waits {
     waiting: HashMap<Ticket, Wait>,
+    /// Connections whose input is held, with how many waits hold each.
+    holding: HashMap<ConnRef, u32>,
     next: u64,
 }
 
@@ -81,17 +120,79 @@ impl Waits {
             desk: Desk::Hub,
             seq: self.next,
         };
+        if let Some(conn) = wait.holds() {
+            *self.holding.entry(conn).or_insert(0) += 1;
+        }
         self.waiting.insert(ticket, wait);
         ticket
     }
 
-    /// The wait a reply answers (`None`: not the hub's, or answered).
+    /// The wait a reply answers (`None`: not the hub's, or answered). A
+    /// connection it held is held no longer once the caller has applied it
+    /// (see [`Waits::holds_input`]).
     pub fn take(&mut self, ticket: Ticket) -> Option<Wait> {
-        self.waiting.remove(&ticket)
+        let wait = self.waiting.remove(&ticket)?;
+        if let Some(conn) = wait.holds()
+            && let Some(n) = self.holding.get_mut(&conn)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.holding.remove(&conn);
+            }
+        }
+        Some(wait)
     }
 
     /// The request could not be sent after all: nothing waits for it.
     pub fn cancel(&mut self, ticket: Ticket) {
-        self.waiting.remove(&ticket);
+        self.take(ticket);
+    }
+
+    /// Whether a frame of `conn` waits for storage before the next may be
+    /// handled (see the module doc).
+    pub fn holds_input(&self, conn: ConnRef) -> bool {
+        self.holding.contains_key(&conn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mio::Token;
+
+    use super::*;
+
+    fn conn(n: usize) -> ConnRef {
+        ConnRef {
+            token: Token(n),
+            serial: 1,
+        }
+    }
+
+    /// A wait whose effect is not applied yet holds its connection until
+    /// the last such wait is answered or cancelled; reads and other
+    /// connections are never held.
+    #[test]
+    fn holds_a_connection_until_its_effect_is_answered() {
+        let mut w = Waits::default();
+        let row = PrivateRoomRow {
+            name: "ops".into(),
+            owner: 1,
+            members: vec![1],
+        };
+        let made = w.park(Wait::CreateRoom { conn: conn(1), row });
+        let added = w.park(Wait::Membership {
+            conn: conn(1),
+            room: "ops".into(),
+            user: 2,
+            add: true,
+        });
+        let read = w.park(Wait::Unread { conn: conn(2) });
+        assert!(w.holds_input(conn(1)) && !w.holds_input(conn(2)));
+        assert!(w.take(made).is_some());
+        assert!(w.holds_input(conn(1)), "the membership change still waits");
+        w.cancel(added);
+        assert!(!w.holds_input(conn(1)));
+        assert!(w.take(read).is_some() && w.take(read).is_none());
+        assert!(w.holding.is_empty());
     }
 }

@@ -11,7 +11,7 @@ use super::fixtures::{TICKET, msg, user};
 use super::{
     AccountAnswer, AccountRead, Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow,
     PushProfile, PushSubscription, Reaction, Refusal, Reply, Request, SearchQuery, StoredMessage,
-    Target, UnreadCount, UserId,
+    Target, UnreadCount, UserId, UserRow, Who,
 };
 use crate::config::MAX_PUSH_SUBSCRIPTIONS;
 
@@ -117,9 +117,15 @@ fn react(db: &mut dyn Backend, id: MsgId, user: UserId, emoji: &str) -> Result<b
     })
 }
 
+/// The history ALICE reads (she may read every room `setup` makes).
 fn history(db: &mut dyn Backend, target: Target) -> Vec<StoredMessage> {
+    read_as(db, ALICE, target)
+}
+
+fn read_as(db: &mut dyn Backend, reader: UserId, target: Target) -> Vec<StoredMessage> {
     let query = HistoryQuery {
         target,
+        reader,
         before: None,
         after: None,
         limit: 100,
@@ -209,7 +215,126 @@ pub fn check_all(db: &mut dyn Backend) {
     replies(db, deleted);
     mentions(db);
     searches(db);
+    reads(db);
+    usernames(db);
     pushes(db);
+}
+
+/// A read of history is checked against the reader in the query itself,
+/// whatever the asking node knows: a private room's messages go to its
+/// members (and owner) only, a conversation's to its two users only, and
+/// a room with messages but no row (its write was lost) to nobody; a
+/// conversation's read marker moves to its own messages only. A
+/// member removed from a private room neither reads nor edits nor deletes
+/// there any more, his own messages included.
+fn reads(db: &mut dyn Backend) {
+    let members = put(db, said(900, "ops", BOB, "members only"), vec![]);
+    let mut dm = said(901, "ops", ALICE, "just us");
+    dm.room = None;
+    dm.to = Some(BOB);
+    let ours = put(db, dm, vec![]);
+    let lost = put(db, said(902, "lost-row", ALICE, "no room row"), vec![]);
+    let ops = || Target::Room("ops".into());
+    let ids = |v: Vec<StoredMessage>| v.iter().map(|m| m.id).collect::<Vec<_>>();
+    assert!(ids(read_as(db, ALICE, ops())).contains(&members));
+    assert!(ids(read_as(db, BOB, ops())).contains(&members));
+    assert_eq!(ids(read_as(db, CAROL, ops())), Vec::<MsgId>::new());
+    let direct = |a, b| Target::Direct(a, b);
+    assert!(ids(read_as(db, BOB, direct(ALICE, BOB))).contains(&ours));
+    assert!(ids(read_as(db, ALICE, direct(BOB, ALICE))).contains(&ours));
+    assert_eq!(
+        ids(read_as(db, CAROL, direct(ALICE, BOB))),
+        Vec::<MsgId>::new()
+    );
+    let lost_room = Target::Room("lost-row".into());
+    assert!(!ids(read_as(db, ALICE, lost_room)).contains(&lost));
+    // A conversation's read marker moves to a message of it only (its
+    // receipt then names nothing from elsewhere).
+    let mark = |db: &mut dyn Backend, user, peer, id| {
+        let req = Request::MarkConversationRead {
+            ticket: TICKET,
+            user,
+            peer,
+            id,
+        };
+        match one(db, req) {
+            Some(Reply::Done { .. }) => true,
+            Some(Reply::Failed { .. }) => false,
+            other => panic!("expected Done or Failed, got {other:?}"),
+        }
+    };
+    assert!(mark(db, BOB, ALICE, ours));
+    assert!(mark(db, ALICE, BOB, ours), "either side of it");
+    assert!(!mark(db, BOB, ALICE, members), "a room's message");
+    assert!(!mark(db, CAROL, ALICE, ours), "another conversation's");
+    assert!(!mark(db, BOB, ALICE, ours + 1000), "no message");
+    // A member removed reads nothing more of the room.
+    one(
+        db,
+        Request::RemoveMember {
+            ticket: TICKET,
+            room: "ops".into(),
+            user: BOB,
+        },
+    );
+    assert_eq!(ids(read_as(db, BOB, ops())), Vec::<MsgId>::new());
+    assert!(ids(read_as(db, CAROL, Target::Room("general".into()))).len() > 1);
+    // Nor does he change his own message there any more; the owner still
+    // deletes it.
+    assert_eq!(edit(db, members, BOB, "edited"), Err(Refusal::Forbidden));
+    assert_eq!(delete(db, members, BOB), Err(Refusal::Forbidden));
+    assert_eq!(delete(db, members, ALICE), Ok(ChangeKind::Deleted));
+}
+
+/// One username rule in both stores (`users.rs`): names clash with ASCII
+/// case folded, and only so (the Kelvin sign is not `K`), and `FindUser`
+/// finds a name under the same rule, or a user by id.
+fn usernames(db: &mut dyn Backend) {
+    let stored = |db: &mut dyn Backend, id, name: &str| {
+        let row = UserRow {
+            email: format!("{id}@example.org"),
+            ..user(id, name)
+        };
+        // A clash is a `UserFailed` reply or an error, as the backend
+        // reports it (SQLite's loop checks names first; PostgreSQL's nodes
+        // race); either way nothing is stored.
+        db.begin().expect("begin");
+        let reply = db.execute(&Request::put_user(row));
+        db.commit().expect("commit");
+        match reply {
+            Ok(Some(Reply::UserStored { id, .. })) => Some(id),
+            Ok(Some(Reply::UserFailed { .. })) | Err(_) => None,
+            other => panic!("expected a user reply, got {other:?}"),
+        }
+    };
+    let kate = stored(db, 70, "kate_x").expect("a new name is stored");
+    assert_eq!(stored(db, 71, "KATE_X"), None, "the same name in capitals");
+    let kelvin = "\u{212A}ate_x";
+    assert!(
+        stored(db, 72, kelvin).is_some(),
+        "another name to the store"
+    );
+    let found = |db: &mut dyn Backend, who| match one(
+        db,
+        Request::FindUser {
+            ticket: TICKET,
+            who,
+        },
+    ) {
+        Some(Reply::UserFound { row, .. }) => row.map(|r| (r.id, r.username)),
+        other => panic!("expected UserFound, got {other:?}"),
+    };
+    assert_eq!(
+        found(db, Who::Name("Kate_X".into())),
+        Some((kate, "kate_x".into()))
+    );
+    assert_eq!(found(db, Who::Id(kate)), Some((kate, "kate_x".into())));
+    assert_eq!(
+        found(db, Who::Name(kelvin.into())).map(|u| u.1),
+        Some(kelvin.to_string()),
+        "only itself"
+    );
+    assert_eq!(found(db, Who::Id(9_999)), None);
 }
 
 /// Only the author edits; a missing message is refused; history shows the

@@ -30,9 +30,12 @@ use postgres::{Config, Transaction};
 use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
+use super::postgres::blobs::PgFileStore;
 use super::postgres::{
     APPEND_LOCK, MIGRATION_LOCK, Postgres, describe, message_target, parse_config, search_text,
 };
+use crate::files::dir::DirStore;
+use crate::files::{FileError, FileStore, copy_blobs};
 
 /// The subcommand, as the binary's first argument.
 pub const COMMAND: &str = "migrate";
@@ -99,6 +102,9 @@ pub struct Stats {
     pub room_reads: u64,
     pub dm_reads: u64,
     pub mentions: u64,
+    /// File rows, and the blobs (bytes) copied into `blobs`.
+    pub files: u64,
+    pub blobs: u64,
 }
 
 impl std::fmt::Display for Stats {
@@ -106,7 +112,8 @@ impl std::fmt::Display for Stats {
         write!(
             f,
             "{} users, {} settings, {} rooms, {} memberships, {} messages in {} rooms and \
-             conversations, {} room read markers, {} conversation read markers, {} mentions",
+             conversations, {} room read markers, {} conversation read markers, {} mentions, \
+             {} files ({} blobs)",
             self.users,
             self.settings,
             self.rooms,
@@ -115,7 +122,9 @@ impl std::fmt::Display for Stats {
             self.targets,
             self.room_reads,
             self.dm_reads,
-            self.mentions
+            self.mentions,
+            self.files,
+            self.blobs
         )
     }
 }
@@ -144,7 +153,7 @@ pub(crate) fn migrate_config(from: &Path, config: Config) -> Result<Stats, Store
     // One snapshot of the source for the whole copy.
     src.execute_batch("BEGIN")
         .map_err(|e| StoreError::request(format!("cannot read {}: {e}", from.display())))?;
-    let mut pg = Postgres::open_config(config)?;
+    let mut pg = Postgres::open_config(config.clone())?;
     let client = pg.client()?;
     let mut tx = client.transaction().map_err(pg_err("begin"))?;
     // Another `migrate` waits; a node that is running waits before its
@@ -167,9 +176,154 @@ pub(crate) fn migrate_config(from: &Path, config: Config) -> Result<Stats, Store
              migrate only into an empty one"
         )));
     }
-    let stats = copy_all(&src, version, &mut tx)?;
+    let mut stats = copy_all(&src, version, &mut tx)?;
+    stats.files = copy_file_rows(&src, &mut tx)?;
+    // The bytes go in before the rows commit, so no committed row names a
+    // blob that is not there; blobs of a copy that then fails are named by
+    // no row, and the sweep removes them.
+    stats.blobs = copy_file_bytes(&src, from, config)?;
     tx.commit().map_err(pg_err("commit"))?;
     Ok(stats)
+}
+
+/// The files' rows (issue 23's schema; a source from before has none):
+/// `files` with their ids, which messages carry them, each message's
+/// `attachments` and each user's avatar. Returns the file rows.
+fn copy_file_rows(src: &Connection, tx: &mut Transaction<'_>) -> Result<u64, StoreError> {
+    use Type as T;
+    let has_files: bool = src
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(lite_err("files"))?;
+    if !has_files {
+        return Ok(0);
+    }
+    let files = copy(
+        src,
+        tx,
+        "SELECT id, owner_id, name, mime, size, blob, width, height, thumb_small, thumb_large,
+                created_ms, avatar, attached, released_ms FROM files ORDER BY id",
+        "files",
+        "id, owner_id, name, mime, size, blob, width, height, thumb_small, thumb_large, \
+         created_ms, avatar, attached, released_ms",
+        &[
+            T::INT8,
+            T::INT8,
+            T::TEXT,
+            T::TEXT,
+            T::INT8,
+            T::TEXT,
+            T::INT4,
+            T::INT4,
+            T::TEXT,
+            T::TEXT,
+            T::INT8,
+            T::BOOL,
+            T::BOOL,
+            T::INT8,
+        ],
+        |r| {
+            let e = lite_err("files");
+            let id: i64 = r.get(0).map_err(&e)?;
+            let (name, mime): (String, String) = (r.get(2).map_err(&e)?, r.get(3).map_err(&e)?);
+            check_text("file", &id, Some(&name))?;
+            check_text("file", &id, Some(&mime))?;
+            Ok(vec![
+                boxed(id),
+                boxed(r.get::<_, i64>(1).map_err(&e)?),
+                boxed(name),
+                boxed(mime),
+                boxed(r.get::<_, i64>(4).map_err(&e)?),
+                boxed(r.get::<_, String>(5).map_err(&e)?),
+                boxed(r.get::<_, Option<i32>>(6).map_err(&e)?),
+                boxed(r.get::<_, Option<i32>>(7).map_err(&e)?),
+                boxed(r.get::<_, Option<String>>(8).map_err(&e)?),
+                boxed(r.get::<_, Option<String>>(9).map_err(&e)?),
+                boxed(r.get::<_, i64>(10).map_err(&e)?),
+                boxed(r.get::<_, bool>(11).map_err(&e)?),
+                boxed(r.get::<_, bool>(12).map_err(&e)?),
+                boxed(r.get::<_, Option<i64>>(13).map_err(&e)?),
+            ])
+        },
+    )?;
+    if files > 0 {
+        tx.execute(
+            "SELECT setval(pg_get_serial_sequence('files', 'id'), (SELECT MAX(id) FROM files))",
+            &[],
+        )
+        .map_err(pg_err("files"))?;
+    }
+    copy(
+        src,
+        tx,
+        "SELECT message_id, file_id FROM message_files",
+        "message_files",
+        "message_id, file_id",
+        &[T::INT8, T::INT8],
+        |r| {
+            let e = lite_err("message_files");
+            Ok(vec![
+                boxed(r.get::<_, i64>(0).map_err(&e)?),
+                boxed(r.get::<_, i64>(1).map_err(&e)?),
+            ])
+        },
+    )?;
+    let mut st = src
+        .prepare("SELECT id, attachments FROM messages WHERE attachments IS NOT NULL")
+        .map_err(lite_err("attachments"))?;
+    let mut rows = st.query([]).map_err(lite_err("attachments"))?;
+    let update = tx
+        .prepare("UPDATE messages SET attachments = $2 WHERE id = $1")
+        .map_err(pg_err("attachments"))?;
+    while let Some(r) = rows.next().map_err(lite_err("attachments"))? {
+        let e = lite_err("attachments");
+        let (id, list): (i64, String) = (r.get(0).map_err(&e)?, r.get(1).map_err(&e)?);
+        check_text("message", &id, Some(&list))?;
+        tx.execute(&update, &[&id, &list])
+            .map_err(pg_err("attachments"))?;
+    }
+    let mut st = src
+        .prepare("SELECT id, avatar_file FROM users WHERE avatar_file IS NOT NULL")
+        .map_err(lite_err("avatars"))?;
+    let mut rows = st.query([]).map_err(lite_err("avatars"))?;
+    let update = tx
+        .prepare("UPDATE users SET avatar_file = $2 WHERE id = $1")
+        .map_err(pg_err("avatars"))?;
+    while let Some(r) = rows.next().map_err(lite_err("avatars"))? {
+        let e = lite_err("avatars");
+        let (id, file): (i64, i64) = (r.get(0).map_err(&e)?, r.get(1).map_err(&e)?);
+        tx.execute(&update, &[&id, &file])
+            .map_err(pg_err("avatars"))?;
+    }
+    Ok(files)
+}
+
+/// The bytes of every blob the source names, from the directory beside
+/// it into PostgreSQL's blob rows (re-hashed on the way). A blob the
+/// directory lacks is an error: the copy would serve 404s for files its
+/// rows say exist.
+fn copy_file_bytes(src: &Connection, from: &Path, config: Config) -> Result<u64, StoreError> {
+    let keys = super::sqlite::blob_keys_in(src).map_err(lite_err("files"))?;
+    if keys.is_empty() {
+        return Ok(0);
+    }
+    let fail = |e: FileError| StoreError::request(format!("copying the files' bytes: {e}"));
+    let dir = crate::files::dir::beside(from);
+    let mut source = DirStore::open(&dir).map_err(fail)?.handle().map_err(fail)?;
+    let mut target = PgFileStore::new(config).handle().map_err(fail)?;
+    let done = copy_blobs(&mut *source, &mut *target, &keys).map_err(fail)?;
+    if done.missing > 0 {
+        return Err(StoreError::request(format!(
+            "{} of the {} blobs the database names are not in {}",
+            done.missing,
+            keys.len(),
+            dir.display()
+        )));
+    }
+    Ok(done.copied)
 }
 
 /// A PostgreSQL failure while doing `what`.
@@ -549,6 +703,7 @@ fn copy_all(src: &Connection, version: i64, tx: &mut Transaction<'_>) -> Result<
         room_reads,
         dm_reads,
         mentions,
+        ..Stats::default()
     })
 }
 
@@ -826,6 +981,7 @@ mod tests {
             ticket: TICKET,
             query: HistoryQuery {
                 target,
+                reader: 1,
                 before,
                 after: None,
                 limit,
@@ -857,6 +1013,8 @@ mod tests {
                 room_reads: 2,
                 dm_reads: 1,
                 mentions: 2,
+                files: 0,
+                blobs: 0,
             }
         );
         let mut pg = t.open();

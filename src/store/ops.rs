@@ -1,8 +1,17 @@
 //! The operator's commands on a store as a whole: the lock a running
 //! server holds on its SQLite file (so `migrate` and `restore` refuse a
 //! database in use, and a second server on the same file stops at start),
-//! and `hubbub restore`, which puts a backup in place and raises the id
-//! floor so that no id a client has seen is ever given to another message.
+//! `hubbub backup` and `hubbub restore`, which puts a backup in place and
+//! raises the id floor so that no id a client has seen is ever given to
+//! another message.
+//!
+//! Files: a backup `B` of a SQLite database holds its blobs in `B-files/`
+//! (the same layout as the directory beside the database, `files::dir`):
+//! exactly the blobs the copied rows name, read from the copy after the
+//! snapshot, so the two agree (blobs are immutable and named by their
+//! bytes; the sweep removes only blobs no row named for its whole delay).
+//! A restore puts those blobs beside the database before the database
+//! itself, so a restored row never names a blob that is not there yet.
 //!
 //! Why a floor: after restoring an older backup the newest ids the clients
 //! saw are gone from the database, and new messages would take them again:
@@ -23,7 +32,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Backend;
 use super::postgres::parse_config;
-use super::sqlite::Sqlite;
+use super::sqlite::{self, BackupStats, Sqlite};
+pub use crate::files::Copied;
+use crate::files::dir::{self, DirStore};
+use crate::files::{FileStore, copy_blobs};
 use crate::tls::services::connect_postgres;
 
 /// The setting that holds a SQLite database's id floor (PostgreSQL moves
@@ -78,10 +90,64 @@ fn flock(file: &File, how: libc::c_int) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) == 0 }
 }
 
+/// `hubbub backup PATH`: the database copied (one snapshot) and, beside
+/// the copy, every blob it names. On failure nothing is left at `to` or
+/// beside it.
+pub fn backup(db: &Path, to: &Path) -> Result<(BackupStats, Copied), String> {
+    let files_to = dir::beside(to);
+    if files_to.exists() {
+        return Err(format!(
+            "{} already exists; not overwriting it",
+            files_to.display()
+        ));
+    }
+    let stats = sqlite::backup(db, to).map_err(|e| e.message)?;
+    let copied = sqlite::blob_keys(to).and_then(|keys| {
+        if keys.is_empty() {
+            return Ok(Copied::default());
+        }
+        copy_files(&dir::beside(db), &files_to, &keys)
+    });
+    match copied {
+        Ok(copied) => Ok((stats, copied)),
+        Err(e) => {
+            // Both are ours (created above), so removing them loses nothing.
+            let _ = std::fs::remove_file(to);
+            let _ = std::fs::remove_dir_all(&files_to);
+            Err(e)
+        }
+    }
+}
+
+/// Copies `keys` from the blob directory `from` into the one at `to`
+/// (created owner-only when missing). A missing `from` holds no blob.
+fn copy_files(from: &Path, to: &Path, keys: &[crate::files::BlobKey]) -> Result<Copied, String> {
+    let target = DirStore::open(to).map_err(|e| e.to_string())?;
+    if !from.is_dir() {
+        return Ok(Copied {
+            copied: 0,
+            missing: keys.len() as u64,
+        });
+    }
+    let source = DirStore::open(from).map_err(|e| e.to_string())?;
+    let (mut src, mut dst) = (
+        source.handle().map_err(|e| e.to_string())?,
+        target.handle().map_err(|e| e.to_string())?,
+    );
+    copy_blobs(&mut *src, &mut *dst, keys).map_err(|e| {
+        format!(
+            "copying the files from {} to {}: {e}",
+            from.display(),
+            to.display()
+        )
+    })
+}
+
 /// `hubbub restore BACKUP --db PATH`: replaces the (stopped) server's
 /// database with the backup, leaving no `-wal` or `-shm` of the old file
-/// behind, and raises the id floor. Returns the floor.
-pub fn restore_sqlite(backup: &Path, db: &Path) -> Result<i64, String> {
+/// behind, and raises the id floor; the backup's blobs go beside the
+/// database first. Returns the floor and the blobs copied.
+pub fn restore_sqlite(backup: &Path, db: &Path) -> Result<(i64, Copied), String> {
     check_not_in_use(db)?;
     // The backup must be a hubbub database before anything is replaced.
     let version: i64 =
@@ -91,6 +157,12 @@ pub fn restore_sqlite(backup: &Path, db: &Path) -> Result<i64, String> {
     if version == 0 {
         return Err(format!("{} is not a hubbub database", backup.display()));
     }
+    let keys = sqlite::blob_keys(backup)?;
+    let files = if keys.is_empty() {
+        Copied::default()
+    } else {
+        copy_files(&dir::beside(backup), &dir::beside(db), &keys)?
+    };
     let tmp = db.with_extension("restoring");
     let _ = std::fs::remove_file(&tmp);
     let copied = OpenOptions::new()
@@ -127,7 +199,7 @@ pub fn restore_sqlite(backup: &Path, db: &Path) -> Result<i64, String> {
     restored
         .put_setting(ID_FLOOR_SETTING, floor.to_string().as_bytes())
         .map_err(|e| e.message)?;
-    Ok(floor)
+    Ok((floor, files))
 }
 
 /// `hubbub restore --postgres URL`, after `pg_restore`: moves the message

@@ -232,6 +232,22 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
             };
             None
         }
+        Request::MarkConversationRead {
+            ticket,
+            user,
+            peer,
+            id,
+        } => {
+            let (user, peer, id) = (i64::from(*user), i64::from(*peer), big(*id));
+            let moved = c
+                .client
+                .execute(&c.st.mark_conversation, &[&user, &peer, &id])?;
+            let ticket = *ticket;
+            Some(match moved {
+                0 => Reply::Failed { ticket },
+                _ => Reply::Done { ticket },
+            })
+        }
         Request::History { .. }
         | Request::Unread { .. }
         | Request::Catchup { .. }

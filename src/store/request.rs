@@ -49,7 +49,16 @@ pub struct Ticket {
 }
 
 /// What the loop asks of storage.
+/// Which user a `FindUser` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Who {
+    /// A name that follows the username rule (any case).
+    Name(String),
+    Id(UserId),
+}
+
 #[derive(Debug)]
+
 pub enum Request {
     /// Reply: `UserStored` / `UserFailed`. The row's `id` is the loop's key
     /// for the reply; the database numbers users itself (a command line
@@ -104,6 +113,17 @@ pub enum Request {
         target: Target,
         id: MsgId,
     },
+    /// Moves `user`'s read marker in their conversation with `peer`
+    /// forward to `id`, only if `id` is a message of that conversation:
+    /// the receipt the peer then gets names one of their own messages,
+    /// never an id from elsewhere. Reply: `Done` when it is, `Failed`
+    /// when it is not (or could not be stored).
+    MarkConversationRead {
+        ticket: Ticket,
+        user: UserId,
+        peer: UserId,
+        id: MsgId,
+    },
     /// Reply: `History` / `HistoryFailed`.
     History { ticket: Ticket, query: HistoryQuery },
     /// Reply: `Unread` (with no counts when the read failed).
@@ -125,10 +145,12 @@ pub enum Request {
     /// before it opens a room it has not heard of, since another node may
     /// have just created it. Reply: `RoomInfo` / `RoomInfoFailed`.
     RoomInfo { ticket: Ticket, name: String },
-    /// The stored user called `name` (any case): a cluster node asks when a
-    /// login names someone its directory has not heard of, since another
-    /// node may have just signed them up. Reply: `UserFound` / `FindUserFailed`.
-    FindUser { ticket: Ticket, name: String },
+    /// The stored user called `name` (ASCII case folded, the one username
+    /// rule, `users::name_key`) or with this id: a cluster node asks when a
+    /// login names someone its directory has not heard of, or a note
+    /// announces a user by id, since another node may have just signed them
+    /// up. Reply: `UserFound` / `FindUserFailed`.
+    FindUser { ticket: Ticket, who: Who },
     /// The author replaces a message's content. Reply: `Changed` (refused
     /// unless `user` wrote it) / `Failed`.
     EditMessage {
@@ -509,6 +531,7 @@ impl Request {
                 .failing_alone()
                 .several_statements(true),
             Request::MarkRead { .. } => F::write("mark_read"),
+            Request::MarkConversationRead { .. } => F::write("mark_conversation_read"),
             Request::History { .. } => F::read("history"),
             Request::Unread { .. } => F::read("unread"),
             Request::Catchup { .. } => F::read("catchup"),
@@ -564,6 +587,7 @@ impl Request {
             | Request::DeleteMessage { ticket, .. }
             | Request::React { ticket, .. }
             | Request::Account { ticket, .. }
+            | Request::MarkConversationRead { ticket, .. }
             | Request::PutFile { ticket, .. }
             | Request::SetAvatar { ticket, .. }
             | Request::PutPushSubscription { ticket, .. }
@@ -605,11 +629,11 @@ impl Request {
 /// Whether the user of an edit, delete or reaction may make it: the one
 /// rule both backends apply, once they have found the live message
 /// (`author`, whether it is a room's (`in_room`), and `private_owner` when
-/// it is in a private room). An edit is its author's; a delete its
-/// author's, the private room's owner's or a moderator's (room messages
-/// only: a conversation stays its two people's); a reaction anyone's who
-/// may read the message (`may_read`, asked only for a reaction, since it
-/// may cost a query).
+/// it is in a private room). An edit is its author's while they may read it
+/// (a member removed from a private room no longer edits there); a delete
+/// the same, or the private room's owner's, or a moderator's (room messages
+/// only: a conversation stays its two people's); a reaction anyone's who may read the message (`may_read`,
+/// asked only when the rest allows, since it may cost a query).
 pub fn may_change<E>(
     req: &Request,
     author: UserId,
@@ -617,11 +641,17 @@ pub fn may_change<E>(
     private_owner: Option<UserId>,
     may_read: impl FnOnce() -> Result<bool, E>,
 ) -> Result<bool, E> {
+    // Author or not, only someone who may read the message now (a member
+    // of its private room, not one removed since) changes it.
     Ok(match req {
-        Request::EditMessage { user, .. } => *user == author,
+        Request::EditMessage { user, .. } => *user == author && may_read()?,
         Request::DeleteMessage {
             user, moderator, ..
-        } => *user == author || private_owner == Some(*user) || (*moderator && in_room),
+        } => {
+            private_owner == Some(*user)
+                || (*moderator && in_room)
+                || (*user == author && may_read()?)
+        }
         Request::React { .. } => may_read()?,
         _ => false,
     })
@@ -673,6 +703,7 @@ mod tests {
         let name = || "x".to_string();
         let page = HistoryQuery {
             target: Target::Room(name()),
+            reader: 1,
             before: None,
             after: None,
             limit: 1,
@@ -710,7 +741,7 @@ mod tests {
             },
             Request::FindUser {
                 ticket: TICKET,
-                name: name(),
+                who: Who::Name(name()),
             },
             Request::PushProfile {
                 ticket: TICKET,

@@ -236,9 +236,14 @@ pub fn decode_reactions(text: Option<&str>) -> Vec<Reaction> {
 
 /// A window of history: the newest `limit` messages of `target` with
 /// `after < id < before`, skipping the newest `offset`; returned oldest first.
+/// Only what `reader` may read comes back (nothing of a private room they
+/// are not a member of, of a conversation not theirs, of a room with no
+/// row), checked in the same query whatever the asking node knows
+/// (`conformance.rs`, "reads").
 #[derive(Debug, Clone)]
 pub struct HistoryQuery {
     pub target: Target,
+    pub reader: UserId,
     pub before: Option<MsgId>,
     pub after: Option<MsgId>,
     pub limit: usize,

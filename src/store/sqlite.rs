@@ -40,7 +40,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{
     Attachment, Backend, BlobKey, Change, ChangeKind, FileId, FileRow, HistoryQuery, ImageInfo,
     MsgId, PostRefusal, PrivateRoomRow, Reader, Refusal, Reply, Request, SearchQuery, Snapshot,
-    StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow, attachable,
+    StoreError, StoredMessage, Target, UnreadCount, UserId, UserRow, Who, attachable,
     decode_attachments, decode_reactions, encode_attachments, encode_reactions, may_change,
     moderation_audit, toggle_reaction,
 };
@@ -399,31 +399,37 @@ fn history(conn: &Connection, q: &HistoryQuery) -> rusqlite::Result<Vec<StoredMe
     let before = q.before.map_or(i64::MAX, |b| b as i64);
     let after = q.after.map_or(0, |a| a as i64);
     let (limit, offset) = (q.limit as i64, q.offset as i64);
+    // The reader is `?2`, as `MAY_READ` has it.
     let mut rows = match &q.target {
         Target::Room(room) => {
-            let mut st = conn.prepare_cached(concat!(
-                "SELECT ",
-                message_columns!(""),
-                " FROM messages
-                 WHERE room = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
-            ))?;
-            st.query_map(params![room, before, after, limit, offset], row_to_message)?
+            let sql = format!(
+                "SELECT {} FROM messages m
+                 WHERE m.room = ?1 AND m.id < ?3 AND m.id > ?4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT ?5 OFFSET ?6",
+                message_columns!("m.")
+            );
+            conn.prepare_cached(&sql)?
+                .query_map(
+                    params![room, q.reader, before, after, limit, offset],
+                    row_to_message,
+                )?
                 .collect::<rusqlite::Result<Vec<_>>>()?
         }
         Target::Direct(a, b) => {
-            let mut st = conn.prepare_cached(concat!(
-                "SELECT ",
-                message_columns!(""),
-                " FROM messages
-                 WHERE dm = ?1 AND id < ?2 AND id > ?3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT ?4 OFFSET ?5"
-            ))?;
-            st.query_map(
-                params![dm_key(*a, *b), before, after, limit, offset],
-                row_to_message,
-            )?
-            .collect::<rusqlite::Result<Vec<_>>>()?
+            let sql = format!(
+                "SELECT {} FROM messages m
+                 WHERE m.dm = ?1 AND m.id < ?3 AND m.id > ?4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT ?5 OFFSET ?6",
+                message_columns!("m.")
+            );
+            conn.prepare_cached(&sql)?
+                .query_map(
+                    params![dm_key(*a, *b), q.reader, before, after, limit, offset],
+                    row_to_message,
+                )?
+                .collect::<rusqlite::Result<Vec<_>>>()?
         }
     };
     rows.reverse();
@@ -1072,6 +1078,26 @@ impl Sqlite {
                 };
                 None
             }
+            Request::MarkConversationRead {
+                ticket,
+                user,
+                peer,
+                id,
+            } => {
+                let moved = c
+                    .prepare_cached(
+                        "INSERT INTO dm_reads (user_id, peer_id, last_id)
+                         SELECT ?1, ?2, ?3 WHERE EXISTS
+                             (SELECT 1 FROM messages WHERE id = ?3 AND dm = ?4)
+                         ON CONFLICT (user_id, peer_id) DO UPDATE SET last_id = MAX(last_id, excluded.last_id)",
+                    )?
+                    .execute(params![user, peer, *id as i64, dm_key(*user, *peer)])?;
+                let ticket = *ticket;
+                Some(match moved {
+                    0 => Reply::Failed { ticket },
+                    _ => Reply::Done { ticket },
+                })
+            }
             Request::History { ticket, query } => Some(Reply::History {
                 ticket: *ticket,
                 messages: history(&self.conn, query)?,
@@ -1084,9 +1110,9 @@ impl Sqlite {
                 ticket: *ticket,
                 private: private_room(&self.conn, name)?,
             }),
-            Request::FindUser { ticket, name } => Some(Reply::UserFound {
+            Request::FindUser { ticket, who } => Some(Reply::UserFound {
                 ticket: *ticket,
-                row: find_user(&self.conn, name)?,
+                row: find_user(&self.conn, who)?,
             }),
             Request::Search { ticket, query } => Some(Reply::History {
                 ticket: *ticket,
@@ -1168,12 +1194,19 @@ impl Sqlite {
     }
 }
 
-/// The user called `name`, in any case.
-fn find_user(c: &Connection, name: &str) -> rusqlite::Result<Option<UserRow>> {
-    c.prepare_cached(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE username = ?1 COLLATE NOCASE"
-    ))?
-    .query_row(params![name], user_row)
+/// The user called `name` (NOCASE folds ASCII only: the username rule), or
+/// with this id.
+fn find_user(c: &Connection, who: &Who) -> rusqlite::Result<Option<UserRow>> {
+    match who {
+        Who::Name(name) => c
+            .prepare_cached(&format!(
+                "SELECT {USER_COLUMNS} FROM users WHERE username = ?1 COLLATE NOCASE"
+            ))?
+            .query_row(params![name], user_row),
+        Who::Id(id) => c
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+            .query_row(params![id], user_row),
+    }
     .optional()
 }
 
@@ -1324,6 +1357,33 @@ pub fn backup(db: &Path, to: &Path) -> Result<BackupStats, StoreError> {
         let _ = std::fs::remove_file(to);
         StoreError::request(e)
     })
+}
+
+/// Every blob the database at `db` names (files, previews, avatars), in
+/// key order: what `hubbub backup`, `restore` and `migrate` copy with it.
+/// A database from before files names none.
+pub fn blob_keys(db: &Path) -> Result<Vec<BlobKey>, String> {
+    let c = Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .map_err(|e| format!("cannot open {}: {e}", db.display()))?;
+    blob_keys_in(&c).map_err(|e| format!("cannot read the files of {}: {e}", db.display()))
+}
+
+/// [`blob_keys`] on an open connection (inside the caller's snapshot).
+pub(crate) fn blob_keys_in(c: &Connection) -> rusqlite::Result<Vec<BlobKey>> {
+    let has_files: bool = c.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'files')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_files {
+        return Ok(Vec::new());
+    }
+    let mut st = c.prepare(
+        "SELECT blob FROM files UNION SELECT thumb_small FROM files WHERE thumb_small IS NOT NULL
+         UNION SELECT thumb_large FROM files WHERE thumb_large IS NOT NULL ORDER BY 1",
+    )?;
+    let keys = st.query_map([], |r| key_at(r, 0))?;
+    keys.collect()
 }
 
 /// Counts what a finished copy holds, which also proves SQLite can open it.
@@ -1612,9 +1672,9 @@ impl Reader for SqliteReader {
                 ticket: *ticket,
                 private: private_room(&self.conn, name).map_err(err)?,
             }),
-            Request::FindUser { ticket, name } => Ok(Reply::UserFound {
+            Request::FindUser { ticket, who } => Ok(Reply::UserFound {
                 ticket: *ticket,
-                row: find_user(&self.conn, name).map_err(err)?,
+                row: find_user(&self.conn, who).map_err(err)?,
             }),
             Request::Search { ticket, query } => Ok(Reply::History {
                 ticket: *ticket,

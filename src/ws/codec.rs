@@ -126,26 +126,35 @@ pub enum Message<'a> {
     Close(Option<u16>, &'a str),
 }
 
-/// The per-connection reassembly state: empty (no allocation) unless a
-/// fragmented message is in progress.
+/// The per-connection reassembly state: 16 bytes and no allocation unless a
+/// fragmented message is in progress (every connection holds one, and
+/// browsers never fragment).
 #[derive(Debug, Default)]
 pub struct Assembler {
-    /// The data opcode of the message being reassembled, if any.
-    kind: Option<Data>,
+    /// The fragmented message being reassembled, if any.
+    message: Option<Box<Reassembly>>,
+    /// Payload bytes of the *incomplete* text frame at the head of the input
+    /// already known to be whole characters (`check_partial`), so a frame
+    /// that arrives a few bytes at a time is checked once per byte, not once
+    /// per read. Reset when a whole frame is fed. A frame is at most
+    /// `MAX_WS_MESSAGE` bytes, far below `u32::MAX`.
+    partial_ok: u32,
+}
+
+/// A fragmented message so far.
+#[derive(Debug)]
+struct Reassembly {
+    /// Its data opcode (from the first fragment).
+    kind: Data,
     buf: Vec<u8>,
     /// How much of `buf` is known to be whole UTF-8 characters (text only).
     /// Each fragment is checked as it arrives, so a bad byte fails the
     /// connection at once (RFC 6455 §8.1 "fail fast", Autobahn 6.4.x); only
     /// the tail past this (at most one cut character) is checked again.
     utf8_ok: usize,
-    /// Payload bytes of the *incomplete* text frame at the head of the input
-    /// already known to be whole characters (`check_partial`), so a frame
-    /// that arrives a few bytes at a time is checked once per byte, not once
-    /// per read. Reset when a whole frame is fed.
-    partial_ok: usize,
-    /// Frames of the message being reassembled so far. Empty continuation
-    /// frames cost no bytes, so the size limit alone would let one message
-    /// go on for ever, two bytes a frame; this count ends it.
+    /// Frames so far. Empty continuation frames cost no bytes, so the size
+    /// limit alone would let one message go on for ever, two bytes a frame;
+    /// this count ends it.
     fragments: usize,
 }
 
@@ -184,9 +193,10 @@ impl Assembler {
         let Ok(Some((header, len))) = FrameHeader::parse(&mut cur) else {
             return Ok(());
         };
+        let kind = self.message.as_ref().map(|m| m.kind);
         let continues = match header.opcode {
-            OpCode::Data(Data::Text) if self.kind.is_none() => false,
-            OpCode::Data(Data::Continue) if self.kind == Some(Data::Text) => true,
+            OpCode::Data(Data::Text) if kind.is_none() => false,
+            OpCode::Data(Data::Continue) if kind == Some(Data::Text) => true,
             _ => return Ok(()),
         };
         let Some(mask) = header.mask else {
@@ -194,26 +204,26 @@ impl Assembler {
         };
         let start = cur.position() as usize;
         let arrived = (buf.len() - start).min(len as usize);
-        if arrived <= self.partial_ok {
+        let done = self.partial_ok as usize;
+        if arrived <= done {
             return Ok(());
         }
         // A character the previous fragment cut is completed by this one.
-        let carry = if continues && self.partial_ok == 0 {
-            &self.buf[self.utf8_ok..]
-        } else {
-            &[]
+        let carry = match &self.message {
+            Some(m) if continues && done == 0 => &m.buf[m.utf8_ok..],
+            _ => &[],
         };
-        let fresh = &buf[start + self.partial_ok..start + arrived];
+        let fresh = &buf[start + done..start + arrived];
         let mut text = Vec::with_capacity(carry.len() + fresh.len());
         text.extend_from_slice(carry);
         text.extend(
             fresh
                 .iter()
                 .enumerate()
-                .map(|(i, b)| b ^ mask[(self.partial_ok + i) & 3]),
+                .map(|(i, b)| b ^ mask[(done + i) & 3]),
         );
         let whole = check_utf8(&text, 0, false)?;
-        self.partial_ok += whole.saturating_sub(carry.len());
+        self.partial_ok += whole.saturating_sub(carry.len()) as u32;
         Ok(())
     }
 
@@ -229,43 +239,45 @@ impl Assembler {
         match frame.opcode {
             OpCode::Control(c) => Ok(Fed::Whole(control(c, payload)?)),
             OpCode::Data(Data::Continue) => {
-                let Some(kind) = self.kind else {
+                let Some(m) = &mut self.message else {
                     return Err(Violation::Protocol(
                         "continuation without a message to continue",
                     ));
                 };
-                if self.buf.len() + payload.len() > max {
+                if m.buf.len() + payload.len() > max {
                     return Err(Violation::TooBig);
                 }
-                self.fragments += 1;
-                if self.fragments > MAX_FRAGMENTS {
+                m.fragments += 1;
+                if m.fragments > MAX_FRAGMENTS {
                     return Err(Violation::TooManyFragments);
                 }
-                self.buf.extend_from_slice(payload);
-                if kind == Data::Text {
-                    self.utf8_ok = check_utf8(&self.buf, self.utf8_ok, frame.fin)?;
+                m.buf.extend_from_slice(payload);
+                if m.kind == Data::Text {
+                    m.utf8_ok = check_utf8(&m.buf, m.utf8_ok, frame.fin)?;
                 }
                 if !frame.fin {
                     return Ok(Fed::Pending);
                 }
-                self.kind = None;
-                self.utf8_ok = 0;
-                self.fragments = 0;
-                Ok(Fed::Assembled(kind, std::mem::take(&mut self.buf)))
+                let m = self.message.take().expect("matched above");
+                Ok(Fed::Assembled(m.kind, m.buf))
             }
             OpCode::Data(kind) => {
-                if self.kind.is_some() {
+                if self.message.is_some() {
                     return Err(Violation::Protocol(
                         "new message before the last one finished",
                     ));
                 }
                 if !frame.fin {
-                    if kind == Data::Text {
-                        self.utf8_ok = check_utf8(payload, 0, false)?;
-                    }
-                    self.kind = Some(kind);
-                    self.fragments = 1;
-                    self.buf.extend_from_slice(payload);
+                    let utf8_ok = match kind {
+                        Data::Text => check_utf8(payload, 0, false)?,
+                        _ => 0,
+                    };
+                    self.message = Some(Box::new(Reassembly {
+                        kind,
+                        buf: payload.to_vec(),
+                        utf8_ok,
+                        fragments: 1,
+                    }));
                     return Ok(Fed::Pending);
                 }
                 match kind {
@@ -506,7 +518,14 @@ mod tests {
             got,
             vec!["Ping([112])".to_string(), "Text:Hello".to_string()]
         );
-        assert_eq!(asm.kind, None);
+        assert!(asm.message.is_none(), "nothing held once whole");
+    }
+
+    /// Every connection holds an assembler: it stays two words, with the
+    /// state of a fragmented message boxed (the idle-memory budget).
+    #[test]
+    fn assembler_is_small() {
+        assert!(std::mem::size_of::<Assembler>() <= 16);
     }
 
     /// Decodes the one frame in `bytes` and feeds it, as `process_ws` does.

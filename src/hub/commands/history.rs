@@ -34,6 +34,7 @@ pub fn on_history(
     };
     let query = HistoryQuery {
         target: target.clone(),
+        reader: me.user,
         before,
         after: None,
         limit,

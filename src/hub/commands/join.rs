@@ -74,6 +74,7 @@ pub fn join(
     if let Some(after) = since {
         let query = HistoryQuery {
             target: Target::Room(name.to_string()),
+            reader: me.user,
             before: Some(parts.acks.newest() + 1),
             after: Some(after),
             limit: MAX_REPLAY + 1,

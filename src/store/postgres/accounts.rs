@@ -19,7 +19,7 @@ use crate::store::accounts::{LogKind, RECENT_CHANGES, deleted_name};
 use crate::store::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
     AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Conflict, Ended, InviteRow, PasswordHash,
-    Reply, Role, SessionRow, Sid, UserId, UserRow,
+    Reply, Role, SessionRow, Sid, UserId, UserRow, Who,
 };
 
 /// The advisory lock a signup takes when the users table looks empty
@@ -69,11 +69,19 @@ fn user_by_id(c: &mut Client, id: UserId) -> Res<Option<UserRow>> {
         .transpose()
 }
 
-/// The user called `name`, in any case.
-pub(super) fn find_user(c: &mut Client, name: &str) -> Res<Option<UserRow>> {
+/// The user called `name` (folded as the unique index folds, ASCII only:
+/// the username rule, so the index is used), or with this id.
+pub(super) fn find_user(c: &mut Client, who: &Who) -> Res<Option<UserRow>> {
+    let name = match who {
+        Who::Id(id) => return user_by_id(c, *id),
+        Who::Name(name) => name,
+    };
     check_text(&[Some(name)])?;
-    let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE lower(username) = lower($1)");
-    c.query_opt(&sql, &[&name])?
+    let sql = format!(
+        "SELECT {USER_COLUMNS} FROM users \
+         WHERE lower(username COLLATE \"C\") = lower($1 COLLATE \"C\")"
+    );
+    c.query_opt(&sql, &[name])?
         .as_ref()
         .map(user_row)
         .transpose()

@@ -174,6 +174,8 @@ pub(super) struct Statements {
     pub(super) remove_read: Statement,
     pub(super) mark_room: Statement,
     pub(super) mark_dm: Statement,
+    /// `mark_dm` for a message of that conversation only (`$3` its id).
+    pub(super) mark_conversation: Statement,
     pub(super) history: Statement,
     pub(super) catchup: Statement,
     pub(super) unread_rooms: Statement,
@@ -298,12 +300,22 @@ impl Statements {
                  ON CONFLICT (user_id, peer_id)
                  DO UPDATE SET last_id = GREATEST(dm_reads.last_id, excluded.last_id)",
             )?,
+            mark_conversation: c.prepare(
+                "INSERT INTO dm_reads (user_id, peer_id, last_id)
+                 SELECT $1, $2, $3 WHERE EXISTS (
+                     SELECT 1 FROM messages WHERE id = $3 AND room IS NULL
+                     AND ((from_id = $1 AND to_id = $2) OR (from_id = $2 AND to_id = $1)))
+                 ON CONFLICT (user_id, peer_id)
+                 DO UPDATE SET last_id = GREATEST(dm_reads.last_id, excluded.last_id)",
+            )?,
             // Deleted messages leave history; `Catchup` keeps them (with
             // their empty content), so a node can step its seq past them.
+            // Only what the reader (`$2`, as `MAY_READ` has it) may read.
             history: c.prepare(&format!(
-                "SELECT {MESSAGE_COLUMNS} FROM messages
-                 WHERE target = $1 AND id < $2 AND id > $3 AND deleted_ms IS NULL
-                 ORDER BY id DESC LIMIT $4 OFFSET $5"
+                "SELECT {MESSAGE_COLUMNS} FROM messages m
+                 WHERE m.target = $1 AND m.id < $3 AND m.id > $4 AND m.deleted_ms IS NULL
+                   AND {MAY_READ}
+                 ORDER BY m.id DESC LIMIT $5 OFFSET $6"
             ))?,
             catchup: c.prepare(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages

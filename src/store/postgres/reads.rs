@@ -51,9 +51,11 @@ pub(super) fn history(c: &mut Conn, q: &HistoryQuery) -> Res<Vec<StoredMessage>>
     let before = q.before.map_or(i64::MAX, big);
     let after = q.after.map_or(0, big);
     let (limit, offset) = (big(q.limit as u64), big(q.offset as u64));
-    let rows = c
-        .client
-        .query(&c.st.history, &[&key, &before, &after, &limit, &offset])?;
+    let reader = i64::from(q.reader);
+    let rows = c.client.query(
+        &c.st.history,
+        &[&key, &reader, &before, &after, &limit, &offset],
+    )?;
     let mut out = rows.iter().map(row_to_message).collect::<Res<Vec<_>>>()?;
     out.reverse();
     Ok(out)
@@ -297,9 +299,9 @@ pub(super) fn read(c: &mut Conn, req: &Request) -> Res<Reply> {
             ticket: *ticket,
             messages: search(c, query)?,
         }),
-        Request::FindUser { ticket, name } => Ok(Reply::UserFound {
+        Request::FindUser { ticket, who } => Ok(Reply::UserFound {
             ticket: *ticket,
-            row: accounts::find_user(&mut c.client, name)?,
+            row: accounts::find_user(&mut c.client, who)?,
         }),
         Request::AccountRead { ticket, read } => Ok(Reply::AccountRead {
             ticket: *ticket,

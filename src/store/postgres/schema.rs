@@ -178,6 +178,19 @@ CREATE TABLE blob_chunks (
 ALTER TABLE blob_chunks ALTER COLUMN data SET STORAGE EXTERNAL;
 "#,
     r#"
+-- Issue 21, one username rule: names are unique with ASCII case folded
+-- (`users::name_key`), as SQLite's NOCASE folds. `lower()` under the
+-- database's locale folds more (the Kelvin sign to `k`), so the index is on
+-- the C collation's `lower()`, which folds ASCII only; lookups use the same
+-- expression. Both indexes are made again, the name's first: PostgreSQL
+-- checks them in the order they were made, and a signup that clashes on
+-- both is answered "that username is taken".
+DROP INDEX users_username;
+DROP INDEX users_email;
+CREATE UNIQUE INDEX users_username ON users (lower(username COLLATE "C"));
+CREATE UNIQUE INDEX users_email ON users (lower(email));
+"#,
+    r#"
 -- Issue 22: roles, bans, deleted accounts, profiles, server-side sessions,
 -- invites, the audit log, archived rooms, and the account change log every
 -- node polls (`store/accounts.rs`). SQLite's schema 5, table for table.

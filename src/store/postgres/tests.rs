@@ -26,6 +26,15 @@ pub(super) fn put(id: MsgId, room: &str, client_id: Option<&str>) -> Request {
     }
 }
 
+/// Room `name`'s row, as the hub stores it before its first message
+/// (history reads only rooms with a row: `conformance.rs`, "reads").
+pub(super) fn public_room(name: &str) -> Request {
+    Request::PutPublicRoom {
+        name: name.into(),
+        creator: 1,
+    }
+}
+
 pub(super) fn dm(id: MsgId, from: UserId, to: UserId) -> Request {
     Request::PutMessage {
         msg: msg(id, None, from, Some(to)),
@@ -70,6 +79,7 @@ pub(super) fn history_req(
         ticket: TICKET,
         query: HistoryQuery {
             target,
+            reader: 1,
             before,
             after,
             limit,
@@ -779,7 +789,11 @@ fn the_reader_snapshot_is_taken_at_begin() {
     let mut db = t.open();
     run(
         &mut db,
-        &[Request::put_user(user(1, "alice")), put(1, "r", None)],
+        &[
+            Request::put_user(user(1, "alice")),
+            public_room("r"),
+            put(1, "r", None),
+        ],
     );
     let mut reader = db.reader().unwrap().unwrap();
     let room = || history_req(Target::Room("r".into()), None, None, 50, 0);
@@ -867,6 +881,7 @@ fn reconnects_after_the_connection_is_killed() {
         );
         assert!(n >= 1, "killed {n}");
     };
+    run(&mut db, &[public_room("r")]);
     db.begin().unwrap();
     db.execute(&put(1, "r", None)).unwrap();
     kill(&mut admin);

@@ -200,7 +200,10 @@ fn snapshot_round_trips() {
 #[test]
 fn history_windows() {
     let mut db = Sqlite::open_in_memory().unwrap();
-    let mut reqs = Vec::new();
+    let mut reqs = vec![Request::PutPublicRoom {
+        name: "r".into(),
+        creator: 1,
+    }];
     for id in 1..=10 {
         reqs.push(Request::PutMessage {
             msg: msg(id, Some("r"), 1, None),
@@ -221,6 +224,7 @@ fn history_windows() {
     run(&mut db, reqs);
     let q = |target, before, after, limit, offset| HistoryQuery {
         target,
+        reader: 1,
         before,
         after,
         limit,
@@ -497,6 +501,10 @@ fn fill(db: &mut Sqlite, first_id: MsgId, n: u64) {
     if first_id == 1 {
         reqs.push(Request::put_user(user(1, "alice")));
         reqs.push(Request::put_user(user(2, "bob")));
+        reqs.push(Request::PutPublicRoom {
+            name: "r".into(),
+            creator: 1,
+        });
     }
     for id in first_id..first_id + n {
         reqs.push(Request::PutMessage {
@@ -605,6 +613,7 @@ fn room_history(seq: u64) -> Request {
         },
         query: HistoryQuery {
             target: Target::Room("r".into()),
+            reader: 1,
             before: None,
             after: None,
             limit: 50,
@@ -685,6 +694,12 @@ fn reads_after_a_commit_see_it_and_join_closes_cleanly() {
             .recv_timeout(Duration::from_secs(10))
             .expect("a reply");
     };
+    store
+        .submit(Request::PutPublicRoom {
+            name: "r".into(),
+            creator: 1,
+        })
+        .unwrap();
     store
         .submit(Request::PutMessage {
             msg: msg(1, Some("r"), 1, None),
