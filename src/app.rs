@@ -82,11 +82,6 @@ impl App {
         for id in snapshot.unread_sources {
             users.mark_unread_source(id);
         }
-        for (user, file) in snapshot.avatars {
-            if let Some(u) = users.get_mut(user) {
-                u.avatar = Some(file);
-            }
-        }
         // Files live where the backend says, moved by their own threads.
         let file_store = backend.file_store().map_err(io::Error::other)?;
         let file_waker = waker.clone();
@@ -172,7 +167,11 @@ impl App {
             store: &mut self.store,
             out,
         };
-        f(&mut self.files, &mut cx)
+        let r = f(&mut self.files, &mut cx);
+        for event in self.files.take_events() {
+            self.with_hub(out, |hub, cx| hub.on_account(cx, event));
+        }
+        r
     }
 
     /// One parsed HTTP request from TCP peer `peer`.

@@ -75,9 +75,6 @@ pub struct User {
     /// only means "ask".
     pub unread_sources: bool,
     pub account: Account,
-    /// The file of their avatar (`PUT /api/me/avatar`): its id is in the
-    /// avatar's URL, so a new one is a new URL and an old one caches forever.
-    pub avatar: Option<crate::store::FileId>,
 }
 
 impl User {
@@ -105,7 +102,8 @@ impl User {
         if self.is_deleted() {
             return None;
         }
-        self.avatar
+        self.account
+            .avatar
             .map(|id| format!("/api/users/{}/avatar?v={id}", self.name))
     }
 
@@ -254,7 +252,8 @@ impl Directory {
                 || was.display_name != now.display_name
                 || was.status != now.status
                 || was.role != now.role
-                || was.deleted_ms != now.deleted_ms,
+                || was.deleted_ms != now.deleted_ms
+                || was.avatar != now.avatar,
         };
         let (old_name, old_email) = (key(&u.name), email_key(&u.email));
         let had_email = !u.email.is_empty();
@@ -352,7 +351,6 @@ impl Directory {
                 last_seen_ms: None,
                 unread_sources: false,
                 account: Account::default(),
-                avatar: None,
             });
         }
         self.by_name.insert(key(&row.username), row.id);
@@ -367,7 +365,6 @@ impl Directory {
             last_seen_ms: row.last_seen_ms,
             unread_sources: false,
             account: row.account,
-            avatar: None,
         };
         Ok(())
     }

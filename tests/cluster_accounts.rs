@@ -1,7 +1,8 @@
 //! Accounts across a cluster: two `hubbub` nodes on one PostgreSQL and one
 //! Redis (real ones, `common::services`). A ban, a logout and a role
 //! change made on one node take effect on the other within the contract's
-//! second, and a WebSocket ticket from one node opens a socket on the other.
+//! second, a new avatar is shown there as fast, and a WebSocket ticket from
+//! one node opens a socket on the other.
 
 mod common;
 
@@ -17,8 +18,13 @@ const SLACK: Duration = Duration::from_millis(500);
 /// How long forming the cluster and a signup's note may take.
 const CROSS: Duration = Duration::from_secs(10);
 
+/// Every test node's `--cluster-key` (a node of a cluster needs one).
+const KEY: &str = "the accounts tests' cluster key, 32+ bytes";
+
 fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
     Server::builder()
+        .arg("--cluster-key")
+        .arg(KEY)
         .arg("--postgres")
         .arg(pg)
         .arg("--redis")
@@ -171,4 +177,67 @@ fn a_ticket_works_on_any_node_once() {
             Err(common::ConnectError::Http(401, _))
         )
     });
+}
+
+/// A small PNG, half red, half blue.
+fn png(w: u32, h: u32) -> Vec<u8> {
+    let img = image::RgbImage::from_fn(w, h, |x, _| {
+        image::Rgb(if x < w / 2 {
+            [200, 30, 30]
+        } else {
+            [30, 30, 200]
+        })
+    });
+    let mut out = Vec::new();
+    image::DynamicImage::ImageRgb8(img)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+/// An avatar set on node 1 is in node 2's user objects within a second,
+/// and a socket there is told (`user_updated` with the new URL), as for a
+/// display name: both travel by the account change log, not by restart.
+#[test]
+fn a_new_avatar_reaches_the_other_node_within_a_second() {
+    let (a, b, _pg, _redis) = pair();
+    let alice = user_on_both(&a, &b, "alice");
+    let bob = user_on_both(&a, &b, "bob");
+    let (mut ws, _) = b.ws_ready("bob", &bob, true);
+    let r = common::http(
+        a.addr,
+        "PUT",
+        "/api/me/avatar",
+        &[
+            ("Authorization", &format!("Bearer {alice}")),
+            ("Content-Type", "image/png"),
+        ],
+        Some(&png(120, 80)),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["avatar"].as_str().unwrap().to_string();
+    let t0 = Instant::now();
+    let frame = loop {
+        let f = ws.recv_within(WITHIN + SLACK);
+        if f["type"] == "user_updated" && f["user"]["username"] == "alice" {
+            break f;
+        }
+    };
+    assert_eq!(frame["user"]["avatar"], url.as_str(), "{frame}");
+    assert!(
+        t0.elapsed() <= WITHIN + SLACK,
+        "told after {:?}",
+        t0.elapsed()
+    );
+    let users = b.get("/api/users", Some(&bob)).json();
+    let listed = users["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["username"] == "alice")
+        .unwrap()
+        .clone();
+    assert_eq!(listed["avatar"], url.as_str());
+    let served = common::http(b.addr, "GET", &url, &[], None);
+    assert_eq!(served.status, 200, "node 2 serves the avatar");
 }

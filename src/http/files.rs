@@ -29,6 +29,7 @@ use super::range::{self, Part};
 use super::request::Request;
 use super::response::Response;
 use super::routes::{Handled, send};
+use crate::accounts::AccountEvent;
 use crate::auth::links::FileLinks;
 use crate::clock;
 use crate::config::{
@@ -44,7 +45,7 @@ use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     Desk, FileId, FileRow, ImageInfo, Reply, Request as StoreRequest, Storage, Ticket, UserId,
 };
-use crate::users::Directory;
+use crate::users::{Changed, Directory};
 
 /// Whether a request's body is streamed to a file thread rather than read
 /// whole (the parser leaves such a body on the connection).
@@ -172,6 +173,9 @@ pub struct FileDesk {
     swept_ms: Option<i64>,
     sweep_cursor: Option<BlobKey>,
     sweep_asked: HashMap<Ticket, Vec<BlobKey>>,
+    /// What a new avatar means for the hub: everyone here sees the user
+    /// anew (`user_updated`), and the other nodes read the row now.
+    events: Vec<AccountEvent>,
 }
 
 /// What a chunk counts as against the windows.
@@ -233,6 +237,7 @@ impl FileDesk {
             swept_ms: None,
             sweep_cursor: None,
             sweep_asked: HashMap::new(),
+            events: Vec::new(),
         }
     }
 
@@ -248,6 +253,11 @@ impl FileDesk {
         if let Some(w) = &mut self.workers {
             w.join();
         }
+    }
+
+    /// What the desk did that the hub must act on, since the last call.
+    pub fn take_events(&mut self) -> Vec<AccountEvent> {
+        std::mem::take(&mut self.events)
     }
 
     fn ticket(&mut self, t: TransferId) -> Ticket {
@@ -967,9 +977,20 @@ impl FileDesk {
         };
         let (user, id) = (*user, row.id);
         let url = cx.users.get_mut(user).map(|u| {
-            u.avatar = Some(id);
+            u.account.avatar = Some(id);
             u.avatar_url()
         });
+        if url.is_some() {
+            // Storage raised the row's version and logged the change: the
+            // other nodes read it back (and show it) within a poll, sooner
+            // when told; here it is shown now.
+            self.events.push(AccountEvent::User(Changed {
+                id: user,
+                shown: true,
+                ..Changed::default()
+            }));
+            self.events.push(AccountEvent::Announce);
+        }
         self.finish(
             cx.out,
             t,
@@ -1003,7 +1024,7 @@ impl FileDesk {
         {
             cx.users
                 .find(name)
-                .and_then(|u| u.avatar)
+                .and_then(|u| u.account.avatar)
                 .map(|id| (id, 0, true))
         } else {
             let me = self.user_of(cx.users, caller, req, true).unwrap_or(0);

@@ -84,6 +84,11 @@ pub struct Account {
     /// Raised by every write to the row, so a node applies a row it reads
     /// back only when it is newer than the one it holds.
     pub version: u64,
+    /// The file of their avatar (`PUT /api/me/avatar`): its id is in the
+    /// avatar's URL, so a new one is a new URL and an old one caches forever.
+    /// Carried here, with the rest of what others see of a user, so a new
+    /// avatar reaches every node the way a new display name does.
+    pub avatar: Option<super::files::FileId>,
 }
 
 /// A session id: 128 random bits, carried by a token as its `sid` claim

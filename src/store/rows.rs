@@ -284,8 +284,6 @@ pub struct Snapshot {
     pub archived_rooms: Vec<String>,
     /// Ended sessions, account settings, where the change log stands.
     pub accounts: AccountsSnapshot,
-    /// Users with an avatar, and its file (`users.avatar_file`).
-    pub avatars: Vec<(UserId, super::files::FileId)>,
 }
 
 /// A browser's Web Push subscription (RFC 8030's endpoint, RFC 8291's

@@ -1153,6 +1153,7 @@ impl Sqlite {
                 .execute(params![user, at_ms])?;
                 c.prepare_cached("UPDATE users SET avatar_file = ?2 WHERE id = ?1")?
                     .execute(params![user, *file as i64])?;
+                accounts::touched(c, *user, *at_ms)?;
                 Some(Reply::Done { ticket: *ticket })
             }
             Request::SweepFiles { before_ms } => Some(Reply::FilesSwept {
@@ -1521,13 +1522,6 @@ impl Backend for Sqlite {
             .and_then(|rows| rows.collect())
             .map_err(err)?;
         (snap.accounts, snap.archived_rooms) = accounts::snapshot(c).map_err(err)?;
-        let mut st = c
-            .prepare("SELECT id, avatar_file FROM users WHERE avatar_file IS NOT NULL")
-            .map_err(err)?;
-        snap.avatars = st
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as FileId)))
-            .and_then(|rows| rows.collect())
-            .map_err(err)?;
         Ok(snap)
     }
 

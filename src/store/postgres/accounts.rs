@@ -29,7 +29,7 @@ const FIRST_USER_LOCK: i64 = 0x6875_6266_7374;
 /// The columns [`user_row`] reads, in its order.
 pub(super) const USER_COLUMNS: &str = "id, username, email, pw_iter, pw_salt, pw_hash, created_ms, \
      last_seen_ms, role, banned_ms, ban_reason, deleted_ms, display_name, status, \
-     sessions_after_ms, version";
+     sessions_after_ms, version, avatar_file";
 
 /// A `users` row selected as [`USER_COLUMNS`].
 pub(super) fn user_row(r: &postgres::Row) -> Res<UserRow> {
@@ -57,6 +57,7 @@ pub(super) fn user_row(r: &postgres::Row) -> Res<UserRow> {
             status: r.get(13),
             sessions_after_ms: r.get(14),
             version: r.get::<_, i64>(15) as u64,
+            avatar: r.get::<_, Option<i64>>(16).map(|f| f as u64),
         },
     })
 }
@@ -85,6 +86,16 @@ pub(super) fn find_user(c: &mut Client, who: &Who) -> Res<Option<UserRow>> {
         .as_ref()
         .map(user_row)
         .transpose()
+}
+
+/// A write outside the account requests changed what others see of
+/// `user` (their avatar): the row's version goes up and the change log
+/// names it, so every node reads it back as it does a new display name.
+pub(super) fn touched(c: &mut Client, user: UserId, at_ms: i64) -> Res<()> {
+    if bump(c, user)? {
+        log_change(c, at_ms, LogKind::User, Some(user), None)?;
+    }
+    Ok(())
 }
 
 /// A change-log row, for every node's poll; old ones are dropped.

@@ -150,7 +150,7 @@ pub(super) fn set_avatar(c: &mut Conn, user: UserId, file: FileId, at_ms: i64) -
         "UPDATE users SET avatar_file = $2 WHERE id = $1",
         &[&i64::from(user), &big(file)],
     )?;
-    Ok(())
+    super::accounts::touched(&mut c.client, user, at_ms)
 }
 
 /// `SweepFiles`.

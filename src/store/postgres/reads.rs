@@ -179,15 +179,6 @@ pub(super) fn snapshot(client: &mut Client) -> Res<Snapshot> {
         snap.unread_sources.push(user_id(r.get(0))?);
     }
     for r in client.query(
-        "SELECT id, avatar_file FROM users WHERE avatar_file IS NOT NULL",
-        &[],
-    )? {
-        snap.avatars.push((
-            user_id(r.get(0))?,
-            r.get::<_, i64>(1) as crate::store::FileId,
-        ));
-    }
-    for r in client.query(
         "SELECT key, seq FROM targets WHERE seq > 0 ORDER BY key COLLATE \"C\"",
         &[],
     )? {

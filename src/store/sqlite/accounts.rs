@@ -19,7 +19,7 @@ use crate::store::{
 /// The columns [`user_row`] reads, in its order.
 pub(super) const USER_COLUMNS: &str = "id, username, email, pw_iter, pw_salt, pw_hash, created_ms, \
      last_seen_ms, role, banned_ms, ban_reason, deleted_ms, display_name, status, \
-     sessions_after_ms, version";
+     sessions_after_ms, version, avatar_file";
 
 /// A `users` row selected as [`USER_COLUMNS`].
 pub(super) fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
@@ -50,6 +50,7 @@ pub(super) fn user_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRow> {
             status: r.get(13)?,
             sessions_after_ms: r.get(14)?,
             version: r.get::<_, i64>(15)? as u64,
+            avatar: r.get::<_, Option<i64>>(16)?.map(|f| f as u64),
         },
     })
 }
@@ -59,6 +60,16 @@ pub(super) fn user_by_id(c: &Connection, id: UserId) -> rusqlite::Result<Option<
     c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
         .query_row([id], user_row)
         .optional()
+}
+
+/// A write outside the account requests changed what others see of
+/// `user` (their avatar): the row's version goes up and the change log
+/// names it, so every node reads it back as it does a new display name.
+pub(super) fn touched(c: &Connection, user: UserId, at_ms: i64) -> rusqlite::Result<()> {
+    if bump(c, user)? {
+        log_change(c, at_ms, LogKind::User, Some(user), None)?;
+    }
+    Ok(())
 }
 
 /// A change-log row: what a write changed, for every node's poll.
