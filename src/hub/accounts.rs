@@ -14,10 +14,11 @@ use mio::Token;
 use super::fanout::{self, Except, Topic};
 use super::members;
 use super::parts::{Ctx, Parts};
+use super::sessions::SidTag;
 use super::wire::Note;
 use crate::accounts::AccountEvent;
 use crate::outbox::Outbox;
-use crate::store::{Sid, UserId};
+use crate::store::UserId;
 use crate::ws::proto::{Out, profile};
 
 /// Close code for a socket whose session ended (logout, a password
@@ -66,8 +67,9 @@ pub fn on_account(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, event: Accou
             }
         }
         AccountEvent::SessionsEnded { user, sids } => {
+            let tags: Vec<SidTag> = sids.iter().map(|s| SidTag::of(*s)).collect();
             close(parts, cx, user, CLOSE_SESSION_ENDED, "session ended", |s| {
-                s.is_some_and(|s| sids.contains(&s))
+                s.is_some_and(|s| tags.contains(&s))
             });
         }
         AccountEvent::LegacyEnded { user } => {
@@ -89,7 +91,7 @@ fn close(
     user: UserId,
     code: u16,
     reason: &str,
-    which: impl Fn(Option<Sid>) -> bool,
+    which: impl Fn(Option<SidTag>) -> bool,
 ) {
     let reason = cut(reason, CLOSE_REASON_MAX);
     let conns: Vec<Token> = parts
@@ -123,7 +125,7 @@ mod tests {
     use super::*;
     use crate::hub::tests::{ALICE, BOB, Bench};
     use crate::outbox::recorder::Sent;
-    use crate::store::{Ban, UserRow};
+    use crate::store::{Ban, Sid, UserRow};
 
     fn changed(
         b: &mut Bench,
