@@ -314,11 +314,15 @@ export async function hoverMessage(page, text) {
  * Route `page`'s WebSockets through a relay that the test can cut: `cut()`
  * closes the open one and refuses new ones until `restore()`.
  */
+// A cut closes with 1012 ("service restart"): a code that says nothing about
+// the session, as a dropped network does (4001 and 4003 end the session).
+const CUT = { code: 1012, reason: 'test: network cut' };
+
 export async function cuttableSocket(page) {
   let blocked = false;
   let open = null;
   await page.routeWebSocket(/\/ws\b/, (ws) => {
-    if (blocked) return ws.close({ code: 4001, reason: 'test: network cut' });
+    if (blocked) return ws.close(CUT);
     const upstream = ws.connectToServer();
     open = { ws, upstream };
     ws.onMessage((m) => upstream.send(m));
@@ -327,7 +331,7 @@ export async function cuttableSocket(page) {
   return {
     cut() {
       blocked = true;
-      open?.ws.close({ code: 4001, reason: 'test: network cut' });
+      open?.ws.close(CUT);
       open?.upstream.close();
       open = null;
     },

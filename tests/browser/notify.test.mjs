@@ -96,9 +96,10 @@ test('a hidden tab counts mentions and private messages; the worker notifies onc
   const toggle = bob.locator('#notify-toggle');
   await bob.locator('#settings-dialog[open]').waitFor();
   // The dialog focuses its first control (the profile picture's button);
-  // Tab walks on to the switch, as a keyboard user would.
+  // Tab walks on to the switch past the account settings, as a keyboard
+  // user would.
   assert.ok(await bob.evaluate(() => document.querySelector('#settings-dialog').contains(document.activeElement)), 'the dialog takes the focus');
-  for (let i = 0; i < 8 && (await bob.evaluate(() => document.activeElement.id)) !== 'notify-toggle'; i++) {
+  for (let i = 0; i < 40 && (await bob.evaluate(() => document.activeElement.id)) !== 'notify-toggle'; i++) {
     await bob.keyboard.press('Tab');
   }
   assert.equal(await bob.evaluate(() => document.activeElement.id), 'notify-toggle', 'Tab reaches the switch');
