@@ -522,3 +522,133 @@ fn the_command_line_changes_a_running_server() {
     );
     s.login("alice", "a brand new one");
 }
+
+/// The audit log's entries as (actor, action, target, reason); the
+/// command line's actor is `null`, read as "".
+fn audit_entries(s: &Server, admin: &str) -> Vec<(String, String, String, String)> {
+    let audit = s.get("/api/admin/audit", Some(admin)).json();
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                text(&e["actor"]),
+                text(&e["action"]),
+                text(&e["target"]),
+                text(&e["reason"]),
+            )
+        })
+        .collect()
+}
+
+/// `hubbub user create` on a running server: signup's name rule and the
+/// stores' uniqueness (any case, email too) refuse with a clear error and
+/// a failing status; a created user (role as asked, audited with no
+/// actor) logs in over HTTP within about a second (the change-log poll).
+/// `hubbub user delete` does what `POST /api/me/delete` does: the user's
+/// open socket closes (4001) within the contract's second, their token
+/// and password are refused, their messages stay under
+/// `deleted-user-<id>`, the name is free again; the last admin, an
+/// unknown name, refuse.
+#[test]
+fn the_command_line_creates_and_deletes_users() {
+    let s = Server::start();
+    let alice = s.token("alice");
+    let (_bob, _) = s.user("bob");
+    let pw = "dave's password\n";
+    let create = |args: &[&str], stdin: &str| {
+        let mut all = vec!["user", "create"];
+        all.extend_from_slice(args);
+        cli(&s, &all, stdin)
+    };
+    for (args, stdin, says) in [
+        (&["x"][..], pw, "bad username"),
+        (&["a b c"][..], pw, "bad username"),
+        (&["deleted-user-9"][..], pw, "deleted-user-"),
+        (&["bob"][..], pw, "is taken"),
+        (&["BOB"][..], pw, "is taken"),
+        (&["dave", "--role", "king"][..], pw, "no role"),
+        (&["dave", "--email", "nope"][..], pw, "bad --email"),
+        (&["dave", "--email", "BOB@example.com"][..], pw, "is taken"),
+        (&["dave"][..], "short\n", "8-128 characters"),
+        (&["dave"][..], "", "8-128 characters"),
+    ] {
+        let (ok, _, err) = create(args, stdin);
+        assert!(!ok && err.contains(says), "{args:?}: {err}");
+    }
+    let (ok, out, err) = create(
+        &[
+            "dave",
+            "--email",
+            "dave@example.com",
+            "--role",
+            "moderator",
+            "--pbkdf2-iterations",
+            "1000",
+        ],
+        pw,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out, "dave is created, as moderator\n");
+    wait_until(Duration::from_secs(3), "the server to know dave", || {
+        let users = s.get("/api/users", Some(&alice)).json();
+        users["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["username"] == "dave")
+    });
+    let dave = s.login("dave", "dave's password");
+    assert_eq!(dave["user"]["role"], "moderator", "{dave}");
+    let dave = dave["token"].as_str().unwrap().to_string();
+    let audit = audit_entries(&s, &alice);
+    assert!(
+        audit.contains(&(
+            String::new(),
+            "create_user".into(),
+            "dave".into(),
+            "as moderator".into()
+        )),
+        "{audit:?}"
+    );
+
+    let (mut ws, _) = s.ws_ready("dave", &dave, true);
+    ws.send_json(&json!({"type": "join", "room": "general"}));
+    ws.recv_until("online_users");
+    let said = ws.say("general", "remember me", "d1");
+    let (ok, out, err) = cli(&s, &["user", "delete", "Dave"], "");
+    assert!(ok, "{err}");
+    assert!(out.starts_with("dave is deleted"), "{out}");
+    closed_with(&mut ws, 4001);
+    s.get("/api/me", Some(&dave))
+        .assert_error(401, "unauthorized");
+    let old = json!({"username": "dave", "password": "dave's password"});
+    s.post_json("/api/login", &old, None)
+        .assert_error(401, "invalid_credentials");
+    let kept = s
+        .all_messages(&alice, "general")
+        .into_iter()
+        .find(|m| m["id"] == said["id"])
+        .expect("the deleted user's message stays");
+    assert!(
+        kept["user"].as_str().unwrap().starts_with("deleted-user-"),
+        "{kept}"
+    );
+    assert!(
+        audit_entries(&s, &alice).contains(&(
+            String::new(),
+            "delete_user".into(),
+            "dave".into(),
+            String::new()
+        )),
+        "the deletion is audited"
+    );
+    let (ok, _, err) = cli(&s, &["user", "delete", "dave"], "");
+    assert!(!ok && err.contains("no user called"), "{err}");
+    let (ok, _, err) = cli(&s, &["user", "delete", "alice"], "");
+    assert!(!ok && err.contains("without an admin"), "{err}");
+    let (ok, _, err) = create(&["dave", "--pbkdf2-iterations", "1000"], pw);
+    assert!(ok, "the name is free again: {err}");
+}

@@ -169,9 +169,12 @@ fn user_conflict(e: &Fail) -> Option<Conflict> {
 /// Applies one request on the writer's open transaction.
 fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
     Ok(match req {
-        Request::PutUser { row, invite } => {
-            Some(accounts::put_user(&mut c.client, row, invite.as_deref())?)
-        }
+        Request::PutUser { row, invite, audit } => Some(accounts::put_user(
+            &mut c.client,
+            row,
+            invite.as_deref(),
+            audit.as_ref(),
+        )?),
         Request::Account {
             ticket,
             write,

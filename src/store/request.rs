@@ -65,10 +65,12 @@ pub enum Request {
     /// may add one while the server runs). The first user of an empty
     /// server is stored as an admin, whatever `row.account.role` says.
     /// With `invite`, one use of that invite is spent in the same
-    /// transaction, or the row is refused (`Conflict::Invite`).
+    /// transaction, or the row is refused (`Conflict::Invite`). `audit`
+    /// (the operator's `hubbub user create`) is written with the row.
     PutUser {
         row: UserRow,
         invite: Option<String>,
+        audit: Option<Audit>,
     },
     /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
     /// is already stored: a retry the loop no longer remembered, perhaps
@@ -503,9 +505,13 @@ impl Facts {
 }
 
 impl Request {
-    /// `PutUser` without an invite.
+    /// `PutUser` without an invite or an audit entry.
     pub fn put_user(row: UserRow) -> Request {
-        Request::PutUser { row, invite: None }
+        Request::PutUser {
+            row,
+            invite: None,
+            audit: None,
+        }
     }
 
     /// This request's facts. Exhaustive on purpose: a new request gets its

@@ -930,9 +930,12 @@ impl Sqlite {
     fn apply(&self, req: &Request) -> rusqlite::Result<Option<Reply>> {
         let c = &self.conn;
         Ok(match req {
-            Request::PutUser { row, invite } => {
-                Some(accounts::put_user(c, row, invite.as_deref())?)
-            }
+            Request::PutUser { row, invite, audit } => Some(accounts::put_user(
+                c,
+                row,
+                invite.as_deref(),
+                audit.as_ref(),
+            )?),
             Request::Account {
                 ticket,
                 write,
