@@ -300,8 +300,10 @@ fn a_member_gets_forbidden_for_every_moderator_action() {
 /// An admin makes a moderator (`PUT /api/admin/users/{name}/role`, shown
 /// as `role` in `GET /api/users`); the moderator deletes a member's room
 /// message (everyone in the room sees it go), removes a member from a
-/// private room they do not own, and both are in the audit log. A
-/// moderator may not grant roles.
+/// private room they do not own, and both are in the audit log (the
+/// removal as `remove_member`, target `<user> from <room>`); the owner's
+/// own removals are not moderation and are not audited. A moderator may
+/// not grant roles.
 #[test]
 fn a_moderator_deletes_and_removes_and_is_audited() {
     let s = Server::start();
@@ -359,6 +361,25 @@ fn a_moderator_deletes_and_removes_and_is_audited() {
     carol.send_json(&json!({"type": "remove_member", "room": "bobs", "user": "alice"}));
     let members = bob.recv_until("room_members").0;
     assert_eq!(members["members"], json!(["bob"]), "{members}");
+    bob.send_json(&json!({"type": "add_member", "room": "bobs", "user": "carol"}));
+    bob.recv_until("room_members");
+    bob.send_json(&json!({"type": "remove_member", "room": "bobs", "user": "carol"}));
+    let members = bob.recv_until("room_members").0;
+    assert_eq!(members["members"], json!(["bob"]), "{members}");
+    let removals: Vec<_> = audit_entries(&s, &admin)
+        .into_iter()
+        .filter(|e| e.1 == "remove_member")
+        .collect();
+    assert_eq!(
+        removals,
+        [(
+            "carol".to_string(),
+            "remove_member".to_string(),
+            "alice from bobs".to_string(),
+            String::new()
+        )],
+        "the moderator's removal only"
+    );
     let audit = s.get("/api/admin/audit", Some(&admin)).json();
     let actions: Vec<(&str, &str)> = audit["entries"]
         .as_array()

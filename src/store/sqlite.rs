@@ -1053,7 +1053,15 @@ impl Sqlite {
                 .execute(params![room, user])?;
                 Some(Reply::Done { ticket: *ticket })
             }
-            Request::RemoveMember { ticket, room, user } => {
+            Request::RemoveMember {
+                ticket,
+                room,
+                user,
+                audit,
+            } => {
+                if let Some(a) = audit {
+                    accounts::write_audit(c, a)?;
+                }
                 c.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2")?
                     .execute(params![room, user])?;
                 // Its read marker goes too: unread counts are for rooms the
