@@ -20,14 +20,16 @@ use std::process::ExitCode;
 use crate::auth::password;
 use crate::clock;
 use crate::config::{
-    INVITE_TTL_DEFAULT, INVITE_TTL_MAX, INVITE_USES_MAX, PBKDF2_DEFAULT, PBKDF2_FLOOR,
+    DELETED_USER_PREFIX, INVITE_TTL_DEFAULT, INVITE_TTL_MAX, INVITE_USES_MAX, PBKDF2_DEFAULT,
+    PBKDF2_FLOOR,
 };
 use crate::store::postgres::Postgres;
 use crate::store::sqlite::Sqlite;
 use crate::store::{
-    AccountAnswer, AccountRead, AccountRefusal, AccountWrite, Audit, Backend, Desk, InviteRow,
-    Reply, Request, Role, StoreError, Ticket, UserRow,
+    Account, AccountAnswer, AccountRead, AccountRefusal, AccountWrite, Audit, Backend, Conflict,
+    Desk, InviteRow, Reply, Request, Role, StoreError, Ticket, UserRow,
 };
+use crate::users::{reserved_username, valid_username};
 
 /// The first word that selects this module.
 pub const USER_COMMAND: &str = "user";
@@ -36,6 +38,11 @@ pub const INVITE_COMMAND: &str = "invite";
 pub const USAGE: &str = "\
 USAGE (each also takes --db PATH or --postgres URL, or HUBBUB_DB / HUBBUB_POSTGRES):
     hubbub user list                        every account: name, role, banned, deleted
+    hubbub user create USERNAME [--email E] [--role ROLE] [--pbkdf2-iterations N]
+                                            reads the password from standard input;
+                                            the first account is an admin whatever ROLE says
+    hubbub user delete USERNAME             as the user's own deletion: sockets closed, the
+                                            name freed, messages kept under deleted-user-ID
     hubbub user grant USERNAME ROLE         ROLE: admin, moderator or member
     hubbub user ban USERNAME [--reason R]   close their sockets, refuse their login and tokens
     hubbub user unban USERNAME
@@ -88,7 +95,14 @@ pub fn run(args: &[String]) -> ExitCode {
 }
 
 /// Options taking a value, besides `--db` and `--postgres`.
-const VALUED: [&str; 4] = ["--reason", "--uses", "--expires-in", "--pbkdf2-iterations"];
+const VALUED: [&str; 6] = [
+    "--reason",
+    "--uses",
+    "--expires-in",
+    "--pbkdf2-iterations",
+    "--email",
+    "--role",
+];
 
 type Parsed = (Place, Vec<String>, Vec<(String, String)>);
 
@@ -176,6 +190,23 @@ fn act(db: &mut dyn Backend, words: &[&str], flags: &[(String, String)]) -> Resu
                 ));
             }
             Ok(out)
+        }
+        ["user", "create", name] => create(db, name, flags),
+        ["user", "delete", name] => {
+            let u = user(db, name)?;
+            write(
+                db,
+                AccountWrite::DeleteUser {
+                    user: u.id,
+                    at_ms: now,
+                },
+                audit("delete_user", &u, ""),
+            )?;
+            Ok(format!(
+                "{} is deleted; their messages stay, under {}\n",
+                u.username,
+                crate::store::accounts::deleted_name(u.id)
+            ))
         }
         ["user", "grant", name, role] => {
             let role = Role::parse(role)
@@ -334,6 +365,88 @@ fn act(db: &mut dyn Backend, words: &[&str], flags: &[(String, String)]) -> Resu
             Ok(format!("{code} is revoked\n"))
         }
         _ => Err(format!("unknown command {:?}; see --help", words.join(" "))),
+    }
+}
+
+/// `hubbub user create`: signup's checks and hash, the row stored with
+/// its audit entry and its change-log row (a running server learns of
+/// the user from it). Invites and the signup mode are for strangers; the
+/// operator needs neither.
+fn create(db: &mut dyn Backend, name: &str, flags: &[(String, String)]) -> Result<String, String> {
+    if !valid_username(name) {
+        return Err(format!(
+            "bad username {name:?}: 3-32 characters of letters, digits, '_', '.' or '-'"
+        ));
+    }
+    if reserved_username(name) {
+        return Err(format!(
+            "bad username {name:?}: usernames may not start with {DELETED_USER_PREFIX} \
+             (deleted accounts are called that)"
+        ));
+    }
+    let email = flag(flags, "--email").unwrap_or("").to_string();
+    if !email.is_empty() && !crate::http::routes::valid_email(&email) {
+        return Err(format!(
+            "bad --email {email:?}: it must contain exactly one '@'"
+        ));
+    }
+    let role = match flag(flags, "--role") {
+        None => Role::Member,
+        Some(r) => {
+            Role::parse(r).ok_or_else(|| format!("no role {r:?}: admin, moderator or member"))?
+        }
+    };
+    let iterations = iterations(flags)?;
+    let users = users(db)?;
+    if users.iter().any(|u| u.username.eq_ignore_ascii_case(name)) {
+        return Err(format!("the username {name:?} is taken"));
+    }
+    let password = password::hash(&read_password()?, iterations);
+    let now = clock::now_ms();
+    let row = UserRow {
+        // Only the key of the reply: the database numbers the user.
+        id: users.last().map_or(1, |u| u.id.saturating_add(1)),
+        username: name.to_string(),
+        email,
+        password,
+        created_ms: now,
+        last_seen_ms: None,
+        account: Account {
+            role,
+            ..Account::default()
+        },
+    };
+    let reason = match role {
+        Role::Member => String::new(),
+        r => format!("as {}", r.as_str()),
+    };
+    let entry = Audit {
+        at_ms: now,
+        actor: None,
+        action: "create_user",
+        target: row.username.clone(),
+        reason,
+    };
+    let req = Request::PutUser {
+        row,
+        invite: None,
+        audit: Some(entry),
+    };
+    match one(db, req)? {
+        Some(Reply::UserStored { role, .. }) => {
+            Ok(format!("{name} is created, as {}\n", role.as_str()))
+        }
+        Some(Reply::UserFailed {
+            conflict: Some(Conflict::Email),
+            ..
+        }) => Err(format!(
+            "the email {:?} is taken",
+            flag(flags, "--email").unwrap_or("")
+        )),
+        Some(Reply::UserFailed {
+            conflict: Some(_), ..
+        }) => Err(format!("the username {name:?} is taken")),
+        other => Err(format!("storage answered {other:?}")),
     }
 }
 

@@ -343,3 +343,136 @@ fn systemd_unit_verifies() {
         "systemd-analyze complained: {said}"
     );
 }
+
+/// The README's fail2ban filter (between its `fail2ban-filter` markers),
+/// run by Debian's `fail2ban-regex` over a real server's log: every
+/// `hubbub::security` line (failed logins, username throttling, a banned
+/// user's refused login), in the log file's form and in the form the
+/// journal backend hands fail2ban, is matched once, with the client's
+/// address and the line's UTC time; a name carrying a forged line, and a
+/// forged line in another target's text, supply no address.
+#[test]
+fn the_readmes_fail2ban_filter_matches_the_security_lines() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let filter = readme
+        .split_once("<!-- fail2ban-filter:begin -->")
+        .and_then(|(_, rest)| rest.split_once("<!-- fail2ban-filter:end -->"))
+        .expect("README.md holds the fail2ban filter between its markers")
+        .0
+        .lines()
+        .filter(|l| !l.starts_with("```"))
+        .collect::<Vec<_>>()
+        .join("\n");
+
+    let s = Server::start();
+    let admin = s.token("alice");
+    s.signup("bob");
+    let auth = format!("Bearer {admin}");
+    let headers = [
+        ("Authorization", auth.as_str()),
+        ("Content-Type", "application/json"),
+    ];
+    let ban = http(
+        s.addr,
+        "POST",
+        "/api/admin/users/bob/ban",
+        &headers,
+        Some(br#"{"reason":"spam"}"#),
+    );
+    assert_eq!(ban.status, 204, "{}", ban.text());
+    let login = |name: &str, password: &str| {
+        let body = serde_json::json!({"username": name, "password": password});
+        s.post_json("/api/login", &body, None).status
+    };
+    // Ten failures, then the username's budget refuses (429).
+    let statuses: Vec<u16> = (0..12)
+        .map(|_| login("mallory", "not the password"))
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 401).count(),
+        10,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|&&c| c == 429).count(),
+        2,
+        "{statuses:?}"
+    );
+    assert_eq!(login("bob", PASSWORD), 403);
+    let forged = "x\" INFO  [hubbub::security] login failed addr=6.6.6.6 user=\"";
+    login(forged, "not the password");
+
+    let dir = TempDir::new("f2b");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let lines = loop {
+        let log = s.logs();
+        let security: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(" [hubbub::security] "))
+            .map(String::from)
+            .collect();
+        // 10 failed + 2 throttled + 1 banned + the forging name's failure.
+        if security.len() >= 14 || Instant::now() > deadline {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut log = String::new();
+    let mut expected = 0;
+    for line in lines.lines() {
+        log.push_str(line);
+        log.push('\n');
+        if line.contains(" [hubbub::security] ") {
+            // The journal backend's line: "host ident[pid]: MESSAGE" after
+            // the journal's own time.
+            log.push_str(&format!("{} myhost hubbub[4242]: {line}\n", &line[..24]));
+            expected += 2;
+        }
+    }
+    log.push_str(&format!(
+        "{} WARN  [hubbub::http] echoed: INFO  [hubbub::security] login failed addr=6.6.6.6 user=\"x\"\n",
+        &lines.lines().last().unwrap()[..24]
+    ));
+    assert!(
+        lines.contains(" login throttled addr=127.0.0.1 by=username ")
+            && lines.contains(" login refused addr=127.0.0.1 why=banned "),
+        "{lines}"
+    );
+    assert_eq!(expected, 2 * 14, "{lines}");
+    let (log_path, filter_path) = (
+        dir.path().join("hubbub.log"),
+        dir.path().join("hubbub.conf"),
+    );
+    std::fs::write(&log_path, &log).unwrap();
+    std::fs::write(&filter_path, filter).unwrap();
+
+    let out = Command::new("fail2ban-regex")
+        .args(["-o", "row"])
+        .arg(&log_path)
+        .arg(&filter_path)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("fail2ban-regex cannot run ({e}): install Debian's fail2ban (.ci/run does)")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", stderr(&out));
+    // One row a match: ['127.0.0.1',\t1796684855,\t{...}],
+    let rows: Vec<(String, i64)> = stdout
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.strip_prefix("['")?.split(",\t");
+            let ip = f.next()?.trim_end_matches('\'').to_string();
+            Some((ip, f.next()?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(rows.len(), expected, "{stdout}\n{log}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    for (ip, at) in &rows {
+        assert_eq!(ip, "127.0.0.1", "{stdout}");
+        assert!((now - at).abs() < 120, "read as UTC: {at} vs now {now}");
+    }
+}

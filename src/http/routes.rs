@@ -847,6 +847,7 @@ impl Http {
         let req = StoreRequest::PutUser {
             row: row.clone(),
             invite,
+            audit: None,
         };
         if cx.store.submit(req).is_err() {
             cx.users.release(&row.username, &row.email);

@@ -75,6 +75,7 @@ fn sign_up(
         Request::PutUser {
             row,
             invite: invite.map(String::from),
+            audit: None,
         },
     ) {
         Reply::UserStored { id, role, .. } => Ok((id, role)),

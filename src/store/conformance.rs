@@ -275,6 +275,7 @@ fn reads(db: &mut dyn Backend) {
             ticket: TICKET,
             room: "ops".into(),
             user: BOB,
+            audit: None,
         },
     );
     assert_eq!(ids(read_as(db, BOB, ops())), Vec::<MsgId>::new());
@@ -559,6 +560,7 @@ fn mentions(db: &mut dyn Backend) {
             ticket: TICKET,
             room: "ops".into(),
             user: BOB,
+            audit: None,
         },
     );
     assert!(

@@ -81,7 +81,9 @@ pub use files::{
     Attachment, BlobKey, FileId, FileRow, ImageInfo, PostRefusal, attachable, decode_attachments,
     encode_attachments,
 };
-pub use request::{Desk, Facts, Reply, Request, Ticket, Who, may_change, moderation_audit};
+pub use request::{
+    Desk, Facts, Reply, Request, Ticket, Who, may_change, membership_audit, moderation_audit,
+};
 pub use rows::{
     Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, PushProfile,
     PushSubscription, Reaction, Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target,

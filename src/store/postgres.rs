@@ -169,9 +169,12 @@ fn user_conflict(e: &Fail) -> Option<Conflict> {
 /// Applies one request on the writer's open transaction.
 fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
     Ok(match req {
-        Request::PutUser { row, invite } => {
-            Some(accounts::put_user(&mut c.client, row, invite.as_deref())?)
-        }
+        Request::PutUser { row, invite, audit } => Some(accounts::put_user(
+            &mut c.client,
+            row,
+            invite.as_deref(),
+            audit.as_ref(),
+        )?),
         Request::Account {
             ticket,
             write,
@@ -211,8 +214,16 @@ fn apply(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Option<Reply>> {
                 .execute(&c.st.add_member, &[room, &i64::from(*user)])?;
             Some(Reply::Done { ticket: *ticket })
         }
-        Request::RemoveMember { ticket, room, user } => {
+        Request::RemoveMember {
+            ticket,
+            room,
+            user,
+            audit,
+        } => {
             check_text(&[Some(room)])?;
+            if let Some(a) = audit {
+                accounts::write_audit(&mut c.client, a)?;
+            }
             let user = i64::from(*user);
             c.client.execute(&c.st.remove_member, &[room, &user])?;
             // Its read marker goes too: unread counts are for rooms the

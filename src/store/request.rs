@@ -65,10 +65,12 @@ pub enum Request {
     /// may add one while the server runs). The first user of an empty
     /// server is stored as an admin, whatever `row.account.role` says.
     /// With `invite`, one use of that invite is spent in the same
-    /// transaction, or the row is refused (`Conflict::Invite`).
+    /// transaction, or the row is refused (`Conflict::Invite`). `audit`
+    /// (the operator's `hubbub user create`) is written with the row.
     PutUser {
         row: UserRow,
         invite: Option<String>,
+        audit: Option<Audit>,
     },
     /// Reply: `MessageStored`, `MessageExists` (the same user's `client_id`
     /// is already stored: a retry the loop no longer remembered, perhaps
@@ -101,11 +103,14 @@ pub enum Request {
         room: String,
         user: UserId,
     },
-    /// Reply: `Done` / `Failed`.
+    /// Reply: `Done` / `Failed`. `audit`: a moderator removed someone
+    /// from a room they do not own (see [`membership_audit`]), written
+    /// in the same transaction.
     RemoveMember {
         ticket: Ticket,
         room: String,
         user: UserId,
+        audit: Option<Audit>,
     },
     /// Moves `user`'s read marker forward (never back). No reply.
     MarkRead {
@@ -503,9 +508,13 @@ impl Facts {
 }
 
 impl Request {
-    /// `PutUser` without an invite.
+    /// `PutUser` without an invite or an audit entry.
     pub fn put_user(row: UserRow) -> Request {
-        Request::PutUser { row, invite: None }
+        Request::PutUser {
+            row,
+            invite: None,
+            audit: None,
+        }
     }
 
     /// This request's facts. Exhaustive on purpose: a new request gets its
@@ -688,10 +697,42 @@ pub fn moderation_audit(
     })
 }
 
+/// The audit entry of a `remove_member` that only a moderator's role
+/// allowed: `actor` is not the room's `owner`. An owner managing their own
+/// room is not moderation (as an author's own delete is not), so it is
+/// not audited.
+pub fn membership_audit(
+    actor: UserId,
+    owner: UserId,
+    room: &str,
+    removed: &str,
+    at_ms: i64,
+) -> Option<Audit> {
+    (actor != owner).then(|| Audit {
+        at_ms,
+        actor: Some(actor),
+        action: "remove_member",
+        target: format!("{removed} from {room}"),
+        reason: String::new(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::fixtures::{TICKET, msg};
+
+    /// A removal from a private room is moderation, and audited, only
+    /// when the remover does not own the room.
+    #[test]
+    fn only_a_non_owners_removal_is_audited() {
+        assert_eq!(membership_audit(1, 1, "ops", "bob", 5), None);
+        let a = membership_audit(3, 1, "ops", "bob", 5).expect("a moderator's removal");
+        assert_eq!(
+            (a.actor, a.action, a.target.as_str(), a.at_ms),
+            (Some(3), "remove_member", "bob from ops", 5)
+        );
+    }
 
     /// A read that fails is answered with the failure of the reply it
     /// would have had, carrying its ticket, so the loop hands it to the

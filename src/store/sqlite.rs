@@ -930,9 +930,12 @@ impl Sqlite {
     fn apply(&self, req: &Request) -> rusqlite::Result<Option<Reply>> {
         let c = &self.conn;
         Ok(match req {
-            Request::PutUser { row, invite } => {
-                Some(accounts::put_user(c, row, invite.as_deref())?)
-            }
+            Request::PutUser { row, invite, audit } => Some(accounts::put_user(
+                c,
+                row,
+                invite.as_deref(),
+                audit.as_ref(),
+            )?),
             Request::Account {
                 ticket,
                 write,
@@ -1050,7 +1053,15 @@ impl Sqlite {
                 .execute(params![room, user])?;
                 Some(Reply::Done { ticket: *ticket })
             }
-            Request::RemoveMember { ticket, room, user } => {
+            Request::RemoveMember {
+                ticket,
+                room,
+                user,
+                audit,
+            } => {
+                if let Some(a) = audit {
+                    accounts::write_audit(c, a)?;
+                }
                 c.prepare_cached("DELETE FROM room_members WHERE room = ?1 AND user_id = ?2")?
                     .execute(params![room, user])?;
                 // Its read marker goes too: unread counts are for rooms the

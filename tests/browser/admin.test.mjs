@@ -1,9 +1,10 @@
 // Running a community from the web client: the first account administers; a
 // moderator's delete on someone else's message; display names shown where a
 // person appears; the admin panel (people, roles, bans, invites, sign-up mode,
-// audit log) and the account settings (profile, sessions), each checked with
-// axe and photographed; a ban sending the banned person to the login screen
-// with a clear message; an invite link opening the sign-up form filled in.
+// who may make invites, audit log) and the account settings (profile,
+// sessions), each checked with axe and photographed; a ban sending the banned
+// person to the login screen with a clear message; an invite link opening the
+// sign-up form filled in.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -52,6 +53,17 @@ test('admin panel, moderation, profiles, bans and invite links', async (t) => {
   assert.match(inviteUrl, /#invite=/);
   await alice.selectOption('#signup-mode', 'invite');
   await alice.locator('#admin-audit li', { hasText: 'settings' }).waitFor();
+  // Who may make invites: the panel shows the server's setting (moderators
+  // by default), changes it, and the change is stored and audited.
+  await alice.waitForFunction(() => document.querySelector('#invites-by').value === 'moderator');
+  await alice.selectOption('#invites-by', 'member');
+  await alice.locator('#admin-audit li', { hasText: 'invites_by=member' }).waitFor();
+  const stored = await alice.evaluate(async () => {
+    const { token } = JSON.parse(localStorage.getItem('hubbub.session'));
+    const r = await fetch('/api/admin/settings', { headers: { Authorization: `Bearer ${token}` } });
+    return r.json();
+  });
+  assert.deepEqual(stored, { signup: 'invite', signup_locked: false, invites_by: 'member' });
   await screenshot(alice, 'admin-panel');
   assert.deepEqual(await axeViolations(alice), [], 'admin panel');
 
@@ -76,4 +88,20 @@ test('admin panel, moderation, profiles, bans and invite links', async (t) => {
   await carol.click('#signup-form button[type=submit]');
   await carol.waitForSelector('#app:not([hidden])');
   assertNoPageErrors(assert, alice, carol);
+});
+
+test('the operator\'s --signup is shown in the admin panel, not offered; who may make invites still is', async (t) => {
+  const { server, person } = await setup(t, { extraArgs: ['--signup', 'open'] });
+  const alice = await person();
+  await signUp(alice, server.url, 'alice');
+  await alice.click('#admin-btn');
+  await alice.locator('#signup-locked:not([hidden])').waitFor();
+  assert.equal(await alice.isDisabled('#signup-mode'), true);
+  assert.equal(await alice.inputValue('#signup-mode'), 'open');
+  assert.equal(await alice.isEnabled('#invites-by'), true);
+  await alice.selectOption('#invites-by', 'admin');
+  await alice.locator('#admin-audit li', { hasText: 'invites_by=admin' }).waitFor();
+  await screenshot(alice, 'admin-signup-locked');
+  assert.deepEqual(await axeViolations(alice), [], 'admin panel, sign-up locked');
+  assertNoPageErrors(assert, alice);
 });

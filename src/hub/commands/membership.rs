@@ -3,6 +3,7 @@
 //! then every member gets `room_members`, and a removed member's
 //! connections are sent out of the room (`members.rs`).
 
+use crate::clock;
 use crate::config::MAX_ROOM_MEMBERS;
 use crate::hub::command::{FrameError, Membership};
 use crate::hub::members;
@@ -10,7 +11,7 @@ use crate::hub::parts::{Ctx, Parts};
 use crate::hub::sessions::Caller;
 use crate::hub::waits::Wait;
 use crate::outbox::{ConnRef, Outbox};
-use crate::store::{Request, UserId};
+use crate::store::{Request, UserId, membership_audit};
 use crate::ws::proto::echo;
 
 /// `add_member` when `add`, else `remove_member`.
@@ -68,7 +69,14 @@ pub fn on_membership(
     let req = if add {
         Request::AddMember { ticket, room, user }
     } else {
-        Request::RemoveMember { ticket, room, user }
+        let (actor, owner) = (me.user, private.owner());
+        let audit = membership_audit(actor, owner, &room, cx.users.name(user), clock::now_ms());
+        Request::RemoveMember {
+            ticket,
+            room,
+            user,
+            audit,
+        }
     };
     if cx.store.submit(req).is_err() {
         parts.waits.cancel(ticket);

@@ -127,7 +127,12 @@ fn log_change(
 
 /// `PutUser`: SQLite's rule (`sqlite/accounts.rs`); a taken name or
 /// email is the unique index's error, answered by the caller.
-pub(super) fn put_user(c: &mut Client, row: &UserRow, invite: Option<&str>) -> Res<Reply> {
+pub(super) fn put_user(
+    c: &mut Client,
+    row: &UserRow,
+    invite: Option<&str>,
+    audit: Option<&Audit>,
+) -> Res<Reply> {
     check_text(&[
         Some(&row.username),
         Some(&row.email),
@@ -175,6 +180,9 @@ pub(super) fn put_user(c: &mut Client, row: &UserRow, invite: Option<&str>) -> R
         )?
         .get(0);
     let id = user_id(id)?;
+    if let Some(a) = audit {
+        write_audit(c, a)?;
+    }
     log_change(c, row.created_ms, LogKind::User, Some(id), None)?;
     Ok(Reply::UserStored {
         key: row.id,

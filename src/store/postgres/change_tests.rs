@@ -639,6 +639,7 @@ fn search_shows_only_what_the_user_may_read() {
             ticket: TICKET,
             room: "ops".into(),
             user: 2,
+            audit: None,
         }],
     );
     assert_eq!(plans(&mut db, 2, None), [6, 4]);
@@ -812,6 +813,7 @@ fn unread_counts_mentions_as_sqlite() {
         ticket: TICKET,
         room: "ops".into(),
         user: 2,
+        audit: None,
     }];
     run(&mut pg, &leave);
     run(&mut lite, &leave);

@@ -679,6 +679,7 @@ fn history_and_unread_match_sqlite() {
         ticket: TICKET,
         room: "ops".into(),
         user: 3,
+        audit: None,
     });
     run(&mut pg, &writes);
     run(&mut lite, &writes);
@@ -761,6 +762,7 @@ fn a_removed_member_has_nothing_unread_there() {
         ticket: TICKET,
         room: "r".into(),
         user: 2,
+        audit: None,
     };
     apply_batch(&mut db, &[remove, put(3, "r", None)], &mut out);
     assert!(matches!(

@@ -107,12 +107,14 @@ pub(super) fn write_audit(c: &Connection, a: &Audit) -> rusqlite::Result<()> {
 }
 
 /// `PutUser`: spends a use of the invite (if any), checks the name and
-/// email are free, stores the row (as admin when it is the first), and
-/// logs it, so a running server learns of a user the command line made.
+/// email are free, stores the row (as admin when it is the first) with
+/// its audit entry, and logs it, so a running server learns of a user
+/// the command line made.
 pub(super) fn put_user(
     c: &Connection,
     row: &UserRow,
     invite: Option<&str>,
+    audit: Option<&Audit>,
 ) -> rusqlite::Result<Reply> {
     let refused = |conflict| Reply::UserFailed {
         key: row.id,
@@ -187,6 +189,9 @@ pub(super) fn put_user(
         Err(e) => return Err(e),
     }
     let id = c.last_insert_rowid() as UserId;
+    if let Some(a) = audit {
+        write_audit(c, a)?;
+    }
     log_change(c, row.created_ms, LogKind::User, Some(id), None)?;
     Ok(Reply::UserStored {
         key: row.id,

@@ -156,6 +156,7 @@ fn a_removed_member_has_nothing_unread_there() {
         ticket,
         room: "r".into(),
         user: 2,
+        audit: None,
     };
     apply_batch(&mut db, &[remove, put(3)], &mut out);
     assert_eq!(unread(&db.conn, 2).unwrap(), vec![]);

@@ -1,7 +1,7 @@
 // The admin panel, for moderators and admins (the sidebar's "Admin" button
 // shows for them only; the server checks every call): people with their
-// roles and bans, invite links, and for admins the sign-up mode and the
-// audit log. Every list is read afresh when the panel opens.
+// roles and bans, invite links, and for admins the sign-up mode, who may
+// make invites, and the audit log. Every list is read afresh when the panel opens.
 
 import { api } from '../api.js';
 import { $, h } from './dom.js';
@@ -26,7 +26,13 @@ export function setupAdmin(chat) {
     renderPeople().catch(fail);
     renderInvites().catch(fail);
     if (admin) {
-      api.settings().then((s) => ($('signup-mode').value = s.signup), fail);
+      api.settings().then((s) => {
+        $('signup-mode').value = s.signup;
+        // The operator's --signup wins over the setting: shown, not offered.
+        $('signup-mode').disabled = !!s.signup_locked;
+        $('signup-locked').hidden = !s.signup_locked;
+        $('invites-by').value = s.invites_by;
+      }, fail);
       renderAudit().catch(fail);
     }
     dialog.showModal();
@@ -34,6 +40,9 @@ export function setupAdmin(chat) {
 
   $('signup-mode').addEventListener('change', (ev) => {
     api.setSettings({ signup: ev.target.value }).then(() => renderAudit(), fail);
+  });
+  $('invites-by').addEventListener('change', (ev) => {
+    api.setSettings({ invites_by: ev.target.value }).then(() => renderAudit(), fail);
   });
 
   $('invite-create').addEventListener('click', async () => {
