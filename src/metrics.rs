@@ -71,6 +71,9 @@ pub struct Gauges {
     pub bus_down: usize,
     /// Other cluster nodes heard from recently.
     pub peers: usize,
+    /// Unsent output of every connection (what the server-wide reply
+    /// budget counts).
+    pub output_queued: usize,
     /// Notes from the bus turned away (forged, malformed, stale, replayed).
     pub notes_rejected: u64,
 }
@@ -196,7 +199,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
-        let gauges: [(&str, &str, usize); 11] = [
+        let gauges: [(&str, &str, usize); 12] = [
             (
                 "hubbub_connections_open",
                 "Open TCP connections.",
@@ -248,6 +251,11 @@ impl Metrics {
                 "Other cluster nodes heard from recently.",
                 g.peers,
             ),
+            (
+                "hubbub_output_queued_bytes",
+                "Bytes queued for connections and not yet written.",
+                g.output_queued,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -286,6 +294,7 @@ mod tests {
             store_down: 0,
             bus_down: 0,
             peers: 0,
+            output_queued: 0,
             notes_rejected: 0,
         };
         let text = m.render(&g);
@@ -294,6 +303,6 @@ mod tests {
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 34);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 35);
     }
 }

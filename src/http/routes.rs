@@ -457,6 +457,7 @@ impl Http {
                     store_down: usize::from(!cx.store.is_healthy()),
                     bus_down: usize::from(cx.hub.bus_down()),
                     peers: cx.hub.peers(),
+                    output_queued: cx.out.queued_everywhere(),
                     notes_rejected: cx.hub.notes_rejected(),
                 };
                 let text = cx.out.metrics().render(&gauges);
