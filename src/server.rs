@@ -138,6 +138,16 @@ pub struct Wires<'a> {
     backlog: &'a mut Backlog,
 }
 
+/// The [`Server`] split for one step of a pass ([`Server::split`]).
+struct Split<'a> {
+    app: &'a mut App,
+    out: Wires<'a>,
+    /// The loop's read buffer (the bytes being handed to the application).
+    scratch: &'a mut [u8],
+    /// Connections paused until storage catches up.
+    store_paused: &'a mut Vec<Token>,
+}
+
 pub struct Server {
     poll: Poll,
     listener: Option<TcpListener>,
@@ -415,21 +425,43 @@ impl Server {
         Ok(())
     }
 
+    /// The one place [`Wires`] is made: splits `self` into the
+    /// application, the door to the connections, and what the read path
+    /// borrows beside them.
+    fn split(&mut self) -> Split<'_> {
+        let now = self.clock.now_s();
+        let Server {
+            app,
+            conns,
+            flush_list,
+            read_list,
+            close_list,
+            metrics,
+            backlog,
+            scratch,
+            store_paused,
+            ..
+        } = self;
+        Split {
+            app,
+            out: Wires {
+                conns,
+                flush_list,
+                read_list,
+                close_list,
+                metrics,
+                now,
+                backlog,
+            },
+            scratch,
+            store_paused,
+        }
+    }
+
     /// Splits `self` into the application and the door to the connections.
     fn parts(&mut self) -> (&mut App, Wires<'_>) {
-        let now = self.clock.now_s();
-        (
-            &mut self.app,
-            Wires {
-                conns: &mut self.conns,
-                flush_list: &mut self.flush_list,
-                read_list: &mut self.read_list,
-                close_list: &mut self.close_list,
-                metrics: &mut self.metrics,
-                now,
-                backlog: &mut self.backlog,
-            },
-        )
+        let Split { app, out, .. } = self.split();
+        (app, out)
     }
 
     fn mark_flush(&mut self, token: Token) {
@@ -645,26 +677,12 @@ impl Server {
                 Ok(ReadOutcome::Data(n)) => {
                     read += n;
                     let last = self.conns[token.0].took_body(n as u64);
-                    let Server {
+                    let Split {
                         app,
-                        conns,
-                        flush_list,
-                        read_list,
-                        close_list,
-                        metrics,
+                        mut out,
                         scratch,
-                        backlog,
                         ..
-                    } = self;
-                    let mut out = Wires {
-                        conns,
-                        flush_list,
-                        read_list,
-                        close_list,
-                        metrics,
-                        now,
-                        backlog,
-                    };
+                    } = self.split();
                     app.on_body(&mut out, token, &scratch[..n], last);
                 }
                 Ok(ReadOutcome::WouldBlock) => return,
@@ -886,28 +904,12 @@ impl Server {
         if use_owned {
             owned.extend_from_slice(&self.scratch[..n]);
         }
-        let now = self.clock.now_s();
-        let Server {
+        let Split {
             app,
-            conns,
-            flush_list,
-            read_list,
-            close_list,
-            metrics,
+            mut out,
             scratch,
             store_paused,
-            backlog,
-            ..
-        } = self;
-        let mut out = Wires {
-            conns,
-            flush_list,
-            read_list,
-            close_list,
-            metrics,
-            now,
-            backlog,
-        };
+        } = self.split();
         let data: &mut [u8] = if use_owned {
             &mut owned
         } else {
