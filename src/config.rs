@@ -214,8 +214,8 @@ pub const READ_BYTES_IN_FLIGHT: usize = 64 * 1024 * 1024;
 /// own output ceiling (eight of them grew the server by 85 MiB). Three
 /// largest replies: room for one read in flight while two are unread.
 pub const USER_REPLY_BYTES: usize = 3 * MAX_REPLY_BYTES;
-/// What every connection together may hold in unsent output (counted once
-/// a second) plus reply bytes reserved for reads: past it, reads wait,
+/// What every connection together may hold in unsent output (a running
+/// count, current at every read) plus reply bytes reserved for reads: past it, reads wait,
 /// whoever asks (one still starts when none is in flight, so the budget
 /// never wedges). Chat frames are not held to it; they have the
 /// per-connection slow-consumer limits.

@@ -189,6 +189,41 @@ pub struct Written {
     pub drop: bool,
 }
 
+/// The unsent output of every connection together, kept current: every
+/// change to a connection's queue goes through [`Backlog::track`], which
+/// counts what it added or wrote, and a connection dropped takes its unsent
+/// bytes out with it ([`Backlog::forget`]). The server-wide reply budget
+/// (`hub/reads.rs`) reads it before every storage read it lets start, so it
+/// must be this moment's total, and O(1): a sum over every connection on
+/// each ask would be a pass over all of them, and a sum taken once a second
+/// (as it was) let a burst of reads in on a total up to a second old.
+#[derive(Debug, Default)]
+pub struct Backlog {
+    bytes: usize,
+}
+
+impl Backlog {
+    /// Runs `change` on `conn`, counting how much it moved the connection's
+    /// unsent output (queued bytes add, written or discarded bytes take away).
+    #[inline]
+    pub fn track<R>(&mut self, conn: &mut Conn, change: impl FnOnce(&mut Conn) -> R) -> R {
+        let before = conn.queued();
+        let result = change(conn);
+        self.bytes = self.bytes - before + conn.queued();
+        result
+    }
+
+    /// `conn` is being dropped: what it never sent leaves the total.
+    pub fn forget(&mut self, conn: &Conn) {
+        self.bytes -= conn.queued();
+    }
+
+    /// Unsent output bytes of every connection, now.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 /// What a connection holds only while bytes move through it: input that is
 /// not yet a whole request or frame, and output not yet written. Boxed, and
 /// freed by the once-a-second sweep when both are empty, so an idle
@@ -939,6 +974,75 @@ mod tests {
         assert_eq!(c.bufs().out.len(), 1);
         assert_eq!(c.queued(), frame.len() - 10);
         assert_eq!(c.live_queued(), frame.len() - 10);
+    }
+
+    /// The backlog is the sum of every connection's unsent output at each
+    /// step, not at the next count: queueing adds, a write turn (partial or
+    /// whole), a slow consumer's cut and a close frame that discards output
+    /// move it at once, and a dropped connection takes its bytes with it.
+    #[test]
+    fn the_backlog_is_the_current_sum_of_unsent_output() {
+        let (mut a, mut peer_a) = pair();
+        let (mut b, _peer_b) = pair();
+        let mut backlog = Backlog::default();
+        let sum = |a: &Conn, b: &Conn| a.queued() + b.queued();
+        let frame: Rc<[u8]> = Rc::from(vec![1u8; 64 * 1024].as_slice());
+
+        assert!(backlog.track(&mut a, |c| c.queue_owned(b"reply")));
+        assert!(backlog.track(&mut b, |c| c.queue_shared(&frame)));
+        assert!(backlog.track(&mut b, |c| c.queue_static(b"ping")));
+        assert!(backlog.track(&mut b, |c| c.queue_vec(vec![0; 1000])));
+        assert_eq!(backlog.bytes(), 5 + frame.len() + 4 + 1000);
+        assert_eq!(backlog.bytes(), sum(&a, &b));
+
+        // Refused: past the hard limit nothing is queued, nothing counted.
+        while backlog.track(&mut b, |c| c.queue_shared(&frame)) {}
+        assert_eq!(backlog.bytes(), sum(&a, &b));
+
+        // A write turn the socket cuts short (more than its buffers take),
+        // then turns that empty the queue as the peer reads.
+        backlog.track(&mut a, |c| c.queue_vec(vec![2u8; 8 << 20]));
+        backlog
+            .track(&mut a, |c| c.write_turn(usize::MAX, 0))
+            .unwrap();
+        assert!(a.queued() > 0, "a partial turn");
+        assert_eq!(backlog.bytes(), sum(&a, &b));
+        peer_a
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut sink = vec![0u8; 256 * 1024];
+        while a.queued() > 0 {
+            backlog
+                .track(&mut a, |c| c.write_turn(usize::MAX, 0))
+                .unwrap();
+            if a.queued() > 0 {
+                let _ = peer_a.read(&mut sink).unwrap();
+            }
+        }
+        assert_eq!(backlog.bytes(), b.queued());
+
+        // A close frame that does not fit discards what was unsent.
+        let mut chunk = 1 << 20;
+        while chunk > 0 {
+            if !backlog.track(&mut b, |c| c.queue_vec(vec![0; chunk])) {
+                chunk /= 2;
+            }
+        }
+        assert_eq!(backlog.bytes(), OUTPUT_CEILING, "b is full to the ceiling");
+        assert!(backlog.track(&mut b, |c| c.close_with_frame(b"close", 0)));
+        assert_eq!(backlog.bytes(), 5, "only the close frame is left");
+        assert_eq!(backlog.bytes(), sum(&a, &b));
+
+        // A cut keeps only its close frame; dropping takes the rest.
+        let (mut c, _peer_c) = pair();
+        backlog.track(&mut c, |c| c.queue_shared(&frame));
+        backlog.track(&mut c, |c| c.cut(b"cut"));
+        assert_eq!(c.queued(), 3);
+        assert_eq!(backlog.bytes(), sum(&a, &b) + 3);
+        backlog.forget(&c);
+        backlog.forget(&b);
+        assert_eq!(backlog.bytes(), a.queued());
+        assert_eq!(backlog.bytes(), 0);
     }
 
     /// WebSockets are pinged every 30 s and closed after 60 s of silence.

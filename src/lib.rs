@@ -150,7 +150,10 @@ pub mod bench {
     pub use crate::files::{FileStore, write_blob};
     pub use crate::http::request::parse as parse_request;
     pub use crate::hub::command::Command;
-    pub use crate::hub::wire::{decode as decode_note, encode as encode_note};
+    pub use crate::hub::seal::Seal;
+    pub use crate::hub::wire::{
+        Note, Stamp, TargetKey, decode as decode_note, encode as encode_note,
+    };
     pub use crate::transport::Transport;
     pub use crate::ws::codec::{Assembler, Fed, Message, RawFrame, decode_frame};
     pub use crate::ws::proto::{Encoder, Out, Ts};

@@ -75,6 +75,9 @@ pub struct Gauges {
     pub sessions_ended: usize,
     /// WebSocket tickets remembered as used (until they expire).
     pub ws_tickets_used: usize,
+    /// Unsent output of every connection (what the server-wide reply
+    /// budget counts).
+    pub output_queued: usize,
     /// Notes from the bus turned away (forged, malformed, stale, replayed).
     pub notes_rejected: u64,
 }
@@ -200,7 +203,7 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
             );
         }
-        let gauges: [(&str, &str, usize); 13] = [
+        let gauges: [(&str, &str, usize); 14] = [
             (
                 "hubbub_connections_open",
                 "Open TCP connections.",
@@ -262,6 +265,11 @@ impl Metrics {
                 "WebSocket tickets remembered as used until they expire.",
                 g.ws_tickets_used,
             ),
+            (
+                "hubbub_output_queued_bytes",
+                "Bytes queued for connections and not yet written.",
+                g.output_queued,
+            ),
         ];
         for (name, help, v) in gauges {
             let _ = write!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}\n");
@@ -302,6 +310,7 @@ mod tests {
             peers: 0,
             sessions_ended: 0,
             ws_tickets_used: 0,
+            output_queued: 0,
             notes_rejected: 0,
         };
         let text = m.render(&g);
@@ -310,6 +319,6 @@ mod tests {
         );
         assert!(text.contains("# TYPE hubbub_connections_open gauge\nhubbub_connections_open 3\n"));
         assert!(text.contains(&format!("\nhubbub_build_info{{version=\"{VERSION}\"}} 1\n")));
-        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 36);
+        assert_eq!(text.lines().filter(|l| l.starts_with("# HELP")).count(), 37);
     }
 }

@@ -41,9 +41,8 @@ pub trait Outbox {
     fn resume_http(&mut self, token: Token);
     /// Unsent output bytes of a connection (0 for one that is gone).
     fn queued(&self, token: Token) -> usize;
-    /// Unsent output bytes of every connection, as of the loop's last
-    /// count (once a second: summing on every ask would cost a pass over
-    /// every connection).
+    /// Unsent output bytes of every connection, now (a running count, not
+    /// a pass over every connection).
     fn queued_everywhere(&self) -> usize;
     /// The application held this WebSocket's input (`App::takes_input` was
     /// false) and now takes it again: the frames left in its buffer are

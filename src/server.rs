@@ -49,7 +49,7 @@ use crate::config::{
     Config, FD_RESERVE, MAX_HEADERS, MAX_REQUESTS_PER_PASS, MAX_WS_MESSAGE, READ_BUDGET,
     SCRATCH_BYTES, SHUTDOWN_GRACE, TICK, WRITE_BUDGET,
 };
-use crate::conn::{Conn, Door, ReadOutcome, Timer};
+use crate::conn::{Backlog, Conn, Door, ReadOutcome, Timer};
 use crate::http::response::Response;
 use crate::http::routes::{self, Handled};
 use crate::http::{files, redirect, request};
@@ -133,8 +133,19 @@ pub struct Wires<'a> {
     metrics: &'a mut Metrics,
     /// The loop's coarse clock, for closing deadlines.
     now: u32,
-    /// Unsent output of every connection at the last sweep.
-    queued_everywhere: usize,
+    /// Unsent output of every connection, counted as it changes: every
+    /// queue and write below goes through it.
+    backlog: &'a mut Backlog,
+}
+
+/// The [`Server`] split for one step of a pass ([`Server::split`]).
+struct Split<'a> {
+    app: &'a mut App,
+    out: Wires<'a>,
+    /// The loop's read buffer (the bytes being handed to the application).
+    scratch: &'a mut [u8],
+    /// Connections paused until storage catches up.
+    store_paused: &'a mut Vec<Token>,
 }
 
 pub struct Server {
@@ -162,9 +173,9 @@ pub struct Server {
     /// Chat connections not read from while storage catches up.
     store_paused: Vec<Token>,
     metrics: Metrics,
-    /// Unsent output of every connection, summed by the once-a-second
-    /// sweep (the server-wide reply budget reads it: `hub/reads.rs`).
-    queued_everywhere: usize,
+    /// Unsent output of every connection, kept current (the server-wide
+    /// reply budget reads it: `hub/reads.rs`).
+    backlog: Backlog,
     clock: Clock,
     next_serial: u64,
     state: State,
@@ -236,7 +247,7 @@ impl Server {
             close_list: Vec::new(),
             store_paused: Vec::new(),
             metrics: Metrics::default(),
-            queued_everywhere: 0,
+            backlog: Backlog::default(),
             clock: Clock {
                 start: Instant::now(),
             },
@@ -414,21 +425,43 @@ impl Server {
         Ok(())
     }
 
+    /// The one place [`Wires`] is made: splits `self` into the
+    /// application, the door to the connections, and what the read path
+    /// borrows beside them.
+    fn split(&mut self) -> Split<'_> {
+        let now = self.clock.now_s();
+        let Server {
+            app,
+            conns,
+            flush_list,
+            read_list,
+            close_list,
+            metrics,
+            backlog,
+            scratch,
+            store_paused,
+            ..
+        } = self;
+        Split {
+            app,
+            out: Wires {
+                conns,
+                flush_list,
+                read_list,
+                close_list,
+                metrics,
+                now,
+                backlog,
+            },
+            scratch,
+            store_paused,
+        }
+    }
+
     /// Splits `self` into the application and the door to the connections.
     fn parts(&mut self) -> (&mut App, Wires<'_>) {
-        let now = self.clock.now_s();
-        (
-            &mut self.app,
-            Wires {
-                conns: &mut self.conns,
-                flush_list: &mut self.flush_list,
-                read_list: &mut self.read_list,
-                close_list: &mut self.close_list,
-                metrics: &mut self.metrics,
-                now,
-                queued_everywhere: self.queued_everywhere,
-            },
-        )
+        let Split { app, out, .. } = self.split();
+        (app, out)
     }
 
     fn mark_flush(&mut self, token: Token) {
@@ -644,26 +677,12 @@ impl Server {
                 Ok(ReadOutcome::Data(n)) => {
                     read += n;
                     let last = self.conns[token.0].took_body(n as u64);
-                    let Server {
+                    let Split {
                         app,
-                        conns,
-                        flush_list,
-                        read_list,
-                        close_list,
-                        metrics,
+                        mut out,
                         scratch,
-                        queued_everywhere,
                         ..
-                    } = self;
-                    let mut out = Wires {
-                        conns,
-                        flush_list,
-                        read_list,
-                        close_list,
-                        metrics,
-                        now,
-                        queued_everywhere: *queued_everywhere,
-                    };
+                    } = self.split();
                     app.on_body(&mut out, token, &scratch[..n], last);
                 }
                 Ok(ReadOutcome::WouldBlock) => return,
@@ -885,28 +904,12 @@ impl Server {
         if use_owned {
             owned.extend_from_slice(&self.scratch[..n]);
         }
-        let now = self.clock.now_s();
-        let Server {
+        let Split {
             app,
-            conns,
-            flush_list,
-            read_list,
-            close_list,
-            metrics,
+            mut out,
             scratch,
             store_paused,
-            queued_everywhere,
-            ..
-        } = self;
-        let mut out = Wires {
-            conns,
-            flush_list,
-            read_list,
-            close_list,
-            metrics,
-            now,
-            queued_everywhere: *queued_everywhere,
-        };
+        } = self.split();
         let data: &mut [u8] = if use_owned {
             &mut owned
         } else {
@@ -1018,7 +1021,10 @@ impl Server {
             if conn.is_dropping() {
                 continue;
             }
-            match conn.write_turn(WRITE_BUDGET, now) {
+            match self
+                .backlog
+                .track(conn, |c| c.write_turn(WRITE_BUDGET, now))
+            {
                 Ok(done) => {
                     if done.resume_reading && conn.enlist_read() {
                         self.read_list.push(token);
@@ -1055,6 +1061,7 @@ impl Server {
                 app.on_closed(&mut out, token);
                 if dropping && self.conns.contains(token.0) {
                     let mut conn = self.conns.remove(token.0);
+                    self.backlog.forget(&conn);
                     let _ = self.poll.registry().deregister(conn.socket_mut());
                     self.admission.closed(conn.peer(), conn.is_unfinished());
                     dropped = true;
@@ -1068,15 +1075,12 @@ impl Server {
     /// cheaper than keeping a timer wheel in order on every frame.
     fn sweep(&mut self, now: u32) {
         let mut due = Vec::new();
-        let mut queued = 0;
         for (key, conn) in self.conns.iter_mut() {
-            queued += conn.queued();
             let timer = conn.tick(now);
             if timer != Timer::None {
                 due.push((Token(key), timer));
             }
         }
-        self.queued_everywhere = queued;
         let (app, mut out) = self.parts();
         app.on_tick(&mut out);
         for (token, timer) in due {
@@ -1150,7 +1154,11 @@ impl Wires<'_> {
         let Some(conn) = self.conns.get_mut(token.0) else {
             return;
         };
-        if !conn.is_closing() && conn.queue_static(&codec::PING_FRAME) {
+        if !conn.is_closing()
+            && self
+                .backlog
+                .track(conn, |c| c.queue_static(&codec::PING_FRAME))
+        {
             self.mark_flush(token);
         }
     }
@@ -1169,7 +1177,7 @@ impl Wires<'_> {
         self.metrics.slow_consumer_cuts += 1;
         let mut frame = Vec::with_capacity(48);
         codec::encode_close(&mut frame, 1008, "slow consumer: output buffer full");
-        conn.cut(&frame);
+        self.backlog.track(conn, |c| c.cut(&frame));
         self.close_list.push(token);
         self.mark_flush(token);
     }
@@ -1206,7 +1214,7 @@ impl Outbox for Wires<'_> {
         if conn.is_closing() {
             return;
         }
-        if conn.queue_shared(frame) {
+        if self.backlog.track(conn, |c| c.queue_shared(frame)) {
             self.metrics.ws_frames_out += 1;
             self.mark_flush(token);
         } else {
@@ -1221,7 +1229,7 @@ impl Outbox for Wires<'_> {
         if conn.is_closing() {
             return;
         }
-        if conn.queue_owned(bytes) {
+        if self.backlog.track(conn, |c| c.queue_owned(bytes)) {
             self.metrics.ws_frames_out += u64::from(conn.is_ws());
             self.mark_flush(token);
         } else {
@@ -1233,13 +1241,16 @@ impl Outbox for Wires<'_> {
         let Some(conn) = self.conns.get_mut(token.0) else {
             return;
         };
-        let mut ok = conn.queue_owned(head);
-        if !body.is_empty() {
-            ok &= match body {
-                Cow::Borrowed(b) => conn.queue_static(b),
-                Cow::Owned(ref b) => conn.queue_owned(b),
-            };
-        }
+        let ok = self.backlog.track(conn, |c| {
+            let mut ok = c.queue_owned(head);
+            if !body.is_empty() {
+                ok &= match body {
+                    Cow::Borrowed(b) => c.queue_static(b),
+                    Cow::Owned(ref b) => c.queue_owned(b),
+                };
+            }
+            ok
+        });
         if !ok || close {
             self.close_after_flush(token);
         }
@@ -1261,7 +1272,7 @@ impl Outbox for Wires<'_> {
     }
 
     fn queued_everywhere(&self) -> usize {
-        self.queued_everywhere
+        self.backlog.bytes()
     }
 
     fn resume_input(&mut self, token: Token) {
@@ -1280,7 +1291,7 @@ impl Outbox for Wires<'_> {
         if conn.is_closing() {
             return;
         }
-        if continue_first && conn.queue_static(CONTINUE) {
+        if continue_first && self.backlog.track(conn, |c| c.queue_static(CONTINUE)) {
             self.mark_flush(token);
         }
         let conn = &mut self.conns[token.0];
@@ -1297,7 +1308,7 @@ impl Outbox for Wires<'_> {
         if conn.is_closing() {
             return;
         }
-        if conn.queue_vec(bytes) {
+        if self.backlog.track(conn, |c| c.queue_vec(bytes)) {
             self.mark_flush(token);
         } else {
             self.drop_now(token);
@@ -1314,7 +1325,11 @@ impl Outbox for Wires<'_> {
         };
         let mut frame = Vec::with_capacity(8 + reason.len());
         codec::encode_close(&mut frame, code, reason);
-        if conn.close_with_frame(&frame, self.now) {
+        let now = self.now;
+        if self
+            .backlog
+            .track(conn, |c| c.close_with_frame(&frame, now))
+        {
             self.close_list.push(token);
             self.mark_flush(token);
         }

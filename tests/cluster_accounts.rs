@@ -8,6 +8,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::cluster::node;
 use common::services::{Postgres, Redis, unique_channel};
 use common::{Resp, Server, Ws, ws_connect};
 use serde_json::{Value, json};
@@ -17,26 +18,6 @@ const WITHIN: Duration = Duration::from_secs(1);
 const SLACK: Duration = Duration::from_millis(500);
 /// How long forming the cluster and a signup's note may take.
 const CROSS: Duration = Duration::from_secs(10);
-
-/// Every test node's `--cluster-key` (a node of a cluster needs one).
-const KEY: &str = "the accounts tests' cluster key, 32+ bytes";
-
-fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
-    Server::builder()
-        .arg("--cluster-key")
-        .arg(KEY)
-        .arg("--postgres")
-        .arg(pg)
-        .arg("--redis")
-        .arg(redis)
-        .arg("--redis-channel")
-        .arg(channel)
-        .arg("--node-id")
-        .arg(name)
-        .arg("--presence-grace")
-        .arg("0")
-        .start()
-}
 
 fn wait_until(within: Duration, what: &str, mut ok: impl FnMut() -> bool) {
     let deadline = Instant::now() + within;

@@ -12,114 +12,24 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::services::{Postgres, Redis, SharedPg, SharedRedis, unique_channel};
+use common::cluster::{self, CROSS, Cluster, metric, node_with_key, peers};
+use common::services::{Redis, unique_channel};
 use common::{Server, Ws, frame_type, unix_now};
 use ring::hmac;
 use serde_json::{Value, json};
 
-/// The nodes' `--cluster-key`.
-const KEY: &[u8] = b"the trust tests' cluster key: 32";
-/// How long cross-node effects may take (milliseconds on loopback).
-const CROSS: Duration = Duration::from_secs(10);
+/// The nodes' cluster key, as the tests seal notes with it.
+const KEY: &[u8] = cluster::KEY.as_bytes();
 
-fn node(pg: &str, redis: &str, channel: &str, name: &str, key: &[u8]) -> Server {
-    Server::builder()
-        .env("HUBBUB_CLUSTER_KEY", std::str::from_utf8(key).unwrap())
-        .arg("--postgres")
-        .arg(pg)
-        .arg("--redis")
-        .arg(redis)
-        .arg("--redis-channel")
-        .arg(channel)
-        .arg("--node-id")
-        .arg(name)
-        .arg("--presence-grace")
-        .arg("0")
-        .rate_limit(0)
-        .start()
-}
-
-struct Cluster {
-    nodes: Vec<Server>,
-    pg: String,
-    redis: String,
-    channel: String,
-    _pg: SharedPg,
-    _redis: Option<SharedRedis>,
-}
-
-impl Cluster {
-    fn start(n: usize) -> Cluster {
-        let redis = Redis::shared();
-        let url = redis.url().to_string();
-        Cluster::on(&url, Some(redis), n)
-    }
-
-    fn on(redis: &str, keep: Option<SharedRedis>, n: usize) -> Cluster {
-        Cluster::on_channel(redis, keep, unique_channel("trust"), n)
-    }
-
-    fn on_channel(redis: &str, keep: Option<SharedRedis>, channel: String, n: usize) -> Cluster {
-        let pg = Postgres::shared();
-        let mut c = Cluster {
-            nodes: Vec::new(),
-            pg: pg.url().to_string(),
-            redis: redis.to_string(),
-            channel,
-            _pg: pg,
-            _redis: keep,
-        };
-        for i in 0..n {
-            let n = node(&c.pg, &c.redis, &c.channel, &format!("n{}", i + 1), KEY);
-            c.nodes.push(n);
-        }
-        for n in &c.nodes {
-            wait_until("the cluster to form", || {
-                peers(n) as usize == c.nodes.len() - 1
-            });
-        }
-        c
-    }
-
-    /// A token for a new user, once every node knows them.
-    fn token(&self, name: &str) -> String {
-        let token = self.nodes[0].token(name);
-        for n in &self.nodes {
-            wait_until("the signup to reach every node", || {
-                n.get("/api/users", Some(&token)).status == 200
-            });
-        }
-        token
-    }
-
-    fn publish(&self, note: &[u8]) {
-        let mut r = Raw::connect(&self.redis);
-        r.command(&[b"PUBLISH", self.channel.as_bytes(), note]);
-    }
-}
-
-fn metric(n: &Server, name: &str) -> u64 {
-    let text = n.get("/metrics", None).text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-fn peers(n: &Server) -> u64 {
-    metric(n, "hubbub_cluster_peers")
+/// Publishes `note` on the cluster's channel, as anyone with access to the
+/// Redis can.
+fn publish(c: &Cluster, note: &[u8]) {
+    let mut r = Raw::connect(&c.redis);
+    r.command(&[b"PUBLISH", c.channel.as_bytes(), note]);
 }
 
 fn rejected(n: &Server) -> u64 {
     metric(n, "hubbub_cluster_notes_rejected_total")
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + CROSS;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        thread::sleep(Duration::from_millis(50));
-    }
 }
 
 // ---- a raw Redis client, as an attacker on the channel has --------------------
@@ -323,13 +233,13 @@ fn forged_notes_are_dropped_and_logged_without_flooding() {
     let t = c.token("alice");
     let (mut a, _) = c.nodes[1].ws_ready("alice", &t, true);
     let ghost = to_everyone(&text_frame(r#"{"type":"ghost"}"#));
-    c.publish(&fresh_note(b"not the cluster's key, but 32 b.", &ghost));
+    publish(&c, &fresh_note(b"not the cluster's key, but 32 b.", &ghost));
     let mut flipped = fresh_note(KEY, &ghost);
     flipped[HEAD + 12] ^= 1;
-    c.publish(&flipped);
-    c.publish(&ghost); // no tag at all
+    publish(&c, &flipped);
+    publish(&c, &ghost); // no tag at all
     assert_eq!(quiet_but_presence(&mut a, 500), Vec::<Value>::new());
-    c.publish(&fresh_note(KEY, &ghost));
+    publish(&c, &fresh_note(KEY, &ghost));
     assert_eq!(
         quiet_but_presence(&mut a, 1000),
         [json!({"type": "ghost"})],
@@ -347,7 +257,7 @@ fn forged_notes_are_dropped_and_logged_without_flooding() {
         let mut line = Vec::new();
         r.0.read_until(b'\n', &mut line).unwrap();
     }
-    wait_until("the flood to be counted", || {
+    cluster::wait_until(CROSS, "the flood to be counted", || {
         rejected(&c.nodes[1]) >= before + 2000
     });
     let lines = c.nodes[1]
@@ -383,7 +293,7 @@ fn verified_notes_with_impossible_fields_are_dropped() {
         entered("General", 1),
         to_everyone(&bad_utf8),
     ] {
-        c.publish(&fresh_note(KEY, &body));
+        publish(&c, &fresh_note(KEY, &body));
     }
     assert_eq!(quiet_but_presence(&mut a, 1000), Vec::<Value>::new());
     a.expect_silence(10);
@@ -403,14 +313,14 @@ fn verified_notes_with_impossible_fields_are_dropped() {
 #[test]
 fn a_node_with_another_key_is_not_a_member() {
     let c = Cluster::start(2);
-    let stranger = node(
+    let stranger = node_with_key(
         &c.pg,
         &c.redis,
         &c.channel,
         "stranger",
-        b"a different key, also 32 bytes..",
+        "a different key, also 32 bytes..",
     );
-    wait_until("the stranger's notes to be refused", || {
+    cluster::wait_until(CROSS, "the stranger's notes to be refused", || {
         rejected(&c.nodes[0]) > 0
     });
     thread::sleep(Duration::from_millis(2500)); // more than a beat
@@ -442,13 +352,13 @@ fn replayed_and_stale_notes_are_refused() {
     a.send_json(&json!({"type": "remove_member", "room": "ops", "user": "carol"}));
     a.expect_after("room_members", &["user_status", "join", "leave"]);
     let (mut c2, _) = c.nodes[1].ws_ready("carol", &tc, true);
-    wait_until("the removal to reach node 2", || {
+    cluster::wait_until(CROSS, "the removal to reach node 2", || {
         c2.send_json(&json!({"type": "join", "room": "ops"}));
         let v = c2.recv();
         frame_type(&v) == "error"
     });
     for _ in 0..3 {
-        c.publish(added[0]);
+        publish(&c, added[0]);
     }
     thread::sleep(Duration::from_millis(300));
     c2.send_json(&json!({"type": "join", "room": "ops"}));
@@ -461,7 +371,7 @@ fn replayed_and_stale_notes_are_refused() {
     let (mut a2, _) = c.nodes[1].ws_ready("alice", &ta, false);
     let ghost = to_everyone(&text_frame(r#"{"type":"ghost"}"#));
     let old = sealed_with(KEY, stamped(0xdead, 1, (unix_now() - 60) * 1000, &ghost));
-    c.publish(&old);
+    publish(&c, &old);
     assert_eq!(quiet_but_presence(&mut a2, 500), Vec::<Value>::new());
 }
 
@@ -538,7 +448,7 @@ fn redis_auth_with_an_acl_user() {
     let m = b.expect_after("message", &["user_status", "join"]);
     assert_eq!(m["content"], "over an authenticated bus");
     let wrong = format!("redis://hubbub:nope@127.0.0.1:{}", redis.port());
-    let n3 = node(&c.pg, &wrong, &c.channel, "n3", KEY);
+    let n3 = cluster::node(&c.pg, &wrong, &c.channel, "n3");
     thread::sleep(Duration::from_millis(2500));
     assert_eq!(peers(&n3), 0);
     assert_eq!(peers(&c.nodes[0]), 1);

@@ -416,3 +416,80 @@ fn pipelining_without_reading_is_not_read_further() {
         "RSS grew from {base} KiB to {rss} KiB"
     );
 }
+
+/// `hubbub_output_queued_bytes` from `/metrics`.
+fn output_queued(s: &Server) -> usize {
+    let text = s.get("/metrics", None).text();
+    text.lines()
+        .find_map(|l| l.strip_prefix("hubbub_output_queued_bytes "))
+        .unwrap_or_else(|| panic!("no hubbub_output_queued_bytes in /metrics:\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+/// The server's count of unsent output (`hubbub_output_queued_bytes`: what
+/// the server-wide reply budget reads before every storage read) is this
+/// moment's: it holds what a client that does not read was answered, it is
+/// exactly 0 the moment that client has read the last byte (before, it was
+/// a sum taken once a second, up to a second old), and a client that goes
+/// away with replies unread takes them out of the count.
+#[test]
+fn unsent_output_is_counted_as_it_changes() {
+    const ASKED: usize = 400;
+    let s = Server::start();
+    assert_eq!(output_queued(&s), 0);
+    let one = build_request("GET", "/js/chat.js", &[], None);
+    let pipelined: Vec<u8> = (0..ASKED).flat_map(|_| one.iter().copied()).collect();
+    let held_back = |c: &mut std::net::TcpStream| {
+        c.write_all(&pipelined).unwrap();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let held = output_queued(&s);
+            if held >= 1 << 20 {
+                return held;
+            }
+            assert!(Instant::now() < deadline, "only {held} bytes held back");
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(WAIT)).unwrap();
+    let held = held_back(&mut c);
+    // Every reply is the same: its length from the first head, then read
+    // until all of them are in.
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = None;
+    while total.is_none_or(|t| got.len() < t) {
+        let n = std::io::Read::read(&mut c, &mut buf).unwrap();
+        assert!(n > 0, "closed after {} bytes", got.len());
+        got.extend_from_slice(&buf[..n]);
+        if total.is_none()
+            && let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let body: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length: "))
+                .expect("a length")
+                .parse()
+                .unwrap();
+            total = Some(ASKED * (end + 4 + body));
+        }
+    }
+    assert_eq!(Some(got.len()), total, "nothing after the last reply");
+    assert_eq!(output_queued(&s), 0, "{held} bytes held, all read since");
+
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    held_back(&mut c);
+    drop(c);
+    let deadline = Instant::now() + WAIT;
+    while output_queued(&s) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "a closed client's output still counted"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -539,6 +539,7 @@ impl Http {
                     peers: cx.hub.peers(),
                     sessions_ended: self.revoked.len(),
                     ws_tickets_used: self.tickets.used(),
+                    output_queued: cx.out.queued_everywhere(),
                     notes_rejected: cx.hub.notes_rejected(),
                 };
                 let text = cx.out.metrics().render(&gauges);

@@ -71,7 +71,7 @@ mod push;
 mod rate;
 mod reads;
 pub(crate) mod rooms;
-mod seal;
+pub(crate) mod seal;
 mod sessions;
 mod waits;
 pub(crate) mod wire;

@@ -18,7 +18,7 @@
 //!   reservations stay within [`USER_REPLY_BYTES`], so many sockets of one
 //!   account that ask and never read add up to one budget, not one each;
 //! - the server's: [`READ_BYTES_IN_FLIGHT`] reserved at once, and every
-//!   connection's unsent output (as the loop last counted it) plus all
+//!   connection's unsent output (the reactor's running count) plus all
 //!   reservations within [`SERVER_REPLY_BYTES`], whoever asks. (When
 //!   nothing at all is reserved, one read may start whatever its size, so
 //!   the budget can never wedge.)

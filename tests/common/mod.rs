@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::{HandshakeError, Message, WebSocket};
 
+pub mod cluster;
 pub mod pebble;
 pub mod push_service;
 pub mod services;
