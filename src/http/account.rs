@@ -402,7 +402,7 @@ impl Http {
 
     /// Applies news from storage: users to the directory, ended sessions
     /// to the revocations, settings; each change becomes an event for the
-    /// hub.
+    /// hub, as each room's does (the hub owns the rooms).
     fn apply_news(&mut self, users: &mut Directory, news: AccountNews) {
         for row in news.users {
             if let Some(c) = users.apply(row) {
@@ -432,6 +432,8 @@ impl Http {
         if let Some(s) = news.settings {
             self.settings = s;
         }
+        self.events
+            .extend(news.rooms.into_iter().map(AccountEvent::Room));
     }
 
     /// Asks storage what changed since the last poll (once at a time;
