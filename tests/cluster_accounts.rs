@@ -27,6 +27,9 @@ fn node(pg: &str, redis: &str, channel: &str, name: &str) -> Server {
         .arg(channel)
         .arg("--node-id")
         .arg(name)
+        // The nodes' shared key for the notes between them (at least 32 bytes).
+        .arg("--cluster-key")
+        .arg("accounts-test-cluster-key-0123456789")
         .arg("--presence-grace")
         .arg("0")
         .start()

@@ -104,6 +104,15 @@ fn who_may_archive_and_delete_rooms() {
     );
     let r = send(&s, "POST", routes[0].1, None, &carol);
     assert_eq!(r.status, 204, "a moderator archives: {}", r.text());
+    let log = audit(&s, &admin);
+    assert!(
+        !log.iter().any(|e| e.2 == "nowhere"),
+        "a refusal is not audited: {log:?}"
+    );
+    assert!(
+        log.iter().any(|e| e.0 == "carol" && e.1 == "archive_room"),
+        "{log:?}"
+    );
 }
 
 /// An archived room is listed with `"archived":true` and stays readable,

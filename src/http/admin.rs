@@ -396,8 +396,9 @@ impl Http {
 
     /// `POST`/`DELETE /api/admin/rooms/{name}/archive` (`archive`) and
     /// `DELETE /api/admin/rooms/{name}` (other methods are 405 before
-    /// this): 204 once stored; every node applies it from the change log
-    /// (`hub/accounts.rs`).
+    /// this): 204 once stored, 404 when storage has no such room (this
+    /// node's memory may not hold a room opened on another one); every
+    /// node applies it from the change log (`hub/accounts.rs`).
     #[allow(clippy::too_many_arguments)]
     fn on_room(
         &mut self,
@@ -421,14 +422,6 @@ impl Http {
             let resp = forbidden(format!(
                 "{name} is the room everyone starts in: it stays open"
             ));
-            return reply(cx, conn, req, resp);
-        }
-        if !cx.hub.room_exists(&name) {
-            let resp = Response::error(
-                404,
-                "no_such_room",
-                format!("no room called {}", echo(&name)),
-            );
             return reply(cx, conn, req, resp);
         }
         let reason = match reason_body(req) {
@@ -463,7 +456,7 @@ impl Http {
             at_ms,
             actor: Some(me.user),
             action,
-            target: name,
+            target: name.clone(),
             reason,
         };
         self.write_account(
@@ -472,7 +465,7 @@ impl Http {
             req.keep_alive(),
             write,
             Some((a, addr)),
-            AfterWrite::NoContent,
+            AfterWrite::Room(name),
         )
     }
 

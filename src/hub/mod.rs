@@ -515,16 +515,6 @@ impl Hub {
         self.parts.may_read(user, name)
     }
 
-    /// Whether room `name` exists for a moderator to archive or delete:
-    /// a private room, or a public one with messages.
-    pub fn room_exists(&self, name: &str) -> bool {
-        self.parts
-            .rooms
-            .id(name)
-            .map(|id| self.parts.rooms.get(id))
-            .is_some_and(|r| r.has_messages() || r.private().is_some())
-    }
-
     /// Whether room `name` is archived: read-only.
     pub fn is_archived(&self, name: &str) -> bool {
         self.parts.rooms.is_archived(name)

@@ -458,14 +458,17 @@ pub(super) fn write(
                 "UPDATE rooms SET archived = $2 WHERE name = $1",
                 &[room, archived],
             )?;
-            if n > 0 {
-                log!(LogKind::Room, None, None, Some(room));
+            if n == 0 {
+                // No such room: nothing changed, nothing to audit.
+                return Ok(Ok(AccountNews::default()));
             }
+            log!(LogKind::Room, None, None, Some(room));
         }
         AccountWrite::DeleteRoom { room, at_ms } => {
-            if delete_room(c, room, *at_ms)? {
-                log!(LogKind::Room, None, None, Some(room));
+            if !delete_room(c, room, *at_ms)? {
+                return Ok(Ok(AccountNews::default()));
             }
+            log!(LogKind::Room, None, None, Some(room));
         }
     }
     if let Some(a) = audit {

@@ -440,14 +440,17 @@ pub(super) fn write(
             let n = c
                 .prepare_cached("UPDATE rooms SET archived = ?2 WHERE name = ?1")?
                 .execute(params![room, archived])?;
-            if n > 0 {
-                log(LogKind::Room, None, None, Some(room))?;
+            if n == 0 {
+                // No such room: nothing changed, nothing to audit.
+                return Ok(Ok(AccountNews::default()));
             }
+            log(LogKind::Room, None, None, Some(room))?;
         }
         AccountWrite::DeleteRoom { room, at_ms } => {
-            if super::delete_room(c, room, *at_ms, fts)? {
-                log(LogKind::Room, None, None, Some(room))?;
+            if !super::delete_room(c, room, *at_ms, fts)? {
+                return Ok(Ok(AccountNews::default()));
             }
+            log(LogKind::Room, None, None, Some(room))?;
         }
     }
     if let Some(a) = audit {
