@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use crate::auth::tickets::TicketId;
 use crate::config::ACCOUNT_GAP_WAIT;
-use crate::store::{Sid, UserId};
+use crate::store::{RoomNews, Sid, UserId};
 use crate::users::Changed;
 
 /// What the hub does about an account change (the directory and the
@@ -30,6 +30,9 @@ pub enum AccountEvent {
     /// `user`'s tokens without a session ended: the sockets they opened
     /// close (4001).
     LegacyEnded { user: UserId },
+    /// A room was archived, opened again or deleted: who may see it is
+    /// told, and a deleted room's connections leave it.
+    Room(RoomNews),
     /// This node changed accounts: the other nodes should read the change
     /// log now rather than at their next poll.
     Announce,

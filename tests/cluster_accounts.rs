@@ -222,3 +222,46 @@ fn a_new_avatar_reaches_the_other_node_within_a_second() {
     let served = common::http(b.addr, "GET", &url, &[], None);
     assert_eq!(served.status, 200, "node 2 serves the avatar");
 }
+
+/// A room archived on node 1 refuses a message on node 2 within a
+/// second (node 2's clients are told `room_archived` when it takes
+/// effect there); deleted on node 1, it is gone on node 2 within a second
+/// too: its client is told `room_deleted` and it is no longer listed.
+#[test]
+fn a_room_archived_or_deleted_on_one_node_is_so_on_the_other() {
+    let (a, b, _pg, _redis) = pair();
+    let admin = user_on_both(&a, &b, "alice");
+    let bob = user_on_both(&a, &b, "bob");
+    let (mut ws, _) = b.ws_ready("bob", &bob, true);
+    ws.join("attic");
+    ws.say("attic", "before", "c1");
+    let r = send(&a, "POST", "/api/admin/rooms/attic/archive", None, &admin);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let t0 = Instant::now();
+    let told = ws.expect_after("room_archived", &["user_status", "join"]);
+    assert_eq!(
+        told,
+        json!({"type": "room_archived", "room": "attic", "archived": true})
+    );
+    assert!(t0.elapsed() <= WITHIN + SLACK, "after {:?}", t0.elapsed());
+    ws.send_json(&json!({"type": "message", "room": "attic", "content": "late"}));
+    let e = ws.expect_after("error", &["user_status"]);
+    assert_eq!(e["code"], "forbidden", "{e}");
+
+    let r = send(&a, "DELETE", "/api/admin/rooms/attic", None, &admin);
+    assert_eq!(r.status, 204, "{}", r.text());
+    let t0 = Instant::now();
+    let gone = ws.expect_after("room_deleted", &["user_status", "join", "leave"]);
+    assert_eq!(gone, json!({"type": "room_deleted", "room": "attic"}));
+    assert!(t0.elapsed() <= WITHIN + SLACK, "after {:?}", t0.elapsed());
+    let rooms = b.get("/api/rooms", Some(&bob)).json();
+    assert!(
+        !rooms["rooms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "attic"),
+        "{rooms}"
+    );
+    assert!(b.messages(&bob, "room=attic").is_empty());
+}

@@ -56,6 +56,9 @@ pub(super) enum AfterWrite {
     AdminUser(UserId),
     /// A login's session is stored: its token goes out.
     Login { user: UserId, sid: Sid, iat: u64 },
+    /// 204 when the write changed room `0`; 404 `no_such_room` when
+    /// storage has no such room (the write changed nothing).
+    Room(String),
     /// 201 the new invite.
     Invite {
         code: String,
@@ -303,6 +306,16 @@ impl Http {
         let resp = match outcome {
             None => Response::error(500, "internal", "the change could not be saved; try again"),
             Some(Err(refusal)) => refusal_response(refusal),
+            Some(Ok(news)) if matches!(&then, AfterWrite::Room(_)) && news.rooms.is_empty() => {
+                let AfterWrite::Room(name) = then else {
+                    unreachable!()
+                };
+                Response::error(
+                    404,
+                    "no_such_room",
+                    format!("no room called {}", crate::ws::proto::echo(&name)),
+                )
+            }
             Some(Ok(news)) => {
                 if let Some((a, addr)) = &log {
                     super::seclog::audit(a, cx.users, *addr);
@@ -322,7 +335,9 @@ impl Http {
     /// The answer to a committed write.
     fn after_write(&self, users: &Directory, then: AfterWrite) -> Response {
         match then {
-            AfterWrite::NoContent => Response::new(204, "text/plain", &b""[..]),
+            AfterWrite::NoContent | AfterWrite::Room(_) => {
+                Response::new(204, "text/plain", &b""[..])
+            }
             AfterWrite::Me(id) => match users.get(id) {
                 Some(u) => Response::json(200, &json!({ "user": own(u) })),
                 None => unauthorized(),
@@ -402,7 +417,7 @@ impl Http {
 
     /// Applies news from storage: users to the directory, ended sessions
     /// to the revocations, settings; each change becomes an event for the
-    /// hub.
+    /// hub, as each room's does (the hub owns the rooms).
     fn apply_news(&mut self, users: &mut Directory, news: AccountNews) {
         for row in news.users {
             if let Some(c) = users.apply(row) {
@@ -432,6 +447,8 @@ impl Http {
         if let Some(s) = news.settings {
             self.settings = s;
         }
+        self.events
+            .extend(news.rooms.into_iter().map(AccountEvent::Room));
     }
 
     /// Asks storage what changed since the last poll (once at a time;

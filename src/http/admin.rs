@@ -9,6 +9,8 @@
 //! | `POST`/`DELETE /api/admin/users/{name}/ban` | moderators (on members), admins (on members and moderators) |
 //! | `PUT /api/admin/users/{name}/role` | admins (never leaving the server without one) |
 //! | `PUT /api/admin/users/{name}/password`, `DELETE …/sessions` | admins, on members and moderators |
+//! | `POST`/`DELETE /api/admin/rooms/{name}/archive` | moderators, admins (never `general`) |
+//! | `DELETE /api/admin/rooms/{name}` | admins (never `general`) |
 //! | `GET /api/admin/audit`, `GET`/`PUT /api/admin/settings` | admins |
 //! | `POST`/`GET /api/invites`, `DELETE /api/invites/{code}` | the `invites_by` role and up (moderators by default); each sees and revokes their own, admins all |
 //!
@@ -32,7 +34,7 @@ use crate::auth::pool::Job;
 use crate::clock;
 use crate::config::{
     AUDIT_PAGE_DEFAULT, AUDIT_PAGE_MAX, INVITE_TTL_DEFAULT, INVITE_TTL_MAX, INVITE_USES_DEFAULT,
-    INVITE_USES_MAX, REASON_MAX, SignupMode,
+    INVITE_USES_MAX, REASON_MAX, RESERVED_ROOM_NAMES, SignupMode,
 };
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::accounts::outranks;
@@ -118,6 +120,18 @@ fn reason_of(r: Option<String>) -> Result<String, Response> {
     })
 }
 
+/// The optional `{"reason"}` body of a ban, an archive or a deletion, as
+/// stored (an empty body is no reason).
+fn reason_body(req: &Request<'_>) -> Result<String, Response> {
+    let body = if req.body.trim_ascii().is_empty() {
+        Ok(ReasonBody::default())
+    } else {
+        json_object::<ReasonBody>(req.body)
+    };
+    let body = body.map_err(|()| bad_input("expected a JSON object with a string field reason"))?;
+    reason_of(body.reason)
+}
+
 /// A new invite code: 96 random bits, 16 URL-safe characters.
 pub(crate) fn invite_code() -> String {
     let mut b = [0u8; 12];
@@ -173,6 +187,12 @@ impl Http {
                     .map(|n| n.into_owned())
                     .unwrap_or_default();
                 self.on_user(cx, conn, addr, req, me, role, method, &name, what)
+            }
+            (method, ["rooms", name, "archive"]) => {
+                self.on_room(cx, conn, addr, req, me, role, method, name, true)
+            }
+            (method, ["rooms", name]) => {
+                self.on_room(cx, conn, addr, req, me, role, method, name, false)
             }
             ("GET" | "HEAD", ["audit"]) if role == Role::Admin => self.audit(cx, conn, req),
             ("GET" | "HEAD", ["settings"]) if role == Role::Admin => {
@@ -242,20 +262,7 @@ impl Http {
                     return reply(cx, conn, req, resp);
                 }
                 let (write, a) = if method == "POST" {
-                    let body = if req.body.trim_ascii().is_empty() {
-                        Ok(ReasonBody::default())
-                    } else {
-                        json_object::<ReasonBody>(req.body)
-                    };
-                    let Ok(body) = body else {
-                        return reply(
-                            cx,
-                            conn,
-                            req,
-                            bad_input("expected a JSON object with a string field reason"),
-                        );
-                    };
-                    let reason = match reason_of(body.reason) {
+                    let reason = match reason_body(req) {
                         Ok(r) => r,
                         Err(resp) => return reply(cx, conn, req, resp),
                     };
@@ -385,6 +392,81 @@ impl Http {
                 Response::error(404, "not_found", "no such endpoint"),
             ),
         }
+    }
+
+    /// `POST`/`DELETE /api/admin/rooms/{name}/archive` (`archive`) and
+    /// `DELETE /api/admin/rooms/{name}` (other methods are 405 before
+    /// this): 204 once stored, 404 when storage has no such room (this
+    /// node's memory may not hold a room opened on another one); every
+    /// node applies it from the change log (`hub/accounts.rs`).
+    #[allow(clippy::too_many_arguments)]
+    fn on_room(
+        &mut self,
+        cx: &mut Ctx<'_, impl Outbox>,
+        conn: ConnRef,
+        addr: IpAddr,
+        req: &Request<'_>,
+        me: Authed,
+        role: Role,
+        method: &str,
+        name: &str,
+        archive: bool,
+    ) -> Handled {
+        let name = super::request::percent_decode(name)
+            .map(|n| n.into_owned())
+            .unwrap_or_default();
+        if !archive && role != Role::Admin {
+            return reply(cx, conn, req, forbidden("only admins delete rooms"));
+        }
+        if RESERVED_ROOM_NAMES.contains(&name.as_str()) {
+            let resp = forbidden(format!(
+                "{name} is the room everyone starts in: it stays open"
+            ));
+            return reply(cx, conn, req, resp);
+        }
+        let reason = match reason_body(req) {
+            Ok(r) => r,
+            Err(resp) => return reply(cx, conn, req, resp),
+        };
+        let at_ms = clock::now_ms();
+        let (write, action) = match (archive, method) {
+            (true, "POST") => (
+                AccountWrite::ArchiveRoom {
+                    room: name.clone(),
+                    archived: true,
+                },
+                "archive_room",
+            ),
+            (true, _) => (
+                AccountWrite::ArchiveRoom {
+                    room: name.clone(),
+                    archived: false,
+                },
+                "unarchive_room",
+            ),
+            (false, _) => (
+                AccountWrite::DeleteRoom {
+                    room: name.clone(),
+                    at_ms,
+                },
+                "delete_room",
+            ),
+        };
+        let a = Audit {
+            at_ms,
+            actor: Some(me.user),
+            action,
+            target: name.clone(),
+            reason,
+        };
+        self.write_account(
+            cx,
+            conn,
+            req.keep_alive(),
+            write,
+            Some((a, addr)),
+            AfterWrite::Room(name),
+        )
     }
 
     /// Hashes an admin's new password for `user` on the pool; stored with

@@ -84,6 +84,15 @@ fn allowed(path: &str) -> Option<&'static str> {
         let (name, what) = rest.split_once('/')?;
         (!name.is_empty()).then_some(what)
     }
+    /// `Some(true)`: a room's archive; `Some(false)`: the room.
+    fn admin_room(p: &str) -> Option<bool> {
+        let rest = p.strip_prefix("/api/admin/rooms/")?;
+        match rest.split_once('/') {
+            None => (!rest.is_empty()).then_some(false),
+            Some((name, "archive")) => (!name.is_empty()).then_some(true),
+            Some(_) => None,
+        }
+    }
     Some(match path {
         "/api/signup" | "/api/login" | "/api/logout" | "/api/ws-ticket" | "/api/password"
         | "/api/me/delete" => "POST",
@@ -97,6 +106,8 @@ fn allowed(path: &str) -> Option<&'static str> {
         "/api/push/key" => "GET, HEAD",
         "/api/push/subscriptions" => "POST, DELETE",
         p if p.starts_with("/api/sessions/") || p.starts_with("/api/invites/") => "DELETE",
+        p if admin_room(p) == Some(true) => "POST, DELETE",
+        p if admin_room(p) == Some(false) => "DELETE",
         p => match admin_user(p) {
             Some("ban") => "POST, DELETE",
             Some("role" | "password") => "PUT",
@@ -200,7 +211,8 @@ struct Listed<'a> {
     last_seen: Option<crate::ws::proto::Ts>,
 }
 
-/// A row of `GET /api/rooms`; private rooms add their owner and members.
+/// A row of `GET /api/rooms`; private rooms add their owner and members,
+/// archived rooms `"archived":true`.
 #[derive(Serialize)]
 struct RoomOut<'a> {
     name: &'a str,
@@ -210,6 +222,9 @@ struct RoomOut<'a> {
     owner: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     members: Option<Vec<&'a str>>,
+    /// Present (`true`) only for an archived room.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    archived: bool,
 }
 
 /// What an HTTP call may touch besides the desk itself.
@@ -1442,6 +1457,7 @@ fn list_rooms(hub: &Hub, users: &Directory, me: UserId) -> Response {
                 online: r.online(),
                 owner,
                 members,
+                archived: hub.is_archived(r.name()),
             })
         })
         .collect();
@@ -1646,6 +1662,12 @@ mod tests {
     fn knows_allowed_methods() {
         assert_eq!(allowed("/api/login"), Some("POST"));
         assert_eq!(allowed("/api/nope"), None);
+        assert_eq!(allowed("/api/admin/rooms/ops"), Some("DELETE"));
+        assert_eq!(
+            allowed("/api/admin/rooms/ops/archive"),
+            Some("POST, DELETE")
+        );
+        assert_eq!(allowed("/api/admin/rooms/ops/pins"), None);
         assert_eq!(allowed("/ws/room/general"), Some("GET"));
         assert_eq!(allowed("/index.html"), Some("GET, HEAD"));
     }

@@ -2,6 +2,9 @@
 //! a banned user's sockets close with 4003, an ended session's with 4001,
 //! a deleted account's with 4001 and it leaves its private rooms, and
 //! everyone sees what changed in what is shown of a user (`user_updated`).
+//! A moderator's change to a room: everyone who may see it is told
+//! (`room_archived`, `room_deleted`), and a deleted room's connections
+//! leave it.
 //!
 //! Every node applies every change itself (the writing node from its
 //! write's reply, the others from the change log), so what happens here is
@@ -12,13 +15,14 @@
 use mio::Token;
 
 use super::fanout::{self, Except, Topic};
-use super::members;
 use super::parts::{Ctx, Parts};
+use super::rooms::RoomId;
 use super::sessions::SidTag;
 use super::wire::Note;
+use super::{members, presence};
 use crate::accounts::AccountEvent;
 use crate::outbox::Outbox;
-use crate::store::UserId;
+use crate::store::{RoomNews, UserId};
 use crate::ws::proto::{Out, profile};
 
 /// Close code for a socket whose session ended (logout, a password
@@ -77,11 +81,80 @@ pub fn on_account(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, event: Accou
                 s.is_none()
             });
         }
+        AccountEvent::Room(RoomNews {
+            name,
+            archived: Some(archived),
+        }) => {
+            if parts.rooms.set_archived(&name, archived)
+                && let Some(id) = parts.rooms.id(&name)
+            {
+                let frame = parts.encoder.shared(&Out::RoomArchived {
+                    room: &name,
+                    archived,
+                });
+                tell_viewers(parts, cx, id, &frame);
+            }
+        }
+        AccountEvent::Room(RoomNews {
+            name,
+            archived: None,
+        }) => delete_room(parts, cx, &name),
         AccountEvent::Announce => parts.note(&Note::AccountsChanged),
         AccountEvent::TicketUsed { id, expires_ms } => {
             parts.note(&Note::TicketUsed { id, expires_ms });
         }
     }
+}
+
+/// Room `name` is deleted: whoever may see it here is told, its
+/// connections here leave it (the rest of the room sees them go), and it
+/// is forgotten.
+fn delete_room(parts: &mut Parts, cx: &mut Ctx<'_, impl Outbox>, name: &str) {
+    parts.rooms.set_archived(name, false);
+    let Some(id) = parts.rooms.id(name) else {
+        return;
+    };
+    let frame = parts.encoder.shared(&Out::RoomDeleted { room: name });
+    tell_viewers(parts, cx, id, &frame);
+    let room = parts.rooms.get(id);
+    let joined: Vec<Token> = room
+        .subscribers()
+        .iter()
+        .chain(room.replaying())
+        .copied()
+        .collect();
+    for t in joined {
+        let Some(s) = parts.sessions.get_mut(t) else {
+            continue;
+        };
+        let user = s.user();
+        if s.leave(id) {
+            presence::unsubscribe(parts, cx, t, user, id);
+        }
+    }
+    if parts.rooms.id(name) == Some(id) {
+        parts.rooms.forget(id);
+    }
+}
+
+/// `frame` to every connection here that may see room `id`: a private
+/// room's members, or everyone for a public room (a client lists public
+/// rooms it never joined).
+fn tell_viewers(
+    parts: &mut Parts,
+    cx: &mut Ctx<'_, impl Outbox>,
+    id: RoomId,
+    frame: &std::rc::Rc<[u8]>,
+) {
+    let members: Option<Vec<UserId>> = parts.rooms.get(id).private().map(|p| p.members().collect());
+    let n = match members {
+        None => fanout::deliver(parts, Topic::Everyone, Except::Nobody, None, frame, cx.out),
+        Some(members) => members
+            .into_iter()
+            .map(|m| fanout::deliver(parts, Topic::User(m), Except::Nobody, None, frame, cx.out))
+            .sum(),
+    };
+    cx.out.metrics().deliveries += n;
 }
 
 /// Closes `user`'s sockets here whose session `which` picks.

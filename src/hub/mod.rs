@@ -515,6 +515,11 @@ impl Hub {
         self.parts.may_read(user, name)
     }
 
+    /// Whether room `name` is archived: read-only.
+    pub fn is_archived(&self, name: &str) -> bool {
+        self.parts.rooms.is_archived(name)
+    }
+
     /// Every room the hub knows.
     pub fn rooms(&self) -> impl Iterator<Item = &rooms::Room> {
         self.parts.rooms.iter().map(|(_, r)| r)

@@ -1,6 +1,6 @@
 //! The rooms part: every room this node knows, who is in each, private
-//! rooms and their members, and the per-user quotas on making rooms. Pure
-//! bookkeeping: no sockets, no frames.
+//! rooms and their members, which rooms are archived, and the per-user
+//! quotas on making rooms. Pure bookkeeping: no sockets, no frames.
 //!
 //! A room's subscribers are the connections that receive its live frames,
 //! in a `Vec` because fan-out iterates it for every message and a `Vec` is
@@ -333,6 +333,10 @@ pub struct Rooms {
     creating: HashSet<Box<str>>,
     /// Rooms each user opened or owns, against the per-user quotas.
     created: HashMap<UserId, Created>,
+    /// Archived rooms, by name: kept apart from the rooms in memory, so a
+    /// room this node holds no slot for yet is still read-only when it
+    /// takes one.
+    archived: HashSet<Box<str>>,
 }
 
 impl Rooms {
@@ -357,6 +361,11 @@ impl Rooms {
             rooms.count_private(row.owner);
             rooms.install_private(row);
         }
+        rooms.archived = snapshot
+            .archived_rooms
+            .iter()
+            .map(|n| n.as_str().into())
+            .collect();
         rooms
     }
 
@@ -404,6 +413,39 @@ impl Rooms {
         let id = self.open(&row.name);
         self.slots[id].make_private(row.owner, row.members.iter().copied());
         id
+    }
+
+    /// Whether room `name` is archived: read-only.
+    pub fn is_archived(&self, name: &str) -> bool {
+        self.archived.contains(name)
+    }
+
+    /// Room `name` is archived (or open again); true when that changed.
+    pub fn set_archived(&mut self, name: &str, archived: bool) -> bool {
+        if archived {
+            self.archived.insert(name.into())
+        } else {
+            self.archived.remove(name)
+        }
+    }
+
+    /// Room `id` was deleted (its connections here have left it): its
+    /// members, messages and archive go, and a private room gives its
+    /// owner's slot back. It stays in memory, as a public room nobody has
+    /// written in, only while something still holds its id (a message
+    /// waiting for its commit, users of other nodes not gone yet); then
+    /// its name is free.
+    pub fn forget(&mut self, id: RoomId) {
+        let room = &mut self.slots[id];
+        if let Some(p) = room.private.take()
+            && let Some(c) = self.created.get_mut(&p.owner)
+        {
+            c.private = c.private.saturating_sub(1);
+        }
+        room.has_messages = false;
+        let name = room.name.clone();
+        self.archived.remove(&name);
+        self.collect(id);
     }
 
     // ---- quotas ------------------------------------------------------------
@@ -496,6 +538,36 @@ mod tests {
         r.make_private(1, [1, 2]);
         assert!(r.admits(2) && !r.admits(3));
         assert!(r.remove_member(2) && !r.admits(2));
+    }
+
+    /// A deleted room goes once nothing holds it, with its archive and its
+    /// owner's slot; one a message still waits for stays, opened by nobody.
+    #[test]
+    fn forgets_deleted_rooms() {
+        let mut rooms = Rooms::default();
+        let row = PrivateRoomRow {
+            name: "ops".into(),
+            owner: 1,
+            members: vec![1, 2],
+        };
+        rooms.count_private(1);
+        let ops = rooms.install_private(&row);
+        assert!(rooms.set_archived("ops", true) && !rooms.set_archived("ops", true));
+        let busy = rooms.open("busy");
+        rooms.get_mut(busy).mark_has_messages();
+        rooms.get_mut(busy).message_sent();
+        rooms.forget(ops);
+        rooms.forget(busy);
+        assert_eq!(rooms.id("ops"), None, "gone, name free");
+        assert!(!rooms.is_archived("ops"));
+        assert_eq!(rooms.created[&1].private, 0, "the owner's slot is back");
+        assert!(
+            rooms.get(busy).is_unopened(),
+            "kept for its message, emptied"
+        );
+        rooms.get_mut(busy).message_settled(false);
+        rooms.collect(busy);
+        assert_eq!(rooms.id("busy"), None);
     }
 
     /// A private room counts against its owner from the moment its row is

@@ -1,13 +1,14 @@
 //! Accounts as storage keeps them beyond a name and a password: roles,
 //! bans, deletion and profiles ([`Account`]), server-side sessions
-//! ([`SessionRow`]), invites, the audit log, the account settings, and the
-//! change log through which every node learns what changed elsewhere.
+//! ([`SessionRow`]), invites, the audit log, the account settings, the
+//! rooms moderators archive or delete, and the change log through which
+//! every node learns what changed elsewhere.
 //! Plain data and the rules both backends apply; the statements are in
 //! `sqlite/accounts.rs` and `postgres/accounts.rs`.
 //!
 //! The change log (`account_changes`): every write below adds a row naming
 //! what it changed (a user's row, one session, all of a user's sessions,
-//! the settings) in the same transaction. Every node polls it
+//! the settings, a room) in the same transaction. Every node polls it
 //! ([`AccountRead::Changes`]) and reads back the *current* state of what
 //! the rows name ([`AccountNews`]), never a diff: reading a user twice, or
 //! out of order, leaves the same result, and a user row carries a
@@ -29,10 +30,10 @@ pub enum Role {
     #[default]
     Member,
     /// Deletes any room message, removes anyone from a private room,
-    /// deletes and archives rooms, bans members, makes invites.
+    /// archives rooms, bans members, makes invites.
     Moderator,
-    /// Everything: roles, bans of moderators, passwords, sessions, the
-    /// audit log, the settings.
+    /// Everything: roles, bans of moderators, passwords, sessions,
+    /// deleting rooms, the audit log, the settings.
     Admin,
 }
 
@@ -267,6 +268,21 @@ pub enum AccountWrite {
     },
     /// Stores the settings given (`Some`); the others stay.
     SetSettings(AccountSettings),
+    /// Archives a room (closed to new messages, reactions and edits;
+    /// still listed and readable) or opens it again. A room without a row
+    /// (deleted meanwhile, on another node) changes nothing: the caller
+    /// checked that the room exists, and a repeat is no error.
+    ArchiveRoom {
+        room: String,
+        archived: bool,
+    },
+    /// Deletes a room for good: its row, members, messages (their files
+    /// are released, as for a deleted message), mentions and read
+    /// markers. The name is free again. Without a row, as `ArchiveRoom`.
+    DeleteRoom {
+        room: String,
+        at_ms: i64,
+    },
 }
 
 impl AccountWrite {
@@ -286,6 +302,8 @@ impl AccountWrite {
             AccountWrite::PutInvite(_) => "put_invite",
             AccountWrite::RevokeInvite { .. } => "revoke_invite",
             AccountWrite::SetSettings(_) => "set_settings",
+            AccountWrite::ArchiveRoom { .. } => "archive_room",
+            AccountWrite::DeleteRoom { .. } => "delete_room",
         }
     }
 }
@@ -302,14 +320,23 @@ pub enum AccountRefusal {
 
 /// What changed, as it is now: the rows of changed users (with their
 /// `version`), the sessions that ended (and have not expired), the
-/// settings when they changed, and the change-log ids read (for the
-/// poller's cursor).
+/// settings when they changed, the rooms archived, opened again or
+/// deleted, and the change-log ids read (for the poller's cursor).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountNews {
     pub users: Vec<UserRow>,
     pub ended: Vec<Ended>,
     pub settings: Option<AccountSettings>,
+    pub rooms: Vec<RoomNews>,
     pub changes: Vec<i64>,
+}
+
+/// A room the change log names, as storage has it now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomNews {
+    pub name: String,
+    /// `None`: the room has no row any more (deleted).
+    pub archived: Option<bool>,
 }
 
 /// What the change log says one row changed. Stored as text.
@@ -323,6 +350,8 @@ pub enum LogKind {
     Sessions,
     /// The account settings.
     Settings,
+    /// A room's row (archived, opened again, deleted); the row names it.
+    Room,
 }
 
 impl LogKind {
@@ -332,7 +361,20 @@ impl LogKind {
             LogKind::Session => "session",
             LogKind::Sessions => "sessions",
             LogKind::Settings => "settings",
+            LogKind::Room => "room",
         }
+    }
+
+    /// The kind a stored name says; `None` for a newer binary's kind.
+    pub fn parse(s: &str) -> Option<LogKind> {
+        Some(match s {
+            "user" => LogKind::User,
+            "session" => LogKind::Session,
+            "sessions" => LogKind::Sessions,
+            "settings" => LogKind::Settings,
+            "room" => LogKind::Room,
+            _ => return None,
+        })
     }
 }
 

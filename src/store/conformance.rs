@@ -1,5 +1,5 @@
 //! What every backend must do with edits, deletes, reactions, replies,
-//! mentions and search: one suite, run against SQLite and PostgreSQL alike
+//! mentions, search, and archived and deleted rooms: one suite, run against SQLite and PostgreSQL alike
 //! (each backend's tests call [`check_all`] on a fresh database), so the
 //! two stores cannot drift apart on the rules the hub relies on.
 //!
@@ -9,9 +9,9 @@
 
 use super::fixtures::{TICKET, msg, user};
 use super::{
-    AccountAnswer, AccountRead, Backend, ChangeKind, HistoryQuery, MsgId, PrivateRoomRow,
-    PushProfile, PushSubscription, Reaction, Refusal, Reply, Request, SearchQuery, StoredMessage,
-    Target, UnreadCount, UserId, UserRow, Who,
+    AccountAnswer, AccountNews, AccountRead, AccountWrite, Backend, ChangeKind, HistoryQuery,
+    MsgId, PrivateRoomRow, PushProfile, PushSubscription, Reaction, Refusal, Reply, Request,
+    RoomNews, SearchQuery, StoredMessage, Target, UnreadCount, UserId, UserRow, Who,
 };
 use crate::config::MAX_PUSH_SUBSCRIPTIONS;
 
@@ -218,6 +218,7 @@ pub fn check_all(db: &mut dyn Backend) {
     reads(db);
     usernames(db);
     pushes(db);
+    archived_and_deleted_rooms(db);
 }
 
 /// A read of history is checked against the reader in the query itself,
@@ -762,4 +763,96 @@ fn pushes(db: &mut dyn Backend) {
         assert_eq!(profile(db, ALICE).show_text, show_text);
     }
     assert!(profile(db, BOB).show_text, "each user's own");
+}
+
+/// A room write (archive, delete), which never refuses.
+fn moderate(db: &mut dyn Backend, write: AccountWrite) -> AccountNews {
+    let req = Request::Account {
+        ticket: TICKET,
+        write,
+        audit: None,
+    };
+    match one(db, req) {
+        Some(Reply::AccountWritten {
+            outcome: Ok(news), ..
+        }) => news,
+        other => panic!("expected AccountWritten, got {other:?}"),
+    }
+}
+
+/// An archived room refuses edits and reactions (`Archived`) but not
+/// deletes, and `load` lists it; opened again, it takes them. A deleted
+/// room takes its messages (history, search, mentions) and its row with
+/// it, without becoming an orphan, and its name makes a new, empty room.
+/// Each write's news names the room as it is now; a write about a room
+/// with no row changes nothing and logs nothing.
+fn archived_and_deleted_rooms(db: &mut dyn Backend) {
+    let archive = |archived| AccountWrite::ArchiveRoom {
+        room: "attic".into(),
+        archived,
+    };
+    let news = |archived| {
+        vec![RoomNews {
+            name: "attic".into(),
+            archived,
+        }]
+    };
+    let nothing = moderate(db, archive(true));
+    assert!(
+        nothing.rooms.is_empty() && nothing.changes.is_empty(),
+        "no row yet"
+    );
+    one(
+        db,
+        Request::PutPublicRoom {
+            name: "attic".into(),
+            creator: BOB,
+        },
+    );
+    let dusty = put(db, said(700, "attic", BOB, "dusty boxes"), vec![CAROL]);
+    let other = put(db, said(701, "attic", ALICE, "old lamp"), vec![]);
+    let done = moderate(db, archive(true));
+    assert_eq!((done.rooms, done.changes.len()), (news(Some(true)), 1));
+    assert!(db.load().unwrap().archived_rooms.contains(&"attic".into()));
+    assert_eq!(edit(db, dusty, BOB, "x"), Err(Refusal::Archived));
+    assert_eq!(react(db, dusty, CAROL, "👍"), Err(Refusal::Archived));
+    assert_eq!(delete(db, other, ALICE), Ok(ChangeKind::Deleted));
+    assert_eq!(moderate(db, archive(false)).rooms, news(Some(false)));
+    assert!(!db.load().unwrap().archived_rooms.contains(&"attic".into()));
+    assert_eq!(react(db, dusty, CAROL, "👍"), Ok(true));
+    assert_eq!(search(db, ALICE, "dusty", None), [dusty]);
+    moderate(db, archive(true));
+
+    let delete_room = || AccountWrite::DeleteRoom {
+        room: "attic".into(),
+        at_ms: 9_000,
+    };
+    let gone = moderate(db, delete_room());
+    assert_eq!((gone.rooms, gone.changes.len()), (news(None), 1));
+    assert!(room(db, "attic").is_empty());
+    assert!(search(db, ALICE, "dusty", None).is_empty());
+    assert!(
+        !unread(db, CAROL)
+            .iter()
+            .any(|c| matches!(c, UnreadCount::Room(r, ..) if r == "attic")),
+        "its mentions went too"
+    );
+    let snap = db.load().unwrap();
+    let attic = "attic".to_string();
+    assert!(!snap.public_rooms.iter().any(|(n, _)| *n == attic));
+    assert!(!snap.orphan_rooms.contains(&attic), "not an orphan");
+    assert!(!snap.archived_rooms.contains(&attic));
+    let again = moderate(db, delete_room());
+    assert!(again.rooms.is_empty() && again.changes.is_empty());
+    one(
+        db,
+        Request::PutPublicRoom {
+            name: "attic".into(),
+            creator: CAROL,
+        },
+    );
+    let fresh = put(db, said(dusty + 10, "attic", CAROL, "new attic"), vec![]);
+    let ids: Vec<MsgId> = room(db, "attic").iter().map(|m| m.id).collect();
+    assert_eq!(ids, [fresh], "a new room under the old name starts empty");
+    assert_eq!(react(db, fresh, BOB, "👍"), Ok(true), "and is not archived");
 }

@@ -75,7 +75,8 @@ use std::thread::JoinHandle;
 
 pub use accounts::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
-    AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, Role, SessionRow, Sid,
+    AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, Role, RoomNews,
+    SessionRow, Sid,
 };
 pub use files::{
     Attachment, BlobKey, FileId, FileRow, ImageInfo, PostRefusal, attachable, decode_attachments,

@@ -333,6 +333,8 @@ struct Located {
     /// The room's row: whether it is private, and its owner.
     room_row: Option<(bool, Option<UserId>)>,
     reactions: Option<String>,
+    /// Its room is archived.
+    archived: bool,
 }
 
 /// The live (not deleted) message `id`, its row locked (`FOR UPDATE`)
@@ -351,6 +353,7 @@ fn live_message(c: &mut Conn, id: MsgId) -> Res<Option<Located>> {
             .map(|p| Ok::<_, Fail>((p, opt_user_id(r.get(4))?)))
             .transpose()?,
         reactions: r.get(5),
+        archived: r.get(6),
     }))
 }
 
@@ -393,6 +396,9 @@ fn change(c: &mut Conn, batch: &mut Batch, req: &Request) -> Res<Result<Change, 
         may_read(c, &t, *user)
     })? {
         return Ok(Err(Refusal::Forbidden));
+    }
+    if t.archived && !matches!(req, Request::DeleteMessage { .. }) {
+        return Ok(Err(Refusal::Archived));
     }
     if let Some(a) = moderation_audit(req, t.from, t.room.as_deref(), owner) {
         accounts::write_audit(&mut c.client, &a)?;

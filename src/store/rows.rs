@@ -141,6 +141,9 @@ pub enum Refusal {
     /// The message already has `MAX_REACTION_KINDS` different emoji, or
     /// `MAX_REACTIONS` reactions in all.
     TooManyReactions,
+    /// An edit or a reaction in an archived room (read-only; a delete
+    /// still goes, so moderators can clean an archive up).
+    Archived,
 }
 
 /// What an edit, a delete or a reaction changed, with where the message

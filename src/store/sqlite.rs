@@ -244,7 +244,8 @@ CREATE TABLE account_changes (
     at_ms   INTEGER NOT NULL,
     kind    TEXT NOT NULL,
     user_id INTEGER,
-    sid     TEXT
+    sid     TEXT,
+    room    TEXT
 );
 ALTER TABLE rooms ADD COLUMN archived INTEGER NOT NULL DEFAULT 0;
 "#,
@@ -568,12 +569,15 @@ struct Located {
     reactions: Option<String>,
     /// Its words are in the search index under this text.
     content: String,
+    /// Its room is archived.
+    archived: bool,
 }
 
 /// The live (not deleted) message `id`, if there is one.
 fn live_message(c: &Connection, id: MsgId) -> rusqlite::Result<Option<Located>> {
     c.prepare_cached(
-        "SELECT m.room, m.from_id, m.to_id, r.private, r.owner_id, m.reactions, m.content
+        "SELECT m.room, m.from_id, m.to_id, r.private, r.owner_id, m.reactions, m.content,
+                COALESCE(r.archived, 0) != 0
          FROM messages m LEFT JOIN rooms r ON r.name = m.room
          WHERE m.id = ?1 AND m.deleted_ms IS NULL",
     )?
@@ -587,6 +591,7 @@ fn live_message(c: &Connection, id: MsgId) -> rusqlite::Result<Option<Located>> 
             private_owner: owner.filter(|_| private == Some(true)),
             reactions: r.get(5)?,
             content: r.get(6)?,
+            archived: r.get(7)?,
         })
     })
     .optional()
@@ -627,6 +632,9 @@ fn change(
         may_read(c, &t, *user)
     })? {
         return Ok(Err(Refusal::Forbidden));
+    }
+    if t.archived && !matches!(req, Request::DeleteMessage { .. }) {
+        return Ok(Err(Refusal::Archived));
     }
     if let Some(a) = moderation_audit(req, t.from, t.room.as_deref(), t.private_owner) {
         accounts::write_audit(c, &a)?;
@@ -694,6 +702,62 @@ fn change(
         to: t.to,
         what,
     }))
+}
+
+/// `DeleteRoom`'s rows (false: the room has no row): the room, its
+/// members, its messages with their words in the index (through `fts`),
+/// mentions and read markers; its files are released as a deleted
+/// message's are. The id floor moves past its newest message, so an id a
+/// client saw is never given again after a restart (ids continue from the
+/// newest message `load` finds).
+fn delete_room(
+    c: &Connection,
+    room: &str,
+    at_ms: i64,
+    fts: &mut Vec<FtsOp>,
+) -> rusqlite::Result<bool> {
+    if c.prepare_cached("DELETE FROM rooms WHERE name = ?1")?
+        .execute([room])?
+        == 0
+    {
+        return Ok(false);
+    }
+    let top: Option<i64> = c
+        .prepare_cached("SELECT MAX(id) FROM messages WHERE room = ?1")?
+        .query_row([room], |r| r.get(0))?;
+    if let Some(top) = top {
+        c.prepare_cached(
+            "INSERT INTO settings (key, value) VALUES (?1, CAST(CAST(?2 AS TEXT) AS BLOB))
+             ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(
+                 MAX(CAST(CAST(value AS TEXT) AS INTEGER), ?2) AS TEXT) AS BLOB)",
+        )?
+        .execute(params![super::ops::ID_FLOOR_SETTING, top + 1])?;
+    }
+    let mut st = c.prepare_cached(
+        "SELECT id, content FROM messages WHERE room = ?1 AND deleted_ms IS NULL",
+    )?;
+    for row in st.query_map([room], |r| Ok((r.get::<_, i64>(0)?, r.get(1)?)))? {
+        let (id, content) = row?;
+        fts.push(FtsOp::Remove {
+            id: id as MsgId,
+            content,
+        });
+    }
+    c.prepare_cached(
+        "UPDATE files SET released_ms = ?2 WHERE id IN (SELECT f.file_id FROM message_files f
+             JOIN messages m ON m.id = f.message_id WHERE m.room = ?1)",
+    )?
+    .execute(params![room, at_ms])?;
+    for sql in [
+        "DELETE FROM message_files WHERE message_id IN (SELECT id FROM messages WHERE room = ?1)",
+        "DELETE FROM messages WHERE room = ?1",
+        "DELETE FROM mentions WHERE room = ?1",
+        "DELETE FROM room_reads WHERE room = ?1",
+        "DELETE FROM room_members WHERE room = ?1",
+    ] {
+        c.prepare_cached(sql)?.execute([room])?;
+    }
+    Ok(true)
 }
 
 /// Whether `reply_to` names a live, earlier message of the same room or
@@ -942,7 +1006,7 @@ impl Sqlite {
                 audit,
             } => Some(Reply::AccountWritten {
                 ticket: *ticket,
-                outcome: accounts::write(c, write, audit.as_ref())?,
+                outcome: accounts::write(c, write, audit.as_ref(), &mut self.fts.borrow_mut())?,
             }),
             Request::AccountRead { ticket, read } => Some(Reply::AccountRead {
                 ticket: *ticket,

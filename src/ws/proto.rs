@@ -344,6 +344,17 @@ pub enum Out<'a> {
     UserUpdated {
         user: Profile<'a>,
     },
+    /// A moderator archived a room or opened it again (hubbub's addition):
+    /// to everyone who may see it (a private room's members).
+    RoomArchived {
+        room: &'a str,
+        archived: bool,
+    },
+    /// An admin deleted a room (hubbub's addition): to everyone who may
+    /// see it, so each client drops it; it is gone with its history.
+    RoomDeleted {
+        room: &'a str,
+    },
     Error {
         code: &'static str,
         message: &'a str,

@@ -146,6 +146,10 @@ fn refusal_error(asked: Asked, refusal: Refusal) -> FrameError {
         (Refusal::Forbidden, Asked::React) => {
             FrameError::new("forbidden", "you may not read that message")
         }
+        (Refusal::Archived, _) => FrameError::new(
+            "forbidden",
+            "this room is archived: its messages can no longer be edited or reacted to",
+        ),
         (Refusal::TooManyReactions, _) => FrameError::new(
             "invalid_input",
             format!(

@@ -1,6 +1,6 @@
 //! `message`: a chat message to a room this connection has joined (or to
-//! the room in its URL). The first message of a public room opens it for
-//! good, against its sender's quota. The rest is every chat message's path
+//! the room in its URL), unless the room is archived. The first message
+//! of a public room opens it for good, against its sender's quota. The rest is every chat message's path
 //! (`post.rs`).
 
 use crate::clock;
@@ -32,6 +32,12 @@ pub fn on_message(
     }
     let room = parts.rooms.get(room_id);
     let name = room.name().to_string();
+    if parts.rooms.is_archived(&name) {
+        return Err(FrameError::new(
+            "forbidden",
+            format!("{name} is archived: it can be read, but not written in"),
+        ));
+    }
     if room.is_unopened() {
         // The first message opens the room for good: it counts against
         // the sender's quota (a retry after a failed first write counts

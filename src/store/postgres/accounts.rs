@@ -19,7 +19,7 @@ use crate::store::accounts::{LogKind, RECENT_CHANGES, deleted_name};
 use crate::store::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
     AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Conflict, Ended, InviteRow, PasswordHash,
-    Reply, Role, SessionRow, Sid, UserId, UserRow, Who,
+    Reply, Role, RoomNews, SessionRow, Sid, UserId, UserRow, Who,
 };
 
 /// The advisory lock a signup takes when the users table looks empty
@@ -93,7 +93,7 @@ pub(super) fn find_user(c: &mut Client, who: &Who) -> Res<Option<UserRow>> {
 /// names it, so every node reads it back as it does a new display name.
 pub(super) fn touched(c: &mut Client, user: UserId, at_ms: i64) -> Res<()> {
     if bump(c, user)? {
-        log_change(c, at_ms, LogKind::User, Some(user), None)?;
+        log_change(c, at_ms, LogKind::User, Some(user), None, None)?;
     }
     Ok(())
 }
@@ -105,16 +105,18 @@ fn log_change(
     kind: LogKind,
     user: Option<UserId>,
     sid: Option<Sid>,
+    room: Option<&str>,
 ) -> Res<i64> {
     let id: i64 = c
         .query_one(
-            "INSERT INTO account_changes (at_ms, kind, user_id, sid) VALUES ($1, $2, $3, $4)
-             RETURNING id",
+            "INSERT INTO account_changes (at_ms, kind, user_id, sid, room)
+             VALUES ($1, $2, $3, $4, $5) RETURNING id",
             &[
                 &at_ms,
                 &kind.as_str(),
                 &user.map(i64::from),
                 &sid.map(|s| s.to_string()),
+                &room,
             ],
         )?
         .get(0);
@@ -183,7 +185,7 @@ pub(super) fn put_user(
     if let Some(a) = audit {
         write_audit(c, a)?;
     }
-    log_change(c, row.created_ms, LogKind::User, Some(id), None)?;
+    log_change(c, row.created_ms, LogKind::User, Some(id), None, None)?;
     Ok(Reply::UserStored {
         key: row.id,
         id,
@@ -239,9 +241,13 @@ pub(super) fn write(
     let now = clock::now_ms();
     let mut logged: Vec<Logged> = Vec::new();
     macro_rules! log {
-        ($kind:expr, $user:expr, $sid:expr) => {{
-            let (kind, user, sid) = ($kind, $user, $sid);
-            logged.push((log_change(c, now, kind, user, sid)?, kind, user, sid));
+        ($kind:expr, $user:expr, $sid:expr) => {
+            log!($kind, $user, $sid, None)
+        };
+        ($kind:expr, $user:expr, $sid:expr, $room:expr) => {{
+            let (kind, user, sid, room): (_, _, _, Option<&str>) = ($kind, $user, $sid, $room);
+            let id = log_change(c, now, kind, user, sid, room)?;
+            logged.push((id, kind, user, sid, room.map(str::to_string)));
         }};
     }
     match w {
@@ -466,11 +472,53 @@ pub(super) fn write(
             }
             log!(LogKind::Settings, None, None);
         }
+        AccountWrite::ArchiveRoom { room, archived } => {
+            let n = c.execute(
+                "UPDATE rooms SET archived = $2 WHERE name = $1",
+                &[room, archived],
+            )?;
+            if n == 0 {
+                // No such room: nothing changed, nothing to audit.
+                return Ok(Ok(AccountNews::default()));
+            }
+            log!(LogKind::Room, None, None, Some(room));
+        }
+        AccountWrite::DeleteRoom { room, at_ms } => {
+            if !delete_room(c, room, *at_ms)? {
+                return Ok(Ok(AccountNews::default()));
+            }
+            log!(LogKind::Room, None, None, Some(room));
+        }
     }
     if let Some(a) = audit {
         write_audit(c, a)?;
     }
     news(c, &logged, now).map(Ok)
+}
+
+/// `DeleteRoom`'s rows (false: the room has no row), as SQLite's
+/// (`sqlite::delete_room`); the search words go with the rows. The room's
+/// `targets` row stays, so its sequence goes on where it stood for a room
+/// made again under the name, and every node's order for it stays right.
+fn delete_room(c: &mut Client, room: &str, at_ms: i64) -> Res<bool> {
+    if c.execute("DELETE FROM rooms WHERE name = $1", &[&room])? == 0 {
+        return Ok(false);
+    }
+    c.execute(
+        "UPDATE files SET released_ms = $2 WHERE id IN (SELECT f.file_id FROM message_files f
+             JOIN messages m ON m.id = f.message_id WHERE m.room = $1)",
+        &[&room, &at_ms],
+    )?;
+    for sql in [
+        "DELETE FROM message_files WHERE message_id IN (SELECT id FROM messages WHERE room = $1)",
+        "DELETE FROM messages WHERE room = $1",
+        "DELETE FROM mentions WHERE room = $1",
+        "DELETE FROM room_reads WHERE room = $1",
+        "DELETE FROM room_members WHERE room = $1",
+    ] {
+        c.execute(sql, &[&room])?;
+    }
+    Ok(true)
 }
 
 /// One audit entry, in the caller's transaction.
@@ -490,8 +538,8 @@ pub(super) fn write_audit(c: &mut Client, a: &Audit) -> Res<()> {
     Ok(())
 }
 
-/// A change-log row as read: id, kind, user, session.
-type Logged = (i64, LogKind, Option<UserId>, Option<Sid>);
+/// A change-log row as read: id, kind, user, session, room.
+type Logged = (i64, LogKind, Option<UserId>, Option<Sid>, Option<String>);
 
 fn news(c: &mut Client, rows: &[Logged], now_ms: i64) -> Res<AccountNews> {
     let mut news = AccountNews {
@@ -499,7 +547,8 @@ fn news(c: &mut Client, rows: &[Logged], now_ms: i64) -> Res<AccountNews> {
         ..AccountNews::default()
     };
     let mut users: Vec<UserId> = Vec::new();
-    for &(_, kind, user, sid) in rows {
+    for (_, kind, user, sid, room) in rows {
+        let (kind, user, sid) = (*kind, *user, *sid);
         match (kind, user) {
             (LogKind::User, Some(u)) if !users.contains(&u) => {
                 users.push(u);
@@ -526,6 +575,19 @@ fn news(c: &mut Client, rows: &[Logged], now_ms: i64) -> Res<AccountNews> {
                 }
             }
             (LogKind::Settings, _) => news.settings = Some(settings(c)?),
+            (LogKind::Room, _) => {
+                let Some(name) = room else { continue };
+                if news.rooms.iter().any(|r| &r.name == name) {
+                    continue;
+                }
+                let archived = c
+                    .query_opt("SELECT archived FROM rooms WHERE name = $1", &[name])?
+                    .map(|r| r.get(0));
+                news.rooms.push(RoomNews {
+                    name: name.clone(),
+                    archived,
+                });
+            }
             _ => {}
         }
     }
@@ -557,15 +619,17 @@ fn settings(c: &mut Client) -> Res<AccountSettings> {
 }
 
 fn logged_row(r: &postgres::Row) -> Res<Option<Logged>> {
-    let kind = match r.get::<_, &str>(1) {
-        "user" => LogKind::User,
-        "session" => LogKind::Session,
-        "sessions" => LogKind::Sessions,
-        "settings" => LogKind::Settings,
-        _ => return Ok(None),
+    let Some(kind) = LogKind::parse(r.get(1)) else {
+        return Ok(None);
     };
     let sid = r.get::<_, Option<&str>>(3).and_then(Sid::parse);
-    Ok(Some((r.get(0), kind, opt_user_id(r.get(2))?, sid)))
+    Ok(Some((
+        r.get(0),
+        kind,
+        opt_user_id(r.get(2))?,
+        sid,
+        r.get(4),
+    )))
 }
 
 /// Change-log rows read per poll at most; the rest come with the next.
@@ -577,7 +641,7 @@ pub(super) fn read(c: &mut Client, r: &AccountRead) -> Res<AccountAnswer> {
         AccountRead::Changes { after, gaps } => {
             let mut rows = Vec::new();
             for r in c.query(
-                "SELECT id, kind, user_id, sid FROM account_changes
+                "SELECT id, kind, user_id, sid, room FROM account_changes
                  WHERE id > $1 OR id = ANY($2::bigint[]) ORDER BY id LIMIT $3",
                 &[after, gaps, &CHANGES_PER_READ],
             )? {

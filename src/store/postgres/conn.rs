@@ -360,7 +360,8 @@ impl Statements {
                 "SELECT id, target FROM messages WHERE id = ANY($1::bigint[]) AND deleted_ms IS NULL",
             )?,
             locate: c.prepare(
-                "SELECT m.room, m.from_id, m.to_id, r.private, r.owner_id, m.reactions
+                "SELECT m.room, m.from_id, m.to_id, r.private, r.owner_id, m.reactions,
+                        COALESCE(r.archived, false)
                  FROM messages m LEFT JOIN rooms r ON r.name = m.room
                  WHERE m.id = $1 AND m.deleted_ms IS NULL
                  FOR UPDATE OF m",

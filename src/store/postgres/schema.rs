@@ -241,7 +241,8 @@ CREATE TABLE account_changes (
     at_ms   BIGINT NOT NULL,
     kind    TEXT NOT NULL,
     user_id BIGINT,
-    sid     TEXT
+    sid     TEXT,
+    room    TEXT
 );
 ALTER TABLE rooms ADD COLUMN archived BOOLEAN NOT NULL DEFAULT false;
 "#,

@@ -13,7 +13,7 @@ use crate::store::accounts::{LogKind, RECENT_CHANGES, deleted_name};
 use crate::store::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
     AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Conflict, Ended, InviteRow, PasswordHash,
-    Reply, Role, SessionRow, Sid, UserId, UserRow,
+    Reply, Role, RoomNews, SessionRow, Sid, UserId, UserRow,
 };
 
 /// The columns [`user_row`] reads, in its order.
@@ -67,7 +67,7 @@ pub(super) fn user_by_id(c: &Connection, id: UserId) -> rusqlite::Result<Option<
 /// names it, so every node reads it back as it does a new display name.
 pub(super) fn touched(c: &Connection, user: UserId, at_ms: i64) -> rusqlite::Result<()> {
     if bump(c, user)? {
-        log_change(c, at_ms, LogKind::User, Some(user), None)?;
+        log_change(c, at_ms, LogKind::User, Some(user), None, None)?;
     }
     Ok(())
 }
@@ -79,15 +79,18 @@ fn log_change(
     kind: LogKind,
     user: Option<UserId>,
     sid: Option<Sid>,
+    room: Option<&str>,
 ) -> rusqlite::Result<i64> {
     c.prepare_cached(
-        "INSERT INTO account_changes (at_ms, kind, user_id, sid) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO account_changes (at_ms, kind, user_id, sid, room)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
         at_ms,
         kind.as_str(),
         user,
-        sid.map(|s| s.to_string())
+        sid.map(|s| s.to_string()),
+        room
     ])?;
     let id = c.last_insert_rowid();
     // Old entries serve nobody (`ACCOUNT_CHANGES_KEPT`); the newest stays,
@@ -192,7 +195,7 @@ pub(super) fn put_user(
     if let Some(a) = audit {
         write_audit(c, a)?;
     }
-    log_change(c, row.created_ms, LogKind::User, Some(id), None)?;
+    log_change(c, row.created_ms, LogKind::User, Some(id), None, None)?;
     Ok(Reply::UserStored {
         key: row.id,
         id,
@@ -243,16 +246,20 @@ fn end_sessions(
 
 /// One [`AccountWrite`], with its audit entry; the news is what the
 /// change-log rows it wrote name, read back as they are now.
+/// A deleted room's messages leave the full-text index through `fts`
+/// (`Sqlite::commit` applies it).
 pub(super) fn write(
     c: &Connection,
     w: &AccountWrite,
     audit: Option<&Audit>,
+    fts: &mut Vec<super::FtsOp>,
 ) -> rusqlite::Result<Result<AccountNews, AccountRefusal>> {
     use AccountRefusal as R;
     let now = clock::now_ms();
-    let mut logged = Vec::new();
-    let mut log = |kind, user, sid| -> rusqlite::Result<()> {
-        logged.push((log_change(c, now, kind, user, sid)?, kind, user, sid));
+    let mut logged: Vec<Logged> = Vec::new();
+    let mut log = |kind, user, sid, room: Option<&str>| -> rusqlite::Result<()> {
+        let id = log_change(c, now, kind, user, sid, room)?;
+        logged.push((id, kind, user, sid, room.map(str::to_string)));
         Ok(())
     };
     match w {
@@ -282,7 +289,7 @@ pub(super) fn write(
             if n == 0 {
                 return Ok(Err(R::NoSuchSession));
             }
-            log(LogKind::Session, Some(*user), Some(*sid))?;
+            log(LogKind::Session, Some(*user), Some(*sid), None)?;
         }
         AccountWrite::EndSessions {
             user,
@@ -295,8 +302,8 @@ pub(super) fn write(
             c.prepare_cached("UPDATE users SET sessions_after_ms = ?2 WHERE id = ?1")?
                 .execute(params![user, at_ms])?;
             end_sessions(c, *user, *except, *at_ms)?;
-            log(LogKind::User, Some(*user), None)?;
-            log(LogKind::Sessions, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
+            log(LogKind::Sessions, Some(*user), None, None)?;
         }
         AccountWrite::EndLegacySessions { user, at_ms } => {
             if !bump(c, *user)? {
@@ -304,7 +311,7 @@ pub(super) fn write(
             }
             c.prepare_cached("UPDATE users SET sessions_after_ms = ?2 WHERE id = ?1")?
                 .execute(params![user, at_ms])?;
-            log(LogKind::User, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
         }
         AccountWrite::SetRole { user, role } => {
             let Some(was) = live_role(c, *user)? else {
@@ -316,7 +323,7 @@ pub(super) fn write(
             c.prepare_cached("UPDATE users SET role = ?2 WHERE id = ?1")?
                 .execute(params![user, role.as_str()])?;
             bump(c, *user)?;
-            log(LogKind::User, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
         }
         AccountWrite::Ban {
             user,
@@ -328,7 +335,7 @@ pub(super) fn write(
             }
             c.prepare_cached("UPDATE users SET banned_ms = ?2, ban_reason = ?3 WHERE id = ?1")?
                 .execute(params![user, at_ms, reason])?;
-            log(LogKind::User, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
         }
         AccountWrite::Unban { user } => {
             if !bump(c, *user)? {
@@ -336,7 +343,7 @@ pub(super) fn write(
             }
             c.prepare_cached("UPDATE users SET banned_ms = NULL, ban_reason = NULL WHERE id = ?1")?
                 .execute([user])?;
-            log(LogKind::User, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
         }
         AccountWrite::SetPassword {
             user,
@@ -359,8 +366,8 @@ pub(super) fn write(
                 at_ms
             ])?;
             end_sessions(c, *user, *keep, *at_ms)?;
-            log(LogKind::User, Some(*user), None)?;
-            log(LogKind::Sessions, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
+            log(LogKind::Sessions, Some(*user), None, None)?;
         }
         AccountWrite::SetProfile {
             user,
@@ -378,7 +385,7 @@ pub(super) fn write(
                 c.prepare_cached("UPDATE users SET status = ?2 WHERE id = ?1")?
                     .execute(params![user, status])?;
             }
-            log(LogKind::User, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
         }
         AccountWrite::DeleteUser { user, at_ms } => {
             let Some(role) = live_role(c, *user)? else {
@@ -405,8 +412,8 @@ pub(super) fn write(
             ] {
                 c.prepare_cached(sql)?.execute([user])?;
             }
-            log(LogKind::User, Some(*user), None)?;
-            log(LogKind::Sessions, Some(*user), None)?;
+            log(LogKind::User, Some(*user), None, None)?;
+            log(LogKind::Sessions, Some(*user), None, None)?;
         }
         AccountWrite::PutInvite(i) => {
             c.prepare_cached(
@@ -443,7 +450,23 @@ pub(super) fn write(
             if let Some(r) = s.invites_by {
                 st.execute(params![AccountSettings::INVITES_BY, r.as_str().as_bytes()])?;
             }
-            log(LogKind::Settings, None, None)?;
+            log(LogKind::Settings, None, None, None)?;
+        }
+        AccountWrite::ArchiveRoom { room, archived } => {
+            let n = c
+                .prepare_cached("UPDATE rooms SET archived = ?2 WHERE name = ?1")?
+                .execute(params![room, archived])?;
+            if n == 0 {
+                // No such room: nothing changed, nothing to audit.
+                return Ok(Ok(AccountNews::default()));
+            }
+            log(LogKind::Room, None, None, Some(room))?;
+        }
+        AccountWrite::DeleteRoom { room, at_ms } => {
+            if !super::delete_room(c, room, *at_ms, fts)? {
+                return Ok(Ok(AccountNews::default()));
+            }
+            log(LogKind::Room, None, None, Some(room))?;
         }
     }
     if let Some(a) = audit {
@@ -452,8 +475,8 @@ pub(super) fn write(
     news(c, &logged, now).map(Ok)
 }
 
-/// A change-log row as read: id, kind, user, session.
-type Logged = (i64, LogKind, Option<UserId>, Option<Sid>);
+/// A change-log row as read: id, kind, user, session, room.
+type Logged = (i64, LogKind, Option<UserId>, Option<Sid>, Option<String>);
 
 /// What the change-log rows `rows` name, as it is now.
 fn news(c: &Connection, rows: &[Logged], now_ms: i64) -> rusqlite::Result<AccountNews> {
@@ -462,7 +485,8 @@ fn news(c: &Connection, rows: &[Logged], now_ms: i64) -> rusqlite::Result<Accoun
         ..AccountNews::default()
     };
     let mut users: Vec<UserId> = Vec::new();
-    for &(_, kind, user, sid) in rows {
+    for (_, kind, user, sid, room) in rows {
+        let (kind, user, sid) = (*kind, *user, *sid);
         match (kind, user) {
             (LogKind::User, Some(u)) if !users.contains(&u) => {
                 users.push(u);
@@ -491,6 +515,20 @@ fn news(c: &Connection, rows: &[Logged], now_ms: i64) -> rusqlite::Result<Accoun
                 }
             }
             (LogKind::Settings, _) => news.settings = Some(settings(c)?),
+            (LogKind::Room, _) => {
+                let Some(name) = room else { continue };
+                if news.rooms.iter().any(|r| &r.name == name) {
+                    continue;
+                }
+                let archived = c
+                    .prepare_cached("SELECT archived != 0 FROM rooms WHERE name = ?1")?
+                    .query_row([name], |r| r.get(0))
+                    .optional()?;
+                news.rooms.push(RoomNews {
+                    name: name.clone(),
+                    archived,
+                });
+            }
             _ => {}
         }
     }
@@ -526,23 +564,13 @@ fn settings(c: &Connection) -> rusqlite::Result<AccountSettings> {
     Ok(s)
 }
 
-fn kind_of(s: &str) -> Option<LogKind> {
-    Some(match s {
-        "user" => LogKind::User,
-        "session" => LogKind::Session,
-        "sessions" => LogKind::Sessions,
-        "settings" => LogKind::Settings,
-        _ => return None,
-    })
-}
-
 /// Change-log rows read back (`None`: a kind this binary does not know).
 fn logged_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Logged>> {
-    let Some(kind) = kind_of(&r.get::<_, String>(1)?) else {
+    let Some(kind) = LogKind::parse(&r.get::<_, String>(1)?) else {
         return Ok(None);
     };
     let sid = r.get::<_, Option<String>>(3)?.and_then(|s| Sid::parse(&s));
-    Ok(Some((r.get(0)?, kind, r.get(2)?, sid)))
+    Ok(Some((r.get(0)?, kind, r.get(2)?, sid, r.get(4)?)))
 }
 
 /// Change-log rows read per poll at most; the rest come with the next.
@@ -554,14 +582,14 @@ pub(super) fn read(c: &Connection, r: &AccountRead) -> rusqlite::Result<AccountA
         AccountRead::Changes { after, gaps } => {
             let mut rows = Vec::new();
             let mut st = c.prepare_cached(
-                "SELECT id, kind, user_id, sid FROM account_changes WHERE id > ?1
+                "SELECT id, kind, user_id, sid, room FROM account_changes WHERE id > ?1
                  ORDER BY id LIMIT ?2",
             )?;
             for row in st.query_map(params![after, CHANGES_PER_READ], logged_row)? {
                 rows.extend(row?);
             }
             let mut st = c.prepare_cached(
-                "SELECT id, kind, user_id, sid FROM account_changes WHERE id = ?1",
+                "SELECT id, kind, user_id, sid, room FROM account_changes WHERE id = ?1",
             )?;
             for gap in gaps {
                 rows.extend(st.query_row([gap], logged_row).optional()?.flatten());
