@@ -14,127 +14,30 @@
 use std::net::IpAddr;
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
+use super::people::{AfterRead, AfterWrite, Authed, Recheck, banned, forbidden, one_line, own};
 use super::request::Request;
 use super::response::Response;
 use super::routes::{
-    Ctx, Handled, Http, Wait, answer, bad_input, busy, json_object, send, unauthorized,
+    Ctx, Handled, Http, Wait, answer, bad_input, busy, json_object, reply, send, unauthorized,
     valid_password,
 };
-use crate::accounts::{AccountEvent, ChangeCursor, PeerNote};
+use crate::accounts::{AccountEvent, PeerNote};
 use crate::auth::jwt::Tokens;
 use crate::auth::pool::Job;
 use crate::auth::sessions::new_sid;
 use crate::auth::throttle::{ClientKey, LoginPass};
 use crate::clock;
-use crate::config::{DISPLAY_NAME_MAX, STATUS_MAX, SignupMode, USER_AGENT_MAX};
+use crate::config::{DISPLAY_NAME_MAX, STATUS_MAX, SignupMode};
 use crate::outbox::{ConnRef, Outbox};
 use crate::store::{
     AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountWrite, Audit, PasswordHash,
     Request as StoreRequest, Role, SessionRow, Sid, Ticket, UserId,
 };
-use crate::users::{Directory, User};
-use crate::ws::proto::{Profile, Ts, profile};
-
-/// Who a request's token says is calling, checked in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Authed {
-    pub user: UserId,
-    /// `None`: a token from before sessions.
-    pub sid: Option<Sid>,
-}
-
-/// How an account write is answered once it committed.
-pub(super) enum AfterWrite {
-    /// 204.
-    NoContent,
-    /// 200 `{"user"}`, the caller's own view (`PUT /api/me`).
-    Me(UserId),
-    /// 200 `{"user"}`, an admin's view of a user.
-    AdminUser(UserId),
-    /// A login's session is stored: its token goes out.
-    Login { user: UserId, sid: Sid, iat: u64 },
-    /// 204 when the write changed room `0`; 404 `no_such_room` when
-    /// storage has no such room (the write changed nothing).
-    Room(String),
-    /// 201 the new invite.
-    Invite {
-        code: String,
-        uses: u32,
-        expires_ms: i64,
-    },
-}
-
-/// How an account read is answered.
-pub(super) enum AfterRead {
-    /// `GET /api/sessions`; `current` is marked.
-    Sessions {
-        current: Option<Sid>,
-    },
-    Invites,
-    Audit,
-}
-
-/// What a checked password unlocks.
-pub(super) enum Recheck {
-    /// `POST /api/password`: the new password is hashed next.
-    ChangePassword { new: String },
-    /// `POST /api/me/delete`.
-    DeleteAccount,
-}
-
-/// A user as they see themselves: everyone's view plus the email.
-#[derive(Serialize)]
-pub(super) struct Own<'a> {
-    #[serde(flatten)]
-    pub profile: Profile<'a>,
-    /// `null` when none was given.
-    pub email: Option<&'a str>,
-}
-
-pub(super) fn own(u: &User) -> Own<'_> {
-    Own {
-        profile: profile(u),
-        email: (!u.email.is_empty()).then_some(&*u.email),
-    }
-}
-
-/// 403 `banned`, saying why when a reason was given.
-pub(super) fn banned(u: &User) -> Response {
-    let reason = u.account.ban.as_ref().map_or("", |b| b.reason.as_str());
-    let message = if reason.is_empty() {
-        "this account is banned".to_string()
-    } else {
-        format!("this account is banned: {reason}")
-    };
-    Response::error(403, "banned", message)
-}
-
-pub(super) fn forbidden(why: impl Into<String>) -> Response {
-    Response::error(403, "forbidden", why)
-}
-
-/// Text as stored: trimmed, at most `max` characters, no control
-/// characters (a name or status is one line).
-pub(super) fn one_line(s: &str, max: usize) -> Option<&str> {
-    let t = s.trim();
-    (t.chars().count() <= max && !t.chars().any(char::is_control)).then_some(t)
-}
-
-/// The client's `User-Agent`, cut to what a session keeps.
-fn agent(req: &Request<'_>) -> String {
-    let ua = req
-        .header("user-agent")
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-        .unwrap_or_default();
-    let mut end = ua.len().min(USER_AGENT_MAX);
-    while !ua.is_char_boundary(end) {
-        end -= 1;
-    }
-    ua[..end].chars().filter(|c| !c.is_control()).collect()
-}
+use crate::users::Directory;
+use crate::ws::proto::Ts;
 
 #[derive(Deserialize)]
 struct PasswordBody {
@@ -215,11 +118,6 @@ impl Http {
         self.signup_flag
             .or(self.settings.signup)
             .unwrap_or_default()
-    }
-
-    /// The lowest role that may make invites (moderators by default).
-    pub(super) fn invites_by(&self) -> Role {
-        self.settings.invites_by.unwrap_or(Role::Moderator)
     }
 
     /// Submits an account write; answered by `then` once it committed.
@@ -930,23 +828,6 @@ impl Http {
     }
 }
 
-/// Sends `resp` for `req` now: the route is done.
-pub(super) fn reply(
-    cx: &mut Ctx<'_, impl Outbox>,
-    conn: ConnRef,
-    req: &Request<'_>,
-    resp: Response,
-) -> Handled {
-    send(
-        cx.out,
-        conn.token,
-        resp,
-        req.keep_alive(),
-        req.method == "HEAD",
-    );
-    Handled::Done
-}
-
 /// The answer to a refused account write.
 fn refusal_response(r: AccountRefusal) -> Response {
     match r {
@@ -957,14 +838,4 @@ fn refusal_response(r: AccountRefusal) -> Response {
             forbidden("the server must keep an admin: make someone else admin first")
         }
     }
-}
-
-/// A cursor at the change log's head as `load` saw it.
-pub(super) fn cursor_from(recent: &[i64]) -> ChangeCursor {
-    ChangeCursor::new(recent, clock::now_ms())
-}
-
-/// The `agent` of a login request, for its session.
-pub(super) fn login_agent(req: &Request<'_>) -> String {
-    agent(req)
 }

@@ -26,10 +26,10 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::account::{AfterRead, AfterWrite, Authed, forbidden, one_line, reply};
+use super::people::{AfterRead, AfterWrite, Authed, forbidden, one_line};
 use super::request::Request;
 use super::response::Response;
-use super::routes::{Ctx, Handled, Http, Wait, bad_input, json_object, valid_password};
+use super::routes::{Ctx, Handled, Http, Wait, bad_input, json_object, reply, valid_password};
 use crate::auth::pool::Job;
 use crate::clock;
 use crate::config::{
@@ -142,6 +142,11 @@ pub(crate) fn invite_code() -> String {
 }
 
 impl Http {
+    /// The lowest role that may make invites (moderators by default).
+    pub(super) fn invites_by(&self) -> Role {
+        self.settings.invites_by.unwrap_or(Role::Moderator)
+    }
+
     /// Routes of this file; `None`: not one of them.
     pub(super) fn admin_route(
         &mut self,

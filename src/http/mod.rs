@@ -1,6 +1,7 @@
 //! HTTP/1.1: request heads (`request`), responses (`response`), the REST API
 //! and the WebSocket upgrade routes (`routes`; accounts and sessions in
-//! `account`, moderation and administration in `admin`, the lines for an
+//! `account`, moderation and administration in `admin`, what those and the
+//! desk share in `people`, the lines for an
 //! operator's tools in `seclog`), the client address behind a reverse
 //! proxy (`proxy`), the plain-HTTP listener beside HTTPS (`redirect`), and
 //! the embedded web client (`static_files`, with the service worker's app
@@ -12,6 +13,7 @@ mod account;
 pub(crate) mod admin;
 pub mod files;
 pub mod mime;
+mod people;
 pub mod proxy;
 pub mod push;
 pub mod range;

@@ -29,7 +29,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::account::{
+use super::people::{
     AfterRead, AfterWrite, Authed, Recheck, banned, cursor_from, login_agent, own,
 };
 use super::request::{HeadError, Request};
@@ -1600,6 +1600,23 @@ fn search_query(
         scope,
         limit,
     }))
+}
+
+/// Sends `resp` for `req` now: the route is done.
+pub(super) fn reply(
+    cx: &mut Ctx<'_, impl Outbox>,
+    conn: ConnRef,
+    req: &Request<'_>,
+    resp: Response,
+) -> Handled {
+    send(
+        cx.out,
+        conn.token,
+        resp,
+        req.keep_alive(),
+        req.method == "HEAD",
+    );
+    Handled::Done
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Accounts as storage keeps them beyond a name and a password: roles,
-//! bans, deletion and profiles ([`Account`]), server-side sessions
+//! Users and their accounts as storage keeps them: the user's row
+//! ([`UserRow`], with its [`PasswordHash`]), roles, bans, deletion and
+//! profiles ([`Account`]), server-side sessions
 //! ([`SessionRow`]), invites, the audit log, the account settings, the
 //! rooms moderators archive or delete, and the change log through which
 //! every node learns what changed elsewhere.
@@ -20,8 +21,33 @@
 
 use std::fmt;
 
-use super::rows::{PasswordHash, UserId, UserRow};
 use crate::config::SignupMode;
+
+/// Users are numbered from 1: by the loop on SQLite, by the database's
+/// sequence on PostgreSQL (where several nodes sign users up at once).
+pub type UserId = u32;
+
+/// A user as stored, password hash included (the loop keeps it to verify logins).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: UserId,
+    pub username: String,
+    pub email: String,
+    pub password: PasswordHash,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+    /// Role, ban, deletion, profile, session cut-off, version.
+    pub account: Account,
+}
+
+/// PBKDF2-HMAC-SHA256 output with the parameters that produced it, so the
+/// iteration count can be raised later without invalidating old hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswordHash {
+    pub iterations: u32,
+    pub salt: [u8; 16],
+    pub hash: [u8; 32],
+}
 
 /// What an account may do besides chat. Ordered: each may do what the
 /// ones below it may.

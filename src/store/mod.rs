@@ -75,8 +75,8 @@ use std::thread::JoinHandle;
 
 pub use accounts::{
     Account, AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountSettings,
-    AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, Role, RoomNews,
-    SessionRow, Sid,
+    AccountWrite, AccountsSnapshot, Audit, AuditRow, Ban, Ended, InviteRow, PasswordHash, Role,
+    RoomNews, SessionRow, Sid, UserId, UserRow,
 };
 pub use files::{
     Attachment, BlobKey, FileId, FileRow, ImageInfo, PostRefusal, attachable, decode_attachments,
@@ -86,10 +86,9 @@ pub use request::{
     Desk, Facts, Reply, Request, Ticket, Who, may_change, membership_audit, moderation_audit,
 };
 pub use rows::{
-    Change, ChangeKind, Conflict, HistoryQuery, MsgId, PasswordHash, PrivateRoomRow, PushProfile,
+    Change, ChangeKind, Conflict, HistoryQuery, MsgId, PrivateRoomRow, PushProfile,
     PushSubscription, Reaction, Refusal, SearchQuery, Seq, Snapshot, StoredMessage, Target,
-    UnreadCount, UserId, UserRow, decode_reactions, encode_reactions, search_words,
-    toggle_reaction,
+    UnreadCount, decode_reactions, encode_reactions, search_words, toggle_reaction,
 };
 
 use crate::config::{STORE_BATCH, STORE_PROBE};

@@ -32,15 +32,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::Backend;
 use super::postgres::parse_config;
-use super::sqlite::{self, BackupStats, Sqlite};
+use super::sqlite::{self, BackupStats, ID_FLOOR_SETTING, Sqlite};
 pub use crate::files::Copied;
 use crate::files::dir::{self, DirStore};
 use crate::files::{FileStore, copy_blobs};
 use crate::tls::services::connect_postgres;
-
-/// The setting that holds a SQLite database's id floor (PostgreSQL moves
-/// its `message_ids` sequence instead).
-pub const ID_FLOOR_SETTING: &str = "id_floor";
 
 /// Ids a restore skips to: now, in milliseconds since the epoch, × 1000.
 pub fn id_floor_now() -> i64 {

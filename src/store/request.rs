@@ -14,12 +14,13 @@
 //! `postgres.rs`, and for a read `postgres/reads.rs`).
 
 use super::accounts::{
-    AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountWrite, Audit, Role,
+    AccountAnswer, AccountNews, AccountRead, AccountRefusal, AccountWrite, Audit, Role, UserId,
+    UserRow,
 };
 use super::files::{Attachment, BlobKey, FileId, FileRow, PostRefusal};
 use super::rows::{
     Change, Conflict, HistoryQuery, MsgId, PrivateRoomRow, PushProfile, PushSubscription, Refusal,
-    SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount, UserId, UserRow,
+    SearchQuery, Seq, Snapshot, StoredMessage, Target, UnreadCount,
 };
 
 /// Which part of the loop asked: storage echoes the ticket, and the loop

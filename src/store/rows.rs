@@ -3,14 +3,11 @@
 //! and the rules about them that both engines apply the same way (how a
 //! reaction toggles, how reactions are stored, how a search is cut into
 //! words). Plain data, no I/O: the requests that carry it are in
-//! `request.rs`, the threads that move it in `mod.rs`; accounts beyond a
-//! name and a password in `accounts.rs`.
+//! `request.rs`, the threads that move it in `mod.rs`; users and their
+//! accounts in `accounts.rs`.
 
-use super::accounts::{Account, AccountsSnapshot};
+use super::accounts::{AccountsSnapshot, UserId, UserRow};
 
-/// Users are numbered from 1: by the loop on SQLite, by the database's
-/// sequence on PostgreSQL (where several nodes sign users up at once).
-pub type UserId = u32;
 /// Message ids: unique across the server (the cluster), and increasing per
 /// room and per conversation in the order messages are delivered.
 pub type MsgId = u64;
@@ -20,28 +17,6 @@ pub type MsgId = u64;
 /// jump on the bus knows it missed a message and reads it back. 0 from a
 /// backend that does not sequence (SQLite: one node, nothing to miss).
 pub type Seq = u64;
-
-/// A user as stored, password hash included (the loop keeps it to verify logins).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UserRow {
-    pub id: UserId,
-    pub username: String,
-    pub email: String,
-    pub password: PasswordHash,
-    pub created_ms: i64,
-    pub last_seen_ms: Option<i64>,
-    /// Role, ban, deletion, profile, session cut-off, version.
-    pub account: Account,
-}
-
-/// PBKDF2-HMAC-SHA256 output with the parameters that produced it, so the
-/// iteration count can be raised later without invalidating old hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PasswordHash {
-    pub iterations: u32,
-    pub salt: [u8; 16],
-    pub hash: [u8; 32],
-}
 
 /// A private room: only members may join it or read its history.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -49,6 +49,10 @@ use crate::files::FileStore;
 use crate::files::dir::DirStore;
 use accounts::{USER_COLUMNS, user_row};
 
+/// The setting that holds a SQLite database's id floor (PostgreSQL moves
+/// its `message_ids` sequence instead).
+pub const ID_FLOOR_SETTING: &str = "id_floor";
+
 /// Schema versions, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -731,7 +735,7 @@ fn delete_room(
              ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(
                  MAX(CAST(CAST(value AS TEXT) AS INTEGER), ?2) AS TEXT) AS BLOB)",
         )?
-        .execute(params![super::ops::ID_FLOOR_SETTING, top + 1])?;
+        .execute(params![ID_FLOOR_SETTING, top + 1])?;
     }
     let mut st = c.prepare_cached(
         "SELECT id, content FROM messages WHERE room = ?1 AND deleted_ms IS NULL",
