@@ -275,13 +275,51 @@ pub fn encode(img: &DynamicImage) -> Vec<u8> {
         img.to_rgba8()
             .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
             .expect("encoding to memory cannot fail");
-    } else {
-        let mut enc =
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, PREVIEW_JPEG_QUALITY);
-        enc.encode_image(&img.to_rgb8())
-            .expect("encoding to memory cannot fail");
+        return out;
     }
+    let (w, h) = (side(img.width()), side(img.height()));
+    let encoder = jpeg_encoder::Encoder::new(&mut out, PREVIEW_JPEG_QUALITY);
+    match img {
+        DynamicImage::ImageLuma8(grey) => encoder.encode(grey, w, h, jpeg_encoder::ColorType::Luma),
+        _ => encoder.encode(&img.to_rgb8(), w, h, jpeg_encoder::ColorType::Rgb),
+    }
+    .expect("what is encoded is a preview or an avatar: a JPEG's sides hold it");
     out
+}
+
+/// A side of what [`encode`] is given: at most [`THUMB_LARGE`], or an
+/// image smaller than that kept as it is.
+fn side(n: u32) -> u16 {
+    u16::try_from(n).expect("a preview's side fits a JPEG's")
+}
+
+/// `img` scaled to `w`×`h` (Lanczos, gamma as stored, alpha premultiplied
+/// meanwhile).
+fn resized(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let mut out = DynamicImage::new(w, h, img.color());
+    match fast_image_resize::Resizer::new().resize(img, &mut out, None) {
+        Ok(()) => out,
+        // A pixel type it has no kernel for (none our decoders give).
+        Err(_) => img.resize_exact(w, h, image::imageops::FilterType::Lanczos3),
+    }
+}
+
+/// `img` scaled down, keeping its aspect ratio, to fit `n`×`n` (the
+/// rounding of `DynamicImage::thumbnail`); unchanged when it already fits.
+fn fitted(img: DynamicImage, n: u32) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    if w <= n && h <= n {
+        return img;
+    }
+    let scale = |a: u32, b: u32| {
+        ((u64::from(a) * u64::from(n) + u64::from(b) / 2) / u64::from(b)).max(1) as u32
+    };
+    let (fw, fh) = if w >= h {
+        (n, scale(h, w))
+    } else {
+        (scale(w, h), n)
+    };
+    resized(&img, fw, fh)
 }
 
 /// Decodes an uploaded file that claims a raster type and writes its
@@ -301,17 +339,10 @@ pub fn inspect(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Inspected, FileEr
         }
         Decoded::NotImage => return Ok(Inspected::NotImage),
     };
-    let large_img = if img.width() > THUMB_LARGE || img.height() > THUMB_LARGE {
-        img.thumbnail(THUMB_LARGE, THUMB_LARGE)
-    } else {
-        img
-    };
+    let large_img = fitted(img, THUMB_LARGE);
     let large = write_blob(blobs, &encode(&large_img))?;
     let small = if large_img.width() > THUMB_SMALL || large_img.height() > THUMB_SMALL {
-        write_blob(
-            blobs,
-            &encode(&large_img.thumbnail(THUMB_SMALL, THUMB_SMALL)),
-        )?
+        write_blob(blobs, &encode(&fitted(large_img, THUMB_SMALL)))?
     } else {
         large
     };
@@ -341,8 +372,8 @@ pub fn avatar(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<(BlobKey, BlobKey)
         side,
         side,
     );
-    let large_img = square.thumbnail_exact(side.min(AVATAR_LARGE), side.min(AVATAR_LARGE));
-    let small_img = large_img.thumbnail_exact(side.min(AVATAR_SMALL), side.min(AVATAR_SMALL));
+    let large_img = resized(&square, side.min(AVATAR_LARGE), side.min(AVATAR_LARGE));
+    let small_img = resized(&large_img, side.min(AVATAR_SMALL), side.min(AVATAR_SMALL));
     let large = write_blob(blobs, &encode(&large_img)).map_err(AvatarError::Io)?;
     let small = write_blob(blobs, &encode(&small_img)).map_err(AvatarError::Io)?;
     Ok((small, large))
@@ -492,7 +523,10 @@ mod tests {
     fn reduced_scale_keeps_what_is_needed() {
         let preview = Need::Longest(THUMB_LARGE);
         assert!(preview.allows_halving(4000, 3000));
-        assert!(preview.allows_halving(3000, 3199), "1600 of 3199 (rounded up)");
+        assert!(
+            preview.allows_halving(3000, 3199),
+            "1600 of 3199 (rounded up)"
+        );
         assert!(!preview.allows_halving(3000, 3198));
         assert!(!preview.allows_halving(2400, 1200));
         assert_eq!(preview.request(4000, 3000), (1600, 1600));
