@@ -1,0 +1,149 @@
+//! Disk full, for real: the file directory is a small tmpfs mounted over
+//! `hubbub.db-files`, filled by uploads until the filesystem refuses a
+//! write. Mounting needs root (`CAP_SYS_ADMIN`), as CI runs the suite;
+//! without it the test fails and says why, it never skips.
+
+mod common;
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use common::*;
+use serde_json::json;
+
+/// A tmpfs mounted for the test, unmounted on drop (lazily, so a file
+/// still open cannot keep it).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).expect("create the mount point");
+        let c = |s: &[u8]| CString::new(s).expect("no NUL");
+        let target = c(at.as_os_str().as_bytes());
+        let (fs, data) = (c(b"tmpfs"), c(format!("size={size},mode=0700").as_bytes()));
+        // SAFETY: every pointer is a NUL-terminated string alive for the call.
+        let r = unsafe {
+            libc::mount(
+                fs.as_ptr(),
+                target.as_ptr(),
+                fs.as_ptr(),
+                0,
+                data.as_ptr().cast(),
+            )
+        };
+        assert!(
+            r == 0,
+            "cannot mount a {size} tmpfs at {}: {}. This test fills a real filesystem: \
+             run it as root (CAP_SYS_ADMIN), as CI does",
+            at.display(),
+            std::io::Error::last_os_error()
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let target = CString::new(self.0.as_os_str().as_bytes()).expect("no NUL");
+        // SAFETY: a NUL-terminated path alive for the call.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// `n` bytes no other call gives (distinct content, so distinct blobs).
+fn distinct(seed: u32, n: usize) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| ((i ^ seed.rotate_left(20)).wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+fn upload(s: &Server, token: &str, name: &str, body: &[u8]) -> Resp {
+    http(
+        s.addr,
+        "POST",
+        &format!("/api/files?name={name}"),
+        &[
+            ("Authorization", &format!("Bearer {token}")),
+            ("Content-Type", "application/octet-stream"),
+        ],
+        Some(body),
+    )
+}
+
+fn entries(dir: &Path) -> usize {
+    std::fs::read_dir(dir).map_or(0, |d| d.count())
+}
+
+/// Blobs stored: files under `blobs/<two hex digits>/`.
+fn blobs(files: &Path) -> usize {
+    std::fs::read_dir(files.join("blobs"))
+        .expect("the blob directory")
+        .map(|d| entries(&d.expect("an entry").path()))
+        .sum()
+}
+
+/// Uploads into a filesystem that fills up: the refused one is 507
+/// `storage_full`, leaves no draft and no blob behind and no file to see;
+/// chat and the files stored before go on working meanwhile; once space
+/// is freed the same upload succeeds.
+#[test]
+fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
+    let dir = Arc::new(TempDir::new("diskfull"));
+    let files = dir.path().join("hubbub.db-files");
+    // Dropped after the server (declared before it): unmounted once the
+    // server is killed, before the temp dir is removed.
+    let _tmpfs = Tmpfs::mount(&files, "4m");
+    let ballast = files.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 1 << 20]).expect("the ballast fits the tmpfs");
+    let s = Server::builder().start_in(dir.clone());
+    let (mut a, alice) = s.user("alice");
+    let (mut b, _) = s.user("bob");
+    a.join("general");
+    b.join("general");
+    for ws in [&mut a, &mut b] {
+        ws.sync();
+    }
+
+    let mut stored = Vec::new();
+    let mut refused = None;
+    for i in 0..16 {
+        let body = distinct(i, 768 * 1024);
+        let r = upload(&s, &alice, &format!("f{i}.bin"), &body);
+        if r.status == 201 {
+            stored.push((r.json()["file"]["id"].clone(), body));
+        } else {
+            refused = Some((r, body));
+            break;
+        }
+    }
+    let (r, body) = refused.expect("a 4 MiB filesystem refuses a twelfth of a 768 KiB file");
+    r.assert_error(507, "storage_full");
+    assert!(!stored.is_empty(), "some uploads fit before it filled");
+    assert_eq!(entries(&files.join("drafts")), 0, "no draft left behind");
+    assert_eq!(blobs(&files), stored.len(), "no blob of the refused upload");
+
+    a.send_json(
+        &json!({"type": "message", "room": "general", "content": "still here", "client_id": "c1"}),
+    );
+    a.expect_after("ack", &["message", "user_status", "join"]);
+    let m = b.expect_after("message", &["user_status", "join"]);
+    assert_eq!(m["content"], "still here");
+    for (id, bytes) in &stored {
+        let r = s.get(&format!("/api/files/{id}"), Some(&alice));
+        assert_eq!(r.status, 200, "file {id} after the disk filled");
+        assert!(r.body == *bytes, "file {id}: the same bytes");
+    }
+
+    std::fs::remove_file(&ballast).expect("free the ballast");
+    let r = upload(&s, &alice, "again.bin", &body);
+    assert_eq!(r.status, 201, "after space was freed: {}", r.text());
+    let id = r.json()["file"]["id"].clone();
+    let r = s.get(&format!("/api/files/{id}"), Some(&alice));
+    assert!(
+        r.status == 200 && r.body == body,
+        "the retried upload reads back"
+    );
+    assert_eq!(blobs(&files), stored.len() + 1);
+}
