@@ -84,10 +84,21 @@ fn blobs(files: &Path) -> usize {
         .sum()
 }
 
+/// Bytes free for an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> u64 {
+    let p = CString::new(path.as_os_str().as_bytes()).expect("no NUL");
+    // SAFETY: a NUL-terminated path and a zeroed statvfs, both alive for the call.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(p.as_ptr(), &mut st) }, 0, "statvfs");
+    st.f_bavail as u64 * st.f_frsize as u64
+}
+
 /// Uploads into a filesystem that fills up: the refused one is 507
 /// `storage_full`, leaves no draft and no blob behind and no file to see;
-/// chat and the files stored before go on working meanwhile; once space
-/// is freed the same upload succeeds.
+/// an upload that hits the full disk gives its space back at once, while
+/// the rest of its body is still coming (the database and other uploads
+/// need it); chat and the files stored before go on working meanwhile;
+/// once space is freed the same upload succeeds.
 #[test]
 fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
     let dir = Arc::new(TempDir::new("diskfull"));
@@ -123,6 +134,37 @@ fn a_full_disk_refuses_uploads_cleanly_and_recovers() {
     assert!(!stored.is_empty(), "some uploads fit before it filled");
     assert_eq!(entries(&files.join("drafts")), 0, "no draft left behind");
     assert_eq!(blobs(&files), stored.len(), "no blob of the refused upload");
+
+    // Half of a 1.5 MiB body (more than is free): once the write failed the
+    // draft is gone and the space is back, before the body has ended.
+    let free = free_bytes(&files);
+    let mut c = HttpConn::connect(s.addr);
+    let big = distinct(99, 1536 * 1024);
+    c.send_raw(
+        format!(
+            "POST /api/files?name=big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    c.send_raw(&big[..768 * 1024]).unwrap();
+    // The quota check and the draft's creation come first: polling at once
+    // could pass on a server that had not yet made (and kept) its draft.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let deadline = std::time::Instant::now() + WAIT;
+    while entries(&files.join("drafts")) > 0 || free_bytes(&files) < free {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the failed draft still holds the disk mid-body ({} drafts, {} of {free} bytes free)",
+            entries(&files.join("drafts")),
+            free_bytes(&files)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    c.send_raw(&big[768 * 1024..]).unwrap();
+    c.read_response().unwrap().assert_error(507, "storage_full");
 
     a.send_json(
         &json!({"type": "message", "room": "general", "content": "still here", "client_id": "c1"}),
