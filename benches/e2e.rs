@@ -7,7 +7,9 @@
 //! `storm`, `tls` (handshakes/s and CPU per handshake, the 1 × 1000 flood over
 //! TLS against plaintext in the same run, idle memory per TLS connection),
 //! `push` (mention to Web Push request on a local push service, and the chat
-//! latency meanwhile against the same chat without pushes);
+//! latency meanwhile against the same chat without pushes), `transfers` (the chat
+//! latency while four 100 MB uploads and four downloads run, against the same chat
+//! without them, and the server's RSS meanwhile);
 //! and, on a private PostgreSQL and Redis (skipped when either is not
 //! installed): `cluster_fanout`, `cluster_latency` (two nodes, one per core)
 //! and `persist_pg` (`persist` on `--postgres`). A filter that names a
@@ -149,7 +151,7 @@ fn main() {
     // The PostgreSQL/Redis scenarios: a filter that also names a
     // single-node scenario (`persist`, `fanout`) leaves them out, so those
     // filters run what they always ran.
-    const SINGLE: [&str; 9] = [
+    const SINGLE: [&str; 10] = [
         "fanout_1x1000",
         "fanout_100x10",
         "spread_10x100",
@@ -159,6 +161,7 @@ fn main() {
         "storm",
         "tls",
         "push",
+        "transfers",
     ];
     let want_cluster = |name: &str| {
         filters.is_empty()
@@ -230,6 +233,9 @@ fn main() {
     }
     if want("push") {
         push(&mut ctx);
+    }
+    if want("transfers") {
+        transfers(&mut ctx);
     }
     let cluster_wanted = ["cluster_fanout", "cluster_latency", "persist_pg"]
         .into_iter()
@@ -1563,6 +1569,286 @@ fn mention(
         }
         sent
     })
+}
+
+// ---- Files: chat while 100 MB transfers run ---------------------------------
+
+/// Bytes in each transfer of the `transfers` scenario.
+const TRANSFER_BYTES: usize = 100_000_000;
+
+/// Four 100 MB uploads and four 100 MB downloads at once, each on its own
+/// connection and as fast as loopback takes them, over and over, while a
+/// room of 100 connections chats at 200 msgs/s on other connections: the
+/// chat latency in rounds with and without the transfers (alternated, in
+/// one sitting), the server's RSS meanwhile, and the MB/s moved.
+fn transfers(ctx: &mut Ctx) {
+    let name = "transfers";
+    let (conns, chatters, chat_rate, rounds) = (100usize, 10usize, 200.0, 2usize);
+    let (warmup, measure) = (1.0, 5.0);
+    eprintln!(
+        "[{name}] 4 uploads + 4 downloads of {} MB, repeated; 1 room x {conns} connections chatting at {chat_rate:.0} msgs/s",
+        TRANSFER_BYTES / 1_000_000
+    );
+    let srv = Server::start_with(
+        ctx.server_cpu,
+        &["--max-upload", "200M", "--upload-quota", "0"],
+    );
+    let tokens = server::users(srv.addr, conns);
+    let body: std::sync::Arc<Vec<u8>> = std::sync::Arc::new(
+        (0..TRANSFER_BYTES as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect(),
+    );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (up, _) = upload_all(srv.addr, &tokens[0], &body, &stop);
+    let file = up.expect("the file the downloads fetch");
+
+    let targets: Vec<Target> = tokens
+        .iter()
+        .map(|t| Target {
+            path: format!("/ws/room/chat?token={t}"),
+            room: 0,
+            addr: None,
+        })
+        .collect();
+    let mut load = Load::new(srv.addr, 1);
+    let (opened, _) = load.open(&targets, 256, Duration::from_secs(60));
+    assert_eq!(opened as usize, conns, "every connection upgraded");
+    load.settle(Duration::from_secs(10), |l| l.c.unread >= conns as u64);
+    let plan = |warmup: f64, measure: f64, label: &str| Plan {
+        senders: vec![((0..chatters).collect(), "chat".into())],
+        fan: vec![conns as u64 - 1],
+        mode: Mode::Paced { per_sec: chat_rate },
+        warmup: Duration::from_secs_f64(warmup),
+        measure: Duration::from_secs_f64(measure),
+        probe: None,
+        drain: Duration::from_secs(5),
+        label: format!("[{name} {label}]"),
+        server_pid: srv.pid,
+    };
+    run(&mut load, &plan(0.0, 1.0, "paced warm-up"));
+    let rss_idle = srv.rss();
+
+    let mut chat = [Hist::default(), Hist::default()];
+    let mut round_p99 = [Vec::new(), Vec::new()];
+    let (mut moved_up, mut moved_down, mut moving_s, mut rss_peak) = (0u64, 0u64, 0.0, 0u64);
+    let mut o_with = None;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for with in order {
+            let label = if with {
+                "chat with transfers"
+            } else {
+                "chat alone"
+            };
+            stop.store(false, std::sync::atomic::Ordering::Relaxed);
+            let started = Instant::now();
+            let movers: Vec<_> = if with {
+                (0..8)
+                    .map(|i| {
+                        let (addr, token, body, stop) =
+                            (srv.addr, tokens[1 + i].clone(), body.clone(), stop.clone());
+                        let (file, owner) = (file.clone(), tokens[0].clone());
+                        std::thread::spawn(move || {
+                            // Below the load generator on the client's CPU:
+                            // the latency measured is the server's.
+                            sys::renice(sys::thread_id(), 10);
+                            let mut moved = (0u64, 0u64);
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                if i < 4 {
+                                    moved.0 += upload_all(addr, &token, &body, &stop).1;
+                                } else {
+                                    moved.1 += download_all(addr, &owner, &file, &stop);
+                                }
+                            }
+                            moved
+                        })
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let sampler = with.then(|| {
+                let (pid, stop) = (srv.pid, stop.clone());
+                std::thread::spawn(move || {
+                    let mut peak = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        peak = peak.max(sys::vm_rss(pid));
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    peak
+                })
+            });
+            load.lat = Hist::default();
+            load.record_latency = true;
+            let o = run(&mut load, &plan(warmup, measure, label));
+            load.record_latency = false;
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            check_outcome(name, &o, &srv);
+            let h = std::mem::take(&mut load.lat);
+            round_p99[with as usize].push(h.quantile(0.99));
+            chat[with as usize].add(&h);
+            if !with {
+                continue;
+            }
+            for m in movers {
+                let (u, d) = m.join().expect("a transfer thread");
+                moved_up += u;
+                moved_down += d;
+            }
+            moving_s += started.elapsed().as_secs_f64();
+            rss_peak = rss_peak.max(sampler.map_or(0, |s| s.join().expect("the RSS sampler")));
+            o_with = Some(o);
+        }
+    }
+    let o = o_with.expect("a round with transfers");
+    let q = |h: &Hist| (h.quantile(0.5), h.quantile(0.99));
+    let ((a50, a99), (b50, b99)) = (q(&chat[0]), q(&chat[1]));
+    let ms = |v: &[u64]| {
+        v.iter()
+            .map(|&x| label(x as f64))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let ratio = b99 as f64 / a99.max(1) as f64;
+    ctx.rows.push(
+        Row::new(
+            name,
+            "chat latency p50 / p99, alone → with 4 up + 4 down of 100 MB",
+            ratio,
+            "× (p99)",
+            format!(
+                "{} / {} → {} / {} (p99 ×{ratio:.2})",
+                label(a50 as f64),
+                label(a99 as f64),
+                label(b50 as f64),
+                label(b99 as f64),
+            ),
+        )
+        .out(&o)
+        .note(format!(
+            "{chat_rate:.0} msgs/s to {conns} connections; p99 per round alone: {}; with transfers: {}",
+            ms(&round_p99[0]),
+            ms(&round_p99[1])
+        )),
+    );
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    ctx.rows.push(
+        Row::new(
+            name,
+            "server RSS, chatting → peak with the transfers",
+            mib(rss_peak.saturating_sub(rss_idle)),
+            "MiB more",
+            format!(
+                "{:.1} → {:.1} MiB (+{:.1})",
+                mib(rss_idle),
+                mib(rss_peak),
+                mib(rss_peak.saturating_sub(rss_idle))
+            ),
+        )
+        .target(
+            "a few MiB more",
+            rss_peak.saturating_sub(rss_idle) < 16 * 1024 * 1024,
+        )
+        .note("VmRSS sampled every 20 ms while the transfers ran"),
+    );
+    let mbs = |b: u64| b as f64 / 1e6 / moving_s.max(1e-9);
+    ctx.rows.push(
+        Row::new(
+            name,
+            "moved through the loop meanwhile, up / down",
+            mbs(moved_up + moved_down),
+            "MB/s",
+            format!("{:.0} / {:.0} MB/s", mbs(moved_up), mbs(moved_down)),
+        )
+        .note(format!(
+            "{:.1} GB up, {:.1} GB down in {moving_s:.0} s, 4 connections each way, the server on one core",
+            moved_up as f64 / 1e9,
+            moved_down as f64 / 1e9
+        )),
+    );
+    let [alone, with] = chat;
+    ctx.series.push((
+        format!("transfers: chat at {chat_rate:.0} msgs/s, alone"),
+        alone,
+    ));
+    ctx.series.push((
+        format!("transfers: chat at {chat_rate:.0} msgs/s, with 4 up + 4 down"),
+        with,
+    ));
+    drop(load);
+    drop(srv);
+}
+
+/// Uploads `body` to `POST /api/files` on a connection of its own; stops
+/// early (dropping the connection: an aborted upload) when `stop` is set.
+/// The stored file's id if it completed, and the bytes sent.
+fn upload_all(
+    addr: std::net::SocketAddr,
+    token: &str,
+    body: &[u8],
+    stop: &std::sync::atomic::AtomicBool,
+) -> (Option<String>, u64) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect an upload");
+    let head = format!(
+        "POST /api/files?name=big.bin HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).expect("an upload's head");
+    let mut sent = 0;
+    for chunk in body.chunks(256 * 1024) {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return (None, sent);
+        }
+        s.write_all(chunk).expect("an upload's body");
+        sent += chunk.len() as u64;
+    }
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("an upload's answer");
+    assert!(resp.starts_with("HTTP/1.1 201"), "upload: {resp}");
+    let id = resp
+        .split_once("\"id\":")
+        .map(|(_, r)| {
+            r.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .filter(|id| !id.is_empty())
+        .unwrap_or_else(|| panic!("no file id in {resp}"));
+    (Some(id), sent)
+}
+
+/// Downloads file `id` on a connection of its own, until it ends or
+/// `stop` is set; the bytes received.
+fn download_all(
+    addr: std::net::SocketAddr,
+    token: &str,
+    id: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect a download");
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let req = format!(
+        "GET /api/files/{id} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).expect("a download's request");
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut got = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match s.read(&mut buf).expect("a download's body") {
+            0 => break,
+            n => got += n as u64,
+        }
+    }
+    got
 }
 
 // ---- Persistence: acked messages/s and the loop's latency ------------------

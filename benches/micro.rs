@@ -371,8 +371,12 @@ fn sqlite_insert(c: &mut Criterion) {
 /// A 12-megapixel photo (4000 × 3000 JPEG, a phone's) made into its two
 /// previews, as the image thread does for each image upload: decode with
 /// the limits, orient, two resizes, two JPEG encodes, two blob writes.
+/// `jpeg_12mp` is the server's path (a reduced-scale decode); in the same
+/// run, `jpeg_12mp_full_decode` is the path before it (every pixel decoded,
+/// then resized), so the two compare on the same machine at the same time.
 fn previews(c: &mut Criterion) {
-    use hubbub::bench::{DirStore, FileStore, inspect_image, write_blob};
+    use hubbub::bench::{DirStore, FileStore, encode_preview, inspect_image, write_blob};
+    use image::ImageDecoder;
     let img = image::RgbImage::from_fn(4000, 3000, |x, y| {
         image::Rgb([(x / 16) as u8, (y / 12) as u8, ((x + y) / 28) as u8])
     });
@@ -391,6 +395,26 @@ fn previews(c: &mut Criterion) {
     g.sample_size(10).measurement_time(Duration::from_secs(8));
     g.bench_function("jpeg_12mp", |b| {
         b.iter(|| black_box(inspect_image(&mut *blobs, &key).unwrap()))
+    });
+    g.bench_function("jpeg_12mp_full_decode", |b| {
+        b.iter(|| {
+            let mut reader = image::ImageReader::new(std::io::Cursor::new(&jpeg))
+                .with_guessed_format()
+                .unwrap();
+            let mut limits = image::Limits::default();
+            limits.max_alloc = Some(256 * 1024 * 1024);
+            reader.limits(limits);
+            let mut decoder = reader.into_decoder().unwrap();
+            let orientation = decoder.orientation().unwrap();
+            let mut img = image::DynamicImage::from_decoder(decoder).unwrap();
+            img.apply_orientation(orientation);
+            let large = img.thumbnail(1600, 1600);
+            let small = large.thumbnail(480, 480);
+            black_box((
+                write_blob(&mut *blobs, &encode_preview(&large)).unwrap(),
+                write_blob(&mut *blobs, &encode_preview(&small)).unwrap(),
+            ))
+        })
     });
     g.finish();
     drop(blobs);

@@ -146,7 +146,7 @@ pub use server::{Server, Shutdown};
 pub mod bench {
     pub use crate::conn::{Conn, Flushed};
     pub use crate::files::dir::DirStore;
-    pub use crate::files::images::inspect as inspect_image;
+    pub use crate::files::images::{encode as encode_preview, inspect as inspect_image};
     pub use crate::files::{FileStore, write_blob};
     pub use crate::http::request::parse as parse_request;
     pub use crate::hub::command::Command;

@@ -174,6 +174,12 @@ pub fn renice(pid: u32, nice: i32) -> bool {
     unsafe { libc::setpriority(libc::PRIO_PROCESS, pid as libc::id_t, nice) == 0 }
 }
 
+/// The calling thread's id (a `pid` for [`renice`]: the thread alone).
+pub fn thread_id() -> u32 {
+    // SAFETY: plain libc call.
+    unsafe { libc::gettid() as u32 }
+}
+
 /// The 1-minute load average.
 pub fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")

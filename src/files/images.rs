@@ -16,6 +16,7 @@
 
 use std::io::{BufReader, Cursor};
 
+use image::metadata::Orientation;
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 use super::{BlobKey, BlobStream, Blobs, FileError, write_blob};
@@ -71,9 +72,52 @@ fn mime_of(format: ImageFormat) -> &'static str {
 
 /// How a decode went.
 enum Decoded {
-    Image(DynamicImage, ImageFormat),
+    /// The pixels, upright, perhaps at a reduced scale (see [`Need`]), and
+    /// the image's full upright size.
+    Image {
+        img: DynamicImage,
+        format: ImageFormat,
+        width: u32,
+        height: u32,
+    },
     Oversized(ImageFormat),
     NotImage,
+}
+
+/// How many pixels the caller will use, so a JPEG can be decoded at a
+/// reduced DCT scale (1/2, 1/4 or 1/8: the inverse transform of fewer
+/// coefficients, so a 12-megapixel photo costs a fraction of its full
+/// decode) that still keeps at least that many.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// The longest side at least this long (a preview fitting a square box).
+    Longest(u32),
+    /// The shortest side at least this long (a square crop of this side).
+    Shortest(u32),
+}
+
+impl Need {
+    /// Whether a 1/2-scale decode of a `w`×`h` image still keeps enough.
+    fn allows_halving(self, w: u32, h: u32) -> bool {
+        let (side, wanted) = match self {
+            Need::Longest(n) => (w.max(h), n),
+            Need::Shortest(n) => (w.min(h), n),
+        };
+        side.div_ceil(2) >= wanted
+    }
+
+    /// What to ask `jpeg_decoder::Decoder::scale` for: it picks the
+    /// smallest scale at which *either* side reaches its request, so the
+    /// side that must reach `n` asks for it and the other for more than
+    /// any side can have.
+    fn request(self, w: u32, h: u32) -> (u16, u16) {
+        let clamp = |n: u32| u16::try_from(n).unwrap_or(u16::MAX);
+        match self {
+            Need::Longest(n) => (clamp(n), clamp(n)),
+            Need::Shortest(n) if w <= h => (clamp(n), u16::MAX),
+            Need::Shortest(n) => (u16::MAX, clamp(n)),
+        }
+    }
 }
 
 fn limits() -> Limits {
@@ -84,49 +128,143 @@ fn limits() -> Limits {
     l
 }
 
-/// Decodes the blob `key` (its first frame), upright, within the limits.
-fn decode(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Decoded, FileError> {
-    let Some(stream) = BlobStream::open(blobs, key)? else {
-        return Err(FileError::Io(format!("blob {} is missing", key.hex())));
-    };
-    let reader = ImageReader::new(BufReader::new(stream))
-        .with_guessed_format()
-        .map_err(FileError::io)?;
-    Ok(decode_from(reader))
+fn open<'a>(
+    blobs: &'a mut dyn Blobs,
+    key: &BlobKey,
+) -> Result<BufReader<BlobStream<'a>>, FileError> {
+    match BlobStream::open(blobs, key)? {
+        Some(stream) => Ok(BufReader::new(stream)),
+        None => Err(FileError::Io(format!("blob {} is missing", key.hex()))),
+    }
 }
 
-fn decode_from<R: std::io::BufRead + std::io::Seek>(mut reader: ImageReader<R>) -> Decoded {
+/// Decodes the blob `key` (its first frame), upright, within the limits,
+/// keeping at least `need`.
+fn decode(blobs: &mut dyn Blobs, key: &BlobKey, need: Need) -> Result<Decoded, FileError> {
+    let reader = ImageReader::new(open(blobs, key)?)
+        .with_guessed_format()
+        .map_err(FileError::io)?;
+    let (mut decoder, format) = match read_header(reader) {
+        Header::Read(decoder, format) => (decoder, format),
+        Header::Oversized(format) => return Ok(Decoded::Oversized(format)),
+        Header::NotImage => return Ok(Decoded::NotImage),
+    };
+    let (w, h) = decoder.dimensions();
+    let orientation = decoder.orientation().ok();
+    let pixels = if format == ImageFormat::Jpeg && need.allows_halving(w, h) {
+        drop(decoder);
+        let scaled = decode_jpeg_scaled(open(blobs, key)?, need.request(w, h));
+        match scaled {
+            Some(img) => Ok(img),
+            // Not RGB or grey (CMYK, 16-bit), or damage only the full
+            // decoder tolerates: decoded as before.
+            None => decode_full(open(blobs, key)?, format),
+        }
+    } else {
+        pixels(decoder, format)
+    };
+    let mut img = match pixels {
+        Ok(img) => img,
+        Err(d) => return Ok(d),
+    };
+    let (width, height) = match orientation {
+        Some(
+            Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH,
+        ) => (h, w),
+        _ => (w, h),
+    };
+    if let Some(o) = orientation {
+        img.apply_orientation(o);
+    }
+    Ok(Decoded::Image {
+        img,
+        format,
+        width,
+        height,
+    })
+}
+
+/// What a header said.
+enum Header<D> {
+    /// A format we read, within the limits: its decoder, ready for pixels.
+    Read(D, ImageFormat),
+    Oversized(ImageFormat),
+    NotImage,
+}
+
+/// Reads the header and checks it against the limits before any pixel is
+/// decoded (the bomb guard).
+fn read_header<'a, R: std::io::BufRead + std::io::Seek + 'a>(
+    mut reader: ImageReader<R>,
+) -> Header<impl ImageDecoder + 'a> {
     let Some(format) = reader.format().filter(|f| {
         matches!(
             f,
             ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Gif | ImageFormat::WebP
         )
     }) else {
-        return Decoded::NotImage;
+        return Header::NotImage;
     };
     reader.limits(limits());
-    let mut decoder = match reader.into_decoder() {
+    let decoder = match reader.into_decoder() {
         Ok(d) => d,
-        Err(image::ImageError::Limits(_)) => return Decoded::Oversized(format),
-        Err(_) => return Decoded::NotImage,
+        Err(image::ImageError::Limits(_)) => return Header::Oversized(format),
+        Err(_) => return Header::NotImage,
     };
     let (w, h) = decoder.dimensions();
     if w == 0 || h == 0 {
-        return Decoded::NotImage;
+        return Header::NotImage;
     }
     if u64::from(w) * u64::from(h) > MAX_IMAGE_PIXELS {
-        return Decoded::Oversized(format);
+        return Header::Oversized(format);
     }
-    let orientation = decoder.orientation().ok();
+    Header::Read(decoder, format)
+}
+
+/// The pixels of a decoder [`read_header`] accepted.
+fn pixels(decoder: impl ImageDecoder, format: ImageFormat) -> Result<DynamicImage, Decoded> {
     match DynamicImage::from_decoder(decoder) {
-        Ok(mut img) => {
-            if let Some(o) = orientation {
-                img.apply_orientation(o);
-            }
-            Decoded::Image(img, format)
+        Ok(img) => Ok(img),
+        Err(image::ImageError::Limits(_)) => Err(Decoded::Oversized(format)),
+        Err(_) => Err(Decoded::NotImage),
+    }
+}
+
+/// A decode at full scale, header checks included.
+fn decode_full<'a, R: std::io::BufRead + std::io::Seek + 'a>(
+    reader: R,
+    format: ImageFormat,
+) -> Result<DynamicImage, Decoded> {
+    let mut reader = ImageReader::new(reader);
+    reader.set_format(format);
+    match read_header(reader) {
+        Header::Read(decoder, format) => pixels(decoder, format),
+        Header::Oversized(format) => Err(Decoded::Oversized(format)),
+        Header::NotImage => Err(Decoded::NotImage),
+    }
+}
+
+/// Decodes a JPEG whose header [`read_header`] accepted at the smallest
+/// DCT scale that still gives `request` (see [`Need::request`]); `None`
+/// when it cannot, or gives a pixel format other than RGB or grey. Only
+/// the pixels are kept: the orientation came from the header's decoder.
+fn decode_jpeg_scaled(reader: impl std::io::Read, request: (u16, u16)) -> Option<DynamicImage> {
+    let mut decoder = jpeg_decoder::Decoder::new(reader);
+    decoder.set_max_decoding_buffer_size(usize::try_from(IMAGE_DECODE_ALLOC).ok()?);
+    let (w, h) = decoder.scale(request.0, request.1).ok()?;
+    let pixels = decoder.decode().ok()?;
+    let (w, h) = (u32::from(w), u32::from(h));
+    match decoder.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            image::RgbImage::from_raw(w, h, pixels).map(DynamicImage::ImageRgb8)
         }
-        Err(image::ImageError::Limits(_)) => Decoded::Oversized(format),
-        Err(_) => Decoded::NotImage,
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
     }
 }
 
@@ -137,20 +275,63 @@ pub fn encode(img: &DynamicImage) -> Vec<u8> {
         img.to_rgba8()
             .write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
             .expect("encoding to memory cannot fail");
-    } else {
-        let mut enc =
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, PREVIEW_JPEG_QUALITY);
-        enc.encode_image(&img.to_rgb8())
-            .expect("encoding to memory cannot fail");
+        return out;
     }
+    let (w, h) = (side(img.width()), side(img.height()));
+    let encoder = jpeg_encoder::Encoder::new(&mut out, PREVIEW_JPEG_QUALITY);
+    match img {
+        DynamicImage::ImageLuma8(grey) => encoder.encode(grey, w, h, jpeg_encoder::ColorType::Luma),
+        _ => encoder.encode(&img.to_rgb8(), w, h, jpeg_encoder::ColorType::Rgb),
+    }
+    .expect("what is encoded is a preview or an avatar: a JPEG's sides hold it");
     out
+}
+
+/// A side of what [`encode`] is given: at most [`THUMB_LARGE`], or an
+/// image smaller than that kept as it is.
+fn side(n: u32) -> u16 {
+    u16::try_from(n).expect("a preview's side fits a JPEG's")
+}
+
+/// `img` scaled to `w`×`h` (Lanczos, gamma as stored, alpha premultiplied
+/// meanwhile).
+fn resized(img: &DynamicImage, w: u32, h: u32) -> DynamicImage {
+    let mut out = DynamicImage::new(w, h, img.color());
+    match fast_image_resize::Resizer::new().resize(img, &mut out, None) {
+        Ok(()) => out,
+        // A pixel type it has no kernel for (none our decoders give).
+        Err(_) => img.resize_exact(w, h, image::imageops::FilterType::Lanczos3),
+    }
+}
+
+/// `img` scaled down, keeping its aspect ratio, to fit `n`×`n` (the
+/// rounding of `DynamicImage::thumbnail`); unchanged when it already fits.
+fn fitted(img: DynamicImage, n: u32) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    if w <= n && h <= n {
+        return img;
+    }
+    let scale = |a: u32, b: u32| {
+        ((u64::from(a) * u64::from(n) + u64::from(b) / 2) / u64::from(b)).max(1) as u32
+    };
+    let (fw, fh) = if w >= h {
+        (n, scale(h, w))
+    } else {
+        (scale(w, h), n)
+    };
+    resized(&img, fw, fh)
 }
 
 /// Decodes an uploaded file that claims a raster type and writes its
 /// previews (see [`Inspected`]).
 pub fn inspect(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Inspected, FileError> {
-    let (img, format) = match decode(blobs, key)? {
-        Decoded::Image(img, format) => (img, format),
+    let (img, format, width, height) = match decode(blobs, key, Need::Longest(THUMB_LARGE))? {
+        Decoded::Image {
+            img,
+            format,
+            width,
+            height,
+        } => (img, format, width, height),
         Decoded::Oversized(format) => {
             return Ok(Inspected::Oversized {
                 mime: mime_of(format),
@@ -158,18 +339,10 @@ pub fn inspect(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Inspected, FileEr
         }
         Decoded::NotImage => return Ok(Inspected::NotImage),
     };
-    let (width, height) = (img.width(), img.height());
-    let large_img = if width > THUMB_LARGE || height > THUMB_LARGE {
-        img.thumbnail(THUMB_LARGE, THUMB_LARGE)
-    } else {
-        img
-    };
+    let large_img = fitted(img, THUMB_LARGE);
     let large = write_blob(blobs, &encode(&large_img))?;
     let small = if large_img.width() > THUMB_SMALL || large_img.height() > THUMB_SMALL {
-        write_blob(
-            blobs,
-            &encode(&large_img.thumbnail(THUMB_SMALL, THUMB_SMALL)),
-        )?
+        write_blob(blobs, &encode(&fitted(large_img, THUMB_SMALL)))?
     } else {
         large
     };
@@ -186,8 +359,9 @@ pub fn inspect(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<Inspected, FileEr
 /// [`AVATAR_SMALL`] and [`AVATAR_LARGE`] pixels a side. Returns
 /// `(small, large)`.
 pub fn avatar(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<(BlobKey, BlobKey), AvatarError> {
-    let img = match decode(blobs, key).map_err(AvatarError::Io)? {
-        Decoded::Image(img, _) => img,
+    let need = Need::Shortest(AVATAR_LARGE);
+    let img = match decode(blobs, key, need).map_err(AvatarError::Io)? {
+        Decoded::Image { img, .. } => img,
         Decoded::Oversized(_) => return Err(AvatarError::Oversized),
         Decoded::NotImage => return Err(AvatarError::NotImage),
     };
@@ -198,8 +372,8 @@ pub fn avatar(blobs: &mut dyn Blobs, key: &BlobKey) -> Result<(BlobKey, BlobKey)
         side,
         side,
     );
-    let large_img = square.thumbnail_exact(side.min(AVATAR_LARGE), side.min(AVATAR_LARGE));
-    let small_img = large_img.thumbnail_exact(side.min(AVATAR_SMALL), side.min(AVATAR_SMALL));
+    let large_img = resized(&square, side.min(AVATAR_LARGE), side.min(AVATAR_LARGE));
+    let small_img = resized(&large_img, side.min(AVATAR_SMALL), side.min(AVATAR_SMALL));
     let large = write_blob(blobs, &encode(&large_img)).map_err(AvatarError::Io)?;
     let small = write_blob(blobs, &encode(&small_img)).map_err(AvatarError::Io)?;
     Ok((small, large))
@@ -338,6 +512,74 @@ mod tests {
             let bytes = read_blob(&mut *b, &preview).unwrap().unwrap();
             assert!(!bytes.windows(4).any(|w| w == b"Exif"), "no EXIF left");
         }
+        let _ = std::fs::remove_dir_all(p);
+    }
+
+    /// A large JPEG may be decoded at a reduced DCT scale only while the
+    /// pixels kept still cover what is made of them: the longest side for a
+    /// preview, the shortest for an avatar's square; `scale` is asked so
+    /// that the side that matters decides.
+    #[test]
+    fn reduced_scale_keeps_what_is_needed() {
+        let preview = Need::Longest(THUMB_LARGE);
+        assert!(preview.allows_halving(4000, 3000));
+        assert!(
+            preview.allows_halving(3000, 3199),
+            "1600 of 3199 (rounded up)"
+        );
+        assert!(!preview.allows_halving(3000, 3198));
+        assert!(!preview.allows_halving(2400, 1200));
+        assert_eq!(preview.request(4000, 3000), (1600, 1600));
+        let avatar = Need::Shortest(AVATAR_LARGE);
+        assert!(avatar.allows_halving(4000, 512));
+        assert!(!avatar.allows_halving(4000, 510));
+        assert_eq!(avatar.request(4000, 600), (u16::MAX, 256));
+        assert_eq!(avatar.request(600, 4000), (256, u16::MAX));
+        assert_eq!(Need::Longest(100_000).request(4000, 600).0, u16::MAX);
+    }
+
+    /// A photo decoded at a reduced scale is measured at its full upright
+    /// size, previewed upright at the same sizes as a full decode, with no
+    /// EXIF left; a grey one too; an avatar from a wide photo keeps both
+    /// halves of its centre.
+    #[test]
+    fn large_photos_decoded_at_reduced_scale() {
+        let (s, p) = store();
+        let mut b = s.handle().unwrap();
+        let key = write_blob(&mut *b, &rotated_jpeg_with_gps(4000, 2000)).unwrap();
+        let Inspected::Image(v) = inspect(&mut *b, &key).unwrap() else {
+            panic!("not an image")
+        };
+        assert_eq!((v.width, v.height), (2000, 4000), "full size, upright");
+        let large = decoded(&mut *b, &v.large);
+        assert_eq!((large.width(), large.height()), (800, 1600));
+        let small = decoded(&mut *b, &v.small);
+        assert_eq!((small.width(), small.height()), (240, 480));
+        let top = small.to_rgb8().get_pixel(small.width() / 2, 5).0;
+        assert!(top[0] > 150 && top[2] < 100, "top is red: {top:?}");
+        for preview in [v.large, v.small] {
+            let bytes = read_blob(&mut *b, &preview).unwrap().unwrap();
+            assert!(!bytes.windows(4).any(|w| w == b"Exif"), "no EXIF left");
+        }
+
+        let grey = DynamicImage::ImageLuma8(halves(3600, 2400).to_luma8());
+        let key = write_blob(&mut *b, &encoded(&grey, ImageFormat::Jpeg)).unwrap();
+        let Inspected::Image(v) = inspect(&mut *b, &key).unwrap() else {
+            panic!("not an image")
+        };
+        assert_eq!((v.width, v.height), (3600, 2400));
+        let large = decoded(&mut *b, &v.large);
+        assert_eq!((large.width(), large.height()), (1600, 1067));
+
+        let wide = write_blob(&mut *b, &encoded(&halves(4000, 600), ImageFormat::Jpeg)).unwrap();
+        let (_, large) = avatar(&mut *b, &wide).unwrap();
+        let l_img = decoded(&mut *b, &large);
+        assert_eq!(
+            (l_img.width(), l_img.height()),
+            (AVATAR_LARGE, AVATAR_LARGE)
+        );
+        let px = |x| l_img.to_rgb8().get_pixel(x, AVATAR_LARGE / 2).0;
+        assert!(px(2)[0] > 150 && px(AVATAR_LARGE - 3)[2] > 150);
         let _ = std::fs::remove_dir_all(p);
     }
 

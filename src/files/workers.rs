@@ -239,7 +239,8 @@ struct Draft {
     id: Option<DraftId>,
     hasher: Hasher,
     size: u64,
-    /// The first failure: later chunks are dropped, and `Finish` says so.
+    /// The first failure: the draft is discarded then, later chunks are
+    /// dropped, and `Finish` says so.
     failed: Option<FileError>,
 }
 
@@ -313,7 +314,15 @@ impl TransferWorker {
                             d.hasher.update(&bytes);
                             d.size += n as u64;
                         }
-                        Err(e) => d.failed = Some(e),
+                        Err(e) => {
+                            // Its space back now, not once the rest of the
+                            // body has come: on a full disk the database and
+                            // other uploads need it.
+                            if let (Some(id), Some(b)) = (d.id.take(), self.blobs.blobs.as_mut()) {
+                                b.discard(id);
+                            }
+                            d.failed = Some(e);
+                        }
                     }
                 }
                 Some(FileReply::Appended { t, bytes: n })
