@@ -46,6 +46,7 @@ async function request(method, path, body) {
 }
 
 const user = (name) => `/api/admin/users/${encodeURIComponent(name)}`;
+const adminRoom = (name) => `/api/admin/rooms/${encodeURIComponent(name)}`;
 
 export const api = {
   signup: (username, email, password, invite) =>
@@ -66,6 +67,8 @@ export const api = {
   invites: () => request('GET', '/api/invites'),
   createInvite: (uses, expiresIn) => request('POST', '/api/invites', { uses, expires_in: expiresIn }),
   revokeInvite: (code) => request('DELETE', `/api/invites/${encodeURIComponent(code)}`),
+  setArchived: (room, archived) => request(archived ? 'POST' : 'DELETE', `${adminRoom(room)}/archive`, {}),
+  deleteRoom: (room) => request('DELETE', adminRoom(room), {}),
   audit: () => request('GET', '/api/admin/audit'),
   settings: () => request('GET', '/api/admin/settings'),
   setSettings: (settings) => request('PUT', '/api/admin/settings', settings),

@@ -49,6 +49,8 @@ export class Chat extends EventTarget {
     this.convs = new Map();
     /** Public rooms this user keeps in the sidebar, in the order joined. */
     this.roomNames = userPref(this.me, 'rooms', DEFAULT_ROOMS).filter((r) => ROOM_NAME.test(r));
+    /** Names of the rooms that are archived (read-only), from GET /api/rooms and `room_archived`. */
+    this.archivedRooms = new Set();
     /** Public rooms from GET /api/rooms, for the join dialog. */
     this.directory = [];
     this.activeKey = userPref(this.me, 'active', roomKey(this.roomNames[0] || 'general'));
@@ -122,6 +124,7 @@ export class Chat extends EventTarget {
         this.setProfile(u);
       }
       this.directory = rooms.filter((r) => !r.private);
+      this.archivedRooms = new Set(rooms.filter((r) => r.archived).map((r) => r.name));
       // Private rooms this user was removed from while offline disappear.
       const mine = new Set(rooms.filter((r) => r.private).map((r) => r.name));
       for (const c of [...this.convs.values()]) if (c.kind === 'room' && c.private && !mine.has(c.name)) this.forget(c);
@@ -716,6 +719,68 @@ export class Chat extends EventTarget {
   /** A moderator or an admin. */
   get moderates() {
     return this.role === 'moderator' || this.role === 'admin';
+  }
+
+  /** Whether `c` is a room that is archived: readable, but nobody posts there. */
+  isArchived(c) {
+    return c?.kind === 'room' && this.archivedRooms.has(c.name);
+  }
+
+  /** Moderators and admins archive any room but `general` (the server refuses it too). */
+  mayArchive(c) {
+    return c?.kind === 'room' && c.name !== 'general' && this.moderates;
+  }
+
+  /** Only admins delete a room, never `general`. */
+  mayDeleteRoom(c) {
+    return c?.kind === 'room' && c.name !== 'general' && this.role === 'admin';
+  }
+
+  /** Archives (or unarchives) a room; the `room_archived` frame tells every tab, this one too. */
+  async setArchived(c, archived) {
+    try {
+      await api.setArchived(c.name, archived);
+      this.roomArchived(c.name, archived);
+    } catch (err) {
+      if (err.status !== 401) this.toast(err.message);
+    }
+  }
+
+  /** Deletes a room for everyone; the `room_deleted` frame takes it out of every sidebar. */
+  async deleteRoom(c) {
+    try {
+      await api.deleteRoom(c.name);
+      this.roomDeleted(c.name);
+    } catch (err) {
+      if (err.status !== 401) this.toast(err.message);
+    }
+  }
+
+  roomArchived(name, archived) {
+    if (this.archivedRooms.has(name) === archived) return;
+    if (archived) this.archivedRooms.add(name);
+    else this.archivedRooms.delete(name);
+    this.changed();
+  }
+
+  /** A room gone for good: out of the sidebar and the directory; if it was open, the user lands in `general`. */
+  roomDeleted(name) {
+    this.archivedRooms.delete(name);
+    this.directory = this.directory.filter((r) => r.name !== name);
+    if (this.roomNames.includes(name)) {
+      this.roomNames = this.roomNames.filter((n) => n !== name);
+      setUserPref(this.me, 'rooms', this.roomNames);
+    }
+    const c = this.convs.get(roomKey(name));
+    if (!c) return this.changed();
+    const wasOpen = this.activeKey === c.key;
+    // forget() would open the first room of the sidebar: a deleted room's readers go to general.
+    if (wasOpen) this.activeKey = null;
+    this.forget(c);
+    if (wasOpen) {
+      this.joinRoom('general');
+      this.toast(`#${name} was deleted.`);
+    }
   }
 
   setUser(username, online, lastSeen) {

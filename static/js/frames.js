@@ -219,6 +219,14 @@ export const frameHandlers = {
     }
     chat.changed();
   },
+  // hubbub's additions (README, "Where the contract is silent"): a room made
+  // read-only (or open again), and a room gone with its history.
+  room_archived(chat, f) {
+    if (typeof f.room === 'string') chat.roomArchived(f.room, f.archived !== false);
+  },
+  room_deleted(chat, f) {
+    if (typeof f.room === 'string') chat.roomDeleted(f.room);
+  },
   error(chat, f) {
     if (f.client_id) return failPending(chat, f);
     if (chat.dialogOp) {

@@ -105,6 +105,7 @@ function renderHeader(chat) {
     const n = chat.onlineIn(c);
     sub = `${n} online`;
     if (c.private) sub += ` · private · ${c.members.length} member${c.members.length === 1 ? '' : 's'}`;
+    if (chat.isArchived(c)) sub += ' · archived';
   } else if (c) {
     // Unknown (the people list has not loaded, e.g. offline): nothing rather than a wrong "never online".
     const u = chat.user(c.name);
@@ -114,6 +115,9 @@ function renderHeader(chat) {
   setAttr($('conv-sub'), 'data-online', String(c?.kind === 'dm' && !!chat.user(c.name)?.online));
   $('members-btn').hidden = !c?.private;
   $('leave-btn').hidden = !(c?.kind === 'room' && !c.private);
+  $('archive-btn').hidden = !chat.mayArchive(c);
+  setText($('archive-btn'), chat.isArchived(c) ? 'Unarchive room' : 'Archive room');
+  $('delete-room-btn').hidden = !chat.mayDeleteRoom(c);
 }
 
 function renderBanner(chat) {

@@ -101,6 +101,12 @@ function renderReply(chat) {
 /** Placeholder and enabled state follow the open conversation. */
 export function renderComposer(chat) {
   const c = chat.active;
+  // An archived room is read-only: a banner stands where the composer was.
+  const archived = chat.isArchived(c);
+  const banner = $('archived-banner');
+  banner.hidden = !archived;
+  if (archived) banner.textContent = `This room is archived. You can read #${c.name}, but nobody can post in it.`;
+  for (const id of ['composer', 'composer-hint', 'upload-tray']) $(id).classList.toggle('archived-hidden', archived);
   const input = $('composer-input');
   input.disabled = !c;
   input.placeholder = !c ? 'Pick a conversation' : c.kind === 'room' ? `Message #${c.name}` : `Message ${c.name}`;

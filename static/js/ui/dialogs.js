@@ -71,6 +71,31 @@ export function setupDialogs(chat) {
     chat.addMember(c, name);
   });
 
+  // Archiving is undone with one click; deleting is not, so it asks first.
+  $('archive-btn').addEventListener('click', () => {
+    const c = chat.active;
+    if (chat.mayArchive(c)) chat.setArchived(c, !chat.isArchived(c));
+  });
+  let deleting = null;
+  $('delete-room-btn').addEventListener('click', () => {
+    const c = chat.active;
+    if (!chat.mayDeleteRoom(c)) return;
+    deleting = c;
+    $('room-delete-title').textContent = `Delete #${c.name}?`;
+    $('room-delete-text').textContent =
+      `This deletes #${c.name} for everyone: its whole history and every file shared in it are lost. It cannot be undone. To keep it readable, archive it instead.`;
+    $('room-delete-dialog').showModal();
+    $('room-delete-confirm').focus();
+  });
+  $('room-delete-form').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const c = deleting;
+    deleting = null;
+    $('room-delete-dialog').close();
+    if (c) chat.deleteRoom(c);
+  });
+  $('room-delete-dialog').addEventListener('close', () => (deleting = null));
+
   chat.addEventListener('dialog-done', (ev) => {
     if (ev.detail.kind === 'create') $('private-dialog').close();
     else {

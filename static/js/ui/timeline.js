@@ -600,7 +600,11 @@ export class TimelineView {
       setText($('empty-title'), c.kind === 'room' ? `Welcome to #${c.name}` : `Say hello to ${c.name}`);
       setText(
         $('empty-text'),
-        c.kind === 'room' ? `This is the very beginning of #${c.name}. Send the first message!` : `This is the beginning of your conversation with ${c.name}.`,
+        c.kind === 'dm'
+          ? `This is the beginning of your conversation with ${c.name}.`
+          : this.chat.isArchived(c)
+            ? `#${c.name} is archived and has no messages.`
+            : `This is the very beginning of #${c.name}. Send the first message!`,
       );
     }
     const typers = c ? [...c.typing.keys()] : [];
